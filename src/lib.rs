@@ -1,0 +1,4 @@
+//! consentgate — a carrier-side inline SMPP gateway filter.
+pub mod smpp;
+pub mod sim;
+pub mod load;

@@ -1,0 +1,1 @@
+//! ESME load generator (in progress).

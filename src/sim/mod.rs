@@ -1,0 +1,1 @@
+//! SMSC simulator (in progress).

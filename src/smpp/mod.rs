@@ -1,0 +1,209 @@
+//! SMPP wire layer: command ids and statuses, the 16-byte header, length-checked framing
+//! ([`frame`]), zero-copy field peeking for the hot path ([`peek`]) and builders for the few
+//! PDUs consentgate creates itself ([`pdu`]).
+//!
+//! Layering (STYLE §2): bytes ↔ [`frame::Framer`] (length-checked) ↔ [`peek`] views ↔ session
+//! behaviour. rusmpp (pinned 0.4.0) fully decodes/encodes the PDUs consentgate must understand
+//! (binds, bind_resp); its tokio codec is *not* used on live streams because it desynchronises
+//! after a body decode error (see `shared/reference/smpp-tech.md` §1.3).
+
+pub mod frame;
+pub mod pdu;
+pub mod peek;
+
+/// Length of the SMPP header: command_length, command_id, command_status, sequence_number.
+pub const HEADER_LEN: usize = 16;
+
+/// Bit set in the command_id of every response PDU.
+pub const RESP_BIT: u32 = 0x8000_0000;
+
+/// Command ids (SMPP v3.4 §5.1.2.1, v5.0 §4.7.5).
+pub mod cmd {
+    pub const GENERIC_NACK: u32 = 0x8000_0000;
+    pub const BIND_RECEIVER: u32 = 0x0000_0001;
+    pub const BIND_RECEIVER_RESP: u32 = 0x8000_0001;
+    pub const BIND_TRANSMITTER: u32 = 0x0000_0002;
+    pub const BIND_TRANSMITTER_RESP: u32 = 0x8000_0002;
+    pub const QUERY_SM: u32 = 0x0000_0003;
+    pub const QUERY_SM_RESP: u32 = 0x8000_0003;
+    pub const SUBMIT_SM: u32 = 0x0000_0004;
+    pub const SUBMIT_SM_RESP: u32 = 0x8000_0004;
+    pub const DELIVER_SM: u32 = 0x0000_0005;
+    pub const DELIVER_SM_RESP: u32 = 0x8000_0005;
+    pub const UNBIND: u32 = 0x0000_0006;
+    pub const UNBIND_RESP: u32 = 0x8000_0006;
+    pub const REPLACE_SM: u32 = 0x0000_0007;
+    pub const REPLACE_SM_RESP: u32 = 0x8000_0007;
+    pub const CANCEL_SM: u32 = 0x0000_0008;
+    pub const CANCEL_SM_RESP: u32 = 0x8000_0008;
+    pub const BIND_TRANSCEIVER: u32 = 0x0000_0009;
+    pub const BIND_TRANSCEIVER_RESP: u32 = 0x8000_0009;
+    pub const OUTBIND: u32 = 0x0000_000B;
+    pub const ENQUIRE_LINK: u32 = 0x0000_0015;
+    pub const ENQUIRE_LINK_RESP: u32 = 0x8000_0015;
+    pub const SUBMIT_MULTI: u32 = 0x0000_0021;
+    pub const SUBMIT_MULTI_RESP: u32 = 0x8000_0021;
+    pub const ALERT_NOTIFICATION: u32 = 0x0000_0102;
+    pub const DATA_SM: u32 = 0x0000_0103;
+    pub const DATA_SM_RESP: u32 = 0x8000_0103;
+}
+
+/// command_status values consentgate produces or interprets (v3.4 §5.1.3, v5.0 §4.7.6).
+pub mod status {
+    pub const ESME_ROK: u32 = 0x0000_0000;
+    pub const ESME_RINVMSGLEN: u32 = 0x0000_0001;
+    pub const ESME_RINVCMDLEN: u32 = 0x0000_0002;
+    pub const ESME_RINVCMDID: u32 = 0x0000_0003;
+    pub const ESME_RINVBNDSTS: u32 = 0x0000_0004;
+    pub const ESME_RALYBND: u32 = 0x0000_0005;
+    pub const ESME_RSYSERR: u32 = 0x0000_0008;
+    pub const ESME_RINVSRCADR: u32 = 0x0000_000A;
+    pub const ESME_RINVDSTADR: u32 = 0x0000_000B;
+    pub const ESME_RBINDFAIL: u32 = 0x0000_000D;
+    pub const ESME_RINVPASWD: u32 = 0x0000_000E;
+    pub const ESME_RINVSYSID: u32 = 0x0000_000F;
+    pub const ESME_RINVNUMDESTS: u32 = 0x0000_0033;
+    pub const ESME_RTHROTTLED: u32 = 0x0000_0058;
+    pub const ESME_RINVTLVSTREAM: u32 = 0x0000_00C0;
+}
+
+/// A short, bounded label for a command id (metrics, logs). Unknown ids map to `"other"`.
+pub fn command_name(id: u32) -> &'static str {
+    use cmd::*;
+    match id {
+        GENERIC_NACK => "generic_nack",
+        BIND_RECEIVER => "bind_receiver",
+        BIND_RECEIVER_RESP => "bind_receiver_resp",
+        BIND_TRANSMITTER => "bind_transmitter",
+        BIND_TRANSMITTER_RESP => "bind_transmitter_resp",
+        QUERY_SM => "query_sm",
+        QUERY_SM_RESP => "query_sm_resp",
+        SUBMIT_SM => "submit_sm",
+        SUBMIT_SM_RESP => "submit_sm_resp",
+        DELIVER_SM => "deliver_sm",
+        DELIVER_SM_RESP => "deliver_sm_resp",
+        UNBIND => "unbind",
+        UNBIND_RESP => "unbind_resp",
+        REPLACE_SM => "replace_sm",
+        REPLACE_SM_RESP => "replace_sm_resp",
+        CANCEL_SM => "cancel_sm",
+        CANCEL_SM_RESP => "cancel_sm_resp",
+        BIND_TRANSCEIVER => "bind_transceiver",
+        BIND_TRANSCEIVER_RESP => "bind_transceiver_resp",
+        OUTBIND => "outbind",
+        ENQUIRE_LINK => "enquire_link",
+        ENQUIRE_LINK_RESP => "enquire_link_resp",
+        SUBMIT_MULTI => "submit_multi",
+        SUBMIT_MULTI_RESP => "submit_multi_resp",
+        ALERT_NOTIFICATION => "alert_notification",
+        DATA_SM => "data_sm",
+        DATA_SM_RESP => "data_sm_resp",
+        _ => "other",
+    }
+}
+
+/// Whether `id` is a command id defined by SMPP v3.4/v5.0 that a proxy may see (request or
+/// response). Anything else is answered with generic_nack ESME_RINVCMDID.
+pub fn is_known_command(id: u32) -> bool {
+    command_name(id) != "other"
+        // v5.0 broadcast family: recognised, relayed like any other request.
+        || matches!(id & !RESP_BIT, 0x111..=0x113)
+}
+
+/// The fixed 16-byte header of every PDU (v3.4 §3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub command_length: u32,
+    pub command_id: u32,
+    pub command_status: u32,
+    pub sequence_number: u32,
+}
+
+impl Header {
+    /// Reads the header from the first 16 bytes. The caller guarantees `b.len() >= 16`.
+    #[inline]
+    pub fn read(b: &[u8]) -> Header {
+        Header {
+            command_length: be32(b, 0),
+            command_id: be32(b, 4),
+            command_status: be32(b, 8),
+            sequence_number: be32(b, 12),
+        }
+    }
+
+    #[inline]
+    pub fn is_response(&self) -> bool {
+        self.command_id & RESP_BIT != 0
+    }
+}
+
+#[inline]
+pub(crate) fn be32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// Rewrites the sequence_number of a complete frame in place.
+#[inline]
+pub fn set_sequence(frame: &mut [u8], seq: u32) {
+    frame[12..16].copy_from_slice(&seq.to_be_bytes());
+}
+
+/// Reads the sequence_number of a complete frame.
+#[inline]
+pub fn sequence(frame: &[u8]) -> u32 {
+    be32(frame, 12)
+}
+
+/// Reads the command_id of a complete frame.
+#[inline]
+pub fn command_id(frame: &[u8]) -> u32 {
+    be32(frame, 4)
+}
+
+/// Reads the command_status of a complete frame.
+#[inline]
+pub fn command_status(frame: &[u8]) -> u32 {
+    be32(frame, 8)
+}
+
+/// The bind flavour of a session, from the bind command id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BindType {
+    Transmitter,
+    Receiver,
+    Transceiver,
+}
+
+impl BindType {
+    pub fn from_command(id: u32) -> Option<BindType> {
+        match id {
+            cmd::BIND_TRANSMITTER => Some(BindType::Transmitter),
+            cmd::BIND_RECEIVER => Some(BindType::Receiver),
+            cmd::BIND_TRANSCEIVER => Some(BindType::Transceiver),
+            _ => None,
+        }
+    }
+    pub fn command_id(self) -> u32 {
+        match self {
+            BindType::Transmitter => cmd::BIND_TRANSMITTER,
+            BindType::Receiver => cmd::BIND_RECEIVER,
+            BindType::Transceiver => cmd::BIND_TRANSCEIVER,
+        }
+    }
+    /// May the ESME send submit_sm and friends on this bind?
+    pub fn can_submit(self) -> bool {
+        !matches!(self, BindType::Receiver)
+    }
+    /// May the SMSC send deliver_sm on this bind?
+    pub fn can_receive(self) -> bool {
+        !matches!(self, BindType::Transmitter)
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BindType::Transmitter => "transmitter",
+            BindType::Receiver => "receiver",
+            BindType::Transceiver => "transceiver",
+        }
+    }
+}
