@@ -1,4 +1,27 @@
 //! consentgate — a carrier-side inline SMPP gateway filter.
-pub mod smpp;
-pub mod sim;
+//!
+//! ```text
+//!  sender platforms (ESMEs) ──SMPP──► consentgate ──SMPP──► carrier core SMSC
+//!                           ◄──────              ◄──────   (responses, DLRs, MO)
+//! ```
+//!
+//! Module map (DESIGN §6): [`config`] raw TOML → validated [`config::Config`]; [`smpp`] framing,
+//! header, field peeking, PDU builders; [`session`] one task per ESME connection (bind,
+//! window, enquire_link, unbind, drain); [`relay`] the paired upstream leg, sequence
+//! remapping and the plain baseline relay; [`sim`] the SMSC simulator; [`load`] the ESME load
+//! generator; [`demo`] everything wired together on loopback.
+//!
+//! The library entry point is [`run`] (or [`Gateway::bind`] + [`Gateway::serve`] when the
+//! caller needs the bound address first, as tests and the demo do).
+
+pub mod config;
+pub mod demo;
+pub mod gateway;
 pub mod load;
+pub mod relay;
+pub mod session;
+pub mod sim;
+pub mod smpp;
+pub mod telemetry;
+
+pub use gateway::{run, Gateway};

@@ -1,0 +1,279 @@
+//! The TOML file as written: every section and key, with `deny_unknown_fields` so a typo is
+//! an error rather than a silently ignored setting. [`RawConfig::validate`] turns it into a
+//! [`Config`], collecting every problem.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::*;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub listen: Option<RawListen>,
+    pub upstream: Option<RawUpstream>,
+    pub session: Option<RawSession>,
+    pub policy: Option<RawPolicy>,
+    pub consent: Option<RawConsent>,
+    #[serde(default)]
+    pub account: Vec<RawAccount>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListen {
+    pub smpp: Option<String>,
+    pub admin: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub address: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub bind_timeout: Option<String>,
+    pub response_timeout: Option<String>,
+    pub response_timeout_status: Option<u32>,
+    pub enquire_link_interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSession {
+    pub window: Option<i64>,
+    pub max_pdu_bytes: Option<i64>,
+    pub bind_timeout: Option<String>,
+    pub enquire_link_interval: Option<String>,
+    pub response_timeout: Option<String>,
+    pub max_sessions: Option<i64>,
+    pub shutdown_grace: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    pub mode: Option<String>,
+    pub regime: Option<String>,
+    pub default_country_code: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsent {
+    pub snapshot: Option<String>,
+    pub journal: Option<String>,
+    pub watch: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccount {
+    pub system_id: Option<String>,
+    pub entity: Option<String>,
+    pub class: Option<String>,
+    pub licence: Option<String>,
+    pub licence_expires: Option<String>,
+    pub sender_id: Option<Vec<String>>,
+    pub max_tps: Option<i64>,
+    pub bind_types: Option<Vec<String>>,
+}
+
+/// Collects problems while validating.
+struct Problems(Vec<ConfigError>);
+
+impl Problems {
+    fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigError { key: key.into(), message: message.into() });
+    }
+    fn addr(&mut self, key: &str, v: Option<&str>, default: &str) -> SocketAddr {
+        let s = v.unwrap_or(default);
+        s.parse().unwrap_or_else(|_| {
+            self.push(key, format!("`{s}` is not an IP:port socket address"));
+            default.parse().expect("default address parses")
+        })
+    }
+    fn duration(&mut self, key: &str, v: Option<&str>, default: Duration) -> Duration {
+        match v.map(parse_duration) {
+            None => default,
+            Some(Ok(d)) if !d.is_zero() => d,
+            Some(Ok(_)) => {
+                self.push(key, "must be greater than zero");
+                default
+            }
+            Some(Err(e)) => {
+                self.push(key, e);
+                default
+            }
+        }
+    }
+    fn range(&mut self, key: &str, v: Option<i64>, default: usize, lo: i64, hi: i64) -> usize {
+        match v {
+            None => default,
+            Some(n) if (lo..=hi).contains(&n) => n as usize,
+            Some(n) => {
+                self.push(key, format!("{n} is outside {lo}..={hi}"));
+                default
+            }
+        }
+    }
+}
+
+impl RawConfig {
+    /// Validates everything, reporting every problem with its key.
+    pub fn validate(self) -> Result<Config, Vec<ConfigError>> {
+        let mut p = Problems(Vec::new());
+
+        let l = self.listen.unwrap_or_default();
+        let listen = Listen {
+            smpp: p.addr("listen.smpp", l.smpp.as_deref(), "0.0.0.0:2775"),
+            admin: p.addr("listen.admin", l.admin.as_deref(), "127.0.0.1:9775"),
+        };
+
+        let u = self.upstream.unwrap_or_default();
+        let address = match u.address {
+            Some(a) if a.rsplit_once(':').is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok()) => a,
+            Some(a) => {
+                p.push("upstream.address", format!("`{a}` is not host:port"));
+                a
+            }
+            None => {
+                p.push("upstream.address", "required: the SMSC to relay to (host:port)");
+                String::new()
+            }
+        };
+        let upstream = Upstream {
+            address,
+            connect_timeout: p.duration("upstream.connect_timeout", u.connect_timeout.as_deref(), DEFAULT_CONNECT_TIMEOUT),
+            bind_timeout: p.duration("upstream.bind_timeout", u.bind_timeout.as_deref(), DEFAULT_BIND_TIMEOUT),
+            response_timeout: p.duration("upstream.response_timeout", u.response_timeout.as_deref(), DEFAULT_RESPONSE_TIMEOUT),
+            response_timeout_status: u.response_timeout_status.unwrap_or(crate::smpp::status::ESME_RSYSERR),
+            enquire_link_interval: p.duration(
+                "upstream.enquire_link_interval",
+                u.enquire_link_interval.as_deref(),
+                DEFAULT_ENQUIRE_LINK_INTERVAL,
+            ),
+        };
+
+        let s = self.session.unwrap_or_default();
+        let session = Session {
+            window: p.range("session.window", s.window, DEFAULT_WINDOW, 1, 100_000),
+            max_pdu_bytes: p.range("session.max_pdu_bytes", s.max_pdu_bytes, DEFAULT_MAX_PDU_BYTES, 64, 16 << 20),
+            bind_timeout: p.duration("session.bind_timeout", s.bind_timeout.as_deref(), DEFAULT_BIND_TIMEOUT),
+            enquire_link_interval: p.duration(
+                "session.enquire_link_interval",
+                s.enquire_link_interval.as_deref(),
+                DEFAULT_ENQUIRE_LINK_INTERVAL,
+            ),
+            response_timeout: p.duration("session.response_timeout", s.response_timeout.as_deref(), DEFAULT_RESPONSE_TIMEOUT),
+            max_sessions: p.range("session.max_sessions", s.max_sessions, DEFAULT_MAX_SESSIONS, 1, 1_000_000),
+            shutdown_grace: p.duration("session.shutdown_grace", s.shutdown_grace.as_deref(), DEFAULT_SHUTDOWN_GRACE),
+        };
+
+        let pol = self.policy.unwrap_or_default();
+        let mode = match pol.mode.as_deref() {
+            None | Some("enforce") => PolicyMode::Enforce,
+            Some("monitor") => PolicyMode::Monitor,
+            Some(o) => {
+                p.push("policy.mode", format!("`{o}`: expected enforce | monitor"));
+                PolicyMode::Enforce
+            }
+        };
+        let regime = match pol.regime.as_deref() {
+            None | Some("opt-in") => Regime::OptIn,
+            Some("opt-out") => Regime::OptOut,
+            Some(o) => {
+                p.push("policy.regime", format!("`{o}`: expected opt-in | opt-out"));
+                Regime::OptIn
+            }
+        };
+        let cc = pol.default_country_code.unwrap_or_else(|| "86".into());
+        if cc.is_empty() || cc.len() > 3 || !cc.bytes().all(|b| b.is_ascii_digit()) || cc.starts_with('0') {
+            p.push("policy.default_country_code", format!("`{cc}`: expected 1-3 digits without leading 0, e.g. \"86\""));
+        }
+        let policy = Policy { mode, regime, default_country_code: cc };
+
+        let c = self.consent.unwrap_or_default();
+        let consent = Consent {
+            snapshot: c.snapshot.map(Into::into),
+            journal: c.journal.map(Into::into),
+            watch: c.watch.unwrap_or(false),
+        };
+
+        let mut accounts = HashMap::new();
+        for (i, a) in self.account.into_iter().enumerate() {
+            let key = |f: &str| format!("account[{i}].{f}");
+            let Some(system_id) = a.system_id.filter(|s| !s.is_empty()) else {
+                p.push(key("system_id"), "required");
+                continue;
+            };
+            if system_id.len() > 15 || !system_id.is_ascii() {
+                p.push(key("system_id"), "SMPP system_id is at most 15 ASCII characters");
+            }
+            let class = match a.class.as_deref() {
+                Some("marketing") => MessageClass::Marketing,
+                Some("transactional") => MessageClass::Transactional,
+                Some(o) => {
+                    p.push(key("class"), format!("`{o}`: expected marketing | transactional"));
+                    MessageClass::Marketing
+                }
+                None => {
+                    p.push(key("class"), "required: marketing | transactional");
+                    MessageClass::Marketing
+                }
+            };
+            let licence_expires = a.licence_expires.as_deref().and_then(|d| {
+                parse_date(d).or_else(|| {
+                    p.push(key("licence_expires"), format!("`{d}` is not a date YYYY-MM-DD"));
+                    None
+                })
+            });
+            let bind_types = match a.bind_types {
+                None => vec![BindType::Transmitter, BindType::Receiver, BindType::Transceiver],
+                Some(v) => v
+                    .iter()
+                    .filter_map(|t| match t.as_str() {
+                        "transmitter" => Some(BindType::Transmitter),
+                        "receiver" => Some(BindType::Receiver),
+                        "transceiver" => Some(BindType::Transceiver),
+                        o => {
+                            p.push(key("bind_types"), format!("`{o}`: expected transmitter | receiver | transceiver"));
+                            None
+                        }
+                    })
+                    .collect(),
+            };
+            let max_tps = match a.max_tps {
+                None => None,
+                Some(n) if (1..=10_000_000).contains(&n) => Some(n as u32),
+                Some(n) => {
+                    p.push(key("max_tps"), format!("{n} is outside 1..=10000000"));
+                    None
+                }
+            };
+            let entity = a.entity.unwrap_or_else(|| system_id.clone());
+            let acct = Account {
+                system_id: system_id.clone(),
+                entity,
+                class,
+                licence: a.licence.filter(|l| !l.is_empty()),
+                licence_expires,
+                sender_id: a.sender_id.unwrap_or_default(),
+                max_tps,
+                bind_types,
+            };
+            if accounts.insert(system_id.clone(), acct).is_some() {
+                p.push(key("system_id"), format!("`{system_id}` is defined twice"));
+            }
+        }
+
+        if p.0.is_empty() {
+            Ok(Config { listen, upstream, session, policy, consent, accounts })
+        } else {
+            Err(p.0)
+        }
+    }
+}
+

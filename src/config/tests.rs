@@ -1,0 +1,111 @@
+use super::*;
+
+const MINIMAL: &str = r#"
+[listen]
+smpp = "0.0.0.0:2775"
+admin = "127.0.0.1:9775"
+
+[upstream]
+address = "10.1.2.3:2775"
+
+[policy]
+mode = "enforce"
+regime = "opt-in"
+default_country_code = "86"
+
+[consent]
+snapshot = "/var/lib/consentgate/consent.snap"
+journal = "/var/lib/consentgate/journal"
+
+[[account]]
+system_id = "acme"
+entity = "acme-retail"
+class = "marketing"
+licence = "B2-20230001"
+licence_expires = "2027-12-31"
+sender_id = ["1069012345*"]
+"#;
+
+#[test]
+fn design_minimal_shape_parses() {
+    let c = Config::parse(MINIMAL).unwrap();
+    assert_eq!(c.upstream.address, "10.1.2.3:2775");
+    let a = &c.accounts["acme"];
+    assert_eq!(a.entity, "acme-retail");
+    assert_eq!(a.licence_expires, parse_date("2027-12-31"));
+    assert_eq!(c.session.window, DEFAULT_WINDOW);
+}
+
+#[test]
+fn every_problem_is_reported_with_its_key() {
+    let bad = r#"
+[listen]
+smpp = "nonsense"
+[upstream]
+response_timeout = "5 parsecs"
+[session]
+window = 0
+[[account]]
+system_id = "a"
+class = "spam"
+licence_expires = "2027-02-30"
+bind_types = ["tx"]
+"#;
+    let errs = Config::parse(bad).unwrap_err();
+    let keys: Vec<_> = errs.iter().map(|e| e.key.as_str()).collect();
+    for k in [
+        "listen.smpp",
+        "upstream.address",
+        "upstream.response_timeout",
+        "session.window",
+        "account[0].class",
+        "account[0].licence_expires",
+        "account[0].bind_types",
+    ] {
+        assert!(keys.contains(&k), "missing {k} in {keys:?}");
+    }
+}
+
+#[test]
+fn unknown_keys_are_refused_with_line() {
+    let errs = Config::parse("[upstream]\naddress = \"h:1\"\nadress = \"x\"\n").unwrap_err();
+    assert_eq!(errs.len(), 1);
+    assert_eq!(errs[0].key, "line 3");
+    assert!(errs[0].message.contains("adress"), "{}", errs[0].message);
+}
+
+#[test]
+fn admission_checks_system_id_licence_and_bind_type() {
+    let mut c = Config::parse(MINIMAL).unwrap();
+    let today = parse_date("2026-11-28").unwrap();
+    assert!(c.admit("acme", BindType::Transceiver, today).is_ok());
+    assert_eq!(c.admit("nobody", BindType::Transceiver, today).unwrap_err(), BindRefusal::UnknownSystemId);
+    assert_eq!(
+        c.admit("acme", BindType::Transceiver, parse_date("2028-01-01").unwrap()).unwrap_err(),
+        BindRefusal::LicenceExpired
+    );
+    c.accounts.get_mut("acme").unwrap().bind_types = vec![BindType::Receiver];
+    assert_eq!(c.admit("acme", BindType::Transmitter, today).unwrap_err(), BindRefusal::BindTypeNotAllowed);
+    c.accounts.get_mut("acme").unwrap().licence = None;
+    assert_eq!(c.admit("acme", BindType::Receiver, today).unwrap_err(), BindRefusal::NoLicence);
+}
+
+#[test]
+fn dates_and_patterns() {
+    assert_eq!(parse_date("1970-01-01"), Some(0));
+    assert_eq!(parse_date("2024-02-29"), Some(19782));
+    assert_eq!(parse_date("2023-02-29"), None);
+    assert!(pattern_matches("1069012345*", b"10690123450001"));
+    assert!(!pattern_matches("1069012345*", b"1069"));
+    assert!(pattern_matches("*BANK", b"ACMEBANK"));
+    assert!(pattern_matches("AC*B*K", b"ACMEBANK"));
+    assert!(!pattern_matches("ACME", b"ACMEBANK"));
+}
+
+#[test]
+fn durations() {
+    assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+    assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+    assert!(parse_duration("5").is_err());
+    assert!(parse_duration("x5s").is_err());
+}

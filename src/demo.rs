@@ -1,0 +1,1 @@
+//! The one-command demo (filled in below).
