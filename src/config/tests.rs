@@ -109,3 +109,15 @@ fn durations() {
     assert!(parse_duration("5").is_err());
     assert!(parse_duration("x5s").is_err());
 }
+
+#[test]
+fn bundled_example_configs_parse() {
+    for (name, text) in [
+        ("config/consentgate.example.toml", include_str!("../../config/consentgate.example.toml")),
+        ("config/demo.toml", include_str!("../../config/demo.toml")),
+    ] {
+        if let Err(e) = Config::parse(text) {
+            panic!("{name}: {e:?}");
+        }
+    }
+}

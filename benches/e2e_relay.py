@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""End-to-end throughput: consentgate vs a plain frame-forwarding TCP relay.
+
+Hypothesis: consentgate's per-PDU work (framing, validation, window, sequence remapping,
+local answers) costs little next to the extra hop itself, so it moves >= 0.85x what a plain
+relay moves under the same load (4 sessions x window 100, delivery receipts on).
+
+Baseline: `consentgate relay`, ~50 lines that read, walk PDU headers and forward whole
+frames in one write per read (the physical cost of one extra hop on this machine).
+
+Method: one SMSC simulator; both forwarders run side by side, pinned to the same core
+(taskset), while the simulator and the load generator share the other core. Runs alternate
+between the two forwarders (order flipped each round) so drift on this shared, noisy VM hits
+both alike. Each run: `consentgate load --count 0 --duration Ns`. Prints every run, the
+medians and the ratio, and writes target/bench/e2e_relay.json.
+
+Usage: benches/e2e_relay.py [--runs 7] [--seconds 2] [--sessions 4] [--window 100]
+                            [--no-receipts] [--no-pin]
+"""
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release", "consentgate")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_port(port, proc, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"process exited early: {proc.args}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"port {port} not ready")
+
+
+def pin(core, cmd, use_pin):
+    if use_pin and shutil.which("taskset") and os.cpu_count() and os.cpu_count() >= 2:
+        return ["taskset", "-c", str(core)] + cmd
+    return cmd
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--seconds", type=float, default=2.0)
+    ap.add_argument("--sessions", type=int, default=4)
+    ap.add_argument("--window", type=int, default=100)
+    ap.add_argument("--no-receipts", action="store_true")
+    ap.add_argument("--no-pin", action="store_true")
+    a = ap.parse_args()
+    use_pin = not a.no_pin
+
+    if not os.path.exists(BIN):
+        subprocess.run(["cargo", "build", "--release"], cwd=ROOT, check=True)
+
+    tmp = tempfile.mkdtemp(prefix="cg-bench-")
+    sim_p, gw_p, relay_p = free_port(), free_port(), free_port()
+    cfg = os.path.join(tmp, "bench.toml")
+    with open(cfg, "w") as f:
+        f.write(f"""
+[listen]
+smpp = "127.0.0.1:{gw_p}"
+admin = "127.0.0.1:0"
+[upstream]
+address = "127.0.0.1:{sim_p}"
+[session]
+window = {a.window}
+[[account]]
+system_id = "bench"
+class = "marketing"
+licence = "B2-BENCH"
+""")
+    env = dict(os.environ, RUST_LOG="warn")
+    procs = []
+    try:
+        sim = subprocess.Popen(pin(0, [BIN, "smsc-sim", "--listen", f"127.0.0.1:{sim_p}"], use_pin),
+                               env=env, stdout=subprocess.DEVNULL)
+        procs.append(sim)
+        wait_port(sim_p, sim)
+        gw = subprocess.Popen(pin(1, [BIN, "run", "--config", cfg], use_pin), env=env, stdout=subprocess.DEVNULL)
+        procs.append(gw)
+        relay = subprocess.Popen(pin(1, [BIN, "relay", "--listen", f"127.0.0.1:{relay_p}",
+                                         "--upstream", f"127.0.0.1:{sim_p}"], use_pin),
+                                 env=env, stdout=subprocess.DEVNULL)
+        procs.append(relay)
+        wait_port(gw_p, gw)
+        wait_port(relay_p, relay)
+
+        targets = {"consentgate": gw_p, "relay": relay_p}
+        results = {k: [] for k in targets}
+        for i in range(a.runs):
+            order = ["consentgate", "relay"] if i % 2 == 0 else ["relay", "consentgate"]
+            for name in order:
+                rep = os.path.join(tmp, f"{name}-{i}.json")
+                cmd = [BIN, "load", "--target", f"127.0.0.1:{targets[name]}", "--system-id", "bench",
+                       "--password", "pw", "--sessions", str(a.sessions), "--window", str(a.window),
+                       "--count", "0", "--duration", f"{int(a.seconds * 1000)}ms", "--report", rep]
+                if not a.no_receipts:
+                    cmd.append("--receipts")
+                subprocess.run(pin(0, cmd, use_pin), env=env, check=True, stdout=subprocess.DEVNULL)
+                with open(rep) as f:
+                    r = json.load(f)
+                ok = r["statuses"].get("0x00000000", 0)
+                results[name].append({
+                    "msg_per_s": r["submit_per_second"], "p50_us": r["latency_us"]["p50"],
+                    "p99_us": r["latency_us"]["p99"], "sent": r["sent"], "ok": ok,
+                    "receipts": r["receipts"], "unanswered": r["unanswered"],
+                })
+                print(f"run {i + 1}/{a.runs} {name:<12} {r['submit_per_second']:>12,.0f} msg/s  "
+                      f"p50 {r['latency_us']['p50']:>7.0f} us  p99 {r['latency_us']['p99']:>7.0f} us  "
+                      f"ok {ok}/{r['sent']}  receipts {r['receipts']}", flush=True)
+        med = {k: statistics.median(x["msg_per_s"] for x in v) for k, v in results.items()}
+        p99 = {k: statistics.median(x["p99_us"] for x in v) for k, v in results.items()}
+        p50 = {k: statistics.median(x["p50_us"] for x in v) for k, v in results.items()}
+        ratio = med["consentgate"] / med["relay"] if med["relay"] else 0.0
+        print()
+        print(f"sessions {a.sessions} x window {a.window}, receipts {'off' if a.no_receipts else 'on'}, "
+              f"{a.runs} alternating runs of {a.seconds:g} s, forwarders pinned: {use_pin}")
+        for k in ("consentgate", "relay"):
+            print(f"  median {k:<12} {med[k]:>12,.0f} msg/s   p50 {p50[k]:>6.0f} us   p99 {p99[k]:>6.0f} us")
+        print(f"  ratio consentgate/relay: {ratio:.3f}  (target >= 0.85)")
+        out = os.path.join(ROOT, "target", "bench")
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, "e2e_relay.json"), "w") as f:
+            json.dump({"config": vars(a), "runs": results, "median_msg_per_s": med,
+                       "median_p50_us": p50, "median_p99_us": p99, "ratio": ratio}, f, indent=2)
+        return 0 if ratio > 0 else 1
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
