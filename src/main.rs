@@ -16,7 +16,11 @@ use consentgate::telemetry::{init_logging, LogFormat};
 const EX_USAGE: u8 = 64;
 
 #[derive(Parser)]
-#[command(name = "consentgate", version, about = "Inline SMPP gateway filter: consent / do-not-call enforcement for commercial SMS")]
+#[command(
+    name = "consentgate",
+    version,
+    about = "Inline SMPP gateway filter: consent / do-not-call enforcement for commercial SMS"
+)]
 struct Cli {
     /// Log output format.
     #[arg(long, global = true, value_enum, default_value = "human")]
@@ -262,7 +266,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let r = consentgate::load::run(cfg).await?;
             r.print_human();
             if let Some(p) = report {
-                std::fs::write(&p, serde_json::to_vec_pretty(&r)?).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+                std::fs::write(&p, serde_json::to_vec_pretty(&r)?)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -261,7 +261,8 @@ async fn esme_killed_mid_flight() {
 /// Beyond the window: ESME_RTHROTTLED (0x58) at once; the window's requests go through.
 #[tokio::test]
 async fn window_overflow_is_throttled() {
-    let (_sim, gw) = stack(SimConfig { response_delay: Duration::from_millis(500), ..sim_cfg() }, "", "window = 5").await;
+    let (_sim, gw) =
+        stack(SimConfig { response_delay: Duration::from_millis(500), ..sim_cfg() }, "", "window = 5").await;
     let mut e = Esme::bound(gw.addr, "acme").await;
     let mut batch = bytes::BytesMut::new();
     for i in 0..12 {
@@ -292,11 +293,17 @@ async fn malformed_pdus_do_not_kill_the_session() {
     big[0..4].copy_from_slice(&5000u32.to_be_bytes());
     e.send(&big).await;
     let r = e.recv().await.unwrap();
-    assert_eq!((smpp::command_id(&r), smpp::command_status(&r), smpp::sequence(&r)), (cmd::GENERIC_NACK, status::ESME_RINVCMDLEN, 77));
+    assert_eq!(
+        (smpp::command_id(&r), smpp::command_status(&r), smpp::sequence(&r)),
+        (cmd::GENERIC_NACK, status::ESME_RINVCMDLEN, 77)
+    );
     // Unknown command id.
     e.send_header(0x0000_0999, 0, 78).await;
     let r = e.recv().await.unwrap();
-    assert_eq!((smpp::command_id(&r), smpp::command_status(&r), smpp::sequence(&r)), (cmd::GENERIC_NACK, status::ESME_RINVCMDID, 78));
+    assert_eq!(
+        (smpp::command_id(&r), smpp::command_status(&r), smpp::sequence(&r)),
+        (cmd::GENERIC_NACK, status::ESME_RINVCMDID, 78)
+    );
     // Truncated body: sm_length claims more than the PDU holds.
     let mut t = submit_to("8613800000001").build(79).to_vec();
     t.truncate(t.len() - 5);
@@ -304,7 +311,10 @@ async fn malformed_pdus_do_not_kill_the_session() {
     t[0..4].copy_from_slice(&l.to_be_bytes());
     e.send(&t).await;
     let r = e.recv().await.unwrap();
-    assert_eq!((smpp::command_id(&r), smpp::command_status(&r), smpp::sequence(&r)), (cmd::SUBMIT_SM_RESP, status::ESME_RINVMSGLEN, 79));
+    assert_eq!(
+        (smpp::command_id(&r), smpp::command_status(&r), smpp::sequence(&r)),
+        (cmd::SUBMIT_SM_RESP, status::ESME_RINVMSGLEN, 79)
+    );
     // Still in sync: a good submit goes through.
     let s = e.submit(&submit_to("8613800000002")).await;
     let r = e.recv_where(|f| smpp::command_id(f) == cmd::SUBMIT_SM_RESP).await;

@@ -146,9 +146,17 @@ impl RawConfig {
         };
         let upstream = Upstream {
             address,
-            connect_timeout: p.duration("upstream.connect_timeout", u.connect_timeout.as_deref(), DEFAULT_CONNECT_TIMEOUT),
+            connect_timeout: p.duration(
+                "upstream.connect_timeout",
+                u.connect_timeout.as_deref(),
+                DEFAULT_CONNECT_TIMEOUT,
+            ),
             bind_timeout: p.duration("upstream.bind_timeout", u.bind_timeout.as_deref(), DEFAULT_BIND_TIMEOUT),
-            response_timeout: p.duration("upstream.response_timeout", u.response_timeout.as_deref(), DEFAULT_RESPONSE_TIMEOUT),
+            response_timeout: p.duration(
+                "upstream.response_timeout",
+                u.response_timeout.as_deref(),
+                DEFAULT_RESPONSE_TIMEOUT,
+            ),
             response_timeout_status: u.response_timeout_status.unwrap_or(crate::smpp::status::ESME_RSYSERR),
             enquire_link_interval: p.duration(
                 "upstream.enquire_link_interval",
@@ -167,7 +175,11 @@ impl RawConfig {
                 s.enquire_link_interval.as_deref(),
                 DEFAULT_ENQUIRE_LINK_INTERVAL,
             ),
-            response_timeout: p.duration("session.response_timeout", s.response_timeout.as_deref(), DEFAULT_RESPONSE_TIMEOUT),
+            response_timeout: p.duration(
+                "session.response_timeout",
+                s.response_timeout.as_deref(),
+                DEFAULT_RESPONSE_TIMEOUT,
+            ),
             max_sessions: p.range("session.max_sessions", s.max_sessions, DEFAULT_MAX_SESSIONS, 1, 1_000_000),
             shutdown_grace: p.duration("session.shutdown_grace", s.shutdown_grace.as_deref(), DEFAULT_SHUTDOWN_GRACE),
         };
@@ -191,7 +203,10 @@ impl RawConfig {
         };
         let cc = pol.default_country_code.unwrap_or_else(|| "86".into());
         if cc.is_empty() || cc.len() > 3 || !cc.bytes().all(|b| b.is_ascii_digit()) || cc.starts_with('0') {
-            p.push("policy.default_country_code", format!("`{cc}`: expected 1-3 digits without leading 0, e.g. \"86\""));
+            p.push(
+                "policy.default_country_code",
+                format!("`{cc}`: expected 1-3 digits without leading 0, e.g. \"86\""),
+            );
         }
         let policy = Policy { mode, regime, default_country_code: cc };
 
@@ -276,4 +291,3 @@ impl RawConfig {
         }
     }
 }
-

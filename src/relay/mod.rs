@@ -41,7 +41,14 @@ pub struct Leg {
 impl Leg {
     pub fn new(stream: TcpStream, max_pdu_bytes: usize, rbuf: BytesMut) -> Leg {
         let _ = stream.set_nodelay(true);
-        Leg { stream, rbuf, framer: Framer::new(max_pdu_bytes), out: BytesMut::with_capacity(READ_CHUNK), open: true, last_rx_ms: 0 }
+        Leg {
+            stream,
+            rbuf,
+            framer: Framer::new(max_pdu_bytes),
+            out: BytesMut::with_capacity(READ_CHUNK),
+            open: true,
+            last_rx_ms: 0,
+        }
     }
 
     /// Reads what is available. `Ok(0)` means the peer closed; `WouldBlock` means nothing yet.

@@ -9,7 +9,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{tcp::OwnedReadHalf, tcp::OwnedWriteHalf, TcpListener, TcpStream};
 
 /// Accepts on `listener` and relays every connection to `upstream` until `shutdown` resolves.
-pub async fn run(listener: TcpListener, upstream: SocketAddr, shutdown: impl std::future::Future<Output = ()>) -> std::io::Result<()> {
+pub async fn run(
+    listener: TcpListener,
+    upstream: SocketAddr,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
     tokio::pin!(shutdown);
     loop {
         let (down, _) = tokio::select! {

@@ -49,13 +49,7 @@ pub(crate) async fn accept_bind(
                                     }
                                     let mut down = Leg::new(stream, config.session.max_pdu_bytes, rbuf);
                                     down.framer = framer;
-                                    return Some(Bound {
-                                        down,
-                                        up: up.0,
-                                        account: up.1,
-                                        bind_type: up.2,
-                                        peer,
-                                    });
+                                    return Some(Bound { down, up: up.0, account: up.1, bind_type: up.2, peer });
                                 }
                                 Err(resp) => out.extend_from_slice(&resp),
                             }
@@ -68,12 +62,16 @@ pub(crate) async fn accept_bind(
                             return None;
                         }
                         id if id & smpp::RESP_BIT != 0 => {}
-                        id if smpp::is_known_command(id) => put_local_error_resp(&mut out, id, status::ESME_RINVBNDSTS, seq),
+                        id if smpp::is_known_command(id) => {
+                            put_local_error_resp(&mut out, id, status::ESME_RINVBNDSTS, seq)
+                        }
                         _ => put_header_only(&mut out, cmd::GENERIC_NACK, status::ESME_RINVCMDID, seq),
                     }
                 }
                 Next::Skip(n) => rbuf.advance(n),
-                Next::TooLong { sequence, .. } => put_header_only(&mut out, cmd::GENERIC_NACK, status::ESME_RINVCMDLEN, sequence),
+                Next::TooLong { sequence, .. } => {
+                    put_header_only(&mut out, cmd::GENERIC_NACK, status::ESME_RINVCMDLEN, sequence)
+                }
                 Next::TooShort { .. } => {
                     put_header_only(&mut out, cmd::GENERIC_NACK, status::ESME_RINVCMDLEN, 0);
                     let _ = stream.write_all(&out).await;

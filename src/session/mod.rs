@@ -68,9 +68,13 @@ enum State {
     /// The SMSC sent unbind; it was relayed to the ESME.
     SmscUnbinding,
     /// Shutdown: no new requests, waiting for in-flight ones until the deadline.
-    Draining { deadline_ms: u64 },
+    Draining {
+        deadline_ms: u64,
+    },
     /// consentgate sent its own unbind(s); waiting for the answers until the deadline.
-    Closing { deadline_ms: u64 },
+    Closing {
+        deadline_ms: u64,
+    },
     Done,
 }
 
@@ -508,12 +512,18 @@ impl Session {
         self.expired = expired;
         if self.state == State::Bound {
             let up_idle = self.config.upstream.enquire_link_interval.as_millis() as u64;
-            if self.up.open && now.saturating_sub(self.up.last_rx_ms) >= up_idle && !self.up_table.has_local(cmd::ENQUIRE_LINK) {
+            if self.up.open
+                && now.saturating_sub(self.up.last_rx_ms) >= up_idle
+                && !self.up_table.has_local(cmd::ENQUIRE_LINK)
+            {
                 self.send_local_up(cmd::ENQUIRE_LINK);
                 self.up.last_rx_ms = now; // next probe one interval later
             }
             let down_idle = self.config.session.enquire_link_interval.as_millis() as u64;
-            if self.down.open && now.saturating_sub(self.down.last_rx_ms) >= down_idle && !self.down_table.has_local(cmd::ENQUIRE_LINK) {
+            if self.down.open
+                && now.saturating_sub(self.down.last_rx_ms) >= down_idle
+                && !self.down_table.has_local(cmd::ENQUIRE_LINK)
+            {
                 self.send_local_down(cmd::ENQUIRE_LINK);
                 self.down.last_rx_ms = now;
             }
@@ -544,21 +554,20 @@ impl Session {
     /// Moves the state machine on after every event.
     fn progress(&mut self) {
         match self.state {
-            State::Draining { deadline_ms } => {
-                if self.up_table.relayed() == 0 || self.now_ms >= deadline_ms || !self.up.open {
-                    if self.up_table.relayed() > 0 {
-                        tracing::warn!(peer = %self.peer, pending = self.up_table.relayed(), "drain grace expired; answering in-flight requests with ESME_RSYSERR");
-                    }
-                    self.answer_all_up(status::ESME_RSYSERR);
-                    self.start_closing("shutdown");
+            State::Draining { deadline_ms }
+                if self.up_table.relayed() == 0 || self.now_ms >= deadline_ms || !self.up.open =>
+            {
+                if self.up_table.relayed() > 0 {
+                    tracing::warn!(peer = %self.peer, pending = self.up_table.relayed(), "drain grace expired; answering in-flight requests with ESME_RSYSERR");
                 }
+                self.answer_all_up(status::ESME_RSYSERR);
+                self.start_closing("shutdown");
             }
-            State::Closing { deadline_ms } => {
-                let esme_done = self.esme_unbound || !self.down.open;
-                let smsc_done = self.smsc_unbound || !self.up.open;
-                if (esme_done && smsc_done) || self.now_ms >= deadline_ms {
-                    self.finish(self.close_reason);
-                }
+            State::Closing { deadline_ms }
+                if ((self.esme_unbound || !self.down.open) && (self.smsc_unbound || !self.up.open))
+                    || self.now_ms >= deadline_ms =>
+            {
+                self.finish(self.close_reason);
             }
             _ => {}
         }
@@ -682,5 +691,3 @@ impl Session {
         let _ = tokio::time::timeout(limit, self.up.stream.shutdown()).await;
     }
 }
-
-

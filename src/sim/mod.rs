@@ -29,13 +29,10 @@ use tracing::{debug, info};
 
 use crate::smpp::frame::{Framer, Next};
 use crate::smpp::pdu::{
-    decode_bind, encode_bind_resp, put_header_only, put_local_error_resp, put_resp_with_id,
-    SubmitBuilder,
+    decode_bind, encode_bind_resp, put_header_only, put_local_error_resp, put_resp_with_id, SubmitBuilder,
 };
 use crate::smpp::peek::{self, tlv, MessageView, MultiDest};
-use crate::smpp::{
-    cmd, is_known_command, set_sequence, status, BindType, Header, HEADER_LEN, RESP_BIT,
-};
+use crate::smpp::{cmd, is_known_command, set_sequence, status, BindType, Header, HEADER_LEN, RESP_BIT};
 
 /// Spare capacity reserved in the read buffer before every read.
 const READ_SPARE: usize = 64 * 1024;
@@ -146,12 +143,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Shared {
     /// The channel of one bound RX/TRX session (of `system_id`, or any), other than `exclude`,
     /// chosen round-robin by `rr`.
-    fn pick_receiver(
-        &self,
-        system_id: Option<&str>,
-        exclude: u64,
-        rr: usize,
-    ) -> Option<mpsc::Sender<Outbound>> {
+    fn pick_receiver(&self, system_id: Option<&str>, exclude: u64, rr: usize) -> Option<mpsc::Sender<Outbound>> {
         let reg = lock(&self.registry);
         let ok = |e: &&Entry| e.bind.can_receive() && e.conn_id != exclude;
         let n = match system_id {
@@ -199,23 +191,14 @@ impl SimHandle {
         let Some(tx) = self.shared.pick_receiver(system_id, u64::MAX, rr) else {
             return false;
         };
-        let mut b = SubmitBuilder::new(source, destination)
-            .deliver()
-            .source_ton_npi(1, 1)
-            .data_coding(data_coding);
+        let mut b = SubmitBuilder::new(source, destination).deliver().source_ton_npi(1, 1).data_coding(data_coding);
         b = if short_message.len() <= 255 {
             b.short_message(short_message)
         } else {
-            b.tlv(
-                tlv::MESSAGE_PAYLOAD,
-                &short_message[..short_message.len().min(u16::MAX as usize)],
-            )
+            b.tlv(tlv::MESSAGE_PAYLOAD, &short_message[..short_message.len().min(u16::MAX as usize)])
         };
         let frames = b.build(0);
-        match tx.try_send(Outbound {
-            frames,
-            hold: false,
-        }) {
+        match tx.try_send(Outbound { frames, hold: false }) {
             Ok(()) => {
                 self.stats.mo_sent.fetch_add(1, Ordering::Relaxed);
                 true
@@ -274,12 +257,7 @@ pub async fn start(cfg: SimConfig) -> std::io::Result<SimHandle> {
     info!(addr = %local_addr, system_id = %shared.cfg.system_id, "SMSC simulator listening");
     let stop = shared.stop.subscribe();
     let accept = tokio::spawn(accept_loop(shared.clone(), listener, stop));
-    Ok(SimHandle {
-        local_addr,
-        stats,
-        shared,
-        accept: Some(accept),
-    })
+    Ok(SimHandle { local_addr, stats, shared, accept: Some(accept) })
 }
 
 async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
@@ -317,21 +295,12 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, mut stop: watch
 /// Where a connection's output goes.
 enum Writer {
     Direct(OwnedWriteHalf),
-    Delayed {
-        tx: mpsc::Sender<(Instant, BytesMut)>,
-        task: JoinHandle<()>,
-        delay: Duration,
-    },
+    Delayed { tx: mpsc::Sender<(Instant, BytesMut)>, task: JoinHandle<()>, delay: Duration },
 }
 
 impl Writer {
     /// Writes (or queues) `out` and leaves it empty. False: the connection must end.
-    async fn flush(
-        &mut self,
-        out: &mut BytesMut,
-        kill: &mut watch::Receiver<u64>,
-        hold: bool,
-    ) -> bool {
+    async fn flush(&mut self, out: &mut BytesMut, kill: &mut watch::Receiver<u64>, hold: bool) -> bool {
         if out.is_empty() {
             return true;
         }
@@ -359,18 +328,9 @@ impl Writer {
 
     /// Ends the writer: gracefully (queued output is written) or at once.
     async fn finish(self, graceful: bool) {
-        if let Writer::Delayed {
-            tx,
-            mut task,
-            delay,
-        } = self
-        {
+        if let Writer::Delayed { tx, mut task, delay } = self {
             drop(tx);
-            if !graceful
-                || tokio::time::timeout(delay + Duration::from_secs(1), &mut task)
-                    .await
-                    .is_err()
-            {
+            if !graceful || tokio::time::timeout(delay + Duration::from_secs(1), &mut task).await.is_err() {
                 task.abort();
             }
         }
@@ -402,11 +362,7 @@ async fn run_conn(
         Writer::Direct(wr)
     } else {
         let (tx, rx) = mpsc::channel(DELAY_QUEUE_CAP);
-        Writer::Delayed {
-            tx,
-            task: tokio::spawn(delayed_writer(wr, rx)),
-            delay,
-        }
+        Writer::Delayed { tx, task: tokio::spawn(delayed_writer(wr, rx)), delay }
     };
     let (tx, mut rx) = mpsc::channel::<Outbound>(CHANNEL_CAP);
     let mut c = Conn::new(shared, conn_id, tx);
@@ -587,20 +543,12 @@ impl Conn {
                     }
                 }
                 Next::Skip(n) => pos += n,
-                Next::TooLong { sequence, .. } => put_header_only(
-                    &mut self.out,
-                    cmd::GENERIC_NACK,
-                    status::ESME_RINVCMDLEN,
-                    sequence,
-                ),
+                Next::TooLong { sequence, .. } => {
+                    put_header_only(&mut self.out, cmd::GENERIC_NACK, status::ESME_RINVCMDLEN, sequence)
+                }
                 Next::TooShort { .. } => {
                     let seq = be32_at(avail, 12).unwrap_or(0);
-                    put_header_only(
-                        &mut self.out,
-                        cmd::GENERIC_NACK,
-                        status::ESME_RINVCMDLEN,
-                        seq,
-                    );
+                    put_header_only(&mut self.out, cmd::GENERIC_NACK, status::ESME_RINVCMDLEN, seq);
                     self.close = true;
                     break;
                 }
@@ -634,19 +582,13 @@ impl Conn {
         let (id, seq) = (h.command_id, h.sequence_number);
         let bound = self.bind.is_some();
         match id {
-            cmd::SUBMIT_SM | cmd::DATA_SM if self.bind.is_some_and(BindType::can_submit) => {
-                self.submit(f, id, seq)
-            }
-            cmd::SUBMIT_MULTI if self.bind.is_some_and(BindType::can_submit) => {
-                self.submit_multi(f, seq)
-            }
+            cmd::SUBMIT_SM | cmd::DATA_SM if self.bind.is_some_and(BindType::can_submit) => self.submit(f, id, seq),
+            cmd::SUBMIT_MULTI if self.bind.is_some_and(BindType::can_submit) => self.submit_multi(f, seq),
             cmd::ENQUIRE_LINK => {
                 self.n_enquire += 1;
                 put_header_only(&mut self.out, cmd::ENQUIRE_LINK_RESP, status::ESME_ROK, seq);
             }
-            cmd::BIND_TRANSMITTER | cmd::BIND_RECEIVER | cmd::BIND_TRANSCEIVER => {
-                self.bind(f, id, seq)
-            }
+            cmd::BIND_TRANSMITTER | cmd::BIND_RECEIVER | cmd::BIND_TRANSCEIVER => self.bind(f, id, seq),
             cmd::QUERY_SM if bound => self.query(f, seq),
             cmd::CANCEL_SM | cmd::REPLACE_SM if bound => {
                 put_header_only(&mut self.out, id | RESP_BIT, status::ESME_ROK, seq)
@@ -663,12 +605,9 @@ impl Conn {
                 }
             }
             _ if id & RESP_BIT != 0 && is_known_command(id) => self.n_resps += 1,
-            cmd::OUTBIND | cmd::ALERT_NOTIFICATION => put_header_only(
-                &mut self.out,
-                cmd::GENERIC_NACK,
-                status::ESME_RINVCMDID,
-                seq,
-            ),
+            cmd::OUTBIND | cmd::ALERT_NOTIFICATION => {
+                put_header_only(&mut self.out, cmd::GENERIC_NACK, status::ESME_RINVCMDID, seq)
+            }
             cmd::SUBMIT_SM
             | cmd::DATA_SM
             | cmd::SUBMIT_MULTI
@@ -679,16 +618,10 @@ impl Conn {
             _ if !bound && is_known_command(id) => {
                 put_local_error_resp(&mut self.out, id, status::ESME_RINVBNDSTS, seq)
             }
-            _ => put_header_only(
-                &mut self.out,
-                cmd::GENERIC_NACK,
-                status::ESME_RINVCMDID,
-                seq,
-            ),
+            _ => put_header_only(&mut self.out, cmd::GENERIC_NACK, status::ESME_RINVCMDID, seq),
         }
         if self.shared.cfg.record {
-            self.rec
-                .push((self.system_id.clone(), Bytes::copy_from_slice(f)));
+            self.rec.push((self.system_id.clone(), Bytes::copy_from_slice(f)));
         }
     }
 
@@ -711,16 +644,10 @@ impl Conn {
                 Ok(req) => {
                     let st = match &cfg.credentials {
                         None => status::ESME_ROK,
-                        Some(list)
-                            if list
-                                .iter()
-                                .any(|(s, p)| *s == req.system_id && *p == req.password) =>
-                        {
+                        Some(list) if list.iter().any(|(s, p)| *s == req.system_id && *p == req.password) => {
                             status::ESME_ROK
                         }
-                        Some(list) if list.iter().any(|(s, _)| *s == req.system_id) => {
-                            status::ESME_RINVPASWD
-                        }
+                        Some(list) if list.iter().any(|(s, _)| *s == req.system_id) => status::ESME_RINVPASWD,
                         Some(_) => status::ESME_RINVSYSID,
                     };
                     (st, Some(req))
@@ -733,14 +660,11 @@ impl Conn {
             Some(req) if st == status::ESME_ROK => {
                 self.bind = Some(bt);
                 self.system_id = req.system_id;
-                lock(&self.shared.registry)
-                    .entry(self.system_id.clone())
-                    .or_default()
-                    .push(Entry {
-                        conn_id: self.conn_id,
-                        bind: bt,
-                        tx: self.tx.clone(),
-                    });
+                lock(&self.shared.registry).entry(self.system_id.clone()).or_default().push(Entry {
+                    conn_id: self.conn_id,
+                    bind: bt,
+                    tx: self.tx.clone(),
+                });
                 self.shared.stats.binds.fetch_add(1, Ordering::Relaxed);
                 debug!(conn = self.conn_id, system_id = %self.system_id, bind = bt.as_str(), "sim bind accepted");
             }
@@ -784,9 +708,7 @@ impl Conn {
         self.batch_has_submit = true;
         let m = match peek::multi(f) {
             Ok(m) => m,
-            Err(e) => {
-                return put_local_error_resp(&mut self.out, cmd::SUBMIT_MULTI, e.status(), seq)
-            }
+            Err(e) => return put_local_error_resp(&mut self.out, cmd::SUBMIT_MULTI, e.status(), seq),
         };
         let mut idbuf = [0u8; 16];
         let n = self.next_msg_id();
@@ -826,12 +748,7 @@ impl Conn {
     fn query(&mut self, f: &[u8], seq: u32) {
         let body = f.get(HEADER_LEN..).unwrap_or(&[]);
         let Some(mid) = cstr(body, 65) else {
-            return put_local_error_resp(
-                &mut self.out,
-                cmd::QUERY_SM,
-                status::ESME_RINVMSGLEN,
-                seq,
-            );
+            return put_local_error_resp(&mut self.out, cmd::QUERY_SM, status::ESME_RINVMSGLEN, seq);
         };
         let out = &mut self.out;
         let len = HEADER_LEN + mid.len() + 1 + 1 + 2;
@@ -869,10 +786,7 @@ impl Conn {
         let frames = std::mem::replace(&mut self.sib_out, BytesMut::with_capacity(cap));
         let n = std::mem::take(&mut self.n_sib_receipts);
         self.rr = self.rr.wrapping_add(1);
-        let Some(tx) = self
-            .shared
-            .pick_receiver(Some(&self.system_id), self.conn_id, self.rr)
-        else {
+        let Some(tx) = self.shared.pick_receiver(Some(&self.system_id), self.conn_id, self.rr) else {
             return true;
         };
         let sent = tokio::select! {
@@ -880,10 +794,7 @@ impl Conn {
             _ = kill.changed() => return false,
         };
         if sent {
-            self.shared
-                .stats
-                .receipts_sent
-                .fetch_add(n, Ordering::Relaxed);
+            self.shared.stats.receipts_sent.fetch_add(n, Ordering::Relaxed);
         }
         true
     }
@@ -907,21 +818,14 @@ fn dest_error(errs: &HashMap<String, u32>, addr: &[u8]) -> Option<u32> {
     if errs.is_empty() {
         return None;
     }
-    std::str::from_utf8(addr)
-        .ok()
-        .and_then(|a| errs.get(a))
-        .copied()
+    std::str::from_utf8(addr).ok().and_then(|a| errs.get(a)).copied()
 }
 
 /// Lowercase hex without leading zeros (at most 16 digits).
 #[inline]
 fn hex_id(v: u64, buf: &mut [u8; 16]) -> &[u8] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digits = if v == 0 {
-        1
-    } else {
-        (64 - v.leading_zeros() as usize).div_ceil(4)
-    };
+    let digits = if v == 0 { 1 } else { (64 - v.leading_zeros() as usize).div_ceil(4) };
     for (i, d) in buf.iter_mut().take(digits).enumerate() {
         *d = HEX[((v >> (4 * (digits - 1 - i))) & 0xF) as usize];
     }
@@ -934,11 +838,7 @@ fn put_receipt(out: &mut BytesMut, seq: u32, v: &MessageView<'_>, msg_id: &[u8],
     let dst = &v.source;
     let sa = &src.addr[..src.addr.len().min(20)];
     let da = &dst.addr[..dst.addr.len().min(20)];
-    let text = if v.data_coding == 0 {
-        &v.short_message[..v.short_message.len().min(20)]
-    } else {
-        &[][..]
-    };
+    let text = if v.data_coding == 0 { &v.short_message[..v.short_message.len().min(20)] } else { &[][..] };
     out.reserve(200 + sa.len() + da.len() + 2 * msg_id.len());
     let start = out.len();
     out.put_u32(0);
@@ -982,22 +882,14 @@ fn put_receipt(out: &mut BytesMut, seq: u32, v: &MessageView<'_>, msg_id: &[u8],
 
 /// The current UTC time as YYMMDDhhmm.
 fn smpp_date_now() -> [u8; 10] {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     smpp_date(secs)
 }
 
 fn smpp_date(unix_secs: u64) -> [u8; 10] {
     let (y, m, d) = civil_from_days((unix_secs / 86_400) as i64);
     let rem = unix_secs % 86_400;
-    let parts = [
-        y.rem_euclid(100) as u64,
-        m as u64,
-        d as u64,
-        rem / 3600,
-        (rem % 3600) / 60,
-    ];
+    let parts = [y.rem_euclid(100) as u64, m as u64, d as u64, rem / 3600, (rem % 3600) / 60];
     let mut out = [0u8; 10];
     for (i, p) in parts.iter().enumerate() {
         out[2 * i] = b'0' + (p / 10 % 10) as u8;
@@ -1037,21 +929,11 @@ mod tests {
 
     impl Client {
         async fn connect(addr: SocketAddr) -> Client {
-            let s = tokio::time::timeout(T, TcpStream::connect(addr))
-                .await
-                .unwrap()
-                .unwrap();
-            Client {
-                s,
-                buf: BytesMut::with_capacity(4096),
-                framer: Framer::new(1 << 20),
-            }
+            let s = tokio::time::timeout(T, TcpStream::connect(addr)).await.unwrap().unwrap();
+            Client { s, buf: BytesMut::with_capacity(4096), framer: Framer::new(1 << 20) }
         }
         async fn send(&mut self, b: &[u8]) {
-            tokio::time::timeout(T, self.s.write_all(b))
-                .await
-                .unwrap()
-                .unwrap();
+            tokio::time::timeout(T, self.s.write_all(b)).await.unwrap().unwrap();
         }
         /// Next frame, None on EOF or after `wait`.
         async fn recv_within(&mut self, wait: Duration) -> Option<BytesMut> {
@@ -1078,9 +960,7 @@ mod tests {
         }
         async fn expect_eof(&mut self) {
             let mut scratch = [0u8; 256];
-            let r = tokio::time::timeout(T, self.s.read(&mut scratch))
-                .await
-                .expect("no EOF");
+            let r = tokio::time::timeout(T, self.s.read(&mut scratch)).await.expect("no EOF");
             assert!(matches!(r, Ok(0) | Err(_)), "expected EOF, got {r:?}");
         }
     }
@@ -1113,9 +993,7 @@ mod tests {
         assert_eq!((command_status(&r), sequence(&r)), (0, 7));
         let mid = resp_message_id(&r).to_vec();
         assert!(!mid.is_empty() && mid.len() <= 16);
-        assert!(mid
-            .iter()
-            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(mid.iter().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         let d = c.recv().await;
         assert_eq!(command_id(&d), cmd::DELIVER_SM);
         assert_eq!(sequence(&d), 1);
@@ -1125,23 +1003,14 @@ mod tests {
         assert_eq!(v.source.addr, b"8613800138000");
         assert_eq!((v.source.ton, v.source.npi), (1, 1));
         assert_eq!(v.destination.addr, b"ACME");
-        assert_eq!(
-            v.tlv(tlv::RECEIPTED_MESSAGE_ID).unwrap(),
-            [&mid[..], b"\0"].concat()
-        );
+        assert_eq!(v.tlv(tlv::RECEIPTED_MESSAGE_ID).unwrap(), [&mid[..], b"\0"].concat());
         assert_eq!(v.tlv(tlv::MESSAGE_STATE), Some(&[2u8][..]));
         let text = std::str::from_utf8(v.short_message).unwrap();
         assert!(
-            text.starts_with(&format!(
-                "id:{} sub:001 dlvrd:001 submit date:",
-                std::str::from_utf8(&mid).unwrap()
-            )),
+            text.starts_with(&format!("id:{} sub:001 dlvrd:001 submit date:", std::str::from_utf8(&mid).unwrap())),
             "{text}"
         );
-        assert!(
-            text.contains(" stat:DELIVRD err:000 text:hello receipt world!"),
-            "{text}"
-        );
+        assert!(text.contains(" stat:DELIVRD err:000 text:hello receipt world!"), "{text}");
         assert!(text.ends_with("text:hello receipt world!"), "{text}");
         // A second submit gets a different id; registered_delivery 0 gets no receipt.
         c.send(&SubmitBuilder::new("ACME", "1").build(8)).await;
@@ -1173,12 +1042,7 @@ mod tests {
         .await;
         let mut c = Client::connect(h.local_addr).await;
         assert_eq!(c.bind(BindType::Transceiver, "acme", "pw").await, 0);
-        c.send(
-            &SubmitBuilder::new("ACME", "999")
-                .registered_delivery(1)
-                .build(2),
-        )
-        .await;
+        c.send(&SubmitBuilder::new("ACME", "999").registered_delivery(1).build(2)).await;
         c.send(&enquire(3)).await;
         let r = c.recv().await;
         assert_eq!(
@@ -1199,34 +1063,20 @@ mod tests {
         assert_eq!(rx.bind(BindType::Receiver, "acme", "pw").await, 0);
         assert_eq!(other.bind(BindType::Receiver, "other", "pw").await, 0);
         assert_eq!(h.sessions(), 3);
-        tx.send(
-            &SubmitBuilder::new("ACME", "8613800138000")
-                .registered_delivery(1)
-                .build(5),
-        )
-        .await;
+        tx.send(&SubmitBuilder::new("ACME", "8613800138000").registered_delivery(1).build(5)).await;
         let r = tx.recv().await;
-        assert_eq!(
-            (command_id(&r), command_status(&r)),
-            (cmd::SUBMIT_SM_RESP, 0)
-        );
+        assert_eq!((command_id(&r), command_status(&r)), (cmd::SUBMIT_SM_RESP, 0));
         let d = rx.recv().await;
         assert_eq!((command_id(&d), sequence(&d)), (cmd::DELIVER_SM, 1));
         let v = peek::message(&d).unwrap();
-        assert_eq!(
-            v.tlv(tlv::RECEIPTED_MESSAGE_ID).unwrap(),
-            [resp_message_id(&r), b"\0"].concat()
-        );
+        assert_eq!(v.tlv(tlv::RECEIPTED_MESSAGE_ID).unwrap(), [resp_message_id(&r), b"\0"].concat());
         // Nothing for the TX itself nor for another system_id.
         assert!(tx.recv_within(Duration::from_millis(100)).await.is_none());
         assert!(other.recv_within(Duration::from_millis(50)).await.is_none());
         // A receiver may not submit.
         rx.send(&SubmitBuilder::new("ACME", "1").build(6)).await;
         let e = rx.recv().await;
-        assert_eq!(
-            (command_id(&e), command_status(&e)),
-            (cmd::SUBMIT_SM_RESP, status::ESME_RINVBNDSTS)
-        );
+        assert_eq!((command_id(&e), command_status(&e)), (cmd::SUBMIT_SM_RESP, status::ESME_RINVBNDSTS));
         h.shutdown().await;
     }
 
@@ -1239,18 +1089,11 @@ mod tests {
         assert!(!h.inject_mo(Some("nobody"), "8613800138000", "1069", 0, b"STOP"));
         assert!(h.inject_mo(Some("acme"), "8613800138000", "1069", 8, &[0x90, 0x00]));
         assert!(h.inject_mo(None, "8613800138001", "1069", 0, b"STOP"));
-        for (i, (src, dc, sm)) in [
-            ("8613800138000", 8u8, &[0x90u8, 0x00][..]),
-            ("8613800138001", 0, b"STOP"),
-        ]
-        .into_iter()
-        .enumerate()
+        for (i, (src, dc, sm)) in
+            [("8613800138000", 8u8, &[0x90u8, 0x00][..]), ("8613800138001", 0, b"STOP")].into_iter().enumerate()
         {
             let d = rx.recv().await;
-            assert_eq!(
-                (command_id(&d), sequence(&d)),
-                (cmd::DELIVER_SM, i as u32 + 1)
-            );
+            assert_eq!((command_id(&d), sequence(&d)), (cmd::DELIVER_SM, i as u32 + 1));
             let v = peek::message(&d).unwrap();
             assert_eq!(v.esm_class, 0);
             assert_eq!(v.source.addr, src.as_bytes());
@@ -1283,13 +1126,9 @@ mod tests {
         let e = c.recv().await;
         assert_eq!((command_id(&e), sequence(&e)), (cmd::ENQUIRE_LINK_RESP, 43));
         // A length below 16 is answered and closes the session.
-        c.send(&[0, 0, 0, 8, 0, 0, 0, 0x15, 0, 0, 0, 0, 0, 0, 0, 44])
-            .await;
+        c.send(&[0, 0, 0, 8, 0, 0, 0, 0x15, 0, 0, 0, 0, 0, 0, 0, 44]).await;
         let n = c.recv().await;
-        assert_eq!(
-            (command_id(&n), command_status(&n)),
-            (cmd::GENERIC_NACK, status::ESME_RINVCMDLEN)
-        );
+        assert_eq!((command_id(&n), command_status(&n)), (cmd::GENERIC_NACK, status::ESME_RINVCMDLEN));
         c.expect_eof().await;
         h.shutdown().await;
     }
@@ -1298,28 +1137,16 @@ mod tests {
     async fn refuse_binds_and_credentials() {
         let h = sim(|c| c.refuse_binds = Some(status::ESME_RBINDFAIL)).await;
         let mut c = Client::connect(h.local_addr).await;
-        assert_eq!(
-            c.bind(BindType::Transmitter, "acme", "pw").await,
-            status::ESME_RBINDFAIL
-        );
+        assert_eq!(c.bind(BindType::Transmitter, "acme", "pw").await, status::ESME_RBINDFAIL);
         assert_eq!(h.sessions(), 0);
         h.shutdown().await;
 
         let h = sim(|c| c.credentials = Some(vec![("acme".into(), "secret".into())])).await;
         let mut c = Client::connect(h.local_addr).await;
-        assert_eq!(
-            c.bind(BindType::Transmitter, "nobody", "secret").await,
-            status::ESME_RINVSYSID
-        );
-        assert_eq!(
-            c.bind(BindType::Transmitter, "acme", "wrong").await,
-            status::ESME_RINVPASWD
-        );
+        assert_eq!(c.bind(BindType::Transmitter, "nobody", "secret").await, status::ESME_RINVSYSID);
+        assert_eq!(c.bind(BindType::Transmitter, "acme", "wrong").await, status::ESME_RINVPASWD);
         assert_eq!(c.bind(BindType::Transmitter, "acme", "secret").await, 0);
-        assert_eq!(
-            c.bind(BindType::Transmitter, "acme", "secret").await,
-            status::ESME_RALYBND
-        );
+        assert_eq!(c.bind(BindType::Transmitter, "acme", "secret").await, status::ESME_RALYBND);
         assert_eq!(h.stats.binds.load(Ordering::Relaxed), 1);
         h.shutdown().await;
     }
@@ -1340,15 +1167,10 @@ mod tests {
         );
         assert_eq!(command_id(&c.recv().await), cmd::ENQUIRE_LINK_RESP);
         let n = c.recv().await;
-        assert_eq!(
-            (command_id(&n), command_status(&n), sequence(&n)),
-            (cmd::GENERIC_NACK, status::ESME_RINVCMDID, 3)
-        );
+        assert_eq!((command_id(&n), command_status(&n), sequence(&n)), (cmd::GENERIC_NACK, status::ESME_RINVCMDID, 3));
         assert_eq!(c.bind(BindType::Transmitter, "acme", "pw").await, 0);
         // Malformed submits get the peek error's status; then data_sm and query_sm.
-        let good = SubmitBuilder::new("src", "dst")
-            .short_message(b"hello")
-            .build(4);
+        let good = SubmitBuilder::new("src", "dst").short_message(b"hello").build(4);
         let mut short = good[..good.len() - 2].to_vec();
         let l = short.len() as u32;
         short[0..4].copy_from_slice(&l.to_be_bytes());
@@ -1365,10 +1187,7 @@ mod tests {
         set_sequence(&mut bad, 5);
         c.send(&bad).await;
         let r = c.recv().await;
-        assert_eq!(
-            (command_status(&r), sequence(&r)),
-            (status::ESME_RINVTLVSTREAM, 5)
-        );
+        assert_eq!((command_status(&r), sequence(&r)), (status::ESME_RINVTLVSTREAM, 5));
         let mut ds = BytesMut::new();
         ds.put_u32(0);
         ds.put_u32(cmd::DATA_SM);
@@ -1379,10 +1198,7 @@ mod tests {
         ds[0..4].copy_from_slice(&l.to_be_bytes());
         c.send(&ds).await;
         let r = c.recv().await;
-        assert_eq!(
-            (command_id(&r), command_status(&r), sequence(&r)),
-            (cmd::DATA_SM_RESP, 0, 7)
-        );
+        assert_eq!((command_id(&r), command_status(&r), sequence(&r)), (cmd::DATA_SM_RESP, 0, 7));
         assert!(!resp_message_id(&r).is_empty());
         let mut q = BytesMut::new();
         q.put_u32(0);
@@ -1428,10 +1244,7 @@ mod tests {
         m[0..4].copy_from_slice(&l.to_be_bytes());
         c.send(&m).await;
         let r = c.recv().await;
-        assert_eq!(
-            (command_id(&r), command_status(&r), sequence(&r)),
-            (cmd::SUBMIT_MULTI_RESP, 0, 9)
-        );
+        assert_eq!((command_id(&r), command_status(&r), sequence(&r)), (cmd::SUBMIT_MULTI_RESP, 0, 9));
         let mid = resp_message_id(&r);
         let rest = &r[16 + mid.len() + 1..];
         assert_eq!(rest, b"\x01\x01\x01222\0\x00\x00\x00\x0B");
@@ -1448,12 +1261,7 @@ mod tests {
         let mut a = Client::connect(h.local_addr).await;
         assert_eq!(a.bind(BindType::Transceiver, "acme", "pw").await, 0);
         let t0 = Instant::now();
-        a.send(
-            &SubmitBuilder::new("ACME", "1")
-                .registered_delivery(1)
-                .build(2),
-        )
-        .await;
+        a.send(&SubmitBuilder::new("ACME", "1").registered_delivery(1).build(2)).await;
         let r = a.recv().await;
         assert!(t0.elapsed() >= Duration::from_millis(90));
         assert_eq!(command_id(&r), cmd::SUBMIT_SM_RESP);

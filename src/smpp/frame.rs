@@ -106,10 +106,7 @@ mod tests {
         let mut f = Framer::new(64);
         let big = pdu(100, 0x04, 7);
         let next = pdu(16, 0x15, 8);
-        assert_eq!(
-            f.next(&big[..40]),
-            Next::TooLong { command_id: 4, sequence: 7, length: 100 }
-        );
+        assert_eq!(f.next(&big[..40]), Next::TooLong { command_id: 4, sequence: 7, length: 100 });
         assert_eq!(f.next(&big[..40]), Next::Skip(40));
         assert_eq!(f.next(&[]), Next::Incomplete);
         let mut rest = big[40..].to_vec();

@@ -92,9 +92,15 @@ pub fn decode(frame: &[u8]) -> Result<Command, String> {
 pub fn decode_bind(frame: &[u8]) -> Result<BindRequest, String> {
     let c = decode(frame)?;
     let (bind_type, system_id, password, system_type, iv) = match c.pdu() {
-        Some(Pdu::BindTransmitter(b)) => (BindType::Transmitter, &b.system_id, &b.password, &b.system_type, b.interface_version),
-        Some(Pdu::BindReceiver(b)) => (BindType::Receiver, &b.system_id, &b.password, &b.system_type, b.interface_version),
-        Some(Pdu::BindTransceiver(b)) => (BindType::Transceiver, &b.system_id, &b.password, &b.system_type, b.interface_version),
+        Some(Pdu::BindTransmitter(b)) => {
+            (BindType::Transmitter, &b.system_id, &b.password, &b.system_type, b.interface_version)
+        }
+        Some(Pdu::BindReceiver(b)) => {
+            (BindType::Receiver, &b.system_id, &b.password, &b.system_type, b.interface_version)
+        }
+        Some(Pdu::BindTransceiver(b)) => {
+            (BindType::Transceiver, &b.system_id, &b.password, &b.system_type, b.interface_version)
+        }
         _ => return Err("not a bind".into()),
     };
     Ok(BindRequest {

@@ -178,16 +178,10 @@ pub fn message(frame: &[u8]) -> Result<MessageView<'_>, PeekError> {
     let mut c = Cursor { b: frame, at: HEADER_LEN };
     let service_type = c.cstr(6, "service_type")?;
     let (sa_max, da_max) = if command_id == cmd::DATA_SM { (65, 65) } else { (21, 21) };
-    let source = Addr {
-        ton: c.u8("source_addr_ton")?,
-        npi: c.u8("source_addr_npi")?,
-        addr: c.cstr(sa_max, "source_addr")?,
-    };
-    let destination = Addr {
-        ton: c.u8("dest_addr_ton")?,
-        npi: c.u8("dest_addr_npi")?,
-        addr: c.cstr(da_max, "destination_addr")?,
-    };
+    let source =
+        Addr { ton: c.u8("source_addr_ton")?, npi: c.u8("source_addr_npi")?, addr: c.cstr(sa_max, "source_addr")? };
+    let destination =
+        Addr { ton: c.u8("dest_addr_ton")?, npi: c.u8("dest_addr_npi")?, addr: c.cstr(da_max, "destination_addr")? };
     let esm_class = c.u8("esm_class")?;
     match command_id {
         cmd::SUBMIT_SM | cmd::DELIVER_SM => {
@@ -297,11 +291,8 @@ fn read_dest<'a>(c: &mut Cursor<'a>) -> Result<MultiDest<'a>, PeekError> {
 pub fn multi(frame: &[u8]) -> Result<MultiView<'_>, PeekError> {
     let mut c = Cursor { b: frame, at: HEADER_LEN };
     c.cstr(6, "service_type")?;
-    let source = Addr {
-        ton: c.u8("source_addr_ton")?,
-        npi: c.u8("source_addr_npi")?,
-        addr: c.cstr(21, "source_addr")?,
-    };
+    let source =
+        Addr { ton: c.u8("source_addr_ton")?, npi: c.u8("source_addr_npi")?, addr: c.cstr(21, "source_addr")? };
     let dests_at = c.at;
     let number_of_dests = c.u8("number_of_dests")?;
     if number_of_dests == 0 {
