@@ -10,23 +10,54 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::consent::store::ConsentStore;
+use crate::session::Shared;
+
+/// Everything that changes runtime state arrives as one of these (STYLE §9): SIGHUP, the
+/// snapshot file watch and the admin API all send [`Control::Reload`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Load and validate the configured snapshot file, then swap it in.
+    Reload,
+}
 
 /// A bound, not yet serving gateway.
 pub struct Gateway {
     listener: TcpListener,
-    config: Arc<Config>,
+    shared: Arc<Shared>,
+    control_tx: mpsc::Sender<Control>,
+    control_rx: mpsc::Receiver<Control>,
 }
 
 impl Gateway {
-    /// Binds the SMPP listener (`listen.smpp`; port 0 picks a free port).
+    /// Opens the consent store per `[consent]` and binds the SMPP listener (`listen.smpp`;
+    /// port 0 picks a free port).
     pub async fn bind(config: Config) -> std::io::Result<Gateway> {
+        let store = ConsentStore::open(&config.consent).map_err(std::io::Error::other)?;
+        Gateway::bind_with_store(config, Arc::new(store)).await
+    }
+
+    /// Binds with a consent store the caller built (tests, demo).
+    pub async fn bind_with_store(config: Config, store: Arc<ConsentStore>) -> std::io::Result<Gateway> {
         let listener = TcpListener::bind(config.listen.smpp).await?;
-        Ok(Gateway { listener, config: Arc::new(config) })
+        let (control_tx, control_rx) = mpsc::channel(16);
+        let shared = Arc::new(Shared::new(Arc::new(config), store));
+        Ok(Gateway { listener, shared, control_tx, control_rx })
+    }
+
+    /// The consent store the sessions use.
+    pub fn store(&self) -> Arc<ConsentStore> {
+        self.shared.store.clone()
+    }
+
+    /// A handle that sends [`Control`] messages to the running gateway.
+    pub fn control(&self) -> mpsc::Sender<Control> {
+        self.control_tx.clone()
     }
 
     /// The address ESMEs connect to.
@@ -36,7 +67,9 @@ impl Gateway {
 
     /// Serves until `shutdown` resolves, then drains every session.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
-        let Gateway { listener, config } = self;
+        let Gateway { listener, shared, control_tx, mut control_rx } = self;
+        let config = shared.config.clone();
+        let watcher = config.consent.watch.then(|| tokio::spawn(watch_snapshot(shared.clone(), control_tx.clone())));
         info!(smpp = %listener.local_addr()?, upstream = %config.upstream.address, accounts = config.accounts.len(), "listening");
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut sessions = JoinSet::new();
@@ -51,10 +84,10 @@ impl Gateway {
                             drop(stream);
                             continue;
                         }
-                        let (cfg, rx, live) = (config.clone(), stop_rx.clone(), live.clone());
+                        let (sh, rx, live) = (shared.clone(), stop_rx.clone(), live.clone());
                         live.fetch_add(1, Ordering::Relaxed);
                         sessions.spawn(async move {
-                            crate::session::serve(stream, peer, cfg, rx).await;
+                            crate::session::serve(stream, peer, sh, rx).await;
                             live.fetch_sub(1, Ordering::Relaxed);
                         });
                     }
@@ -65,10 +98,24 @@ impl Gateway {
                     }
                 },
                 Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+                Some(c) = control_rx.recv() => match c {
+                    Control::Reload => {
+                        let store = shared.store.clone();
+                        // Validation reads the whole file: keep it off the async workers.
+                        match tokio::task::spawn_blocking(move || store.reload()).await {
+                            Ok(Ok(_)) => {}
+                            Ok(Err(e)) => warn!(error = %e, "snapshot reload refused; the previous snapshot keeps serving"),
+                            Err(e) => warn!(error = %e, "snapshot reload task failed"),
+                        }
+                    }
+                },
                 _ = &mut shutdown => break,
             }
         }
         drop(listener);
+        if let Some(w) = watcher {
+            w.abort();
+        }
         let n = sessions.len();
         info!(sessions = n, grace_s = config.session.shutdown_grace.as_secs_f64(), "draining");
         let _ = stop_tx.send(true);
@@ -79,8 +126,30 @@ impl Gateway {
             warn!(remaining = sessions.len(), "drain cut short; aborting remaining sessions");
             sessions.abort_all();
         }
+        let store = shared.store.clone();
+        let _ = tokio::task::spawn_blocking(move || store.close()).await;
         info!("stopped");
         Ok(())
+    }
+}
+
+/// `consent.watch`: polls the snapshot file's modification time and size every 2 s and asks
+/// for a reload when they change (polling keeps the dependency tree lean and works on every
+/// filesystem, including the ConfigMap/volume mounts of Kubernetes).
+async fn watch_snapshot(shared: Arc<Shared>, control: mpsc::Sender<Control>) {
+    let Some(path) = shared.config.consent.snapshot.clone() else { return };
+    let stamp = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| (m.modified().ok(), m.len()));
+    let mut last = stamp(&path);
+    let mut t = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        t.tick().await;
+        let now = stamp(&path);
+        if now.is_some() && now != last {
+            last = now;
+            if control.send(Control::Reload).await.is_err() {
+                return;
+            }
+        }
     }
 }
 

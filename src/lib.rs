@@ -15,9 +15,12 @@
 //! caller needs the bound address first, as tests and the demo do).
 
 pub mod config;
+pub mod consent;
 pub mod demo;
 pub mod gateway;
 pub mod load;
+pub mod optout;
+pub mod policy;
 pub mod relay;
 pub mod session;
 pub mod sim;

@@ -118,13 +118,33 @@ pub struct Session {
     pub shutdown_grace: Duration,
 }
 
-/// Policy settings. Parsed and validated now; enforced by the consent engine (issue #3).
+/// Policy settings (DESIGN §3).
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub mode: PolicyMode,
     pub regime: Regime,
+    /// Country calling code added to national numbers (no `+`), e.g. "86".
     pub default_country_code: String,
+    /// What commercial traffic gets before any snapshot is loaded.
+    pub on_snapshot_unavailable: Unavailable,
+    /// MO texts (after normalisation) recorded as a refusal of the session's entity.
+    pub optout_keywords: Vec<String>,
+    /// command_status per reject reason, indexed by `policy::Reason as usize`.
+    pub reject_status: [u32; crate::policy::Reason::COUNT],
 }
+
+/// `policy.on_snapshot_unavailable`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailable {
+    /// Reject commercial traffic with `snapshot_unavailable` (fail closed; default).
+    Reject,
+    /// Let it through (fail open).
+    Allow,
+}
+
+/// Default opt-out keywords (DESIGN §1): Chinese, pinyin initials and the US/CTIA set.
+pub const DEFAULT_OPTOUT_KEYWORDS: &[&str] =
+    &["T", "TD", "R", "退订", "取消", "STOP", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PolicyMode {
@@ -159,6 +179,10 @@ pub struct Account {
     pub licence_expires: Option<i64>,
     /// Allowed source_addr patterns (`*` wildcard); empty = any.
     pub sender_id: Vec<String>,
+    /// Per-source-address class overrides: (pattern, class), first match wins.
+    pub source_class: Vec<(String, MessageClass)>,
+    /// Class by service_type (exact match), consulted after `source_class`.
+    pub service_type_class: Vec<(String, MessageClass)>,
     /// Per-account submit rate cap (msg/s); None = unlimited.
     pub max_tps: Option<u32>,
     pub bind_types: Vec<BindType>,

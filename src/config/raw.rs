@@ -58,6 +58,9 @@ pub struct RawPolicy {
     pub mode: Option<String>,
     pub regime: Option<String>,
     pub default_country_code: Option<String>,
+    pub on_snapshot_unavailable: Option<String>,
+    pub optout_keywords: Option<Vec<String>>,
+    pub reject_status: Option<HashMap<String, u32>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -77,6 +80,8 @@ pub struct RawAccount {
     pub licence: Option<String>,
     pub licence_expires: Option<String>,
     pub sender_id: Option<Vec<String>>,
+    pub source_class: Option<HashMap<String, String>>,
+    pub service_type_class: Option<HashMap<String, String>>,
     pub max_tps: Option<i64>,
     pub bind_types: Option<Vec<String>>,
 }
@@ -208,7 +213,42 @@ impl RawConfig {
                 format!("`{cc}`: expected 1-3 digits without leading 0, e.g. \"86\""),
             );
         }
-        let policy = Policy { mode, regime, default_country_code: cc };
+        let on_snapshot_unavailable = match pol.on_snapshot_unavailable.as_deref() {
+            None | Some("reject") => Unavailable::Reject,
+            Some("allow") => Unavailable::Allow,
+            Some(o) => {
+                p.push("policy.on_snapshot_unavailable", format!("`{o}`: expected reject | allow"));
+                Unavailable::Reject
+            }
+        };
+        let optout_keywords = match pol.optout_keywords {
+            None => DEFAULT_OPTOUT_KEYWORDS.iter().map(|s| s.to_string()).collect(),
+            Some(v) => {
+                if v.iter().any(|k| k.trim().is_empty()) {
+                    p.push("policy.optout_keywords", "keywords must not be empty");
+                }
+                v
+            }
+        };
+        let mut reject_status = crate::policy::Reason::default_statuses();
+        for (name, st) in pol.reject_status.unwrap_or_default() {
+            match crate::policy::Reason::from_label(&name) {
+                Some(r) if st != 0 => reject_status[r as usize] = st,
+                Some(_) => p.push(format!("policy.reject_status.{name}"), "0 (ESME_ROK) cannot be a reject status"),
+                None => p.push(
+                    format!("policy.reject_status.{name}"),
+                    format!("unknown reason; expected one of {}", crate::policy::Reason::labels().join(", ")),
+                ),
+            }
+        }
+        if reject_status.contains(&crate::smpp::status::ESME_RINVDSTADR) {
+            p.push(
+                "policy.reject_status",
+                "0x0B (ESME_RINVDSTADR) makes senders purge the number; use the vendor range 0x400-0x4FF",
+            );
+        }
+        let policy =
+            Policy { mode, regime, default_country_code: cc, on_snapshot_unavailable, optout_keywords, reject_status };
 
         let c = self.consent.unwrap_or_default();
         let consent = Consent {
@@ -268,6 +308,28 @@ impl RawConfig {
                     None
                 }
             };
+            let mut class_map = |field: &str, m: Option<HashMap<String, String>>| -> Vec<(String, MessageClass)> {
+                let mut v: Vec<(String, MessageClass)> = m
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|(pat, c)| match c.as_str() {
+                        "marketing" => Some((pat, MessageClass::Marketing)),
+                        "transactional" => Some((pat, MessageClass::Transactional)),
+                        o => {
+                            p.push(
+                                key(&format!("{field}.{pat}")),
+                                format!("`{o}`: expected marketing | transactional"),
+                            );
+                            None
+                        }
+                    })
+                    .collect();
+                // Most specific (longest) pattern first, so the order in the file does not matter.
+                v.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+                v
+            };
+            let source_class = class_map("source_class", a.source_class);
+            let service_type_class = class_map("service_type_class", a.service_type_class);
             let entity = a.entity.unwrap_or_else(|| system_id.clone());
             let acct = Account {
                 system_id: system_id.clone(),
@@ -276,6 +338,8 @@ impl RawConfig {
                 licence: a.licence.filter(|l| !l.is_empty()),
                 licence_expires,
                 sender_id: a.sender_id.unwrap_or_default(),
+                source_class,
+                service_type_class,
                 max_tps,
                 bind_types,
             };

@@ -16,6 +16,7 @@
 //! gone, drain at shutdown).
 
 mod bind;
+mod policy;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,6 +30,10 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, info};
 
 use crate::config::{Account, Config};
+use crate::consent::snapshot::EntityId;
+use crate::consent::store::ConsentStore;
+use crate::optout::{Keywords, Scratch};
+use crate::policy::{Reason, Verdict};
 use crate::relay::seq::{Origin, Pending, SeqTable};
 use crate::relay::{Leg, OUT_HIGH_WATER};
 use crate::smpp::frame::Next;
@@ -45,15 +50,49 @@ const TICK: Duration = Duration::from_millis(100);
 /// Longest wait for the final unbind_resp(s) when a session closes.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
+/// What every session shares: the config, the consent store and the opt-out keywords.
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub store: Arc<ConsentStore>,
+    pub keywords: Arc<Keywords>,
+}
+
+impl Shared {
+    pub fn new(config: Arc<Config>, store: Arc<ConsentStore>) -> Shared {
+        let keywords = Arc::new(Keywords::new(&config.policy.optout_keywords));
+        Shared { config, store, keywords }
+    }
+}
+
+/// Per-session decision counts: `[verdict][reason]` (reason index COUNT = none).
+#[derive(Debug, Default)]
+pub struct SessionStats {
+    pub verdicts: [[u64; Reason::COUNT + 1]; 3],
+    pub optouts: u64,
+}
+
+impl SessionStats {
+    #[inline]
+    pub fn count(&mut self, v: Verdict) {
+        let vi = match v {
+            Verdict::Accept => 0,
+            Verdict::Reject(_) => 1,
+            Verdict::WouldReject(_) => 2,
+        };
+        let ri = v.reason().map(|r| r as usize).unwrap_or(Reason::COUNT);
+        self.verdicts[vi][ri] += 1;
+    }
+}
+
 /// Serves one ESME connection until it ends. Never panics on peer input.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, config: Arc<Config>, shutdown: watch::Receiver<bool>) {
+pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
     let _ = stream.set_nodelay(true);
     let mut shutdown = shutdown;
-    let bound = match bind::accept_bind(stream, peer, &config, &mut shutdown).await {
+    let bound = match bind::accept_bind(stream, peer, &shared.config, &mut shutdown).await {
         Some(b) => b,
         None => return,
     };
-    let mut s = Session::new(bound, config);
+    let mut s = Session::new(bound, &shared);
     info!(peer = %peer, system_id = %s.account.system_id, bind = s.bind_type.as_str(), "session bound");
     s.run(&mut shutdown).await;
     info!(peer = %peer, system_id = %s.account.system_id, reason = s.close_reason, "session closed");
@@ -80,6 +119,25 @@ enum State {
 
 struct Session {
     config: Arc<Config>,
+    store: Arc<ConsentStore>,
+    keywords: Arc<Keywords>,
+    scratch: Scratch,
+    /// The account's entity in the live delta (interned once).
+    live_entity: u32,
+    /// The account's entity in the current snapshot, for generation `snap_gen`.
+    snap_entity: Option<EntityId>,
+    snap_gen: u64,
+    /// Today (UTC days since 1970), refreshed per event: a licence can expire mid-session.
+    today: i64,
+    concat: policy::ConcatCache,
+    /// Rejected destinations of forwarded submit_multi, by upstream sequence number.
+    multi_rejects: std::collections::HashMap<u32, (u8, Vec<u8>)>,
+    /// Journal tickets of MO opt-outs relayed to the ESME, by ESME-leg sequence number.
+    mo_tickets: std::collections::HashMap<u32, u64>,
+    /// deliver_sm_resp waiting for their opt-out to be durable.
+    held: std::collections::VecDeque<policy::Held>,
+    durable: watch::Receiver<u64>,
+    pub stats: SessionStats,
     account: Account,
     bind_type: BindType,
     peer: SocketAddr,
@@ -108,9 +166,23 @@ pub(crate) struct Bound {
 }
 
 impl Session {
-    fn new(b: Bound, config: Arc<Config>) -> Session {
+    fn new(b: Bound, shared: &Shared) -> Session {
+        let config = shared.config.clone();
         let cap = (config.session.window * 2).max(64);
         Session {
+            store: shared.store.clone(),
+            keywords: shared.keywords.clone(),
+            scratch: Scratch::default(),
+            live_entity: shared.store.delta.intern(&b.account.entity),
+            snap_entity: None,
+            snap_gen: 0,
+            today: crate::config::today(),
+            concat: Default::default(),
+            multi_rejects: Default::default(),
+            mo_tickets: Default::default(),
+            held: Default::default(),
+            durable: shared.store.durable(),
+            stats: SessionStats::default(),
             up_table: SeqTable::new(cap),
             down_table: SeqTable::new(cap),
             config,
@@ -131,6 +203,7 @@ impl Session {
 
     fn clock(&mut self) {
         self.now_ms = self.epoch.elapsed().as_millis() as u64;
+        self.today = crate::config::today();
     }
 
     async fn run(&mut self, shutdown: &mut watch::Receiver<bool>) {
@@ -150,6 +223,7 @@ impl Session {
                 Down(std::io::Result<()>),
                 Up(std::io::Result<()>),
                 Writable,
+                Durable,
                 Tick,
                 Shutdown,
             }
@@ -162,6 +236,7 @@ impl Session {
                 r = self.up.stream.readable(), if read_up => Ev::Up(r),
                 _ = self.down.stream.writable(), if write_down => Ev::Writable,
                 _ = self.up.stream.writable(), if write_up => Ev::Writable,
+                _ = self.durable.changed(), if !self.held.is_empty() => Ev::Durable,
                 _ = tick.tick() => Ev::Tick,
                 _ = shutdown.changed(), if !shutdown_seen => Ev::Shutdown,
             };
@@ -178,6 +253,7 @@ impl Session {
                     }
                 }
                 Ev::Writable => {}
+                Ev::Durable => self.release_held(),
                 Ev::Tick => self.on_tick(),
                 Ev::Shutdown => {
                     shutdown_seen = true;
@@ -275,16 +351,7 @@ impl Session {
         }
         let seq = h.sequence_number;
         match h.command_id {
-            cmd::SUBMIT_SM | cmd::DATA_SM => {
-                if let Err(e) = peek::message(frame) {
-                    return self.answer_esme(h.command_id, e.status(), seq);
-                }
-            }
-            cmd::SUBMIT_MULTI => {
-                if let Err(e) = peek::multi(frame) {
-                    return self.answer_esme(h.command_id, e.status(), seq);
-                }
-            }
+            cmd::SUBMIT_SM | cmd::DATA_SM | cmd::SUBMIT_MULTI => {}
             cmd::QUERY_SM | cmd::CANCEL_SM | cmd::REPLACE_SM | 0x111..=0x113 => {}
             cmd::ENQUIRE_LINK => {
                 return put_header_only(&mut self.down.out, cmd::ENQUIRE_LINK_RESP, status::ESME_ROK, seq);
@@ -312,20 +379,40 @@ impl Session {
         if let Some(st) = refuse {
             return self.answer_esme(h.command_id, st, seq);
         }
-        self.relay_up(frame, seq, h.command_id);
+        match h.command_id {
+            cmd::SUBMIT_SM | cmd::DATA_SM => {
+                let v = match peek::message(frame) {
+                    Ok(v) => v,
+                    Err(e) => return self.answer_esme(h.command_id, e.status(), seq),
+                };
+                if let Verdict::Reject(r) = self.verdict_for(&v) {
+                    let st = r.status(&self.config.policy);
+                    return self.answer_esme(h.command_id, st, seq);
+                }
+                self.relay_up(frame, seq, h.command_id);
+            }
+            cmd::SUBMIT_MULTI => self.on_submit_multi(frame, seq),
+            _ => {
+                self.relay_up(frame, seq, h.command_id);
+            }
+        }
     }
 
     /// Forwards an ESME request upstream under a fresh upstream sequence number, registered
     /// before the bytes are queued.
     #[inline]
-    fn relay_up(&mut self, frame: &[u8], esme_seq: u32, command_id: u32) {
+    fn relay_up(&mut self, frame: &[u8], esme_seq: u32, command_id: u32) -> Option<u32> {
         match self.up_table.insert(esme_seq, command_id, Origin::Relayed, self.now_ms) {
             Some(up_seq) => {
                 let at = self.up.out.len();
                 self.up.out.extend_from_slice(frame);
                 smpp::set_sequence(&mut self.up.out[at..], up_seq);
+                Some(up_seq)
             }
-            None => self.answer_esme(command_id, status::ESME_RTHROTTLED, esme_seq),
+            None => {
+                self.answer_esme(command_id, status::ESME_RTHROTTLED, esme_seq);
+                None
+            }
         }
     }
 
@@ -333,7 +420,7 @@ impl Session {
         match self.state {
             State::Bound if self.up.open => {
                 self.state = State::EsmeUnbinding;
-                self.relay_up(frame, seq, cmd::UNBIND);
+                let _ = self.relay_up(frame, seq, cmd::UNBIND);
             }
             _ => {
                 // Crossing unbinds, or nothing left upstream: answer here.
@@ -357,6 +444,19 @@ impl Session {
                 if is_unbind_resp {
                     // SMSC-initiated unbind completes: answer what is still pending first.
                     self.answer_all_up(status::ESME_RSYSERR);
+                }
+                if let Some(ticket) = self.mo_tickets.remove(&p.seq) {
+                    if ticket > *self.durable.borrow() {
+                        // The opt-out this MO carried is not on disk yet: the SMSC gets the
+                        // ESME's answer only once it is.
+                        self.held.push_back(policy::Held {
+                            ticket,
+                            smsc_seq: p.peer_seq,
+                            frame: frame.to_vec(),
+                            since_ms: self.now_ms,
+                        });
+                        return;
+                    }
                 }
                 if self.up.open {
                     let at = self.up.out.len();
@@ -403,7 +503,12 @@ impl Session {
                 if let Some(st) = refuse {
                     return put_local_error_resp(&mut self.up.out, h.command_id, st, seq);
                 }
-                self.relay_down(frame, seq, h.command_id);
+                let ticket = self.capture_optout(frame);
+                if let (Some(down_seq), Some(t)) = (self.relay_down(frame, seq, h.command_id), ticket) {
+                    if t > 0 {
+                        self.mo_tickets.insert(down_seq, t);
+                    }
+                }
             }
             cmd::ALERT_NOTIFICATION => {
                 if self.down.open && self.bind_type.can_receive() {
@@ -414,7 +519,7 @@ impl Session {
             cmd::UNBIND => match self.state {
                 State::Bound if self.down.open => {
                     self.state = State::SmscUnbinding;
-                    self.relay_down(frame, seq, cmd::UNBIND);
+                    let _ = self.relay_down(frame, seq, cmd::UNBIND);
                 }
                 _ => {
                     put_header_only(&mut self.up.out, cmd::UNBIND_RESP, status::ESME_ROK, seq);
@@ -432,14 +537,18 @@ impl Session {
         }
     }
 
-    fn relay_down(&mut self, frame: &[u8], smsc_seq: u32, command_id: u32) {
+    fn relay_down(&mut self, frame: &[u8], smsc_seq: u32, command_id: u32) -> Option<u32> {
         match self.down_table.insert(smsc_seq, command_id, Origin::Relayed, self.now_ms) {
             Some(down_seq) => {
                 let at = self.down.out.len();
                 self.down.out.extend_from_slice(frame);
                 smpp::set_sequence(&mut self.down.out[at..], down_seq);
+                Some(down_seq)
             }
-            None => put_local_error_resp(&mut self.up.out, command_id, RX_T_APPN, smsc_seq),
+            None => {
+                put_local_error_resp(&mut self.up.out, command_id, RX_T_APPN, smsc_seq);
+                None
+            }
         }
     }
 
@@ -455,9 +564,14 @@ impl Session {
                     self.answer_all_down(RX_T_APPN);
                 }
                 if self.down.open {
-                    let at = self.down.out.len();
-                    self.down.out.extend_from_slice(frame);
-                    smpp::set_sequence(&mut self.down.out[at..], p.peer_seq);
+                    let merged = p.command_id == cmd::SUBMIT_MULTI
+                        && !self.multi_rejects.is_empty()
+                        && self.merge_multi_resp(frame, p.seq, p.peer_seq);
+                    if !merged {
+                        let at = self.down.out.len();
+                        self.down.out.extend_from_slice(frame);
+                        smpp::set_sequence(&mut self.down.out[at..], p.peer_seq);
+                    }
                 }
                 if is_unbind_resp {
                     self.esme_unbound = true;
@@ -510,6 +624,14 @@ impl Session {
             }
         }
         self.expired = expired;
+        self.concat.prune(now);
+        if !self.multi_rejects.is_empty() && self.up_table.is_empty() {
+            self.multi_rejects.clear();
+        }
+        if !self.mo_tickets.is_empty() && self.down_table.is_empty() {
+            self.mo_tickets.clear();
+        }
+        self.release_held();
         if self.state == State::Bound {
             let up_idle = self.config.upstream.enquire_link_interval.as_millis() as u64;
             if self.up.open
@@ -599,6 +721,12 @@ impl Session {
         }
         self.answer_all_up(status::ESME_RSYSERR);
         self.answer_all_down(RX_T_APPN);
+        self.release_held();
+        for h in self.held.drain(..) {
+            if self.up.open {
+                put_local_error_resp(&mut self.up.out, cmd::DELIVER_SM, RX_T_APPN, h.smsc_seq);
+            }
+        }
         self.state = State::Done;
     }
 

@@ -10,6 +10,7 @@
 pub mod frame;
 pub mod pdu;
 pub mod peek;
+pub mod text;
 
 /// Length of the SMPP header: command_length, command_id, command_status, sequence_number.
 pub const HEADER_LEN: usize = 16;

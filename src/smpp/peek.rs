@@ -240,6 +240,7 @@ fn check_tlvs(area: &[u8]) -> Result<(), PeekError> {
 /// A submit_multi (v3.4 §4.5.1): the source, the raw destination list and the message fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MultiView<'a> {
+    pub service_type: &'a [u8],
     pub source: Addr<'a>,
     /// Byte offset of number_of_dests within the frame.
     pub dests_at: usize,
@@ -290,7 +291,7 @@ fn read_dest<'a>(c: &mut Cursor<'a>) -> Result<MultiDest<'a>, PeekError> {
 /// Reads a submit_multi frame (header included).
 pub fn multi(frame: &[u8]) -> Result<MultiView<'_>, PeekError> {
     let mut c = Cursor { b: frame, at: HEADER_LEN };
-    c.cstr(6, "service_type")?;
+    let service_type = c.cstr(6, "service_type")?;
     let source =
         Addr { ton: c.u8("source_addr_ton")?, npi: c.u8("source_addr_npi")?, addr: c.cstr(21, "source_addr")? };
     let dests_at = c.at;
@@ -316,6 +317,7 @@ pub fn multi(frame: &[u8]) -> Result<MultiView<'_>, PeekError> {
     let tlvs = c.rest();
     check_tlvs(tlvs)?;
     Ok(MultiView {
+        service_type,
         source,
         dests_at,
         dests_end,

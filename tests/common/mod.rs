@@ -36,6 +36,10 @@ address = "{upstream}"
 [session]
 {session_extra}
 
+[policy]
+# The proxy tests run without a consent snapshot; let commercial traffic through.
+on_snapshot_unavailable = "allow"
+
 [[account]]
 system_id = "acme"
 entity = "acme-retail"

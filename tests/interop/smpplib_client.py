@@ -1,15 +1,24 @@
 #!/usr/bin/env python3
-"""Interop client: the independent SMPP implementation `smpplib` (PyPI) talks to consentgate.
+"""Interoperability client: drives consentgate with smpplib, an independent SMPP implementation.
 
 Usage: smpplib_client.py HOST PORT SYSTEM_ID PASSWORD [wait-mo]
 
-Binds as transceiver, sends a GSM7 text and a UCS-2 Chinese text that needs two
-concatenated parts (UDH), all with registered_delivery, waits (bounded) for every
-submit_sm_resp and one receipt per part, optionally for one MO, unbinds and prints one JSON
-line with what it saw. Any exception: traceback on stderr, exit 1.
+Binds as transceiver, submits a GSM7 text and a two-part concatenated UCS-2 text (UDH
+05 00 03 ref 02 seq, built by smpplib.gsm.make_parts) with registered_delivery, collects
+every submit_sm_resp and deliver_sm (receipts and MO), unbinds, disconnects and prints ONE
+JSON line on stdout:
+
+  {"bound": true, "submit_resp": [{"status": 0, "message_id": "..."}, ...],
+   "receipts": ["<receipted message id>", ...], "mo": ["<decoded text>", ...],
+   "unbind_ok": true}
+
+With `wait-mo` it also waits for one MO deliver_sm. Every wait is bounded (10 s). Any
+exception: traceback on stderr, non-zero exit. Run by tests/interop.rs (see scripts/test).
 """
+
 import json
-import socket
+import logging
+import select
 import sys
 import time
 import traceback
@@ -17,87 +26,159 @@ import traceback
 import smpplib.client
 import smpplib.consts
 import smpplib.gsm
+import smpplib.smpp
 
 GSM_TEXT = "Hello from smpplib via consentgate"
-CHINESE_TEXT = "您好，这是一条通过网关发送的中文测试短信。" * 4  # 84 chars: 2 UCS-2 parts
+# 80 UCS-2 characters = 160 octets: two concatenated parts.
+UCS2_TEXT = ("您好，这是一条通过网关发送的中文测试短信。" * 4)[:80]
+SOURCE = "1069012345"
+DESTINATION = "8613800138000"
+WAIT_S = 10.0
 
 
-def as_text(v):
+def decode_text(data_coding, data, esm_class):
+    """Decodes a short_message (UDH stripped when UDHI is set)."""
+    data = data or b""
+    if esm_class & 0x40 and data:
+        data = data[1 + data[0]:]
+    if data_coding == smpplib.consts.SMPP_ENCODING_ISO10646:
+        return data.decode("utf-16-be")
+    if data_coding == smpplib.consts.SMPP_ENCODING_DEFAULT:
+        # Unpacked GSM 03.38 default alphabet, one septet per octet (ESC 0x1B for the extension table).
+        table = smpplib.gsm.GSM_CHARACTER_TABLE
+        out, esc = [], False
+        for b in data:
+            if b == 0x1B and not esc:
+                esc = True
+                continue
+            out.append(table[b + 0x80] if esc and b + 0x80 < len(table) else table[b] if b < 0x80 else "?")
+            esc = False
+        return "".join(out)
+    return data.decode("latin-1")
+
+
+def as_str(v):
     if v is None:
-        return None
+        return ""
     if isinstance(v, bytes):
-        return v.decode("ascii", "replace")
+        return v.decode("ascii", "replace").rstrip("\0")
     return str(v)
 
 
-def main():
-    host, port, system_id, password = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-    wait_mo = len(sys.argv) > 5 and sys.argv[5] == "wait-mo"
-    out = {"bound": False, "submit_resp": [], "receipts": [], "mo": [], "unbind_ok": False}
+def main(argv):
+    if len(argv) not in (5, 6) or (len(argv) == 6 and argv[5] != "wait-mo"):
+        print(__doc__, file=sys.stderr)
+        return 2
+    host, port, system_id, password = argv[1], int(argv[2]), argv[3], argv[4]
+    wait_mo = len(argv) == 6
 
-    client = smpplib.client.Client(host, port, timeout=1, allow_unknown_opt_params=True)
+    result = {"bound": False, "submit_resp": [], "receipts": [], "mo": [], "unbind_ok": False}
+    receipt_texts = []
+    errors = []
+
+    client = smpplib.client.Client(host, port, timeout=5, allow_unknown_opt_params=True)
 
     def on_sent(pdu, **_):
-        out["submit_resp"].append({"status": pdu.status, "message_id": as_text(pdu.message_id)})
+        result["submit_resp"].append({"status": int(pdu.status), "message_id": as_str(pdu.message_id)})
 
     def on_received(pdu, **_):
-        if pdu.esm_class & 0x3C:
-            rid = as_text(getattr(pdu, "receipted_message_id", None))
-            if not rid:
-                text = as_text(pdu.short_message) or ""
-                rid = text.split("id:", 1)[1].split(" ", 1)[0] if "id:" in text else ""
-            out["receipts"].append(rid)
+        esm = pdu.esm_class or 0
+        if esm & 0x3C:  # delivery receipt / acknowledgement (v3.4 §5.2.12)
+            mid = as_str(getattr(pdu, "receipted_message_id", None))
+            text = as_str(pdu.short_message)
+            if not mid and text.startswith("id:"):
+                mid = text[3:].split(" ", 1)[0]
+            result["receipts"].append(mid)
+            receipt_texts.append(text)
         else:
-            sm = pdu.short_message or b""
-            if pdu.data_coding == smpplib.consts.SMPP_ENCODING_ISO10646:
-                out["mo"].append(sm.decode("utf-16-be"))
-            else:
-                out["mo"].append(sm.decode("latin-1"))
-        return 0
+            result["mo"].append(decode_text(pdu.data_coding or 0, pdu.short_message, esm))
+        return smpplib.consts.SMPP_ESME_ROK
+
+    def on_error(pdu):
+        # Error responses (e.g. a rejected submit_sm_resp) are recorded, not raised:
+        # read_once goes on to call the normal handler for the PDU.
+        errors.append({"command": pdu.command, "status": int(pdu.status)})
 
     client.set_message_sent_handler(on_sent)
     client.set_message_received_handler(on_received)
-    client.connect()
-    client.bind_transceiver(system_id=system_id, password=password)
-    out["bound"] = True
+    client.set_error_pdu_handler(on_error)
 
-    parts = []
-    for text in (GSM_TEXT, CHINESE_TEXT):
-        pp, coding, esm = smpplib.gsm.make_parts(text)
-        parts += [(p, coding, esm) for p in pp]
-    for part, coding, esm in parts:
-        client.send_message(
-            source_addr_ton=0,
-            source_addr_npi=1,
-            source_addr="1069012345",
-            dest_addr_ton=smpplib.consts.SMPP_TON_INTL,
-            dest_addr_npi=smpplib.consts.SMPP_NPI_ISDN,
-            destination_addr="8613800138000",
-            short_message=part,
-            data_coding=coding,
-            esm_class=esm,
-            registered_delivery=True,
+    def pump_until(done, deadline):
+        """Reads and handles PDUs until done() or the deadline."""
+        while not done():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            readable, _, _ = select.select([client._socket], [], [], min(left, 0.5))
+            if readable:
+                client.read_once(auto_send_enquire_link=False)
+        return True
+
+    try:
+        client.connect()
+        client.bind_transceiver(system_id=system_id, password=password)
+        result["bound"] = True
+
+        submitted = 0
+        for text in (GSM_TEXT, UCS2_TEXT):
+            parts, encoding_flag, msg_type_flag = smpplib.gsm.make_parts(text)
+            for part in parts:
+                client.send_message(
+                    source_addr_ton=smpplib.consts.SMPP_TON_INTL,
+                    source_addr_npi=smpplib.consts.SMPP_NPI_ISDN,
+                    source_addr=SOURCE,
+                    dest_addr_ton=smpplib.consts.SMPP_TON_INTL,
+                    dest_addr_npi=smpplib.consts.SMPP_NPI_ISDN,
+                    destination_addr=DESTINATION,
+                    short_message=part,
+                    data_coding=encoding_flag,
+                    esm_class=msg_type_flag,
+                    registered_delivery=True,
+                )
+                submitted += 1
+
+        deadline = time.monotonic() + WAIT_S
+        pump_until(
+            lambda: len(result["submit_resp"]) >= submitted and len(result["receipts"]) >= submitted, deadline
         )
+        if wait_mo:
+            pump_until(lambda: len(result["mo"]) >= 1, time.monotonic() + WAIT_S)
 
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        done = len(out["submit_resp"]) >= len(parts) and len(out["receipts"]) >= len(parts)
-        if done and (not wait_mo or out["mo"]):
-            break
-        try:
-            client.read_once(auto_send_enquire_link=False)
-        except socket.timeout:
-            continue
+        # Unbind by hand: deliver_sm may still arrive before unbind_resp (smpplib's unbind()
+        # would take the first PDU read as the answer).
+        unbind = smpplib.smpp.make_pdu("unbind", client=client)
+        client.send_pdu(unbind)
+        deadline = time.monotonic() + WAIT_S
+        while time.monotonic() < deadline:
+            readable, _, _ = select.select([client._socket], [], [], 0.5)
+            if not readable:
+                continue
+            pdu = client.read_pdu()
+            if pdu.command == "unbind_resp":
+                result["unbind_ok"] = pdu.sequence == unbind.sequence and int(pdu.status) == 0
+                break
+            if pdu.command == "deliver_sm":
+                client._message_received(pdu)
+            elif pdu.command == "submit_sm_resp":
+                on_sent(pdu)
+            elif pdu.command == "enquire_link":
+                client._enquire_link_received(pdu)
+    finally:
+        client.disconnect()
 
-    client.unbind()
-    out["unbind_ok"] = True
-    client.disconnect()
-    print(json.dumps(out, ensure_ascii=False))
+    if errors:
+        result["errors"] = errors
+    result["receipt_texts"] = receipt_texts
+    print(json.dumps(result, ensure_ascii=False), flush=True)
+    return 0
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     try:
-        main()
-    except Exception:
-        traceback.print_exc()
+        sys.exit(main(sys.argv))
+    except SystemExit:
+        raise
+    except BaseException:
+        traceback.print_exc(file=sys.stderr)
         sys.exit(1)

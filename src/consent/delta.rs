@@ -1,0 +1,293 @@
+//! The live layer of consent data (DESIGN §4): statements journalled since the snapshot was
+//! built (MO opt-outs, admin API), held in memory and consulted before the snapshot.
+//!
+//! Two concurrent maps over `foldhash` (`perf-anchors.md` §4.3: dashmap only for the small live
+//! layer, with a fast hasher; SipHash would cost another 1.5–2.5x):
+//!
+//! * pairs: (msisdn, interned entity) → latest grant / revoke with its `at` and `seq`;
+//! * dnc: msisdn → latest do-not-call `at` and `seq`.
+//!
+//! Latest wins by (`at`, `seq`), so applying statements in any order gives the same result.
+//! Reads take a shard read lock for a copy of a few words and never allocate. Entities are
+//! interned to `u32` ids of this delta (not the snapshot's ids): a session resolves its entity
+//! once with [`Delta::intern`] and looks up with the id. Entries folded into a newer snapshot
+//! are dropped with [`Delta::prune_through`].
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+use foldhash::fast::RandomState;
+
+use super::journal::{Statement, StatementKind};
+
+type Map<K, V> = DashMap<K, V, RandomState>;
+
+/// The latest statement for a key: what it says and its (at, seq) order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Latest {
+    /// Grant or Revoke in the pair map; Dnc in the dnc map.
+    kind: StatementKind,
+    at: i64,
+    seq: u64,
+}
+
+impl Latest {
+    fn order(&self) -> (i64, u64) {
+        (self.at, self.seq)
+    }
+}
+
+/// Maps entity ids (strings) to small integers, concurrently. Ids are dense from 0 in
+/// first-intern order and never reused.
+#[derive(Debug, Default)]
+pub struct EntityInterner {
+    ids: Map<Box<str>, u32>,
+    next: AtomicU32,
+}
+
+impl EntityInterner {
+    /// The id of `name`, assigning the next one on first sight (allocates only then).
+    pub fn intern(&self, name: &str) -> u32 {
+        if let Some(id) = self.ids.get(name) {
+            return *id;
+        }
+        // The entry holds the shard's write lock, so two threads interning the same new name
+        // get the same id.
+        *self.ids.entry(name.into()).or_insert_with(|| self.next.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The id of `name` if it was interned; never allocates.
+    pub fn lookup(&self, name: &str) -> Option<u32> {
+        self.ids.get(name).map(|id| *id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// The in-memory live consent layer. Shared as `Arc<Delta>`; every method takes `&self`.
+#[derive(Debug, Default)]
+pub struct Delta {
+    pairs: Map<(u64, u32), Latest>,
+    dnc: Map<u64, Latest>,
+    entities: EntityInterner,
+}
+
+impl Delta {
+    pub fn new() -> Delta {
+        Delta::default()
+    }
+
+    /// Records a journalled statement (with its `seq` set), keeping the newer by (at, seq) when
+    /// the key already has one. A grant / revoke without an entity is ignored (the journal
+    /// refuses to write one).
+    pub fn apply(&self, st: &Statement) {
+        let new = Latest { kind: st.kind, at: st.at, seq: st.seq };
+        match st.kind {
+            StatementKind::Dnc => upsert(&self.dnc, st.msisdn, new),
+            StatementKind::Grant | StatementKind::Revoke => {
+                if let Some(entity) = st.entity.as_deref() {
+                    upsert(&self.pairs, (st.msisdn, self.entities.intern(entity)), new);
+                }
+            }
+        }
+    }
+
+    /// The latest grant or revoke for (subscriber, entity id) and when it was made.
+    #[inline]
+    pub fn pair(&self, msisdn: u64, entity: u32) -> Option<(StatementKind, i64)> {
+        self.pairs.get(&(msisdn, entity)).map(|e| (e.kind, e.at))
+    }
+
+    /// When the subscriber's latest do-not-call statement was made, if any.
+    #[inline]
+    pub fn dnc(&self, msisdn: u64) -> Option<i64> {
+        self.dnc.get(&msisdn).map(|e| e.at)
+    }
+
+    /// Drops every entry whose statement has `seq <= watermark`: those are in a snapshot that
+    /// folded the journal through `watermark`. Entries re-set by a later statement survive.
+    pub fn prune_through(&self, watermark: u64) {
+        self.pairs.retain(|_, e| e.seq > watermark);
+        self.dnc.retain(|_, e| e.seq > watermark);
+    }
+
+    /// The delta's id for an entity name, assigning one on first sight.
+    pub fn intern(&self, name: &str) -> u32 {
+        self.entities.intern(name)
+    }
+
+    /// The delta's id for an entity name if any statement or session named it; never allocates.
+    pub fn lookup_entity(&self, name: &str) -> Option<u32> {
+        self.entities.lookup(name)
+    }
+
+    pub fn entities(&self) -> &EntityInterner {
+        &self.entities
+    }
+
+    /// Entries held: pair entries plus dnc entries.
+    pub fn len(&self) -> usize {
+        self.pairs.len() + self.dnc.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty() && self.dnc.is_empty()
+    }
+
+    /// Pair entries held.
+    pub fn pair_len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    /// Do-not-call entries held.
+    pub fn dnc_len(&self) -> usize {
+        self.dnc.len()
+    }
+}
+
+fn upsert<K: Eq + std::hash::Hash>(map: &Map<K, Latest>, key: K, new: Latest) {
+    match map.entry(key) {
+        Entry::Occupied(mut o) => {
+            if o.get().order() < new.order() {
+                o.insert(new);
+            }
+        }
+        Entry::Vacant(v) => {
+            v.insert(new);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consent::journal::StatementSource;
+    use std::sync::atomic::AtomicBool;
+
+    fn pair(seq: u64, at: i64, kind: StatementKind, msisdn: u64, entity: &str) -> Statement {
+        Statement { seq, at, kind, source: StatementSource::Api, msisdn, entity: Some(entity.into()) }
+    }
+
+    fn dnc(seq: u64, at: i64, msisdn: u64) -> Statement {
+        Statement { seq, at, kind: StatementKind::Dnc, source: StatementSource::Mo, msisdn, entity: None }
+    }
+
+    const M: u64 = 8613800138000;
+
+    #[test]
+    fn latest_wins_by_at_then_seq() {
+        use StatementKind::*;
+        let d = Delta::new();
+        d.apply(&pair(1, 100, Grant, M, "acme"));
+        let acme = d.lookup_entity("acme").unwrap();
+        assert_eq!(d.pair(M, acme), Some((Grant, 100)));
+        // An older statement arriving later does not override.
+        d.apply(&pair(2, 50, Revoke, M, "acme"));
+        assert_eq!(d.pair(M, acme), Some((Grant, 100)));
+        // Same second: the higher seq wins.
+        d.apply(&pair(3, 100, Revoke, M, "acme"));
+        assert_eq!(d.pair(M, acme), Some((Revoke, 100)));
+        // Re-applying an older seq at the same second (replay) changes nothing.
+        d.apply(&pair(1, 100, Grant, M, "acme"));
+        assert_eq!(d.pair(M, acme), Some((Revoke, 100)));
+        // Other entity, other subscriber: independent.
+        assert_eq!(d.lookup_entity("other"), None);
+        let other = d.intern("other");
+        assert_ne!(other, acme);
+        assert_eq!(d.pair(M, other), None);
+        assert_eq!(d.pair(M + 1, acme), None);
+
+        d.apply(&dnc(4, 200, M));
+        d.apply(&dnc(5, 150, M));
+        assert_eq!(d.dnc(M), Some(200));
+        assert_eq!(d.dnc(M + 1), None);
+        assert_eq!((d.len(), d.pair_len(), d.dnc_len()), (2, 1, 1));
+    }
+
+    #[test]
+    fn interner_is_stable() {
+        let i = EntityInterner::default();
+        assert!(i.is_empty());
+        let a = i.intern("a");
+        let b = i.intern("b");
+        assert_eq!((a, b), (0, 1));
+        assert_eq!(i.intern("a"), a);
+        assert_eq!(i.lookup("b"), Some(b));
+        assert_eq!(i.lookup("c"), None);
+        assert_eq!(i.len(), 2);
+    }
+
+    #[test]
+    fn prune_through_watermark() {
+        use StatementKind::*;
+        let d = Delta::new();
+        d.apply(&pair(1, 10, Grant, M, "acme"));
+        d.apply(&pair(2, 10, Grant, M + 1, "acme"));
+        d.apply(&dnc(3, 10, M));
+        d.apply(&pair(4, 20, Revoke, M + 1, "acme")); // supersedes seq 2
+        d.prune_through(3);
+        let acme = d.lookup_entity("acme").unwrap();
+        assert_eq!(d.pair(M, acme), None);
+        assert_eq!(d.pair(M + 1, acme), Some((Revoke, 20)));
+        assert_eq!(d.dnc(M), None);
+        assert_eq!(d.len(), 1);
+        d.prune_through(u64::MAX);
+        assert!(d.is_empty());
+        // Interned ids survive pruning.
+        assert_eq!(d.lookup_entity("acme"), Some(acme));
+    }
+
+    #[test]
+    fn concurrent_apply_and_read() {
+        use StatementKind::*;
+        const N: u64 = 20_000;
+        const SUBS: u64 = 64;
+        let d = Delta::new();
+        let acme = d.intern("acme");
+        let done = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for seq in 1..=N {
+                    let m = M + seq % SUBS;
+                    let kind = if seq % 2 == 0 { Grant } else { Revoke };
+                    d.apply(&pair(seq, seq as i64, kind, m, "acme"));
+                    if seq % 7 == 0 {
+                        d.apply(&dnc(seq, seq as i64, m));
+                    }
+                }
+                done.store(true, Ordering::Release);
+            });
+            s.spawn(|| {
+                // Per subscriber, what a reader sees only moves forward in time.
+                let mut last = [0i64; SUBS as usize];
+                let mut reads = 0u64;
+                while !done.load(Ordering::Acquire) || reads == 0 {
+                    for k in 0..SUBS {
+                        if let Some((kind, at)) = d.pair(M + k, acme) {
+                            assert!(at >= last[k as usize]);
+                            assert_eq!(kind, if at % 2 == 0 { Grant } else { Revoke });
+                            last[k as usize] = at;
+                        }
+                        if let Some(at) = d.dnc(M + k) {
+                            assert_eq!(at % 7, 0);
+                        }
+                        reads += 1;
+                    }
+                }
+            });
+        });
+        for k in 0..SUBS {
+            // The last seq for subscriber k is the largest seq ≤ N with seq % SUBS == k.
+            let last = (1..=N).rev().find(|s| s % SUBS == k).unwrap() as i64;
+            assert_eq!(d.pair(M + k, acme).unwrap().1, last);
+        }
+        assert_eq!(d.pair_len(), SUBS as usize);
+    }
+}

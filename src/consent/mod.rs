@@ -1,0 +1,29 @@
+//! Consent data (DESIGN §4): subscriber numbers, the operator's source files, and the binary
+//! snapshot the policy reads on the hot path.
+//!
+//! ```text
+//!  dnc.csv ─┐                                      ┌─ Snapshot::open (mmap, validate, index)
+//!           ├─ source (stream) ─┐                  │        │
+//!  consent.csv ┘                ├─ snapshot::build ─► file ─┘        ▼
+//!  journal records ─────────────┘   (sort, resolve,        is_dnc(msisdn) / pair(msisdn, entity)
+//!                                    filters, write)       ← policy::decide, per submit_sm
+//! ```
+//!
+//! * [`msisdn`] — addresses → E.164 digits as `u64` ([`normalise`]).
+//! * [`source`] — streaming `dnc.csv` / `consent.csv` readers, RFC 3339 timestamps, row errors.
+//! * [`snapshot`] — the file format, [`build`], and the loaded [`Snapshot`] with its lookups.
+
+mod index;
+pub mod msisdn;
+pub mod delta;
+pub mod journal;
+pub mod snapshot;
+pub mod source;
+pub mod store;
+
+pub use msisdn::{normalise, normalise_text, MsisdnError};
+pub use snapshot::{
+    build, Action, BuildError, BuildOptions, BuildReport, EntityId, JournalStatement, PairState, Phase, Progress,
+    Snapshot, SnapshotBuilder, SnapshotError, SnapshotInfo,
+};
+pub use source::{RowError, RowErrors};

@@ -1,0 +1,606 @@
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::*;
+
+const T0: i64 = 1_777_593_600; // 2026-05-01T00:00:00Z
+const A: u64 = 8613800000001;
+const B: u64 = 8613800000002;
+
+fn splitmix(seed: &mut u64) -> u64 {
+    *seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *seed;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn st(msisdn: u64, entity: Option<&str>, action: Action, at: i64) -> JournalStatement {
+    JournalStatement { msisdn, entity: entity.map(str::to_owned), action, at }
+}
+
+fn snap_of(statements: &[JournalStatement]) -> Snapshot {
+    let mut b = SnapshotBuilder::new();
+    for s in statements {
+        b.add(s).unwrap();
+    }
+    b.into_snapshot().unwrap()
+}
+
+fn state(s: &Snapshot, msisdn: u64, entity: &str) -> Option<PairState> {
+    s.pair(msisdn, s.entity_id(entity)?)
+}
+
+/// (name, statements for msisdn A / entity "acme", expected state, expected is_dnc)
+fn sequences() -> Vec<(&'static str, Vec<JournalStatement>, Option<PairState>, bool)> {
+    use Action::*;
+    let g = |at| st(A, Some("acme"), Grant, at);
+    let r = |at| st(A, Some("acme"), Revoke, at);
+    let d = |at| st(A, None, Dnc, at);
+    vec![
+        ("grant", vec![g(T0)], Some(PairState::Grant), false),
+        ("grant→revoke", vec![g(T0), r(T0 + 1)], Some(PairState::Revoked), false),
+        ("grant→revoke→grant", vec![g(T0), r(T0 + 1), g(T0 + 2)], Some(PairState::Grant), false),
+        ("out of order input", vec![g(T0 + 2), r(T0 + 1), g(T0)], Some(PairState::Grant), false),
+        ("revoke→grant→revoke", vec![r(T0), g(T0 + 5), r(T0 + 9)], Some(PairState::Revoked), false),
+        ("dnc after grant", vec![g(T0), d(T0 + 1)], Some(PairState::DncNewer), true),
+        ("grant after dnc", vec![d(T0), g(T0 + 1)], Some(PairState::Grant), true),
+        ("revoke after dnc", vec![d(T0), r(T0 + 1)], Some(PairState::Revoked), true),
+        ("revoke before dnc", vec![r(T0), d(T0 + 1)], Some(PairState::Revoked), true),
+        ("tie grant/revoke: revoke wins", vec![r(T0), g(T0)], Some(PairState::Revoked), false),
+        ("tie grant/revoke other order", vec![g(T0), r(T0)], Some(PairState::Revoked), false),
+        ("tie grant/dnc: dnc wins", vec![g(T0), d(T0)], Some(PairState::DncNewer), true),
+        ("latest dnc registration counts", vec![d(T0), g(T0 + 1), d(T0 + 2)], Some(PairState::DncNewer), true),
+        ("older duplicate dnc ignored", vec![d(T0 + 2), g(T0 + 3), d(T0)], Some(PairState::Grant), true),
+        ("dnc only", vec![d(T0)], None, true),
+        ("negative timestamps", vec![g(-100), r(-200)], Some(PairState::Grant), false),
+    ]
+}
+
+#[test]
+fn latest_statement_wins_in_memory() {
+    for (name, sts, want, dnc) in sequences() {
+        let mut all = sts.clone();
+        // Unrelated noise: another subscriber and another entity.
+        all.push(st(B, Some("acme"), Action::Revoke, T0 + 100));
+        all.push(st(A, Some("zeta"), Action::Grant, T0 - 100));
+        let s = snap_of(&all);
+        assert_eq!(state(&s, A, "acme"), want, "{name}");
+        assert_eq!(s.is_dnc(A), dnc, "{name}");
+        assert_eq!(state(&s, B, "acme"), Some(PairState::Revoked), "{name}");
+        assert!(!s.is_dnc(B), "{name}");
+    }
+}
+
+#[test]
+fn latest_statement_wins_through_files() {
+    // The same sequences, written as CSV rows, built to a file and opened.
+    let dir = tempfile::tempdir().unwrap();
+    for (i, (name, sts, want, dnc)) in sequences().into_iter().enumerate() {
+        let (mut d, mut c) = (String::from("msisdn,registered_at\n"), String::from("msisdn,entity,action,at\n"));
+        for s in &sts {
+            let at = rfc3339(s.at);
+            match s.action {
+                Action::Dnc => d.push_str(&format!("+{},{at}\n", s.msisdn)),
+                a => c.push_str(&format!("{},{},{},{at}\n", s.msisdn, s.entity.as_deref().unwrap(), a.as_str())),
+            }
+        }
+        let (dp, cp) = (dir.path().join(format!("d{i}.csv")), dir.path().join(format!("c{i}.csv")));
+        fs::write(&dp, d).unwrap();
+        fs::write(&cp, c).unwrap();
+        let out = dir.path().join(format!("s{i}.snap"));
+        build(&opts(Some(&dp), Some(&cp), &out), |_| {}).unwrap();
+        let s = Snapshot::open(&out).unwrap();
+        assert_eq!(state(&s, A, "acme"), want, "{name}");
+        assert_eq!(s.is_dnc(A), dnc, "{name}");
+        assert_eq!(s.pair(B, EntityId(0)), None, "{name}");
+    }
+}
+
+/// Formats unix seconds as RFC 3339 with a +08:00 offset (exercises the offset path).
+fn rfc3339(t: i64) -> String {
+    let local = t + 8 * 3600;
+    let (days, secs) = (local.div_euclid(86_400), local.rem_euclid(86_400));
+    // civil_from_days (Howard Hinnant).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}+08:00", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+fn opts(dnc: Option<&Path>, consent: Option<&Path>, out: &Path) -> BuildOptions {
+    BuildOptions {
+        dnc: dnc.map(Path::to_owned),
+        consent: consent.map(Path::to_owned),
+        out: out.to_owned(),
+        ..BuildOptions::default()
+    }
+}
+
+#[test]
+fn rfc3339_helper_roundtrips() {
+    for t in [0, T0, T0 + 3661, -1, 951_782_400] {
+        assert_eq!(source::parse_timestamp(rfc3339(t).as_bytes()), Some(t), "{}", rfc3339(t));
+    }
+}
+
+#[test]
+fn absent_numbers_and_entities() {
+    let s = snap_of(&[st(A, Some("acme"), Action::Grant, T0), st(B, None, Action::Dnc, T0)]);
+    let acme = s.entity_id("acme").unwrap();
+    assert_eq!(s.entity_name(acme), "acme");
+    assert_eq!(s.entity_id("other"), None);
+    assert_eq!(s.entity_name(EntityId(7)), "");
+    for m in [0, 1, A - 1, B + 1, 999_999_999_999_999, u64::MAX, 1 << 60] {
+        assert!(!s.is_dnc(m), "{m}");
+        assert_eq!(s.pair(m, acme), None, "{m}");
+    }
+    assert_eq!(s.pair(A, EntityId(1)), None);
+    assert_eq!(s.pair(A, EntityId(u32::MAX)), None);
+    assert_eq!(s.pair(B, acme), None);
+    assert!(s.is_dnc(B));
+
+    let e = Snapshot::empty();
+    assert!(!e.is_dnc(A));
+    assert_eq!(e.pair(A, EntityId(0)), None);
+    assert_eq!(e.entity_id("acme"), None);
+    assert_eq!(e.info().records(), 0);
+    assert!(!Snapshot::default().is_dnc(A));
+}
+
+#[test]
+fn describe_and_pairs_of() {
+    let s = snap_of(&[
+        st(A, Some("acme"), Action::Grant, T0),
+        st(A, Some("beta"), Action::Revoke, T0),
+        st(A, Some("zeta"), Action::Grant, T0),
+        st(A, None, Action::Dnc, T0 + 1),
+        st(B, Some("beta"), Action::Grant, T0),
+    ]);
+    let names: Vec<(&str, PairState)> = s.pairs_of(A).map(|(id, st)| (s.entity_name(id), st)).collect();
+    assert_eq!(names, [("acme", PairState::DncNewer), ("beta", PairState::Revoked), ("zeta", PairState::DncNewer)]);
+    assert_eq!(s.pairs_of(B).count(), 1);
+    assert_eq!(s.pairs_of(B + 1).count(), 0);
+    let d = s.describe(A, None);
+    assert!(
+        d.contains("dnc: yes") && d.contains("entity beta: revoked") && d.contains("entity acme: dnc_newer"),
+        "{d}"
+    );
+    let d = s.describe(B, Some("beta"));
+    assert!(d.contains("dnc: no") && d.contains("entity beta: grant"), "{d}");
+    assert!(s.describe(B, Some("acme")).contains("none (no statement)"));
+    assert!(s.describe(B, Some("nobody")).contains("not in this snapshot"));
+    assert!(s.describe(B + 5, None).contains("no consent statements"));
+}
+
+#[test]
+fn random_200k_no_false_absent() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut seed = 42;
+    let mut dnc: HashMap<u64, i64> = HashMap::new();
+    let mut latest: HashMap<(u64, u32), (i64, bool)> = HashMap::new();
+    let (mut dcsv, mut ccsv) = (String::from("msisdn,registered_at\n"), String::from("msisdn,entity,action,at\n"));
+    let n = 200_000;
+    // Mostly Chinese mobiles (national form in the CSV), some international numbers.
+    let number = |seed: &mut u64| {
+        if splitmix(seed) % 10 == 0 {
+            1_000_000_000 + splitmix(seed) % 900_000_000_000_000
+        } else {
+            8_613_000_000_000 + splitmix(seed) % 700_000_000
+        }
+    };
+    for _ in 0..n {
+        let m = number(&mut seed);
+        let at = T0 + (splitmix(&mut seed) % 1000) as i64;
+        dcsv.push_str(&format!("+{m},{}\n", rfc3339(at)));
+        let e = dnc.entry(m).or_insert(at);
+        *e = (*e).max(at);
+    }
+    for _ in 0..n {
+        // Reuse DNC numbers for a third of the pairs so that DncNewer occurs.
+        let m = if splitmix(&mut seed) % 3 == 0 {
+            *dnc.keys().next().unwrap() + splitmix(&mut seed) % 3
+        } else {
+            number(&mut seed)
+        };
+        let ent = (splitmix(&mut seed) % 300) as u32;
+        let at = T0 + (splitmix(&mut seed) % 1000) as i64;
+        let revoke = splitmix(&mut seed) % 4 == 0;
+        ccsv.push_str(&format!(
+            "+{m},brand-{ent:03},{},{at}\n",
+            if revoke { "revoke" } else { "grant" },
+            at = rfc3339(at)
+        ));
+        let e = latest.entry((m, ent)).or_insert((at, revoke));
+        if (at, revoke) > *e {
+            *e = (at, revoke);
+        }
+    }
+    let (dp, cp, out) = (dir.path().join("dnc.csv"), dir.path().join("consent.csv"), dir.path().join("c.snap"));
+    fs::write(&dp, &dcsv).unwrap();
+    fs::write(&cp, &ccsv).unwrap();
+    let mut phases = Vec::new();
+    let report = build(&opts(Some(&dp), Some(&cp), &out), |p| {
+        if phases.last() != Some(&p.phase) {
+            phases.push(p.phase);
+        }
+    })
+    .unwrap();
+    assert_eq!(
+        phases,
+        [Phase::Reading, Phase::Sorting, Phase::Resolving, Phase::Filtering, Phase::Writing, Phase::Done]
+    );
+    assert_eq!(report.rows_read, 2 * n);
+    assert_eq!(report.dnc, dnc.len() as u64);
+    assert_eq!(report.pairs, latest.len() as u64);
+    assert_eq!(report.entities, 300);
+    assert!(report.dnc_filter && report.pair_filter);
+    assert_eq!(report.dnc_sha256, Some(Sha256::digest(dcsv.as_bytes()).into()));
+    assert_eq!(report.consent_sha256, Some(Sha256::digest(ccsv.as_bytes()).into()));
+
+    let s = Snapshot::open(&out).unwrap();
+    let info = s.info();
+    assert_eq!((info.dnc_count, info.pair_count, info.entity_count), (report.dnc, report.pairs, 300));
+    assert_eq!(info.file_bytes, report.bytes_written);
+    assert!(info.dnc_filter && info.pair_filter);
+    assert!(info.bytes_per_record < 11.0, "{}", info.bytes_per_record);
+    let ids: Vec<EntityId> = (0..300).map(|e| s.entity_id(&format!("brand-{e:03}")).unwrap()).collect();
+
+    // Every present key is found (the filter never says "absent" for it) with the right state.
+    let (mut grants, mut dnc_newer) = (0, 0);
+    for &m in dnc.keys() {
+        assert!(s.is_dnc(m), "dnc {m}");
+    }
+    for (&(m, e), &(at, revoke)) in &latest {
+        let want = if revoke {
+            PairState::Revoked
+        } else if dnc.get(&m).is_some_and(|&d| d >= at) {
+            dnc_newer += 1;
+            PairState::DncNewer
+        } else {
+            grants += 1;
+            PairState::Grant
+        };
+        assert_eq!(s.pair(m, ids[e as usize]), Some(want), "pair {m} brand-{e:03}");
+    }
+    assert!(grants > 0 && dnc_newer > 0, "{grants} {dnc_newer}");
+    assert_eq!((report.grants, report.dnc_newer), (grants, dnc_newer));
+
+    // Random probes (mostly absent, some filter false positives) agree with the exact sets.
+    let set: HashSet<u64> = dnc.keys().copied().collect();
+    for _ in 0..200_000 {
+        let m = number(&mut seed);
+        assert_eq!(s.is_dnc(m), set.contains(&m), "{m}");
+        let e = (splitmix(&mut seed) % 300) as u32;
+        assert_eq!(s.pair(m, ids[e as usize]).is_some(), latest.contains_key(&(m, e)));
+    }
+
+    // An in-memory build of the same statements is byte-for-byte the same content.
+    let mut b = SnapshotBuilder::new();
+    for (&m, &at) in &dnc {
+        b.add_dnc(m, at).unwrap();
+    }
+    for (&(m, e), &(at, revoke)) in &latest {
+        let action = if revoke { Action::Revoke } else { Action::Grant };
+        b.add_statement(m, &format!("brand-{e:03}"), action, at).unwrap();
+    }
+    let mem = b.into_snapshot().unwrap();
+    assert_eq!(mem.dnc_keys(), s.dnc_keys());
+    assert_eq!(mem.pair_keys(), s.pair_keys());
+    assert_eq!(mem.info().checksum, s.info().checksum);
+}
+
+#[test]
+fn journal_records_are_folded_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dp, cp, out) = (dir.path().join("dnc.csv"), dir.path().join("consent.csv"), dir.path().join("j.snap"));
+    fs::write(&dp, "msisdn,registered_at\n13800000002,2026-05-01\n").unwrap();
+    fs::write(&cp, "msisdn,entity,action,at\n13800000001,acme,grant,2026-05-01\n13800000003,acme,grant,2026-05-03\n")
+        .unwrap();
+    let mut o = opts(Some(&dp), Some(&cp), &out);
+    o.journal_records = vec![
+        // Newer revoke beats the CSV grant.
+        st(A, Some("acme"), Action::Revoke, T0 + 60),
+        // Older journal revoke loses to the newer CSV grant.
+        st(8613800000003, Some("acme"), Action::Revoke, T0),
+        // Journal grant after the CSV DNC registration.
+        st(B, Some("beta"), Action::Grant, T0 + 60),
+        // Journal DNC for a new number; a new entity only in the journal.
+        st(8613800000004, None, Action::Dnc, T0),
+        st(8613800000004, Some("gamma"), Action::Grant, T0 - 1),
+    ];
+    o.journal_watermark = 1234;
+    let r = build(&o, |_| {}).unwrap();
+    assert_eq!(r.journal_records, 5);
+    assert_eq!(r.rows_read, 8);
+    let s = Snapshot::open(&out).unwrap();
+    assert_eq!(state(&s, A, "acme"), Some(PairState::Revoked));
+    assert_eq!(state(&s, 8613800000003, "acme"), Some(PairState::Grant));
+    assert_eq!(state(&s, B, "beta"), Some(PairState::Grant));
+    assert!(s.is_dnc(B) && s.is_dnc(8613800000004));
+    assert_eq!(state(&s, 8613800000004, "gamma"), Some(PairState::DncNewer));
+    assert_eq!(s.info().journal_watermark, 1234);
+    assert_eq!(s.entities().map(|(_, n)| n).collect::<Vec<_>>(), ["acme", "beta", "gamma"]);
+
+    // Invalid journal records count against max_invalid like bad rows.
+    o.journal_records.push(st(A, None, Action::Grant, T0));
+    o.journal_records.push(st(12, None, Action::Dnc, T0));
+    match build(&o, |_| {}) {
+        Err(BuildError::TooManyInvalid { max: 0, errors }) => {
+            assert_eq!(errors.count, 1);
+            assert_eq!(errors.first[0].to_string(), "journal:6: entity: grant/revoke without an entity");
+        }
+        other => panic!("{other:?}"),
+    }
+    o.max_invalid = 2;
+    let r = build(&o, |_| {}).unwrap();
+    assert_eq!(r.invalid.count, 2);
+    assert_eq!(r.invalid.by_field.get("msisdn"), Some(&1));
+}
+
+#[test]
+fn bad_rows_and_max_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dp, cp, out) = (dir.path().join("dnc.csv"), dir.path().join("consent.csv"), dir.path().join("b.snap"));
+    fs::write(&dp, "msisdn,registered_at\n13800000001,2026-05-01\nACME,2026-05-01\n").unwrap();
+    fs::write(
+        &cp,
+        "msisdn,entity,action,at\n13800000001,acme,grant,2026-05-01\n13800000001,acme,maybe,2026-05-01\n13800000002,acme,grant,soon\n",
+    )
+    .unwrap();
+    let mut o = opts(Some(&dp), Some(&cp), &out);
+    let err = build(&o, |_| {}).unwrap_err();
+    assert!(matches!(err, BuildError::TooManyInvalid { max: 0, .. }), "{err}");
+    assert!(!out.exists(), "no output on failure");
+    o.max_invalid = 2;
+    assert!(matches!(build(&o, |_| {}), Err(BuildError::TooManyInvalid { max: 2, .. })));
+    o.max_invalid = 3;
+    let r = build(&o, |_| {}).unwrap();
+    assert_eq!(r.invalid.count, 3);
+    assert_eq!(r.rows_read, 5);
+    assert_eq!((r.dnc_rows, r.consent_rows), (1, 1));
+    let mut shown: Vec<String> = r.invalid.first.iter().map(ToString::to_string).collect();
+    shown.sort();
+    let d = dp.display().to_string();
+    let c = cp.display().to_string();
+    assert_eq!(shown.len(), 3);
+    assert!(shown.iter().any(|s| s.starts_with(&format!("{d}:3: msisdn: `ACME`"))), "{shown:?}");
+    assert!(shown.iter().any(|s| s.starts_with(&format!("{c}:3: action: `maybe`"))), "{shown:?}");
+    assert!(shown.iter().any(|s| s.starts_with(&format!("{c}:4: at: `soon`"))), "{shown:?}");
+    assert_eq!(r.invalid.by_field.values().sum::<u64>(), 3);
+    assert!(Snapshot::open(&out).unwrap().is_dnc(A));
+
+    // Fatal source problems.
+    fs::write(&cp, "msisdn,entity,at\n").unwrap();
+    let e = build(&o, |_| {}).unwrap_err();
+    assert!(e.to_string().contains("header: expected `msisdn,entity,action,at`"), "{e}");
+    let e = build(&opts(Some(&dir.path().join("missing.csv")), None, &out), |_| {}).unwrap_err();
+    assert!(matches!(e, BuildError::Source(SourceError::Io { .. })), "{e}");
+}
+
+#[test]
+fn no_sources_and_key_width() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("e.snap");
+    let r = build(&opts(None, None, &out), |_| {}).unwrap();
+    assert_eq!((r.dnc, r.pairs, r.entities), (0, 0, 0));
+    assert!(!r.dnc_filter);
+    let s = Snapshot::open(&out).unwrap();
+    assert!(!s.is_dnc(A));
+    assert_eq!(s.info().dnc_sha256, None);
+
+    // 50-bit msisdn + 13-bit entity ids + 2 > 64.
+    let mut b = SnapshotBuilder::new();
+    for e in 0..5000 {
+        b.add_statement(999_999_999_999_999, &format!("e{e}"), Action::Grant, T0).unwrap();
+    }
+    assert!(matches!(b.into_snapshot(), Err(BuildError::KeyTooWide { msisdn_bits: 50, entity_bits: 13 })));
+    // 4096 entities (12 bits) still fit with 15-digit numbers.
+    let mut b = SnapshotBuilder::new();
+    for e in 0..4096 {
+        b.add_statement(999_999_999_999_999, &format!("e{e:04}"), Action::Grant, T0).unwrap();
+    }
+    let s = b.into_snapshot().unwrap();
+    assert_eq!(s.pair(999_999_999_999_999, s.entity_id("e4095").unwrap()), Some(PairState::Grant));
+
+    let mut b = SnapshotBuilder::new();
+    assert_eq!(b.add_dnc(123, T0), Err(StatementError::Msisdn(123)));
+    assert_eq!(b.add_dnc(A, MAX_AT + 1), Err(StatementError::At(MAX_AT + 1)));
+    assert_eq!(b.add_statement(A, "", Action::Grant, T0), Err(StatementError::BadEntity));
+    assert!(b.is_empty());
+}
+
+// --- Corruption -------------------------------------------------------------------------------
+
+fn built(dir: &Path) -> PathBuf {
+    let mut b = SnapshotBuilder::new();
+    let mut seed = 9;
+    for i in 0..5000u64 {
+        b.add_dnc(8_613_000_000_000 + splitmix(&mut seed) % 1_000_000_000, T0).unwrap();
+        b.add_statement(8_613_000_000_000 + i * 7, if i % 2 == 0 { "acme" } else { "beta" }, Action::Grant, T0)
+            .unwrap();
+    }
+    let c = b.compile(&mut |_, _| {}).unwrap();
+    let out = dir.join("ok.snap");
+    write_file(&out, &c, &WriteMeta { built_at: T0, watermark: 7, ..WriteMeta::default() }).unwrap();
+    Snapshot::open(&out).unwrap();
+    out
+}
+
+fn refused(bytes: &[u8], dir: &Path) -> SnapshotError {
+    let p = dir.join("bad.snap");
+    fs::write(&p, bytes).unwrap();
+    let e = Snapshot::open(&p).unwrap_err();
+    assert!(e.to_string().starts_with(&p.display().to_string()), "error names the file: {e}");
+    e
+}
+
+/// Recomputes both checksums, so that a structural check (not the checksum) must catch it.
+fn reseal(b: &mut [u8]) {
+    let p = xxh3_64(&b[HEADER_LEN..]);
+    b[240..248].copy_from_slice(&p.to_le_bytes());
+    let h = xxh3_64(&b[..248]);
+    b[248..256].copy_from_slice(&h.to_le_bytes());
+}
+
+#[test]
+fn corrupted_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = fs::read(built(dir.path())).unwrap();
+    let h = Header::decode(&good);
+
+    // One flipped payload bit anywhere.
+    for off in [HEADER_LEN, h.sections[1].offset as usize + 100, h.sections[2].offset as usize + 5, good.len() - 9] {
+        let mut b = good.clone();
+        b[off] ^= 0x10;
+        assert!(matches!(refused(&b, dir.path()), SnapshotError::PayloadChecksum { .. }), "offset {off}");
+    }
+    // A flipped header byte.
+    let mut b = good.clone();
+    b[33] ^= 1;
+    assert!(matches!(refused(&b, dir.path()), SnapshotError::HeaderChecksum { .. }));
+    // Truncated: inside the payload, inside the header, empty.
+    for len in [good.len() - 8, good.len() / 2, 100, 0] {
+        assert!(matches!(refused(&good[..len], dir.path()), SnapshotError::Truncated { .. }), "len {len}");
+    }
+    // Trailing garbage.
+    let mut b = good.clone();
+    b.extend_from_slice(&[0; 8]);
+    assert!(matches!(refused(&b, dir.path()), SnapshotError::Invalid { .. }));
+    // Wrong magic, other version.
+    let mut b = good.clone();
+    b[0] = b'X';
+    assert!(matches!(refused(&b, dir.path()), SnapshotError::BadMagic { .. }));
+    let mut b = good.clone();
+    b[8] = 2;
+    assert!(matches!(refused(&b, dir.path()), SnapshotError::UnsupportedVersion { found: 2, .. }));
+    let e = refused(b"not a snapshot at all, just some text that is long enough? no", dir.path());
+    assert!(matches!(e, SnapshotError::Truncated { .. }), "{e}");
+
+    // Structural damage with valid checksums.
+    let invalid = |mutate: &dyn Fn(&mut Vec<u8>), want: &str| {
+        let mut b = good.clone();
+        mutate(&mut b);
+        reseal(&mut b);
+        match refused(&b, dir.path()) {
+            SnapshotError::Invalid { what, .. } => assert!(what.contains(want), "{what} !~ {want}"),
+            e => panic!("{e:?}, wanted Invalid({want})"),
+        }
+    };
+    let k = |b: &[u8], sec: usize, i: usize| {
+        let o = h.sections[sec].offset as usize + 8 * i;
+        u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
+    };
+    let put = |b: &mut Vec<u8>, sec: usize, i: usize, v: u64| {
+        let o = h.sections[sec].offset as usize + 8 * i;
+        b[o..o + 8].copy_from_slice(&v.to_le_bytes());
+    };
+    invalid(
+        &|b| {
+            let (x, y) = (k(b, 1, 10), k(b, 1, 11));
+            put(b, 1, 10, y);
+            put(b, 1, 11, x);
+        },
+        "dnc keys: key 11 not strictly increasing",
+    );
+    invalid(
+        &|b| {
+            let x = k(b, 1, 20);
+            put(b, 1, 21, x);
+        },
+        "dnc keys: key 21 not strictly increasing",
+    );
+    invalid(&|b| put(b, 1, 0, 5), "not a 7 to 15 digit msisdn");
+    invalid(
+        &|b| {
+            let x = k(b, 2, 30);
+            put(b, 2, 30, x | 3);
+        },
+        "pair keys: key 30: invalid state bits 3",
+    );
+    invalid(
+        &|b| {
+            let x = k(b, 2, 30);
+            put(b, 2, 31, (x & !3) | (((x & 3) + 1) % 3));
+        },
+        "pair keys: key 31 not strictly increasing",
+    );
+    invalid(
+        &|b| {
+            let x = k(b, 2, 40);
+            put(b, 2, 40, x | (1 << 62));
+        },
+        "pair keys: key 40: msisdn or entity id out of range",
+    );
+    invalid(&|b| b[53] = 5, "bit widths");
+    invalid(&|b| b[52] = 60, "bit widths");
+    invalid(&|b| b[54] |= 4, "unknown flags");
+    invalid(
+        &|b| {
+            let o = h.sections[0].offset as usize + 12;
+            b[o] = b'z';
+        },
+        "entity 1 (beta)",
+    );
+    invalid(
+        &|b| {
+            let o = h.sections[0].offset as usize;
+            b[o + 4] = 9;
+        },
+        "entity",
+    );
+    invalid(
+        &|b| {
+            let o = h.sections[3].offset as usize;
+            for x in &mut b[o..o + 4000] {
+                *x = 0;
+            }
+        },
+        "dnc filter: key",
+    );
+    invalid(&|b| b[200] ^= 1, "dnc filter: key");
+    invalid(&|b| b[208] = 3, "dnc filter: descriptor");
+    invalid(&|b| b[136] ^= 8, "section");
+    invalid(&|b| b[32] = b[32].wrapping_add(1), "do not match the counts");
+    // A 1-key DNC filter flag without its data.
+    invalid(
+        &|b| {
+            b[54] &= !1;
+        },
+        "dnc filter: data without flag",
+    );
+}
+
+#[test]
+fn in_memory_and_file_agree_on_info() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = built(dir.path());
+    let s = Snapshot::open(&p).unwrap();
+    let i = s.info();
+    assert_eq!(i.path.as_deref(), Some(p.as_path()));
+    assert_eq!((i.format_version, i.built_at, i.journal_watermark), (FORMAT_VERSION, T0, 7));
+    assert_eq!(i.entity_count, 2);
+    assert_eq!(i.pair_count, 5000);
+    assert!(i.dnc_count > 4990);
+    assert_eq!(i.entity_bits, 1);
+    assert_eq!(i.msisdn_bits, 43);
+    assert_eq!(i.id().len(), 16);
+    let again = Snapshot::from_bytes(&fs::read(&p).unwrap(), "mem").unwrap();
+    assert_eq!(again.info().checksum, i.checksum);
+    assert_eq!(again.dnc_keys(), s.dnc_keys());
+}
+
+#[test]
+fn snapshot_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Snapshot>();
+}

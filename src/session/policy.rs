@@ -1,0 +1,281 @@
+//! The policy side of a session: the verdict for each submit_sm / data_sm (with one verdict
+//! per concatenated message), submit_multi split by destination, and MO opt-out capture with
+//! the deliver_sm_resp held until the revocation is durable.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+
+use bytes::BufMut;
+
+use super::{Session, RX_T_APPN};
+use crate::consent::journal::{Statement, StatementKind, StatementSource};
+use crate::consent::msisdn;
+use crate::policy::{self, AccountView, Inputs, Reason, Submit, Verdict};
+use crate::smpp::peek::{self, MessageView, MultiDest};
+use crate::smpp::{self, cmd, text, HEADER_LEN};
+
+/// How long the verdict of a concatenated message is remembered for its other parts.
+pub(super) const CONCAT_TTL_MS: u64 = 120_000;
+/// Most concatenated messages remembered per session.
+const CONCAT_MAX: usize = 16_384;
+
+/// Verdicts of concatenated messages in progress, keyed by (source, destination, reference,
+/// total): the first part to arrive decides, later parts (any order) reuse its verdict.
+#[derive(Debug, Default)]
+pub(super) struct ConcatCache {
+    map: HashMap<u64, ConcatEntry, foldhash::fast::FixedState>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ConcatEntry {
+    verdict: Verdict,
+    seen: u16,
+    total: u8,
+    at_ms: u64,
+}
+
+impl ConcatCache {
+    fn key(v: &MessageView, c: text::Concat) -> u64 {
+        let mut h = foldhash::fast::FixedState::with_seed(0x5eed).build_hasher();
+        h.write(v.source.addr);
+        h.write_u8(0);
+        h.write(v.destination.addr);
+        h.write_u16(c.reference);
+        h.write_u8(c.total);
+        h.finish()
+    }
+
+    pub(super) fn prune(&mut self, now_ms: u64) {
+        if !self.map.is_empty() {
+            self.map.retain(|_, e| now_ms.saturating_sub(e.at_ms) < CONCAT_TTL_MS);
+        }
+    }
+}
+
+/// A deliver_sm_resp held until the opt-out its MO carried is durable.
+#[derive(Debug)]
+pub(super) struct Held {
+    pub ticket: u64,
+    pub smsc_seq: u32,
+    pub frame: Vec<u8>,
+    pub since_ms: u64,
+}
+
+impl Session {
+    /// The verdict for one submit_sm / data_sm; all parts of a concatenated message share
+    /// the first part's verdict.
+    pub(super) fn verdict_for(&mut self, v: &MessageView) -> Verdict {
+        let submit = Submit { source: v.source, destination: v.destination, service_type: v.service_type };
+        let Some(c) = text::concat_info(v) else { return self.decide(&submit) };
+        let key = ConcatCache::key(v, c);
+        if let Some(e) = self.concat.map.get_mut(&key) {
+            e.seen += 1;
+            let verdict = e.verdict;
+            if e.seen >= e.total as u16 {
+                self.concat.map.remove(&key);
+            }
+            return verdict;
+        }
+        let verdict = self.decide(&submit);
+        if c.total > 1 && self.concat.map.len() < CONCAT_MAX {
+            self.concat.map.insert(key, ConcatEntry { verdict, seen: 1, total: c.total, at_ms: self.now_ms });
+        }
+        verdict
+    }
+
+    /// Runs the pure decision against the current snapshot and the live delta.
+    #[inline]
+    pub(super) fn decide(&mut self, m: &Submit) -> Verdict {
+        let guard = self.store.current();
+        let loaded = guard.as_deref();
+        match loaded {
+            Some(l) if l.generation != self.snap_gen => {
+                self.snap_entity = l.snapshot.entity_id(&self.account.entity);
+                self.snap_gen = l.generation;
+            }
+            None => {
+                self.snap_entity = None;
+                self.snap_gen = 0;
+            }
+            _ => {}
+        }
+        let inputs = Inputs {
+            policy: &self.config.policy,
+            snapshot: loaded.map(|l| &l.snapshot),
+            delta: &self.store.delta,
+            today: self.today,
+        };
+        let acct = AccountView { account: &self.account, live_entity: self.live_entity, snap_entity: self.snap_entity };
+        let verdict = policy::decide(&inputs, &acct, m);
+        self.stats.count(verdict);
+        verdict
+    }
+
+    /// submit_multi (v3.4 §4.5): decided per destination. Allowed destinations are forwarded
+    /// in a rewritten PDU; rejected ones are merged into the response's unsuccess_sme list.
+    /// If none is allowed the request is answered here.
+    pub(super) fn on_submit_multi(&mut self, frame: &[u8], seq: u32) {
+        let mv = match peek::multi(frame) {
+            Ok(m) => m,
+            Err(e) => return self.answer_esme(cmd::SUBMIT_MULTI, e.status(), seq),
+        };
+        let mut keep: Vec<std::ops::Range<usize>> = Vec::new();
+        let mut rejected: Vec<u8> = Vec::new();
+        let mut n_rejected = 0u8;
+        let mut first_status = 0;
+        for (dest, range) in mv.destinations() {
+            let verdict = match dest {
+                MultiDest::Sme(addr) => {
+                    self.decide(&Submit { source: mv.source, destination: addr, service_type: mv.service_type })
+                }
+                // A distribution list hides its subscribers: nobody on it can be checked.
+                MultiDest::List(_) => match self.config.policy.regime {
+                    crate::config::Regime::OptIn => {
+                        let v = match self.config.policy.mode {
+                            crate::config::PolicyMode::Monitor => Verdict::WouldReject(Reason::NoConsent),
+                            crate::config::PolicyMode::Enforce => Verdict::Reject(Reason::NoConsent),
+                        };
+                        self.stats.count(v);
+                        v
+                    }
+                    crate::config::Regime::OptOut => Verdict::Accept,
+                },
+            };
+            match verdict {
+                Verdict::Reject(r) => {
+                    let st = r.status(&self.config.policy);
+                    if n_rejected == 0 {
+                        first_status = st;
+                    }
+                    n_rejected += 1;
+                    let (ton, npi, addr) = match dest {
+                        MultiDest::Sme(a) => (a.ton, a.npi, a.addr),
+                        MultiDest::List(name) => (0, 0, name),
+                    };
+                    rejected.put_u8(ton);
+                    rejected.put_u8(npi);
+                    rejected.put_slice(addr);
+                    rejected.put_u8(0);
+                    rejected.put_u32(st);
+                }
+                _ => keep.push(range),
+            }
+        }
+        if n_rejected == 0 {
+            self.relay_up(frame, seq, cmd::SUBMIT_MULTI);
+            return;
+        }
+        if keep.is_empty() {
+            // submit_multi_resp: message_id "", no_unsuccess, unsuccess_sme list.
+            let len = HEADER_LEN + 2 + rejected.len();
+            let out = &mut self.down.out;
+            out.put_u32(len as u32);
+            out.put_u32(cmd::SUBMIT_MULTI_RESP);
+            out.put_u32(first_status);
+            out.put_u32(seq);
+            out.put_u8(0);
+            out.put_u8(n_rejected);
+            out.put_slice(&rejected);
+            return;
+        }
+        let mut f = Vec::with_capacity(frame.len());
+        f.extend_from_slice(&frame[..mv.dests_at]);
+        f.push(keep.len() as u8);
+        for r in &keep {
+            f.extend_from_slice(&frame[r.clone()]);
+        }
+        f.extend_from_slice(&frame[mv.dests_end..]);
+        let len = f.len() as u32;
+        f[0..4].copy_from_slice(&len.to_be_bytes());
+        if let Some(up_seq) = self.relay_up(&f, seq, cmd::SUBMIT_MULTI) {
+            self.multi_rejects.insert(up_seq, (n_rejected, rejected));
+        }
+    }
+
+    /// Merges consentgate's rejected destinations into the SMSC's submit_multi_resp.
+    pub(super) fn merge_multi_resp(&mut self, frame: &[u8], up_seq: u32, esme_seq: u32) -> bool {
+        let Some((n, list)) = self.multi_rejects.remove(&up_seq) else { return false };
+        let body = &frame[HEADER_LEN.min(frame.len())..];
+        let id = peek::resp_message_id(frame);
+        let (theirs_n, theirs): (u8, &[u8]) = if body.len() > id.len() + 1 {
+            (body[id.len() + 1], &body[(id.len() + 2).min(body.len())..])
+        } else {
+            (0, &[])
+        };
+        let out = &mut self.down.out;
+        let len = HEADER_LEN + id.len() + 2 + theirs.len() + list.len();
+        out.put_u32(len as u32);
+        out.put_u32(cmd::SUBMIT_MULTI_RESP);
+        out.put_u32(smpp::command_status(frame));
+        out.put_u32(esme_seq);
+        out.put_slice(id);
+        out.put_u8(0);
+        out.put_u8(theirs_n.saturating_add(n));
+        out.put_slice(theirs);
+        out.put_slice(&list);
+        true
+    }
+
+    /// An MO deliver_sm / data_sm whose text is an opt-out keyword records a revocation for
+    /// (subscriber = MO source, entity = this session's account). Returns the journal ticket.
+    pub(super) fn capture_optout(&mut self, frame: &[u8]) -> Option<u64> {
+        let v = peek::message(frame).ok()?;
+        crate::optout::detect(&v, &self.keywords, &mut self.scratch)?;
+        let m = match msisdn::normalise(
+            v.source.addr,
+            v.source.ton,
+            v.source.npi,
+            &self.config.policy.default_country_code,
+        ) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(peer = %self.peer, error = %e, "opt-out keyword from a non-subscriber address ignored");
+                return None;
+            }
+        };
+        let at =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        let ticket = self.store.record(Statement {
+            seq: 0,
+            at,
+            kind: StatementKind::Revoke,
+            source: StatementSource::Mo,
+            msisdn: m,
+            entity: Some(self.account.entity.clone()),
+        });
+        self.stats.optouts += 1;
+        Some(ticket)
+    }
+
+    /// Releases held deliver_sm_resp whose opt-out is durable; gives up on those held longer
+    /// than the response timeout (the SMSC gets ESME_RX_T_APPN and redelivers the MO).
+    pub(super) fn release_held(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let durable = *self.durable.borrow_and_update();
+        let limit = self.config.session.response_timeout.as_millis() as u64;
+        let now = self.now_ms;
+        let up_open = self.up.open;
+        let mut i = 0;
+        while i < self.held.len() {
+            let h = &self.held[i];
+            if h.ticket <= durable {
+                let h = self.held.remove(i).expect("index in range");
+                if up_open {
+                    let at = self.up.out.len();
+                    self.up.out.extend_from_slice(&h.frame);
+                    smpp::set_sequence(&mut self.up.out[at..], h.smsc_seq);
+                }
+            } else if now.saturating_sub(h.since_ms) > limit {
+                let h = self.held.remove(i).expect("index in range");
+                tracing::error!(peer = %self.peer, ticket = h.ticket, "opt-out not durable in time; MO answered ESME_RX_T_APPN for redelivery");
+                if up_open {
+                    crate::smpp::pdu::put_local_error_resp(&mut self.up.out, cmd::DELIVER_SM, RX_T_APPN, h.smsc_seq);
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+}

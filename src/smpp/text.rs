@@ -1,0 +1,325 @@
+//! Message text for keyword matching and content rules (DESIGN §2 "Text"): the user data with
+//! the UDH skipped, decoding per data_coding, and the concatenation info of a segment.
+//!
+//! Nothing here allocates on its own: [`decode_into`] appends to a caller-owned `String` that is
+//! reused across messages, so once it has grown to the largest text seen, decoding is
+//! allocation-free.
+//!
+//! data_coding handled (SMPP v3.4 §5.2.19, GSM 03.38 §4; `smpp-tech.md` §2.10):
+//!
+//! | data_coding | decoded as |
+//! |---|---|
+//! | 0x00 | GSM 03.38 default alphabet, unpacked (one septet per byte) with the 0x1B extension table |
+//! | 0x01 | IA5 / ASCII |
+//! | 0x03 | Latin-1 (ISO-8859-1) |
+//! | 0x08 | UCS-2, read as UTF-16BE (surrogate pairs joined; a lone surrogate → U+FFFD) |
+//! | 0xC0–0xDF | GSM message-waiting groups, 7-bit default alphabet → GSM 03.38 |
+//! | 0xE0–0xEF | GSM message-waiting group, UCS-2 → UTF-16BE |
+//! | 0xF0–0xFF | GSM data coding / message class: bit 2 = 0 → GSM 03.38, bit 2 = 1 → 8-bit binary → no text |
+//! | anything else | Latin-1, best effort |
+//!
+//! 7-bit codings (0x00, 0x01, and the GSM groups) carry bytes 0x00–0x7F only. A message labelled
+//! 7-bit that contains a byte ≥ 0x80 is not 7-bit data: some SMSCs put Latin-1 or UTF-8 under
+//! data_coding 0 (`smpp-tech.md` §2.10). Such a message is decoded as UTF-8 when it is valid
+//! UTF-8 (a Chinese "退订" sent that way still matches), else as Latin-1.
+
+use super::peek::{tlv, MessageView};
+
+/// The user data of a message: [`MessageView::payload`] with the user data header skipped when
+/// UDHI (esm_class 0x40) is set.
+///
+/// The UDH is `UDHL` followed by UDHL bytes of information elements (GSM 03.40 §9.2.3.24). A
+/// UDHL that runs past the end of the payload means the header is corrupt and no boundary between
+/// header and text can be trusted: the result is empty (no text) rather than header bytes
+/// decoded as text.
+pub fn user_data<'a>(view: &MessageView<'a>) -> &'a [u8] {
+    let payload = view.payload();
+    if !view.has_udh() {
+        return payload;
+    }
+    match payload.split_first() {
+        Some((&udhl, rest)) if (udhl as usize) <= rest.len() => &rest[udhl as usize..],
+        _ => &[],
+    }
+}
+
+/// Clears `out` and appends the text of `bytes` decoded per `data_coding` (table in the module
+/// docs). Never fails: undecodable input yields U+FFFD or, for 8-bit binary, nothing.
+pub fn decode_into(data_coding: u8, bytes: &[u8], out: &mut String) {
+    out.clear();
+    match data_coding {
+        0x00 | 0xC0..=0xDF => gsm7_into(bytes, out),
+        0x01 => utf8_or_latin1_into(bytes, out),
+        0x08 | 0xE0..=0xEF => ucs2_into(bytes, out),
+        0xF0..=0xFF if data_coding & 0x04 == 0 => gsm7_into(bytes, out),
+        0xF0..=0xFF => {} // 8-bit binary (ports, OTA, WAP): no text.
+        _ => latin1_into(bytes, out),
+    }
+}
+
+/// Concatenation info of one segment of a long message (GSM 03.40 §9.2.3.24.1/.8, SMPP v3.4
+/// §5.3.2.22–24).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Concat {
+    /// Reference shared by all segments of one message (8-bit references are zero-extended).
+    pub reference: u16,
+    /// Number of segments, ≥ 1.
+    pub total: u8,
+    /// This segment's number, 1..=total.
+    pub seq: u8,
+}
+
+/// IEI of the concatenated-SM information element with an 8-bit reference.
+const IEI_CONCAT_8: u8 = 0x00;
+/// IEI of the concatenated-SM information element with a 16-bit reference.
+const IEI_CONCAT_16: u8 = 0x08;
+
+/// The concatenation info of a message: from the UDH (IEI 0x00 `00 03 ref total seq`, IEI 0x08
+/// `08 04 refH refL total seq`) when UDHI is set, else from the sar_msg_ref_num (0x020C),
+/// sar_total_segments (0x020E) and sar_segment_seqnum (0x020F) TLVs, all three required.
+///
+/// An element with total = 0, seq = 0 or seq > total is ignored, as GSM 03.40 §9.2.3.24.1
+/// tells the receiver to do. `None` means the message is not (recognisably) a segment.
+pub fn concat_info(view: &MessageView) -> Option<Concat> {
+    if view.has_udh() {
+        if let Some(c) = udh_concat(view.payload()) {
+            return Some(c);
+        }
+    }
+    let reference = match view.tlv(tlv::SAR_MSG_REF_NUM)? {
+        [h, l] => u16::from_be_bytes([*h, *l]),
+        _ => return None,
+    };
+    let total = match view.tlv(tlv::SAR_TOTAL_SEGMENTS)? {
+        [t] => *t,
+        _ => return None,
+    };
+    let seq = match view.tlv(tlv::SAR_SEGMENT_SEQNUM)? {
+        [s] => *s,
+        _ => return None,
+    };
+    valid(Concat { reference, total, seq })
+}
+
+fn valid(c: Concat) -> Option<Concat> {
+    (c.total != 0 && c.seq != 0 && c.seq <= c.total).then_some(c)
+}
+
+/// Walks the information elements of the UDH at the start of `payload`.
+fn udh_concat(payload: &[u8]) -> Option<Concat> {
+    let (&udhl, rest) = payload.split_first()?;
+    let mut ies = rest.get(..udhl as usize)?;
+    while let [iei, iel, tail @ ..] = ies {
+        let data = tail.get(..*iel as usize)?;
+        ies = &tail[*iel as usize..];
+        let found = match (*iei, data) {
+            (IEI_CONCAT_8, &[r, total, seq]) => valid(Concat { reference: r as u16, total, seq }),
+            (IEI_CONCAT_16, &[rh, rl, total, seq]) => {
+                valid(Concat { reference: u16::from_be_bytes([rh, rl]), total, seq })
+            }
+            _ => None,
+        };
+        if found.is_some() {
+            return found;
+        }
+    }
+    None
+}
+
+/// GSM 03.38 default alphabet, indexed by septet.
+#[rustfmt::skip]
+const GSM7_BASIC: [char; 128] = [
+    '@', '£', '$', '¥', 'è', 'é', 'ù', 'ì', 'ò', 'Ç', '\n', 'Ø', 'ø', '\r', 'Å', 'å',
+    'Δ', '_', 'Φ', 'Γ', 'Λ', 'Ω', 'Π', 'Ψ', 'Σ', 'Θ', 'Ξ', '\u{A0}', 'Æ', 'æ', 'ß', 'É',
+    ' ', '!', '"', '#', '¤', '%', '&', '\'', '(', ')', '*', '+', ',', '-', '.', '/',
+    '0', '1', '2', '3', '4', '5', '6', '7', '8', '9', ':', ';', '<', '=', '>', '?',
+    '¡', 'A', 'B', 'C', 'D', 'E', 'F', 'G', 'H', 'I', 'J', 'K', 'L', 'M', 'N', 'O',
+    'P', 'Q', 'R', 'S', 'T', 'U', 'V', 'W', 'X', 'Y', 'Z', 'Ä', 'Ö', 'Ñ', 'Ü', '§',
+    '¿', 'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j', 'k', 'l', 'm', 'n', 'o',
+    'p', 'q', 'r', 's', 't', 'u', 'v', 'w', 'x', 'y', 'z', 'ä', 'ö', 'ñ', 'ü', 'à',
+];
+
+/// Septet 0x1B: escape to the extension table for the next septet.
+const GSM7_ESC: u8 = 0x1B;
+
+/// GSM 03.38 extension table (after 0x1B). Unassigned codes fall back to the basic table, as
+/// GSM 03.38 §6.2.1.1 tells the receiver to do.
+fn gsm7_ext(septet: u8) -> char {
+    match septet {
+        0x0A => '\u{0C}', // form feed
+        0x14 => '^',
+        0x28 => '{',
+        0x29 => '}',
+        0x2F => '\\',
+        0x3C => '[',
+        0x3D => '~',
+        0x3E => ']',
+        0x40 => '|',
+        0x65 => '€',
+        // 0x1B 0x1B would escape to a further table (none defined): show a space.
+        GSM7_ESC => ' ',
+        s => GSM7_BASIC[s as usize],
+    }
+}
+
+fn gsm7_into(bytes: &[u8], out: &mut String) {
+    if !bytes.is_ascii() {
+        return utf8_or_latin1_into(bytes, out);
+    }
+    out.reserve(bytes.len());
+    let mut it = bytes.iter();
+    while let Some(&b) = it.next() {
+        if b == GSM7_ESC {
+            // A trailing lone escape carries no character.
+            if let Some(&n) = it.next() {
+                out.push(gsm7_ext(n));
+            }
+        } else {
+            out.push(GSM7_BASIC[b as usize]);
+        }
+    }
+}
+
+/// IA5, and the fallback for 7-bit-labelled text with high bytes: UTF-8 when valid (all-ASCII
+/// input always is), else Latin-1.
+fn utf8_or_latin1_into(bytes: &[u8], out: &mut String) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => out.push_str(s),
+        Err(_) => latin1_into(bytes, out),
+    }
+}
+
+fn latin1_into(bytes: &[u8], out: &mut String) {
+    out.reserve(bytes.len());
+    out.extend(bytes.iter().map(|&b| b as char));
+}
+
+fn ucs2_into(bytes: &[u8], out: &mut String) {
+    // An odd trailing byte cannot form a code unit and is ignored.
+    let units = bytes.chunks_exact(2).map(|p| u16::from_be_bytes([p[0], p[1]]));
+    out.reserve(bytes.len() / 2 * 3);
+    out.extend(char::decode_utf16(units).map(|r| r.unwrap_or(char::REPLACEMENT_CHARACTER)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::smpp::pdu::SubmitBuilder;
+    use crate::smpp::peek;
+
+    fn dec(dc: u8, b: &[u8]) -> String {
+        let mut s = String::from("stale");
+        decode_into(dc, b, &mut s);
+        s
+    }
+
+    #[test]
+    fn gsm7_unpacked_text_and_specials() {
+        // "STOP" in GSM 03.38 is the same code points as ASCII.
+        assert_eq!(dec(0x00, &[0x53, 0x54, 0x4F, 0x50]), "STOP");
+        // 0x00 '@', 0x01 '£', 0x02 '$' (not ASCII's NUL, SOH, STX).
+        assert_eq!(dec(0x00, &[0x00, 0x01, 0x02]), "@£$");
+        assert_eq!(dec(0x00, &[0x11, 0x24, 0x40, 0x5F, 0x60, 0x7F]), "_¤¡§¿à");
+        // Extension table: 1B 65 = €, and the bracket family.
+        assert_eq!(dec(0x00, &[0x1B, 0x65, 0x35]), "€5");
+        assert_eq!(
+            dec(
+                0x00,
+                &[0x1B, 0x3C, 0x1B, 0x3E, 0x1B, 0x28, 0x1B, 0x29, 0x1B, 0x2F, 0x1B, 0x3D, 0x1B, 0x14, 0x1B, 0x40]
+            ),
+            "[]{}\\~^|"
+        );
+        // Unassigned extension code falls back to the basic table; a trailing escape is dropped.
+        assert_eq!(dec(0x00, &[0x1B, 0x41, 0x42, 0x1B]), "AB");
+        // GSM class/coding group with bit 2 clear is GSM 7-bit too; with bit 2 set it is binary.
+        assert_eq!(dec(0xF0, b"STOP"), "STOP");
+        assert_eq!(dec(0xF4, b"STOP"), "");
+    }
+
+    #[test]
+    fn seven_bit_label_with_high_bytes_is_utf8_or_latin1() {
+        assert_eq!(dec(0x00, "退订".as_bytes()), "退订");
+        assert_eq!(dec(0x00, &[b'T', 0xC9]), "TÉ"); // invalid UTF-8 → Latin-1
+        assert_eq!(dec(0x01, b"TD"), "TD");
+    }
+
+    #[test]
+    fn latin1_and_unknown_codings() {
+        assert_eq!(dec(0x03, &[b'T', b'D', 0xE9, 0xA0]), "TDé\u{A0}");
+        assert_eq!(dec(0x04, b"STOP"), "STOP"); // 8-bit "binary", Latin-1 best effort
+    }
+
+    #[test]
+    fn ucs2_chinese_surrogates_and_odd_bytes() {
+        // 退 U+9000, 订 U+8BA2.
+        assert_eq!(dec(0x08, &[0x90, 0x00, 0x8B, 0xA2]), "退订");
+        // 😀 U+1F600 = D83D DE00.
+        assert_eq!(dec(0x08, &[0xD8, 0x3D, 0xDE, 0x00, 0x00, 0x41]), "😀A");
+        // Lone high surrogate, then 'A'; odd trailing byte ignored.
+        assert_eq!(dec(0x08, &[0xD8, 0x3D, 0x00, 0x41, 0x42]), "\u{FFFD}A");
+        // Lone low surrogate.
+        assert_eq!(dec(0x08, &[0xDE, 0x00]), "\u{FFFD}");
+        // MWI UCS-2 group.
+        assert_eq!(dec(0xE0, &[0x00, 0x54, 0x00, 0x44]), "TD");
+    }
+
+    #[test]
+    fn udh_is_skipped_and_concat_read_8bit() {
+        // GSM 03.40 §9.2.3.24.1: 05 | 00 03 ref total seq.
+        let sm = [0x05, 0x00, 0x03, 0x2A, 0x02, 0x01, b'S', b'T', b'O', b'P'];
+        let f = SubmitBuilder::new("8613800138000", "10690").deliver().esm_class(0x40).short_message(&sm).build(1);
+        let v = peek::message(&f).unwrap();
+        assert_eq!(user_data(&v), b"STOP");
+        assert_eq!(concat_info(&v), Some(Concat { reference: 0x2A, total: 2, seq: 1 }));
+        // Without UDHI the same bytes are all text and there is no concat info.
+        let f = SubmitBuilder::new("8613800138000", "10690").deliver().short_message(&sm).build(1);
+        let v = peek::message(&f).unwrap();
+        assert_eq!(user_data(&v), &sm[..]);
+        assert_eq!(concat_info(&v), None);
+    }
+
+    #[test]
+    fn udh_16bit_reference_after_another_ie() {
+        // UDHL 0x0C: IE 0x05 (port addressing, 4 bytes) then IE 0x08 refH refL total seq.
+        let sm = [0x0C, 0x05, 0x04, 0x0B, 0x84, 0x23, 0xF0, 0x08, 0x04, 0x12, 0x34, 0x03, 0x03, 0x90, 0x00, 0x8B, 0xA2];
+        let f = SubmitBuilder::new("a", "b").esm_class(0x43).data_coding(8).short_message(&sm).build(1);
+        let v = peek::message(&f).unwrap();
+        assert_eq!(concat_info(&v), Some(Concat { reference: 0x1234, total: 3, seq: 3 }));
+        assert_eq!(dec(v.data_coding, user_data(&v)), "退订");
+    }
+
+    #[test]
+    fn bad_udh_is_harmless() {
+        // UDHL claims 9 bytes of header, only 3 follow: no text, no concat.
+        let f = SubmitBuilder::new("a", "b").esm_class(0x40).short_message(&[0x09, 0x00, 0x03]).build(1);
+        let v = peek::message(&f).unwrap();
+        assert_eq!(user_data(&v), b"");
+        assert_eq!(concat_info(&v), None);
+        // Empty short_message with UDHI.
+        let f = SubmitBuilder::new("a", "b").esm_class(0x40).build(1);
+        let v = peek::message(&f).unwrap();
+        assert_eq!(user_data(&v), b"");
+        // IE length running past UDHL; seq > total is ignored.
+        for sm in [&[0x03, 0x00, 0x03, 0x01, b'x'][..], &[0x05, 0x00, 0x03, 0x01, 0x02, 0x03, b'x']] {
+            let f = SubmitBuilder::new("a", "b").esm_class(0x40).short_message(sm).build(1);
+            assert_eq!(concat_info(&peek::message(&f).unwrap()), None);
+        }
+    }
+
+    #[test]
+    fn sar_tlvs_and_message_payload() {
+        let f = SubmitBuilder::new("a", "b")
+            .tlv(tlv::SAR_MSG_REF_NUM, &[0xAB, 0xCD])
+            .tlv(tlv::SAR_TOTAL_SEGMENTS, &[2])
+            .tlv(tlv::SAR_SEGMENT_SEQNUM, &[2])
+            .tlv(tlv::MESSAGE_PAYLOAD, b"STOP")
+            .build(1);
+        let v = peek::message(&f).unwrap();
+        assert_eq!(concat_info(&v), Some(Concat { reference: 0xABCD, total: 2, seq: 2 }));
+        assert_eq!(user_data(&v), b"STOP");
+        // Missing one of the three SAR TLVs: not a segment.
+        let f =
+            SubmitBuilder::new("a", "b").tlv(tlv::SAR_MSG_REF_NUM, &[0, 1]).tlv(tlv::SAR_TOTAL_SEGMENTS, &[2]).build(1);
+        assert_eq!(concat_info(&peek::message(&f).unwrap()), None);
+    }
+}
