@@ -1,24 +1,72 @@
 //! `consentgate demo`: the whole path on loopback with no setup — the built-in SMSC
-//! simulator, the gateway on the bundled `config/demo.toml`, and a short load through it.
+//! simulator, a consent snapshot generated from sample CSVs, the gateway on the bundled
+//! `config/demo.toml`, and traffic through it that shows every kind of verdict, including an
+//! opt-out ("退订") captured from an MO in the middle of a run.
 
+use std::io::Write;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::load::{LoadConfig, Report};
+use crate::consent::snapshot::{build, BuildOptions};
+use crate::consent::store::ConsentStore;
+use crate::load::{Encoding, LoadConfig, Report, ScenarioLine};
+use crate::policy::Reason;
 use crate::sim::SimConfig;
-use crate::smpp::BindType;
 
 /// The demo configuration, embedded so the binary runs from any directory.
 pub const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
 
+/// Sample subscribers: 8613800000000 + i. i % 4: 0 granted, 1 nothing, 2 revoked, 3 on the DNC registry.
+const SUBSCRIBERS: u64 = 2_000;
+const BASE: u64 = 8_613_800_000_000;
+
 /// Runs the demo and prints what happened.
 pub async fn run(count: u64) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("consentgate-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let result = run_in(&dir, count).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+async fn run_in(dir: &std::path::Path, count: u64) -> anyhow::Result<()> {
+    // Sample registry exports, compiled into a snapshot by the real builder.
+    let (dnc, consent, snap) = (dir.join("dnc.csv"), dir.join("consent.csv"), dir.join("consent.snap"));
+    {
+        let mut d = std::io::BufWriter::new(std::fs::File::create(&dnc)?);
+        let mut c = std::io::BufWriter::new(std::fs::File::create(&consent)?);
+        writeln!(d, "msisdn,registered_at")?;
+        writeln!(c, "msisdn,entity,action,at")?;
+        for i in 0..SUBSCRIBERS {
+            let m = BASE + i;
+            match i % 4 {
+                0 => writeln!(c, "{m},demo-retail,grant,2026-03-01")?,
+                2 => {
+                    writeln!(c, "{m},demo-retail,grant,2026-03-01")?;
+                    writeln!(c, "{m},demo-retail,revoke,2026-06-01T09:30:00+08:00")?;
+                }
+                3 => writeln!(d, "{m},2026-05-20")?,
+                _ => {}
+            }
+        }
+    }
+    let report = build(
+        &BuildOptions { dnc: Some(dnc), consent: Some(consent), out: snap.clone(), ..Default::default() },
+        |_| {},
+    )
+    .map_err(|e| anyhow::anyhow!("building the demo snapshot: {e}"))?;
+
     let sim =
         crate::sim::start(SimConfig { listen: "127.0.0.1:0".parse()?, receipts: true, ..Default::default() }).await?;
     let mut cfg = Config::parse(DEMO_CONFIG).map_err(|e| anyhow::anyhow!("config/demo.toml: {e:?}"))?;
     cfg.upstream.address = sim.local_addr.to_string();
     cfg.listen.smpp = "127.0.0.1:0".parse()?;
-    let gw = crate::Gateway::bind(cfg).await?;
+    cfg.consent.snapshot = Some(snap.clone());
+    cfg.consent.journal = Some(dir.join("journal"));
+    let policy = cfg.policy.clone();
+    let store = Arc::new(ConsentStore::open(&cfg.consent)?);
+    let gw = crate::Gateway::bind_with_store(cfg, store.clone()).await?;
     let gw_addr = gw.local_addr();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let gw_task = tokio::spawn(gw.serve(async {
@@ -28,68 +76,132 @@ pub async fn run(count: u64) -> anyhow::Result<()> {
     println!("consentgate demo");
     println!("  SMSC simulator   {}", sim.local_addr);
     println!("  gateway (SMPP)   {gw_addr}  ->  upstream {}", sim.local_addr);
+    println!(
+        "  consent snapshot {} numbers on the DNC registry, {} consent pairs ({} granted, {} revoked)",
+        report.dnc, report.pairs, report.grants, report.revoked
+    );
+    println!("  subscribers      {BASE}.. : i%4 = 0 granted, 1 no statement, 2 revoked, 3 do-not-call");
     println!();
 
+    let name = |st: &str| -> String {
+        let v = u32::from_str_radix(st.trim_start_matches("0x"), 16).unwrap_or(u32::MAX);
+        if v == 0 {
+            return "accepted".into();
+        }
+        match Reason::ALL.iter().find(|r| r.status(&policy) == v) {
+            Some(r) => format!("rejected: {}", r.label()),
+            None => format!("status {st}"),
+        }
+    };
+    let base = LoadConfig { target: gw_addr, password: "pw".into(), ..Default::default() };
+
     // 1. A sender without a telecom licence is refused at bind.
-    let unlicensed = crate::load::run(LoadConfig {
-        target: gw_addr,
+    let r = crate::load::run(LoadConfig {
         system_id: "demo-unlic".into(),
-        password: "pw".into(),
         sessions: 1,
         count: 10,
         duration: Duration::from_secs(2),
-        ..Default::default()
+        ..base.clone()
     })
     .await?;
-    println!("1. unlicensed sender `demo-unlic` binds:");
-    for e in &unlicensed.errors {
-        println!("     {e}");
-    }
-    println!("     bind failures: {} (expected 1: ESME_RBINDFAIL 0x0000000D)", unlicensed.bind_failures);
+    println!("1. `demo-unlic` (no telecom licence) binds: refused ({} bind failure, ESME_RBINDFAIL)", r.bind_failures);
     println!();
 
-    // 2. The marketing account's traffic through the gateway, with delivery receipts.
+    // 2. Marketing traffic to all four kinds of subscriber.
+    let scenario: Vec<ScenarioLine> = (0..SUBSCRIBERS)
+        .map(|i| ScenarioLine {
+            source: "1069012345".into(),
+            destination: (BASE + i).to_string(),
+            text: if i % 2 == 0 {
+                "双十一大促，全场五折！回T退订".into()
+            } else {
+                "Flash sale: 50% off today. Reply STOP to end".into()
+            },
+            encoding: if i % 2 == 0 { Encoding::Ucs2 } else { Encoding::Gsm7 },
+            expect: None,
+        })
+        .collect();
     let r = crate::load::run(LoadConfig {
-        target: gw_addr,
         system_id: "demo-mkt".into(),
-        password: "pw".into(),
-        bind_type: BindType::Transceiver,
         sessions: 4,
         window: 100,
         count,
         duration: Duration::from_secs(20),
         registered_delivery: true,
-        ..Default::default()
+        scenario: Some(scenario.clone()),
+        ..base.clone()
     })
     .await?;
-    println!("2. `demo-mkt`: {count} submit_sm over 4 sessions x window 100, receipts requested:");
-    print_report(&r);
+    println!("2. `demo-mkt` (marketing): {} submit_sm over 4 sessions x window 100, receipts requested:", r.sent);
+    print_report(&r, &name);
+
+    // 3. The same numbers from a transactional account: consent does not apply.
+    let r = crate::load::run(LoadConfig {
+        system_id: "demo-bank".into(),
+        sessions: 2,
+        count: 20_000,
+        scenario: Some(
+            scenario
+                .iter()
+                .map(|l| ScenarioLine { text: "Your code is 482913".into(), encoding: Encoding::Gsm7, ..l.clone() })
+                .collect(),
+        ),
+        ..base.clone()
+    })
+    .await?;
+    println!("3. `demo-bank` (transactional) to the same subscribers:");
+    print_report(&r, &name);
+
+    // 4. A granted subscriber replies 退订 in the middle of a campaign.
+    let subscriber = BASE + 4;
+    let one = vec![ScenarioLine {
+        source: "1069012345".into(),
+        destination: subscriber.to_string(),
+        text: "会员日专享优惠，回T退订".into(),
+        encoding: Encoding::Ucs2,
+        expect: None,
+    }];
+    let load = tokio::spawn(crate::load::run(LoadConfig {
+        system_id: "demo-mkt".into(),
+        sessions: 1,
+        window: 10,
+        count: 6_000,
+        rate: Some(3_000),
+        duration: Duration::from_secs(10),
+        scenario: Some(one),
+        ..base.clone()
+    }));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let tuiding: Vec<u8> = "退订".encode_utf16().flat_map(|u| u.to_be_bytes()).collect();
+    let injected = sim.inject_mo(Some("demo-mkt"), &subscriber.to_string(), "1069012345", 8, &tuiding);
+    let r = load.await??;
+    println!(
+        "4. `demo-mkt` sends to {subscriber} (granted) at 3000/s; after 0.8 s the subscriber replies \"退订\" (MO {}):",
+        if injected { "injected" } else { "NOT injected" }
+    );
+    print_report(&r, &name);
+    println!(
+        "     MO delivered to the ESME: {}; opt-outs journalled in {}",
+        r.mo_received,
+        dir.join("journal").display()
+    );
 
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(15), gw_task).await;
     sim.shutdown().await;
+    store.close();
     println!();
-    println!("Consent enforcement (no_consent / revoked / dnc rejects) arrives with the consent engine;");
-    println!("run `consentgate --help` for the gateway, simulator and load tool.");
+    println!("Reject statuses: no_consent 0x400, revoked 0x401, dnc 0x402, unlicensed 0x405 (configurable).");
+    println!("Run `consentgate --help` for the gateway, snapshot tools, simulator and load tool.");
     Ok(())
 }
 
-fn print_report(r: &Report) {
-    println!("     statuses:");
+fn print_report(r: &Report, name: &dyn Fn(&str) -> String) {
     for (st, n) in &r.statuses {
-        let name = match st.as_str() {
-            "0x00000000" => "ESME_ROK",
-            "0x00000058" => "ESME_RTHROTTLED",
-            "0x00000008" => "ESME_RSYSERR",
-            _ => "",
-        };
-        println!("       {st} {name:<16} {n}");
+        println!("       {st}  {:<24} {n}", name(st));
     }
-    println!("     unanswered:  {}", r.unanswered);
-    println!("     receipts:    {}", r.receipts);
-    println!("     throughput:  {:.0} submit_sm/s over {:.2} s", r.submit_per_second, r.elapsed_seconds);
     println!(
-        "     latency:     p50 {:.0} µs   p99 {:.0} µs   p99.9 {:.0} µs",
-        r.latency_us.p50, r.latency_us.p99, r.latency_us.p999
+        "       unanswered {}   receipts {}   {:.0} submit_sm/s   latency p50 {:.0} µs  p99 {:.0} µs",
+        r.unanswered, r.receipts, r.submit_per_second, r.latency_us.p50, r.latency_us.p99
     );
 }

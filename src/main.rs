@@ -100,12 +100,53 @@ enum Command {
         #[arg(long)]
         report: Option<PathBuf>,
     },
+    /// Build, inspect and query consent snapshots.
+    #[command(subcommand)]
+    Snapshot(SnapshotCmd),
     /// Plain frame-forwarding TCP relay: the benchmark baseline (no SMPP logic).
     Relay {
         #[arg(long)]
         listen: SocketAddr,
         #[arg(long)]
         upstream: SocketAddr,
+    },
+}
+
+#[derive(Subcommand)]
+enum SnapshotCmd {
+    /// Compile dnc.csv / consent.csv (and journalled live statements) into a binary snapshot.
+    Build {
+        /// Do-not-call registry: `msisdn,registered_at`.
+        #[arg(long)]
+        dnc: Option<PathBuf>,
+        /// Consent statements: `msisdn,entity,action,at` (action grant | revoke).
+        #[arg(long)]
+        consent: Option<PathBuf>,
+        /// Fold the live journal (MO opt-outs, admin statements) of this directory in.
+        #[arg(long)]
+        journal: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+        /// Skip up to N bad rows (reported) instead of failing.
+        #[arg(long, default_value_t = 0)]
+        max_invalid: u64,
+        /// Country code for national numbers in the CSVs.
+        #[arg(long, default_value = "86")]
+        default_country_code: String,
+    },
+    /// Print a snapshot's header and counts (validates it completely first).
+    Inspect { file: PathBuf },
+    /// Print what a snapshot holds for one subscriber, and the decision for an entity.
+    Lookup {
+        file: PathBuf,
+        msisdn: String,
+        #[arg(long)]
+        entity: Option<String>,
+        /// Regime for the decision line.
+        #[arg(long, default_value = "opt-in")]
+        regime: String,
+        #[arg(long, default_value = "86")]
+        default_country_code: String,
     },
 }
 
@@ -160,9 +201,22 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(EX_USAGE));
                 }
             };
-            consentgate::run(cfg, shutdown_signal()).await?;
+            let gw = consentgate::Gateway::bind(cfg).await?;
+            let control = gw.control();
+            #[cfg(unix)]
+            tokio::spawn(async move {
+                use tokio::signal::unix::{signal, SignalKind};
+                let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+                while hup.recv().await.is_some() {
+                    if control.send(consentgate::gateway::Control::Reload).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            gw.serve(shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Snapshot(cmd) => snapshot_cmd(cmd),
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(c) => {
                 println!(
@@ -275,6 +329,141 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let l = tokio::net::TcpListener::bind(listen).await?;
             println!("relay listening on {} -> {upstream}", l.local_addr()?);
             consentgate::relay::plain::run(l, upstream, shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn snapshot_cmd(cmd: SnapshotCmd) -> anyhow::Result<ExitCode> {
+    use consentgate::consent::journal::{read_dir, StatementKind};
+    use consentgate::consent::snapshot::{build, Action, BuildOptions, JournalStatement, Snapshot};
+    match cmd {
+        SnapshotCmd::Build { dnc, consent, journal, out, max_invalid, default_country_code } => {
+            if dnc.is_none() && consent.is_none() && journal.is_none() {
+                eprintln!("snapshot build: give at least one of --dnc, --consent, --journal");
+                return Ok(ExitCode::from(EX_USAGE));
+            }
+            let mut opts =
+                BuildOptions { dnc, consent, out, max_invalid, default_cc: default_country_code, ..Default::default() };
+            if let Some(dir) = journal {
+                let sts = read_dir(&dir).map_err(|e| anyhow::anyhow!("journal {}: {e}", dir.display()))?;
+                opts.journal_watermark = sts.iter().map(|s| s.seq).max().unwrap_or(0);
+                opts.journal_records = sts
+                    .into_iter()
+                    .map(|s| JournalStatement {
+                        msisdn: s.msisdn,
+                        entity: s.entity,
+                        action: match s.kind {
+                            StatementKind::Grant => Action::Grant,
+                            StatementKind::Revoke => Action::Revoke,
+                            StatementKind::Dnc => Action::Dnc,
+                        },
+                        at: s.at,
+                    })
+                    .collect();
+            }
+            let mut last = std::time::Instant::now();
+            let report = build(&opts, |p| {
+                if last.elapsed() >= Duration::from_millis(250) {
+                    last = std::time::Instant::now();
+                    let pct = if p.total_bytes > 0 { 100.0 * p.bytes as f64 / p.total_bytes as f64 } else { 0.0 };
+                    let bar = "#".repeat((pct / 5.0) as usize);
+                    eprint!("\r{:<10} [{bar:<20}] {pct:5.1}%  {} rows", p.phase.as_str(), p.rows);
+                }
+            });
+            eprintln!();
+            let r = match report {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("snapshot build failed: {e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            println!("wrote {} ({} bytes) in {:.2} s", r.out.display(), r.bytes_written, r.elapsed.as_secs_f64());
+            println!(
+                "  rows read:    {} (dnc {}, consent {}, journal {})",
+                r.rows_read, r.dnc_rows, r.consent_rows, r.journal_records
+            );
+            println!("  dnc numbers:  {}", r.dnc);
+            println!(
+                "  pairs:        {} (grant {}, revoked {}, grant older than dnc {})",
+                r.pairs, r.grants, r.revoked, r.dnc_newer
+            );
+            println!("  entities:     {}", r.entities);
+            if r.invalid.count > 0 {
+                println!(
+                    "  skipped {} invalid row(s) (allowed by --max-invalid {}):",
+                    r.invalid.count, opts.max_invalid
+                );
+                for (field, n) in &r.invalid.by_field {
+                    println!("    {field}: {n}");
+                }
+                for e in &r.invalid.first {
+                    println!("    {e}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SnapshotCmd::Inspect { file } => {
+            let s = match Snapshot::open(&file) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            let i = s.info();
+            let hex = |d: Option<[u8; 32]>| {
+                d.map(|d| d.iter().map(|b| format!("{b:02x}")).collect::<String>()).unwrap_or_else(|| "-".into())
+            };
+            println!("{}", file.display());
+            println!("  id (payload xxh3):  {}", i.id());
+            println!("  format version:     {}", i.format_version);
+            println!("  built at (unix s):  {}", i.built_at);
+            println!("  dnc numbers:        {}", i.dnc_count);
+            println!("  consent pairs:      {}", i.pair_count);
+            println!("  entities:           {}", i.entity_count);
+            println!("  key bits:           msisdn {} + entity {} + state 2", i.msisdn_bits, i.entity_bits);
+            println!("  front filters:      dnc {} / pairs {}", i.dnc_filter, i.pair_filter);
+            println!("  journal watermark:  {}", i.journal_watermark);
+            println!("  dnc.csv sha256:     {}", hex(i.dnc_sha256));
+            println!("  consent.csv sha256: {}", hex(i.consent_sha256));
+            println!("  file bytes:         {} ({:.2} bytes/record incl. index)", i.file_bytes, i.bytes_per_record);
+            println!("  load + validate:    {:.1} ms", i.load_duration.as_secs_f64() * 1000.0);
+            Ok(ExitCode::SUCCESS)
+        }
+        SnapshotCmd::Lookup { file, msisdn, entity, regime, default_country_code } => {
+            let s = match Snapshot::open(&file) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            let m = match consentgate::consent::msisdn::normalise_text(&msisdn, &default_country_code) {
+                Ok(m) => m,
+                Err(e) => {
+                    eprintln!("{msisdn}: {e}");
+                    return Ok(ExitCode::from(EX_USAGE));
+                }
+            };
+            print!("{}", s.describe(m, entity.as_deref()));
+            if let Some(e) = entity {
+                use consentgate::consent::snapshot::PairState;
+                let standing = match s.entity_id(&e).and_then(|id| s.pair(m, id)) {
+                    Some(PairState::Grant) => "granted",
+                    Some(PairState::Revoked) => "revoked",
+                    Some(PairState::DncNewer) => "dnc",
+                    None if s.is_dnc(m) => "dnc",
+                    None => "none",
+                };
+                let decision = match (standing, regime.as_str()) {
+                    ("granted", _) | ("none", "opt-out") => "accept (commercial messages allowed)".to_owned(),
+                    ("none", _) => "reject: no_consent".to_owned(),
+                    (r, _) => format!("reject: {r}"),
+                };
+                println!("  decision ({regime}, snapshot only, commercial): {decision}");
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

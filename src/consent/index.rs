@@ -7,53 +7,53 @@
 //! with a thin scatter of landlines and foreign numbers, so one level would put thousands of
 //! keys in the few buckets that cover the mobile ranges.
 //!
-//! Hence a small radix *tree* whose nodes adapt to where the keys are:
+//! Hence two levels, both sized by where the keys actually are:
 //!
-//! * **Root**: about one slot per 256 keys (at most 2^16, ≤ 256 KiB: stays in cache) over
-//!   `[min, max]`. A slot is the position of its first key (its range ends where the next
-//!   slot's begins), or a child node.
-//! * **Child**: a slot holding more than [`SPLIT_ABOVE`] keys becomes a node over the range its
-//!   keys *actually* span (not the slot's width), with 5–10 keys per slot on average. A dense
-//!   block of numbers inside a wide, sparse range is thus cut finely wherever it sits, and
-//!   outliers only cost a few extra slots. At most [`MAX_DEPTH`] levels.
-//! * **Leaf**: a linear scan (≤ 16 keys) or, where keys still clump below the deepest level, a
-//!   binary search bounded by the leaf.
+//! * **L1**: up to 2^16 buckets by value over `[min, max]` (24 B each, ≤ 1.5 MiB: stays in
+//!   cache). Each bucket describes its own L2 table: the range its keys actually span (not the
+//!   bucket's width) and a shift.
+//! * **L2**: per bucket, `u32` start positions of 2^k slots over that range, sized for ~4–8
+//!   keys per slot; where keys clump (dense number blocks), the table is refined up to 8× until
+//!   at most ~2 % of the bucket's keys sit in slots longer than the search window.
+//! * **Leaf**: the ≤ [`WINDOW`] keys of a slot are searched without branches (count the keys
+//!   below the probe in a fixed window); a longer slot falls back to a binary search bounded by
+//!   the slot.
 //!
-//! For uniform keys a lookup reads the root slot (cached), one node (cached: 32 B per 256
-//! keys), one child slot and one or two cache lines of keys: the same DRAM traffic as the
-//! one-level table. Memory is ~0.7 B per key (one u32 per ~6 keys). The index covers
-//! `key >> low` so that the pair keys' two state bits are ignored: all variants of one
-//! (msisdn, entity) land in the same leaf.
+//! A lookup is L1 (cache) → one L2 entry (DRAM) → one or two cache lines of keys (DRAM), with
+//! no data-dependent branch on the common path (a probe outside a bucket's range is clamped to
+//! its first or last slot and simply not found), so independent lookups overlap in the CPU.
+//! That is the memory traffic of the perf anchors' one-level table, while a dense cluster of
+//! numbers inside a wide sparse range still gets fine slots. Memory: ~0.6–0.9 B per key.
+//!
+//! The index covers `key >> low` so that the pair keys' two state bits are ignored: all
+//! variants of one (msisdn, entity) land in the same slot.
 
-/// The root has at most `2^ROOT_MAX_BITS` slots.
-const ROOT_MAX_BITS: u32 = 16;
-/// Keys per root slot aimed for.
-const ROOT_TARGET: usize = 256;
-/// Fewest keys per child slot aimed for (the average is between this and twice this).
-pub(crate) const LEAF_MIN: usize = 5;
-/// A slot with more keys than this becomes a child node (so leaves fit the search window).
-pub(crate) const SPLIT_ABOVE: usize = WINDOW;
-/// Root plus children: at most this many levels.
-pub(crate) const MAX_DEPTH: u32 = 4;
-/// Keys compared per leaf search; a longer leaf (only below [`MAX_DEPTH`]) is binary-searched.
+/// L1 has at most `2^L1_MAX_BITS` buckets.
+const L1_MAX_BITS: u32 = 16;
+/// Keys per L1 bucket aimed for, below 2^16 buckets.
+const L1_TARGET: usize = 64;
+/// Keys per L2 slot aimed for at first (the average lands between this and twice this).
+const SLOT_TARGET: usize = 5;
+/// Keys compared per leaf search; a longer slot is binary-searched.
 pub(crate) const WINDOW: usize = 16;
-/// Slot tag: the low 31 bits are a node index, not a key position.
-const CHILD: u32 = 1 << 31;
-/// Largest key array the index (and so the snapshot format) supports: positions need 31 bits.
-pub(crate) const MAX_KEYS: u64 = (1 << 31) - 1;
+/// A bucket's table is refined while more than 1/`SPILL_DIV` of its keys are in long slots...
+const SPILL_DIV: usize = 50;
+/// ... by at most this many extra bits.
+const MAX_REFINE: u32 = 3;
+/// Largest key array the index (and so the snapshot format) supports: positions are u32.
+pub(crate) const MAX_KEYS: u64 = u32::MAX as u64 - 1;
 
 #[derive(Debug, Clone, Copy, Default)]
-struct Node {
-    /// Lowest `d = probe - min` under this node.
+#[repr(C)]
+struct L1 {
+    /// Lowest `d = probe - min` in the bucket.
     base: u64,
-    /// Highest `d` minus `base`; larger offsets are absent.
-    span: u64,
-    /// Slot = `(d - base) >> shift`.
+    /// First entry of the bucket's table in `l2`.
+    off: u32,
+    /// Index of the bucket's last slot.
+    last: u32,
+    /// Slot = `min((d - base) >> shift, last)`.
     shift: u32,
-    /// First slot in `slots`.
-    slot_off: u32,
-    /// Position of the node's first key (the end of the slot before it).
-    start: u32,
 }
 
 /// Index over one sorted, duplicate-free key array. Built at load; the keys themselves are not
@@ -64,10 +64,12 @@ pub(crate) struct RadixIndex {
     /// Low bits of each key ignored (2 for pair keys).
     low: u32,
     min: u64,
+    /// `max - min` of the probes.
+    span: u64,
     empty: bool,
-    /// `nodes[0]` is the root.
-    nodes: Vec<Node>,
-    slots: Vec<u32>,
+    shift1: u32,
+    l1: Vec<L1>,
+    l2: Vec<u32>,
 }
 
 #[inline]
@@ -93,103 +95,110 @@ impl RadixIndex {
     /// `keys.len() <= MAX_KEYS` (the loader checks both first).
     pub(crate) fn build(keys: &[u64], low: u32) -> RadixIndex {
         let n = keys.len();
-        assert!(n as u64 <= MAX_KEYS, "index supports at most 2^31 - 1 keys");
-        let mut idx = RadixIndex { low, empty: n == 0, ..RadixIndex::default() };
+        assert!(n as u64 <= MAX_KEYS, "index supports at most u32::MAX - 1 keys");
         if n == 0 {
-            return idx;
+            return RadixIndex { low, empty: true, ..RadixIndex::default() };
         }
-        idx.min = keys[0] >> low;
-        let root_bits = ceil_log2(n / ROOT_TARGET).clamp(1, ROOT_MAX_BITS);
-        idx.build_node(keys, 0, n, root_bits, 0);
-        idx.nodes.shrink_to_fit();
-        idx.slots.shrink_to_fit();
-        idx
-    }
-
-    /// Adds a node over `keys[s..e]` (at least 2 keys) and returns its index.
-    fn build_node(&mut self, keys: &[u64], s: usize, e: usize, bits: u32, depth: u32) -> u32 {
-        let (low, min) = (self.low, self.min);
+        let min = keys[0] >> low;
         let d = |i: usize| (keys[i] >> low) - min;
-        let base = d(s);
-        let span = d(e - 1) - base;
-        let shift = (u64::BITS - span.leading_zeros()).saturating_sub(bits);
-        let n_slots = (span >> shift) as usize + 1;
-        let off = self.slots.len();
-        let me = self.nodes.len();
-        self.nodes.push(Node {
-            base,
-            span,
-            shift,
-            slot_off: u32::try_from(off).expect("index slots fit u32"),
-            start: s as u32,
-        });
-        self.slots.resize(off + n_slots + 1, e as u32);
+        let span = d(n - 1);
+        let want_bits = ceil_log2(n / L1_TARGET).clamp(1, L1_MAX_BITS);
+        let shift1 = (u64::BITS - span.leading_zeros()).saturating_sub(want_bits);
+        let nb1 = (span >> shift1) as usize + 1;
+
+        // Bucket boundaries first.
+        let mut starts = vec![n as u32; nb1 + 1];
         let mut next = 0usize;
-        for i in s..e {
-            let slot = ((d(i) - base) >> shift) as usize;
-            while next <= slot {
-                self.slots[off + next] = i as u32;
+        for i in 0..n {
+            let b = (d(i) >> shift1) as usize;
+            while next <= b {
+                starts[next] = i as u32;
                 next += 1;
             }
         }
-        if depth + 1 < MAX_DEPTH {
-            for slot in 0..n_slots {
-                // Neither entry has been replaced yet: slots are visited in order.
-                let (ls, le) = (self.slots[off + slot] as usize, self.slots[off + slot + 1] as usize);
-                if le - ls > SPLIT_ABOVE {
-                    let bits = floor_log2((le - ls) / LEAF_MIN).max(1);
-                    let child = self.build_node(keys, ls, le, bits, depth + 1);
-                    self.slots[off + slot] = CHILD | child;
+
+        let mut l1 = Vec::with_capacity(nb1);
+        let mut l2: Vec<u32> = Vec::with_capacity(n / SLOT_TARGET + 2 * nb1);
+        for b in 0..nb1 {
+            let (s, e) = (starts[b] as usize, starts[b + 1] as usize);
+            let off = u32::try_from(l2.len()).expect("index table fits u32");
+            if e == s {
+                // Empty bucket: one empty slot.
+                l1.push(L1 { base: 0, off, last: 0, shift: 63 });
+                l2.extend_from_slice(&[s as u32, s as u32]);
+                continue;
+            }
+            let base = d(s);
+            let sub_span = d(e - 1) - base;
+            let span_bits = u64::BITS - sub_span.leading_zeros();
+            let mut bits = floor_log2((e - s) / SLOT_TARGET);
+            let max_bits = (bits + MAX_REFINE).min(span_bits);
+            let mut shift = span_bits.saturating_sub(bits);
+            // Refine while too many keys sit in slots longer than the window.
+            while bits < max_bits && shift > 0 {
+                let mut spilled = 0usize;
+                let (mut run_slot, mut run) = (u64::MAX, 0usize);
+                for i in s..e {
+                    let slot = (d(i) - base) >> shift;
+                    if slot == run_slot {
+                        run += 1;
+                    } else {
+                        if run > WINDOW {
+                            spilled += run;
+                        }
+                        (run_slot, run) = (slot, 1);
+                    }
+                }
+                if run > WINDOW {
+                    spilled += run;
+                }
+                if spilled * SPILL_DIV <= e - s {
+                    break;
+                }
+                bits += 1;
+                shift -= 1;
+            }
+            let slots = (sub_span >> shift) as usize + 1;
+            let at = l2.len();
+            l2.resize(at + slots + 1, e as u32);
+            let mut next = 0usize;
+            for i in s..e {
+                let slot = ((d(i) - base) >> shift) as usize;
+                while next <= slot {
+                    l2[at + next] = i as u32;
+                    next += 1;
                 }
             }
+            l1.push(L1 { base, off, last: (slots - 1) as u32, shift });
         }
-        u32::try_from(me).ok().filter(|&m| m < CHILD).expect("fewer than 2^31 index nodes")
+        l2.shrink_to_fit();
+        RadixIndex { low, min, span, empty: false, shift1, l1, l2 }
     }
 
     /// Heap bytes held by the index.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.nodes.capacity() * std::mem::size_of::<Node>() + self.slots.capacity() * 4
+        self.l1.capacity() * std::mem::size_of::<L1>() + self.l2.capacity() * 4
     }
 
-    /// Position stored in a slot entry (a child's first key for a child entry).
-    #[inline(always)]
-    fn position(&self, entry: u32) -> usize {
-        if entry & CHILD == 0 {
-            entry as usize
-        } else {
-            self.nodes[(entry & !CHILD) as usize].start as usize
-        }
-    }
-
-    /// The candidate range `[start, end)` of `keys` for `probe` (empty when out of range).
+    /// The candidate range `[start, end)` of `keys` for `probe`.
     #[inline(always)]
     fn range(&self, probe: u64) -> (usize, usize) {
-        if self.empty {
+        let d = probe.wrapping_sub(self.min);
+        if self.empty || d > self.span {
             return (0, 0);
         }
-        let d = probe.wrapping_sub(self.min);
-        let mut node = &self.nodes[0];
-        loop {
-            let rel = d.wrapping_sub(node.base);
-            if rel > node.span {
-                return (0, 0);
-            }
-            let o = node.slot_off as usize + (rel >> node.shift) as usize;
-            let entry = self.slots[o];
-            if entry & CHILD != 0 {
-                node = &self.nodes[(entry & !CHILD) as usize];
-                continue;
-            }
-            return (entry as usize, self.position(self.slots[o + 1]));
-        }
+        let e = self.l1[(d >> self.shift1) as usize];
+        let slot = ((d.saturating_sub(e.base)) >> e.shift).min(u64::from(e.last));
+        let o = e.off as usize + slot as usize;
+        (self.l2[o] as usize, self.l2[o + 1] as usize)
     }
 
     /// The stored key whose `key >> low` equals `probe`, if any.
     ///
-    /// Branch-free in the common case, so that independent lookups overlap in the CPU: the
-    /// leaf (≤ [`WINDOW`] keys by construction) is searched by counting the keys below `probe`
-    /// in a fixed window that contains it. Keys outside the leaf do not disturb the count:
-    /// those before it are smaller than any probe routed to the leaf, those after it larger.
+    /// Branch-free in the common case: the slot (≤ [`WINDOW`] keys) is searched by counting
+    /// the keys below `probe` in a fixed window that contains it. Keys outside the slot do not
+    /// disturb the count: those before it are smaller than any probe routed to the slot, those
+    /// after it larger.
     #[inline(always)]
     pub(crate) fn find(&self, keys: &[u64], probe: u64) -> Option<u64> {
         let (s, e) = self.range(probe);
@@ -207,29 +216,21 @@ impl RadixIndex {
         leaf.get(i).copied().filter(|&k| k >> low == probe)
     }
 
-    /// Longest leaf and deepest level (diagnostics and tests).
+    /// Longest slot and the share of keys in slots longer than [`WINDOW`] (tests, diagnostics).
     #[cfg(test)]
-    fn shape(&self) -> (usize, u32) {
-        let slots = |n: &Node| n.slot_off as usize..n.slot_off as usize + (n.span >> n.shift) as usize + 1;
-        let longest = self
-            .nodes
-            .iter()
-            .flat_map(slots)
-            .filter(|&o| self.slots[o] & CHILD == 0)
-            .map(|o| self.position(self.slots[o + 1]) - self.slots[o] as usize)
-            .max()
-            .unwrap_or(0);
-        fn depth(idx: &RadixIndex, n: usize) -> u32 {
-            let node = idx.nodes[n];
-            let r = node.slot_off as usize..node.slot_off as usize + (node.span >> node.shift) as usize + 1;
-            1 + idx.slots[r]
-                .iter()
-                .filter(|&&e| e & CHILD != 0)
-                .map(|&e| depth(idx, (e & !CHILD) as usize))
-                .max()
-                .unwrap_or(0)
+    fn shape(&self) -> (usize, f64) {
+        let (mut longest, mut spilled, mut total) = (0usize, 0usize, 0usize);
+        for e in &self.l1 {
+            for o in e.off as usize..=e.off as usize + e.last as usize {
+                let len = (self.l2[o + 1] - self.l2[o]) as usize;
+                longest = longest.max(len);
+                total += len;
+                if len > WINDOW {
+                    spilled += len;
+                }
+            }
         }
-        (longest, if self.nodes.is_empty() { 0 } else { depth(self, 0) })
+        (longest, spilled as f64 / total.max(1) as f64)
     }
 }
 
@@ -293,8 +294,8 @@ mod tests {
         keys.sort_unstable();
         keys.dedup();
         let idx = check(&keys, 0);
-        let (longest, depth) = idx.shape();
-        assert!(longest <= 40 && depth <= 3, "longest leaf {longest}, depth {depth}");
+        let (longest, spilled) = idx.shape();
+        assert!(spilled < 0.05, "longest slot {longest}, {spilled} of keys in long slots");
         // The same as pair keys: low 2 bits are state.
         let pairs: Vec<u64> =
             keys.iter().enumerate().map(|(i, k)| (k << 4) | ((i as u64 % 3) << 2) | (i as u64 % 3)).collect();
@@ -309,7 +310,7 @@ mod tests {
         let idx = check(&keys, 0);
         // The dense block is cut finely although it is a speck of the full range.
         let (longest, _) = idx.shape();
-        assert!(longest <= 32, "longest leaf {longest}");
+        assert!(longest <= 16, "longest slot {longest}");
     }
 }
 
@@ -398,8 +399,8 @@ mod perf_probe {
                 for t in &mut table[next..] {
                     *t = keys.len() as u32;
                 }
-                let mut one = f64::MAX;
-                for _ in 0..3 {
+                let mut one = f64::NAN;
+                for _ in 0..u32::from(!skew) * 3 {
                     let t = Instant::now();
                     let h = q
                         .iter()
@@ -411,14 +412,20 @@ mod perf_probe {
                         })
                         .count();
                     std::hint::black_box(h);
-                    one = one.min(t.elapsed().as_nanos() as f64 / q.len() as f64);
+                    one = one.min(t.elapsed().as_nanos() as f64 / q.len() as f64).min(if one.is_nan() {
+                        f64::MAX
+                    } else {
+                        one
+                    });
                 }
-                eprintln!("  raw random read {raw:.1} ns; one-level radix ({:.2} B/key) {one:.1} ns", table.len() as f64 * 4.0 / keys.len() as f64);
-                let (longest, depth) = idx.shape();
                 eprintln!(
-                    "{name} n={n}: build {bt:?}, {:.2} B/key, nodes {}, depth {depth}, longest {longest}; thr {ns:.1} ns, lat {lat:.1} ns ({hits})",
+                    "  raw random read {raw:.1} ns; one-level radix ({:.2} B/key) {one:.1} ns",
+                    table.len() as f64 * 4.0 / keys.len() as f64
+                );
+                let (longest, spilled) = idx.shape();
+                eprintln!(
+                    "{name} n={n}: build {bt:?}, {:.2} B/key, longest {longest}, spilled {spilled:.4}; thr {ns:.1} ns, lat {lat:.1} ns ({hits})",
                     idx.heap_bytes() as f64 / keys.len() as f64,
-                    idx.nodes.len()
                 );
             }
         }

@@ -186,22 +186,22 @@ pub fn classify(account: &Account, m: &Submit) -> MessageClass {
 }
 
 /// Consent standing of `msisdn` for the account's entity: live delta first (newest), then
-/// the snapshot. `Err(())` when no snapshot is loaded and the delta has no answer.
+/// the snapshot. `None` when no snapshot is loaded and the delta has no answer.
 #[inline]
-pub fn standing(inp: &Inputs, acct: &AccountView, msisdn: u64) -> Result<Standing, ()> {
+pub fn standing(inp: &Inputs, acct: &AccountView, msisdn: u64) -> Option<Standing> {
     let live_dnc = inp.delta.dnc(msisdn);
     if let Some((kind, at)) = inp.delta.pair(msisdn, acct.live_entity) {
-        return Ok(match kind {
+        return Some(match kind {
             StatementKind::Revoke => Standing::Revoked,
             _ if live_dnc.is_some_and(|d| d > at) => Standing::Dnc,
             _ => Standing::Granted,
         });
     }
     if live_dnc.is_some() {
-        return Ok(Standing::Dnc);
+        return Some(Standing::Dnc);
     }
-    let Some(snap) = inp.snapshot else { return Err(()) };
-    Ok(match acct.snap_entity.and_then(|e| snap.pair(msisdn, e)) {
+    let snap = inp.snapshot?;
+    Some(match acct.snap_entity.and_then(|e| snap.pair(msisdn, e)) {
         Some(PairState::Grant) => Standing::Granted,
         Some(PairState::Revoked) => Standing::Revoked,
         Some(PairState::DncNewer) => Standing::Dnc,
@@ -247,8 +247,8 @@ fn decide_enforced(inp: &Inputs, acct: &AccountView, m: &Submit) -> Verdict {
         };
     };
     let st = match standing(inp, acct, msisdn) {
-        Ok(s) => s,
-        Err(()) => {
+        Some(s) => s,
+        None => {
             return match inp.policy.on_snapshot_unavailable {
                 Unavailable::Reject => Verdict::Reject(Reason::SnapshotUnavailable),
                 Unavailable::Allow => Verdict::Accept,
