@@ -13,7 +13,7 @@
 //! once with [`Delta::intern`] and looks up with the id. Entries folded into a newer snapshot
 //! are dropped with [`Delta::prune_through`].
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
@@ -77,6 +77,10 @@ pub struct Delta {
     pairs: Map<(u64, u32), Latest>,
     dnc: Map<u64, Latest>,
     entities: EntityInterner,
+    /// Entry counts kept beside the maps so that the hot path skips the shard locks entirely
+    /// while a map is empty (the usual case right after a snapshot folded the journal in).
+    n_pairs: AtomicUsize,
+    n_dnc: AtomicUsize,
 }
 
 impl Delta {
@@ -90,10 +94,16 @@ impl Delta {
     pub fn apply(&self, st: &Statement) {
         let new = Latest { kind: st.kind, at: st.at, seq: st.seq };
         match st.kind {
-            StatementKind::Dnc => upsert(&self.dnc, st.msisdn, new),
+            StatementKind::Dnc => {
+                if upsert(&self.dnc, st.msisdn, new) {
+                    self.n_dnc.fetch_add(1, Ordering::Release);
+                }
+            }
             StatementKind::Grant | StatementKind::Revoke => {
                 if let Some(entity) = st.entity.as_deref() {
-                    upsert(&self.pairs, (st.msisdn, self.entities.intern(entity)), new);
+                    if upsert(&self.pairs, (st.msisdn, self.entities.intern(entity)), new) {
+                        self.n_pairs.fetch_add(1, Ordering::Release);
+                    }
                 }
             }
         }
@@ -102,20 +112,40 @@ impl Delta {
     /// The latest grant or revoke for (subscriber, entity id) and when it was made.
     #[inline]
     pub fn pair(&self, msisdn: u64, entity: u32) -> Option<(StatementKind, i64)> {
+        if self.n_pairs.load(Ordering::Acquire) == 0 {
+            return None;
+        }
         self.pairs.get(&(msisdn, entity)).map(|e| (e.kind, e.at))
     }
 
     /// When the subscriber's latest do-not-call statement was made, if any.
     #[inline]
     pub fn dnc(&self, msisdn: u64) -> Option<i64> {
+        if self.n_dnc.load(Ordering::Acquire) == 0 {
+            return None;
+        }
         self.dnc.get(&msisdn).map(|e| e.at)
     }
 
     /// Drops every entry whose statement has `seq <= watermark`: those are in a snapshot that
     /// folded the journal through `watermark`. Entries re-set by a later statement survive.
     pub fn prune_through(&self, watermark: u64) {
-        self.pairs.retain(|_, e| e.seq > watermark);
-        self.dnc.retain(|_, e| e.seq > watermark);
+        // Counts only ever move by what was really inserted or removed, so a concurrent apply
+        // (whose statement is newer than the watermark and survives) is never lost from them.
+        let mut gone = 0;
+        self.pairs.retain(|_, e| {
+            let keep = e.seq > watermark;
+            gone += usize::from(!keep);
+            keep
+        });
+        self.n_pairs.fetch_sub(gone, Ordering::AcqRel);
+        let mut gone = 0;
+        self.dnc.retain(|_, e| {
+            let keep = e.seq > watermark;
+            gone += usize::from(!keep);
+            keep
+        });
+        self.n_dnc.fetch_sub(gone, Ordering::AcqRel);
     }
 
     /// The delta's id for an entity name, assigning one on first sight.
@@ -152,15 +182,18 @@ impl Delta {
     }
 }
 
-fn upsert<K: Eq + std::hash::Hash>(map: &Map<K, Latest>, key: K, new: Latest) {
+/// Inserts or keeps the newer; returns whether a new key was added.
+fn upsert<K: Eq + std::hash::Hash>(map: &Map<K, Latest>, key: K, new: Latest) -> bool {
     match map.entry(key) {
         Entry::Occupied(mut o) => {
             if o.get().order() < new.order() {
                 o.insert(new);
             }
+            false
         }
         Entry::Vacant(v) => {
             v.insert(new);
+            true
         }
     }
 }
