@@ -157,13 +157,18 @@ async fn smpplib_receives_ucs2_mo_through_consentgate() {
         assert!(tokio::time::Instant::now() < deadline, "smpplib did not bind through consentgate");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // From another subscriber than the one the script sends to: "退订" is an opt-out keyword,
+    // and the gateway rightly refuses (0x401) later submits to a subscriber who opted out.
     let tuiding: Vec<u8> = "退订".encode_utf16().flat_map(u16::to_be_bytes).collect();
-    assert!(sim.inject_mo(Some("acme"), "8613800138000", "1069012345", 8, &tuiding), "MO handed to the acme session");
+    assert!(sim.inject_mo(Some("acme"), "8613912345678", "1069012345", 8, &tuiding), "MO handed to the acme session");
 
     let r = client.await.expect("client task");
     assert_eq!(r["bound"], true, "{r}");
     assert_eq!(r["mo"], serde_json::json!(["退订"]), "{r}");
-    assert_eq!(r["submit_resp"].as_array().unwrap().len(), 3, "{r}");
+    let resps = r["submit_resp"].as_array().unwrap();
+    assert_eq!(resps.len(), 3, "{r}");
+    assert!(resps.iter().all(|x| x["status"] == 0), "an opt-out by another subscriber refuses nothing here: {r}");
+    assert_eq!(r["receipts"].as_array().unwrap().len(), 3, "{r}");
     assert_eq!(r["unbind_ok"], true, "{r}");
     assert!(eventually(|| sim.stats.unbinds.load(Ordering::Relaxed) == 1).await, "unbind relayed upstream");
     gw.stop().await;

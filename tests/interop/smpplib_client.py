@@ -138,8 +138,10 @@ def main(argv):
                 submitted += 1
 
         deadline = time.monotonic() + WAIT_S
+        # Every submit answered, and one receipt per accepted part (a refused part gets none).
+        accepted = lambda: sum(1 for r in result["submit_resp"] if r["status"] == 0)
         pump_until(
-            lambda: len(result["submit_resp"]) >= submitted and len(result["receipts"]) >= submitted, deadline
+            lambda: len(result["submit_resp"]) >= submitted and len(result["receipts"]) >= accepted(), deadline
         )
         if wait_mo:
             pump_until(lambda: len(result["mo"]) >= 1, time.monotonic() + WAIT_S)
