@@ -86,7 +86,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use std::{fmt, mem, ptr, slice, thread};
 
-use memmap2::{Mmap, MmapOptions};
 use xorf::{BinaryFuse8, BinaryFuse8Ref, Descriptor, DmaSerializable, Filter, FilterRef};
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
@@ -1161,7 +1160,6 @@ impl Header {
 /// `Snapshot` moves.
 enum Backing {
     None,
-    Mmap(#[allow(dead_code)] Mmap),
     /// A `u64` buffer so that the bytes are 8-byte aligned.
     Heap(#[allow(dead_code)] Vec<u64>),
 }
@@ -1255,16 +1253,19 @@ impl Snapshot {
         if len < HEADER_LEN as u64 {
             return Err(SnapshotError::Truncated { path: name, len, need: HEADER_LEN as u64 });
         }
-        // SAFETY: snapshot files are written once and replaced by rename, never modified in
-        // place (module docs), so the mapping stays valid and immutable. `populate` pre-faults
-        // the pages: the checksum pass reads all of them anyway, and it spares the first
-        // lookups their page faults.
-        let map = unsafe { MmapOptions::new().populate().map(&file) }.map_err(io_err)?;
-        #[cfg(unix)]
+        // Read into an aligned heap buffer rather than mmap: operators replace snapshot files
+        // with `cp` as often as with `mv`, and an in-place rewrite (or truncation) of a mapped
+        // file would change — or SIGBUS — the snapshot that is serving traffic. Reading costs
+        // about memcpy speed from the page cache (0.5 s per 800 MB here) and the same memory.
+        let mut buf = vec![0u64; (len as usize).div_ceil(8)];
         {
-            let _ = map.advise(memmap2::Advice::WillNeed);
+            use std::io::Read;
+            // SAFETY: `buf` owns at least `len` bytes; u64 accepts any bit pattern.
+            let bytes = unsafe { slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u8>(), len as usize) };
+            let mut f = file;
+            f.read_exact(bytes).map_err(io_err)?;
         }
-        let mut snap = Snapshot::from_backing(Backing::Mmap(map), &name, t0)?;
+        let mut snap = Snapshot::from_backing_len(Backing::Heap(buf), len as usize, &name, t0)?;
         snap.info.path = Some(path.to_owned());
         Ok(snap)
     }
@@ -1280,18 +1281,8 @@ impl Snapshot {
         Snapshot::from_backing_len(backing, bytes.len(), name, t0)
     }
 
-    fn from_backing(backing: Backing, name: &str, t0: Instant) -> Result<Snapshot, SnapshotError> {
-        let len = match &backing {
-            Backing::Mmap(m) => m.len(),
-            Backing::Heap(v) => v.len() * 8,
-            Backing::None => 0,
-        };
-        Snapshot::from_backing_len(backing, len, name, t0)
-    }
-
     fn from_backing_len(backing: Backing, len: usize, name: &str, t0: Instant) -> Result<Snapshot, SnapshotError> {
         let bytes: &[u8] = match &backing {
-            Backing::Mmap(m) => &m[..len],
             // SAFETY: the Vec owns at least `len` initialised bytes.
             Backing::Heap(v) => unsafe { slice::from_raw_parts(v.as_ptr().cast::<u8>(), len) },
             Backing::None => &[],
