@@ -2,7 +2,7 @@
 //! snapshot the policy reads on the hot path.
 //!
 //! ```text
-//!  dnc.csv ─┐                                      ┌─ Snapshot::open (mmap, validate, index)
+//!  dnc.csv ─┐                                      ┌─ Snapshot::open (read, validate, index)
 //!           ├─ source (stream) ─┐                  │        │
 //!  consent.csv ┘                ├─ snapshot::build ─► file ─┘        ▼
 //!  journal records ─────────────┘   (sort, resolve,        is_dnc(msisdn) / pair(msisdn, entity)

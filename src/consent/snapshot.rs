@@ -1,4 +1,4 @@
-//! The consent snapshot: an immutable, memory-mapped file the policy reads on every commercial
+//! The consent snapshot: an immutable file, read into memory, that the policy reads on every commercial
 //! submit_sm (DESIGN §3 step 5, §4), and the builder that compiles it from the operator's CSV
 //! exports and the live journal.
 //!
