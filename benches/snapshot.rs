@@ -286,7 +286,7 @@ fn lookups(c: &mut Criterion) {
     let fuse = BinaryFuse8::try_from(keys).expect("binary fuse");
     let fuse_build = t.elapsed();
     let t = Instant::now();
-    let mut bloom = bloomfilter::Bloom::<u64>::new_for_fp_rate_with_seed(keys.len(), 0.004, &std::array::from_fn(|i| i as u8 * 37 + 1)).unwrap();
+    let mut bloom = bloomfilter::Bloom::<u64>::new_for_fp_rate_with_seed(keys.len(), 0.004, &std::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add(1))).unwrap();
     for k in keys {
         bloom.set(k);
     }
