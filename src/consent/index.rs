@@ -132,15 +132,13 @@ impl RadixIndex {
         let shift1 = (u64::BITS - span.leading_zeros()).saturating_sub(want_bits);
         let nb1 = (span >> shift1) as usize + 1;
 
-        // Bucket boundaries first.
+        // Bucket boundaries by binary search (keys are sorted): 2^15 searches, not a pass.
         let mut starts = vec![n as u32; nb1 + 1];
-        let mut next = 0usize;
-        for i in 0..n {
-            let b = (d(i) >> shift1) as usize;
-            while next <= b {
-                starts[next] = i as u32;
-                next += 1;
-            }
+        starts[0] = 0;
+        for b in 1..nb1 {
+            let from = starts[b - 1] as usize;
+            let bound = (b as u64) << shift1; // ≤ span: no overflow
+            starts[b] = (from + keys[from..].partition_point(|&k| (k >> low) - min < bound)) as u32;
         }
 
         let mut l1 = Vec::with_capacity(nb1);
@@ -154,7 +152,7 @@ impl RadixIndex {
                 l2.extend_from_slice(&[s as u32, s as u32]);
                 continue;
             }
-            // The table covers the bucket's keys, less up to TRIM sparse outliers at either
+            // The table covers the bucket's keys, less up to TRIMS sparse outliers at either
             // end when that narrows the range a lot; outliers land in the first / last slot
             // (lookups clamp to them).
             let (t_lo, t_hi) = trim(&d, s, e);
@@ -164,43 +162,30 @@ impl RadixIndex {
             let mut bits = floor_log2((e - s) / SLOT_TARGET);
             let max_bits = (bits + MAX_REFINE).min(span_bits).min(MAX_SLOT_BITS);
             bits = bits.min(max_bits);
-            let mut shift = span_bits.saturating_sub(bits);
-            // Refine while too many keys sit in slots longer than the window.
-            while bits < max_bits && shift > 0 {
-                let mut spilled = 0usize;
-                let (mut run_slot, mut run) = (u64::MAX, 0usize);
-                for i in s..e {
-                    let slot = ((d(i).saturating_sub(base)) >> shift).min(sub_span >> shift);
-                    if slot == run_slot {
-                        run += 1;
-                    } else {
-                        if run > WINDOW {
-                            spilled += run;
-                        }
-                        (run_slot, run) = (slot, 1);
+            loop {
+                let shift = span_bits - bits;
+                let slots = (sub_span >> shift) as usize + 1;
+                let at = l2.len();
+                l2.resize(at + slots + 1, e as u32);
+                let table = &mut l2[at..];
+                let mut next = 0usize;
+                for (i, &k) in keys[s..e].iter().enumerate() {
+                    let slot = ((((k >> low) - min).saturating_sub(base)) >> shift).min(sub_span >> shift) as usize;
+                    while next <= slot {
+                        table[next] = (s + i) as u32;
+                        next += 1;
                     }
                 }
-                if run > WINDOW {
-                    spilled += run;
+                // Refine while too many keys sit in slots longer than the window.
+                let spilled: usize = table.windows(2).map(|w| (w[1] - w[0]) as usize).filter(|&len| len > WINDOW).sum();
+                if spilled * SPILL_DIV > e - s && bits < max_bits {
+                    l2.truncate(at);
+                    bits += 1;
+                    continue;
                 }
-                if spilled * SPILL_DIV <= e - s {
-                    break;
-                }
-                bits += 1;
-                shift -= 1;
+                l1.push(L1 { base, off, last_shift: ((slots - 1) as u32) << 6 | shift });
+                break;
             }
-            let slots = (sub_span >> shift) as usize + 1;
-            let at = l2.len();
-            l2.resize(at + slots + 1, e as u32);
-            let mut next = 0usize;
-            for i in s..e {
-                let slot = ((d(i).saturating_sub(base)) >> shift).min(sub_span >> shift) as usize;
-                while next <= slot {
-                    l2[at + next] = i as u32;
-                    next += 1;
-                }
-            }
-            l1.push(L1 { base, off, last_shift: ((slots - 1) as u32) << 6 | shift });
         }
         l2.shrink_to_fit();
         RadixIndex { low, min, span, empty: false, shift1, l1, l2 }

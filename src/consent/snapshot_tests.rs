@@ -604,3 +604,60 @@ fn snapshot_is_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Snapshot>();
 }
+
+/// Diagnostic, not a regression test: where `Snapshot::open` spends its time on a large file.
+/// `CG_OPEN_PROBE_N=50000000 cargo test --release --lib open_probe -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn open_probe() {
+    use std::time::Instant;
+    let n: u64 = std::env::var("CG_OPEN_PROBE_N").ok().and_then(|v| v.parse().ok()).unwrap_or(5_000_000);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("probe.snap");
+    let t = Instant::now();
+    let mut b = SnapshotBuilder::new();
+    let mut seed = 3;
+    let names: Vec<String> = (0..1000).map(|i| format!("brand-{i:03}")).collect();
+    for _ in 0..n {
+        b.add_dnc(8_613_000_000_000 + splitmix(&mut seed) % 7_000_000_000, T0).unwrap();
+        let r = splitmix(&mut seed);
+        b.add_statement(8_613_000_000_000 + (r >> 10) % 7_000_000_000, &names[(r % 1000) as usize], Action::Grant, T0).unwrap();
+    }
+    let c = b.compile(&mut |_, _| {}).unwrap();
+    write_file(&out, &c, &WriteMeta::default()).unwrap();
+    drop(c);
+    eprintln!("built {n}+{n} in {:?}", t.elapsed());
+    for _ in 0..2 {
+        let t = Instant::now();
+        let map = fs::read(&out).unwrap();
+        let t_map = t.elapsed();
+        let t = Instant::now();
+        let sum = xxh3_64(&map[HEADER_LEN..]);
+        let t_sum = t.elapsed();
+        let h = Header::decode(&map);
+        let keys = |i: usize| -> &[u64] {
+            let s = h.sections[i];
+            unsafe { slice::from_raw_parts(map[s.offset as usize..].as_ptr().cast::<u64>(), s.len as usize / 8) }
+        };
+        let t = Instant::now();
+        check_dnc_keys(keys(1)).unwrap();
+        let t_check_d = t.elapsed();
+        let t = Instant::now();
+        check_pair_keys(keys(2), u32::from(h.msisdn_bits), u32::from(h.entity_bits), h.entity_count).unwrap();
+        let t_check_p = t.elapsed();
+        let t = Instant::now();
+        let i1 = RadixIndex::build(keys(1), 0);
+        let t_idx_d = t.elapsed();
+        let t = Instant::now();
+        let i2 = RadixIndex::build(keys(2), 2);
+        let t_idx_p = t.elapsed();
+        drop((i1, i2, sum));
+        let t = Instant::now();
+        let s = Snapshot::open(&out).unwrap();
+        eprintln!(
+            "read {t_map:?}, xxh3 {t_sum:?}, check dnc {t_check_d:?} pairs {t_check_p:?}, index dnc {t_idx_d:?} pairs {t_idx_p:?}; open total {:?} (load_duration {:?})",
+            t.elapsed(),
+            s.info().load_duration
+        );
+    }
+}
