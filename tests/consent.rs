@@ -346,7 +346,10 @@ fn submit_multi(seq: u32, dests: &[&str]) -> Vec<u8> {
 }
 
 /// submit_multi_resp: (status, message_id, no_unsuccess, [(ton, npi, addr, error)]).
-fn parse_multi_resp(f: &[u8]) -> (u32, String, u8, Vec<(u8, u8, String, u32)>) {
+/// One unsuccess_sme entry: (ton, npi, address, error_status_code).
+type Unsuccess = (u8, u8, String, u32);
+
+fn parse_multi_resp(f: &[u8]) -> (u32, String, u8, Vec<Unsuccess>) {
     let body = &f[16..];
     let z = body.iter().position(|&c| c == 0).expect("message_id");
     let id = String::from_utf8_lossy(&body[..z]).into_owned();

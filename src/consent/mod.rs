@@ -13,10 +13,10 @@
 //! * [`source`] — streaming `dnc.csv` / `consent.csv` readers, RFC 3339 timestamps, row errors.
 //! * [`snapshot`] — the file format, [`build`], and the loaded [`Snapshot`] with its lookups.
 
-mod index;
-pub mod msisdn;
 pub mod delta;
+mod index;
 pub mod journal;
+pub mod msisdn;
 pub mod snapshot;
 pub mod source;
 pub mod store;
