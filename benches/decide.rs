@@ -1,148 +1,282 @@
-//! decide() over a realistic snapshot (criterion, `cargo bench --bench decide`).
+//! decide() over a realistic snapshot file (criterion, `cargo bench --bench decide`).
 //!
 //! Hypothesis: the full per-destination decision — licence and sender checks, class, MSISDN
 //! normalisation from the wire bytes, live-delta probe, snapshot lookup behind the binary-fuse
 //! filter — costs ≤ 150 ns median at 10 M records (5 M do-not-call numbers + 5 M consent
-//! pairs over 1000 brands), far below the relay's own ~2 µs per PDU.
-//! Baseline: the same pair lookup in a std `HashMap<(u64, u32), u8>` with SipHash (the naive
-//! structure), on the same queries.
+//! pairs over 1000 entities), far below the relay's own ~2 µs per PDU.
 //!
-//! `CONSENTGATE_BENCH_RECORDS` sets the total record count (e.g. 200000000 for 100 M DNC +
-//! 100 M pairs; needs ~10 GB during the build). Setup runs outside the timed loops.
+//! Baseline: the naive structure, a std `HashMap<(u64, u32), u8>` with SipHash holding the same
+//! pairs, probed with the same (msisdn, entity) queries (lookup only, already-parsed keys; built
+//! only when the pair count is ≤ 20 M).
+//!
+//! Setup, outside every timed loop: `dnc.csv` and `consent.csv` are generated in a temp dir,
+//! compiled to a snapshot file with `snapshot::build` (the production path) and loaded with
+//! `Snapshot::open` (load time and bytes per record are printed). 1000 accounts, one per entity.
+//! 1 M queries (destination digits inline, TON 1): 50 % a granted (msisdn, entity) pair with that
+//! entity's account, 25 % a DNC number, 25 % a random number, the last two with a random account.
+//! The live delta is empty, or holds 1 M statements (grants, revokes, DNC).
+//!
+//! `CONSENTGATE_BENCH_RECORDS` sets the total record count (default 10000000; e.g. 200000000
+//! for 100 M DNC + 100 M pairs: ~6 GB of CSV and ~3.2 GB peak during the build).
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::fs::File;
 use std::hint::black_box;
+use std::io::{BufWriter, Write};
 use std::time::{Duration, Instant};
 
 use consentgate::config::Config;
 use consentgate::consent::delta::Delta;
 use consentgate::consent::journal::{Statement, StatementKind, StatementSource};
-use consentgate::consent::snapshot::{Action, SnapshotBuilder};
+use consentgate::consent::snapshot::{build, BuildOptions, Snapshot};
 use consentgate::policy::{decide, AccountView, Inputs, Submit};
 use consentgate::smpp::peek::Addr;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
+const ENTITIES: u64 = 1000;
+const QUERIES: usize = 1_000_000;
+const LIVE_STATEMENTS: u64 = 1_000_000;
+const BASELINE_MAX_PAIRS: u64 = 20_000_000;
+
 struct Rng(u64);
 impl Rng {
+    /// splitmix64.
     fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
     }
+    /// A 13-digit Chinese mobile number, 86 13x–19x.
     fn msisdn(&mut self) -> u64 {
         8_613_000_000_000 + self.next() % 7_000_000_000
     }
 }
 
-fn bench(c: &mut Criterion) {
-    let total: u64 = std::env::var("CONSENTGATE_BENCH_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000_000);
-    let half = total / 2;
-    let t = Instant::now();
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let mut b = SnapshotBuilder::new();
-    let brands: Vec<String> = (0..1000).map(|i| format!("brand-{i}")).collect();
-    let mut granted = Vec::new();
-    let mut dnc = Vec::new();
-    let mut naive: HashMap<(u64, u32), u8> = HashMap::new();
-    let keep_naive = half <= 10_000_000;
-    for i in 0..half {
-        let m = rng.msisdn();
-        b.add_dnc(m, 1_700_000_000).unwrap();
-        if i % 64 == 0 {
-            dnc.push(m);
-        }
-        let m = rng.msisdn();
-        let e = (rng.next() % 1000) as usize;
-        b.add_statement(m, &brands[e], Action::Grant, 1_750_000_000).unwrap();
-        if e == 7 {
-            granted.push(m);
-        }
-        if keep_naive {
-            naive.insert((m, e as u32), 1);
+fn push_u64(out: &mut Vec<u8>, mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
         }
     }
-    let snap = b.into_snapshot().expect("snapshot");
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// One query: account index and the destination as it sits in a PDU (inline bytes).
+struct Query {
+    account: u16,
+    dest: [u8; 13],
+    /// Parsed destination and the account's entity index, for the baseline.
+    msisdn: u64,
+}
+
+struct Fixture {
+    snap: Snapshot,
+    cfg: Config,
+    queries: Vec<Query>,
+    naive: Option<HashMap<(u64, u32), u8>>,
+    total: u64,
+}
+
+fn fixture() -> Fixture {
+    let total: u64 = std::env::var("CONSENTGATE_BENCH_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000_000);
+    let n = total / 2;
+    let sample_every = (n / QUERIES as u64).max(1);
+    let mut rng = Rng(0x5eed_0000_c0de_0001);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (dnc_path, consent_path, snap_path) =
+        (dir.path().join("dnc.csv"), dir.path().join("consent.csv"), dir.path().join("consent.snap"));
+
+    // 1. CSVs. DNC registrations in 2026-01, consent statements in 2026-05 (so a grant beats a
+    //    DNC registration of the same number); 90 % grants, 10 % revokes.
+    let t = Instant::now();
+    let mut granted: Vec<(u64, u16)> = Vec::with_capacity(QUERIES + 1);
+    let mut dnc: Vec<u64> = Vec::with_capacity(QUERIES + 1);
+    let mut naive: Option<HashMap<(u64, u32), u8>> =
+        (n <= BASELINE_MAX_PAIRS).then(|| HashMap::with_capacity(n as usize));
+    {
+        let mut d = BufWriter::with_capacity(8 << 20, File::create(&dnc_path).unwrap());
+        let mut c = BufWriter::with_capacity(8 << 20, File::create(&consent_path).unwrap());
+        d.write_all(b"msisdn,registered_at\n").unwrap();
+        c.write_all(b"msisdn,entity,action,at\n").unwrap();
+        let mut line = Vec::with_capacity(64);
+        for i in 0..n {
+            let m = rng.msisdn();
+            line.clear();
+            push_u64(&mut line, m);
+            line.extend_from_slice(b",2026-01-");
+            line.extend_from_slice(if i % 2 == 0 { b"10\n" } else { b"20\n" });
+            d.write_all(&line).unwrap();
+            if i % sample_every == 0 {
+                dnc.push(m);
+            }
+
+            let m = rng.msisdn();
+            let r = rng.next();
+            let e = r % ENTITIES;
+            let grant = (r >> 32) % 10 != 0;
+            line.clear();
+            push_u64(&mut line, m);
+            line.extend_from_slice(b",brand-");
+            push_u64(&mut line, e);
+            line.extend_from_slice(if grant { b",grant,2026-05-01\n" } else { b",revoke,2026-05-01\n" });
+            c.write_all(&line).unwrap();
+            if grant && i % sample_every == 0 {
+                granted.push((m, e as u16));
+            }
+            if let Some(h) = naive.as_mut() {
+                h.insert((m, e as u32), u8::from(!grant));
+            }
+        }
+        d.flush().unwrap();
+        c.flush().unwrap();
+    }
+    let csv_bytes = std::fs::metadata(&dnc_path).unwrap().len() + std::fs::metadata(&consent_path).unwrap().len();
+    eprintln!("[decide bench] {total} records: wrote {:.2} GB of CSV in {:.1?}", csv_bytes as f64 / 1e9, t.elapsed());
+
+    // 2. Snapshot file via the production builder.
+    let opts = BuildOptions {
+        dnc: Some(dnc_path.clone()),
+        consent: Some(consent_path.clone()),
+        out: snap_path.clone(),
+        ..BuildOptions::default()
+    };
+    let report = build(&opts, |_| {}).expect("snapshot build");
     eprintln!(
-        "snapshot: {} dnc + {} pairs built in {:.1} s; {:.2} bytes/record",
-        snap.info().dnc_count,
-        snap.info().pair_count,
-        t.elapsed().as_secs_f64(),
-        snap.info().bytes_per_record
+        "[decide bench] built {} dnc + {} pairs ({} entities) in {:.1?}, {} bytes",
+        report.dnc, report.pairs, report.entities, report.elapsed, report.bytes_written
+    );
+    let _ = std::fs::remove_file(&dnc_path);
+    let _ = std::fs::remove_file(&consent_path);
+
+    // 3. Load.
+    let t = Instant::now();
+    let snap = Snapshot::open(&snap_path).expect("snapshot open");
+    let load = t.elapsed();
+    let info = snap.info();
+    eprintln!(
+        "[decide bench] Snapshot::open: {:.1?} ({} records, {:.1} MB file, {:.2} bytes/record incl. index)",
+        load,
+        info.records(),
+        info.file_bytes as f64 / 1e6,
+        info.bytes_per_record
     );
 
-    let cfg = Config::parse(
-        "[upstream]\naddress = \"h:1\"\n[[account]]\nsystem_id = \"a\"\nentity = \"brand-7\"\nclass = \"marketing\"\nlicence = \"L\"\nsender_id = [\"1069*\"]\n",
-    )
-    .unwrap();
-    let account = &cfg.accounts["a"];
-    let empty = Delta::new();
-    let busy = Delta::new();
-    for i in 0..1_000_000u64 {
-        busy.apply(&Statement {
+    // 4. Config: 1000 marketing accounts, one per entity, opt-in enforce.
+    let mut toml =
+        String::from("[upstream]\naddress = \"10.1.2.3:2775\"\n[policy]\nmode = \"enforce\"\nregime = \"opt-in\"\n");
+    for e in 0..ENTITIES {
+        write!(
+            toml,
+            "[[account]]\nsystem_id = \"a{e}\"\nentity = \"brand-{e}\"\nclass = \"marketing\"\nlicence = \"L{e}\"\nsender_id = [\"1069*\"]\n"
+        )
+        .unwrap();
+    }
+    let cfg = Config::parse(&toml).expect("config");
+
+    // 5. Queries.
+    let queries: Vec<Query> = (0..QUERIES)
+        .map(|i| {
+            let (msisdn, account) = match i % 4 {
+                0 | 1 => granted[(rng.next() % granted.len() as u64) as usize],
+                2 => (dnc[(rng.next() % dnc.len() as u64) as usize], (rng.next() % ENTITIES) as u16),
+                _ => (rng.msisdn(), (rng.next() % ENTITIES) as u16),
+            };
+            let mut digits = Vec::with_capacity(13);
+            push_u64(&mut digits, msisdn);
+            Query { account, dest: digits.try_into().expect("13 digits"), msisdn }
+        })
+        .collect();
+    drop(dir); // the loaded snapshot is in memory; the file can go
+    Fixture { snap, cfg, queries, naive, total }
+}
+
+fn busy_delta(rng: &mut Rng) -> Delta {
+    let delta = Delta::new();
+    for i in 0..LIVE_STATEMENTS {
+        let kind = match i % 3 {
+            0 => StatementKind::Grant,
+            1 => StatementKind::Revoke,
+            _ => StatementKind::Dnc,
+        };
+        let entity = (kind != StatementKind::Dnc).then(|| format!("brand-{}", rng.next() % ENTITIES));
+        delta.apply(&Statement {
             seq: i + 1,
-            at: 1_800_000_000,
-            kind: if i % 2 == 0 { StatementKind::Revoke } else { StatementKind::Dnc },
+            at: 1_800_000_000 + i as i64,
+            kind,
             source: StatementSource::Mo,
             msisdn: rng.msisdn(),
-            entity: (i % 2 == 0).then(|| brands[(i % 1000) as usize].clone()),
+            entity,
         });
     }
-    // 1 M queries: 50 % granted, 25 % DNC, 25 % random, as wire bytes stored inline (like the
-    // destination_addr inside a just-read PDU, not behind a heap pointer per query).
-    let queries: Vec<[u8; 13]> = (0..1_000_000u64)
-        .map(|i| match i % 4 {
-            0 | 1 => granted[(rng.next() as usize) % granted.len()],
-            2 => dnc[(rng.next() as usize) % dnc.len()],
-            _ => rng.msisdn(),
-        })
-        .map(|m| m.to_string().as_bytes().try_into().expect("13 digits"))
-        .collect();
+    delta
+}
+
+fn bench(c: &mut Criterion) {
+    let fx = fixture();
+    let mut rng = Rng(42);
+    let t = Instant::now();
+    let busy = busy_delta(&mut rng);
+    eprintln!("[decide bench] live delta: {} statements applied in {:.1?}", busy.len(), t.elapsed());
+    let empty = Delta::new();
+    let today = consentgate::config::today();
     let src = Addr { ton: 0, npi: 1, addr: b"1069012345" };
+    let label = format!("{}M", fx.total / 1_000_000);
 
     let mut g = c.benchmark_group("decide");
     g.throughput(Throughput::Elements(1));
     g.sample_size(30).measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(2));
-    for (name, delta) in [("opt_in_empty_delta", &empty), ("opt_in_delta_1M", &busy)] {
-        let inputs = Inputs { policy: &cfg.policy, snapshot: Some(&snap), delta, today: 20_000 };
-        let acct =
-            AccountView { account, live_entity: delta.intern("brand-7"), snap_entity: snap.entity_id("brand-7") };
-        let mut i = 0usize;
-        g.bench_function(format!("{name}_{}M", total / 1_000_000), |bch| {
-            bch.iter(|| {
-                let q = &queries[i % queries.len()];
-                i += 1;
-                let m = Submit { source: src, destination: Addr { ton: 1, npi: 1, addr: q }, service_type: b"" };
-                black_box(decide(&inputs, &acct, &m))
+    for (name, delta) in [(format!("opt_in_{label}"), &empty), (format!("opt_in_{label}_delta_1M"), &busy)] {
+        let inputs = Inputs { policy: &fx.cfg.policy, snapshot: Some(&fx.snap), delta, today };
+        let views: Vec<AccountView> = (0..ENTITIES)
+            .map(|e| {
+                let entity = format!("brand-{e}");
+                AccountView {
+                    account: &fx.cfg.accounts[&format!("a{e}")],
+                    live_entity: delta.intern(&entity),
+                    snap_entity: fx.snap.entity_id(&entity),
+                }
             })
-        });
-    }
-    let mut i = 0usize;
-    g.bench_function("msisdn_normalise", |bch| {
-        bch.iter(|| {
-            i += 1;
-            black_box(consentgate::consent::msisdn::normalise(&queries[i % queries.len()], 1, 1, "86"))
-        })
-    });
-    let ids: Vec<u64> = queries.iter().map(|q| std::str::from_utf8(q).unwrap().parse().unwrap()).collect();
-    let mut i = 0usize;
-    g.bench_function("snapshot_pair_lookup", |bch| {
-        let e = snap.entity_id("brand-7").unwrap();
-        bch.iter(|| {
-            i += 1;
-            black_box(snap.pair(ids[i % ids.len()], e))
-        })
-    });
-    if keep_naive {
+            .collect();
         let mut i = 0usize;
-        g.bench_function("baseline_std_hashmap_siphash_pair_lookup", |bch| {
-            bch.iter(|| {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let q = &fx.queries[i];
                 i += 1;
-                black_box(naive.get(&(ids[i % ids.len()], 7)))
+                if i == fx.queries.len() {
+                    i = 0;
+                }
+                let m = Submit { source: src, destination: Addr { ton: 1, npi: 1, addr: &q.dest }, service_type: b"" };
+                black_box(decide(&inputs, &views[q.account as usize], black_box(&m)))
             })
         });
     }
     g.finish();
+
+    if let Some(naive) = &fx.naive {
+        let mut g = c.benchmark_group("baseline");
+        g.throughput(Throughput::Elements(1));
+        g.sample_size(30).measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(2));
+        let mut i = 0usize;
+        g.bench_function("hashmap_lookup", |b| {
+            b.iter(|| {
+                let q = &fx.queries[i];
+                i += 1;
+                if i == fx.queries.len() {
+                    i = 0;
+                }
+                black_box(naive.get(&(black_box(q.msisdn), u32::from(q.account))))
+            })
+        });
+        g.finish();
+    }
 }
 
 criterion_group!(benches, bench);

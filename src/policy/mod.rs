@@ -262,3 +262,6 @@ fn decide_enforced(inp: &Inputs, acct: &AccountView, m: &Submit) -> Verdict {
         (Standing::Dnc, _) => Verdict::Reject(Reason::Dnc),
     }
 }
+
+#[cfg(test)]
+mod tests;

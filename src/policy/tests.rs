@@ -1,0 +1,286 @@
+//! Table-driven tests of [`decide`] for one marketing account ("acme-retail") over a snapshot
+//! built in memory and a live delta. Configs go through [`Config::parse`] so they are validated.
+
+use super::*;
+use crate::config::{days_from_civil, Config};
+use crate::consent::journal::{Statement, StatementSource};
+use crate::consent::snapshot::{Action, SnapshotBuilder};
+
+const ENTITY: &str = "acme-retail";
+/// Snapshot statement times (unix seconds): T1 < T2, live statements later still.
+const T1: i64 = 1_760_000_000;
+const T2: i64 = 1_770_000_000;
+const LIVE: i64 = 1_780_000_000;
+
+// Destinations (E.164 digits).
+const GRANTED: u64 = 8613800000001;
+const NONE: u64 = 8613800000002;
+const REVOKED: u64 = 8613800000003;
+const DNC: u64 = 8613800000004;
+const DNC_AFTER_GRANT: u64 = 8613800000005;
+const GRANT_AFTER_DNC: u64 = 8613800000006;
+/// Granted for another entity only: no standing for ours.
+const OTHER_ENTITY: u64 = 8613800000007;
+
+const SENDER: &[u8] = b"1069012345";
+
+fn today() -> i64 {
+    days_from_civil(2026, 6, 1)
+}
+
+/// A validated config: `policy` lines go under `[policy]`, `account` lines are appended to the
+/// single marketing account `acme`; a transactional account `otp` is always present.
+fn config(policy: &str, account: &str) -> Config {
+    let text = format!(
+        r#"
+[upstream]
+address = "10.1.2.3:2775"
+
+[policy]
+{policy}
+
+[[account]]
+system_id = "acme"
+entity = "{ENTITY}"
+class = "marketing"
+licence = "B2-20230001"
+licence_expires = "2027-12-31"
+sender_id = ["1069*", "955*"]
+{account}
+
+[[account]]
+system_id = "otp"
+entity = "{ENTITY}"
+class = "transactional"
+licence = "B2-20230002"
+"#
+    );
+    Config::parse(&text).unwrap_or_else(|e| panic!("config does not validate: {e:?}\n{text}"))
+}
+
+fn snapshot() -> Snapshot {
+    let mut b = SnapshotBuilder::new();
+    b.add_statement(GRANTED, ENTITY, Action::Grant, T1).unwrap();
+    b.add_statement(REVOKED, ENTITY, Action::Grant, T1).unwrap();
+    b.add_statement(REVOKED, ENTITY, Action::Revoke, T2).unwrap();
+    b.add_dnc(DNC, T1).unwrap();
+    b.add_statement(DNC_AFTER_GRANT, ENTITY, Action::Grant, T1).unwrap();
+    b.add_dnc(DNC_AFTER_GRANT, T2).unwrap();
+    b.add_dnc(GRANT_AFTER_DNC, T1).unwrap();
+    b.add_statement(GRANT_AFTER_DNC, ENTITY, Action::Grant, T2).unwrap();
+    b.add_statement(OTHER_ENTITY, "other-brand", Action::Grant, T1).unwrap();
+    b.into_snapshot().expect("snapshot")
+}
+
+/// One scenario: config, snapshot (if loaded), delta, and the day.
+struct World {
+    cfg: Config,
+    snap: Option<Snapshot>,
+    delta: Delta,
+    today: i64,
+    seq: u64,
+}
+
+impl World {
+    fn new(policy: &str, account: &str) -> World {
+        World { cfg: config(policy, account), snap: Some(snapshot()), delta: Delta::new(), today: today(), seq: 0 }
+    }
+
+    fn live(&mut self, kind: StatementKind, msisdn: u64, at: i64) {
+        self.seq += 1;
+        let entity = (kind != StatementKind::Dnc).then(|| ENTITY.to_owned());
+        self.delta.apply(&Statement { seq: self.seq, at, kind, source: StatementSource::Api, msisdn, entity });
+    }
+
+    fn decide_full(&self, system_id: &str, src: &[u8], dest: Addr, service_type: &[u8]) -> Verdict {
+        let inp =
+            Inputs { policy: &self.cfg.policy, snapshot: self.snap.as_ref(), delta: &self.delta, today: self.today };
+        let acct = AccountView {
+            account: &self.cfg.accounts[system_id],
+            live_entity: self.delta.intern(ENTITY),
+            snap_entity: self.snap.as_ref().and_then(|s| s.entity_id(ENTITY)),
+        };
+        let m = Submit { source: Addr { ton: 0, npi: 1, addr: src }, destination: dest, service_type };
+        decide(&inp, &acct, &m)
+    }
+
+    /// The marketing account, an allowed sender, an international destination.
+    fn decide(&self, msisdn: u64) -> Verdict {
+        let digits = msisdn.to_string();
+        self.decide_full("acme", SENDER, Addr { ton: 1, npi: 1, addr: digits.as_bytes() }, b"")
+    }
+}
+
+use Reason as R;
+use Verdict::{Accept, Reject, WouldReject};
+
+#[test]
+fn snapshot_standing_per_regime_and_mode() {
+    // (destination, opt-in enforce, opt-out enforce, opt-in monitor)
+    let table: [(&str, u64, Verdict, Verdict, Verdict); 7] = [
+        ("granted", GRANTED, Accept, Accept, Accept),
+        ("none", NONE, Reject(R::NoConsent), Accept, WouldReject(R::NoConsent)),
+        ("other entity only", OTHER_ENTITY, Reject(R::NoConsent), Accept, WouldReject(R::NoConsent)),
+        ("revoked", REVOKED, Reject(R::Revoked), Reject(R::Revoked), WouldReject(R::Revoked)),
+        ("dnc", DNC, Reject(R::Dnc), Reject(R::Dnc), WouldReject(R::Dnc)),
+        ("dnc after grant", DNC_AFTER_GRANT, Reject(R::Dnc), Reject(R::Dnc), WouldReject(R::Dnc)),
+        ("grant after dnc", GRANT_AFTER_DNC, Accept, Accept, Accept),
+    ];
+    let opt_in = World::new("mode = \"enforce\"\nregime = \"opt-in\"", "");
+    let opt_out = World::new("mode = \"enforce\"\nregime = \"opt-out\"", "");
+    let monitor = World::new("mode = \"monitor\"\nregime = \"opt-in\"", "");
+    for (name, msisdn, want_in, want_out, want_mon) in table {
+        assert_eq!(opt_in.decide(msisdn), want_in, "{name}: opt-in enforce");
+        assert_eq!(opt_out.decide(msisdn), want_out, "{name}: opt-out enforce");
+        let got = monitor.decide(msisdn);
+        assert_eq!(got, want_mon, "{name}: monitor");
+        assert!(got.forwards(), "{name}: monitor always forwards");
+    }
+}
+
+#[test]
+fn opt_out_monitor_turns_rejects_into_would_reject() {
+    let w = World::new("mode = \"monitor\"\nregime = \"opt-out\"", "");
+    assert_eq!(w.decide(NONE), Accept);
+    assert_eq!(w.decide(REVOKED), WouldReject(R::Revoked));
+    assert_eq!(w.decide(DNC), WouldReject(R::Dnc));
+}
+
+#[test]
+fn live_delta_overrides_snapshot() {
+    // (name, live statements, destination, expected under opt-in enforce)
+    type Live = &'static [(StatementKind, u64, i64)];
+    let table: [(&str, Live, u64, Verdict); 5] = [
+        ("live revoke after snapshot grant", &[(StatementKind::Revoke, GRANTED, LIVE)], GRANTED, Reject(R::Revoked)),
+        ("live grant after snapshot dnc", &[(StatementKind::Grant, DNC, LIVE)], DNC, Accept),
+        ("live grant after snapshot revoke", &[(StatementKind::Grant, REVOKED, LIVE)], REVOKED, Accept),
+        (
+            "live dnc after live grant",
+            &[(StatementKind::Grant, NONE, LIVE), (StatementKind::Dnc, NONE, LIVE + 10)],
+            NONE,
+            Reject(R::Dnc),
+        ),
+        (
+            "live grant after live dnc",
+            &[(StatementKind::Dnc, NONE, LIVE), (StatementKind::Grant, NONE, LIVE + 10)],
+            NONE,
+            Accept,
+        ),
+    ];
+    for (name, live, msisdn, want) in table {
+        let mut w = World::new("regime = \"opt-in\"", "");
+        for &(kind, m, at) in live {
+            w.live(kind, m, at);
+        }
+        assert_eq!(w.decide(msisdn), want, "{name}");
+    }
+}
+
+#[test]
+fn live_dnc_alone_rejects_a_snapshot_grant() {
+    let mut w = World::new("regime = \"opt-out\"", "");
+    w.live(StatementKind::Dnc, GRANTED, LIVE);
+    assert_eq!(w.decide(GRANTED), Reject(R::Dnc));
+}
+
+#[test]
+fn grant_revoke_grant_sequence() {
+    let mut w = World::new("regime = \"opt-in\"", "");
+    assert_eq!(w.decide(NONE), Reject(R::NoConsent));
+    let steps = [
+        (StatementKind::Grant, Accept),
+        (StatementKind::Revoke, Reject(R::Revoked)),
+        (StatementKind::Grant, Accept),
+        (StatementKind::Revoke, Reject(R::Revoked)),
+    ];
+    for (i, (kind, want)) in steps.into_iter().enumerate() {
+        w.live(kind, NONE, LIVE + i as i64);
+        assert_eq!(w.decide(NONE), want, "after step {i} ({kind:?})");
+    }
+}
+
+#[test]
+fn transactional_traffic_needs_no_consent() {
+    let w = World::new(
+        "regime = \"opt-in\"",
+        "source_class = { \"955*\" = \"transactional\" }\nservice_type_class = { \"OTP\" = \"transactional\" }",
+    );
+    let dest = |s: &'static [u8]| Addr { ton: 1, npi: 1, addr: s };
+    for msisdn in [b"8613800000002" as &[u8], b"8613800000003", b"8613800000004"] {
+        // Transactional account.
+        assert_eq!(w.decide_full("otp", SENDER, dest(msisdn), b""), Accept);
+        // source_class override on the marketing account.
+        assert_eq!(w.decide_full("acme", b"95588", dest(msisdn), b""), Accept);
+        // service_type_class override.
+        assert_eq!(w.decide_full("acme", SENDER, dest(msisdn), b"OTP"), Accept);
+        // Neither override applies: consent is checked.
+        assert!(matches!(w.decide_full("acme", SENDER, dest(msisdn), b"OTX"), Reject(_)));
+    }
+}
+
+#[test]
+fn sender_id_mismatch_rejects_before_consent() {
+    let w = World::new("regime = \"opt-out\"", "");
+    let dest = Addr { ton: 1, npi: 1, addr: b"8613800000001" };
+    assert_eq!(w.decide_full("acme", b"12345", dest, b""), Reject(R::SenderId));
+    assert_eq!(w.decide_full("acme", SENDER, dest, b""), Accept);
+    let mon = World::new("mode = \"monitor\"", "");
+    assert_eq!(mon.decide_full("acme", b"12345", dest, b""), WouldReject(R::SenderId));
+}
+
+#[test]
+fn expired_licence_is_unlicensed() {
+    let mut w = World::new("regime = \"opt-out\"", "");
+    w.today = days_from_civil(2027, 12, 31);
+    assert_eq!(w.decide(GRANTED), Accept, "last valid day");
+    w.today += 1;
+    assert_eq!(w.decide(GRANTED), Reject(R::Unlicensed));
+    // Even transactional-by-service-type traffic of that account.
+    let dest = Addr { ton: 1, npi: 1, addr: b"8613800000001" };
+    assert_eq!(w.decide_full("acme", SENDER, dest, b"OTP"), Reject(R::Unlicensed));
+}
+
+#[test]
+fn alphanumeric_destination() {
+    let dest = Addr { ton: 5, npi: 0, addr: b"ACME" };
+    let opt_in = World::new("regime = \"opt-in\"", "");
+    assert_eq!(opt_in.decide_full("acme", SENDER, dest, b""), Reject(R::NoConsent));
+    let opt_out = World::new("regime = \"opt-out\"", "");
+    assert_eq!(opt_out.decide_full("acme", SENDER, dest, b""), Accept);
+}
+
+#[test]
+fn no_snapshot_loaded() {
+    // (policy, expected for a marketing message, expected for the transactional account)
+    let table = [
+        ("on_snapshot_unavailable = \"reject\"", Reject(R::SnapshotUnavailable)),
+        ("on_snapshot_unavailable = \"allow\"", Accept),
+        ("mode = \"monitor\"\non_snapshot_unavailable = \"reject\"", WouldReject(R::SnapshotUnavailable)),
+    ];
+    for (policy, want) in table {
+        let mut w = World::new(policy, "");
+        w.snap = None;
+        assert_eq!(w.decide(GRANTED), want, "{policy}");
+        assert_eq!(w.decide(NONE), want, "{policy}");
+        let dest = Addr { ton: 1, npi: 1, addr: b"8613800000002" };
+        assert_eq!(w.decide_full("otp", SENDER, dest, b""), Accept, "{policy}: transactional");
+        // The live delta still answers on its own.
+        w.live(StatementKind::Dnc, NONE, LIVE);
+        assert_eq!(w.decide(NONE).reason(), Some(R::Dnc), "{policy}: live dnc without snapshot");
+    }
+}
+
+#[test]
+fn national_number_uses_default_country_code() {
+    let nat = |s: &'static [u8]| Addr { ton: 2, npi: 1, addr: s };
+    let w = World::new("regime = \"opt-in\"\ndefault_country_code = \"86\"", "");
+    assert_eq!(w.decide_full("acme", SENDER, nat(b"13800000001"), b""), Accept);
+    assert_eq!(w.decide_full("acme", SENDER, nat(b"013800000001"), b""), Accept, "trunk 0");
+    assert_eq!(w.decide_full("acme", SENDER, nat(b"13800000004"), b""), Reject(R::Dnc));
+    assert_eq!(w.decide_full("acme", SENDER, nat(b"13800000003"), b""), Reject(R::Revoked));
+    // Another country code names another subscriber.
+    let us = World::new("regime = \"opt-in\"\ndefault_country_code = \"1\"", "");
+    assert_eq!(us.decide_full("acme", SENDER, nat(b"13800000001"), b""), Reject(R::NoConsent));
+    let us_out = World::new("regime = \"opt-out\"\ndefault_country_code = \"1\"", "");
+    assert_eq!(us_out.decide_full("acme", SENDER, nat(b"13800000004"), b""), Accept);
+}
