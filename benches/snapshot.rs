@@ -14,7 +14,7 @@
 //! Setup (outside timing): N DNC rows and N consent rows (N = 10 M, or
 //! `CONSENTGATE_BENCH_RECORDS`) are written as CSV to a temporary directory, built with
 //! `consent::build` exactly as `snapshot build` does, and opened; the directory is deleted
-//! once the snapshot is mapped. Numbers are skewed like a Chinese registry (90 % mobiles in
+//! once the snapshot is loaded. Numbers are skewed like a Chinese registry (90 % mobiles in
 //! 86 13x–19x, 7 % landlines, 3 % foreign), 1 000 entities, 85 % grants. Build time, phases,
 //! peak RSS, load time and bytes per record go to stderr. Queries: 1 M, half present keys,
 //! half random numbers from the same distribution; element throughput is per lookup.
@@ -194,7 +194,7 @@ fn fixture() -> &'static Fixture {
         let snap = Snapshot::open(&out).expect("open");
         let info = snap.info();
         eprintln!(
-            "[snapshot bench] open: {:.3?} (map + validate + index); file {} B, index {} B, {:.2} bytes/record over {} records",
+            "[snapshot bench] open: {:.3?} (read + validate + index); file {} B, index {} B, {:.2} bytes/record over {} records",
             info.load_duration,
             info.file_bytes,
             info.index_bytes,
@@ -205,7 +205,7 @@ fn fixture() -> &'static Fixture {
         let again = Snapshot::open(&out).expect("open");
         eprintln!("[snapshot bench] open again (page cache warm): {:.3?}", t.elapsed());
         drop(again);
-        // The mapping keeps the data; the directory can go now.
+        // The snapshot holds its own copy; the directory can go now.
         drop(dir);
 
         let mut seed = 99;
@@ -286,7 +286,12 @@ fn lookups(c: &mut Criterion) {
     let fuse = BinaryFuse8::try_from(keys).expect("binary fuse");
     let fuse_build = t.elapsed();
     let t = Instant::now();
-    let mut bloom = bloomfilter::Bloom::<u64>::new_for_fp_rate_with_seed(keys.len(), 0.004, &std::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add(1))).unwrap();
+    let mut bloom = bloomfilter::Bloom::<u64>::new_for_fp_rate_with_seed(
+        keys.len(),
+        0.004,
+        &std::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add(1)),
+    )
+    .unwrap();
     for k in keys {
         bloom.set(k);
     }

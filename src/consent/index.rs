@@ -60,7 +60,7 @@ struct L1 {
 }
 
 /// Index over one sorted, duplicate-free key array. Built at load; the keys themselves are not
-/// owned (they live in the snapshot mapping), so every lookup takes the slice it was built
+/// owned (they live in the snapshot's buffer), so every lookup takes the slice it was built
 /// from.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RadixIndex {

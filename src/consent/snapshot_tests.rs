@@ -621,7 +621,8 @@ fn open_probe() {
     for _ in 0..n {
         b.add_dnc(8_613_000_000_000 + splitmix(&mut seed) % 7_000_000_000, T0).unwrap();
         let r = splitmix(&mut seed);
-        b.add_statement(8_613_000_000_000 + (r >> 10) % 7_000_000_000, &names[(r % 1000) as usize], Action::Grant, T0).unwrap();
+        b.add_statement(8_613_000_000_000 + (r >> 10) % 7_000_000_000, &names[(r % 1000) as usize], Action::Grant, T0)
+            .unwrap();
     }
     let c = b.compile(&mut |_, _| {}).unwrap();
     write_file(&out, &c, &WriteMeta::default()).unwrap();
@@ -631,6 +632,11 @@ fn open_probe() {
         let t = Instant::now();
         let map = fs::read(&out).unwrap();
         let t_map = t.elapsed();
+        let t = Instant::now();
+        let mut buf2 = vec![0u8; map.len()];
+        read_parallel(&File::open(&out).unwrap(), &mut buf2).unwrap();
+        eprintln!("read_parallel {:?}", t.elapsed());
+        drop(buf2);
         let t = Instant::now();
         let sum = xxh3_64(&map[HEADER_LEN..]);
         let t_sum = t.elapsed();
