@@ -1,0 +1,151 @@
+//! Every metric name, its labels, unit and help text, in one place (STYLE §10), and the
+//! Prometheus recorder.
+//!
+//! Conventions: prefix `consentgate_`, base units (seconds, bytes), `_total` for counters,
+//! bounded labels only — account ids come from the config (`account="unknown"` for a bind
+//! from a system_id that is not configured), never an MSISDN, an address or message text.
+//!
+//! Hot-path rule (STYLE §11): nothing here is called per message. Sessions count into plain
+//! integers and add the differences to handles resolved once per session, on their 100 ms
+//! tick and when they close; timings are sampled (see [`DECISION_SAMPLE_EVERY`]).
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// `{account, verdict, reason}` — one per submit_sm / data_sm destination decided (a
+/// submit_multi counts once per destination). verdict: `accepted` | `rejected` |
+/// `would_reject`; reason: a [`crate::policy::Reason`] label, or `none` when accepted.
+pub const SUBMIT_TOTAL: &str = "consentgate_submit_total";
+/// Histogram: time spent in the policy decision for one destination (sampled: one in
+/// [`DECISION_SAMPLE_EVERY`]).
+pub const DECISION_DURATION: &str = "consentgate_decision_duration_seconds";
+/// Histogram `{account}`: from writing a relayed request to the SMSC until its response
+/// arrived (sampled: one in [`UPSTREAM_SAMPLE_EVERY`]).
+pub const UPSTREAM_RESPONSE_DURATION: &str = "consentgate_upstream_response_duration_seconds";
+/// `{direction, command}` — PDUs read; direction `from_esme` | `from_smsc`; command the SMPP
+/// command name (`submit_sm`, `deliver_sm_resp`, …; `other` for unknown ids).
+pub const PDUS_TOTAL: &str = "consentgate_pdus_total";
+/// Gauge `{side}` — bound ESME sessions (`esme`) and their paired SMSC binds (`smsc`).
+pub const SESSIONS: &str = "consentgate_sessions";
+/// `{account, result}` — bind attempts: `ok`, `refused` (by consentgate: credentials,
+/// licence, bind type), `upstream_refused`, `upstream_unreachable`.
+pub const BINDS_TOTAL: &str = "consentgate_binds_total";
+/// Gauge `{account}` — requests relayed to the SMSC and not yet answered (window occupancy;
+/// the limit is `session.window` per session).
+pub const WINDOW_IN_FLIGHT: &str = "consentgate_window_in_flight";
+/// Gauge: 1 when the last readiness probe reached the upstream SMSC, else 0.
+pub const UPSTREAM_REACHABLE: &str = "consentgate_upstream_reachable";
+/// Gauge `{kind}` — records in the serving snapshot: `dnc`, `pair` (consent statements).
+pub const SNAPSHOT_RECORDS: &str = "consentgate_snapshot_records";
+/// Gauge: unix time the serving snapshot was loaded (0 = none loaded).
+pub const SNAPSHOT_LOADED_TIMESTAMP: &str = "consentgate_snapshot_loaded_timestamp_seconds";
+/// Gauge: unix time the serving snapshot was built (how old its data is).
+pub const SNAPSHOT_BUILT_TIMESTAMP: &str = "consentgate_snapshot_built_timestamp_seconds";
+/// `{result}` — reload attempts: `ok` | `refused` (the previous snapshot keeps serving).
+pub const SNAPSHOT_RELOADS_TOTAL: &str = "consentgate_snapshot_reloads_total";
+/// Gauge: live statements held in memory on top of the snapshot (journalled since the
+/// snapshot's watermark).
+pub const DELTA_STATEMENTS: &str = "consentgate_delta_statements";
+/// `{source}` — refusals recorded: `mo` (keyword captured from an MO), `api` (admin API).
+pub const OPTOUTS_TOTAL: &str = "consentgate_optouts_total";
+/// `{source, kind}` — statements posted through the admin API: kind `grant` | `revoke` | `dnc`.
+pub const STATEMENTS_TOTAL: &str = "consentgate_statements_total";
+/// Histogram: one journal group commit (write + fdatasync).
+pub const JOURNAL_FSYNC_DURATION: &str = "consentgate_journal_fsync_duration_seconds";
+/// `{stage, kind}` — things that went wrong: stage `esme` | `smsc` | `journal` | `audit` |
+/// `snapshot` | `admin`; kind a short stable word (`malformed_pdu`, `timeout`, …).
+pub const ERRORS_TOTAL: &str = "consentgate_errors_total";
+/// `{result}` — decision audit records: `written` | `dropped` (queue full or disk failing).
+pub const AUDIT_RECORDS_TOTAL: &str = "consentgate_audit_records_total";
+/// `{result}` — PDUs handed to the capture writer: `written` | `dropped`.
+pub const CAPTURE_PDUS_TOTAL: &str = "consentgate_capture_pdus_total";
+/// Gauge `{version}` = 1.
+pub const BUILD_INFO: &str = "consentgate_build_info";
+
+/// One decision in this many is timed (a clock read costs about as much as the decision).
+pub const DECISION_SAMPLE_EVERY: u32 = 64;
+/// One relayed request in this many has its upstream response time observed.
+pub const UPSTREAM_SAMPLE_EVERY: u32 = 16;
+
+const DECISION_BUCKETS: &[f64] = &[1e-7, 2.5e-7, 5e-7, 1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 1e-4, 1e-3];
+const RESPONSE_BUCKETS: &[f64] =
+    &[1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const FSYNC_BUCKETS: &[f64] = &[1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+
+/// How often the exporter drains histogram samples into buckets (bounds their memory).
+pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder once (later calls return the same handle)
+/// and describes every metric. Metrics recorded before this call are lost, so the gateway
+/// calls it before binding.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(DECISION_DURATION.into()), DECISION_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(UPSTREAM_RESPONSE_DURATION.into()), RESPONSE_BUCKETS)
+                })
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(JOURNAL_FSYNC_DURATION.into()), FSYNC_BUCKETS))
+                .expect("bucket lists are non-empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (an embedding program): then ours
+            // renders nothing, which /metrics makes visible, rather than panicking.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            handle
+        })
+        .clone()
+}
+
+/// The recorder's handle, if [`install`] ran.
+pub fn handle() -> Option<&'static PrometheusHandle> {
+    HANDLE.get()
+}
+
+/// Runs the exporter's upkeep (histogram draining) every [`UPKEEP_EVERY`] until dropped.
+pub async fn upkeep(handle: PrometheusHandle) {
+    let mut t = tokio::time::interval(UPKEEP_EVERY);
+    loop {
+        t.tick().await;
+        handle.run_upkeep();
+    }
+}
+
+fn describe() {
+    describe_counter!(
+        SUBMIT_TOTAL,
+        Unit::Count,
+        "submit_sm/data_sm destinations decided, by account, verdict and reason"
+    );
+    describe_histogram!(DECISION_DURATION, Unit::Seconds, "policy decision time per destination (sampled 1/64)");
+    describe_histogram!(
+        UPSTREAM_RESPONSE_DURATION,
+        Unit::Seconds,
+        "time from relaying a request to the SMSC until its response (sampled 1/16)"
+    );
+    describe_counter!(PDUS_TOTAL, Unit::Count, "PDUs read, by direction and SMPP command");
+    describe_gauge!(SESSIONS, Unit::Count, "bound sessions: esme = ESME binds, smsc = their paired upstream binds");
+    describe_counter!(BINDS_TOTAL, Unit::Count, "bind attempts by account and result");
+    describe_gauge!(WINDOW_IN_FLIGHT, Unit::Count, "requests relayed upstream and not yet answered");
+    describe_gauge!(UPSTREAM_REACHABLE, Unit::Count, "1 if the last probe reached the upstream SMSC");
+    describe_gauge!(SNAPSHOT_RECORDS, Unit::Count, "records in the serving consent snapshot");
+    describe_gauge!(SNAPSHOT_LOADED_TIMESTAMP, Unit::Seconds, "unix time the serving snapshot was loaded");
+    describe_gauge!(SNAPSHOT_BUILT_TIMESTAMP, Unit::Seconds, "unix time the serving snapshot was built");
+    describe_counter!(SNAPSHOT_RELOADS_TOTAL, Unit::Count, "snapshot reload attempts by result");
+    describe_gauge!(DELTA_STATEMENTS, Unit::Count, "live consent statements held on top of the snapshot");
+    describe_counter!(OPTOUTS_TOTAL, Unit::Count, "refusals recorded, by source");
+    describe_counter!(STATEMENTS_TOTAL, Unit::Count, "consent statements recorded, by source and kind");
+    describe_histogram!(JOURNAL_FSYNC_DURATION, Unit::Seconds, "journal group commit (write + fdatasync)");
+    describe_counter!(ERRORS_TOTAL, Unit::Count, "errors by stage and kind");
+    describe_counter!(AUDIT_RECORDS_TOTAL, Unit::Count, "decision audit records written or dropped");
+    describe_counter!(CAPTURE_PDUS_TOTAL, Unit::Count, "PDUs handed to the capture writer, written or dropped");
+    describe_gauge!(BUILD_INFO, Unit::Count, "build information");
+}
