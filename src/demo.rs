@@ -68,6 +68,7 @@ async fn run_in(dir: &std::path::Path, count: u64) -> anyhow::Result<()> {
     let store = Arc::new(ConsentStore::open(&cfg.consent)?);
     let gw = crate::Gateway::bind_with_store(cfg, store.clone()).await?;
     let gw_addr = gw.local_addr();
+    let admin_addr = gw.admin_addr();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let gw_task = tokio::spawn(gw.serve(async {
         let _ = stop_rx.await;
@@ -76,6 +77,9 @@ async fn run_in(dir: &std::path::Path, count: u64) -> anyhow::Result<()> {
     println!("consentgate demo");
     println!("  SMSC simulator   {}", sim.local_addr);
     println!("  gateway (SMPP)   {gw_addr}  ->  upstream {}", sim.local_addr);
+    println!(
+        "  admin / metrics  http://{admin_addr}/metrics  (also /readyz, /v1/snapshot, /v1/consent/<msisdn>?entity=E)"
+    );
     println!(
         "  consent snapshot {} numbers on the DNC registry, {} consent pairs ({} granted, {} revoked)",
         report.dnc, report.pairs, report.grants, report.revoked
@@ -185,6 +189,25 @@ async fn run_in(dir: &std::path::Path, count: u64) -> anyhow::Result<()> {
         r.mo_received,
         dir.join("journal").display()
     );
+
+    // 5. What an SRE sees: the gateway's own Prometheus metrics.
+    println!("5. GET http://{admin_addr}/metrics (consentgate_submit_total by account, verdict, reason):");
+    match crate::admin::request(admin_addr, "GET", "/metrics", None, None).await {
+        Ok((200, body)) => {
+            for line in body.lines().filter(|l| l.starts_with("consentgate_submit_total{")) {
+                println!("       {line}");
+            }
+            if let Some(l) = body.lines().find(|l| l.starts_with("consentgate_optouts_total{")) {
+                println!("       {l}");
+            }
+        }
+        Ok((code, _)) => println!("       HTTP {code}"),
+        Err(e) => println!("       unreachable: {e}"),
+    }
+    let lookup = format!("/v1/consent/{subscriber}?entity=demo-retail");
+    if let Ok((_, body)) = crate::admin::request(admin_addr, "GET", &lookup, None, None).await {
+        println!("   GET {lookup}:\n       {body}");
+    }
 
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(15), gw_task).await;

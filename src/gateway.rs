@@ -10,33 +10,40 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::consent::store::ConsentStore;
+use crate::consent::store::{ConsentStore, Loaded};
 use crate::session::Shared;
+use crate::telemetry::metrics as m;
 
-/// Everything that changes runtime state arrives as one of these (STYLE §9): SIGHUP, the
-/// snapshot file watch and the admin API all send [`Control::Reload`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Everything that changes runtime state arrives as one of these (STYLE §9): SIGHUP and the
+/// snapshot file watch send [`Control::Reload`], the admin API [`Control::ReloadWithReply`].
+#[derive(Debug)]
 pub enum Control {
     /// Load and validate the configured snapshot file, then swap it in.
     Reload,
+    /// The same, answering with the new snapshot or the exact validation error.
+    ReloadWithReply(oneshot::Sender<Result<Arc<Loaded>, String>>),
+    /// Stop accepting, drain every session, exit (like the `shutdown` future resolving).
+    Shutdown,
 }
 
 /// A bound, not yet serving gateway.
 pub struct Gateway {
     listener: TcpListener,
+    admin: TcpListener,
+    prometheus: metrics_exporter_prometheus::PrometheusHandle,
     shared: Arc<Shared>,
     control_tx: mpsc::Sender<Control>,
     control_rx: mpsc::Receiver<Control>,
 }
 
 impl Gateway {
-    /// Opens the consent store per `[consent]` and binds the SMPP listener (`listen.smpp`;
-    /// port 0 picks a free port).
+    /// Opens the consent store per `[consent]` and binds the SMPP listener (`listen.smpp`)
+    /// and the admin listener (`listen.admin`); port 0 picks a free port.
     pub async fn bind(config: Config) -> std::io::Result<Gateway> {
         let store = ConsentStore::open(&config.consent).map_err(std::io::Error::other)?;
         Gateway::bind_with_store(config, Arc::new(store)).await
@@ -44,10 +51,15 @@ impl Gateway {
 
     /// Binds with a consent store the caller built (tests, demo).
     pub async fn bind_with_store(config: Config, store: Arc<ConsentStore>) -> std::io::Result<Gateway> {
-        let listener = TcpListener::bind(config.listen.smpp).await?;
+        // Before any session resolves a metric handle.
+        let prometheus = m::install();
+        let listener = TcpListener::bind(config.listen.smpp)
+            .await
+            .map_err(|e| std::io::Error::new(e.kind(), format!("listen.smpp {}: {e}", config.listen.smpp)))?;
+        let admin = crate::admin::bind(config.listen.admin).await?;
         let (control_tx, control_rx) = mpsc::channel(16);
         let shared = Arc::new(Shared::new(Arc::new(config), store));
-        Ok(Gateway { listener, shared, control_tx, control_rx })
+        Ok(Gateway { listener, admin, prometheus, shared, control_tx, control_rx })
     }
 
     /// The consent store the sessions use.
@@ -60,6 +72,11 @@ impl Gateway {
         self.control_tx.clone()
     }
 
+    /// The admin HTTP address (metrics, health, admin API).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.local_addr().expect("bound listener has an address")
+    }
+
     /// The address ESMEs connect to.
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("bound listener has an address")
@@ -67,11 +84,23 @@ impl Gateway {
 
     /// Serves until `shutdown` resolves, then drains every session.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
-        let Gateway { listener, shared, control_tx, mut control_rx } = self;
+        let Gateway { listener, admin, prometheus, shared, control_tx, mut control_rx } = self;
         let config = shared.config.clone();
         let watcher = config.consent.watch.then(|| tokio::spawn(watch_snapshot(shared.clone(), control_tx.clone())));
-        info!(smpp = %listener.local_addr()?, upstream = %config.upstream.address, accounts = config.accounts.len(), "listening");
+        let upkeep = tokio::spawn(m::upkeep(prometheus.clone()));
         let (stop_tx, stop_rx) = watch::channel(false);
+        let admin_addr = admin.local_addr()?;
+        let admin_state = crate::admin::AdminState { shared: shared.clone(), control: control_tx.clone(), prometheus };
+        let mut admin_stop = stop_rx.clone();
+        let admin_task = tokio::spawn(async move {
+            let stop = async move {
+                let _ = admin_stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = crate::admin::serve(admin, admin_state, stop).await {
+                tracing::error!(error = %e, "admin listener failed");
+            }
+        });
+        info!(smpp = %listener.local_addr()?, admin = %admin_addr, upstream = %config.upstream.address, accounts = config.accounts.len(), "listening");
         let mut sessions = JoinSet::new();
         let live = Arc::new(AtomicUsize::new(0));
         tokio::pin!(shutdown);
@@ -100,14 +129,12 @@ impl Gateway {
                 Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
                 Some(c) = control_rx.recv() => match c {
                     Control::Reload => {
-                        let store = shared.store.clone();
-                        // Validation reads the whole file: keep it off the async workers.
-                        match tokio::task::spawn_blocking(move || store.reload()).await {
-                            Ok(Ok(_)) => {}
-                            Ok(Err(e)) => warn!(error = %e, "snapshot reload refused; the previous snapshot keeps serving"),
-                            Err(e) => warn!(error = %e, "snapshot reload task failed"),
-                        }
+                        let _ = reload(&shared).await;
                     }
+                    Control::ReloadWithReply(reply) => {
+                        let _ = reply.send(reload(&shared).await);
+                    }
+                    Control::Shutdown => break,
                 },
                 _ = &mut shutdown => break,
             }
@@ -116,6 +143,7 @@ impl Gateway {
         if let Some(w) = watcher {
             w.abort();
         }
+        upkeep.abort();
         let n = sessions.len();
         info!(sessions = n, grace_s = config.session.shutdown_grace.as_secs_f64(), "draining");
         let _ = stop_tx.send(true);
@@ -128,9 +156,30 @@ impl Gateway {
         }
         let store = shared.store.clone();
         let _ = tokio::task::spawn_blocking(move || store.close()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
         info!("stopped");
         Ok(())
     }
+}
+
+/// Loads and validates the configured snapshot off the async workers, swaps it in, and counts
+/// the result. A refused file leaves the previous snapshot serving.
+async fn reload(shared: &Arc<Shared>) -> Result<Arc<Loaded>, String> {
+    let store = shared.store.clone();
+    let r = match tokio::task::spawn_blocking(move || store.reload()).await {
+        Ok(Ok(l)) => Ok(l),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(format!("reload task failed: {e}")),
+    };
+    match &r {
+        // The store logs the load itself.
+        Ok(_) => metrics::counter!(m::SNAPSHOT_RELOADS_TOTAL, "result" => "ok").increment(1),
+        Err(e) => {
+            metrics::counter!(m::SNAPSHOT_RELOADS_TOTAL, "result" => "refused").increment(1);
+            warn!(error = %e, "snapshot reload refused; the previous snapshot keeps serving");
+        }
+    }
+    r
 }
 
 /// `consent.watch`: polls the snapshot file's modification time and size every 2 s and asks

@@ -14,6 +14,7 @@
 //! The library entry point is [`run`] (or [`Gateway::bind`] + [`Gateway::serve`] when the
 //! caller needs the bound address first, as tests and the demo do).
 
+pub mod admin;
 pub mod config;
 pub mod consent;
 pub mod demo;

@@ -89,6 +89,7 @@ fn config_text(smpp: &str, upstream: SocketAddr, policy: &str, consent: &str) ->
         r#"
 [listen]
 smpp = "{smpp}"
+admin = "127.0.0.1:0"
 
 [upstream]
 address = "{upstream}"

@@ -18,6 +18,7 @@ pub struct RawConfig {
     pub session: Option<RawSession>,
     pub policy: Option<RawPolicy>,
     pub consent: Option<RawConsent>,
+    pub admin: Option<RawAdmin>,
     #[serde(default)]
     pub account: Vec<RawAccount>,
 }
@@ -69,6 +70,13 @@ pub struct RawConsent {
     pub snapshot: Option<String>,
     pub journal: Option<String>,
     pub watch: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub token_file: Option<String>,
+    pub token_env: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -257,6 +265,35 @@ impl RawConfig {
             watch: c.watch.unwrap_or(false),
         };
 
+        let ad = self.admin.unwrap_or_default();
+        let token_env = ad.token_env.unwrap_or_else(|| DEFAULT_ADMIN_TOKEN_ENV.to_owned());
+        let token = match &ad.token_file {
+            Some(f) => match std::fs::read_to_string(f) {
+                Ok(t) if !t.trim().is_empty() => Some(Secret(t.trim().to_owned())),
+                Ok(_) => {
+                    p.push("admin.token_file", format!("{f}: the file is empty"));
+                    None
+                }
+                Err(e) => {
+                    p.push("admin.token_file", format!("{f}: {e}"));
+                    None
+                }
+            },
+            None => {
+                std::env::var(&token_env).ok().filter(|t| !t.trim().is_empty()).map(|t| Secret(t.trim().to_owned()))
+            }
+        };
+        if token.as_ref().is_some_and(|t| t.0.len() < 16) {
+            p.push(
+                if ad.token_file.is_some() { "admin.token_file" } else { "admin.token_env" },
+                "the token must be at least 16 characters",
+            );
+        }
+        let admin = Admin {
+            token,
+            token_source: ad.token_file.map(|f| format!("file {f}")).unwrap_or(format!("env {token_env}")),
+        };
+
         let mut accounts = HashMap::new();
         for (i, a) in self.account.into_iter().enumerate() {
             let key = |f: &str| format!("account[{i}].{f}");
@@ -349,7 +386,7 @@ impl RawConfig {
         }
 
         if p.0.is_empty() {
-            Ok(Config { listen, upstream, session, policy, consent, accounts })
+            Ok(Config { listen, upstream, session, policy, consent, admin, accounts })
         } else {
             Err(p.0)
         }

@@ -143,6 +143,17 @@ pub enum Standing {
     None,
 }
 
+impl Standing {
+    pub fn label(self) -> &'static str {
+        match self {
+            Standing::Granted => "granted",
+            Standing::Revoked => "revoked",
+            Standing::Dnc => "dnc",
+            Standing::None => "none",
+        }
+    }
+}
+
 /// The fields of one message that the policy reads.
 #[derive(Debug, Clone, Copy)]
 pub struct Submit<'a> {
@@ -189,8 +200,15 @@ pub fn classify(account: &Account, m: &Submit) -> MessageClass {
 /// the snapshot. `None` when no snapshot is loaded and the delta has no answer.
 #[inline]
 pub fn standing(inp: &Inputs, acct: &AccountView, msisdn: u64) -> Option<Standing> {
+    standing_of(inp, acct.live_entity, acct.snap_entity, msisdn)
+}
+
+/// [`standing`] for an entity given by its ids in the delta and the snapshot (the admin
+/// lookup has an entity, not an account; `live_entity = u32::MAX` when never interned).
+#[inline]
+pub fn standing_of(inp: &Inputs, live_entity: u32, snap_entity: Option<EntityId>, msisdn: u64) -> Option<Standing> {
     let live_dnc = inp.delta.dnc(msisdn);
-    if let Some((kind, at)) = inp.delta.pair(msisdn, acct.live_entity) {
+    if let Some((kind, at)) = inp.delta.pair(msisdn, live_entity) {
         return Some(match kind {
             StatementKind::Revoke => Standing::Revoked,
             _ if live_dnc.is_some_and(|d| d > at) => Standing::Dnc,
@@ -201,7 +219,7 @@ pub fn standing(inp: &Inputs, acct: &AccountView, msisdn: u64) -> Option<Standin
         return Some(Standing::Dnc);
     }
     let snap = inp.snapshot?;
-    Some(match acct.snap_entity.and_then(|e| snap.pair(msisdn, e)) {
+    Some(match snap_entity.and_then(|e| snap.pair(msisdn, e)) {
         Some(PairState::Grant) => Standing::Granted,
         Some(PairState::Revoked) => Standing::Revoked,
         Some(PairState::DncNewer) => Standing::Dnc,
@@ -246,16 +264,20 @@ fn decide_enforced(inp: &Inputs, acct: &AccountView, m: &Submit) -> Verdict {
             Regime::OptOut => Verdict::Accept,
         };
     };
-    let st = match standing(inp, acct, msisdn) {
-        Some(s) => s,
-        None => {
-            return match inp.policy.on_snapshot_unavailable {
-                Unavailable::Reject => Verdict::Reject(Reason::SnapshotUnavailable),
-                Unavailable::Allow => Verdict::Accept,
-            }
-        }
+    consent_verdict(standing(inp, acct, msisdn), inp.policy)
+}
+
+/// Step 5 for a commercial message to a subscriber: the verdict a standing gives under the
+/// configured regime (`None` = no snapshot and no live statement: `on_snapshot_unavailable`).
+/// Enforce-mode verdict; [`decide`] applies monitor mode.
+pub fn consent_verdict(st: Option<Standing>, policy: &Policy) -> Verdict {
+    let Some(st) = st else {
+        return match policy.on_snapshot_unavailable {
+            Unavailable::Reject => Verdict::Reject(Reason::SnapshotUnavailable),
+            Unavailable::Allow => Verdict::Accept,
+        };
     };
-    match (st, regime) {
+    match (st, policy.regime) {
         (Standing::Granted, _) | (Standing::None, Regime::OptOut) => Verdict::Accept,
         (Standing::None, Regime::OptIn) => Verdict::Reject(Reason::NoConsent),
         (Standing::Revoked, _) => Verdict::Reject(Reason::Revoked),

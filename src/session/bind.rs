@@ -115,9 +115,15 @@ async fn bind_one(frame: &[u8], peer: SocketAddr, config: &Config) -> Result<(Ad
             return Err(encode_bind_resp(bind_type, status::ESME_RBINDFAIL, seq, ""));
         }
     };
+    let label = if config.accounts.contains_key(&req.system_id) { req.system_id.clone() } else { "unknown".to_owned() };
+    let count = |result: &'static str| {
+        metrics::counter!(crate::telemetry::metrics::BINDS_TOTAL, "account" => label.clone(), "result" => result)
+            .increment(1)
+    };
     let account = match config.admit(&req.system_id, bind_type, config::today()) {
         Ok(a) => a.clone(),
         Err(refusal) => {
+            count("refused");
             info!(peer = %peer, system_id = %req.system_id, bind = bind_type.as_str(), reason = refusal.as_str(), "bind refused");
             return Err(encode_bind_resp(bind_type, refusal.status(), seq, ""));
         }
@@ -133,6 +139,7 @@ async fn bind_one(frame: &[u8], peer: SocketAddr, config: &Config) -> Result<(Ad
     {
         Ok(u) => u,
         Err(e) => {
+            count("upstream_unreachable");
             warn!(peer = %peer, system_id = %req.system_id, error = %e, "upstream bind failed");
             return Err(encode_bind_resp(bind_type, status::ESME_RSYSERR, seq, ""));
         }
@@ -141,13 +148,16 @@ async fn bind_one(frame: &[u8], peer: SocketAddr, config: &Config) -> Result<(Ad
     let st = smpp::command_status(&resp);
     if smpp::command_id(&resp) == cmd::GENERIC_NACK {
         let st = if st == 0 { status::ESME_RBINDFAIL } else { st };
+        count("upstream_refused");
         return Err(encode_bind_resp(bind_type, st, seq, ""));
     }
     smpp::set_sequence(&mut resp, seq);
     if st != status::ESME_ROK {
+        count("upstream_refused");
         info!(peer = %peer, system_id = %req.system_id, status = format_args!("0x{st:08x}"), "upstream refused bind");
         return Err(resp);
     }
+    count("ok");
     let leg = Leg::new(up.stream, config.session.max_pdu_bytes, up.rest);
     Ok(((leg, account, bind_type), resp))
 }

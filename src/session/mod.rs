@@ -16,6 +16,7 @@
 //! gone, drain at shutdown).
 
 mod bind;
+mod metrics;
 mod policy;
 
 use std::net::SocketAddr;
@@ -33,7 +34,7 @@ use crate::config::{Account, Config};
 use crate::consent::snapshot::EntityId;
 use crate::consent::store::ConsentStore;
 use crate::optout::{Keywords, Scratch};
-use crate::policy::{Reason, Verdict};
+use crate::policy::Verdict;
 use crate::relay::seq::{Origin, Pending, SeqTable};
 use crate::relay::{Leg, OUT_HIGH_WATER};
 use crate::smpp::frame::Next;
@@ -64,25 +65,7 @@ impl Shared {
     }
 }
 
-/// Per-session decision counts: `[verdict][reason]` (reason index COUNT = none).
-#[derive(Debug, Default)]
-pub struct SessionStats {
-    pub verdicts: [[u64; Reason::COUNT + 1]; 3],
-    pub optouts: u64,
-}
-
-impl SessionStats {
-    #[inline]
-    pub fn count(&mut self, v: Verdict) {
-        let vi = match v {
-            Verdict::Accept => 0,
-            Verdict::Reject(_) => 1,
-            Verdict::WouldReject(_) => 2,
-        };
-        let ri = v.reason().map(|r| r as usize).unwrap_or(Reason::COUNT);
-        self.verdicts[vi][ri] += 1;
-    }
-}
+pub use metrics::{ErrorKind, SessionStats};
 
 /// Serves one ESME connection until it ends. Never panics on peer input.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
@@ -138,6 +121,9 @@ struct Session {
     held: std::collections::VecDeque<policy::Held>,
     durable: watch::Receiver<u64>,
     pub stats: SessionStats,
+    metrics: metrics::SessionMetrics,
+    /// One sampled upstream request: (upstream sequence number, sent at µs).
+    up_sample: Option<(u32, u64)>,
     account: Account,
     bind_type: BindType,
     peer: SocketAddr,
@@ -151,6 +137,8 @@ struct Session {
     esme_unbound: bool,
     smsc_unbound: bool,
     epoch: Instant,
+    /// The session clock, read once per event: µs and ms since the session began.
+    now_us: u64,
     now_ms: u64,
     close_reason: &'static str,
     expired: Vec<Pending>,
@@ -183,6 +171,8 @@ impl Session {
             held: Default::default(),
             durable: shared.store.durable(),
             stats: SessionStats::default(),
+            metrics: metrics::SessionMetrics::new(&b.account.system_id),
+            up_sample: None,
             up_table: SeqTable::new(cap),
             down_table: SeqTable::new(cap),
             config,
@@ -195,6 +185,7 @@ impl Session {
             esme_unbound: false,
             smsc_unbound: false,
             epoch: Instant::now(),
+            now_us: 0,
             now_ms: 0,
             close_reason: "",
             expired: Vec::new(),
@@ -202,7 +193,8 @@ impl Session {
     }
 
     fn clock(&mut self) {
-        self.now_ms = self.epoch.elapsed().as_millis() as u64;
+        self.now_us = self.epoch.elapsed().as_micros() as u64;
+        self.now_ms = self.now_us / 1000;
         self.today = crate::config::today();
     }
 
@@ -264,6 +256,7 @@ impl Session {
             self.progress();
         }
         self.teardown().await;
+        self.metrics.flush(&self.stats, 0, false, false);
     }
 
     // ----- reading -----------------------------------------------------------------------
@@ -303,6 +296,7 @@ impl Session {
                 }
                 Next::Skip(n) => pos += n,
                 Next::TooLong { sequence, .. } => {
+                    self.stats.error(ErrorKind::EsmeOversized);
                     put_header_only(&mut self.down.out, cmd::GENERIC_NACK, status::ESME_RINVCMDLEN, sequence);
                 }
                 Next::TooShort { .. } => {
@@ -328,6 +322,7 @@ impl Session {
                 }
                 Next::Skip(n) => pos += n,
                 Next::TooLong { sequence, .. } => {
+                    self.stats.error(ErrorKind::SmscOversized);
                     put_header_only(&mut self.up.out, cmd::GENERIC_NACK, status::ESME_RINVCMDLEN, sequence);
                 }
                 Next::TooShort { .. } => {
@@ -345,6 +340,7 @@ impl Session {
 
     fn on_esme_pdu(&mut self, frame: &[u8]) {
         let h = Header::read(frame);
+        self.stats.pdu(false, h.command_id);
         if h.is_response() {
             self.on_esme_response(frame, h);
             return;
@@ -364,6 +360,7 @@ impl Session {
             cmd::ALERT_NOTIFICATION => return,
             cmd::DELIVER_SM | cmd::OUTBIND => return self.answer_esme(h.command_id, status::ESME_RINVBNDSTS, seq),
             _ => {
+                self.stats.error(ErrorKind::EsmeUnknownCommand);
                 return put_header_only(&mut self.down.out, cmd::GENERIC_NACK, status::ESME_RINVCMDID, seq);
             }
         }
@@ -383,7 +380,10 @@ impl Session {
             cmd::SUBMIT_SM | cmd::DATA_SM => {
                 let v = match peek::message(frame) {
                     Ok(v) => v,
-                    Err(e) => return self.answer_esme(h.command_id, e.status(), seq),
+                    Err(e) => {
+                        self.stats.error(ErrorKind::EsmeMalformed);
+                        return self.answer_esme(h.command_id, e.status(), seq);
+                    }
                 };
                 if let Verdict::Reject(r) = self.verdict_for(&v) {
                     let st = r.status(&self.config.policy);
@@ -407,6 +407,10 @@ impl Session {
                 let at = self.up.out.len();
                 self.up.out.extend_from_slice(frame);
                 smpp::set_sequence(&mut self.up.out[at..], up_seq);
+                self.stats.relayed = self.stats.relayed.wrapping_add(1);
+                if self.up_sample.is_none() && self.stats.relayed % metrics::UPSTREAM_SAMPLE_EVERY == 0 {
+                    self.up_sample = Some((up_seq, self.now_us));
+                }
                 Some(up_seq)
             }
             None => {
@@ -487,6 +491,7 @@ impl Session {
 
     fn on_smsc_pdu(&mut self, frame: &[u8]) {
         let h = Header::read(frame);
+        self.stats.pdu(true, h.command_id);
         if h.is_response() {
             return self.on_smsc_response(frame, h);
         }
@@ -556,6 +561,12 @@ impl Session {
         let Some(p) = self.up_table.take(h.sequence_number) else {
             return debug!(peer = %self.peer, seq = h.sequence_number, "late or unknown response from smsc dropped");
         };
+        if let Some((seq, sent_us)) = self.up_sample {
+            if seq == h.sequence_number {
+                self.metrics.upstream.record(self.now_us.saturating_sub(sent_us) as f64 * 1e-6);
+                self.up_sample = None;
+            }
+        }
         match p.origin {
             Origin::Relayed => {
                 let is_unbind_resp = p.command_id == cmd::UNBIND;
@@ -603,6 +614,7 @@ impl Session {
                     self.finish("smsc did not answer unbind");
                 }
                 (Origin::Relayed, id) => {
+                    self.stats.error(ErrorKind::SmscTimeout);
                     let st = self.config.upstream.response_timeout_status;
                     put_local_error_resp(&mut self.down.out, id, st, p.peer_seq);
                 }
@@ -624,6 +636,10 @@ impl Session {
             }
         }
         self.expired = expired;
+        if self.up_sample.is_some_and(|(_, at)| self.now_us.saturating_sub(at) / 1000 > up_to) {
+            self.up_sample = None;
+        }
+        self.metrics.flush(&self.stats, self.up_table.relayed(), self.down.open, self.up.open);
         self.concat.prune(now);
         if !self.multi_rejects.is_empty() && self.up_table.is_empty() {
             self.multi_rejects.clear();
@@ -791,6 +807,9 @@ impl Session {
         self.up.open = false;
         self.up.out.clear();
         debug!(peer = %self.peer, why, "smsc leg closed");
+        if matches!(self.state, State::Bound | State::Draining { .. }) {
+            self.stats.error(ErrorKind::SmscLost);
+        }
         self.answer_all_up(status::ESME_RSYSERR);
         let mut v = std::mem::take(&mut self.expired);
         self.down_table.drain(&mut v);

@@ -106,7 +106,15 @@ impl Session {
             today: self.today,
         };
         let acct = AccountView { account: &self.account, live_entity: self.live_entity, snap_entity: self.snap_entity };
-        let verdict = policy::decide(&inputs, &acct, m);
+        self.stats.decisions = self.stats.decisions.wrapping_add(1);
+        let verdict = if self.stats.decisions % super::metrics::DECISION_SAMPLE_EVERY == 0 {
+            let t0 = std::time::Instant::now();
+            let v = policy::decide(&inputs, &acct, m);
+            self.metrics.decision.record(t0.elapsed().as_secs_f64());
+            v
+        } else {
+            policy::decide(&inputs, &acct, m)
+        };
         self.stats.count(verdict);
         verdict
     }
@@ -269,6 +277,7 @@ impl Session {
                 }
             } else if now.saturating_sub(h.since_ms) > limit {
                 let h = self.held.remove(i).expect("index in range");
+                self.stats.error(super::ErrorKind::OptoutNotDurable);
                 tracing::error!(peer = %self.peer, ticket = h.ticket, "opt-out not durable in time; MO answered ESME_RX_T_APPN for redelivery");
                 if up_open {
                     crate::smpp::pdu::put_local_error_resp(&mut self.up.out, cmd::DELIVER_SM, RX_T_APPN, h.smsc_seq);

@@ -68,39 +68,78 @@ pub mod status {
     pub const ESME_RINVTLVSTREAM: u32 = 0x0000_00C0;
 }
 
-/// A short, bounded label for a command id (metrics, logs). Unknown ids map to `"other"`.
-pub fn command_name(id: u32) -> &'static str {
+/// Bounded labels for command ids (metrics, logs), indexed by [`command_index`]; the last
+/// one, `"other"`, stands for every unknown id.
+pub const COMMAND_LABELS: [&str; 28] = [
+    "generic_nack",
+    "bind_receiver",
+    "bind_receiver_resp",
+    "bind_transmitter",
+    "bind_transmitter_resp",
+    "query_sm",
+    "query_sm_resp",
+    "submit_sm",
+    "submit_sm_resp",
+    "deliver_sm",
+    "deliver_sm_resp",
+    "unbind",
+    "unbind_resp",
+    "replace_sm",
+    "replace_sm_resp",
+    "cancel_sm",
+    "cancel_sm_resp",
+    "bind_transceiver",
+    "bind_transceiver_resp",
+    "outbind",
+    "enquire_link",
+    "enquire_link_resp",
+    "submit_multi",
+    "submit_multi_resp",
+    "alert_notification",
+    "data_sm",
+    "data_sm_resp",
+    "other",
+];
+
+/// Position of `id` in [`COMMAND_LABELS`] (a jump table: cheap enough to count every PDU).
+#[inline]
+pub fn command_index(id: u32) -> usize {
     use cmd::*;
     match id {
-        GENERIC_NACK => "generic_nack",
-        BIND_RECEIVER => "bind_receiver",
-        BIND_RECEIVER_RESP => "bind_receiver_resp",
-        BIND_TRANSMITTER => "bind_transmitter",
-        BIND_TRANSMITTER_RESP => "bind_transmitter_resp",
-        QUERY_SM => "query_sm",
-        QUERY_SM_RESP => "query_sm_resp",
-        SUBMIT_SM => "submit_sm",
-        SUBMIT_SM_RESP => "submit_sm_resp",
-        DELIVER_SM => "deliver_sm",
-        DELIVER_SM_RESP => "deliver_sm_resp",
-        UNBIND => "unbind",
-        UNBIND_RESP => "unbind_resp",
-        REPLACE_SM => "replace_sm",
-        REPLACE_SM_RESP => "replace_sm_resp",
-        CANCEL_SM => "cancel_sm",
-        CANCEL_SM_RESP => "cancel_sm_resp",
-        BIND_TRANSCEIVER => "bind_transceiver",
-        BIND_TRANSCEIVER_RESP => "bind_transceiver_resp",
-        OUTBIND => "outbind",
-        ENQUIRE_LINK => "enquire_link",
-        ENQUIRE_LINK_RESP => "enquire_link_resp",
-        SUBMIT_MULTI => "submit_multi",
-        SUBMIT_MULTI_RESP => "submit_multi_resp",
-        ALERT_NOTIFICATION => "alert_notification",
-        DATA_SM => "data_sm",
-        DATA_SM_RESP => "data_sm_resp",
-        _ => "other",
+        GENERIC_NACK => 0,
+        BIND_RECEIVER => 1,
+        BIND_RECEIVER_RESP => 2,
+        BIND_TRANSMITTER => 3,
+        BIND_TRANSMITTER_RESP => 4,
+        QUERY_SM => 5,
+        QUERY_SM_RESP => 6,
+        SUBMIT_SM => 7,
+        SUBMIT_SM_RESP => 8,
+        DELIVER_SM => 9,
+        DELIVER_SM_RESP => 10,
+        UNBIND => 11,
+        UNBIND_RESP => 12,
+        REPLACE_SM => 13,
+        REPLACE_SM_RESP => 14,
+        CANCEL_SM => 15,
+        CANCEL_SM_RESP => 16,
+        BIND_TRANSCEIVER => 17,
+        BIND_TRANSCEIVER_RESP => 18,
+        OUTBIND => 19,
+        ENQUIRE_LINK => 20,
+        ENQUIRE_LINK_RESP => 21,
+        SUBMIT_MULTI => 22,
+        SUBMIT_MULTI_RESP => 23,
+        ALERT_NOTIFICATION => 24,
+        DATA_SM => 25,
+        DATA_SM_RESP => 26,
+        _ => 27,
     }
+}
+
+/// A short, bounded label for a command id (metrics, logs). Unknown ids map to `"other"`.
+pub fn command_name(id: u32) -> &'static str {
+    COMMAND_LABELS[command_index(id)]
 }
 
 /// Whether `id` is a command id defined by SMPP v3.4/v5.0 that a proxy may see (request or

@@ -1,0 +1,465 @@
+//! The admin HTTP listener (DESIGN §5): metrics, health, snapshot and consent administration.
+//!
+//! | endpoint | auth | what |
+//! |---|---|---|
+//! | `GET /metrics` | – | Prometheus text exposition |
+//! | `GET /livez` | – | 200 while the process serves HTTP |
+//! | `GET /readyz` | – | 200 when a snapshot is loaded (or the config allows running without one) and the upstream SMSC accepts a TCP connection; else 503, with the failing checks in the JSON body |
+//! | `GET /v1/snapshot` | – | the serving snapshot: id, counts, build/load time, source digests, live statements |
+//! | `POST /v1/snapshot/reload` | bearer | reload the configured file now; 200 with the new snapshot, or 422 with the exact validation error (the old one keeps serving) |
+//! | `GET /v1/consent/{msisdn}?entity=E` | – | statements held for the subscriber (snapshot and live) and the decision for a commercial message from `E` |
+//! | `POST /v1/consent` | bearer | record a grant / revoke / dnc statement; answered once it is durable in the journal |
+//! | `PUT /v1/log-level` | bearer | replace the log filter (`{"filter": "consentgate=debug,info"}`) |
+//!
+//! Errors are JSON `{"error": "<stable code>", "message": "<human text>"}`. The token comes
+//! from `[admin]` (a file or an environment variable) and is never logged; without one the
+//! mutating endpoints answer 403 `admin_token_not_configured`. Reloads go through the
+//! gateway's one control channel (STYLE §9), like SIGHUP and the file watch.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::consent::journal::{Statement, StatementKind, StatementSource};
+use crate::consent::msisdn;
+use crate::consent::store::Loaded;
+use crate::gateway::Control;
+use crate::policy::{self, Inputs, Verdict};
+use crate::session::Shared;
+use crate::telemetry::metrics as m;
+
+/// How long `POST /v1/consent` waits for the journal to make the statement durable.
+const DURABLE_WAIT: Duration = Duration::from_secs(5);
+/// How long a reload may take before `POST /v1/snapshot/reload` gives up waiting (the reload
+/// itself still completes).
+const RELOAD_WAIT: Duration = Duration::from_secs(120);
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AdminState {
+    pub shared: Arc<Shared>,
+    pub control: mpsc::Sender<Control>,
+    pub prometheus: metrics_exporter_prometheus::PrometheusHandle,
+}
+
+/// Serves the admin API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    state: AdminState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}
+
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/livez", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/v1/snapshot", get(snapshot))
+        .route("/v1/snapshot/reload", post(reload))
+        .route("/v1/consent/{msisdn}", get(consent_lookup))
+        .route("/v1/consent", post(consent_post))
+        .route("/v1/log-level", put(log_level).get(log_level_get))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .with_state(state)
+}
+
+fn error(code: StatusCode, error: &str, message: impl Into<String>) -> Response {
+    (code, Json(json!({ "error": error, "message": message.into() }))).into_response()
+}
+
+/// Checks `Authorization: Bearer <token>` against the configured token.
+#[allow(clippy::result_large_err)]
+fn authorise(state: &AdminState, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(token) = &state.shared.config.admin.token else {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "admin_token_not_configured",
+            format!(
+                "mutating endpoints are disabled: no admin token configured ({})",
+                state.shared.config.admin.token_source
+            ),
+        ));
+    };
+    let given =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(t) if token.matches(t.trim()) => Ok(()),
+        Some(_) => Err(error(StatusCode::UNAUTHORIZED, "invalid_token", "the bearer token does not match")),
+        None => Err(error(StatusCode::UNAUTHORIZED, "unauthorized", "Authorization: Bearer <token> required")),
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+fn unix_of(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+/// Gauges read from state at scrape time (always current; nothing to keep in sync).
+fn refresh_gauges(state: &AdminState) {
+    let store = &state.shared.store;
+    let cur = store.current();
+    let (dnc, pairs, loaded, built) = match cur.as_deref() {
+        Some(l) => {
+            let i = l.snapshot.info();
+            (i.dnc_count as f64, i.pair_count as f64, unix_of(l.loaded_at), i.built_at as f64)
+        }
+        None => (0.0, 0.0, 0.0, 0.0),
+    };
+    metrics::gauge!(m::SNAPSHOT_RECORDS, "kind" => "dnc").set(dnc);
+    metrics::gauge!(m::SNAPSHOT_RECORDS, "kind" => "pair").set(pairs);
+    metrics::gauge!(m::SNAPSHOT_LOADED_TIMESTAMP).set(loaded);
+    metrics::gauge!(m::SNAPSHOT_BUILT_TIMESTAMP).set(built);
+    metrics::gauge!(m::DELTA_STATEMENTS).set(store.delta.len() as f64);
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    refresh_gauges(&state);
+    let body = state.prometheus.render();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+}
+
+/// Whether the upstream SMSC accepts a TCP connection (closed at once; no bind).
+pub async fn probe_upstream(address: &str, timeout: Duration) -> Result<(), String> {
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("{address}: {e}")),
+        Err(_) => Err(format!("{address}: no connection within {timeout:?}")),
+    }
+}
+
+async fn readyz(State(state): State<AdminState>) -> Response {
+    let cfg = &state.shared.config;
+    let loaded = state.shared.store.current().is_some();
+    let snapshot_ok = loaded
+        || cfg.consent.snapshot.is_none()
+        || cfg.policy.on_snapshot_unavailable == crate::config::Unavailable::Allow;
+    let upstream =
+        probe_upstream(&cfg.upstream.address, cfg.upstream.connect_timeout.min(Duration::from_secs(2))).await;
+    metrics::gauge!(m::UPSTREAM_REACHABLE).set(if upstream.is_ok() { 1.0 } else { 0.0 });
+    let ready = snapshot_ok && upstream.is_ok();
+    let body = json!({
+        "ready": ready,
+        "snapshot": { "ok": snapshot_ok, "loaded": loaded },
+        "upstream": { "ok": upstream.is_ok(), "address": cfg.upstream.address, "error": upstream.err() },
+    });
+    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(body)).into_response()
+}
+
+fn hex(d: Option<[u8; 32]>) -> Value {
+    d.map(|d| Value::String(d.iter().map(|b| format!("{b:02x}")).collect())).unwrap_or(Value::Null)
+}
+
+/// The JSON description of a loaded snapshot.
+pub fn snapshot_json(l: &Loaded) -> Value {
+    let i = l.snapshot.info();
+    json!({
+        "id": i.id(),
+        "generation": l.generation,
+        "path": l.path.display().to_string(),
+        "format_version": i.format_version,
+        "built_at": i.built_at,
+        "loaded_at": unix_of(l.loaded_at) as i64,
+        "load_ms": i.load_duration.as_secs_f64() * 1000.0,
+        "counts": { "dnc": i.dnc_count, "pairs": i.pair_count, "entities": i.entity_count },
+        "journal_watermark": i.journal_watermark,
+        "sources": { "dnc_sha256": hex(i.dnc_sha256), "consent_sha256": hex(i.consent_sha256) },
+        "file_bytes": i.file_bytes,
+        "bytes_per_record": i.bytes_per_record,
+    })
+}
+
+async fn snapshot(State(state): State<AdminState>) -> Response {
+    let store = &state.shared.store;
+    let live =
+        json!({ "statements": store.delta.len(), "dnc": store.delta.dnc_len(), "pairs": store.delta.pair_len() });
+    match store.current().as_deref() {
+        Some(l) => Json(json!({ "loaded": true, "snapshot": snapshot_json(l), "live": live })).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({
+                "error": "no_snapshot",
+                "message": "no consent snapshot is loaded",
+                "configured": state.shared.config.consent.snapshot.as_ref().map(|p| p.display().to_string()),
+                "live": live,
+            })),
+        )
+            .into_response(),
+    }
+}
+
+async fn reload(State(state): State<AdminState>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorise(&state, &headers) {
+        return r;
+    }
+    if state.shared.config.consent.snapshot.is_none() {
+        return error(StatusCode::CONFLICT, "no_snapshot_configured", "consent.snapshot is not set in the config");
+    }
+    let (tx, rx) = oneshot::channel();
+    if state.control.send(Control::ReloadWithReply(tx)).await.is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the gateway is shutting down");
+    }
+    match tokio::time::timeout(RELOAD_WAIT, rx).await {
+        Ok(Ok(Ok(l))) => Json(json!({ "reloaded": true, "snapshot": snapshot_json(&l) })).into_response(),
+        Ok(Ok(Err(msg))) => error(StatusCode::UNPROCESSABLE_ENTITY, "snapshot_invalid", msg),
+        Ok(Err(_)) => error(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the gateway is shutting down"),
+        Err(_) => error(StatusCode::GATEWAY_TIMEOUT, "reload_timeout", "the reload is still running"),
+    }
+}
+
+#[derive(Deserialize)]
+struct LookupQuery {
+    entity: Option<String>,
+}
+
+async fn consent_lookup(
+    State(state): State<AdminState>,
+    Path(number): Path<String>,
+    Query(q): Query<LookupQuery>,
+) -> Response {
+    let cfg = &state.shared.config;
+    let n = match msisdn::normalise_text(&number, &cfg.policy.default_country_code) {
+        Ok(n) => n,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_msisdn", format!("{number}: {e}")),
+    };
+    let store = &state.shared.store;
+    let guard = store.current();
+    let loaded = guard.as_deref();
+    let snap = loaded.map(|l| &l.snapshot);
+    let snapshot_part = snap.map(|s| {
+        let pairs: Vec<Value> =
+            s.pairs_of(n).map(|(e, st)| json!({ "entity": s.entity_name(e), "state": st.as_str() })).collect();
+        json!({ "id": s.info().id(), "dnc": s.is_dnc(n), "pairs": pairs })
+    });
+    let mut live = json!({ "dnc_at": store.delta.dnc(n) });
+    let mut decision = Value::Null;
+    if let Some(entity) = &q.entity {
+        let live_entity = store.delta.lookup_entity(entity).unwrap_or(u32::MAX);
+        if let Some((kind, at)) = store.delta.pair(n, live_entity) {
+            live["pair"] = json!({ "entity": entity, "kind": kind.as_str(), "at": at });
+        }
+        let snap_entity = snap.and_then(|s| s.entity_id(entity));
+        let inputs = Inputs { policy: &cfg.policy, snapshot: snap, delta: &store.delta, today: crate::config::today() };
+        let standing = policy::standing_of(&inputs, live_entity, snap_entity, n);
+        let enforce = policy::consent_verdict(standing, &cfg.policy);
+        let verdict = match (enforce, cfg.policy.mode) {
+            (Verdict::Reject(r), crate::config::PolicyMode::Monitor) => Verdict::WouldReject(r),
+            (v, _) => v,
+        };
+        decision = json!({
+            "entity": entity,
+            "standing": standing.map(|s| s.label()),
+            "verdict": verdict.label(),
+            "reason": verdict.reason().map(|r| r.label()),
+            "command_status": match verdict { Verdict::Reject(r) => Some(format!("0x{:08x}", r.status(&cfg.policy))), _ => None },
+            "regime": cfg.policy.regime.as_str(),
+            "mode": cfg.policy.mode.as_str(),
+            "note": "for a commercial message from this entity; licence, sender id and class checks depend on the account and are not part of this lookup",
+        });
+    }
+    Json(json!({ "msisdn": n.to_string(), "snapshot": snapshot_part, "live": live, "decision": decision }))
+        .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatementIn {
+    msisdn: String,
+    kind: String,
+    entity: Option<String>,
+    /// RFC 3339 time or date; default now.
+    at: Option<String>,
+}
+
+async fn consent_post(State(state): State<AdminState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    if let Err(r) = authorise(&state, &headers) {
+        return r;
+    }
+    let input: StatementIn = match serde_json::from_slice(&body) {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()),
+    };
+    let cfg = &state.shared.config;
+    let n = match msisdn::normalise_text(&input.msisdn, &cfg.policy.default_country_code) {
+        Ok(n) => n,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_msisdn", format!("{}: {e}", input.msisdn)),
+    };
+    let kind = match input.kind.as_str() {
+        "grant" => StatementKind::Grant,
+        "revoke" => StatementKind::Revoke,
+        "dnc" => StatementKind::Dnc,
+        other => {
+            return error(StatusCode::BAD_REQUEST, "invalid_kind", format!("`{other}`: expected grant | revoke | dnc"))
+        }
+    };
+    let entity = match (kind, input.entity) {
+        (StatementKind::Dnc, Some(_)) => {
+            return error(StatusCode::BAD_REQUEST, "invalid_entity", "a dnc statement names no entity")
+        }
+        (StatementKind::Dnc, None) => None,
+        (_, Some(e)) if !e.is_empty() && e.len() <= 255 && !e.chars().any(char::is_control) => Some(e),
+        (_, Some(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_entity",
+                "entity must be 1–255 bytes without control characters",
+            )
+        }
+        (_, None) => return error(StatusCode::BAD_REQUEST, "missing_entity", "grant and revoke need an entity"),
+    };
+    let at = match input.at.as_deref() {
+        None => unix_now() as i64,
+        Some(t) => match crate::consent::source::parse_timestamp(t.as_bytes()) {
+            Some(at) => at,
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_at",
+                    format!("`{t}`: expected an RFC 3339 time or date"),
+                )
+            }
+        },
+    };
+    let store = &state.shared.store;
+    let mut durable = store.durable();
+    let ticket =
+        store.record(Statement { seq: 0, at, kind, source: StatementSource::Api, msisdn: n, entity: entity.clone() });
+    metrics::counter!(m::STATEMENTS_TOTAL, "source" => "api", "kind" => kind.as_str()).increment(1);
+    if kind != StatementKind::Grant {
+        metrics::counter!(m::OPTOUTS_TOTAL, "source" => "api").increment(1);
+    }
+    let journalled = cfg.consent.journal.is_some();
+    if ticket == u64::MAX {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "journal_unavailable",
+            "the journal writer has stopped: the statement applies in memory but is not durable",
+        );
+    }
+    if journalled {
+        let wait = durable.wait_for(|&d| d >= ticket);
+        match tokio::time::timeout(DURABLE_WAIT, wait).await {
+            Ok(Ok(_)) => {}
+            _ => {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "journal_not_durable",
+                    format!("not durable within {DURABLE_WAIT:?}: the statement applies in memory; retry to be sure"),
+                )
+            }
+        }
+    }
+    tracing::info!(
+        kind = kind.as_str(),
+        entity = entity.as_deref().unwrap_or(""),
+        "consent statement recorded via admin API"
+    );
+    (
+        StatusCode::CREATED,
+        Json(json!({
+            "recorded": true,
+            "durable": journalled,
+            "journal_seq": if journalled { Some(ticket) } else { None },
+            "statement": { "msisdn": n.to_string(), "kind": kind.as_str(), "entity": entity, "at": at },
+        })),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogLevelIn {
+    filter: String,
+}
+
+async fn log_level(State(state): State<AdminState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    if let Err(r) = authorise(&state, &headers) {
+        return r;
+    }
+    let input: LogLevelIn = match serde_json::from_slice(&body) {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()),
+    };
+    match crate::telemetry::set_log_filter(&input.filter) {
+        Ok(()) => {
+            tracing::info!(filter = %input.filter, "log filter changed via admin API");
+            Json(json!({ "filter": input.filter })).into_response()
+        }
+        Err(e) => error(StatusCode::BAD_REQUEST, "invalid_filter", e),
+    }
+}
+
+async fn log_level_get() -> Response {
+    Json(json!({ "filter": crate::telemetry::log_filter() })).into_response()
+}
+
+/// Binds the admin listener (`listen.admin`).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| std::io::Error::new(e.kind(), format!("listen.admin {addr}: {e}")))
+}
+
+/// A minimal HTTP/1.1 client for the admin API (one request per connection): the demo and
+/// the tests use it, so no HTTP client crate is needed. Returns (status code, body).
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    if !body.is_empty() || method != "GET" {
+        req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).await?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut raw))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no complete HTTP response within 30 s"))??;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP response"))?;
+    let body =
+        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(rest) } else { rest.to_owned() };
+    Ok((code, body))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
