@@ -292,6 +292,7 @@ impl Journal {
         if self.len > 0 && self.len + n > self.segment_bytes {
             self.rotate(first)?;
         }
+        let t0 = std::time::Instant::now();
         if let Err(e) = self.file.write_all(&self.buf) {
             // Roll a partial write back so later records do not follow garbage.
             if self.file.set_len(self.len).is_err() {
@@ -301,8 +302,11 @@ impl Journal {
         }
         if let Err(e) = self.file.sync_data() {
             self.poisoned = true;
+            metrics::counter!(crate::telemetry::metrics::ERRORS_TOTAL, "stage" => "journal", "kind" => "fsync_failed")
+                .increment(1);
             return Err(e);
         }
+        metrics::histogram!(crate::telemetry::metrics::JOURNAL_FSYNC_DURATION).record(t0.elapsed().as_secs_f64());
         self.len += n;
         self.next_seq = first + sts.len() as u64;
         Ok(first)
