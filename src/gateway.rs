@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::consent::store::{ConsentStore, Loaded};
 use crate::session::Shared;
 use crate::telemetry::metrics as m;
+use crate::telemetry::RateLimit;
 
 /// Everything that changes runtime state arrives as one of these (STYLE §9): SIGHUP and the
 /// snapshot file watch send [`Control::Reload`], the admin API [`Control::ReloadWithReply`].
@@ -109,7 +110,10 @@ impl Gateway {
                 r = listener.accept() => match r {
                     Ok((stream, peer)) => {
                         if live.load(Ordering::Relaxed) >= config.session.max_sessions {
-                            warn!(peer = %peer, max = config.session.max_sessions, "session limit reached; connection refused");
+                            static LIMIT: RateLimit = RateLimit::new(Duration::from_secs(10));
+                            if let Some(suppressed) = LIMIT.allow() {
+                                warn!(peer = %peer, max = config.session.max_sessions, suppressed, "session limit reached; connection refused");
+                            }
                             drop(stream);
                             continue;
                         }
@@ -122,7 +126,10 @@ impl Gateway {
                     }
                     // Transient accept errors (EMFILE, ECONNABORTED): back off briefly.
                     Err(e) => {
-                        warn!(error = %e, "accept failed");
+                        static LIMIT: RateLimit = RateLimit::new(Duration::from_secs(10));
+                        if let Some(suppressed) = LIMIT.allow() {
+                            warn!(error = %e, suppressed, "accept failed");
+                        }
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },

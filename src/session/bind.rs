@@ -140,7 +140,11 @@ async fn bind_one(frame: &[u8], peer: SocketAddr, config: &Config) -> Result<(Ad
         Ok(u) => u,
         Err(e) => {
             count("upstream_unreachable");
-            warn!(peer = %peer, system_id = %req.system_id, error = %e, "upstream bind failed");
+            static LIMIT: crate::telemetry::RateLimit =
+                crate::telemetry::RateLimit::new(std::time::Duration::from_secs(10));
+            if let Some(suppressed) = LIMIT.allow() {
+                warn!(peer = %peer, system_id = %req.system_id, error = %e, suppressed, "upstream bind failed");
+            }
             return Err(encode_bind_resp(bind_type, status::ESME_RSYSERR, seq, ""));
         }
     };

@@ -278,7 +278,11 @@ impl Session {
             } else if now.saturating_sub(h.since_ms) > limit {
                 let h = self.held.remove(i).expect("index in range");
                 self.stats.error(super::ErrorKind::OptoutNotDurable);
-                tracing::error!(peer = %self.peer, ticket = h.ticket, "opt-out not durable in time; MO answered ESME_RX_T_APPN for redelivery");
+                static LIMIT: crate::telemetry::RateLimit =
+                    crate::telemetry::RateLimit::new(std::time::Duration::from_secs(10));
+                if let Some(suppressed) = LIMIT.allow() {
+                    tracing::error!(peer = %self.peer, ticket = h.ticket, suppressed, "opt-out not durable in time; MO answered ESME_RX_T_APPN for redelivery");
+                }
                 if up_open {
                     crate::smpp::pdu::put_local_error_resp(&mut self.up.out, cmd::DELIVER_SM, RX_T_APPN, h.smsc_seq);
                 }
