@@ -202,18 +202,27 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 }
             };
             let gw = consentgate::Gateway::bind(cfg).await?;
+            // Signals become messages on the gateway's one control channel (STYLE §9), like
+            // the file watch and the admin API: SIGHUP → Reload, SIGTERM / SIGINT → Shutdown.
             let control = gw.control();
             #[cfg(unix)]
-            tokio::spawn(async move {
-                use tokio::signal::unix::{signal, SignalKind};
-                let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
-                while hup.recv().await.is_some() {
-                    if control.send(consentgate::gateway::Control::Reload).await.is_err() {
-                        return;
+            {
+                let control = control.clone();
+                tokio::spawn(async move {
+                    use tokio::signal::unix::{signal, SignalKind};
+                    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+                    while hup.recv().await.is_some() {
+                        if control.send(consentgate::gateway::Control::Reload).await.is_err() {
+                            return;
+                        }
                     }
-                }
+                });
+            }
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                let _ = control.send(consentgate::gateway::Control::Shutdown).await;
             });
-            gw.serve(shutdown_signal()).await?;
+            gw.serve(std::future::pending()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Snapshot(cmd) => snapshot_cmd(cmd),

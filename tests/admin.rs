@@ -290,3 +290,89 @@ async fn log_level_endpoint_validates_the_filter() {
     assert_eq!((code, resp["error"].as_str()), (400, Some("invalid_json")), "{resp}");
     s.stop().await;
 }
+
+/// The real binary: SIGHUP and SIGTERM arrive on the same control channel as the admin API.
+/// SIGHUP reloads (seen in /v1/snapshot and the reload counter); SIGTERM drains (the bound
+/// ESME is unbound) and the process exits 0.
+#[tokio::test]
+async fn real_binary_reloads_on_sighup_and_drains_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let snap = dir.path().join("consent.snap");
+    build_snapshot(dir.path(), &snap, None);
+    let sim = consentgate::sim::start(sim_cfg()).await.expect("sim");
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (smpp, admin) = (free(), free());
+    let conf = dir.path().join("gateway.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[listen]\nsmpp = \"{smpp}\"\nadmin = \"{admin}\"\n[upstream]\naddress = \"{}\"\n[session]\nshutdown_grace = \"2s\"\n\
+             [consent]\nsnapshot = \"{}\"\n[[account]]\nsystem_id = \"acme\"\nentity = \"acme-retail\"\nclass = \"marketing\"\nlicence = \"B2-1\"\n",
+            sim.local_addr,
+            snap.display()
+        ),
+    )
+    .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Kill(
+        std::process::Command::new(env!("CARGO_BIN_EXE_consentgate"))
+            .args(["run", "--config"])
+            .arg(&conf)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn consentgate"),
+    );
+    let mut up = false;
+    for _ in 0..200 {
+        if matches!(request(admin, "GET", "/livez", None, None).await, Ok((200, _))) {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(up, "admin listener did not come up on {admin}");
+    let signal = |sig: &str| {
+        let st = std::process::Command::new("kill").args([sig, &child.0.id().to_string()]).status().expect("kill");
+        assert!(st.success(), "kill {sig}");
+    };
+
+    let tmp = snap.with_extension("new");
+    build_snapshot(dir.path(), &tmp, Some("8613800000009"));
+    std::fs::rename(&tmp, &snap).unwrap();
+    signal("-HUP");
+    let mut pairs = Value::Null;
+    for _ in 0..100 {
+        let (_, body) = request(admin, "GET", "/v1/snapshot", None, None).await.unwrap();
+        pairs = serde_json::from_str::<Value>(&body).unwrap()["snapshot"]["counts"]["pairs"].clone();
+        if pairs == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(pairs, 2, "SIGHUP reloaded the new file");
+    let (_, m) = request(admin, "GET", "/metrics", None, None).await.unwrap();
+    assert_eq!(sample(&m, "consentgate_snapshot_reloads_total{result=\"ok\"}"), Some(1.0), "{m}");
+
+    let mut esme = Esme::bound(smpp, "acme").await;
+    signal("-TERM");
+    let unbind = esme.recv_where(|f| consentgate::smpp::command_id(f) == consentgate::smpp::cmd::UNBIND).await;
+    esme.send_header(consentgate::smpp::cmd::UNBIND_RESP, 0, consentgate::smpp::sequence(&unbind)).await;
+    let mut exit = None;
+    for _ in 0..300 {
+        if let Some(st) = child.0.try_wait().unwrap() {
+            exit = Some(st);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let exit = exit.expect("consentgate exited after SIGTERM");
+    assert!(exit.success(), "exit status {exit:?}");
+    sim.shutdown().await;
+}
