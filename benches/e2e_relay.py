@@ -19,8 +19,14 @@ and both forwarders get the same scenario: marketing traffic to 1000 subscribers
 granted consent, so every message takes the full decision (normalise, delta, snapshot) and
 is still forwarded — the relay comparison stays like for like.
 
+With --baseline-bin PATH a third forwarder joins the alternation: another consentgate
+binary (e.g. built from an earlier commit) on the same config, so the cost of a change is
+measured side by side (issue #4: metrics and the audit log must cost <= 3 %). --extra-toml
+FILE appends config (e.g. an [audit] section) to the current binary's config only.
+
 Usage: benches/e2e_relay.py [--runs 7] [--seconds 2] [--sessions 4] [--window 100]
                             [--no-receipts] [--no-pin] [--policy [--records 2000000]]
+                            [--baseline-bin PATH] [--extra-toml FILE]
 """
 import argparse
 import json
@@ -74,6 +80,8 @@ def main():
     ap.add_argument("--no-pin", action="store_true")
     ap.add_argument("--policy", action="store_true")
     ap.add_argument("--records", type=int, default=2_000_000)
+    ap.add_argument("--baseline-bin", default=None)
+    ap.add_argument("--extra-toml", default=None)
     a = ap.parse_args()
     use_pin = not a.no_pin
 
@@ -81,7 +89,7 @@ def main():
         subprocess.run(["cargo", "build", "--release"], cwd=ROOT, check=True)
 
     tmp = tempfile.mkdtemp(prefix="cg-bench-")
-    sim_p, gw_p, relay_p = free_port(), free_port(), free_port()
+    sim_p, gw_p, relay_p, base_p = free_port(), free_port(), free_port(), free_port()
     policy_toml = ""
     scenario = None
     if a.policy:
@@ -114,16 +122,20 @@ snapshot = "{snap}"
                 f.write(json.dumps({"source": "1069012345", "destination": str(m),
                                     "text": "Flash sale: 50% off today. Reply STOP to end", "expect": "ok"}) + "\n")
     cfg = os.path.join(tmp, "bench.toml")
-    with open(cfg, "w") as f:
+    base_cfg = os.path.join(tmp, "base.toml")
+    extra = open(a.extra_toml).read() if a.extra_toml else ""
+    for path, port, more in ((cfg, gw_p, extra), (base_cfg, base_p, "")):
+      with open(path, "w") as f:
         f.write(f"""
 [listen]
-smpp = "127.0.0.1:{gw_p}"
+smpp = "127.0.0.1:{port}"
 admin = "127.0.0.1:0"
 [upstream]
 address = "127.0.0.1:{sim_p}"
 [session]
 window = {a.window}
 {policy_toml}
+{more}
 [[account]]
 system_id = "bench"
 entity = "bench-brand"
@@ -145,11 +157,16 @@ licence = "B2-BENCH"
         procs.append(relay)
         wait_port(gw_p, gw)
         wait_port(relay_p, relay)
-
         targets = {"consentgate": gw_p, "relay": relay_p}
+        if a.baseline_bin:
+            base = subprocess.Popen(pin(1, [a.baseline_bin, "run", "--config", base_cfg], use_pin), env=env,
+                                    stdout=subprocess.DEVNULL)
+            procs.append(base)
+            wait_port(base_p, base)
+            targets["baseline"] = base_p
         results = {k: [] for k in targets}
         for i in range(a.runs):
-            order = ["consentgate", "relay"] if i % 2 == 0 else ["relay", "consentgate"]
+            order = list(targets) if i % 2 == 0 else list(reversed(list(targets)))
             for name in order:
                 rep = os.path.join(tmp, f"{name}-{i}.json")
                 cmd = [BIN, "load", "--target", f"127.0.0.1:{targets[name]}", "--system-id", "bench",
@@ -180,9 +197,12 @@ licence = "B2-BENCH"
         print(f"policy {'on (' + str(a.records) + ' records)' if a.policy else 'off'}, "
               f"sessions {a.sessions} x window {a.window}, receipts {'off' if a.no_receipts else 'on'}, "
               f"{a.runs} alternating runs of {a.seconds:g} s, forwarders pinned: {use_pin}")
-        for k in ("consentgate", "relay"):
+        for k in targets:
             print(f"  median {k:<12} {med[k]:>12,.0f} msg/s   p50 {p50[k]:>6.0f} us   p99 {p99[k]:>6.0f} us")
         print(f"  ratio consentgate/relay: {ratio:.3f}  (target >= 0.85)")
+        if "baseline" in med and med["baseline"]:
+            print(f"  ratio consentgate/baseline ({a.baseline_bin}): {med['consentgate'] / med['baseline']:.3f}"
+                  f"  (baseline/relay {med['baseline'] / med['relay']:.3f})")
         out = os.path.join(ROOT, "target", "bench")
         os.makedirs(out, exist_ok=True)
         with open(os.path.join(out, "e2e_relay_policy.json" if a.policy else "e2e_relay.json"), "w") as f:
