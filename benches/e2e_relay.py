@@ -24,9 +24,17 @@ binary (e.g. built from an earlier commit) on the same config, so the cost of a 
 measured side by side (issue #4: metrics and the audit log must cost <= 3 %). --extra-toml
 FILE appends config (e.g. an [audit] section) to the current binary's config only.
 
+Then (unless --half-rate-runs 0) the added latency at half load: every forwarder again,
+alternating, with the load capped at half the relay's median maximum rate; the p99 difference
+consentgate − relay is the latency consentgate adds (issue #5 target: <= 50 us).
+
+Output: target/bench/e2e_relay[_policy].json (every run), .svg (throughput per run and
+latency percentiles of each forwarder) and .md (a short summary with the targets).
+
 Usage: benches/e2e_relay.py [--runs 7] [--seconds 2] [--sessions 4] [--window 100]
                             [--no-receipts] [--no-pin] [--policy [--records 2000000]]
-                            [--baseline-bin PATH] [--extra-toml FILE]
+                            [--baseline-bin PATH] [--extra-toml FILE] [--half-rate-runs 5]
+                            [--out NAME]
 """
 import argparse
 import json
@@ -82,6 +90,8 @@ def main():
     ap.add_argument("--records", type=int, default=2_000_000)
     ap.add_argument("--baseline-bin", default=None)
     ap.add_argument("--extra-toml", default=None)
+    ap.add_argument("--half-rate-runs", type=int, default=5)
+    ap.add_argument("--out", default=None, help="report base name under target/bench/")
     a = ap.parse_args()
     use_pin = not a.no_pin
 
@@ -164,32 +174,47 @@ licence = "B2-BENCH"
             procs.append(base)
             wait_port(base_p, base)
             targets["baseline"] = base_p
-        results = {k: [] for k in targets}
-        for i in range(a.runs):
-            order = list(targets) if i % 2 == 0 else list(reversed(list(targets)))
-            for name in order:
-                rep = os.path.join(tmp, f"{name}-{i}.json")
-                cmd = [BIN, "load", "--target", f"127.0.0.1:{targets[name]}", "--system-id", "bench",
-                       "--password", "pw", "--sessions", str(a.sessions), "--window", str(a.window),
-                       "--count", "0", "--duration", f"{int(a.seconds * 1000)}ms", "--report", rep]
-                if not a.no_receipts:
-                    cmd.append("--receipts")
-                if scenario:
-                    cmd += ["--scenario", scenario]
-                subprocess.run(pin(0, cmd, use_pin), env=env, check=True, stdout=subprocess.DEVNULL)
-                with open(rep) as f:
-                    r = json.load(f)
-                ok = r["statuses"].get("0x00000000", 0)
-                results[name].append({
-                    "msg_per_s": r["submit_per_second"], "p50_us": r["latency_us"]["p50"],
-                    "p99_us": r["latency_us"]["p99"], "sent": r["sent"], "ok": ok,
-                    "receipts": r["receipts"], "unanswered": r["unanswered"],
-                    "expect_mismatches": r.get("expect_mismatches", 0),
-                })
-                print(f"run {i + 1}/{a.runs} {name:<12} {r['submit_per_second']:>12,.0f} msg/s  "
-                      f"p50 {r['latency_us']['p50']:>7.0f} us  p99 {r['latency_us']['p99']:>7.0f} us  "
-                      f"ok {ok}/{r['sent']}  receipts {r['receipts']}", flush=True)
+        def phase(label, runs, rate=None):
+            res = {k: [] for k in targets}
+            for i in range(runs):
+                order = list(targets) if i % 2 == 0 else list(reversed(list(targets)))
+                for name in order:
+                    rep = os.path.join(tmp, f"{label}-{name}-{i}.json")
+                    cmd = [BIN, "load", "--target", f"127.0.0.1:{targets[name]}", "--system-id", "bench",
+                           "--password", "pw", "--sessions", str(a.sessions), "--window", str(a.window),
+                           "--count", "0", "--duration", f"{int(a.seconds * 1000)}ms", "--report", rep]
+                    if rate:
+                        cmd += ["--rate", str(int(rate))]
+                    if not a.no_receipts:
+                        cmd.append("--receipts")
+                    if scenario:
+                        cmd += ["--scenario", scenario]
+                    subprocess.run(pin(0, cmd, use_pin), env=env, check=True, stdout=subprocess.DEVNULL)
+                    with open(rep) as f:
+                        r = json.load(f)
+                    ok = r["statuses"].get("0x00000000", 0)
+                    lat = r["latency_us"]
+                    res[name].append({
+                        "msg_per_s": r["submit_per_second"], "p50_us": lat["p50"], "p90_us": lat["p90"],
+                        "p99_us": lat["p99"], "p999_us": lat["p999"], "max_us": lat["max"], "sent": r["sent"],
+                        "ok": ok, "receipts": r["receipts"], "unanswered": r["unanswered"],
+                        "expect_mismatches": r.get("expect_mismatches", 0),
+                    })
+                    print(f"{label} run {i + 1}/{runs} {name:<12} {r['submit_per_second']:>12,.0f} msg/s  "
+                          f"p50 {lat['p50']:>7.0f} us  p99 {lat['p99']:>7.0f} us  "
+                          f"ok {ok}/{r['sent']}  receipts {r['receipts']}", flush=True)
+            return res
+
+        results = phase("max", a.runs)
         med = {k: statistics.median(x["msg_per_s"] for x in v) for k, v in results.items()}
+        half = None
+        if a.half_rate_runs > 0 and med["relay"] > 0:
+            half_rate = med["relay"] / 2
+            hres = phase("half", a.half_rate_runs, rate=half_rate)
+            half = {"rate": half_rate, "runs": hres,
+                    "median_p99_us": {k: statistics.median(x["p99_us"] for x in v) for k, v in hres.items()},
+                    "median_p50_us": {k: statistics.median(x["p50_us"] for x in v) for k, v in hres.items()}}
+            half["added_p99_us"] = half["median_p99_us"]["consentgate"] - half["median_p99_us"]["relay"]
         p99 = {k: statistics.median(x["p99_us"] for x in v) for k, v in results.items()}
         p50 = {k: statistics.median(x["p50_us"] for x in v) for k, v in results.items()}
         ratio = med["consentgate"] / med["relay"] if med["relay"] else 0.0
@@ -203,11 +228,22 @@ licence = "B2-BENCH"
         if "baseline" in med and med["baseline"]:
             print(f"  ratio consentgate/baseline ({a.baseline_bin}): {med['consentgate'] / med['baseline']:.3f}"
                   f"  (baseline/relay {med['baseline'] / med['relay']:.3f})")
+        if half:
+            print(f"  at half load ({half['rate']:,.0f} msg/s): p99 "
+                  + ", ".join(f"{k} {v:.0f} us" for k, v in half["median_p99_us"].items())
+                  + f"; added by consentgate {half['added_p99_us']:.0f} us (target <= 50 us)")
         out = os.path.join(ROOT, "target", "bench")
         os.makedirs(out, exist_ok=True)
-        with open(os.path.join(out, "e2e_relay_policy.json" if a.policy else "e2e_relay.json"), "w") as f:
-            json.dump({"config": vars(a), "runs": results, "median_msg_per_s": med,
-                       "median_p50_us": p50, "median_p99_us": p99, "ratio": ratio}, f, indent=2)
+        base = a.out or ("e2e_relay_policy" if a.policy else "e2e_relay")
+        report = {"config": vars(a), "runs": results, "median_msg_per_s": med,
+                  "median_p50_us": p50, "median_p99_us": p99, "ratio": ratio, "half_load": half}
+        with open(os.path.join(out, base + ".json"), "w") as f:
+            json.dump(report, f, indent=2)
+        with open(os.path.join(out, base + ".svg"), "w") as f:
+            f.write(svg(report))
+        with open(os.path.join(out, base + ".md"), "w") as f:
+            f.write(markdown(report))
+        print(f"  wrote target/bench/{base}.json, .svg, .md")
         return 0 if ratio > 0 else 1
     finally:
         for p in procs:
@@ -218,6 +254,93 @@ licence = "B2-BENCH"
             except subprocess.TimeoutExpired:
                 p.kill()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+COLORS = {"consentgate": "#1f77b4", "relay": "#7f7f7f", "baseline": "#ff7f0e"}
+
+
+def svg(rep):
+    """Two panels, no plotting dependency: throughput of every run (bars, grouped by run) and
+    the latency percentiles (median over runs) of each forwarder on a log axis."""
+    runs = rep["runs"]
+    names = list(runs)
+    n = max(len(v) for v in runs.values())
+    W, H, pad = 900, 380, 50
+    pw = (W - 3 * pad) / 2
+    ph = H - 2 * pad - 20
+    top = max(x["msg_per_s"] for v in runs.values() for x in v) or 1
+    o = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="11">',
+         f'<rect width="{W}" height="{H}" fill="white"/>',
+         f'<text x="{pad}" y="18" font-size="13">throughput per run (submit_sm/s, max load); '
+         f'ratio consentgate/relay {rep["ratio"]:.3f}</text>']
+    x0, y0 = pad, pad
+    o.append(f'<line x1="{x0}" y1="{y0 + ph}" x2="{x0 + pw}" y2="{y0 + ph}" stroke="black"/>')
+    gw = pw / n
+    bw = gw * 0.8 / len(names)
+    for i in range(n):
+        for j, name in enumerate(names):
+            if i >= len(runs[name]):
+                continue
+            v = runs[name][i]["msg_per_s"]
+            h = ph * v / top
+            x = x0 + i * gw + gw * 0.1 + j * bw
+            o.append(f'<rect x="{x:.1f}" y="{y0 + ph - h:.1f}" width="{bw:.1f}" height="{h:.1f}" '
+                     f'fill="{COLORS.get(name, "#2ca02c")}"><title>{name} run {i + 1}: {v:,.0f}/s</title></rect>')
+        o.append(f'<text x="{x0 + i * gw + gw / 2:.1f}" y="{y0 + ph + 14}" text-anchor="middle">{i + 1}</text>')
+    for t in range(0, 5):
+        v = top * t / 4
+        y = y0 + ph - ph * t / 4
+        o.append(f'<text x="{x0 - 4}" y="{y + 4:.1f}" text-anchor="end">{v / 1e6:.2f}M</text>')
+    # Latency panel.
+    import math
+    x1 = 2 * pad + pw
+    pcts = ["p50_us", "p90_us", "p99_us", "p999_us"]
+    o.append(f'<text x="{x1}" y="{y0 - 8}" font-size="13">latency percentiles, median over runs (us, log)</text>')
+    vals = {k: [statistics.median(x.get(p, 0) for x in v) for p in pcts] for k, v in runs.items()}
+    hi = max(max(v) for v in vals.values()) or 1
+    lo = max(min(min(v) for v in vals.values()), 1)
+    span = math.log10(hi * 1.2) - math.log10(lo / 1.2) or 1
+    ypos = lambda v: y0 + ph - ph * (math.log10(max(v, lo / 1.2)) - math.log10(lo / 1.2)) / span
+    o.append(f'<line x1="{x1}" y1="{y0 + ph}" x2="{x1 + pw}" y2="{y0 + ph}" stroke="black"/>')
+    for i, p in enumerate(pcts):
+        o.append(f'<text x="{x1 + (i + 0.5) * pw / len(pcts):.1f}" y="{y0 + ph + 14}" text-anchor="middle">{p[:-3]}</text>')
+    for name, v in vals.items():
+        pts = " ".join(f"{x1 + (i + 0.5) * pw / len(pcts):.1f},{ypos(y):.1f}" for i, y in enumerate(v))
+        o.append(f'<polyline points="{pts}" fill="none" stroke="{COLORS.get(name, "#2ca02c")}" stroke-width="2"/>')
+        for i, y in enumerate(v):
+            o.append(f'<circle cx="{x1 + (i + 0.5) * pw / len(pcts):.1f}" cy="{ypos(y):.1f}" r="3" '
+                     f'fill="{COLORS.get(name, "#2ca02c")}"><title>{name} {pcts[i][:-3]} {y:.0f} us</title></circle>')
+    for t in range(int(math.floor(math.log10(lo / 1.2))), int(math.ceil(math.log10(hi * 1.2))) + 1):
+        if lo / 1.2 <= 10 ** t <= hi * 1.2:
+            o.append(f'<text x="{x1 - 4}" y="{ypos(10 ** t) + 4:.1f}" text-anchor="end">{10 ** t:g}</text>')
+    for j, name in enumerate(names):
+        o.append(f'<rect x="{pad + j * 130}" y="{H - 22}" width="12" height="12" fill="{COLORS.get(name, "#2ca02c")}"/>'
+                 f'<text x="{pad + j * 130 + 16}" y="{H - 12}">{name}</text>')
+    o.append("</svg>\n")
+    return "\n".join(o)
+
+
+def markdown(rep):
+    c = rep["config"]
+    med, p99 = rep["median_msg_per_s"], rep["median_p99_us"]
+    lines = [f"# consentgate end-to-end benchmark", "",
+             f"policy {'on (' + str(c['records']) + ' records)' if c['policy'] else 'off'}, "
+             f"{c['sessions']} sessions x window {c['window']}, receipts {'off' if c['no_receipts'] else 'on'}, "
+             f"{c['runs']} alternating runs of {c['seconds']:g} s per forwarder.", "",
+             "| forwarder | median submit_sm/s | median p50 us | median p99 us |", "|---|---:|---:|---:|"]
+    for k in med:
+        lines.append(f"| {k} | {med[k]:,.0f} | {rep['median_p50_us'][k]:.0f} | {p99[k]:.0f} |")
+    lines += ["", f"- throughput ratio consentgate / relay: **{rep['ratio']:.3f}** (target >= 0.85)"]
+    if "baseline" in med and med["baseline"]:
+        lines.append(f"- consentgate / baseline build: **{med['consentgate'] / med['baseline']:.3f}**")
+    lines.append(f"- consentgate end to end: **{med['consentgate']:,.0f}** submit_sm/s (target >= 1 M/s with receipts)")
+    h = rep.get("half_load")
+    if h:
+        lines.append(f"- at half load ({h['rate']:,.0f}/s): p99 consentgate {h['median_p99_us']['consentgate']:.0f} us vs "
+                     f"relay {h['median_p99_us']['relay']:.0f} us, added **{h['added_p99_us']:.0f} us** (target <= 50 us)")
+    lines += ["", "Every run is in the JSON next to this file; the SVG plots throughput per run and latency "
+              "percentiles. Compare medians of one run of the script, not numbers across runs: the VM is shared."]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
