@@ -313,14 +313,7 @@ async fn real_binary_reloads_on_sighup_and_drains_on_sigterm() {
         ),
     )
     .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut child = Kill(
+    let mut child = common::Kill(
         std::process::Command::new(env!("CARGO_BIN_EXE_consentgate"))
             .args(["run", "--config"])
             .arg(&conf)

@@ -558,13 +558,6 @@ async fn journalled_optout_survives_kill_9() {
             .spawn()
             .expect("spawn consentgate")
     };
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let wait_listening = || async move {
         for _ in 0..200 {
             if tokio::net::TcpStream::connect(addr).await.is_ok() {
@@ -575,7 +568,7 @@ async fn journalled_optout_survives_kill_9() {
         panic!("gateway did not start listening on {addr}");
     };
 
-    let mut child = Kill(spawn());
+    let mut child = common::Kill(spawn());
     wait_listening().await;
     let mut e = Esme::bound(addr, "acme").await;
     assert_eq!(status_of(&mut e, &submit_to(G)).await, 0, "granted before");

@@ -240,3 +240,13 @@ pub async fn eventually(mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+/// A child process killed (and reaped) when dropped, so a failing test leaves nothing running.
+pub struct Kill(pub std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
