@@ -1,0 +1,160 @@
+//! Shared by `tests/deploy.rs` and `tests/prometheus.rs`: finding the external tools they
+//! drive (promtool, prometheus, systemd-analyze, a Python with PyYAML) and the metric names
+//! of `src/telemetry/metrics.rs`.
+//!
+//! Missing tools: under CI (`CI` set and not `false`/`0`) a test that needs promtool or
+//! prometheus fails with the install hint (`.ci/run` installs Debian's `prometheus`
+//! package); on a developer machine it prints a notice and returns early.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// `<repo>/<rel>`.
+pub fn path(rel: &str) -> PathBuf {
+    Path::new(ROOT).join(rel)
+}
+
+pub fn read(rel: &str) -> String {
+    std::fs::read_to_string(path(rel)).unwrap_or_else(|e| panic!("read {rel}: {e}"))
+}
+
+/// Whether this is a CI run (`.ci/run` is started with `CI=true`).
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// `name` on PATH, if it is there and executable.
+pub fn which(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .map(|d| d.join(name))
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+}
+
+/// A tool from Debian's `prometheus` package. None (after a notice) when it is missing on a
+/// developer machine; a failure under CI.
+pub fn prometheus_tool(name: &str) -> Option<PathBuf> {
+    if let Some(p) = which(name) {
+        return Some(p);
+    }
+    let hint = "install it with `apt-get install -y --no-install-recommends prometheus` (.ci/run does)";
+    if under_ci() {
+        panic!("`{name}` is not on PATH under CI: {hint}");
+    }
+    eprintln!("NOTICE: skipping: `{name}` is not on PATH; {hint}");
+    None
+}
+
+/// Runs a command to completion and returns its output (panics if it cannot start).
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// Asserts success and returns stdout + stderr.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{cmd:?} failed ({}):\n{text}", out.status);
+    text
+}
+
+/// Metric names declared in `src/telemetry/metrics.rs`: every
+/// `pub const NAME: &str = "consentgate_...";` line.
+pub fn declared_metrics() -> Vec<String> {
+    parse_metric_consts(&read("src/telemetry/metrics.rs"))
+}
+
+pub fn parse_metric_consts(src: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    for line in src.lines() {
+        let line = line.trim();
+        let Some(rest) = line.strip_prefix("pub const ") else { continue };
+        let Some((_, value)) = rest.split_once(": &str = \"") else { continue };
+        let Some(name) = value.strip_suffix("\";") else { continue };
+        if name.starts_with("consentgate_") {
+            names.push(name.to_owned());
+        }
+    }
+    names
+}
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == ':'
+}
+
+/// Every identifier in `text` that starts with `prefix` (at an identifier boundary) and
+/// runs on over `[A-Za-z0-9_:]`, deduplicated, in order of appearance.
+pub fn identifiers_with_prefix(text: &str, prefix: &str) -> Vec<String> {
+    let mut found: Vec<String> = Vec::new();
+    let mut from = 0;
+    while let Some(i) = text[from..].find(prefix) {
+        let start = from + i;
+        let boundary = text[..start].chars().next_back().is_none_or(|c| !is_name_char(c));
+        let end = text[start..].find(|c: char| !is_name_char(c)).map_or(text.len(), |e| start + e);
+        if boundary {
+            let id = &text[start..end];
+            if !found.iter().any(|f| f == id) {
+                found.push(id.to_owned());
+            }
+        }
+        from = end.max(start + prefix.len());
+    }
+    found
+}
+
+/// Metric names used in `text` (PromQL inside YAML or JSON) that are not declared:
+/// `consentgate_*` identifiers, with a histogram's `_bucket` / `_sum` / `_count` series
+/// accepted for a declared base name.
+pub fn unknown_metrics(text: &str, declared: &[String]) -> Vec<String> {
+    identifiers_with_prefix(text, "consentgate_")
+        .into_iter()
+        .filter(|name| {
+            let base = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(name);
+            !declared.iter().any(|d| d == name || d == base)
+        })
+        .collect()
+}
+
+/// The Python interpreter for YAML: `CONSENTGATE_PYTHON`, else `.venv/bin/python`, else
+/// `python3` — and it must import `yaml` (scripts/test installs PyYAML into .venv).
+pub fn python_with_yaml() -> String {
+    let mut candidates = Vec::new();
+    if let Ok(p) = std::env::var("CONSENTGATE_PYTHON") {
+        if !p.is_empty() {
+            candidates.push(p);
+        }
+    }
+    let venv = path(".venv/bin/python");
+    if venv.exists() {
+        candidates.push(venv.display().to_string());
+    }
+    candidates.push("python3".to_owned());
+    for py in &candidates {
+        if Command::new(py).args(["-c", "import yaml"]).output().is_ok_and(|o| o.status.success()) {
+            return py.clone();
+        }
+    }
+    panic!(
+        "none of {candidates:?} can `import yaml`: run `scripts/test` (it installs PyYAML into .venv) \
+         or point CONSENTGATE_PYTHON at an interpreter with PyYAML"
+    );
+}
+
+/// Parses every YAML document of `file` (repo-relative) with PyYAML and returns them as JSON
+/// (null documents dropped).
+pub fn yaml_documents(file: &str) -> Vec<serde_json::Value> {
+    let py = python_with_yaml();
+    let script = "import json, sys, yaml\n\
+                  docs = [d for d in yaml.safe_load_all(open(sys.argv[1], encoding='utf-8')) if d is not None]\n\
+                  print(json.dumps(docs))";
+    let out = run(Command::new(&py).args(["-c", script]).arg(path(file)));
+    assert!(out.status.success(), "{file} is not valid YAML:\n{}", String::from_utf8_lossy(&out.stderr));
+    match serde_json::from_slice(&out.stdout) {
+        Ok(serde_json::Value::Array(docs)) => docs,
+        other => panic!("unexpected output for {file}: {other:?}"),
+    }
+}
