@@ -89,6 +89,7 @@ impl Gateway {
         let config = shared.config.clone();
         let watcher = config.consent.watch.then(|| tokio::spawn(watch_snapshot(shared.clone(), control_tx.clone())));
         let upkeep = tokio::spawn(m::upkeep(prometheus.clone()));
+        let prober = tokio::spawn(probe_upstream_loop(shared.clone()));
         let (stop_tx, stop_rx) = watch::channel(false);
         let admin_addr = admin.local_addr()?;
         let admin_state = crate::admin::AdminState { shared: shared.clone(), control: control_tx.clone(), prometheus };
@@ -151,6 +152,7 @@ impl Gateway {
             w.abort();
         }
         upkeep.abort();
+        prober.abort();
         let n = sessions.len();
         info!(sessions = n, grace_s = config.session.shutdown_grace.as_secs_f64(), "draining");
         let _ = stop_tx.send(true);
@@ -187,6 +189,20 @@ async fn reload(shared: &Arc<Shared>) -> Result<Arc<Loaded>, String> {
         }
     }
     r
+}
+
+/// Keeps `consentgate_upstream_reachable` current without anyone calling `/readyz` (systemd
+/// deployments have no readiness probe): a TCP connect to the SMSC every
+/// [`m::UPSTREAM_PROBE_EVERY`].
+async fn probe_upstream_loop(shared: Arc<Shared>) {
+    let mut t = tokio::time::interval(m::UPSTREAM_PROBE_EVERY);
+    let cfg = &shared.config.upstream;
+    loop {
+        t.tick().await;
+        let ok =
+            crate::admin::probe_upstream(&cfg.address, cfg.connect_timeout.min(Duration::from_secs(2))).await.is_ok();
+        metrics::gauge!(m::UPSTREAM_REACHABLE).set(if ok { 1.0 } else { 0.0 });
+    }
 }
 
 /// `consent.watch`: polls the snapshot file's modification time and size every 2 s and asks

@@ -36,7 +36,8 @@ pub const BINDS_TOTAL: &str = "consentgate_binds_total";
 /// Gauge `{account}` — requests relayed to the SMSC and not yet answered (window occupancy;
 /// the limit is `session.window` per session).
 pub const WINDOW_IN_FLIGHT: &str = "consentgate_window_in_flight";
-/// Gauge: 1 when the last readiness probe reached the upstream SMSC, else 0.
+/// Gauge: 1 when the last probe (every [`UPSTREAM_PROBE_EVERY`], and on each `/readyz`)
+/// reached the upstream SMSC with a TCP connection, else 0.
 pub const UPSTREAM_REACHABLE: &str = "consentgate_upstream_reachable";
 /// Gauge `{kind}` — records in the serving snapshot: `dnc`, `pair` (consent statements).
 pub const SNAPSHOT_RECORDS: &str = "consentgate_snapshot_records";
@@ -75,6 +76,9 @@ const RESPONSE_BUCKETS: &[f64] =
     &[1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 const FSYNC_BUCKETS: &[f64] = &[1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
 
+/// How often the gateway probes the upstream SMSC for [`UPSTREAM_REACHABLE`].
+pub const UPSTREAM_PROBE_EVERY: Duration = Duration::from_secs(10);
+
 /// How often the exporter drains histogram samples into buckets (bounds their memory).
 pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
@@ -100,6 +104,7 @@ pub fn install() -> PrometheusHandle {
             let _ = metrics::set_global_recorder(recorder);
             describe();
             metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            register_alerting_series();
             handle
         })
         .clone()
@@ -116,6 +121,23 @@ pub async fn upkeep(handle: PrometheusHandle) {
     loop {
         t.tick().await;
         handle.run_upkeep();
+    }
+}
+
+/// Creates, at 0, the counter series that alerts watch with `increase()`: a series born with
+/// its first increment would hide that first event from `increase()` over a window.
+fn register_alerting_series() {
+    for result in ["ok", "refused"] {
+        metrics::counter!(SNAPSHOT_RELOADS_TOTAL, "result" => result).increment(0);
+    }
+    for result in ["written", "dropped"] {
+        metrics::counter!(AUDIT_RECORDS_TOTAL, "result" => result).increment(0);
+    }
+    for source in ["mo", "api"] {
+        metrics::counter!(OPTOUTS_TOTAL, "source" => source).increment(0);
+    }
+    for kind in ["fsync_failed", "optout_not_durable"] {
+        metrics::counter!(ERRORS_TOTAL, "stage" => "journal", "kind" => kind).increment(0);
     }
 }
 
