@@ -81,12 +81,13 @@ enum Command {
         sessions: usize,
         #[arg(long, default_value_t = 100)]
         window: usize,
-        /// Total submit_sm to send (0 = until --duration).
-        #[arg(long, default_value_t = 100_000)]
-        count: u64,
-        /// Cap on the sending phase.
-        #[arg(long, value_parser = parse_duration, default_value = "10s")]
-        duration: Duration,
+        /// Total submit_sm to send (0 = until --duration) [default: 100000; with --pcap: every
+        /// recorded PDU].
+        #[arg(long)]
+        count: Option<u64>,
+        /// Cap on the sending phase [default: 10s; with --pcap: none].
+        #[arg(long, value_parser = parse_duration)]
+        duration: Option<Duration>,
         /// Total rate cap (msg/s).
         #[arg(long)]
         rate: Option<u64>,
@@ -94,8 +95,18 @@ enum Command {
         #[arg(long)]
         receipts: bool,
         /// JSONL scenario: {"source","destination","text","encoding","expect"} per line.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "pcap")]
         scenario: Option<PathBuf>,
+        /// Replay the submit_sm / data_sm / submit_multi of a pcap or pcapng capture.
+        #[arg(long)]
+        pcap: Option<PathBuf>,
+        /// With --pcap: only TCP connections on this port (default: any port, SMPP detected).
+        #[arg(long, requires = "pcap")]
+        port: Option<u16>,
+        /// With --pcap: 1x = recorded timing, 10x = ten times faster, max = as fast as the
+        /// window allows.
+        #[arg(long, default_value = "1x", requires = "pcap")]
+        speed: consentgate::load::pcap::Speed,
         /// Write the JSON report here.
         #[arg(long)]
         report: Option<PathBuf>,
@@ -299,8 +310,23 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             rate,
             receipts,
             scenario,
+            pcap,
+            port,
+            speed,
             report,
         } => {
+            let replay = match &pcap {
+                Some(p) => {
+                    let opts = consentgate::load::pcap::ExtractOptions { port, ..Default::default() };
+                    let x = consentgate::load::pcap::extract(p, &opts)?;
+                    Some(std::sync::Arc::new(x))
+                }
+                None => None,
+            };
+            let (count, duration) = match replay {
+                Some(_) => (count.unwrap_or(0), duration.unwrap_or(Duration::ZERO)),
+                None => (count.unwrap_or(100_000), duration.unwrap_or(Duration::from_secs(10))),
+            };
             let scenario = match scenario {
                 Some(p) => {
                     let text = std::fs::read_to_string(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
@@ -324,6 +350,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 rate,
                 registered_delivery: receipts,
                 scenario,
+                replay,
+                speed,
                 ..Default::default()
             };
             let r = consentgate::load::run(cfg).await?;

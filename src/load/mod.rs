@@ -17,6 +17,15 @@
 //!   batch and once per read batch, never per PDU;
 //! * counters are per session (plain integers) and merged at the end; the only cross-session
 //!   traffic is one atomic claim per batch against the `count` budget.
+//!
+//! Replay (`--pcap`, [`pcap`]): the recorded requests become the templates, one list per
+//! session (a recorded stream stays on one session, in order), each sent once with only the
+//! sequence number rewritten. With a speed factor, a batch takes only the PDUs already due
+//! (recorded offset / factor since the replay started) and the session sleeps until the next
+//! one is; `max` is the plain window-bound loop. Each response is tallied against the
+//! recorded status of its request ([`ReplayReport`]).
+
+pub mod pcap;
 
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
@@ -93,6 +102,10 @@ pub struct LoadConfig {
     pub receipt_wait: Duration,
     /// Source address of random traffic.
     pub source: String,
+    /// Replay these recorded requests instead of generating traffic (`--pcap`).
+    pub replay: Option<Arc<pcap::Extracted>>,
+    /// Replay pacing (default `1x`: as recorded).
+    pub speed: pcap::Speed,
 }
 
 impl Default for LoadConfig {
@@ -111,6 +124,8 @@ impl Default for LoadConfig {
             scenario: None,
             receipt_wait: Duration::from_secs(2),
             source: "1069012345".into(),
+            replay: None,
+            speed: pcap::Speed::Factor(1.0),
         }
     }
 }
@@ -382,12 +397,18 @@ struct Tpl {
     expect: Option<u32>,
 }
 
-/// All frames back to back in one buffer, sent in order, cyclically.
+/// All frames back to back in one buffer, sent in order, cyclically (or once, for replay).
 #[derive(Debug, Default)]
 struct Templates {
     blob: Vec<u8>,
     pdus: Vec<Tpl>,
     max_len: usize,
+    /// Send the list once, then stop (replay).
+    once: bool,
+    /// `expect` is the recorded status; tally (recorded, replayed) pairs.
+    replay: bool,
+    /// Replay pacing: when each PDU is due, ns after the replay start (empty = no pacing).
+    due_ns: Vec<u64>,
 }
 
 impl Templates {
@@ -438,6 +459,44 @@ impl XorShift {
         self.0 = x;
         x
     }
+}
+
+/// Replay: the recorded streams dealt to `sessions` template lists (largest stream first, to
+/// the least loaded session), each PDU with its recorded status as `expect`.
+fn build_replay_templates(x: &pcap::Extracted, sessions: usize, speed: pcap::Speed) -> Vec<Templates> {
+    let n = sessions.min(x.streams.len()).max(1);
+    let mut order: Vec<usize> = (0..x.streams.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(x.streams[i].pdus));
+    let mut load = vec![0u64; n];
+    let mut session_of = vec![0usize; x.streams.len()];
+    for i in order {
+        let s = (0..n).min_by_key(|&k| load[k]).unwrap_or(0);
+        load[s] += x.streams[i].pdus;
+        session_of[i] = s;
+    }
+    let t0 = x.pdus.iter().map(|p| p.ts_ns).min().unwrap_or(0);
+    let mut out: Vec<Templates> =
+        (0..n).map(|_| Templates { once: true, replay: true, ..Default::default() }).collect();
+    for p in &x.pdus {
+        let t = &mut out[session_of[p.stream as usize]];
+        let f = x.frame(p);
+        t.pdus.push(Tpl {
+            start: t.blob.len() as u32,
+            len: f.len() as u32,
+            ref_off: 0,
+            first: true,
+            expect: p.recorded_status,
+        });
+        t.max_len = t.max_len.max(f.len());
+        t.blob.extend_from_slice(f);
+        if let pcap::Speed::Factor(k) = speed {
+            let due = ((p.ts_ns - t0) as f64 / k) as u64;
+            // Never earlier than the PDU before it on this session (capture clocks can step).
+            let due = due.max(t.due_ns.last().copied().unwrap_or(0));
+            t.due_ns.push(due);
+        }
+    }
+    out
 }
 
 fn build_templates(cfg: &LoadConfig) -> anyhow::Result<Templates> {
@@ -511,6 +570,34 @@ pub struct Report {
     pub bind_failures: u64,
     /// Per-session failures, each prefixed with `session N:`.
     pub errors: Vec<String>,
+    /// Replay only: what the capture held and how the replayed statuses compare.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay: Option<ReplayReport>,
+}
+
+/// The replay section of the report.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReplayReport {
+    /// `1x`, `10x`, `max`, …
+    pub speed: String,
+    /// What was read from the capture: PDUs, streams, skipped streams, damage.
+    pub capture: pcap::ExtractSummary,
+    /// Responses compared (replayed PDUs that were answered).
+    pub compared: u64,
+    /// Of those, how many had a recorded status that differs from the replayed one.
+    pub differ: u64,
+    /// Answered, but the capture held no response for the original.
+    pub no_recorded_status: u64,
+    /// Count per (recorded, replayed) status pair; `recorded` is `"none"` when unknown.
+    pub statuses: Vec<StatusPair>,
+}
+
+/// One row of the recorded-vs-replayed table.
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct StatusPair {
+    pub recorded: String,
+    pub replayed: String,
+    pub count: u64,
 }
 
 impl Report {
@@ -535,6 +622,43 @@ impl Report {
         for e in &self.errors {
             println!("  {:<22} {}", "error", e);
         }
+        if let Some(r) = &self.replay {
+            let c = &r.capture;
+            let d = &c.damage;
+            println!("replay of {} at {}", c.file, r.speed);
+            println!("  {:<22} {} packets, {} TCP connections", "capture", c.packets, c.tcp_connections);
+            let cmds: Vec<String> = c.by_command.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            println!("  {:<22} {} ({})", "PDUs extracted", c.pdus_extracted, cmds.join(", "));
+            println!("  {:<22} {} (with recorded status {})", "SMPP streams", c.streams_found, c.with_recorded_status);
+            println!("  {:<22} {} (other ports {})", "skipped streams", c.skipped_streams, c.other_port);
+            for s in &c.skipped {
+                println!("  {:<22} {} <-> {}: {} ({} bytes)", "", s.a, s.b, s.reason, s.bytes);
+            }
+            println!(
+                "  {:<22} gaps {}, resyncs {}, skipped bytes {}, retransmissions {}, out of order {}, truncated packets {}, fragments {}, file truncated {}",
+                "damage",
+                d.gaps,
+                d.resyncs,
+                d.bytes_skipped,
+                d.retransmissions,
+                d.out_of_order,
+                d.truncated_packets,
+                d.ip_fragments,
+                d.file_truncated
+            );
+            if let Some(b) = &d.bad_block {
+                println!("  {:<22} {}", "unreadable", b);
+            }
+            println!(
+                "  {:<22} {} compared, {} differ, {} without recorded status",
+                "statuses", r.compared, r.differ, r.no_recorded_status
+            );
+            println!("  {:<12} {:<12} {:>10}", "recorded", "replayed", "count");
+            for p in &r.statuses {
+                let mark = if p.recorded != "none" && p.recorded != p.replayed { "  ≠" } else { "" };
+                println!("  {:<12} {:<12} {:>10}{mark}", p.recorded, p.replayed, p.count);
+            }
+        }
     }
 }
 
@@ -554,6 +678,8 @@ struct Shared {
     senders_active: AtomicUsize,
     /// When the last sender finished.
     senders_done_at: OnceLock<Instant>,
+    /// Replay pacing: when the first session started sending (time zero of the recording).
+    replay_epoch: OnceLock<Instant>,
 }
 
 impl Shared {
@@ -592,26 +718,50 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<Report> {
     if cfg.window == 0 || cfg.window > MAX_WINDOW {
         anyhow::bail!("window must be 1..={MAX_WINDOW}");
     }
-    if cfg.count == 0 && cfg.duration.is_zero() {
+    if cfg.count == 0 && cfg.duration.is_zero() && cfg.replay.is_none() {
         anyhow::bail!("count and duration are both 0: the run would never stop");
     }
     if cfg.rate == Some(0) {
         anyhow::bail!("rate must be positive");
     }
-    let tpl = Arc::new(build_templates(&cfg)?);
+    if cfg.replay.is_some() && cfg.scenario.is_some() {
+        anyhow::bail!("a scenario and a capture replay are alternatives");
+    }
+    if let pcap::Speed::Factor(k) = cfg.speed {
+        if !(k.is_finite() && k > 0.0) {
+            anyhow::bail!("speed must be a positive factor or max");
+        }
+    }
+    // One template list per session: shared for generated traffic, dealt out for a replay.
+    let tpls: Vec<Arc<Templates>> = match &cfg.replay {
+        Some(x) => {
+            if x.pdus.is_empty() {
+                anyhow::bail!("{}: no SMPP submit_sm / data_sm / submit_multi to replay", x.file);
+            }
+            build_replay_templates(x, cfg.sessions, cfg.speed).into_iter().map(Arc::new).collect()
+        }
+        None => {
+            let t = Arc::new(build_templates(&cfg)?);
+            (0..cfg.sessions).map(|_| t.clone()).collect()
+        }
+    };
+    let sessions = tpls.len();
     let shared = Arc::new(Shared {
         budget: cfg.count,
         claimed: AtomicU64::new(0),
         accepted: AtomicU64::new(0),
         receipts: AtomicU64::new(0),
-        senders_active: AtomicUsize::new(cfg.sessions),
+        senders_active: AtomicUsize::new(sessions),
         senders_done_at: OnceLock::new(),
+        replay_epoch: OnceLock::new(),
     });
     let cfg = Arc::new(cfg);
-    let handles: Vec<_> = (0..cfg.sessions)
-        .map(|i| {
+    let handles: Vec<_> = tpls
+        .into_iter()
+        .enumerate()
+        .map(|(i, tpl)| {
             let guard = SenderGuard(shared.clone());
-            tokio::spawn(session_task(i, guard, cfg.clone(), tpl.clone(), shared.clone()))
+            tokio::spawn(session_task(i, guard, cfg.clone(), tpl, shared.clone()))
         })
         .collect();
 
@@ -660,8 +810,31 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<Report> {
     for &(s, n) in &total.status_other {
         *statuses.entry(format!("0x{s:08x}")).or_insert(0) += n;
     }
+    let replay = cfg.replay.as_ref().map(|x| {
+        let mut statuses: Vec<StatusPair> = total
+            .pairs
+            .iter()
+            .map(|&((rec, rep), count)| StatusPair {
+                recorded: rec.map_or_else(|| "none".to_owned(), |s| format!("0x{s:08x}")),
+                replayed: format!("0x{rep:08x}"),
+                count,
+            })
+            .collect();
+        statuses.sort_by(|a, b| (&a.recorded, &a.replayed).cmp(&(&b.recorded, &b.replayed)));
+        let compared = total.pairs.iter().map(|p| p.1).sum();
+        let differ = total.pairs.iter().filter(|((r, p), _)| r.is_some_and(|r| r != *p)).map(|p| p.1).sum();
+        let no_recorded_status = total.pairs.iter().filter(|((r, _), _)| r.is_none()).map(|p| p.1).sum();
+        ReplayReport {
+            speed: cfg.speed.to_string(),
+            capture: x.summary(),
+            compared,
+            differ,
+            no_recorded_status,
+            statuses,
+        }
+    });
     Ok(Report {
-        sessions: cfg.sessions,
+        sessions,
         window: cfg.window,
         sent: total.sent,
         messages: total.messages,
@@ -676,6 +849,7 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<Report> {
         latency_us,
         bind_failures: total.bind_failures,
         errors,
+        replay,
     })
 }
 
@@ -708,6 +882,8 @@ struct Stats {
     /// Submits whose ring slot was reused before they were answered (no latency recorded).
     evicted: u64,
     bind_failures: u64,
+    /// Replay: responses per (recorded status, replayed status).
+    pairs: Vec<((Option<u32>, u32), u64)>,
     hist: Histogram<u64>,
     errors: Vec<String>,
     first_send: Option<Instant>,
@@ -728,6 +904,7 @@ impl Stats {
             expect_mismatches: 0,
             evicted: 0,
             bind_failures: 0,
+            pairs: Vec::new(),
             hist: Histogram::new_with_bounds(1, 60_000_000, 3).expect("static histogram bounds are valid"),
             errors: Vec::new(),
             first_send: None,
@@ -743,6 +920,14 @@ impl Stats {
                 Some((_, c)) => *c += n,
                 None => self.status_other.push((s, n)),
             },
+        }
+    }
+
+    /// Replay tally; a short list (a handful of distinct pairs in practice), linear search.
+    fn count_pair(&mut self, key: (Option<u32>, u32), n: u64) {
+        match self.pairs.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, c)) => *c += n,
+            None => self.pairs.push((key, n)),
         }
     }
 
@@ -762,6 +947,9 @@ impl Stats {
         self.expect_mismatches += o.expect_mismatches;
         self.evicted += o.evicted;
         self.bind_failures += o.bind_failures;
+        for &(k, n) in &o.pairs {
+            self.count_pair(k, n);
+        }
         let _ = self.hist.add(&o.hist);
     }
 }
@@ -874,7 +1062,7 @@ impl<'a> Session<'a> {
             inflight: 0,
             seq: 1,
             // Spread sessions over the random pool and over concatenation references.
-            tidx: if cfg.scenario.is_none() {
+            tidx: if cfg.scenario.is_none() && cfg.replay.is_none() {
                 idx * RANDOM_POOL / cfg.sessions.max(1) % tpl.pdus.len().max(1)
             } else {
                 0
@@ -996,16 +1184,32 @@ impl<'a> Session<'a> {
         // already begun is still finished, until `stop_by`.
         let mut stopping = false;
         let mut stop_by = far_future(start);
+        let paced = !self.tpl.due_ns.is_empty();
+        let replay_epoch = if paced { *self.shared.replay_epoch.get_or_init(|| start) } else { start };
         loop {
             let now = Instant::now();
             if !stopping && now >= deadline {
                 stopping = true;
                 stop_by = now + DRAIN_TIMEOUT;
             }
-            if stopping && self.tpl.pdus[self.tidx].first {
-                break;
+            if self.tidx == self.tpl.pdus.len() || (stopping && self.tpl.pdus[self.tidx].first) {
+                break; // (tidx only reaches the end of a `once` list)
             }
             let mut allow = window.saturating_sub(self.inflight);
+            if self.tpl.once {
+                allow = allow.min(self.tpl.pdus.len() - self.tidx);
+            }
+            // Replay pacing: only the PDUs already due; otherwise wake when the next one is.
+            let mut next_due = None;
+            if paced && allow > 0 {
+                let rel = (now - replay_epoch).as_nanos() as u64;
+                let due = &self.tpl.due_ns[self.tidx..self.tidx + allow];
+                let n = due.iter().take_while(|&&d| d <= rel).count();
+                if n < allow {
+                    next_due = Some(replay_epoch + Duration::from_nanos(due[n]));
+                    allow = n;
+                }
+            }
             let mut token_limited = false;
             if let Some(b) = bucket.as_mut() {
                 b.refill(now);
@@ -1034,11 +1238,14 @@ impl<'a> Session<'a> {
             if !self.out.is_empty() {
                 self.flush().await?;
             }
-            if stopping && self.tpl.pdus[self.tidx].first {
+            if self.tidx == self.tpl.pdus.len() || (stopping && self.tpl.pdus[self.tidx].first) {
                 break;
             }
-            // Wait for responses (or tokens, or the clock).
-            let wake_at = if stopping { stop_by } else { deadline.min(self.stall_base + READ_STALL_TIMEOUT) };
+            // Wait for responses (or tokens, or the clock, or the next recorded PDU).
+            let mut wake_at = if stopping { stop_by } else { deadline.min(self.stall_base + READ_STALL_TIMEOUT) };
+            if let Some(d) = next_due {
+                wake_at = wake_at.min(d);
+            }
             let need_tick = token_limited && self.inflight < window;
             match self.pump(wake_at, need_tick).await? {
                 Wake::Data | Wake::Tick => {}
@@ -1112,7 +1319,7 @@ impl<'a> Session<'a> {
             *slot = Slot { seq, tpl: self.tidx as u32, sent_ns };
             self.inflight += 1;
             self.tidx += 1;
-            if self.tidx == tpl.pdus.len() {
+            if self.tidx == tpl.pdus.len() && !tpl.once {
                 self.tidx = 0;
             }
         }
@@ -1292,7 +1499,9 @@ impl<'a> Session<'a> {
         let h = Header::read(f);
         let seq = h.sequence_number;
         match h.command_id {
-            cmd::SUBMIT_SM_RESP => self.on_submit_resp(seq, h.command_status, now, now_ns),
+            cmd::SUBMIT_SM_RESP | cmd::DATA_SM_RESP | cmd::SUBMIT_MULTI_RESP => {
+                self.on_submit_resp(seq, h.command_status, now, now_ns)
+            }
             cmd::DELIVER_SM | cmd::DATA_SM => {
                 let st = match peek::message(f) {
                     Ok(m) => {
@@ -1346,10 +1555,14 @@ impl<'a> Session<'a> {
             let tpl = slot.tpl as usize;
             self.inflight -= 1;
             self.st.hist.saturating_record(us);
-            if let Some(exp) = self.tpl.pdus[tpl].expect {
+            let expect = self.tpl.pdus[tpl].expect;
+            if let Some(exp) = expect {
                 if exp != st {
                     self.st.expect_mismatches += 1;
                 }
+            }
+            if self.tpl.replay {
+                self.st.count_pair((expect, st), 1);
             }
         }
     }
