@@ -77,8 +77,43 @@ pub struct Config {
     pub policy: Policy,
     pub consent: Consent,
     pub admin: Admin,
+    pub capture: Capture,
     /// Accounts by SMPP system_id.
     pub accounts: HashMap<String, Account>,
+}
+
+/// Default `capture.max_file_bytes` (100 MB).
+pub const DEFAULT_CAPTURE_MAX_FILE_BYTES: u64 = crate::capture::DEFAULT_MAX_FILE_BYTES;
+/// Default `capture.max_files`.
+pub const DEFAULT_CAPTURE_MAX_FILES: usize = crate::capture::DEFAULT_MAX_FILES;
+
+/// `[capture]`: gateway-side pcapng recording of both legs of each session
+/// ([`crate::capture`]).
+#[derive(Debug, Clone, Default)]
+pub struct Capture {
+    /// Off by default; on, `dir` is required.
+    pub enabled: bool,
+    /// Where the rotated `consentgate-*.pcapng` files go.
+    pub dir: PathBuf,
+    /// Rotate before a file grows past this (≥ 64 KiB).
+    pub max_file_bytes: u64,
+    /// Oldest files beyond this many are deleted.
+    pub max_files: usize,
+    /// system_ids to record; empty = every session.
+    pub accounts: Vec<String>,
+}
+
+impl Capture {
+    /// The writer's settings (queue sizes at their defaults).
+    pub fn writer_config(&self) -> crate::capture::CaptureConfig {
+        crate::capture::CaptureConfig {
+            dir: self.dir.clone(),
+            max_file_bytes: self.max_file_bytes,
+            max_files: self.max_files,
+            accounts: self.accounts.clone(),
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

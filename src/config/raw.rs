@@ -19,6 +19,7 @@ pub struct RawConfig {
     pub policy: Option<RawPolicy>,
     pub consent: Option<RawConsent>,
     pub admin: Option<RawAdmin>,
+    pub capture: Option<RawCapture>,
     #[serde(default)]
     pub account: Vec<RawAccount>,
 }
@@ -77,6 +78,16 @@ pub struct RawConsent {
 pub struct RawAdmin {
     pub token_file: Option<String>,
     pub token_env: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCapture {
+    pub enabled: Option<bool>,
+    pub dir: Option<String>,
+    pub max_file_bytes: Option<i64>,
+    pub max_files: Option<i64>,
+    pub accounts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -385,8 +396,39 @@ impl RawConfig {
             }
         }
 
+        let cap = self.capture.unwrap_or_default();
+        let capture = Capture {
+            enabled: cap.enabled.unwrap_or(false),
+            dir: cap.dir.clone().unwrap_or_default().into(),
+            max_file_bytes: match cap.max_file_bytes {
+                None => DEFAULT_CAPTURE_MAX_FILE_BYTES,
+                Some(n) if n >= 65_536 => n as u64,
+                Some(n) => {
+                    p.push("capture.max_file_bytes", format!("{n}: must be at least 65536"));
+                    DEFAULT_CAPTURE_MAX_FILE_BYTES
+                }
+            },
+            max_files: match cap.max_files {
+                None => DEFAULT_CAPTURE_MAX_FILES,
+                Some(n) if (1..=100_000).contains(&n) => n as usize,
+                Some(n) => {
+                    p.push("capture.max_files", format!("{n}: must be 1..=100000"));
+                    DEFAULT_CAPTURE_MAX_FILES
+                }
+            },
+            accounts: cap.accounts.unwrap_or_default(),
+        };
+        if capture.enabled && cap.dir.as_deref().is_none_or(str::is_empty) {
+            p.push("capture.dir", "required when capture.enabled = true");
+        }
+        for (i, a) in capture.accounts.iter().enumerate() {
+            if !accounts.contains_key(a) {
+                p.push(format!("capture.accounts[{i}]"), format!("`{a}` is not an [[account]] system_id"));
+            }
+        }
+
         if p.0.is_empty() {
-            Ok(Config { listen, upstream, session, policy, consent, admin, accounts })
+            Ok(Config { listen, upstream, session, policy, consent, admin, capture, accounts })
         } else {
             Err(p.0)
         }
