@@ -240,8 +240,8 @@ pub struct ExtractSummary {
 #[derive(Debug, thiserror::Error)]
 pub enum PcapReadError {
     /// The file cannot be opened or read.
-    #[error("{file}: {source}")]
-    Io { file: String, source: std::io::Error },
+    #[error("{file}: {error}")]
+    Io { file: String, error: std::io::Error },
     /// Not a pcap or pcapng file.
     #[error("{file}: not a pcap or pcapng capture ({detail})")]
     Format { file: String, detail: String },
@@ -255,7 +255,7 @@ pub enum PcapReadError {
 /// [`Extracted::damage`] and [`Extracted::skipped`].
 pub fn extract(path: &Path, opts: &ExtractOptions) -> Result<Extracted, PcapReadError> {
     let file = path.display().to_string();
-    let f = File::open(path).map_err(|e| PcapReadError::Io { file: file.clone(), source: e })?;
+    let f = File::open(path).map_err(|e| PcapReadError::Io { file: file.clone(), error: e })?;
     let mut x = extract_from(f, &file, opts)?;
     if x.pdus.is_empty() && !opts.keep_all {
         let detail = format!(
@@ -1565,5 +1565,82 @@ mod tests {
         let _ = read(&pb.out, &ExtractOptions::default());
         // And random bytes as a whole file.
         let _ = extract_from(std::io::Cursor::new(pb.out[24..].to_vec()), "r", &ExtractOptions::default());
+    }
+}
+
+#[cfg(test)]
+mod perf {
+    use super::*;
+    use crate::capture::{Capture, CaptureConfig, Flow};
+    use crate::smpp::pdu::{put_resp_with_id, SubmitBuilder};
+    use bytes::BytesMut;
+
+    /// Writes a capture of `CONSENTGATE_PCAP_PDUS` (1 M) submit_sm + responses on 8 sessions,
+    /// `CONSENTGATE_PCAP_BATCH` (64) PDUs per packet, to `CONSENTGATE_PCAP_OUT` or a temp
+    /// dir, then times the reader over it.
+    #[test]
+    #[ignore = "throughput: cargo test --release --lib load::pcap::perf -- --ignored --nocapture"]
+    fn read_throughput() {
+        let n: u32 = std::env::var("CONSENTGATE_PCAP_PDUS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = std::env::var("CONSENTGATE_PCAP_OUT").map(std::path::PathBuf::from).unwrap_or(tmp.path().into());
+        let cap = Capture::start(CaptureConfig {
+            dir: dir.clone(),
+            max_file_bytes: 4 << 30,
+            queue_records: 1 << 20,
+            queue_bytes: 1 << 30,
+            ..Default::default()
+        })
+        .unwrap();
+        let mut sessions: Vec<_> = (0..8).map(|_| cap.session("perf").unwrap()).collect();
+        let batch: u32 = std::env::var("CONSENTGATE_PCAP_BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(64);
+        let frames: Vec<Vec<u8>> = (0..batch.max(1))
+            .map(|i| {
+                SubmitBuilder::new("1069012345", &format!("86138{:08}", i * 7919))
+                    .short_message(b"Your verification code is 123456. It expires in 5 minutes.")
+                    .build(0)
+                    .to_vec()
+            })
+            .collect();
+        let t = std::time::Instant::now();
+        let mut seq = 0u32;
+        let mut ts = 1_795_860_900_000_000u64;
+        while seq < n {
+            for s in sessions.iter_mut() {
+                let (mut req, mut resp) = (Vec::new(), BytesMut::new());
+                for f in &frames {
+                    seq += 1;
+                    let mut f = f.clone();
+                    crate::smpp::set_sequence(&mut f, seq);
+                    req.extend_from_slice(&f);
+                    put_resp_with_id(&mut resp, cmd::SUBMIT_SM_RESP, 0, seq, b"0123456789abcdef");
+                }
+                ts += 50;
+                s.record(Flow::EsmeToGateway, &req, ts);
+                s.record(Flow::GatewayToEsme, &resp, ts + 20);
+            }
+        }
+        drop(sessions);
+        cap.shutdown();
+        let write = t.elapsed();
+        let dropped = cap.stats().records_dropped.load(std::sync::atomic::Ordering::Relaxed);
+        let files = crate::capture::list_captures(&dir).unwrap();
+        let bytes: u64 = files.iter().map(|f| std::fs::metadata(f).unwrap().len()).sum();
+        println!("wrote {seq} submits + responses in {write:?} ({dropped} records dropped), {bytes} bytes, {files:?}");
+        let t = std::time::Instant::now();
+        let x = extract(&files[0], &ExtractOptions::default()).unwrap();
+        let el = t.elapsed();
+        let pdus = x.pdus.len() as f64 * 2.0;
+        println!(
+            "read {} packets, {} requests + responses in {el:?}: {:.0} PDUs/s, {:.0} MB/s; damage {:?}",
+            x.packets,
+            x.pdus.len(),
+            pdus / el.as_secs_f64(),
+            bytes as f64 / el.as_secs_f64() / 1e6,
+            x.damage
+        );
+        if dropped == 0 {
+            assert_eq!(x.damage.gaps, 0);
+        }
     }
 }
