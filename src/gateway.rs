@@ -59,7 +59,18 @@ impl Gateway {
             .map_err(|e| std::io::Error::new(e.kind(), format!("listen.smpp {}: {e}", config.listen.smpp)))?;
         let admin = crate::admin::bind(config.listen.admin).await?;
         let (control_tx, control_rx) = mpsc::channel(16);
-        let shared = Arc::new(Shared::new(Arc::new(config), store));
+        let capture = if config.capture.enabled {
+            let c = crate::capture::Capture::start(config.capture.writer_config()).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("capture.dir {}: {e}", config.capture.dir.display()))
+            })?;
+            info!(dir = %config.capture.dir.display(), accounts = ?config.capture.accounts, "recording sessions to pcapng");
+            Some(Arc::new(c))
+        } else {
+            None
+        };
+        let mut shared = Shared::new(Arc::new(config), store);
+        shared.capture = capture;
+        let shared = Arc::new(shared);
         Ok(Gateway { listener, admin, prometheus, shared, control_tx, control_rx })
     }
 
@@ -166,6 +177,9 @@ impl Gateway {
         let store = shared.store.clone();
         let _ = tokio::task::spawn_blocking(move || store.close()).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
+        if let Some(c) = shared.capture.clone() {
+            let _ = tokio::task::spawn_blocking(move || c.shutdown()).await;
+        }
         info!("stopped");
         Ok(())
     }

@@ -125,6 +125,12 @@ fn refresh_gauges(state: &AdminState) {
     metrics::gauge!(m::SNAPSHOT_LOADED_TIMESTAMP).set(loaded);
     metrics::gauge!(m::SNAPSHOT_BUILT_TIMESTAMP).set(built);
     metrics::gauge!(m::DELTA_STATEMENTS).set(store.delta.len() as f64);
+    if let Some(c) = &state.shared.capture {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = c.stats();
+        metrics::counter!(m::CAPTURE_RECORDS_TOTAL, "result" => "written").absolute(s.records_written.load(Relaxed));
+        metrics::counter!(m::CAPTURE_RECORDS_TOTAL, "result" => "dropped").absolute(s.records_dropped.load(Relaxed));
+    }
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {

@@ -61,10 +61,20 @@ impl Leg {
 
     /// Writes as much queued output as the socket takes without blocking.
     pub fn try_flush(&mut self) -> io::Result<()> {
+        self.try_flush_observed(|_| {})
+    }
+
+    /// [`try_flush`](Self::try_flush), showing `seen` every run of bytes the socket took
+    /// (traffic capture).
+    #[inline]
+    pub fn try_flush_observed(&mut self, mut seen: impl FnMut(&[u8])) -> io::Result<()> {
         while !self.out.is_empty() {
             match self.stream.try_write(&self.out) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.out.advance(n),
+                Ok(n) => {
+                    seen(&self.out[..n]);
+                    self.out.advance(n);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) => return Err(e),
             }

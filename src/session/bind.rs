@@ -49,7 +49,15 @@ pub(crate) async fn accept_bind(
                                     }
                                     let mut down = Leg::new(stream, config.session.max_pdu_bytes, rbuf);
                                     down.framer = framer;
-                                    return Some(Bound { down, up: up.0, account: up.1, bind_type: up.2, peer });
+                                    return Some(Bound {
+                                        down,
+                                        up: up.0,
+                                        account: up.1,
+                                        bind_type: up.2,
+                                        peer,
+                                        bind: frame.to_vec(),
+                                        bind_resp: resp.to_vec(),
+                                    });
                                 }
                                 Err(resp) => out.extend_from_slice(&resp),
                             }

@@ -56,12 +56,14 @@ pub struct Shared {
     pub config: Arc<Config>,
     pub store: Arc<ConsentStore>,
     pub keywords: Arc<Keywords>,
+    /// `[capture]` recording, when enabled.
+    pub capture: Option<Arc<crate::capture::Capture>>,
 }
 
 impl Shared {
     pub fn new(config: Arc<Config>, store: Arc<ConsentStore>) -> Shared {
         let keywords = Arc::new(Keywords::new(&config.policy.optout_keywords));
-        Shared { config, store, keywords }
+        Shared { config, store, keywords, capture: None }
     }
 }
 
@@ -122,6 +124,10 @@ struct Session {
     durable: watch::Receiver<u64>,
     pub stats: SessionStats,
     metrics: metrics::SessionMetrics,
+    /// `[capture]`: this session's recorder (None when off or the account is not recorded),
+    /// and the Unix time (µs) of the session clock's zero.
+    capture: Option<crate::capture::SessionCapture>,
+    capture_base_us: u64,
     /// One sampled upstream request: (upstream sequence number, sent at µs).
     up_sample: Option<(u32, u64)>,
     account: Account,
@@ -151,13 +157,17 @@ pub(crate) struct Bound {
     pub account: Account,
     pub bind_type: BindType,
     pub peer: SocketAddr,
+    /// The ESME's bind PDU and the response it got (for the capture).
+    pub bind: Vec<u8>,
+    pub bind_resp: Vec<u8>,
 }
 
 impl Session {
     fn new(b: Bound, shared: &Shared) -> Session {
         let config = shared.config.clone();
         let cap = (config.session.window * 2).max(64);
-        Session {
+        let (bind, bind_resp) = (b.bind, b.bind_resp);
+        let mut s = Session {
             store: shared.store.clone(),
             keywords: shared.keywords.clone(),
             scratch: Scratch::default(),
@@ -172,6 +182,8 @@ impl Session {
             durable: shared.store.durable(),
             stats: SessionStats::default(),
             metrics: metrics::SessionMetrics::new(&b.account.system_id),
+            capture: shared.capture.as_ref().and_then(|c| c.session(&b.account.system_id)),
+            capture_base_us: crate::capture::now_us(),
             up_sample: None,
             up_table: SeqTable::new(cap),
             down_table: SeqTable::new(cap),
@@ -189,7 +201,16 @@ impl Session {
             now_ms: 0,
             close_reason: "",
             expired: Vec::new(),
+        };
+        if let Some(c) = s.capture.as_mut() {
+            use crate::capture::Flow;
+            let t = s.capture_base_us;
+            c.record(Flow::EsmeToGateway, &bind, t);
+            c.record(Flow::GatewayToSmsc, &bind, t);
+            c.record(Flow::SmscToGateway, &bind_resp, t);
+            c.record(Flow::GatewayToEsme, &bind_resp, t);
         }
+        s
     }
 
     fn clock(&mut self) {
@@ -264,7 +285,15 @@ impl Session {
     fn read_down(&mut self) {
         match self.down.try_fill() {
             Ok(0) => self.esme_gone("esme closed the connection"),
-            Ok(_) => {
+            Ok(n) => {
+                if let Some(c) = self.capture.as_mut() {
+                    let b = &self.down.rbuf;
+                    c.record(
+                        crate::capture::Flow::EsmeToGateway,
+                        &b[b.len() - n..],
+                        self.capture_base_us + self.now_us,
+                    );
+                }
                 self.down.last_rx_ms = self.now_ms;
                 self.process_down();
             }
@@ -276,7 +305,15 @@ impl Session {
     fn read_up(&mut self) {
         match self.up.try_fill() {
             Ok(0) => self.smsc_gone("smsc closed the connection"),
-            Ok(_) => {
+            Ok(n) => {
+                if let Some(c) = self.capture.as_mut() {
+                    let b = &self.up.rbuf;
+                    c.record(
+                        crate::capture::Flow::SmscToGateway,
+                        &b[b.len() - n..],
+                        self.capture_base_us + self.now_us,
+                    );
+                }
                 self.up.last_rx_ms = self.now_ms;
                 self.process_up();
             }
@@ -822,6 +859,24 @@ impl Session {
     }
 
     fn flush(&mut self) {
+        if let Some(c) = self.capture.as_mut() {
+            use crate::capture::Flow;
+            let t = self.capture_base_us + self.now_us;
+            if self.down.open
+                && !self.down.out.is_empty()
+                && self.down.try_flush_observed(|b| c.record(Flow::GatewayToEsme, b, t)).is_err()
+            {
+                self.esme_gone("esme write failed");
+            }
+            let c = self.capture.as_mut().expect("checked above");
+            if self.up.open
+                && !self.up.out.is_empty()
+                && self.up.try_flush_observed(|b| c.record(Flow::GatewayToSmsc, b, t)).is_err()
+            {
+                self.smsc_gone("smsc write failed");
+            }
+            return;
+        }
         if self.down.open && !self.down.out.is_empty() && self.down.try_flush().is_err() {
             self.esme_gone("esme write failed");
         }

@@ -61,8 +61,9 @@ pub const JOURNAL_FSYNC_DURATION: &str = "consentgate_journal_fsync_duration_sec
 pub const ERRORS_TOTAL: &str = "consentgate_errors_total";
 /// `{result}` — decision audit records: `written` | `dropped` (queue full or disk failing).
 pub const AUDIT_RECORDS_TOTAL: &str = "consentgate_audit_records_total";
-/// `{result}` — PDUs handed to the capture writer: `written` | `dropped`.
-pub const CAPTURE_PDUS_TOTAL: &str = "consentgate_capture_pdus_total";
+/// `{result}` — `[capture]` records (the bytes of one read or write on a leg) `written` to a
+/// pcapng file or `dropped` (queue full, disk failing).
+pub const CAPTURE_RECORDS_TOTAL: &str = "consentgate_capture_records_total";
 /// Gauge `{version}` = 1.
 pub const BUILD_INFO: &str = "consentgate_build_info";
 
@@ -168,6 +169,6 @@ fn describe() {
     describe_histogram!(JOURNAL_FSYNC_DURATION, Unit::Seconds, "journal group commit (write + fdatasync)");
     describe_counter!(ERRORS_TOTAL, Unit::Count, "errors by stage and kind");
     describe_counter!(AUDIT_RECORDS_TOTAL, Unit::Count, "decision audit records written or dropped");
-    describe_counter!(CAPTURE_PDUS_TOTAL, Unit::Count, "PDUs handed to the capture writer, written or dropped");
+    describe_counter!(CAPTURE_RECORDS_TOTAL, Unit::Count, "capture records (one leg read or write) written or dropped");
     describe_gauge!(BUILD_INFO, Unit::Count, "build information");
 }
