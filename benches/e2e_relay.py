@@ -92,6 +92,8 @@ def main():
     ap.add_argument("--extra-toml", default=None)
     ap.add_argument("--half-rate-runs", type=int, default=5)
     ap.add_argument("--out", default=None, help="report base name under target/bench/")
+    ap.add_argument("--pcap", default=None,
+                    help="also replay this capture (load --pcap --speed max) through every forwarder")
     a = ap.parse_args()
     use_pin = not a.no_pin
 
@@ -100,7 +102,9 @@ def main():
 
     tmp = tempfile.mkdtemp(prefix="cg-bench-")
     sim_p, gw_p, relay_p, base_p = free_port(), free_port(), free_port(), free_port()
-    policy_toml = ""
+    # Without --policy there is no consent data: let commercial traffic through so both
+    # forwarders carry the same messages (the default, `reject`, would answer all locally).
+    policy_toml = "[policy]\non_snapshot_unavailable = \"allow\"\n"
     scenario = None
     if a.policy:
         import random
@@ -205,6 +209,28 @@ licence = "B2-BENCH"
                           f"ok {ok}/{r['sent']}  receipts {r['receipts']}", flush=True)
             return res
 
+        replays = None
+        if a.pcap:
+            replays = {k: [] for k in targets}
+            for i in range(a.runs):
+                order = list(targets) if i % 2 == 0 else list(reversed(list(targets)))
+                for name in order:
+                    rep = os.path.join(tmp, f"replay-{name}-{i}.json")
+                    cmd = [BIN, "load", "--target", f"127.0.0.1:{targets[name]}", "--system-id", "bench",
+                           "--password", "pw", "--sessions", str(a.sessions), "--window", str(a.window),
+                           "--pcap", a.pcap, "--speed", "max", "--report", rep]
+                    subprocess.run(pin(0, cmd, use_pin), env=env, check=True, stdout=subprocess.DEVNULL)
+                    with open(rep) as f:
+                        r = json.load(f)
+                    rp = r.get("replay") or {}
+                    replays[name].append({"msg_per_s": r["submit_per_second"], "sent": r["sent"],
+                                          "responses": r["responses"], "unanswered": r["unanswered"],
+                                          "p99_us": r["latency_us"]["p99"], "differ": rp.get("differ"),
+                                          "compared": rp.get("compared")})
+                    print(f"replay run {i + 1}/{a.runs} {name:<12} {r['sent']} PDUs  "
+                          f"{r['submit_per_second']:>10,.0f}/s  unanswered {r['unanswered']}  "
+                          f"status differs from recording {rp.get('differ')}/{rp.get('compared')}", flush=True)
+
         results = phase("max", a.runs)
         med = {k: statistics.median(x["msg_per_s"] for x in v) for k, v in results.items()}
         half = None
@@ -236,7 +262,8 @@ licence = "B2-BENCH"
         os.makedirs(out, exist_ok=True)
         base = a.out or ("e2e_relay_policy" if a.policy else "e2e_relay")
         report = {"config": vars(a), "runs": results, "median_msg_per_s": med,
-                  "median_p50_us": p50, "median_p99_us": p99, "ratio": ratio, "half_load": half}
+                  "median_p50_us": p50, "median_p99_us": p99, "ratio": ratio, "half_load": half,
+                  "replay": {"pcap": a.pcap, "runs": replays} if replays else None}
         with open(os.path.join(out, base + ".json"), "w") as f:
             json.dump(report, f, indent=2)
         with open(os.path.join(out, base + ".svg"), "w") as f:
@@ -338,6 +365,14 @@ def markdown(rep):
     if h:
         lines.append(f"- at half load ({h['rate']:,.0f}/s): p99 consentgate {h['median_p99_us']['consentgate']:.0f} us vs "
                      f"relay {h['median_p99_us']['relay']:.0f} us, added **{h['added_p99_us']:.0f} us** (target <= 50 us)")
+    rp = rep.get("replay")
+    if rp:
+        lines += ["", f"Replay of `{rp['pcap']}` at `--speed max` ({c['runs']} runs per forwarder):", "",
+                  "| forwarder | PDUs | median /s | unanswered | statuses differing from the recording |",
+                  "|---|---:|---:|---:|---:|"]
+        for k, v in rp["runs"].items():
+            lines.append(f"| {k} | {v[0]['sent']} | {statistics.median(x['msg_per_s'] for x in v):,.0f} | "
+                         f"{max(x['unanswered'] for x in v)} | {v[0]['differ']}/{v[0]['compared']} |")
     lines += ["", "Every run is in the JSON next to this file; the SVG plots throughput per run and latency "
               "percentiles. Compare medians of one run of the script, not numbers across runs: the VM is shared."]
     return "\n".join(lines) + "\n"
