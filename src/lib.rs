@@ -15,6 +15,7 @@
 //! caller needs the bound address first, as tests and the demo do).
 
 pub mod admin;
+pub mod audit;
 pub mod capture;
 pub mod config;
 pub mod consent;

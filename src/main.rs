@@ -114,12 +114,43 @@ enum Command {
     /// Build, inspect and query consent snapshots.
     #[command(subcommand)]
     Snapshot(SnapshotCmd),
+    /// Query the decision audit log.
+    #[command(subcommand)]
+    Audit(AuditCmd),
     /// Plain frame-forwarding TCP relay: the benchmark baseline (no SMPP logic).
     Relay {
         #[arg(long)]
         listen: SocketAddr,
         #[arg(long)]
         upstream: SocketAddr,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Every decision recorded for one subscriber (why a message was or was not delivered).
+    Search {
+        /// The audit directory (`audit.dir`).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The destination, in any form: +8613800138000, 008613800138000, 13800138000.
+        #[arg(long)]
+        msisdn: String,
+        /// From this time: RFC 3339, a date (2026-05-01, UTC) or an age (7d, 12h).
+        #[arg(long)]
+        since: Option<String>,
+        /// Up to this time (same forms).
+        #[arg(long)]
+        until: Option<String>,
+        /// Only this system_id.
+        #[arg(long)]
+        account: Option<String>,
+        /// Print the stored JSON lines instead of a table (the count goes to stderr).
+        #[arg(long)]
+        json: bool,
+        /// Country code for a national --msisdn.
+        #[arg(long, default_value = "86")]
+        country_code: String,
     },
 }
 
@@ -237,6 +268,18 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Snapshot(cmd) => snapshot_cmd(cmd),
+        Command::Audit(AuditCmd::Search { dir, msisdn, since, until, account, json, country_code }) => {
+            use consentgate::audit::search::{run, SearchArgs, SearchError};
+            let args = SearchArgs { dir, msisdn, since, until, account, json, country_code };
+            match run(&args, &mut std::io::stdout().lock(), &mut std::io::stderr().lock()) {
+                Ok(_) => Ok(ExitCode::SUCCESS),
+                Err(SearchError::Usage(m)) => {
+                    eprintln!("audit search: {m}");
+                    Ok(ExitCode::from(EX_USAGE))
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(c) => {
                 println!(

@@ -78,6 +78,8 @@ pub struct Config {
     pub consent: Consent,
     pub admin: Admin,
     pub capture: Capture,
+    /// Decision audit log (`[audit]`; off unless `audit.dir` is set).
+    pub audit: crate::audit::AuditConfig,
     /// Accounts by SMPP system_id.
     pub accounts: HashMap<String, Account>,
 }

@@ -20,6 +20,7 @@ pub struct RawConfig {
     pub consent: Option<RawConsent>,
     pub admin: Option<RawAdmin>,
     pub capture: Option<RawCapture>,
+    pub audit: Option<RawAudit>,
     #[serde(default)]
     pub account: Vec<RawAccount>,
 }
@@ -88,6 +89,17 @@ pub struct RawCapture {
     pub max_file_bytes: Option<i64>,
     pub max_files: Option<i64>,
     pub accounts: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    pub mode: Option<String>,
+    pub dir: Option<String>,
+    pub rotate_bytes: Option<i64>,
+    pub rotate_interval: Option<String>,
+    pub retention: Option<String>,
+    pub queue_records: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -427,10 +439,64 @@ impl RawConfig {
             }
         }
 
+        let audit = validate_audit(self.audit.unwrap_or_default(), &mut p);
+
         if p.0.is_empty() {
-            Ok(Config { listen, upstream, session, policy, consent, admin, capture, accounts })
+            Ok(Config { listen, upstream, session, policy, consent, admin, capture, audit, accounts })
         } else {
             Err(p.0)
         }
+    }
+}
+
+/// `[audit]`: mode defaults to `rejects` when a directory is given and to off without one; an
+/// explicit `all` / `rejects` without a directory is an error naming `audit.dir`.
+fn validate_audit(a: RawAudit, p: &mut Problems) -> crate::audit::AuditConfig {
+    use crate::audit::{
+        AuditConfig, AuditMode, DEFAULT_QUEUE_RECORDS, DEFAULT_RETENTION, DEFAULT_ROTATE_BYTES,
+        DEFAULT_ROTATE_INTERVAL, MIN_RETENTION,
+    };
+    let dir = match a.dir {
+        Some(d) if d.trim().is_empty() => {
+            p.push("audit.dir", "must not be empty (omit it, or set audit.mode = \"off\", to disable the audit log)");
+            None
+        }
+        d => d.map(PathBuf::from),
+    };
+    let mode = match a.mode.as_deref() {
+        None if dir.is_some() => AuditMode::Rejects,
+        None | Some("off") => AuditMode::Off,
+        Some(m @ ("all" | "rejects")) => {
+            if dir.is_none() {
+                p.push("audit.dir", format!("required when audit.mode = \"{m}\" (or set audit.mode = \"off\")"));
+            }
+            if m == "all" {
+                AuditMode::All
+            } else {
+                AuditMode::Rejects
+            }
+        }
+        Some(o) => {
+            p.push("audit.mode", format!("`{o}`: expected all | rejects | off"));
+            AuditMode::Off
+        }
+    };
+    let rotate_bytes = p.range("audit.rotate_bytes", a.rotate_bytes, DEFAULT_ROTATE_BYTES as usize, 1 << 20, 1 << 40);
+    let rotate_interval = p.duration("audit.rotate_interval", a.rotate_interval.as_deref(), DEFAULT_ROTATE_INTERVAL);
+    if rotate_interval < Duration::from_secs(60) {
+        p.push("audit.rotate_interval", "must be at least 1m");
+    }
+    let retention = p.duration("audit.retention", a.retention.as_deref(), DEFAULT_RETENTION);
+    if retention < MIN_RETENTION {
+        p.push("audit.retention", "must be at least 1d (complaint rules need months: the default is 150d)");
+    }
+    let queue_records = p.range("audit.queue_records", a.queue_records, DEFAULT_QUEUE_RECORDS, 1024, 16 << 20);
+    AuditConfig {
+        mode: if dir.is_some() { mode } else { AuditMode::Off },
+        dir,
+        rotate_bytes: rotate_bytes as u64,
+        rotate_interval,
+        retention,
+        queue_records,
     }
 }
