@@ -68,8 +68,10 @@ impl Gateway {
         } else {
             None
         };
+        let audit = crate::audit::Audit::open(&config.audit).map_err(std::io::Error::other)?;
         let mut shared = Shared::new(Arc::new(config), store);
         shared.capture = capture;
+        shared.audit = audit;
         let shared = Arc::new(shared);
         Ok(Gateway { listener, admin, prometheus, shared, control_tx, control_rx })
     }
@@ -180,6 +182,8 @@ impl Gateway {
         if let Some(c) = shared.capture.clone() {
             let _ = tokio::task::spawn_blocking(move || c.shutdown()).await;
         }
+        let audit = shared.audit.clone();
+        let _ = tokio::task::spawn_blocking(move || audit.close()).await;
         info!("stopped");
         Ok(())
     }

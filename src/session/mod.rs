@@ -58,12 +58,23 @@ pub struct Shared {
     pub keywords: Arc<Keywords>,
     /// `[capture]` recording, when enabled.
     pub capture: Option<Arc<crate::capture::Capture>>,
+    /// The decision audit log (`Audit::disabled()` when off).
+    pub audit: crate::audit::Audit,
+    /// Numbers sessions for the audit log.
+    pub next_session: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
     pub fn new(config: Arc<Config>, store: Arc<ConsentStore>) -> Shared {
         let keywords = Arc::new(Keywords::new(&config.policy.optout_keywords));
-        Shared { config, store, keywords, capture: None }
+        Shared {
+            config,
+            store,
+            keywords,
+            capture: None,
+            audit: crate::audit::Audit::disabled(),
+            next_session: std::sync::atomic::AtomicU64::new(1),
+        }
     }
 }
 
@@ -128,6 +139,14 @@ struct Session {
     /// and the Unix time (µs) of the session clock's zero.
     capture: Option<crate::capture::SessionCapture>,
     capture_base_us: u64,
+    /// Decision audit records of this session, handed to the writer once per event-loop turn.
+    audit: crate::audit::AuditBatch,
+    audit_account: crate::audit::AccountId,
+    session_id: u64,
+    /// The serving snapshot as the audit log names it (refreshed with `snap_gen`).
+    audit_snapshot: crate::audit::SnapshotRef,
+    /// Audit records of forwarded messages, completed when the SMSC answers (upstream seq).
+    audit_pending: std::collections::HashMap<u32, crate::audit::AuditRecord>,
     /// One sampled upstream request: (upstream sequence number, sent at µs).
     up_sample: Option<(u32, u64)>,
     account: Account,
@@ -184,6 +203,11 @@ impl Session {
             metrics: metrics::SessionMetrics::new(&b.account.system_id),
             capture: shared.capture.as_ref().and_then(|c| c.session(&b.account.system_id)),
             capture_base_us: crate::capture::now_us(),
+            audit: shared.audit.sink(),
+            audit_account: shared.audit.account(&b.account.system_id, &b.account.entity),
+            session_id: shared.next_session.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            audit_snapshot: crate::audit::SnapshotRef { id: 0, generation: 0, built_at: 0 },
+            audit_pending: Default::default(),
             up_sample: None,
             up_table: SeqTable::new(cap),
             down_table: SeqTable::new(cap),
@@ -275,8 +299,11 @@ impl Session {
             }
             self.flush();
             self.progress();
+            self.audit.flush();
         }
         self.teardown().await;
+        self.audit_abandon_pending();
+        self.audit.flush();
         self.metrics.flush(&self.stats, 0, false, false);
     }
 
@@ -422,11 +449,23 @@ impl Session {
                         return self.answer_esme(h.command_id, e.status(), seq);
                     }
                 };
-                if let Verdict::Reject(r) = self.verdict_for(&v) {
+                let verdict = self.verdict_for(&v);
+                if let Verdict::Reject(r) = verdict {
                     let st = r.status(&self.config.policy);
+                    if self.audit.wants(verdict) {
+                        self.audit_record(&policy::submit_of(&v), seq, verdict, Some(st), None);
+                    }
                     return self.answer_esme(h.command_id, st, seq);
                 }
-                self.relay_up(frame, seq, h.command_id);
+                let up_seq = self.relay_up(frame, seq, h.command_id);
+                if self.audit.wants(verdict) {
+                    match up_seq {
+                        Some(up) => self.audit_record(&policy::submit_of(&v), seq, verdict, None, Some(up)),
+                        None => {
+                            self.audit_record(&policy::submit_of(&v), seq, verdict, Some(status::ESME_RTHROTTLED), None)
+                        }
+                    }
+                }
             }
             cmd::SUBMIT_MULTI => self.on_submit_multi(frame, seq),
             _ => {
@@ -598,6 +637,14 @@ impl Session {
         let Some(p) = self.up_table.take(h.sequence_number) else {
             return debug!(peer = %self.peer, seq = h.sequence_number, "late or unknown response from smsc dropped");
         };
+        if !self.audit_pending.is_empty() {
+            if let Some(mut rec) = self.audit_pending.remove(&h.sequence_number) {
+                rec.status = Some(h.command_status);
+                rec.upstream_status = Some(h.command_status);
+                rec.message_id = crate::audit::MessageId::new(peek::resp_message_id(frame));
+                self.audit.push(rec);
+            }
+        }
         if let Some((seq, sent_us)) = self.up_sample {
             if seq == h.sequence_number {
                 self.metrics.upstream.record(self.now_us.saturating_sub(sent_us) as f64 * 1e-6);
@@ -653,6 +700,7 @@ impl Session {
                 (Origin::Relayed, id) => {
                     self.stats.error(ErrorKind::SmscTimeout);
                     let st = self.config.upstream.response_timeout_status;
+                    self.audit_local_answer(p.seq, st);
                     put_local_error_resp(&mut self.down.out, id, st, p.peer_seq);
                 }
                 (Origin::Local, cmd::ENQUIRE_LINK) => self.smsc_gone("smsc stopped answering enquire_link"),
@@ -794,6 +842,9 @@ impl Session {
                 } else {
                     put_local_error_resp(&mut self.down.out, p.command_id, st, p.peer_seq);
                 }
+            }
+            if p.origin == Origin::Relayed && !self.audit_pending.is_empty() {
+                self.audit_local_answer(p.seq, st);
             }
         }
         self.expired = v;

@@ -61,11 +61,17 @@ pub(super) struct Held {
     pub since_ms: u64,
 }
 
+/// The policy's view of a message.
+#[inline]
+pub(super) fn submit_of<'a>(v: &MessageView<'a>) -> Submit<'a> {
+    Submit { source: v.source, destination: v.destination, service_type: v.service_type }
+}
+
 impl Session {
     /// The verdict for one submit_sm / data_sm; all parts of a concatenated message share
     /// the first part's verdict.
     pub(super) fn verdict_for(&mut self, v: &MessageView) -> Verdict {
-        let submit = Submit { source: v.source, destination: v.destination, service_type: v.service_type };
+        let submit = submit_of(v);
         let Some(c) = text::concat_info(v) else { return self.decide(&submit) };
         let key = ConcatCache::key(v, c);
         if let Some(e) = self.concat.map.get_mut(&key) {
@@ -92,10 +98,14 @@ impl Session {
             Some(l) if l.generation != self.snap_gen => {
                 self.snap_entity = l.snapshot.entity_id(&self.account.entity);
                 self.snap_gen = l.generation;
+                let i = l.snapshot.info();
+                self.audit_snapshot =
+                    crate::audit::SnapshotRef { id: i.checksum, generation: l.generation, built_at: i.built_at };
             }
             None => {
                 self.snap_entity = None;
                 self.snap_gen = 0;
+                self.audit_snapshot = crate::audit::SnapshotRef { id: 0, generation: 0, built_at: 0 };
             }
             _ => {}
         }
@@ -149,6 +159,18 @@ impl Session {
                     crate::config::Regime::OptOut => Verdict::Accept,
                 },
             };
+            if self.audit.wants(verdict) {
+                let d = match dest {
+                    MultiDest::Sme(a) => a,
+                    MultiDest::List(name) => crate::smpp::peek::Addr { ton: 0, npi: 0, addr: name },
+                };
+                let st = match verdict {
+                    Verdict::Reject(r) => Some(r.status(&self.config.policy)),
+                    _ => None,
+                };
+                let m = Submit { source: mv.source, destination: d, service_type: mv.service_type };
+                self.audit_record(&m, seq, verdict, st, None);
+            }
             match verdict {
                 Verdict::Reject(r) => {
                     let st = r.status(&self.config.policy);
@@ -253,6 +275,57 @@ impl Session {
         });
         self.stats.optouts += 1;
         Some(ticket)
+    }
+
+    /// Adds the audit record of one decision. A rejected message is complete now (`status`);
+    /// a forwarded one (`pending_up` = its upstream sequence number) waits for the SMSC's
+    /// answer, which brings its status and message_id.
+    pub(super) fn audit_record(
+        &mut self,
+        m: &Submit,
+        esme_seq: u32,
+        verdict: Verdict,
+        status: Option<u32>,
+        pending_up: Option<u32>,
+    ) {
+        use crate::audit::{AuditAddr, AuditRecord, MessageId};
+        let d = m.destination;
+        let rec = AuditRecord {
+            at_us: crate::audit::now_us(),
+            account: self.audit_account,
+            session: self.session_id,
+            sequence: esme_seq,
+            source: AuditAddr::from_peek(m.source),
+            destination: AuditAddr::from_peek(d),
+            msisdn: msisdn::normalise(d.addr, d.ton, d.npi, &self.config.policy.default_country_code).ok(),
+            class: Some(policy::classify(&self.account, m)),
+            verdict,
+            status,
+            upstream_status: None,
+            message_id: MessageId::NONE,
+            snapshot: self.audit_snapshot,
+        };
+        match pending_up {
+            Some(up) => {
+                self.audit_pending.insert(up, rec);
+            }
+            None => self.audit.push(rec),
+        }
+    }
+
+    /// A forwarded message answered by consentgate itself (timeout, SMSC gone, drain).
+    pub(super) fn audit_local_answer(&mut self, up_seq: u32, st: u32) {
+        if let Some(mut rec) = self.audit_pending.remove(&up_seq) {
+            rec.status = Some(st);
+            self.audit.push(rec);
+        }
+    }
+
+    /// At the end of the session: records still waiting for an answer are written as they are.
+    pub(super) fn audit_abandon_pending(&mut self) {
+        for (_, rec) in self.audit_pending.drain() {
+            self.audit.push(rec);
+        }
     }
 
     /// Releases held deliver_sm_resp whose opt-out is durable; gives up on those held longer
