@@ -72,6 +72,16 @@ def wait_port(port, proc, timeout=20):
     raise SystemExit(f"port {port} not ready")
 
 
+def cpu_seconds(pid):
+    """utime + stime of a process, from /proc (Linux)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
 def pin(core, cmd, use_pin):
     if use_pin and shutil.which("taskset") and os.cpu_count() and os.cpu_count() >= 2:
         return ["taskset", "-c", str(core)] + cmd
@@ -172,12 +182,14 @@ licence = "B2-BENCH"
         wait_port(gw_p, gw)
         wait_port(relay_p, relay)
         targets = {"consentgate": gw_p, "relay": relay_p}
+        pids = {"consentgate": gw.pid, "relay": relay.pid}
         if a.baseline_bin:
             base = subprocess.Popen(pin(1, [a.baseline_bin, "run", "--config", base_cfg], use_pin), env=env,
                                     stdout=subprocess.DEVNULL)
             procs.append(base)
             wait_port(base_p, base)
             targets["baseline"] = base_p
+            pids["baseline"] = base.pid
         def phase(label, runs, rate=None):
             res = {k: [] for k in targets}
             for i in range(runs):
@@ -193,7 +205,9 @@ licence = "B2-BENCH"
                         cmd.append("--receipts")
                     if scenario:
                         cmd += ["--scenario", scenario]
+                    cpu0 = cpu_seconds(pids[name])
                     subprocess.run(pin(0, cmd, use_pin), env=env, check=True, stdout=subprocess.DEVNULL)
+                    cpu = cpu_seconds(pids[name]) - cpu0
                     with open(rep) as f:
                         r = json.load(f)
                     ok = r["statuses"].get("0x00000000", 0)
@@ -203,10 +217,12 @@ licence = "B2-BENCH"
                         "p99_us": lat["p99"], "p999_us": lat["p999"], "max_us": lat["max"], "sent": r["sent"],
                         "ok": ok, "receipts": r["receipts"], "unanswered": r["unanswered"],
                         "expect_mismatches": r.get("expect_mismatches", 0),
+                        "cpu_us_per_msg": cpu * 1e6 / max(r["responses"], 1),
                     })
                     print(f"{label} run {i + 1}/{runs} {name:<12} {r['submit_per_second']:>12,.0f} msg/s  "
                           f"p50 {lat['p50']:>7.0f} us  p99 {lat['p99']:>7.0f} us  "
-                          f"ok {ok}/{r['sent']}  receipts {r['receipts']}", flush=True)
+                          f"ok {ok}/{r['sent']}  receipts {r['receipts']}  "
+                          f"forwarder CPU {cpu * 1e6 / max(r['responses'], 1):.2f} us/msg", flush=True)
             return res
 
         replays = None
@@ -241,6 +257,8 @@ licence = "B2-BENCH"
                     "median_p99_us": {k: statistics.median(x["p99_us"] for x in v) for k, v in hres.items()},
                     "median_p50_us": {k: statistics.median(x["p50_us"] for x in v) for k, v in hres.items()}}
             half["added_p99_us"] = half["median_p99_us"]["consentgate"] - half["median_p99_us"]["relay"]
+            half["median_cpu_us_per_msg"] = {k: statistics.median(x["cpu_us_per_msg"] for x in v)
+                                             for k, v in hres.items()}
         p99 = {k: statistics.median(x["p99_us"] for x in v) for k, v in results.items()}
         p50 = {k: statistics.median(x["p50_us"] for x in v) for k, v in results.items()}
         ratio = med["consentgate"] / med["relay"] if med["relay"] else 0.0
@@ -254,6 +272,12 @@ licence = "B2-BENCH"
         if "baseline" in med and med["baseline"]:
             print(f"  ratio consentgate/baseline ({a.baseline_bin}): {med['consentgate'] / med['baseline']:.3f}"
                   f"  (baseline/relay {med['baseline'] / med['relay']:.3f})")
+        cpu = {k: statistics.median(x["cpu_us_per_msg"] for x in v) for k, v in results.items()}
+        print("  forwarder CPU per message at max load (median): "
+              + ", ".join(f"{k} {v:.3f} us" for k, v in cpu.items()))
+        if half:
+            print("  forwarder CPU per message at half load (median): "
+                  + ", ".join(f"{k} {v:.3f} us" for k, v in half["median_cpu_us_per_msg"].items()))
         if half:
             print(f"  at half load ({half['rate']:,.0f} msg/s): p99 "
                   + ", ".join(f"{k} {v:.0f} us" for k, v in half["median_p99_us"].items())
@@ -263,6 +287,7 @@ licence = "B2-BENCH"
         base = a.out or ("e2e_relay_policy" if a.policy else "e2e_relay")
         report = {"config": vars(a), "runs": results, "median_msg_per_s": med,
                   "median_p50_us": p50, "median_p99_us": p99, "ratio": ratio, "half_load": half,
+                  "median_cpu_us_per_msg": cpu,
                   "replay": {"pcap": a.pcap, "runs": replays} if replays else None}
         with open(os.path.join(out, base + ".json"), "w") as f:
             json.dump(report, f, indent=2)
@@ -360,6 +385,10 @@ def markdown(rep):
     lines += ["", f"- throughput ratio consentgate / relay: **{rep['ratio']:.3f}** (target >= 0.85)"]
     if "baseline" in med and med["baseline"]:
         lines.append(f"- consentgate / baseline build: **{med['consentgate'] / med['baseline']:.3f}**")
+    cpu = rep.get("median_cpu_us_per_msg") or {}
+    if cpu:
+        lines.append("- forwarder CPU per message (median, max load): "
+                     + ", ".join(f"{k} {v:.3f} us" for k, v in cpu.items()))
     lines.append(f"- consentgate end to end: **{med['consentgate']:,.0f}** submit_sm/s (target >= 1 M/s with receipts)")
     h = rep.get("half_load")
     if h:

@@ -525,7 +525,7 @@ impl Session {
                     // SMSC-initiated unbind completes: answer what is still pending first.
                     self.answer_all_up(status::ESME_RSYSERR);
                 }
-                if let Some(ticket) = self.mo_tickets.remove(&p.seq) {
+                if let Some(ticket) = (!self.mo_tickets.is_empty()).then(|| self.mo_tickets.remove(&p.seq)).flatten() {
                     if ticket > *self.durable.borrow() {
                         // The opt-out this MO carried is not on disk yet: the SMSC gets the
                         // ESME's answer only once it is.
