@@ -176,7 +176,7 @@ fn push2(out: &mut Vec<u8>, n: u32) {
 
 /// `YYYY-MM-DDTHH:MM:SS` (UTC) for unix seconds.
 fn push_datetime(out: &mut Vec<u8>, secs: i64) {
-    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    let (y, m, d) = crate::config::civil_from_days(secs.div_euclid(86_400));
     let rem = secs.rem_euclid(86_400) as u32;
     if (0..=9999).contains(&y) {
         let y = y as u32;
@@ -227,20 +227,6 @@ pub(super) fn compact_time(secs: i64) -> String {
     v.retain(|&b| b != b'-' && b != b':');
     v.push(b'Z');
     String::from_utf8(v).expect("ASCII")
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
-pub(super) fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 /// Parses our own `time` field (`YYYY-MM-DDTHH:MM:SS[.ffffff]Z`) back to unix microseconds.

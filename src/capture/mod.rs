@@ -696,21 +696,8 @@ pub fn list_captures(dir: &Path) -> io::Result<Vec<PathBuf>> {
 fn file_name(t: SystemTime, n: u64) -> String {
     let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
+    let (y, m, d) = crate::config::civil_from_days(days);
     format!("{PREFIX}{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z-{n:06}{SUFFIX}", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
-/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + (m <= 2) as i64, m, d)
 }
 
 #[cfg(test)]
@@ -742,8 +729,8 @@ mod tests {
     fn file_names_sort_by_time() {
         let t = UNIX_EPOCH + Duration::from_secs(1_795_860_900); // 2026-11-28T10:15:00Z
         assert_eq!(file_name(t, 3), "consentgate-20261128T101500Z-000003.pcapng");
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+        assert_eq!(crate::config::civil_from_days(0), (1970, 1, 1));
+        assert_eq!(crate::config::civil_from_days(-1), (1969, 12, 31));
     }
 
     #[test]

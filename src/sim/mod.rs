@@ -887,7 +887,7 @@ fn smpp_date_now() -> [u8; 10] {
 }
 
 fn smpp_date(unix_secs: u64) -> [u8; 10] {
-    let (y, m, d) = civil_from_days((unix_secs / 86_400) as i64);
+    let (y, m, d) = crate::config::civil_from_days((unix_secs / 86_400) as i64);
     let rem = unix_secs % 86_400;
     let parts = [y.rem_euclid(100) as u64, m as u64, d as u64, rem / 3600, (rem % 3600) / 60];
     let mut out = [0u8; 10];
@@ -896,20 +896,6 @@ fn smpp_date(unix_secs: u64) -> [u8; 10] {
         out[2 * i + 1] = b'0' + (p % 10) as u8;
     }
     out
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 #[cfg(test)]
