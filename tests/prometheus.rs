@@ -217,8 +217,17 @@ licence = "B2-1"
     assert_eq!(code, 200, "{body}");
 
     // promtool lints the exposition (it reads stdin).
-    let (code, exposition) = request(admin, "GET", "/metrics", None, None).await.expect("scrape");
-    assert_eq!(code, 200);
+    // Sessions publish their counts every 100 ms: wait (bounded) for this traffic to show.
+    let mut exposition = String::new();
+    for _ in 0..50 {
+        let (code, body) = request(admin, "GET", "/metrics", None, None).await.expect("scrape");
+        assert_eq!(code, 200);
+        exposition = body;
+        if exposition.contains("consentgate_submit_total") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     assert!(exposition.contains("consentgate_submit_total"), "{exposition}");
     let mut lint = Command::new(&promtool)
         .args(["check", "metrics"])
