@@ -103,6 +103,11 @@ enum Command {
         /// With --pcap: only TCP connections on this port (default: any port, SMPP detected).
         #[arg(long, requires = "pcap")]
         port: Option<u16>,
+        /// With --pcap: only connections whose SMSC side is this IP address. In a capture made
+        /// by consentgate's [capture], 10.0.0.1 keeps the ESME leg (what the ESMEs sent) and
+        /// 10.0.0.2 the SMSC leg (what was forwarded).
+        #[arg(long, requires = "pcap")]
+        server: Option<std::net::IpAddr>,
         /// With --pcap: 1x = recorded timing, 10x = ten times faster, max = as fast as the
         /// window allows.
         #[arg(long, default_value = "1x", requires = "pcap")]
@@ -355,12 +360,13 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             scenario,
             pcap,
             port,
+            server,
             speed,
             report,
         } => {
             let replay = match &pcap {
                 Some(p) => {
-                    let opts = consentgate::load::pcap::ExtractOptions { port, ..Default::default() };
+                    let opts = consentgate::load::pcap::ExtractOptions { port, server, ..Default::default() };
                     let x = consentgate::load::pcap::extract(p, &opts)?;
                     Some(std::sync::Arc::new(x))
                 }

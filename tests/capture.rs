@@ -112,7 +112,16 @@ async fn gateway_records_both_legs_and_the_capture_replays() {
         .count() as u64;
     assert_eq!(deliver_down, accepted, "receipts recorded on the ESME leg");
 
-    // And the recording replays: into the simulator, the accepted ones again accepted.
+    // `--server 10.0.0.1` keeps the ESME leg only: what the ESMEs sent, once.
+    let esme_only =
+        extract(&files[0], &ExtractOptions { server: Some("10.0.0.1".parse().unwrap()), ..Default::default() })
+            .expect("capture reads");
+    assert_eq!(esme_only.streams.len(), 1);
+    assert_eq!(esme_only.pdus.len() as u64, sent);
+    assert!(esme_only.skipped.iter().any(|s| s.reason == "SMSC side is not --server"), "{:?}", esme_only.skipped);
+
+    // And the recording replays into the simulator: both legs (the forwarded submits twice),
+    // then the ESME leg alone.
     let replay = consentgate::load::run(LoadConfig {
         target: sim.local_addr,
         system_id: "acme".into(),
@@ -129,5 +138,20 @@ async fn gateway_records_both_legs_and_the_capture_replays() {
     .unwrap();
     assert!(replay.errors.is_empty(), "{:?}", replay.errors);
     assert_eq!(replay.responses, sent + accepted, "both legs' submits replayed");
+    let replay = consentgate::load::run(LoadConfig {
+        target: sim.local_addr,
+        system_id: "acme".into(),
+        password: "pw".into(),
+        sessions: 1,
+        window: 50,
+        count: 0,
+        duration: Duration::ZERO,
+        replay: Some(Arc::new(esme_only)),
+        speed: consentgate::load::pcap::Speed::Max,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(replay.responses, sent, "the ESME leg alone: every submit once");
     sim.shutdown().await;
 }

@@ -61,6 +61,9 @@ const MAX_BLOCK_BYTES: usize = 64 << 20;
 pub struct ExtractOptions {
     /// Only TCP connections with this port on either side.
     pub port: Option<u16>,
+    /// Only connections whose SMSC side has this IP address (e.g. `10.0.0.1`, the gateway
+    /// side of the ESME leg in a consentgate `[capture]` file).
+    pub server: Option<std::net::IpAddr>,
     /// Also keep every SMPP PDU of every direction in [`Extracted::all`] (tests, tools).
     pub keep_all: bool,
 }
@@ -1228,7 +1231,19 @@ impl Analyzer {
             };
             let smpp = c.dirs.iter().any(|d| d.smpp.pdus > 0);
             let reqs = &c.dirs[esme].requests;
-            if !reqs.is_empty() {
+            let other_server = self.opts.server.is_some_and(|ip| c.ends[1 - esme].ip() != ip);
+            if !reqs.is_empty() && other_server {
+                if self.x.skipped.len() < MAX_LISTED {
+                    self.x.skipped.push(SkippedStream {
+                        a: c.ends[esme].to_string(),
+                        b: c.ends[1 - esme].to_string(),
+                        bytes: c.dirs[0].smpp.bytes + c.dirs[1].smpp.bytes,
+                        reason: "SMSC side is not --server",
+                    });
+                } else {
+                    self.x.skipped_more += 1;
+                }
+            } else if !reqs.is_empty() {
                 let sid = self.x.streams.len() as u32;
                 stream_of_conn.insert(ci, sid);
                 let mut with_status = 0;
