@@ -64,6 +64,9 @@ async fn run_in(dir: &std::path::Path, count: u64) -> anyhow::Result<()> {
     cfg.listen.smpp = "127.0.0.1:0".parse()?;
     cfg.consent.snapshot = Some(snap.clone());
     cfg.consent.journal = Some(dir.join("journal"));
+    // The decision audit log: every rejection, for the complaint step at the end.
+    cfg.audit.mode = crate::audit::AuditMode::Rejects;
+    cfg.audit.dir = Some(dir.join("audit"));
     let policy = cfg.policy.clone();
     let store = Arc::new(ConsentStore::open(&cfg.consent)?);
     let gw = crate::Gateway::bind_with_store(cfg, store.clone()).await?;
@@ -213,6 +216,35 @@ async fn run_in(dir: &std::path::Path, count: u64) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(15), gw_task).await;
     sim.shutdown().await;
     store.close();
+    // 6. A complaint arrives (12321): "I replied 退订 and they kept texting me". The audit log
+    // (closed when the gateway stopped) shows what consentgate did with every later message.
+    let q = crate::audit::search::Query { msisdn: subscriber, since_us: None, until_us: None, account: None };
+    let mut first = None;
+    match crate::audit::search::search(&dir.join("audit"), &q, |line, _| {
+        if first.is_none() {
+            first = Some(format!(
+                "{} {} -> {}: {} {} (status {}, snapshot {})",
+                line.time,
+                line.account,
+                line.destination,
+                line.verdict,
+                line.reason.as_deref().unwrap_or("-"),
+                line.status.as_deref().unwrap_or("-"),
+                line.snapshot.as_deref().unwrap_or("-")
+            ));
+        }
+        Ok(())
+    }) {
+        Ok(rep) => {
+            println!(
+                "6. complaint about {subscriber}: `consentgate audit search --dir {} --msisdn {subscriber}` finds {} rejected message(s); first:",
+                dir.join("audit").display(),
+                rep.matched
+            );
+            println!("       {}", first.unwrap_or_default());
+        }
+        Err(e) => println!("6. audit search failed: {e}"),
+    }
     println!();
     println!("Reject statuses: no_consent 0x400, revoked 0x401, dnc 0x402, unlicensed 0x405 (configurable).");
     println!("Run `consentgate --help` for the gateway, snapshot tools, simulator and load tool.");
