@@ -1,0 +1,27 @@
+//! The README's main command, `consentgate demo`, run as a user would (the real binary): it
+//! must finish, exit 0 and show every step it promises.
+
+#[test]
+fn demo_runs_every_step() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_consentgate"))
+        .args(["demo", "--count", "4000"])
+        .env("TMPDIR", std::env::temp_dir())
+        .output()
+        .expect("run consentgate demo");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "exit {:?}\n{text}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    for step in [
+        "refused (1 bind failure",
+        "rejected: no_consent",
+        "rejected: revoked",
+        "rejected: dnc",
+        "(transactional)",
+        "MO injected",
+        "consentgate_submit_total{account=\"demo-mkt\",verdict=\"rejected\",reason=\"revoked\"}",
+        "\"standing\":\"revoked\"",
+        "rejected message(s); first:",
+    ] {
+        assert!(text.contains(step), "missing `{step}` in:\n{text}");
+    }
+    assert!(!text.contains("unanswered 1"), "{text}");
+}
