@@ -14,7 +14,10 @@
 //! `Snapshot::open` (load time and bytes per record are printed). 1000 accounts, one per entity.
 //! 1 M queries (destination digits inline, TON 1): 50 % a granted (msisdn, entity) pair with that
 //! entity's account, 25 % a DNC number, 25 % a random number, the last two with a random account.
-//! The live delta is empty, or holds 1 M statements (grants, revokes, DNC).
+//! The live delta is empty, or holds 1 M statements (grants, revokes, DNC). A third case takes
+//! the same mix in runs of 64 queries from one account (`_session_batches`): a session decides
+//! a read batch for its one account, so the account's data stays in cache; the random-account
+//! cases are the worst case.
 //!
 //! `CONSENTGATE_BENCH_RECORDS` sets the total record count (default 10000000; e.g. 200000000
 //! for 100 M DNC + 100 M pairs: ~6 GB of CSV and ~3.2 GB peak during the build).
@@ -38,6 +41,8 @@ const ENTITIES: u64 = 1000;
 const QUERIES: usize = 1_000_000;
 const LIVE_STATEMENTS: u64 = 1_000_000;
 const BASELINE_MAX_PAIRS: u64 = 20_000_000;
+/// Queries per account in a row for the session-batched case (a read batch of one session).
+const SESSION_BATCH: usize = 64;
 
 struct Rng(u64);
 impl Rng {
@@ -81,6 +86,9 @@ struct Fixture {
     snap: Snapshot,
     cfg: Config,
     queries: Vec<Query>,
+    /// The same mix, but in runs of [`SESSION_BATCH`] queries from one account, as a session
+    /// decides the PDUs of one read batch for its one account.
+    batched: Vec<Query>,
     naive: Option<HashMap<(u64, u32), u8>>,
     total: u64,
 }
@@ -194,8 +202,30 @@ fn fixture() -> Fixture {
             Query { account, dest: digits.try_into().expect("13 digits"), msisdn }
         })
         .collect();
+    // 6. Session-batched queries: per batch one account; granted pairs of that account's
+    // entity, DNC numbers, random numbers in the same 2:1:1 mix.
+    let mut by_entity: HashMap<u16, Vec<u64>> = HashMap::new();
+    for &(m, e) in &granted {
+        by_entity.entry(e).or_default().push(m);
+    }
+    let entities: Vec<u16> = by_entity.keys().copied().collect();
+    let mut batched = Vec::with_capacity(QUERIES);
+    while batched.len() < QUERIES {
+        let account = entities[(rng.next() % entities.len() as u64) as usize];
+        let own = &by_entity[&account];
+        for i in 0..SESSION_BATCH {
+            let msisdn = match i % 4 {
+                0 | 1 => own[(rng.next() % own.len() as u64) as usize],
+                2 => dnc[(rng.next() % dnc.len() as u64) as usize],
+                _ => rng.msisdn(),
+            };
+            let mut digits = Vec::with_capacity(13);
+            push_u64(&mut digits, msisdn);
+            batched.push(Query { account, dest: digits.try_into().expect("13 digits"), msisdn });
+        }
+    }
     drop(dir); // the loaded snapshot is in memory; the file can go
-    Fixture { snap, cfg, queries, naive, total }
+    Fixture { snap, cfg, queries, batched, naive, total }
 }
 
 fn busy_delta(rng: &mut Rng) -> Delta {
@@ -233,7 +263,11 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("decide");
     g.throughput(Throughput::Elements(1));
     g.sample_size(30).measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(2));
-    for (name, delta) in [(format!("opt_in_{label}"), &empty), (format!("opt_in_{label}_delta_1M"), &busy)] {
+    for (name, delta, queries) in [
+        (format!("opt_in_{label}"), &empty, &fx.queries),
+        (format!("opt_in_{label}_session_batches"), &empty, &fx.batched),
+        (format!("opt_in_{label}_delta_1M"), &busy, &fx.queries),
+    ] {
         let inputs = Inputs { policy: &fx.cfg.policy, snapshot: Some(&fx.snap), delta, today };
         let views: Vec<AccountView> = (0..ENTITIES)
             .map(|e| {
@@ -248,9 +282,9 @@ fn bench(c: &mut Criterion) {
         let mut i = 0usize;
         g.bench_function(name, |b| {
             b.iter(|| {
-                let q = &fx.queries[i];
+                let q = &queries[i];
                 i += 1;
-                if i == fx.queries.len() {
+                if i == queries.len() {
                     i = 0;
                 }
                 let m = Submit { source: src, destination: Addr { ton: 1, npi: 1, addr: &q.dest }, service_type: b"" };
