@@ -9,27 +9,24 @@
 //! ```
 //!
 //! It runs the load tool (GSM7, UCS-2 Chinese, concatenated UDH messages, receipts requested)
-//! and a raw ESME (data_sm, submit_multi) against the simulator through a recording TCP tap
-//! that hands every read batch to `consentgate::capture` as the ESME ↔ gateway leg. The
-//! simulator answers two destinations with errors, so the recording holds non-zero statuses.
+//! and a raw ESME (data_sm, submit_multi) through the real gateway with `[capture]` on, so the
+//! sample is what an operator's recording looks like: both legs of every session (ESME leg
+//! 10.1.x → 10.0.0.1, SMSC leg 10.2.x → 10.0.0.2). The simulator answers two destinations
+//! with errors, so the recording holds non-zero statuses.
 
 mod common;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use common::Esme;
-use consentgate::capture::{now_us, Capture, CaptureConfig, Flow, SessionCapture};
 use consentgate::load::pcap::{extract, ExtractOptions, Speed};
 use consentgate::load::{Encoding, LoadConfig, ScenarioLine};
 use consentgate::sim::SimConfig;
 use consentgate::smpp::{self, cmd};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 fn sample() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/data/smpp-sample.pcapng")
@@ -127,45 +124,6 @@ async fn sample_replays_through_the_gateway_at_10x_with_recorded_pacing() {
 // ---------------------------------------------------------------------------------------------
 // Sample generator
 
-/// A TCP tap: forwards bytes both ways and records each read batch as the ESME leg.
-async fn tap(cap: Arc<Capture>, upstream: SocketAddr) -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((down, _)) = l.accept().await {
-            let Some(rec) = cap.session("sample") else { continue };
-            let up = TcpStream::connect(upstream).await.unwrap();
-            let _ = (down.set_nodelay(true), up.set_nodelay(true));
-            // std Mutex: held only around `record`, never across an await.
-            let rec = Arc::new(Mutex::new(rec));
-            let (dr, dw) = down.into_split();
-            let (ur, uw) = up.into_split();
-            tokio::spawn(pipe(dr, uw, rec.clone(), Flow::EsmeToGateway));
-            tokio::spawn(pipe(ur, dw, rec, Flow::GatewayToEsme));
-        }
-    });
-    addr
-}
-
-async fn pipe(
-    mut r: tokio::net::tcp::OwnedReadHalf,
-    mut w: tokio::net::tcp::OwnedWriteHalf,
-    rec: Arc<Mutex<SessionCapture>>,
-    flow: Flow,
-) {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match r.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        rec.lock().unwrap().record(flow, &buf[..n], now_us());
-        if w.write_all(&buf[..n]).await.is_err() {
-            return;
-        }
-    }
-}
-
 fn cstr(b: &mut BytesMut, s: &str) {
     b.put_slice(s.as_bytes());
     b.put_u8(0);
@@ -235,14 +193,17 @@ fn ucs2(s: &str) -> Vec<u8> {
 #[ignore = "writes benches/data/smpp-sample.pcapng: cargo test --test replay -- --ignored make_sample_capture"]
 async fn make_sample_capture() {
     let dir = tempfile::tempdir().unwrap();
-    let cap = Arc::new(Capture::start(CaptureConfig { dir: dir.path().into(), ..Default::default() }).unwrap());
     let sim = consentgate::sim::start(SimConfig {
         dest_errors: REFUSED.iter().map(|&(d, s)| (d.to_owned(), s)).collect(),
         ..Default::default()
     })
     .await
     .unwrap();
-    let t = tap(cap.clone(), sim.local_addr).await;
+    let mut cfg = common::config(sim.local_addr, "", "");
+    cfg.capture.enabled = true;
+    cfg.capture.dir = dir.path().into();
+    let gw = common::Gw::start(cfg).await;
+    let t = gw.addr;
 
     let line = |dest: &str, text: String, encoding: Encoding| ScenarioLine {
         source: "1069012345".into(),
@@ -318,10 +279,9 @@ async fn make_sample_capture() {
         tokio::time::timeout(Duration::from_secs(1), e.recv_where(|f| smpp::command_id(f) == cmd::UNBIND_RESP)).await;
     drop(e);
     tokio::time::sleep(Duration::from_millis(200)).await;
+    // Stopping the gateway flushes and closes the capture.
+    gw.stop().await;
     sim.shutdown().await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    cap.shutdown();
-    assert_eq!(cap.stats().records_dropped.load(std::sync::atomic::Ordering::Relaxed), 0);
     let files = consentgate::capture::list_captures(dir.path()).unwrap();
     assert_eq!(files.len(), 1);
     std::fs::create_dir_all(sample().parent().unwrap()).unwrap();
