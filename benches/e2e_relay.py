@@ -104,6 +104,8 @@ def main():
     ap.add_argument("--out", default=None, help="report base name under target/bench/")
     ap.add_argument("--pcap", default=None,
                     help="also replay this capture (load --pcap --speed max) through every forwarder")
+    ap.add_argument("--pcap-server", default=None,
+                    help="with --pcap: load --server IP (10.0.0.1 = the ESME leg of a consentgate capture)")
     a = ap.parse_args()
     use_pin = not a.no_pin
 
@@ -235,6 +237,8 @@ licence = "B2-BENCH"
                     cmd = [BIN, "load", "--target", f"127.0.0.1:{targets[name]}", "--system-id", "bench",
                            "--password", "pw", "--sessions", str(a.sessions), "--window", str(a.window),
                            "--pcap", a.pcap, "--speed", "max", "--report", rep]
+                    if a.pcap_server:
+                        cmd += ["--server", a.pcap_server]
                     subprocess.run(pin(0, cmd, use_pin), env=env, check=True, stdout=subprocess.DEVNULL)
                     with open(rep) as f:
                         r = json.load(f)
