@@ -122,36 +122,24 @@ async fn gateway_records_both_legs_and_the_capture_replays() {
 
     // And the recording replays into the simulator: both legs (the forwarded submits twice),
     // then the ESME leg alone.
-    let replay = consentgate::load::run(LoadConfig {
-        target: sim.local_addr,
-        system_id: "acme".into(),
-        password: "pw".into(),
-        sessions: 1,
-        window: 50,
-        count: 0,
-        duration: Duration::ZERO,
-        replay: Some(Arc::new(all)),
-        speed: consentgate::load::pcap::Speed::Max,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    assert!(replay.errors.is_empty(), "{:?}", replay.errors);
-    assert_eq!(replay.responses, sent + accepted, "both legs' submits replayed");
-    let replay = consentgate::load::run(LoadConfig {
-        target: sim.local_addr,
-        system_id: "acme".into(),
-        password: "pw".into(),
-        sessions: 1,
-        window: 50,
-        count: 0,
-        duration: Duration::ZERO,
-        replay: Some(Arc::new(esme_only)),
-        speed: consentgate::load::pcap::Speed::Max,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    assert_eq!(replay.responses, sent, "the ESME leg alone: every submit once");
+    let replay = |x: consentgate::load::pcap::Extracted| {
+        consentgate::load::run(LoadConfig {
+            target: sim.local_addr,
+            system_id: "acme".into(),
+            password: "pw".into(),
+            sessions: 1,
+            window: 50,
+            count: 0,
+            duration: Duration::ZERO,
+            replay: Some(Arc::new(x)),
+            speed: consentgate::load::pcap::Speed::Max,
+            ..Default::default()
+        })
+    };
+    let r = replay(all).await.unwrap();
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(r.responses, sent + accepted, "both legs' submits replayed");
+    let r = replay(esme_only).await.unwrap();
+    assert_eq!(r.responses, sent, "the ESME leg alone: every submit once");
     sim.shutdown().await;
 }
