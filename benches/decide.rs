@@ -22,6 +22,9 @@
 //! `CONSENTGATE_BENCH_RECORDS` sets the total record count (default 10000000; e.g. 200000000
 //! for 100 M DNC + 100 M pairs: ~6 GB of CSV and ~3.2 GB peak during the build).
 
+mod common;
+use common::*;
+
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs::File;
@@ -48,30 +51,12 @@ struct Rng(u64);
 impl Rng {
     /// splitmix64.
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        splitmix(&mut self.0)
     }
     /// A 13-digit Chinese mobile number, 86 13x–19x.
     fn msisdn(&mut self) -> u64 {
         8_613_000_000_000 + self.next() % 7_000_000_000
     }
-}
-
-fn push_u64(out: &mut Vec<u8>, mut v: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[i..]);
 }
 
 /// One query: account index and the destination as it sits in a PDU (inline bytes).

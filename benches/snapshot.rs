@@ -21,6 +21,9 @@
 //! `CONSENTGATE_BENCH_FILTERS=0` skips the standalone filter comparison (its bloom build is
 //! ~30 s at 100 M).
 
+mod common;
+use common::*;
+
 use std::fs::File;
 use std::hint::black_box;
 use std::io::{BufWriter, Write};
@@ -34,14 +37,6 @@ use xorf::{BinaryFuse8, Filter};
 
 const QUERIES: usize = 1 << 20;
 const ENTITIES: u64 = 1000;
-
-fn splitmix(seed: &mut u64) -> u64 {
-    *seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *seed;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
 
 /// An E.164 number, skewed like a Chinese registry.
 fn number(seed: &mut u64) -> u64 {
@@ -62,20 +57,6 @@ fn push_msisdn(out: &mut Vec<u8>, m: u64) {
         out.push(b'+');
         push_u64(out, m);
     }
-}
-
-fn push_u64(out: &mut Vec<u8>, mut v: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[i..]);
 }
 
 /// `2026-MM-DDTHH:MM:SSZ` for a random second of the first 300 days of 2026.

@@ -217,8 +217,7 @@ async fn probe_upstream_loop(shared: Arc<Shared>) {
     let cfg = &shared.config.upstream;
     loop {
         t.tick().await;
-        let ok =
-            crate::admin::probe_upstream(&cfg.address, cfg.connect_timeout.min(Duration::from_secs(2))).await.is_ok();
+        let ok = crate::admin::probe_upstream(cfg).await.is_ok();
         metrics::gauge!(m::UPSTREAM_REACHABLE).set(if ok { 1.0 } else { 0.0 });
     }
 }

@@ -313,15 +313,7 @@ async fn real_binary_reloads_on_sighup_and_drains_on_sigterm() {
         ),
     )
     .unwrap();
-    let mut child = common::Kill(
-        std::process::Command::new(env!("CARGO_BIN_EXE_consentgate"))
-            .args(["run", "--config"])
-            .arg(&conf)
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn consentgate"),
-    );
+    let mut child = common::Kill(common::spawn_gateway(&conf));
     let mut up = false;
     for _ in 0..200 {
         if matches!(request(admin, "GET", "/livez", None, None).await, Ok((200, _))) {

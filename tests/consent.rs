@@ -549,15 +549,7 @@ async fn journalled_optout_survives_kill_9() {
     let conf = dir.path().join("gateway.toml");
     let consent = format!("snapshot = \"{}\"\njournal = \"{}\"", snap.display(), dir.path().join("journal").display());
     std::fs::write(&conf, config_text(&addr.to_string(), sim.local_addr, "", &consent)).unwrap();
-    let spawn = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_consentgate"))
-            .args(["run", "--config"])
-            .arg(&conf)
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn consentgate")
-    };
+    let spawn = || spawn_gateway(&conf);
     let wait_listening = || async move {
         for _ in 0..200 {
             if tokio::net::TcpStream::connect(addr).await.is_ok() {

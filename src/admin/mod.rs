@@ -139,8 +139,10 @@ async fn metrics(State(state): State<AdminState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
-/// Whether the upstream SMSC accepts a TCP connection (closed at once; no bind).
-pub async fn probe_upstream(address: &str, timeout: Duration) -> Result<(), String> {
+/// Whether the upstream SMSC accepts a TCP connection (closed at once; no bind), within its
+/// connect timeout capped at 2 s.
+pub async fn probe_upstream(upstream: &crate::config::Upstream) -> Result<(), String> {
+    let (address, timeout) = (&upstream.address, upstream.connect_timeout.min(Duration::from_secs(2)));
     match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address)).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(format!("{address}: {e}")),
@@ -154,8 +156,7 @@ async fn readyz(State(state): State<AdminState>) -> Response {
     let snapshot_ok = loaded
         || cfg.consent.snapshot.is_none()
         || cfg.policy.on_snapshot_unavailable == crate::config::Unavailable::Allow;
-    let upstream =
-        probe_upstream(&cfg.upstream.address, cfg.upstream.connect_timeout.min(Duration::from_secs(2))).await;
+    let upstream = probe_upstream(&cfg.upstream).await;
     metrics::gauge!(m::UPSTREAM_REACHABLE).set(if upstream.is_ok() { 1.0 } else { 0.0 });
     let ready = snapshot_ok && upstream.is_ok();
     let body = json!({

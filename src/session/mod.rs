@@ -80,6 +80,14 @@ impl Shared {
 
 pub use metrics::{ErrorKind, SessionStats};
 
+/// Hands `bytes` seen on `flow` to the session's recorder, if `[capture]` records it.
+#[inline]
+fn capture(cap: &mut Option<crate::capture::SessionCapture>, flow: crate::capture::Flow, bytes: &[u8], ts_us: u64) {
+    if let Some(c) = cap {
+        c.record(flow, bytes, ts_us);
+    }
+}
+
 /// Serves one ESME connection until it ends. Never panics on peer input.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
     let _ = stream.set_nodelay(true);
@@ -313,14 +321,8 @@ impl Session {
         match self.down.try_fill() {
             Ok(0) => self.esme_gone("esme closed the connection"),
             Ok(n) => {
-                if let Some(c) = self.capture.as_mut() {
-                    let b = &self.down.rbuf;
-                    c.record(
-                        crate::capture::Flow::EsmeToGateway,
-                        &b[b.len() - n..],
-                        self.capture_base_us + self.now_us,
-                    );
-                }
+                let (b, t) = (&self.down.rbuf, self.capture_base_us + self.now_us);
+                capture(&mut self.capture, crate::capture::Flow::EsmeToGateway, &b[b.len() - n..], t);
                 self.down.last_rx_ms = self.now_ms;
                 self.process_down();
             }
@@ -333,14 +335,8 @@ impl Session {
         match self.up.try_fill() {
             Ok(0) => self.smsc_gone("smsc closed the connection"),
             Ok(n) => {
-                if let Some(c) = self.capture.as_mut() {
-                    let b = &self.up.rbuf;
-                    c.record(
-                        crate::capture::Flow::SmscToGateway,
-                        &b[b.len() - n..],
-                        self.capture_base_us + self.now_us,
-                    );
-                }
+                let (b, t) = (&self.up.rbuf, self.capture_base_us + self.now_us);
+                capture(&mut self.capture, crate::capture::Flow::SmscToGateway, &b[b.len() - n..], t);
                 self.up.last_rx_ms = self.now_ms;
                 self.process_up();
             }
@@ -525,7 +521,8 @@ impl Session {
                     // SMSC-initiated unbind completes: answer what is still pending first.
                     self.answer_all_up(status::ESME_RSYSERR);
                 }
-                if let Some(ticket) = (!self.mo_tickets.is_empty()).then(|| self.mo_tickets.remove(&p.seq)).flatten() {
+                let ticket = if self.mo_tickets.is_empty() { None } else { self.mo_tickets.remove(&p.seq) };
+                if let Some(ticket) = ticket {
                     if ticket > *self.durable.borrow() {
                         // The opt-out this MO carried is not on disk yet: the SMSC gets the
                         // ESME's answer only once it is.
@@ -909,29 +906,20 @@ impl Session {
         }
     }
 
+    /// Writes what is queued on each leg; with `[capture]`, records what the socket took.
     fn flush(&mut self) {
-        if let Some(c) = self.capture.as_mut() {
-            use crate::capture::Flow;
-            let t = self.capture_base_us + self.now_us;
-            if self.down.open
-                && !self.down.out.is_empty()
-                && self.down.try_flush_observed(|b| c.record(Flow::GatewayToEsme, b, t)).is_err()
-            {
-                self.esme_gone("esme write failed");
-            }
-            let c = self.capture.as_mut().expect("checked above");
-            if self.up.open
-                && !self.up.out.is_empty()
-                && self.up.try_flush_observed(|b| c.record(Flow::GatewayToSmsc, b, t)).is_err()
-            {
-                self.smsc_gone("smsc write failed");
-            }
-            return;
-        }
-        if self.down.open && !self.down.out.is_empty() && self.down.try_flush().is_err() {
+        use crate::capture::Flow;
+        let t = self.capture_base_us + self.now_us;
+        if self.down.open
+            && !self.down.out.is_empty()
+            && self.down.try_flush_observed(|b| capture(&mut self.capture, Flow::GatewayToEsme, b, t)).is_err()
+        {
             self.esme_gone("esme write failed");
         }
-        if self.up.open && !self.up.out.is_empty() && self.up.try_flush().is_err() {
+        if self.up.open
+            && !self.up.out.is_empty()
+            && self.up.try_flush_observed(|b| capture(&mut self.capture, Flow::GatewayToSmsc, b, t)).is_err()
+        {
             self.smsc_gone("smsc write failed");
         }
     }

@@ -250,3 +250,14 @@ impl Drop for Kill {
         let _ = self.0.wait();
     }
 }
+
+/// The real `consentgate run --config conf` (warnings only on stderr, stdout discarded).
+pub fn spawn_gateway(conf: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_consentgate"))
+        .args(["run", "--config"])
+        .arg(conf)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn consentgate")
+}
