@@ -1,8 +1,8 @@
 //! decide() over a realistic snapshot file (criterion, `cargo bench --bench decide`).
 //!
 //! Hypothesis: the full per-destination decision — licence and sender checks, class, MSISDN
-//! normalisation from the wire bytes, live-delta probe, snapshot lookup behind the binary-fuse
-//! filter — costs ≤ 150 ns median at 10 M records (5 M do-not-call numbers + 5 M consent
+//! normalisation from the wire bytes, live-delta probe, one snapshot table probe (pair state and
+//! DNC flag from one cache line) — costs ≤ 150 ns median at 10 M records (5 M do-not-call numbers + 5 M consent
 //! pairs over 1000 entities), far below the relay's own ~2 µs per PDU.
 //!
 //! Baseline: the naive structure, a std `HashMap<(u64, u32), u8>` with SipHash holding the same
@@ -17,7 +17,9 @@
 //! The live delta is empty, or holds 1 M statements (grants, revokes, DNC). A third case takes
 //! the same mix in runs of 64 queries from one account (`_session_batches`): a session decides
 //! a read batch for its one account, so the account's data stays in cache; the random-account
-//! cases are the worst case.
+//! cases are the worst case. `_session_prefetch` is that batch as the gateway handles it:
+//! `policy::prefetch` for every destination of the batch first (`Session::prefetch_batch`),
+//! then each decision — timed per decision, prefetch included.
 //!
 //! `CONSENTGATE_BENCH_RECORDS` sets the total record count (default 10000000; e.g. 200000000
 //! for 100 M DNC + 100 M pairs: ~6 GB of CSV and ~3.2 GB peak during the build).
@@ -36,7 +38,7 @@ use consentgate::config::Config;
 use consentgate::consent::delta::Delta;
 use consentgate::consent::journal::{Statement, StatementKind, StatementSource};
 use consentgate::consent::snapshot::{build, BuildOptions, Snapshot};
-use consentgate::policy::{decide, AccountView, Inputs, Submit};
+use consentgate::policy::{decide, prefetch as prefetch_line, AccountView, Inputs, Submit};
 use consentgate::smpp::peek::Addr;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
@@ -153,9 +155,12 @@ fn fixture() -> Fixture {
     let t = Instant::now();
     let snap = Snapshot::open(&snap_path).expect("snapshot open");
     let load = t.elapsed();
+    let t = Instant::now();
+    let huge = snap.use_huge_pages();
+    eprintln!("[decide bench] use_huge_pages: {huge} in {:.1?} (as the store does after a swap)", t.elapsed());
     let info = snap.info();
     eprintln!(
-        "[decide bench] Snapshot::open: {:.1?} ({} records, {:.1} MB file, {:.2} bytes/record incl. index)",
+        "[decide bench] Snapshot::open: {:.1?} ({} records, {:.1} MB file, {:.2} bytes/record)",
         load,
         info.records(),
         info.file_bytes as f64 / 1e6,
@@ -248,10 +253,11 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("decide");
     g.throughput(Throughput::Elements(1));
     g.sample_size(30).measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(2));
-    for (name, delta, queries) in [
-        (format!("opt_in_{label}"), &empty, &fx.queries),
-        (format!("opt_in_{label}_session_batches"), &empty, &fx.batched),
-        (format!("opt_in_{label}_delta_1M"), &busy, &fx.queries),
+    for (name, delta, queries, prefetch) in [
+        (format!("opt_in_{label}"), &empty, &fx.queries, false),
+        (format!("opt_in_{label}_session_batches"), &empty, &fx.batched, false),
+        (format!("opt_in_{label}_session_prefetch"), &empty, &fx.batched, true),
+        (format!("opt_in_{label}_delta_1M"), &busy, &fx.queries, false),
     ] {
         let inputs = Inputs { policy: &fx.cfg.policy, snapshot: Some(&fx.snap), delta, today };
         let views: Vec<AccountView> = (0..ENTITIES)
@@ -264,7 +270,39 @@ fn bench(c: &mut Criterion) {
                 }
             })
             .collect();
+        let one = |q: &Query| {
+            let m = Submit { source: src, destination: Addr { ton: 1, npi: 1, addr: &q.dest }, service_type: b"" };
+            black_box(decide(&inputs, &views[q.account as usize], black_box(&m)))
+        };
         let mut i = 0usize;
+        if prefetch {
+            // As a session handles one read batch: prefetch every destination's snapshot line
+            // (policy::prefetch, what Session::prefetch_batch does), then decide each. Timed
+            // per decision.
+            g.bench_function(name, |b| {
+                b.iter_custom(|iters| {
+                    let t = Instant::now();
+                    let mut left = iters as usize;
+                    while left > 0 {
+                        let n = SESSION_BATCH.min(left);
+                        if i + n > queries.len() {
+                            i = 0;
+                        }
+                        let batch = &queries[i..i + n];
+                        for q in batch {
+                            prefetch_line(&fx.snap, &fx.cfg.policy, &Addr { ton: 1, npi: 1, addr: black_box(&q.dest) });
+                        }
+                        for q in batch {
+                            one(q);
+                        }
+                        i += n;
+                        left -= n;
+                    }
+                    t.elapsed()
+                })
+            });
+            continue;
+        }
         g.bench_function(name, |b| {
             b.iter(|| {
                 let q = &queries[i];
@@ -272,8 +310,7 @@ fn bench(c: &mut Criterion) {
                 if i == queries.len() {
                     i = 0;
                 }
-                let m = Submit { source: src, destination: Addr { ton: 1, npi: 1, addr: &q.dest }, service_type: b"" };
-                black_box(decide(&inputs, &views[q.account as usize], black_box(&m)))
+                one(q)
             })
         });
     }

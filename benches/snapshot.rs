@@ -1,15 +1,16 @@
 //! Consent snapshot: build, load and lookup cost at scale.
 //!
-//! **Hypothesis.** A sorted packed-`u64` array with a radix index, behind a BinaryFuse8 front
-//! filter, answers `is_dnc` / `pair` in ~100 ns or less at 10–100 M records (the
-//! perf-anchors planning row: radix 66 ns at 10 M, 101 ns at 100 M; BinaryFuse8 15–47 ns),
-//! at ≤ 10 bytes per record including the filter and the index, and a 100 M-record snapshot
-//! loads (map + full validation + index) in ≤ 1 s.
+//! **Hypothesis.** One bucketised hash table holding DNC entries and consent pairs together
+//! (format 2: an msisdn's entries share one 64-byte home line) answers `is_dnc`, `pair` and
+//! the combined `statements` probe that `decide` uses in about one DRAM miss — ≤ 100 ns in
+//! throughput at 10–100 M records — at ≤ 10 bytes per record with nothing built at load, and
+//! a 100 M-record snapshot loads (read + full validation) in ≤ 1 s.
 //!
-//! **Baselines**, on the same keys and queries: `slice::binary_search` over the same sorted
-//! arrays (perf anchors: 511 ns at 10 M, ~1 µs at 100 M), and for the front filter the
-//! `bloomfilter` crate at p = 0.4 % (the BinaryFuse8 false-positive rate) beside xorf
-//! BinaryFuse8.
+//! **Baselines**, on the same statements and queries: `slice::binary_search` over sorted
+//! arrays of the same keys (perf anchors: 511 ns at 10 M, ~1 µs at 100 M); a BinaryFuse8 front
+//! filter over the table's msisdns in front of the table (does a filter still pay when the
+//! exact answer is one line?); and for the front filter itself the `bloomfilter` crate at
+//! p = 0.4 % (the BinaryFuse8 false-positive rate) beside xorf BinaryFuse8.
 //!
 //! Setup (outside timing): N DNC rows and N consent rows (N = 10 M, or
 //! `CONSENTGATE_BENCH_RECORDS`) are written as CSV to a temporary directory, built with
@@ -122,6 +123,9 @@ struct Fixture {
     dnc_q: Vec<u64>,
     pair_q: Vec<(u64, EntityId)>,
     dnc_hits_only: Vec<u64>,
+    /// Sorted DNC msisdns and sorted `msisdn << entity_bits | entity` pair keys.
+    dk: Vec<u64>,
+    pk: Vec<u64>,
 }
 
 fn fixture() -> &'static Fixture {
@@ -175,25 +179,35 @@ fn fixture() -> &'static Fixture {
         let snap = Snapshot::open(&out).expect("open");
         let info = snap.info();
         eprintln!(
-            "[snapshot bench] open: {:.3?} (read + validate + index); file {} B, index {} B, {:.2} bytes/record over {} records",
+            "[snapshot bench] open: {:.3?} (read + full validation); file {} B, {} buckets, {:.1} % of slots used, {:.2} bytes/record over {} records",
             info.load_duration,
             info.file_bytes,
-            info.index_bytes,
+            info.buckets,
+            100.0 * info.records() as f64 / info.table_slots as f64,
             info.bytes_per_record,
             info.records()
         );
-        let t = Instant::now();
-        let again = Snapshot::open(&out).expect("open");
-        eprintln!("[snapshot bench] open again (page cache warm): {:.3?}", t.elapsed());
-        drop(again);
+        let mut opens: Vec<Duration> = (0..5)
+            .map(|_| {
+                let t = Instant::now();
+                drop(Snapshot::open(&out).expect("open"));
+                t.elapsed()
+            })
+            .collect();
+        opens.sort();
+        eprintln!("[snapshot bench] open again ×5 (page cache warm): median {:.3?}, range {:.3?}–{:.3?}", opens[2], opens[0], opens[4]);
         // The snapshot holds its own copy; the directory can go now.
         drop(dir);
 
-        let mut seed = 99;
-        let dk = snap.dnc_keys();
-        let pk = snap.pair_keys();
+        // Sorted arrays of the same statements, for the binary-search baseline and for
+        // drawing present keys.
+        let mut dk: Vec<u64> = snap.dnc_numbers().collect();
+        dk.sort_unstable();
         let eb = info.entity_bits;
+        let mut pk: Vec<u64> = snap.all_pairs().map(|(m, e, _)| (m << eb) | u64::from(e.0)).collect();
+        pk.sort_unstable();
         let emask = (1u64 << eb) - 1;
+        let mut seed = 99;
         let mut dnc_q = Vec::with_capacity(QUERIES);
         let mut pair_q = Vec::with_capacity(QUERIES);
         let mut dnc_hits_only = Vec::with_capacity(QUERIES);
@@ -205,12 +219,12 @@ fn fixture() -> &'static Fixture {
             let r = splitmix(&mut seed);
             let k = pk[(r >> 1) as usize % pk.len()];
             pair_q.push(if r & 1 == 0 {
-                (k >> (eb + 2), EntityId(((k >> 2) & emask) as u32))
+                (k >> eb, EntityId((k & emask) as u32))
             } else {
                 (number(&mut seed), EntityId((splitmix(&mut seed) % ENTITIES) as u32))
             });
         }
-        Fixture { snap, dnc_q, pair_q, dnc_hits_only }
+        Fixture { snap, dnc_q, pair_q, dnc_hits_only, dk, pk }
     })
 }
 
@@ -227,7 +241,7 @@ fn lookups(c: &mut Criterion) {
 
     let mut g = group(c, "dnc_lookup_50pct_hits");
     g.bench_function("snapshot_is_dnc", |b| b.iter(|| fx.dnc_q.iter().filter(|&&m| snap.is_dnc(black_box(m))).count()));
-    let keys = snap.dnc_keys();
+    let keys = &fx.dk;
     g.bench_function("baseline_binary_search", |b| {
         b.iter(|| fx.dnc_q.iter().filter(|&&m| keys.binary_search(&black_box(m)).is_ok()).count())
     });
@@ -243,28 +257,72 @@ fn lookups(c: &mut Criterion) {
     g.bench_function("snapshot_pair", |b| {
         b.iter(|| fx.pair_q.iter().filter(|&&(m, e)| snap.pair(black_box(m), e).is_some()).count())
     });
-    let pk = snap.pair_keys();
+    let pk = &fx.pk;
     let eb = snap.info().entity_bits;
     g.bench_function("baseline_binary_search", |b| {
         b.iter(|| {
             fx.pair_q
                 .iter()
+                .filter(|&&(m, e)| pk.binary_search(&((black_box(m) << eb) | u64::from(e.0))).is_ok())
+                .count()
+        })
+    });
+    g.finish();
+
+    // What decide() asks: pair state and DNC flag of one (msisdn, entity).
+    let mut g = group(c, "statements_50pct_hits");
+    g.bench_function("snapshot_statements", |b| {
+        b.iter(|| {
+            fx.pair_q
+                .iter()
                 .filter(|&&(m, e)| {
-                    let probe = (black_box(m) << eb) | u64::from(e.0);
-                    let i = pk.partition_point(|&k| k >> 2 < probe);
-                    pk.get(i).is_some_and(|&k| k >> 2 == probe)
+                    let st = snap.statements(black_box(m), Some(e));
+                    st.pair.is_some() || st.dnc
+                })
+                .count()
+        })
+    });
+    // Does a front filter still pay? BinaryFuse8 over every msisdn with a statement: a miss
+    // skips the table line.
+    let mut numbers: Vec<u64> = fx.dk.iter().copied().chain(fx.pk.iter().map(|k| k >> eb)).collect();
+    numbers.sort_unstable();
+    numbers.dedup();
+    let front = BinaryFuse8::try_from(&numbers[..]).expect("binary fuse");
+    drop(numbers);
+    g.bench_function("fuse_front_then_statements", |b| {
+        b.iter(|| {
+            fx.pair_q
+                .iter()
+                .filter(|&&(m, e)| {
+                    let m = black_box(m);
+                    front.contains(&m) && {
+                        let st = snap.statements(m, Some(e));
+                        st.pair.is_some() || st.dnc
+                    }
+                })
+                .count()
+        })
+    });
+    g.bench_function("baseline_two_binary_searches", |b| {
+        b.iter(|| {
+            fx.pair_q
+                .iter()
+                .filter(|&&(m, e)| {
+                    let m = black_box(m);
+                    pk.binary_search(&((m << eb) | u64::from(e.0))).is_ok() || keys.binary_search(&m).is_ok()
                 })
                 .count()
         })
     });
     g.finish();
+    drop(front);
 
     if std::env::var("CONSENTGATE_BENCH_FILTERS").as_deref() == Ok("0") {
         return;
     }
     // Front filters over the DNC keys, same queries.
     let t = Instant::now();
-    let fuse = BinaryFuse8::try_from(keys).expect("binary fuse");
+    let fuse = BinaryFuse8::try_from(&keys[..]).expect("binary fuse");
     let fuse_build = t.elapsed();
     let t = Instant::now();
     let mut bloom = bloomfilter::Bloom::<u64>::new_for_fp_rate_with_seed(
@@ -273,7 +331,7 @@ fn lookups(c: &mut Criterion) {
         &std::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add(1)),
     )
     .unwrap();
-    for k in keys {
+    for k in keys.iter() {
         bloom.set(k);
     }
     let bloom_build = t.elapsed();

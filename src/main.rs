@@ -507,14 +507,22 @@ fn snapshot_cmd(cmd: SnapshotCmd) -> anyhow::Result<ExitCode> {
             println!("  format version:     {}", i.format_version);
             println!("  built at (unix s):  {}", i.built_at);
             println!("  dnc numbers:        {}", i.dnc_count);
-            println!("  consent pairs:      {}", i.pair_count);
+            println!(
+                "  consent pairs:      {} (grant {}, revoked {}, dnc newer {})",
+                i.pair_count, i.grants, i.revoked, i.dnc_newer
+            );
             println!("  entities:           {}", i.entity_count);
             println!("  key bits:           msisdn {} + entity {} + state 2", i.msisdn_bits, i.entity_bits);
-            println!("  front filters:      dnc {} / pairs {}", i.dnc_filter, i.pair_filter);
+            println!(
+                "  hash table:         {} buckets, {} slots ({:.1} % full)",
+                i.buckets,
+                i.table_slots,
+                100.0 * i.records() as f64 / i.table_slots.max(1) as f64
+            );
             println!("  journal watermark:  {}", i.journal_watermark);
             println!("  dnc.csv sha256:     {}", hex(i.dnc_sha256));
             println!("  consent.csv sha256: {}", hex(i.consent_sha256));
-            println!("  file bytes:         {} ({:.2} bytes/record incl. index)", i.file_bytes, i.bytes_per_record);
+            println!("  file bytes:         {} ({:.2} bytes/record)", i.file_bytes, i.bytes_per_record);
             println!("  load + validate:    {:.1} ms", i.load_duration.as_secs_f64() * 1000.0);
             Ok(ExitCode::SUCCESS)
         }

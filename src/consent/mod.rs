@@ -14,12 +14,12 @@
 //! * [`snapshot`] — the file format, [`build`], and the loaded [`Snapshot`] with its lookups.
 
 pub mod delta;
-mod index;
 pub mod journal;
 pub mod msisdn;
 pub mod snapshot;
 pub mod source;
 pub mod store;
+mod table;
 
 pub use msisdn::{normalise, normalise_text, MsisdnError};
 pub use snapshot::{

@@ -149,6 +149,7 @@ impl ConsentStore {
         if watermark > 0 {
             self.delta.prune_through(watermark);
         }
+        huge_pages_later(&loaded);
         let info = loaded.snapshot.info();
         info!(
             snapshot = %path.display(),
@@ -263,5 +264,24 @@ impl JournalWriter {
 impl Drop for ConsentStore {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// Moves a just-installed snapshot onto huge pages on a background thread
+/// ([`Snapshot::use_huge_pages`]); traffic is served from it meanwhile.
+fn huge_pages_later(loaded: &Arc<Loaded>) {
+    let loaded = loaded.clone();
+    let spawned = std::thread::Builder::new().name("snapshot-thp".into()).spawn(move || {
+        let t0 = std::time::Instant::now();
+        let ok = loaded.snapshot.use_huge_pages();
+        tracing::debug!(
+            generation = loaded.generation,
+            ok,
+            ms = t0.elapsed().as_millis() as u64,
+            "snapshot huge pages"
+        );
+    });
+    if let Err(e) = spawned {
+        tracing::debug!(error = %e, "snapshot huge pages: no thread");
     }
 }

@@ -347,6 +347,7 @@ impl Session {
 
     fn process_down(&mut self) {
         let mut rbuf = std::mem::take(&mut self.down.rbuf);
+        self.prefetch_batch(&rbuf);
         let mut pos = 0;
         while self.down.open {
             match self.down.framer.next(&rbuf[pos..]) {

@@ -7,7 +7,7 @@ use std::hash::{BuildHasher, Hasher};
 
 use bytes::BufMut;
 
-use super::{Session, RX_T_APPN};
+use super::{Session, State, RX_T_APPN};
 use crate::consent::journal::{Statement, StatementKind, StatementSource};
 use crate::consent::msisdn;
 use crate::policy::{self, AccountView, Inputs, Reason, Submit, Verdict};
@@ -61,6 +61,9 @@ pub(super) struct Held {
     pub since_ms: u64,
 }
 
+/// Submits per read batch whose snapshot lines are prefetched.
+const PREFETCH_MAX: usize = 128;
+
 /// The policy's view of a message.
 #[inline]
 pub(super) fn submit_of<'a>(v: &MessageView<'a>) -> Submit<'a> {
@@ -91,6 +94,28 @@ impl Session {
 
     /// Runs the pure decision against the current snapshot and the live delta.
     #[inline]
+    /// Before a read batch is handled: starts the snapshot loads of every submit_sm / data_sm
+    /// in it (at most [`PREFETCH_MAX`]), so their memory latency overlaps — measured in
+    /// `benches/decide.rs` (`_session_prefetch`). Frames are walked by command_length only;
+    /// damaged ones are skipped here and handled by the real pass.
+    pub(super) fn prefetch_batch(&self, rbuf: &[u8]) {
+        if self.state != State::Bound || rbuf.len() < 2 * HEADER_LEN {
+            return;
+        }
+        let guard = self.store.current();
+        let Some(loaded) = guard.as_deref() else { return };
+        let mut at = 0;
+        for _ in 0..PREFETCH_MAX {
+            let Some(head) = rbuf.get(at..at + HEADER_LEN) else { return };
+            let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+            let Some(frame) = rbuf.get(at..at + len).filter(|_| len >= HEADER_LEN) else { return };
+            if let Some(dest) = peek::destination(frame) {
+                policy::prefetch(&loaded.snapshot, &self.config.policy, &dest);
+            }
+            at += len;
+        }
+    }
+
     pub(super) fn decide(&mut self, m: &Submit) -> Verdict {
         let guard = self.store.current();
         let loaded = guard.as_deref();

@@ -171,6 +171,28 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// The destination of a submit_sm or data_sm frame, read without the rest of the body: the
+/// session's prefetch pass over a read batch ([`crate::policy::prefetch`]). `None` for other
+/// ids or a frame too damaged to say (the full read reports that).
+#[inline]
+pub fn destination(frame: &[u8]) -> Option<Addr<'_>> {
+    let command_id = super::command_id(frame);
+    let max = match command_id {
+        cmd::SUBMIT_SM => 21,
+        cmd::DATA_SM => 65,
+        _ => return None,
+    };
+    let mut c = Cursor { b: frame, at: HEADER_LEN };
+    c.cstr(6, "service_type").ok()?;
+    c.take(2, "source_addr_ton").ok()?;
+    c.cstr(max, "source_addr").ok()?;
+    Some(Addr {
+        ton: c.u8("dest_addr_ton").ok()?,
+        npi: c.u8("dest_addr_npi").ok()?,
+        addr: c.cstr(max, "destination_addr").ok()?,
+    })
+}
+
 /// Reads a submit_sm, deliver_sm or data_sm frame (header included). Other ids are an error
 /// of the caller and yield `Truncated("command_id")`.
 pub fn message(frame: &[u8]) -> Result<MessageView<'_>, PeekError> {
