@@ -421,6 +421,13 @@ pub fn today() -> i64 {
 /// Matches a sender_id pattern: `*` matches any run of characters, everything else literally.
 pub fn pattern_matches(pattern: &str, s: &[u8]) -> bool {
     let p = pattern.as_bytes();
+    // The usual shapes, without the general loop (this runs per submit): a prefix (`1069*`)
+    // and an exact sender id.
+    match p.split_last() {
+        Some((b'*', prefix)) if !prefix.contains(&b'*') => return s.starts_with(prefix),
+        _ if !p.contains(&b'*') => return p == s,
+        _ => {}
+    }
     let (mut pi, mut si) = (0, 0);
     let (mut star, mut mark) = (None, 0);
     while si < s.len() {

@@ -100,6 +100,16 @@ fn dates_and_patterns() {
     assert!(pattern_matches("*BANK", b"ACMEBANK"));
     assert!(pattern_matches("AC*B*K", b"ACMEBANK"));
     assert!(!pattern_matches("ACME", b"ACMEBANK"));
+    // The fast paths (prefix, exact) agree with the general matcher's meaning.
+    assert!(pattern_matches("ACME", b"ACME"));
+    assert!(pattern_matches("*", b""));
+    assert!(pattern_matches("*", b"ANY"));
+    assert!(pattern_matches("1069*", b"1069"));
+    assert!(!pattern_matches("1069*", b"106"));
+    assert!(pattern_matches("", b""));
+    assert!(!pattern_matches("", b"1"));
+    assert!(pattern_matches("1*9*", b"1069"));
+    assert!(!pattern_matches("1*8*", b"1069"));
 }
 
 #[test]

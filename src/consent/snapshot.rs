@@ -1486,7 +1486,11 @@ impl Snapshot {
             _ => u64::MAX,
         };
         let hit = self.table().get(msisdn, probe);
-        Statements { pair: if hit.pair == 0 { None } else { PairState::from_bits(hit.pair & 3) }, dnc: hit.dnc }
+        // hit.pair is 0 (no pair) or a pair entry (state 0–2): index by state + 1.
+        const DECODE: [Option<PairState>; 4] =
+            [None, Some(PairState::Grant), Some(PairState::Revoked), Some(PairState::DncNewer)];
+        let idx = if hit.pair == 0 { 0 } else { (hit.pair & 3) as usize + 1 };
+        Statements { pair: DECODE[idx & 3], dnc: hit.dnc }
     }
 
     /// Starts loading the table line [`Snapshot::statements`] will read for `msisdn`, so that

@@ -133,10 +133,10 @@ impl<'a> Table<'a> {
             // In bounds: the loader checked slots.len() >= buckets * SLOTS and a multiple of
             // SLOTS; `base` only advances while it stays below the end.
             let line = &self.slots[base..base + SLOTS];
+            // Branch-free: where a match sits in the line is data, not something to predict.
             for &k in line {
-                if k >> 2 == pair_probe && k & 3 != DNC_STATE {
-                    hit.pair = k;
-                }
+                let is_pair = (k >> 2 == pair_probe) & (k & 3 != DNC_STATE);
+                hit.pair |= k & u64::from(is_pair).wrapping_neg();
                 hit.dnc |= k == dnc_key;
             }
             if !self.continues(line[SLOTS - 1], h, msisdn) {
