@@ -2,9 +2,9 @@
 //!
 //! [`decide`] is a pure synchronous function over immutable inputs: the validated config, the
 //! current consent snapshot (swapped atomically elsewhere) and the live delta. It does not
-//! await, allocate or log. The only synchronisation it touches is the delta's shard read
-//! lock (dashmap, DESIGN §4) — uncontended and held for one probe; the snapshot itself is
-//! lock-free.
+//! await, allocate or log. The snapshot is lock-free; the live delta is too unless the
+//! destination has (or shares a membership bit with a number that has) a live statement —
+//! then one uncontended dashmap shard read lock is taken for one probe (DESIGN §4).
 //!
 //! Decision order; the first failing step gives the reason:
 //!
