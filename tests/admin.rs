@@ -55,31 +55,9 @@ impl Stack {
         } else {
             "[admin]\ntoken_env = \"CONSENTGATE_TEST_TOKEN_THAT_IS_NOT_SET\"\n".to_owned()
         };
-        let text = format!(
-            r#"
-[listen]
-smpp = "127.0.0.1:0"
-admin = "127.0.0.1:0"
-
-[upstream]
-address = "{upstream}"
-
-[consent]
-snapshot = "{snap}"
-journal = "{journal}"
-
-{admin_section}
-
-[[account]]
-system_id = "acme"
-entity = "acme-retail"
-class = "marketing"
-licence = "B2-1"
-"#,
-            upstream = sim.local_addr,
-            snap = snap.display(),
-            journal = dir.path().join("journal").display(),
-        );
+        let consent =
+            format!("snapshot = \"{}\"\njournal = \"{}\"", snap.display(), dir.path().join("journal").display());
+        let text = common::consent_config_text("127.0.0.1:0", sim.local_addr, "", &consent) + &admin_section;
         let cfg = Config::parse(&text).expect("config");
         let g = Gateway::bind(cfg).await.expect("gateway");
         let (smpp, admin) = (g.local_addr(), g.admin_addr());

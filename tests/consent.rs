@@ -83,48 +83,8 @@ fn build_snapshot_file(dir: &Path) -> PathBuf {
     out
 }
 
-/// Gateway config text with the given `[policy]` and `[consent]` bodies.
-fn config_text(smpp: &str, upstream: SocketAddr, policy: &str, consent: &str) -> String {
-    format!(
-        r#"
-[listen]
-smpp = "{smpp}"
-admin = "127.0.0.1:0"
-
-[upstream]
-address = "{upstream}"
-
-[policy]
-default_country_code = "86"
-{policy}
-
-[consent]
-{consent}
-
-[[account]]
-system_id = "acme"
-entity = "acme-retail"
-class = "marketing"
-licence = "B2-1"
-sender_id = ["1069*"]
-
-[[account]]
-system_id = "bank"
-class = "transactional"
-licence = "B2-2"
-
-[[account]]
-system_id = "promo"
-entity = "promo-co"
-class = "marketing"
-licence = "B2-5"
-source_class = {{ "106900*" = "transactional" }}
-"#
-    )
-}
-
 fn gw_config(upstream: SocketAddr, policy: &str, consent: &str) -> Config {
-    Config::parse(&config_text("127.0.0.1:0", upstream, policy, consent)).expect("gateway config")
+    Config::parse(&common::consent_config_text("127.0.0.1:0", upstream, policy, consent)).expect("gateway config")
 }
 
 /// Simulator + gateway running on a store the test keeps.
@@ -548,7 +508,7 @@ async fn journalled_optout_survives_kill_9() {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let conf = dir.path().join("gateway.toml");
     let consent = format!("snapshot = \"{}\"\njournal = \"{}\"", snap.display(), dir.path().join("journal").display());
-    std::fs::write(&conf, config_text(&addr.to_string(), sim.local_addr, "", &consent)).unwrap();
+    std::fs::write(&conf, common::consent_config_text(&addr.to_string(), sim.local_addr, "", &consent)).unwrap();
     let spawn = || spawn_gateway(&conf);
     let wait_listening = || async move {
         for _ in 0..200 {

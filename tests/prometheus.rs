@@ -168,33 +168,10 @@ async fn real_prometheus_scrapes_the_gateway() {
     let dir = tempfile::tempdir().unwrap();
     let snap = build_snapshot(dir.path());
     let sim = consentgate::sim::start(sim_cfg()).await.expect("sim");
-    let cfg = Config::parse(&format!(
-        r#"
-[listen]
-smpp = "127.0.0.1:0"
-admin = "127.0.0.1:0"
-
-[upstream]
-address = "{upstream}"
-
-[policy]
-regime = "opt-in"
-
-[consent]
-snapshot = "{snap}"
-journal = "{journal}"
-
-[[account]]
-system_id = "acme"
-entity = "acme-retail"
-class = "marketing"
-licence = "B2-1"
-"#,
-        upstream = sim.local_addr,
-        snap = snap.display(),
-        journal = dir.path().join("journal").display(),
-    ))
-    .expect("config");
+    let consent = format!("snapshot = \"{}\"\njournal = \"{}\"", snap.display(), dir.path().join("journal").display());
+    let cfg =
+        Config::parse(&common::consent_config_text("127.0.0.1:0", sim.local_addr, "regime = \"opt-in\"", &consent))
+            .expect("config");
     let gw = Gateway::bind(cfg).await.expect("gateway");
     let (smpp_addr, admin) = (gw.local_addr(), gw.admin_addr());
     let (stop, stop_rx) = oneshot::channel::<()>();

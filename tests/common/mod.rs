@@ -21,6 +21,48 @@ use tokio::task::JoinHandle;
 /// Default wait for anything a test expects to arrive.
 pub const WAIT: Duration = Duration::from_secs(5);
 
+/// Gateway config text for the consent tests: accounts `acme` (marketing, sender ids `1069*`),
+/// `bank` (transactional) and `promo` (marketing, `106900*` transactional), with the given
+/// `[policy]` and `[consent]` bodies. Append more tables (e.g. `[admin]`) to the text.
+pub fn consent_config_text(smpp: &str, upstream: SocketAddr, policy: &str, consent: &str) -> String {
+    format!(
+        r#"
+[listen]
+smpp = "{smpp}"
+admin = "127.0.0.1:0"
+
+[upstream]
+address = "{upstream}"
+
+[policy]
+default_country_code = "86"
+{policy}
+
+[consent]
+{consent}
+
+[[account]]
+system_id = "acme"
+entity = "acme-retail"
+class = "marketing"
+licence = "B2-1"
+sender_id = ["1069*"]
+
+[[account]]
+system_id = "bank"
+class = "transactional"
+licence = "B2-2"
+
+[[account]]
+system_id = "promo"
+entity = "promo-co"
+class = "marketing"
+licence = "B2-5"
+source_class = {{ "106900*" = "transactional" }}
+"#
+    )
+}
+
 /// Gateway config used by the tests; `extra` is appended (e.g. a [session] table).
 pub fn config(upstream: SocketAddr, upstream_extra: &str, session_extra: &str) -> Config {
     let text = format!(
