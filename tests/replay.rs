@@ -135,17 +135,24 @@ fn finish(mut b: BytesMut) -> BytesMut {
     b
 }
 
-/// data_sm (v3.4 §4.7.1) with the text in message_payload.
-fn data_sm(seq: u32, dest: &str, dcs: u8, payload: &[u8]) -> BytesMut {
+/// A PDU's header (length patched by `finish`), empty service_type and the test's source
+/// address (TON 0, NPI 1).
+fn header_and_source(command_id: u32, seq: u32) -> BytesMut {
     let mut b = BytesMut::new();
     b.put_u32(0);
-    b.put_u32(cmd::DATA_SM);
+    b.put_u32(command_id);
     b.put_u32(0);
     b.put_u32(seq);
     cstr(&mut b, "");
     b.put_u8(0);
     b.put_u8(1);
     cstr(&mut b, "1069012345");
+    b
+}
+
+/// data_sm (v3.4 §4.7.1) with the text in message_payload.
+fn data_sm(seq: u32, dest: &str, dcs: u8, payload: &[u8]) -> BytesMut {
+    let mut b = header_and_source(cmd::DATA_SM, seq);
     b.put_u8(1);
     b.put_u8(1);
     cstr(&mut b, dest);
@@ -160,15 +167,7 @@ fn data_sm(seq: u32, dest: &str, dcs: u8, payload: &[u8]) -> BytesMut {
 
 /// submit_multi (v3.4 §4.5.1) to SME addresses.
 fn submit_multi(seq: u32, dests: &[&str], text: &[u8]) -> BytesMut {
-    let mut b = BytesMut::new();
-    b.put_u32(0);
-    b.put_u32(cmd::SUBMIT_MULTI);
-    b.put_u32(0);
-    b.put_u32(seq);
-    cstr(&mut b, "");
-    b.put_u8(0);
-    b.put_u8(1);
-    cstr(&mut b, "1069012345");
+    let mut b = header_and_source(cmd::SUBMIT_MULTI, seq);
     b.put_u8(dests.len() as u8);
     for d in dests {
         b.put_u8(1); // SME address
