@@ -29,5 +29,6 @@ pub mod session;
 pub mod sim;
 pub mod smpp;
 pub mod telemetry;
+pub mod time;
 
 pub use gateway::{run, Gateway};
