@@ -18,8 +18,10 @@
 //! the same mix in runs of 64 queries from one account (`_session_batches`): a session decides
 //! a read batch for its one account, so the account's data stays in cache; the random-account
 //! cases are the worst case. `_session_prefetch` is that batch as the gateway handles it:
-//! `policy::prefetch` for every destination of the batch first (`Session::prefetch_batch`),
-//! then each decision — timed per decision, prefetch included.
+//! the snapshot line of every destination of the batch prefetched first (what
+//! `SessionPolicy::prefetch_batch` does: `Engine::subscriber` + `Snapshot::prefetch`), then
+//! each decision (`Engine::decide`, the pipeline `SessionPolicy::decide` calls) — timed per
+//! decision, prefetch included.
 //!
 //! `CONSENTGATE_BENCH_RECORDS` sets the total record count (default 10000000; e.g. 200000000
 //! for 100 M DNC + 100 M pairs: ~6 GB of CSV and ~3.2 GB peak during the build).
@@ -38,7 +40,7 @@ use consentgate::config::Config;
 use consentgate::consent::delta::Delta;
 use consentgate::consent::journal::{Statement, StatementKind, StatementSource};
 use consentgate::consent::snapshot::{build, BuildOptions, Snapshot};
-use consentgate::policy::{decide, prefetch as prefetch_line, AccountView, Inputs, Submit};
+use consentgate::policy::{AccountIdx, ConsentView, Engine, Message};
 use consentgate::smpp::peek::Addr;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
@@ -246,7 +248,8 @@ fn bench(c: &mut Criterion) {
     let busy = busy_delta(&mut rng);
     eprintln!("[decide bench] live delta: {} statements applied in {:.1?}", busy.len(), t.elapsed());
     let empty = Delta::new();
-    let today = consentgate::config::today();
+    let now = consentgate::time::Clock::system().now();
+    let engine: Engine = fx.cfg.engine();
     let src = Addr { ton: 0, npi: 1, addr: b"1069012345" };
     let label = format!("{}M", fx.total / 1_000_000);
 
@@ -259,25 +262,36 @@ fn bench(c: &mut Criterion) {
         (format!("opt_in_{label}_session_prefetch"), &empty, &fx.batched, true),
         (format!("opt_in_{label}_delta_1M"), &busy, &fx.queries, false),
     ] {
-        let inputs = Inputs { policy: &fx.cfg.policy, snapshot: Some(&fx.snap), delta, today };
-        let views: Vec<AccountView> = (0..ENTITIES)
+        // Per account (= entity): its index and its entity's ids, as a SessionPolicy holds them.
+        let views: Vec<(AccountIdx, ConsentView)> = (0..ENTITIES)
             .map(|e| {
                 let entity = format!("brand-{e}");
-                AccountView {
-                    account: &fx.cfg.accounts[&format!("a{e}")],
-                    live_entity: delta.intern(&entity),
+                let data = ConsentView {
+                    snapshot: Some(&fx.snap),
+                    delta,
+                    live_entity: Some(delta.intern(&entity)),
                     snap_entity: fx.snap.entity_id(&entity),
-                }
+                };
+                (engine.lookup(&format!("a{e}")).expect("account"), data)
             })
             .collect();
         let one = |q: &Query| {
-            let m = Submit { source: src, destination: Addr { ton: 1, npi: 1, addr: &q.dest }, service_type: b"" };
-            black_box(decide(&inputs, &views[q.account as usize], black_box(&m)))
+            let m = Message {
+                source: src,
+                destination: Addr { ton: 1, npi: 1, addr: &q.dest },
+                service_type: b"",
+                esm_class: 0,
+                data_coding: 0,
+                short_message: b"",
+                tlvs: b"",
+            };
+            let (idx, data) = &views[q.account as usize];
+            black_box(engine.decide(*idx, data, black_box(&m), now))
         };
         let mut i = 0usize;
         if prefetch {
             // As a session handles one read batch: prefetch every destination's snapshot line
-            // (policy::prefetch, what Session::prefetch_batch does), then decide each. Timed
+            // (what SessionPolicy::prefetch_batch does), then decide each. Timed
             // per decision.
             g.bench_function(name, |b| {
                 b.iter_custom(|iters| {
@@ -290,7 +304,9 @@ fn bench(c: &mut Criterion) {
                         }
                         let batch = &queries[i..i + n];
                         for q in batch {
-                            prefetch_line(&fx.snap, &fx.cfg.policy, &Addr { ton: 1, npi: 1, addr: black_box(&q.dest) });
+                            if let Some(m) = engine.subscriber(&Addr { ton: 1, npi: 1, addr: black_box(&q.dest) }) {
+                                fx.snap.prefetch(m);
+                            }
                         }
                         for q in batch {
                             one(q);

@@ -67,7 +67,7 @@ async fn run_in(dir: &std::path::Path, count: u64) -> anyhow::Result<()> {
     // The decision audit log: every rejection, for the complaint step at the end.
     cfg.audit.mode = crate::audit::AuditMode::Rejects;
     cfg.audit.dir = Some(dir.join("audit"));
-    let policy = cfg.policy.clone();
+    let engine = cfg.engine();
     let store = Arc::new(ConsentStore::open(&cfg.consent)?);
     let gw = crate::Gateway::bind_with_store(cfg, store.clone()).await?;
     let gw_addr = gw.local_addr();
@@ -95,7 +95,7 @@ async fn run_in(dir: &std::path::Path, count: u64) -> anyhow::Result<()> {
         if v == 0 {
             return "accepted".into();
         }
-        match Reason::ALL.iter().find(|r| r.status(&policy) == v) {
+        match Reason::ALL.iter().find(|r| engine.status(**r) == v) {
             Some(r) => format!("rejected: {}", r.label()),
             None => format!("status {st}"),
         }

@@ -199,8 +199,7 @@ async fn make_sample_capture() {
     .await
     .unwrap();
     let mut cfg = common::config(sim.local_addr, "", "");
-    cfg.capture.enabled = true;
-    cfg.capture.dir = dir.path().into();
+    cfg.capture = Some(consentgate::capture::CaptureConfig { dir: dir.path().into(), ..Default::default() });
     let gw = common::Gw::start(cfg).await;
     let t = gw.addr;
 

@@ -16,9 +16,12 @@
 //! mutating endpoints answer 403 `admin_token_not_configured`. Reloads go through the
 //! gateway's one control channel (STYLE §9), like SIGHUP and the file watch.
 
+mod config;
+
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -30,12 +33,15 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
+pub use config::{AdminConfig, Secret, DEFAULT_ADMIN_TOKEN_ENV};
+
+use crate::capture::Capture;
 use crate::consent::journal::{Statement, StatementKind, StatementSource};
 use crate::consent::msisdn;
-use crate::consent::store::Loaded;
-use crate::gateway::Control;
-use crate::policy::{self, Inputs, Verdict};
-use crate::session::Shared;
+use crate::consent::snapshot::SnapshotError;
+use crate::consent::store::{ConsentStore, Loaded};
+use crate::policy::{self, ConsentView, Engine, Verdict};
+use crate::relay::UpstreamConfig;
 use crate::telemetry::metrics as m;
 
 /// How long `POST /v1/consent` waits for the journal to make the statement durable.
@@ -44,11 +50,34 @@ const DURABLE_WAIT: Duration = Duration::from_secs(5);
 /// itself still completes).
 const RELOAD_WAIT: Duration = Duration::from_secs(120);
 
-/// What the handlers share.
+/// Why a snapshot reload was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file could not be read, or failed validation (the old snapshot keeps serving).
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    /// The reload task died (a bug or a shutdown).
+    #[error("reload task failed: {0}")]
+    Aborted(String),
+}
+
+/// How the admin API asks the gateway for a reload and gets the answer.
+pub type ReloadReply = oneshot::Sender<Result<Arc<Loaded>, ReloadError>>;
+
+/// The admin API's narrow handle on the running gateway: what its endpoints read, and a
+/// channel to ask for a reload (the gateway's control loop serves it, STYLE §9).
 #[derive(Clone)]
 pub struct AdminState {
-    pub shared: Arc<Shared>,
-    pub control: mpsc::Sender<Control>,
+    pub store: Arc<ConsentStore>,
+    pub engine: Arc<Engine>,
+    pub admin: AdminConfig,
+    /// `consent.snapshot`, if configured.
+    pub snapshot_configured: Option<PathBuf>,
+    /// Whether `consent.journal` is configured (statements are then acknowledged once durable).
+    pub journalled: bool,
+    pub upstream: UpstreamConfig,
+    pub capture: Option<Arc<Capture>>,
+    pub reload: mpsc::Sender<ReloadReply>,
     pub prometheus: metrics_exporter_prometheus::PrometheusHandle,
 }
 
@@ -82,14 +111,11 @@ fn error(code: StatusCode, error: &str, message: impl Into<String>) -> Response 
 /// Checks `Authorization: Bearer <token>` against the configured token.
 #[allow(clippy::result_large_err)]
 fn authorise(state: &AdminState, headers: &HeaderMap) -> Result<(), Response> {
-    let Some(token) = &state.shared.config.admin.token else {
+    let Some(token) = &state.admin.token else {
         return Err(error(
             StatusCode::FORBIDDEN,
             "admin_token_not_configured",
-            format!(
-                "mutating endpoints are disabled: no admin token configured ({})",
-                state.shared.config.admin.token_source
-            ),
+            format!("mutating endpoints are disabled: no admin token configured ({})", state.admin.token_source),
         ));
     };
     let given =
@@ -101,17 +127,13 @@ fn authorise(state: &AdminState, headers: &HeaderMap) -> Result<(), Response> {
     }
 }
 
-fn unix_now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
-}
-
 fn unix_of(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    crate::time::unix_s_of(t) as f64
 }
 
 /// Gauges read from state at scrape time (always current; nothing to keep in sync).
 fn refresh_gauges(state: &AdminState) {
-    let store = &state.shared.store;
+    let store = &state.store;
     let cur = store.current();
     let (dnc, pairs, loaded, built) = match cur.as_deref() {
         Some(l) => {
@@ -125,7 +147,7 @@ fn refresh_gauges(state: &AdminState) {
     metrics::gauge!(m::SNAPSHOT_LOADED_TIMESTAMP).set(loaded);
     metrics::gauge!(m::SNAPSHOT_BUILT_TIMESTAMP).set(built);
     metrics::gauge!(m::DELTA_STATEMENTS).set(store.delta.len() as f64);
-    if let Some(c) = &state.shared.capture {
+    if let Some(c) = &state.capture {
         use std::sync::atomic::Ordering::Relaxed;
         let s = c.stats();
         metrics::counter!(m::CAPTURE_RECORDS_TOTAL, "result" => "written").absolute(s.records_written.load(Relaxed));
@@ -139,30 +161,18 @@ async fn metrics(State(state): State<AdminState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
-/// Whether the upstream SMSC accepts a TCP connection (closed at once; no bind), within its
-/// connect timeout capped at 2 s.
-pub async fn probe_upstream(upstream: &crate::config::Upstream) -> Result<(), String> {
-    let (address, timeout) = (&upstream.address, upstream.connect_timeout.min(Duration::from_secs(2)));
-    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address)).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(format!("{address}: {e}")),
-        Err(_) => Err(format!("{address}: no connection within {timeout:?}")),
-    }
-}
-
 async fn readyz(State(state): State<AdminState>) -> Response {
-    let cfg = &state.shared.config;
-    let loaded = state.shared.store.current().is_some();
+    let loaded = state.store.current().is_some();
     let snapshot_ok = loaded
-        || cfg.consent.snapshot.is_none()
-        || cfg.policy.on_snapshot_unavailable == crate::config::Unavailable::Allow;
-    let upstream = probe_upstream(&cfg.upstream).await;
+        || state.snapshot_configured.is_none()
+        || state.engine.config().on_snapshot_unavailable == policy::Unavailable::Allow;
+    let upstream = crate::relay::upstream::probe(&state.upstream).await;
     metrics::gauge!(m::UPSTREAM_REACHABLE).set(if upstream.is_ok() { 1.0 } else { 0.0 });
     let ready = snapshot_ok && upstream.is_ok();
     let body = json!({
         "ready": ready,
         "snapshot": { "ok": snapshot_ok, "loaded": loaded },
-        "upstream": { "ok": upstream.is_ok(), "address": cfg.upstream.address, "error": upstream.err() },
+        "upstream": { "ok": upstream.is_ok(), "address": state.upstream.address, "error": upstream.err() },
     });
     let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, Json(body)).into_response()
@@ -192,7 +202,7 @@ pub fn snapshot_json(l: &Loaded) -> Value {
 }
 
 async fn snapshot(State(state): State<AdminState>) -> Response {
-    let store = &state.shared.store;
+    let store = &state.store;
     let live =
         json!({ "statements": store.delta.len(), "dnc": store.delta.dnc_len(), "pairs": store.delta.pair_len() });
     match store.current().as_deref() {
@@ -202,7 +212,7 @@ async fn snapshot(State(state): State<AdminState>) -> Response {
             Json(json!({
                 "error": "no_snapshot",
                 "message": "no consent snapshot is loaded",
-                "configured": state.shared.config.consent.snapshot.as_ref().map(|p| p.display().to_string()),
+                "configured": state.snapshot_configured.as_ref().map(|p| p.display().to_string()),
                 "live": live,
             })),
         )
@@ -214,16 +224,30 @@ async fn reload(State(state): State<AdminState>, headers: HeaderMap) -> Response
     if let Err(r) = authorise(&state, &headers) {
         return r;
     }
-    if state.shared.config.consent.snapshot.is_none() {
+    if state.snapshot_configured.is_none() {
         return error(StatusCode::CONFLICT, "no_snapshot_configured", "consent.snapshot is not set in the config");
     }
     let (tx, rx) = oneshot::channel();
-    if state.control.send(Control::ReloadWithReply(tx)).await.is_err() {
+    if state.reload.send(tx).await.is_err() {
         return error(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the gateway is shutting down");
     }
     match tokio::time::timeout(RELOAD_WAIT, rx).await {
         Ok(Ok(Ok(l))) => Json(json!({ "reloaded": true, "snapshot": snapshot_json(&l) })).into_response(),
-        Ok(Ok(Err(msg))) => error(StatusCode::UNPROCESSABLE_ENTITY, "snapshot_invalid", msg),
+        // A file that is not there or cannot be read is not an invalid snapshot.
+        Ok(Ok(Err(ReloadError::Snapshot(SnapshotError::Io { path, source }))))
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            error(StatusCode::NOT_FOUND, "snapshot_not_found", format!("{path}: {source}"))
+        }
+        Ok(Ok(Err(ReloadError::Snapshot(e @ SnapshotError::Io { .. })))) => {
+            error(StatusCode::INTERNAL_SERVER_ERROR, "snapshot_io_error", e.to_string())
+        }
+        Ok(Ok(Err(ReloadError::Snapshot(e)))) => {
+            error(StatusCode::UNPROCESSABLE_ENTITY, "snapshot_invalid", e.to_string())
+        }
+        Ok(Ok(Err(e @ ReloadError::Aborted(_)))) => {
+            error(StatusCode::INTERNAL_SERVER_ERROR, "reload_failed", e.to_string())
+        }
         Ok(Err(_)) => error(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the gateway is shutting down"),
         Err(_) => error(StatusCode::GATEWAY_TIMEOUT, "reload_timeout", "the reload is still running"),
     }
@@ -239,12 +263,13 @@ async fn consent_lookup(
     Path(number): Path<String>,
     Query(q): Query<LookupQuery>,
 ) -> Response {
-    let cfg = &state.shared.config;
-    let n = match msisdn::normalise_text(&number, &cfg.policy.default_country_code) {
+    let engine = &state.engine;
+    let policy = engine.config();
+    let n = match msisdn::normalise_text(&number, &policy.default_country_code) {
         Ok(n) => n,
         Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_msisdn", format!("{number}: {e}")),
     };
-    let store = &state.shared.store;
+    let store = &state.store;
     let guard = store.current();
     let loaded = guard.as_deref();
     let snap = loaded.map(|l| &l.snapshot);
@@ -256,26 +281,26 @@ async fn consent_lookup(
     let mut live = json!({ "dnc_at": store.delta.dnc(n) });
     let mut decision = Value::Null;
     if let Some(entity) = &q.entity {
-        let live_entity = store.delta.lookup_entity(entity).unwrap_or(u32::MAX);
-        if let Some((kind, at)) = store.delta.pair(n, live_entity) {
+        let live_entity = store.delta.lookup_entity(entity);
+        if let Some((kind, at)) = live_entity.and_then(|e| store.delta.pair(n, e)) {
             live["pair"] = json!({ "entity": entity, "kind": kind.as_str(), "at": at });
         }
-        let snap_entity = snap.and_then(|s| s.entity_id(entity));
-        let inputs = Inputs { policy: &cfg.policy, snapshot: snap, delta: &store.delta, today: crate::config::today() };
-        let standing = policy::standing_of(&inputs, live_entity, snap_entity, n);
-        let enforce = policy::consent_verdict(standing, &cfg.policy);
-        let verdict = match (enforce, cfg.policy.mode) {
-            (Verdict::Reject(r), crate::config::PolicyMode::Monitor) => Verdict::WouldReject(r),
-            (v, _) => v,
+        let data = ConsentView {
+            snapshot: snap,
+            delta: &store.delta,
+            live_entity,
+            snap_entity: snap.and_then(|s| s.entity_id(entity)),
         };
+        let standing = policy::standing(&data, n);
+        let verdict = engine.consent_verdict(standing).under(policy.mode);
         decision = json!({
             "entity": entity,
             "standing": standing.map(|s| s.label()),
             "verdict": verdict.label(),
             "reason": verdict.reason().map(|r| r.label()),
-            "command_status": match verdict { Verdict::Reject(r) => Some(format!("0x{:08x}", r.status(&cfg.policy))), _ => None },
-            "regime": cfg.policy.regime.as_str(),
-            "mode": cfg.policy.mode.as_str(),
+            "command_status": match verdict { Verdict::Reject(r) => Some(format!("0x{:08x}", engine.status(r))), _ => None },
+            "regime": policy.regime.as_str(),
+            "mode": policy.mode.as_str(),
             "note": "for a commercial message from this entity; licence, sender id and class checks depend on the account and are not part of this lookup",
         });
     }
@@ -301,8 +326,7 @@ async fn consent_post(State(state): State<AdminState>, headers: HeaderMap, body:
         Ok(s) => s,
         Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()),
     };
-    let cfg = &state.shared.config;
-    let n = match msisdn::normalise_text(&input.msisdn, &cfg.policy.default_country_code) {
+    let n = match msisdn::normalise_text(&input.msisdn, &state.engine.config().default_country_code) {
         Ok(n) => n,
         Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_msisdn", format!("{}: {e}", input.msisdn)),
     };
@@ -330,8 +354,8 @@ async fn consent_post(State(state): State<AdminState>, headers: HeaderMap, body:
         (_, None) => return error(StatusCode::BAD_REQUEST, "missing_entity", "grant and revoke need an entity"),
     };
     let at = match input.at.as_deref() {
-        None => unix_now() as i64,
-        Some(t) => match crate::consent::source::parse_timestamp(t.as_bytes()) {
+        None => crate::time::Clock::system().now().unix_s(),
+        Some(t) => match crate::time::parse_timestamp(t.as_bytes()) {
             Some(at) => at,
             None => {
                 return error(
@@ -342,7 +366,7 @@ async fn consent_post(State(state): State<AdminState>, headers: HeaderMap, body:
             }
         },
     };
-    let store = &state.shared.store;
+    let store = &state.store;
     let mut durable = store.durable();
     let ticket =
         store.record(Statement { seq: 0, at, kind, source: StatementSource::Api, msisdn: n, entity: entity.clone() });
@@ -350,7 +374,7 @@ async fn consent_post(State(state): State<AdminState>, headers: HeaderMap, body:
     if kind != StatementKind::Grant {
         metrics::counter!(m::OPTOUTS_TOTAL, "source" => "api").increment(1);
     }
-    let journalled = cfg.consent.journal.is_some();
+    let journalled = state.journalled;
     if ticket == u64::MAX {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -413,11 +437,6 @@ async fn log_level(State(state): State<AdminState>, headers: HeaderMap, body: ax
 
 async fn log_level_get() -> Response {
     Json(json!({ "filter": crate::telemetry::log_filter() })).into_response()
-}
-
-/// Binds the admin listener (`listen.admin`).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|e| std::io::Error::new(e.kind(), format!("listen.admin {addr}: {e}")))
 }
 
 /// A minimal HTTP/1.1 client for the admin API (one request per connection): the demo and

@@ -874,36 +874,6 @@ mod tests {
     }
 
     #[test]
-    fn capture_config_section_parses_with_defaults_and_names_bad_keys() {
-        use crate::config::Config;
-        let base =
-            "[upstream]\naddress = \"127.0.0.1:2775\"\n[[account]]\nsystem_id = \"acme\"\nclass = \"marketing\"\n";
-        let c = Config::parse(base).unwrap();
-        assert!(!c.capture.enabled);
-        assert_eq!(c.capture.max_file_bytes, DEFAULT_MAX_FILE_BYTES);
-        assert_eq!(c.capture.max_files, DEFAULT_MAX_FILES);
-        let c = Config::parse(&format!(
-            "{base}[capture]\nenabled = true\ndir = \"/tmp/c\"\nmax_file_bytes = 1000000\nmax_files = 3\naccounts = [\"acme\"]\n"
-        ))
-        .unwrap();
-        let w = c.capture.writer_config();
-        assert!(c.capture.enabled);
-        assert_eq!(
-            (w.dir, w.max_file_bytes, w.max_files, w.accounts),
-            ("/tmp/c".into(), 1_000_000, 3, vec!["acme".to_owned()])
-        );
-        let e = Config::parse(&format!(
-            "{base}[capture]\nenabled = true\nmax_file_bytes = 10\nmax_files = 0\naccounts = [\"nobody\"]\n"
-        ))
-        .unwrap_err();
-        let keys: Vec<&str> = e.iter().map(|e| e.key.as_str()).collect();
-        for k in ["capture.dir", "capture.max_file_bytes", "capture.max_files", "capture.accounts[0]"] {
-            assert!(keys.contains(&k), "{k} missing from {keys:?}");
-        }
-        assert!(Config::parse(&format!("{base}[capture]\nenable = true\n")).is_err());
-    }
-
-    #[test]
     fn checksums_are_valid() {
         let mut p = Vec::new();
         build_packet(&mut p, ([10, 1, 0, 1], 32768), ([10, 0, 0, 1], 2775), 1, 2, F_ACK | F_PSH, 7, b"hello");

@@ -4,11 +4,14 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::*;
+use crate::capture::CaptureConfig;
+use crate::smpp::BindType;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -161,292 +164,316 @@ impl RawConfig {
     /// Validates everything, reporting every problem with its key.
     pub fn validate(self) -> Result<Config, Vec<ConfigError>> {
         let mut p = Problems(Vec::new());
-
-        let l = self.listen.unwrap_or_default();
-        let listen = Listen {
-            smpp: p.addr("listen.smpp", l.smpp.as_deref(), "0.0.0.0:2775"),
-            admin: p.addr("listen.admin", l.admin.as_deref(), "127.0.0.1:9775"),
-        };
-
-        let u = self.upstream.unwrap_or_default();
-        let address = match u.address {
-            Some(a) if a.rsplit_once(':').is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok()) => a,
-            Some(a) => {
-                p.push("upstream.address", format!("`{a}` is not host:port"));
-                a
-            }
-            None => {
-                p.push("upstream.address", "required: the SMSC to relay to (host:port)");
-                String::new()
-            }
-        };
-        let upstream = Upstream {
-            address,
-            connect_timeout: p.duration(
-                "upstream.connect_timeout",
-                u.connect_timeout.as_deref(),
-                DEFAULT_CONNECT_TIMEOUT,
-            ),
-            bind_timeout: p.duration("upstream.bind_timeout", u.bind_timeout.as_deref(), DEFAULT_BIND_TIMEOUT),
-            response_timeout: p.duration(
-                "upstream.response_timeout",
-                u.response_timeout.as_deref(),
-                DEFAULT_RESPONSE_TIMEOUT,
-            ),
-            response_timeout_status: u.response_timeout_status.unwrap_or(crate::smpp::status::ESME_RSYSERR),
-            enquire_link_interval: p.duration(
-                "upstream.enquire_link_interval",
-                u.enquire_link_interval.as_deref(),
-                DEFAULT_ENQUIRE_LINK_INTERVAL,
-            ),
-        };
-
-        let s = self.session.unwrap_or_default();
-        let session = Session {
-            window: p.range("session.window", s.window, DEFAULT_WINDOW, 1, 100_000),
-            max_pdu_bytes: p.range("session.max_pdu_bytes", s.max_pdu_bytes, DEFAULT_MAX_PDU_BYTES, 64, 16 << 20),
-            bind_timeout: p.duration("session.bind_timeout", s.bind_timeout.as_deref(), DEFAULT_BIND_TIMEOUT),
-            enquire_link_interval: p.duration(
-                "session.enquire_link_interval",
-                s.enquire_link_interval.as_deref(),
-                DEFAULT_ENQUIRE_LINK_INTERVAL,
-            ),
-            response_timeout: p.duration(
-                "session.response_timeout",
-                s.response_timeout.as_deref(),
-                DEFAULT_RESPONSE_TIMEOUT,
-            ),
-            max_sessions: p.range("session.max_sessions", s.max_sessions, DEFAULT_MAX_SESSIONS, 1, 1_000_000),
-            shutdown_grace: p.duration("session.shutdown_grace", s.shutdown_grace.as_deref(), DEFAULT_SHUTDOWN_GRACE),
-        };
-
-        let pol = self.policy.unwrap_or_default();
-        let mode = match pol.mode.as_deref() {
-            None | Some("enforce") => PolicyMode::Enforce,
-            Some("monitor") => PolicyMode::Monitor,
-            Some(o) => {
-                p.push("policy.mode", format!("`{o}`: expected enforce | monitor"));
-                PolicyMode::Enforce
-            }
-        };
-        let regime = match pol.regime.as_deref() {
-            None | Some("opt-in") => Regime::OptIn,
-            Some("opt-out") => Regime::OptOut,
-            Some(o) => {
-                p.push("policy.regime", format!("`{o}`: expected opt-in | opt-out"));
-                Regime::OptIn
-            }
-        };
-        let cc = pol.default_country_code.unwrap_or_else(|| "86".into());
-        if cc.is_empty() || cc.len() > 3 || !cc.bytes().all(|b| b.is_ascii_digit()) || cc.starts_with('0') {
-            p.push(
-                "policy.default_country_code",
-                format!("`{cc}`: expected 1-3 digits without leading 0, e.g. \"86\""),
-            );
-        }
-        let on_snapshot_unavailable = match pol.on_snapshot_unavailable.as_deref() {
-            None | Some("reject") => Unavailable::Reject,
-            Some("allow") => Unavailable::Allow,
-            Some(o) => {
-                p.push("policy.on_snapshot_unavailable", format!("`{o}`: expected reject | allow"));
-                Unavailable::Reject
-            }
-        };
-        let optout_keywords = match pol.optout_keywords {
-            None => DEFAULT_OPTOUT_KEYWORDS.iter().map(|s| s.to_string()).collect(),
-            Some(v) => {
-                if v.iter().any(|k| k.trim().is_empty()) {
-                    p.push("policy.optout_keywords", "keywords must not be empty");
-                }
-                v
-            }
-        };
-        let mut reject_status = crate::policy::Reason::default_statuses();
-        for (name, st) in pol.reject_status.unwrap_or_default() {
-            match crate::policy::Reason::from_label(&name) {
-                Some(r) if st != 0 => reject_status[r as usize] = st,
-                Some(_) => p.push(format!("policy.reject_status.{name}"), "0 (ESME_ROK) cannot be a reject status"),
-                None => p.push(
-                    format!("policy.reject_status.{name}"),
-                    format!("unknown reason; expected one of {}", crate::policy::Reason::labels().join(", ")),
-                ),
-            }
-        }
-        if reject_status.contains(&crate::smpp::status::ESME_RINVDSTADR) {
-            p.push(
-                "policy.reject_status",
-                "0x0B (ESME_RINVDSTADR) makes senders purge the number; use the vendor range 0x400-0x4FF",
-            );
-        }
-        let policy =
-            Policy { mode, regime, default_country_code: cc, on_snapshot_unavailable, optout_keywords, reject_status };
-
+        let listen = validate_listen(self.listen.unwrap_or_default(), &mut p);
+        let upstream = validate_upstream(self.upstream.unwrap_or_default(), &mut p);
+        let session = validate_session(self.session.unwrap_or_default(), &mut p);
+        let (policy, optout_keywords) = validate_policy(self.policy.unwrap_or_default(), &mut p);
         let c = self.consent.unwrap_or_default();
-        let consent = Consent {
+        let consent = ConsentConfig {
             snapshot: c.snapshot.map(Into::into),
             journal: c.journal.map(Into::into),
             watch: c.watch.unwrap_or(false),
         };
-
-        let ad = self.admin.unwrap_or_default();
-        let token_env = ad.token_env.unwrap_or_else(|| DEFAULT_ADMIN_TOKEN_ENV.to_owned());
-        let token = match &ad.token_file {
-            Some(f) => match std::fs::read_to_string(f) {
-                Ok(t) if !t.trim().is_empty() => Some(Secret(t.trim().to_owned())),
-                Ok(_) => {
-                    p.push("admin.token_file", format!("{f}: the file is empty"));
-                    None
-                }
-                Err(e) => {
-                    p.push("admin.token_file", format!("{f}: {e}"));
-                    None
-                }
-            },
-            None => {
-                std::env::var(&token_env).ok().filter(|t| !t.trim().is_empty()).map(|t| Secret(t.trim().to_owned()))
-            }
-        };
-        if token.as_ref().is_some_and(|t| t.0.len() < 16) {
-            p.push(
-                if ad.token_file.is_some() { "admin.token_file" } else { "admin.token_env" },
-                "the token must be at least 16 characters",
-            );
-        }
-        let admin = Admin {
-            token,
-            token_source: ad.token_file.map(|f| format!("file {f}")).unwrap_or(format!("env {token_env}")),
-        };
-
-        let mut accounts = HashMap::new();
-        for (i, a) in self.account.into_iter().enumerate() {
-            let key = |f: &str| format!("account[{i}].{f}");
-            let Some(system_id) = a.system_id.filter(|s| !s.is_empty()) else {
-                p.push(key("system_id"), "required");
-                continue;
-            };
-            if system_id.len() > 15 || !system_id.is_ascii() {
-                p.push(key("system_id"), "SMPP system_id is at most 15 ASCII characters");
-            }
-            let class = match a.class.as_deref() {
-                Some("marketing") => MessageClass::Marketing,
-                Some("transactional") => MessageClass::Transactional,
-                Some(o) => {
-                    p.push(key("class"), format!("`{o}`: expected marketing | transactional"));
-                    MessageClass::Marketing
-                }
-                None => {
-                    p.push(key("class"), "required: marketing | transactional");
-                    MessageClass::Marketing
-                }
-            };
-            let licence_expires = a.licence_expires.as_deref().and_then(|d| {
-                parse_date(d).or_else(|| {
-                    p.push(key("licence_expires"), format!("`{d}` is not a date YYYY-MM-DD"));
-                    None
-                })
-            });
-            let bind_types = match a.bind_types {
-                None => vec![BindType::Transmitter, BindType::Receiver, BindType::Transceiver],
-                Some(v) => v
-                    .iter()
-                    .filter_map(|t| match t.as_str() {
-                        "transmitter" => Some(BindType::Transmitter),
-                        "receiver" => Some(BindType::Receiver),
-                        "transceiver" => Some(BindType::Transceiver),
-                        o => {
-                            p.push(key("bind_types"), format!("`{o}`: expected transmitter | receiver | transceiver"));
-                            None
-                        }
-                    })
-                    .collect(),
-            };
-            let max_tps = match a.max_tps {
-                None => None,
-                Some(n) if (1..=10_000_000).contains(&n) => Some(n as u32),
-                Some(n) => {
-                    p.push(key("max_tps"), format!("{n} is outside 1..=10000000"));
-                    None
-                }
-            };
-            let mut class_map = |field: &str, m: Option<HashMap<String, String>>| -> Vec<(String, MessageClass)> {
-                let mut v: Vec<(String, MessageClass)> = m
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter_map(|(pat, c)| match c.as_str() {
-                        "marketing" => Some((pat, MessageClass::Marketing)),
-                        "transactional" => Some((pat, MessageClass::Transactional)),
-                        o => {
-                            p.push(
-                                key(&format!("{field}.{pat}")),
-                                format!("`{o}`: expected marketing | transactional"),
-                            );
-                            None
-                        }
-                    })
-                    .collect();
-                // Most specific (longest) pattern first, so the order in the file does not matter.
-                v.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
-                v
-            };
-            let source_class = class_map("source_class", a.source_class);
-            let service_type_class = class_map("service_type_class", a.service_type_class);
-            let entity = a.entity.unwrap_or_else(|| system_id.clone());
-            let acct = Account {
-                system_id: system_id.clone(),
-                entity,
-                class,
-                licence: a.licence.filter(|l| !l.is_empty()),
-                licence_expires,
-                sender_id: a.sender_id.unwrap_or_default(),
-                source_class,
-                service_type_class,
-                max_tps,
-                bind_types,
-            };
-            if accounts.insert(system_id.clone(), acct).is_some() {
-                p.push(key("system_id"), format!("`{system_id}` is defined twice"));
-            }
-        }
-
-        let cap = self.capture.unwrap_or_default();
-        let capture = Capture {
-            enabled: cap.enabled.unwrap_or(false),
-            dir: cap.dir.clone().unwrap_or_default().into(),
-            max_file_bytes: match cap.max_file_bytes {
-                None => DEFAULT_CAPTURE_MAX_FILE_BYTES,
-                Some(n) if n >= 65_536 => n as u64,
-                Some(n) => {
-                    p.push("capture.max_file_bytes", format!("{n}: must be at least 65536"));
-                    DEFAULT_CAPTURE_MAX_FILE_BYTES
-                }
-            },
-            max_files: match cap.max_files {
-                None => DEFAULT_CAPTURE_MAX_FILES,
-                Some(n) if (1..=100_000).contains(&n) => n as usize,
-                Some(n) => {
-                    p.push("capture.max_files", format!("{n}: must be 1..=100000"));
-                    DEFAULT_CAPTURE_MAX_FILES
-                }
-            },
-            accounts: cap.accounts.unwrap_or_default(),
-        };
-        if capture.enabled && cap.dir.as_deref().is_none_or(str::is_empty) {
-            p.push("capture.dir", "required when capture.enabled = true");
-        }
-        for (i, a) in capture.accounts.iter().enumerate() {
-            if !accounts.contains_key(a) {
-                p.push(format!("capture.accounts[{i}]"), format!("`{a}` is not an [[account]] system_id"));
-            }
-        }
-
+        let admin = validate_admin(self.admin.unwrap_or_default(), &mut p);
+        let accounts = validate_accounts(self.account, &mut p);
+        let capture = validate_capture(self.capture.unwrap_or_default(), &accounts, &mut p);
         let audit = validate_audit(self.audit.unwrap_or_default(), &mut p);
-
         if p.0.is_empty() {
-            Ok(Config { listen, upstream, session, policy, consent, admin, capture, audit, accounts })
+            Ok(Config { listen, upstream, session, policy, accounts, optout_keywords, consent, admin, capture, audit })
         } else {
             Err(p.0)
         }
     }
+}
+
+fn validate_listen(l: RawListen, p: &mut Problems) -> ListenConfig {
+    ListenConfig {
+        smpp: p.addr("listen.smpp", l.smpp.as_deref(), "0.0.0.0:2775"),
+        admin: p.addr("listen.admin", l.admin.as_deref(), "127.0.0.1:9775"),
+    }
+}
+
+fn validate_upstream(u: RawUpstream, p: &mut Problems) -> UpstreamConfig {
+    let address = match u.address {
+        Some(a) if a.rsplit_once(':').is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok()) => a,
+        Some(a) => {
+            p.push("upstream.address", format!("`{a}` is not host:port"));
+            a
+        }
+        None => {
+            p.push("upstream.address", "required: the SMSC to relay to (host:port)");
+            String::new()
+        }
+    };
+    UpstreamConfig {
+        address,
+        connect_timeout: p.duration("upstream.connect_timeout", u.connect_timeout.as_deref(), DEFAULT_CONNECT_TIMEOUT),
+        bind_timeout: p.duration("upstream.bind_timeout", u.bind_timeout.as_deref(), DEFAULT_UPSTREAM_BIND_TIMEOUT),
+        response_timeout: p.duration(
+            "upstream.response_timeout",
+            u.response_timeout.as_deref(),
+            DEFAULT_UPSTREAM_RESPONSE_TIMEOUT,
+        ),
+        response_timeout_status: u.response_timeout_status.unwrap_or(crate::smpp::status::ESME_RSYSERR),
+        enquire_link_interval: p.duration(
+            "upstream.enquire_link_interval",
+            u.enquire_link_interval.as_deref(),
+            DEFAULT_UPSTREAM_ENQUIRE_LINK_INTERVAL,
+        ),
+    }
+}
+
+fn validate_session(s: RawSession, p: &mut Problems) -> SessionConfig {
+    SessionConfig {
+        window: p.range("session.window", s.window, DEFAULT_WINDOW, 1, 100_000),
+        max_pdu_bytes: p.range("session.max_pdu_bytes", s.max_pdu_bytes, DEFAULT_MAX_PDU_BYTES, 64, 16 << 20),
+        bind_timeout: p.duration("session.bind_timeout", s.bind_timeout.as_deref(), DEFAULT_BIND_TIMEOUT),
+        enquire_link_interval: p.duration(
+            "session.enquire_link_interval",
+            s.enquire_link_interval.as_deref(),
+            DEFAULT_ENQUIRE_LINK_INTERVAL,
+        ),
+        response_timeout: p.duration(
+            "session.response_timeout",
+            s.response_timeout.as_deref(),
+            DEFAULT_RESPONSE_TIMEOUT,
+        ),
+        max_sessions: p.range("session.max_sessions", s.max_sessions, DEFAULT_MAX_SESSIONS, 1, 1_000_000),
+        shutdown_grace: p.duration("session.shutdown_grace", s.shutdown_grace.as_deref(), DEFAULT_SHUTDOWN_GRACE),
+    }
+}
+
+/// `[policy]`, and the opt-out keywords it carries for `optout`.
+fn validate_policy(pol: RawPolicy, p: &mut Problems) -> (PolicyConfig, Vec<String>) {
+    let mode = match pol.mode.as_deref() {
+        None | Some("enforce") => PolicyMode::Enforce,
+        Some("monitor") => PolicyMode::Monitor,
+        Some(o) => {
+            p.push("policy.mode", format!("`{o}`: expected enforce | monitor"));
+            PolicyMode::Enforce
+        }
+    };
+    let regime = match pol.regime.as_deref() {
+        None | Some("opt-in") => Regime::OptIn,
+        Some("opt-out") => Regime::OptOut,
+        Some(o) => {
+            p.push("policy.regime", format!("`{o}`: expected opt-in | opt-out"));
+            Regime::OptIn
+        }
+    };
+    let cc = pol.default_country_code.unwrap_or_else(|| "86".into());
+    if cc.is_empty() || cc.len() > 3 || !cc.bytes().all(|b| b.is_ascii_digit()) || cc.starts_with('0') {
+        p.push("policy.default_country_code", format!("`{cc}`: expected 1-3 digits without leading 0, e.g. \"86\""));
+    }
+    let on_snapshot_unavailable = match pol.on_snapshot_unavailable.as_deref() {
+        None | Some("reject") => Unavailable::Reject,
+        Some("allow") => Unavailable::Allow,
+        Some(o) => {
+            p.push("policy.on_snapshot_unavailable", format!("`{o}`: expected reject | allow"));
+            Unavailable::Reject
+        }
+    };
+    let optout_keywords = match pol.optout_keywords {
+        None => DEFAULT_OPTOUT_KEYWORDS.iter().map(|s| s.to_string()).collect(),
+        Some(v) => {
+            if v.iter().any(|k| k.trim().is_empty()) {
+                p.push("policy.optout_keywords", "keywords must not be empty");
+            }
+            v
+        }
+    };
+    let mut reject_status = crate::policy::Reason::default_statuses();
+    for (name, st) in pol.reject_status.unwrap_or_default() {
+        match crate::policy::Reason::from_label(&name) {
+            Some(r) if st != 0 => reject_status[r as usize] = st,
+            Some(_) => p.push(format!("policy.reject_status.{name}"), "0 (ESME_ROK) cannot be a reject status"),
+            None => p.push(
+                format!("policy.reject_status.{name}"),
+                format!("unknown reason; expected one of {}", crate::policy::Reason::labels().join(", ")),
+            ),
+        }
+    }
+    if reject_status.contains(&crate::smpp::status::ESME_RINVDSTADR) {
+        p.push(
+            "policy.reject_status",
+            "0x0B (ESME_RINVDSTADR) makes senders purge the number; use the vendor range 0x400-0x4FF",
+        );
+    }
+    (PolicyConfig { mode, regime, default_country_code: cc, on_snapshot_unavailable, reject_status }, optout_keywords)
+}
+
+fn validate_admin(ad: RawAdmin, p: &mut Problems) -> AdminConfig {
+    let token_env = ad.token_env.unwrap_or_else(|| DEFAULT_ADMIN_TOKEN_ENV.to_owned());
+    let token = match &ad.token_file {
+        Some(f) => match std::fs::read_to_string(f) {
+            Ok(t) if !t.trim().is_empty() => Some(Secret(t.trim().to_owned())),
+            Ok(_) => {
+                p.push("admin.token_file", format!("{f}: the file is empty"));
+                None
+            }
+            Err(e) => {
+                p.push("admin.token_file", format!("{f}: {e}"));
+                None
+            }
+        },
+        None => std::env::var(&token_env).ok().filter(|t| !t.trim().is_empty()).map(|t| Secret(t.trim().to_owned())),
+    };
+    if token.as_ref().is_some_and(|t| t.0.len() < 16) {
+        p.push(
+            if ad.token_file.is_some() { "admin.token_file" } else { "admin.token_env" },
+            "the token must be at least 16 characters",
+        );
+    }
+    AdminConfig {
+        token,
+        token_source: ad.token_file.map(|f| format!("file {f}")).unwrap_or(format!("env {token_env}")),
+    }
+}
+
+/// The entity rule of every consent statement (DESIGN §4): 1–255 bytes of UTF-8 without
+/// control characters. An account's entity names the statements its MO opt-outs record, so
+/// a bad one must be refused here, not by the journal at the first opt-out.
+fn entity_problem(e: &str) -> Option<&'static str> {
+    if e.is_empty() {
+        Some("must not be empty: it names the consent records of this account's messages and opt-outs")
+    } else if e.len() > 255 {
+        Some("longer than 255 bytes")
+    } else if e.chars().any(char::is_control) {
+        Some("contains a control character")
+    } else {
+        None
+    }
+}
+
+fn validate_accounts(raw: Vec<RawAccount>, p: &mut Problems) -> Vec<Account> {
+    let mut accounts: Vec<Account> = Vec::new();
+    for (i, a) in raw.into_iter().enumerate() {
+        let key = |f: &str| format!("account[{i}].{f}");
+        let Some(system_id) = a.system_id.filter(|s| !s.is_empty()) else {
+            p.push(key("system_id"), "required");
+            continue;
+        };
+        if system_id.len() > 15 || !system_id.is_ascii() {
+            p.push(key("system_id"), "SMPP system_id is at most 15 ASCII characters");
+        }
+        let class = match a.class.as_deref() {
+            Some("marketing") => MessageClass::Marketing,
+            Some("transactional") => MessageClass::Transactional,
+            Some(o) => {
+                p.push(key("class"), format!("`{o}`: expected marketing | transactional"));
+                MessageClass::Marketing
+            }
+            None => {
+                p.push(key("class"), "required: marketing | transactional");
+                MessageClass::Marketing
+            }
+        };
+        let licence_expires = a.licence_expires.as_deref().and_then(|d| {
+            parse_date(d).or_else(|| {
+                p.push(key("licence_expires"), format!("`{d}` is not a date YYYY-MM-DD"));
+                None
+            })
+        });
+        let bind_types = match a.bind_types {
+            None => vec![BindType::Transmitter, BindType::Receiver, BindType::Transceiver],
+            Some(v) => v
+                .iter()
+                .filter_map(|t| match t.as_str() {
+                    "transmitter" => Some(BindType::Transmitter),
+                    "receiver" => Some(BindType::Receiver),
+                    "transceiver" => Some(BindType::Transceiver),
+                    o => {
+                        p.push(key("bind_types"), format!("`{o}`: expected transmitter | receiver | transceiver"));
+                        None
+                    }
+                })
+                .collect(),
+        };
+        let max_tps = match a.max_tps {
+            None => None,
+            Some(n) if (1..=10_000_000).contains(&n) => Some(n as u32),
+            Some(n) => {
+                p.push(key("max_tps"), format!("{n} is outside 1..=10000000"));
+                None
+            }
+        };
+        let mut class_map = |field: &str, m: Option<HashMap<String, String>>| -> Vec<(String, MessageClass)> {
+            let mut v: Vec<(String, MessageClass)> = m
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(pat, c)| match c.as_str() {
+                    "marketing" => Some((pat, MessageClass::Marketing)),
+                    "transactional" => Some((pat, MessageClass::Transactional)),
+                    o => {
+                        p.push(key(&format!("{field}.{pat}")), format!("`{o}`: expected marketing | transactional"));
+                        None
+                    }
+                })
+                .collect();
+            // Most specific (longest) pattern first, so the order in the file does not matter.
+            v.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+            v
+        };
+        let source_class =
+            class_map("source_class", a.source_class).into_iter().map(|(s, c)| (Pattern::new(&s), c)).collect();
+        let service_type_class = class_map("service_type_class", a.service_type_class);
+        let entity = a.entity.unwrap_or_else(|| system_id.clone());
+        if let Some(why) = entity_problem(&entity) {
+            p.push(key("entity"), why);
+        }
+        if accounts.iter().any(|x| x.system_id == system_id) {
+            p.push(key("system_id"), format!("`{system_id}` is defined twice"));
+            continue;
+        }
+        accounts.push(Account {
+            system_id,
+            entity,
+            class,
+            licence: a.licence.filter(|l| !l.is_empty()),
+            licence_expires,
+            sender_id: a.sender_id.unwrap_or_default().iter().map(|s| Pattern::new(s)).collect(),
+            source_class,
+            service_type_class,
+            max_tps,
+            bind_types,
+        });
+    }
+    accounts
+}
+
+/// `[capture]`: `None` unless `enabled = true` (then `dir` is required).
+fn validate_capture(cap: RawCapture, accounts: &[Account], p: &mut Problems) -> Option<CaptureConfig> {
+    let cfg = CaptureConfig {
+        dir: cap.dir.clone().unwrap_or_default().into(),
+        max_file_bytes: match cap.max_file_bytes {
+            None => DEFAULT_CAPTURE_MAX_FILE_BYTES,
+            Some(n) if n >= 65_536 => n as u64,
+            Some(n) => {
+                p.push("capture.max_file_bytes", format!("{n}: must be at least 65536"));
+                DEFAULT_CAPTURE_MAX_FILE_BYTES
+            }
+        },
+        max_files: match cap.max_files {
+            None => DEFAULT_CAPTURE_MAX_FILES,
+            Some(n) if (1..=100_000).contains(&n) => n as usize,
+            Some(n) => {
+                p.push("capture.max_files", format!("{n}: must be 1..=100000"));
+                DEFAULT_CAPTURE_MAX_FILES
+            }
+        },
+        accounts: cap.accounts.unwrap_or_default(),
+        ..Default::default()
+    };
+    let enabled = cap.enabled.unwrap_or(false);
+    if enabled && cap.dir.as_deref().is_none_or(str::is_empty) {
+        p.push("capture.dir", "required when capture.enabled = true");
+    }
+    for (i, a) in cfg.accounts.iter().enumerate() {
+        if !accounts.iter().any(|x| &x.system_id == a) {
+            p.push(format!("capture.accounts[{i}]"), format!("`{a}` is not an [[account]] system_id"));
+        }
+    }
+    enabled.then_some(cfg)
 }
 
 /// `[audit]`: mode defaults to `rejects` when a directory is given and to off without one; an

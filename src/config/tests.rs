@@ -1,4 +1,6 @@
 use super::*;
+use crate::smpp::BindType;
+use std::time::Duration;
 
 const MINIMAL: &str = r#"
 [listen]
@@ -30,7 +32,7 @@ sender_id = ["1069012345*"]
 fn design_minimal_shape_parses() {
     let c = Config::parse(MINIMAL).unwrap();
     assert_eq!(c.upstream.address, "10.1.2.3:2775");
-    let a = &c.accounts["acme"];
+    let a = c.account("acme").unwrap();
     assert_eq!(a.entity, "acme-retail");
     assert_eq!(a.licence_expires, parse_date("2027-12-31"));
     assert_eq!(c.session.window, DEFAULT_WINDOW);
@@ -78,16 +80,16 @@ fn unknown_keys_are_refused_with_line() {
 fn admission_checks_system_id_licence_and_bind_type() {
     let mut c = Config::parse(MINIMAL).unwrap();
     let today = parse_date("2026-11-28").unwrap();
-    assert!(c.admit("acme", BindType::Transceiver, today).is_ok());
-    assert_eq!(c.admit("nobody", BindType::Transceiver, today).unwrap_err(), BindRefusal::UnknownSystemId);
+    assert!(c.engine().admit("acme", BindType::Transceiver, today).is_ok());
+    assert_eq!(c.engine().admit("nobody", BindType::Transceiver, today).unwrap_err(), BindRefusal::UnknownSystemId);
     assert_eq!(
-        c.admit("acme", BindType::Transceiver, parse_date("2028-01-01").unwrap()).unwrap_err(),
+        c.engine().admit("acme", BindType::Transceiver, parse_date("2028-01-01").unwrap()).unwrap_err(),
         BindRefusal::LicenceExpired
     );
-    c.accounts.get_mut("acme").unwrap().bind_types = vec![BindType::Receiver];
-    assert_eq!(c.admit("acme", BindType::Transmitter, today).unwrap_err(), BindRefusal::BindTypeNotAllowed);
-    c.accounts.get_mut("acme").unwrap().licence = None;
-    assert_eq!(c.admit("acme", BindType::Receiver, today).unwrap_err(), BindRefusal::NoLicence);
+    c.accounts[0].bind_types = vec![BindType::Receiver];
+    assert_eq!(c.engine().admit("acme", BindType::Transmitter, today).unwrap_err(), BindRefusal::BindTypeNotAllowed);
+    c.accounts[0].licence = None;
+    assert_eq!(c.engine().admit("acme", BindType::Receiver, today).unwrap_err(), BindRefusal::NoLicence);
 }
 
 #[test]
@@ -112,6 +114,19 @@ fn dates_and_patterns() {
     assert!(!pattern_matches("1*8*", b"1069"));
 }
 
+/// An `[[account]] entity = ""` used to pass and then stop the journal writer at the
+/// account's first MO opt-out (issue #10): it is a config error now, naming the key.
+#[test]
+fn bad_entities_are_refused_with_their_key() {
+    for (entity, why) in [("", "must not be empty"), ("a\\u0007b", "control character")] {
+        let text = MINIMAL.replace("entity = \"acme-retail\"", &format!("entity = \"{entity}\""));
+        let errs = Config::parse(&text).unwrap_err();
+        assert!(errs.iter().any(|e| e.key == "account[0].entity" && e.message.contains(why)), "{entity:?}: {errs:?}");
+    }
+    let long = MINIMAL.replace("acme-retail", &"x".repeat(256));
+    assert!(Config::parse(&long).unwrap_err().iter().any(|e| e.key == "account[0].entity"));
+}
+
 #[test]
 fn durations() {
     assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
@@ -130,4 +145,33 @@ fn bundled_example_configs_parse() {
             panic!("{name}: {e:?}");
         }
     }
+}
+
+#[test]
+fn capture_config_section_parses_with_defaults_and_names_bad_keys() {
+    let base = "[upstream]\naddress = \"127.0.0.1:2775\"\n[[account]]\nsystem_id = \"acme\"\nclass = \"marketing\"\n";
+    let c = Config::parse(base).unwrap();
+    assert!(c.capture.is_none(), "off unless enabled");
+    let c = Config::parse(&format!("{base}[capture]\ndir = \"/tmp/c\"\n")).unwrap();
+    assert!(c.capture.is_none(), "a dir alone does not enable it");
+    let c = Config::parse(&format!(
+        "{base}[capture]\nenabled = true\ndir = \"/tmp/c\"\nmax_file_bytes = 1000000\nmax_files = 3\naccounts = [\"acme\"]\n"
+    ))
+    .unwrap();
+    let w = c.capture.expect("enabled");
+    assert_eq!(
+        (w.dir, w.max_file_bytes, w.max_files, w.accounts),
+        ("/tmp/c".into(), 1_000_000, 3, vec!["acme".to_owned()])
+    );
+    let c = Config::parse(&format!("{base}[capture]\nenabled = true\ndir = \"/tmp/c\"\n")).unwrap().capture.unwrap();
+    assert_eq!((c.max_file_bytes, c.max_files), (DEFAULT_CAPTURE_MAX_FILE_BYTES, DEFAULT_CAPTURE_MAX_FILES));
+    let e = Config::parse(&format!(
+        "{base}[capture]\nenabled = true\nmax_file_bytes = 10\nmax_files = 0\naccounts = [\"nobody\"]\n"
+    ))
+    .unwrap_err();
+    let keys: Vec<&str> = e.iter().map(|e| e.key.as_str()).collect();
+    for k in ["capture.dir", "capture.max_file_bytes", "capture.max_files", "capture.accounts[0]"] {
+        assert!(keys.contains(&k), "{k} missing from {keys:?}");
+    }
+    assert!(Config::parse(&format!("{base}[capture]\nenable = true\n")).is_err());
 }

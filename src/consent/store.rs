@@ -25,7 +25,15 @@ use tracing::{error, info, warn};
 use super::delta::Delta;
 use super::journal::{Journal, Statement};
 use super::snapshot::{Snapshot, SnapshotError};
-use crate::config::Consent;
+
+/// `[consent]`: where the snapshot and the journal live.
+#[derive(Debug, Clone, Default)]
+pub struct ConsentConfig {
+    pub snapshot: Option<PathBuf>,
+    pub journal: Option<PathBuf>,
+    /// Poll the snapshot file and reload it when it changes.
+    pub watch: bool,
+}
 
 /// A loaded snapshot with its load metadata.
 #[derive(Debug)]
@@ -93,7 +101,7 @@ impl ConsentStore {
     /// A snapshot that fails validation at start is logged and left unloaded (commercial
     /// traffic then follows `policy.on_snapshot_unavailable`); a journal that cannot be opened
     /// is an error, because opt-outs could not be made durable.
-    pub fn open(cfg: &Consent) -> Result<ConsentStore, StoreError> {
+    pub fn open(cfg: &ConsentConfig) -> Result<ConsentStore, StoreError> {
         let mut store = ConsentStore::in_memory();
         store.snapshot_path = cfg.snapshot.clone();
         if let Some(dir) = &cfg.journal {

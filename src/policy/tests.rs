@@ -3,8 +3,13 @@
 
 use super::*;
 use crate::config::{days_from_civil, Config};
+use crate::consent::delta::Delta;
+use crate::consent::journal::StatementKind;
 use crate::consent::journal::{Statement, StatementSource};
+use crate::consent::snapshot::Snapshot;
 use crate::consent::snapshot::{Action, SnapshotBuilder};
+use crate::smpp::peek::Addr;
+use crate::time::Now;
 
 const ENTITY: &str = "acme-retail";
 /// Snapshot statement times (unix seconds): T1 < T2, live statements later still.
@@ -93,15 +98,34 @@ impl World {
     }
 
     fn decide_full(&self, system_id: &str, src: &[u8], dest: Addr, service_type: &[u8]) -> Verdict {
-        let inp =
-            Inputs { policy: &self.cfg.policy, snapshot: self.snap.as_ref(), delta: &self.delta, today: self.today };
-        let acct = AccountView {
-            account: &self.cfg.accounts[system_id],
-            live_entity: self.delta.intern(ENTITY),
+        let engine = self.cfg.engine();
+        let data = ConsentView {
+            snapshot: self.snap.as_ref(),
+            delta: &self.delta,
+            live_entity: Some(self.delta.intern(ENTITY)),
             snap_entity: self.snap.as_ref().and_then(|s| s.entity_id(ENTITY)),
         };
-        let m = Submit { source: Addr { ton: 0, npi: 1, addr: src }, destination: dest, service_type };
-        decide(&inp, &acct, &m)
+        let m = Message {
+            source: Addr { ton: 0, npi: 1, addr: src },
+            destination: dest,
+            service_type,
+            esm_class: 0,
+            data_coding: 0,
+            short_message: b"",
+            tlvs: b"",
+        };
+        let now = Now { unix_ms: self.today * 86_400_000 + 43_200_000 };
+        let idx = engine.lookup(system_id).expect("account");
+        let d = engine.decide(idx, &data, &m, now);
+        assert_eq!(
+            d.status,
+            match d.verdict {
+                Verdict::Reject(r) => engine.status(r),
+                _ => 0,
+            },
+            "status of {d:?}"
+        );
+        d.verdict
     }
 
     /// The marketing account, an allowed sender, an international destination.

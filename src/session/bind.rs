@@ -8,27 +8,49 @@
 use std::net::SocketAddr;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use super::Bound;
-use crate::config::{self, Config};
-use crate::relay::{bind_upstream, Leg};
+use super::Context;
+use crate::policy::AccountIdx;
+use crate::relay::{bind_upstream, Transport};
 use crate::smpp::frame::{Framer, Next};
 use crate::smpp::pdu::{decode_bind, encode_bind_resp, put_header_only, put_local_error_resp};
 use crate::smpp::{self, cmd, status, BindType};
 
+/// Result of the bind phase.
+pub(super) struct Bound {
+    pub down: Transport,
+    pub up: Transport,
+    /// Bytes each peer sent after its bind (request / response), not yet framed.
+    pub down_rest: BytesMut,
+    pub up_rest: BytesMut,
+    /// The ESME leg's framer (it may be skipping an oversized PDU).
+    pub down_framer: Framer,
+    pub account: AccountIdx,
+    pub bind_type: BindType,
+    /// The ESME's bind PDU and the response it got (for the capture).
+    pub bind: Vec<u8>,
+    pub bind_resp: Vec<u8>,
+}
+
+/// An accepted bind: the upstream leg, the account and the bind type.
+struct Admitted {
+    up: Transport,
+    up_rest: BytesMut,
+    account: AccountIdx,
+    bind_type: BindType,
+}
+
 /// Runs the bind phase; returns the bound session, or `None` when the connection ended.
-pub(crate) async fn accept_bind(
-    mut stream: TcpStream,
+pub(super) async fn accept_bind(
+    mut stream: Transport,
     peer: SocketAddr,
-    config: &Config,
+    ctx: &Context,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<Bound> {
-    let deadline = tokio::time::Instant::now() + config.session.bind_timeout;
-    let mut framer = Framer::new(config.session.max_pdu_bytes);
+    let deadline = tokio::time::Instant::now() + ctx.session.bind_timeout;
+    let mut framer = Framer::new(ctx.session.max_pdu_bytes);
     let mut rbuf = BytesMut::with_capacity(4096);
     let mut out = BytesMut::new();
     loop {
@@ -41,20 +63,21 @@ pub(crate) async fn accept_bind(
                     let seq = smpp::sequence(&frame);
                     match id {
                         cmd::BIND_TRANSMITTER | cmd::BIND_RECEIVER | cmd::BIND_TRANSCEIVER => {
-                            match bind_one(&frame, peer, config).await {
-                                Ok((up, resp)) => {
+                            let bind_type = BindType::from_command(id).expect("a bind command id");
+                            match bind_one(&frame, bind_type, peer, ctx).await {
+                                Ok((a, resp)) => {
                                     out.extend_from_slice(&resp);
                                     if stream.write_all(&out).await.is_err() {
                                         return None;
                                     }
-                                    let mut down = Leg::new(stream, config.session.max_pdu_bytes, rbuf);
-                                    down.framer = framer;
                                     return Some(Bound {
-                                        down,
-                                        up: up.0,
-                                        account: up.1,
-                                        bind_type: up.2,
-                                        peer,
+                                        down: stream,
+                                        up: a.up,
+                                        down_rest: rbuf,
+                                        down_framer: framer,
+                                        up_rest: a.up_rest,
+                                        account: a.account,
+                                        bind_type: a.bind_type,
                                         bind: frame.to_vec(),
                                         bind_resp: resp.to_vec(),
                                     });
@@ -96,9 +119,10 @@ pub(crate) async fn accept_bind(
         }
         rbuf.reserve(4096);
         tokio::select! {
-            r = stream.read_buf(&mut rbuf) => match r {
-                Ok(0) | Err(_) => return None,
-                Ok(_) => {}
+            r = stream.readable() => match r.and_then(|()| stream.try_read_buf(&mut rbuf)) {
+                Ok(0) => return None,
+                Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => return None,
+                _ => {}
             },
             _ = tokio::time::sleep_until(deadline) => {
                 debug!(peer = %peer, "no bind within session.bind_timeout; closing");
@@ -109,13 +133,15 @@ pub(crate) async fn accept_bind(
     }
 }
 
-type Admitted = (Leg, config::Account, BindType);
-
 /// Handles one bind request. Ok = bound (the upstream leg and the response bytes for the
 /// ESME); Err = the response bytes of a refusal.
-async fn bind_one(frame: &[u8], peer: SocketAddr, config: &Config) -> Result<(Admitted, BytesMut), BytesMut> {
+async fn bind_one(
+    frame: &[u8],
+    bind_type: BindType,
+    peer: SocketAddr,
+    ctx: &Context,
+) -> Result<(Admitted, BytesMut), BytesMut> {
     let seq = smpp::sequence(frame);
-    let bind_type = BindType::from_command(smpp::command_id(frame)).expect("bind command id");
     let req = match decode_bind(frame) {
         Ok(r) => r,
         Err(e) => {
@@ -123,28 +149,25 @@ async fn bind_one(frame: &[u8], peer: SocketAddr, config: &Config) -> Result<(Ad
             return Err(encode_bind_resp(bind_type, status::ESME_RBINDFAIL, seq, ""));
         }
     };
-    let label = if config.accounts.contains_key(&req.system_id) { req.system_id.clone() } else { "unknown".to_owned() };
+    let label = if ctx.engine.lookup(&req.system_id).is_some() { req.system_id.clone() } else { "unknown".to_owned() };
     let count = |result: &'static str| {
         metrics::counter!(crate::telemetry::metrics::BINDS_TOTAL, "account" => label.clone(), "result" => result)
             .increment(1)
     };
-    let account = match config.admit(&req.system_id, bind_type, config::today()) {
-        Ok(a) => a.clone(),
+    let account = match ctx.engine.admit(&req.system_id, bind_type, ctx.clock.now().utc_day()) {
+        Ok(a) => a,
         Err(refusal) => {
             count("refused");
-            info!(peer = %peer, system_id = %req.system_id, bind = bind_type.as_str(), reason = refusal.as_str(), "bind refused");
+            // A peer can repeat this thousands of times a second: one line per burst.
+            static LIMIT: crate::telemetry::RateLimit =
+                crate::telemetry::RateLimit::new(std::time::Duration::from_secs(10));
+            if let Some(suppressed) = LIMIT.allow() {
+                info!(peer = %peer, system_id = %req.system_id, bind = bind_type.as_str(), reason = refusal.as_str(), suppressed, "bind refused");
+            }
             return Err(encode_bind_resp(bind_type, refusal.status(), seq, ""));
         }
     };
-    let up = match bind_upstream(
-        &config.upstream.address,
-        frame,
-        config.upstream.connect_timeout,
-        config.upstream.bind_timeout,
-        config.session.max_pdu_bytes,
-    )
-    .await
-    {
+    let up = match bind_upstream(&ctx.upstream, frame, ctx.session.max_pdu_bytes).await {
         Ok(u) => u,
         Err(e) => {
             count("upstream_unreachable");
@@ -166,10 +189,13 @@ async fn bind_one(frame: &[u8], peer: SocketAddr, config: &Config) -> Result<(Ad
     smpp::set_sequence(&mut resp, seq);
     if st != status::ESME_ROK {
         count("upstream_refused");
-        info!(peer = %peer, system_id = %req.system_id, status = format_args!("0x{st:08x}"), "upstream refused bind");
+        static LIMIT: crate::telemetry::RateLimit =
+            crate::telemetry::RateLimit::new(std::time::Duration::from_secs(10));
+        if let Some(suppressed) = LIMIT.allow() {
+            info!(peer = %peer, system_id = %req.system_id, status = format_args!("0x{st:08x}"), suppressed, "upstream refused bind");
+        }
         return Err(resp);
     }
     count("ok");
-    let leg = Leg::new(up.stream, config.session.max_pdu_bytes, up.rest);
-    Ok(((leg, account, bind_type), resp))
+    Ok((Admitted { up: Transport::tcp(up.stream), up_rest: up.rest, account, bind_type }, resp))
 }

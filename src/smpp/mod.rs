@@ -65,6 +65,9 @@ pub mod status {
     pub const ESME_RINVSYSID: u32 = 0x0000_000F;
     pub const ESME_RINVNUMDESTS: u32 = 0x0000_0033;
     pub const ESME_RTHROTTLED: u32 = 0x0000_0058;
+    /// ESME_RX_T_APPN: temporary application error; what consentgate answers the SMSC for a
+    /// deliver_sm it could not hand to the ESME (the SMSC retries later).
+    pub const ESME_RX_T_APPN: u32 = 0x0000_0064;
     pub const ESME_RINVTLVSTREAM: u32 = 0x0000_00C0;
 }
 

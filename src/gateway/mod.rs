@@ -10,26 +10,69 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use crate::config::Config;
+pub mod config;
+
+use crate::admin::{AdminState, ReloadError, ReloadReply};
 use crate::consent::store::{ConsentStore, Loaded};
-use crate::session::Shared;
+use crate::optout::Keywords;
+use crate::session::Context;
 use crate::telemetry::metrics as m;
 use crate::telemetry::RateLimit;
+use crate::time::Clock;
+pub use config::{GatewayConfig, ListenConfig};
 
 /// Everything that changes runtime state arrives as one of these (STYLE §9): SIGHUP and the
-/// snapshot file watch send [`Control::Reload`], the admin API [`Control::ReloadWithReply`].
+/// snapshot file watch send [`Control::Reload`]. The admin API sits below the gateway and
+/// does not know this type: its reload requests come through its own handle's channel
+/// ([`crate::admin::AdminState::reload`]) into the same loop, handled like `Reload` plus a
+/// reply.
 #[derive(Debug)]
 pub enum Control {
     /// Load and validate the configured snapshot file, then swap it in.
     Reload,
-    /// The same, answering with the new snapshot or the exact validation error.
-    ReloadWithReply(oneshot::Sender<Result<Arc<Loaded>, String>>),
     /// Stop accepting, drain every session, exit (like the `shutdown` future resolving).
     Shutdown,
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// A listener could not be bound.
+    #[error("{what} {addr}: {source}")]
+    Listen {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The consent store (journal) could not be opened.
+    #[error(transparent)]
+    Store(#[from] crate::consent::store::StoreError),
+    /// The audit log directory could not be opened.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+    /// The capture directory could not be opened.
+    #[error("capture.dir {dir}: {source}")]
+    Capture {
+        dir: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl From<GatewayError> for std::io::Error {
+    fn from(e: GatewayError) -> std::io::Error {
+        match e {
+            GatewayError::Listen { source, what, addr } => {
+                std::io::Error::new(source.kind(), format!("{what} {addr}: {source}"))
+            }
+            other => std::io::Error::other(other.to_string()),
+        }
+    }
 }
 
 /// A bound, not yet serving gateway.
@@ -37,48 +80,64 @@ pub struct Gateway {
     listener: TcpListener,
     admin: TcpListener,
     prometheus: metrics_exporter_prometheus::PrometheusHandle,
-    shared: Arc<Shared>,
+    config: Arc<GatewayConfig>,
+    sessions: Arc<Context>,
     control_tx: mpsc::Sender<Control>,
     control_rx: mpsc::Receiver<Control>,
 }
 
 impl Gateway {
     /// Opens the consent store per `[consent]` and binds the SMPP listener (`listen.smpp`)
-    /// and the admin listener (`listen.admin`); port 0 picks a free port.
-    pub async fn bind(config: Config) -> std::io::Result<Gateway> {
-        let store = ConsentStore::open(&config.consent).map_err(std::io::Error::other)?;
+    /// and the admin listener (`listen.admin`); port 0 picks a free port. Opening the store
+    /// replays the journal and loads the snapshot (up to about a second at 100 M records)
+    /// on this task: it happens once, before anything is served.
+    pub async fn bind(config: GatewayConfig) -> Result<Gateway, GatewayError> {
+        let store = ConsentStore::open(&config.consent)?;
         Gateway::bind_with_store(config, Arc::new(store)).await
     }
 
     /// Binds with a consent store the caller built (tests, demo).
-    pub async fn bind_with_store(config: Config, store: Arc<ConsentStore>) -> std::io::Result<Gateway> {
+    pub async fn bind_with_store(config: GatewayConfig, store: Arc<ConsentStore>) -> Result<Gateway, GatewayError> {
         // Before any session resolves a metric handle.
         let prometheus = m::install();
-        let listener = TcpListener::bind(config.listen.smpp)
-            .await
-            .map_err(|e| std::io::Error::new(e.kind(), format!("listen.smpp {}: {e}", config.listen.smpp)))?;
-        let admin = crate::admin::bind(config.listen.admin).await?;
+        let listener = TcpListener::bind(config.listen.smpp).await.map_err(|source| GatewayError::Listen {
+            what: "listen.smpp",
+            addr: config.listen.smpp,
+            source,
+        })?;
+        let admin = TcpListener::bind(config.listen.admin).await.map_err(|source| GatewayError::Listen {
+            what: "listen.admin",
+            addr: config.listen.admin,
+            source,
+        })?;
         let (control_tx, control_rx) = mpsc::channel(16);
-        let capture = if config.capture.enabled {
-            let c = crate::capture::Capture::start(config.capture.writer_config()).map_err(|e| {
-                std::io::Error::new(e.kind(), format!("capture.dir {}: {e}", config.capture.dir.display()))
-            })?;
-            info!(dir = %config.capture.dir.display(), accounts = ?config.capture.accounts, "recording sessions to pcapng");
-            Some(Arc::new(c))
-        } else {
-            None
+        let capture = match &config.capture {
+            Some(c) => {
+                let cap = crate::capture::Capture::start(c.clone())
+                    .map_err(|source| GatewayError::Capture { dir: c.dir.clone(), source })?;
+                info!(dir = %c.dir.display(), accounts = ?c.accounts, "recording sessions to pcapng");
+                Some(Arc::new(cap))
+            }
+            None => None,
         };
-        let audit = crate::audit::Audit::open(&config.audit).map_err(std::io::Error::other)?;
-        let mut shared = Shared::new(Arc::new(config), store);
-        shared.capture = capture;
-        shared.audit = audit;
-        let shared = Arc::new(shared);
-        Ok(Gateway { listener, admin, prometheus, shared, control_tx, control_rx })
+        let audit = crate::audit::Audit::open(&config.audit)?;
+        let sessions = Arc::new(Context {
+            session: config.session.clone(),
+            upstream: config.upstream.clone(),
+            engine: Arc::new(config.engine()),
+            store,
+            keywords: Arc::new(Keywords::new(&config.optout_keywords)),
+            capture,
+            audit,
+            clock: Clock::system(),
+            next_session: std::sync::atomic::AtomicU64::new(1),
+        });
+        Ok(Gateway { listener, admin, prometheus, config: Arc::new(config), sessions, control_tx, control_rx })
     }
 
     /// The consent store the sessions use.
     pub fn store(&self) -> Arc<ConsentStore> {
-        self.shared.store.clone()
+        self.sessions.store.clone()
     }
 
     /// A handle that sends [`Control`] messages to the running gateway.
@@ -98,14 +157,30 @@ impl Gateway {
 
     /// Serves until `shutdown` resolves, then drains every session.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
-        let Gateway { listener, admin, prometheus, shared, control_tx, mut control_rx } = self;
-        let config = shared.config.clone();
-        let watcher = config.consent.watch.then(|| tokio::spawn(watch_snapshot(shared.clone(), control_tx.clone())));
+        let Gateway { listener, admin, prometheus, config, sessions: shared, control_tx, mut control_rx } = self;
+        let watcher = config
+            .consent
+            .snapshot
+            .clone()
+            .filter(|_| config.consent.watch)
+            .map(|path| tokio::spawn(watch_snapshot(path, control_tx.clone())));
         let upkeep = tokio::spawn(m::upkeep(prometheus.clone()));
-        let prober = tokio::spawn(probe_upstream_loop(shared.clone()));
+        let prober = tokio::spawn(probe_upstream_loop(config.upstream.clone()));
         let (stop_tx, stop_rx) = watch::channel(false);
         let admin_addr = admin.local_addr()?;
-        let admin_state = crate::admin::AdminState { shared: shared.clone(), control: control_tx.clone(), prometheus };
+        // The admin API's narrow handle: what its endpoints read, and a way to ask for a reload.
+        let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadReply>(4);
+        let admin_state = AdminState {
+            store: shared.store.clone(),
+            engine: shared.engine.clone(),
+            admin: config.admin.clone(),
+            snapshot_configured: config.consent.snapshot.clone(),
+            journalled: config.consent.journal.is_some(),
+            upstream: config.upstream.clone(),
+            capture: shared.capture.clone(),
+            reload: reload_tx,
+            prometheus,
+        };
         let mut admin_stop = stop_rx.clone();
         let admin_task = tokio::spawn(async move {
             let stop = async move {
@@ -115,7 +190,7 @@ impl Gateway {
                 tracing::error!(error = %e, "admin listener failed");
             }
         });
-        info!(smpp = %listener.local_addr()?, admin = %admin_addr, upstream = %config.upstream.address, accounts = config.accounts.len(), "listening");
+        info!(smpp = %listener.local_addr()?, admin = %admin_addr, upstream = %config.upstream.address, accounts = shared.engine.account_count(), "listening");
         let mut sessions = JoinSet::new();
         let live = Arc::new(AtomicUsize::new(0));
         tokio::pin!(shutdown);
@@ -152,11 +227,11 @@ impl Gateway {
                     Control::Reload => {
                         let _ = reload(&shared).await;
                     }
-                    Control::ReloadWithReply(reply) => {
-                        let _ = reply.send(reload(&shared).await);
-                    }
                     Control::Shutdown => break,
                 },
+                Some(reply) = reload_rx.recv() => {
+                    let _ = reply.send(reload(&shared).await);
+                }
                 _ = &mut shutdown => break,
             }
         }
@@ -191,12 +266,12 @@ impl Gateway {
 
 /// Loads and validates the configured snapshot off the async workers, swaps it in, and counts
 /// the result. A refused file leaves the previous snapshot serving.
-async fn reload(shared: &Arc<Shared>) -> Result<Arc<Loaded>, String> {
+async fn reload(shared: &Arc<Context>) -> Result<Arc<Loaded>, ReloadError> {
     let store = shared.store.clone();
     let r = match tokio::task::spawn_blocking(move || store.reload()).await {
         Ok(Ok(l)) => Ok(l),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(e) => Err(format!("reload task failed: {e}")),
+        Ok(Err(e)) => Err(ReloadError::Snapshot(e)),
+        Err(e) => Err(ReloadError::Aborted(e.to_string())),
     };
     match &r {
         // The store logs the load itself.
@@ -212,27 +287,32 @@ async fn reload(shared: &Arc<Shared>) -> Result<Arc<Loaded>, String> {
 /// Keeps `consentgate_upstream_reachable` current without anyone calling `/readyz` (systemd
 /// deployments have no readiness probe): a TCP connect to the SMSC every
 /// [`m::UPSTREAM_PROBE_EVERY`].
-async fn probe_upstream_loop(shared: Arc<Shared>) {
+async fn probe_upstream_loop(cfg: crate::relay::UpstreamConfig) {
     let mut t = tokio::time::interval(m::UPSTREAM_PROBE_EVERY);
-    let cfg = &shared.config.upstream;
     loop {
         t.tick().await;
-        let ok = crate::admin::probe_upstream(cfg).await.is_ok();
+        let ok = crate::relay::upstream::probe(&cfg).await.is_ok();
         metrics::gauge!(m::UPSTREAM_REACHABLE).set(if ok { 1.0 } else { 0.0 });
     }
 }
 
 /// `consent.watch`: polls the snapshot file's modification time and size every 2 s and asks
 /// for a reload when they change (polling keeps the dependency tree lean and works on every
-/// filesystem, including the ConfigMap/volume mounts of Kubernetes).
-async fn watch_snapshot(shared: Arc<Shared>, control: mpsc::Sender<Control>) {
-    let Some(path) = shared.config.consent.snapshot.clone() else { return };
-    let stamp = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| (m.modified().ok(), m.len()));
-    let mut last = stamp(&path);
+/// filesystem, including the ConfigMap/volume mounts of Kubernetes). The `stat` runs on the
+/// blocking pool, so a hung network mount cannot stall a runtime worker.
+async fn watch_snapshot(path: std::path::PathBuf, control: mpsc::Sender<Control>) {
+    async fn stamp(p: &std::path::Path) -> Option<(Option<std::time::SystemTime>, u64)> {
+        let p = p.to_owned();
+        tokio::task::spawn_blocking(move || std::fs::metadata(p).ok().map(|m| (m.modified().ok(), m.len())))
+            .await
+            .ok()
+            .flatten()
+    }
+    let mut last = stamp(&path).await;
     let mut t = tokio::time::interval(Duration::from_secs(2));
     loop {
         t.tick().await;
-        let now = stamp(&path);
+        let now = stamp(&path).await;
         if now.is_some() && now != last {
             last = now;
             if control.send(Control::Reload).await.is_err() {
@@ -243,6 +323,6 @@ async fn watch_snapshot(shared: Arc<Shared>, control: mpsc::Sender<Control>) {
 }
 
 /// Binds and serves `config` until `shutdown` resolves (STYLE §1).
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+pub async fn run(config: GatewayConfig, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
     Gateway::bind(config).await?.serve(shutdown).await
 }

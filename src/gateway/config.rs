@@ -1,0 +1,53 @@
+//! The gateway's whole validated configuration: each part is the owning module's own type
+//! (DESIGN §6), and `crate::config` fills them from the TOML file. Nothing below the gateway
+//! sees this struct; each component gets its part.
+
+use std::net::SocketAddr;
+
+use crate::admin::AdminConfig;
+use crate::audit::AuditConfig;
+use crate::capture::CaptureConfig;
+use crate::consent::store::ConsentConfig;
+use crate::policy::{Account, Engine, PolicyConfig};
+use crate::relay::UpstreamConfig;
+use crate::session::SessionConfig;
+
+/// `[listen]`.
+#[derive(Debug, Clone)]
+pub struct ListenConfig {
+    /// ESME-facing SMPP listener.
+    pub smpp: SocketAddr,
+    /// Admin HTTP listener (metrics, health, admin API).
+    pub admin: SocketAddr,
+}
+
+/// Everything the gateway runs on.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub listen: ListenConfig,
+    pub upstream: UpstreamConfig,
+    pub session: SessionConfig,
+    pub policy: PolicyConfig,
+    /// `[[account]]` in file order: the position is the account's [`crate::policy::AccountIdx`].
+    pub accounts: Vec<Account>,
+    /// `policy.optout_keywords`: MO texts (after normalisation) recorded as a refusal.
+    pub optout_keywords: Vec<String>,
+    pub consent: ConsentConfig,
+    pub admin: AdminConfig,
+    /// `[capture]`; `None` when off.
+    pub capture: Option<CaptureConfig>,
+    /// Decision audit log (`[audit]`; off unless `audit.dir` is set).
+    pub audit: AuditConfig,
+}
+
+impl GatewayConfig {
+    /// The account with this system_id.
+    pub fn account(&self, system_id: &str) -> Option<&Account> {
+        self.accounts.iter().find(|a| a.system_id == system_id)
+    }
+
+    /// The decision engine for this config.
+    pub fn engine(&self) -> Engine {
+        Engine::new(self.policy.clone(), self.accounts.clone())
+    }
+}

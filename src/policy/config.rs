@@ -1,0 +1,237 @@
+//! The policy's validated configuration (DESIGN §3, §5): the `[policy]` settings and the
+//! `[[account]]` registry, as `crate::config` validates them from the TOML file. Nothing here
+//! reads a file; [`super::Engine`] is built from these types.
+
+use crate::smpp::BindType;
+
+use super::Reason;
+
+/// `[policy]`.
+#[derive(Debug, Clone)]
+pub struct PolicyConfig {
+    pub mode: PolicyMode,
+    pub regime: Regime,
+    /// Country calling code added to national numbers (no `+`), e.g. "86".
+    pub default_country_code: String,
+    /// What commercial traffic gets before any snapshot is loaded.
+    pub on_snapshot_unavailable: Unavailable,
+    /// command_status per reject reason, indexed by `Reason as usize`.
+    pub reject_status: [u32; Reason::COUNT],
+}
+
+impl Default for PolicyConfig {
+    fn default() -> PolicyConfig {
+        PolicyConfig {
+            mode: PolicyMode::Enforce,
+            regime: Regime::OptIn,
+            default_country_code: "86".into(),
+            on_snapshot_unavailable: Unavailable::Reject,
+            reject_status: Reason::default_statuses(),
+        }
+    }
+}
+
+/// `policy.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyMode {
+    /// Rejects are answered with their status.
+    Enforce,
+    /// Rejects become [`super::Verdict::WouldReject`] and the message is forwarded.
+    Monitor,
+}
+
+/// `policy.regime`: what no statement at all means for a commercial message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Regime {
+    /// Only an explicit grant allows (Order No. 74: no consent counts as refusal).
+    OptIn,
+    /// Allowed unless the subscriber refused.
+    OptOut,
+}
+
+/// `policy.on_snapshot_unavailable`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailable {
+    /// Reject commercial traffic with `snapshot_unavailable` (fail closed; default).
+    Reject,
+    /// Let it through (fail open).
+    Allow,
+}
+
+impl PolicyMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyMode::Enforce => "enforce",
+            PolicyMode::Monitor => "monitor",
+        }
+    }
+}
+
+impl Regime {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Regime::OptIn => "opt-in",
+            Regime::OptOut => "opt-out",
+        }
+    }
+}
+
+/// The class of a message: only marketing (commercial) messages need consent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageClass {
+    Marketing,
+    Transactional,
+}
+
+impl MessageClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageClass::Marketing => "marketing",
+            MessageClass::Transactional => "transactional",
+        }
+    }
+}
+
+/// A sender platform allowed to bind (`[[account]]`).
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub system_id: String,
+    /// The brand / organisation its consent records name (validated non-empty).
+    pub entity: String,
+    pub class: MessageClass,
+    /// Telecom licence number; a bind without one is refused.
+    pub licence: Option<String>,
+    /// Last valid day of the licence (UTC), as days since 1970-01-01.
+    pub licence_expires: Option<i64>,
+    /// Allowed source_addr patterns; empty = any.
+    pub sender_id: Vec<Pattern>,
+    /// Per-source-address class overrides, most specific (longest) pattern first.
+    pub source_class: Vec<(Pattern, MessageClass)>,
+    /// Class by service_type (exact match), consulted after `source_class`.
+    pub service_type_class: Vec<(String, MessageClass)>,
+    /// Per-account submit rate cap (msg/s); None = unlimited. Not enforced yet (issue #12).
+    pub max_tps: Option<u32>,
+    pub bind_types: Vec<BindType>,
+}
+
+/// Why an account may not bind now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindRefusal {
+    UnknownSystemId,
+    NoLicence,
+    LicenceExpired,
+    BindTypeNotAllowed,
+}
+
+impl BindRefusal {
+    /// The bind_resp command_status.
+    pub fn status(self) -> u32 {
+        use crate::smpp::status;
+        match self {
+            BindRefusal::UnknownSystemId => status::ESME_RINVSYSID,
+            _ => status::ESME_RBINDFAIL,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BindRefusal::UnknownSystemId => "unknown_system_id",
+            BindRefusal::NoLicence => "no_licence",
+            BindRefusal::LicenceExpired => "licence_expired",
+            BindRefusal::BindTypeNotAllowed => "bind_type_not_allowed",
+        }
+    }
+}
+
+impl Account {
+    /// Whether the licence is valid on `day` (days since 1970-01-01, UTC).
+    pub fn licence_valid_on(&self, day: i64) -> Result<(), BindRefusal> {
+        if self.licence.is_none() {
+            return Err(BindRefusal::NoLicence);
+        }
+        match self.licence_expires {
+            Some(last) if day > last => Err(BindRefusal::LicenceExpired),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A source-address pattern compiled at validation: `*` matches any run of characters,
+/// everything else literally. The usual shapes (an exact sender id, a prefix `1069*`) get
+/// their own variant so the per-message match never rescans the pattern for `*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pattern {
+    Exact(Box<[u8]>),
+    Prefix(Box<[u8]>),
+    Glob(Box<[u8]>),
+}
+
+impl Pattern {
+    pub fn new(pattern: &str) -> Pattern {
+        let p = pattern.as_bytes();
+        match p.split_last() {
+            Some((b'*', prefix)) if !prefix.contains(&b'*') => Pattern::Prefix(prefix.into()),
+            _ if !p.contains(&b'*') => Pattern::Exact(p.into()),
+            _ => Pattern::Glob(p.into()),
+        }
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> String {
+        match self {
+            Pattern::Exact(p) | Pattern::Glob(p) => String::from_utf8_lossy(p).into_owned(),
+            Pattern::Prefix(p) => format!("{}*", String::from_utf8_lossy(p)),
+        }
+    }
+
+    /// Pattern length as written (for most-specific-first ordering).
+    pub fn len(&self) -> usize {
+        match self {
+            Pattern::Exact(p) | Pattern::Glob(p) => p.len(),
+            Pattern::Prefix(p) => p.len() + 1,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    #[inline]
+    pub fn matches(&self, s: &[u8]) -> bool {
+        match self {
+            Pattern::Exact(p) => **p == *s,
+            Pattern::Prefix(p) => s.starts_with(p),
+            Pattern::Glob(p) => glob(p, s),
+        }
+    }
+}
+
+/// The general `*` matcher (greedy with backtracking to the last star).
+fn glob(p: &[u8], s: &[u8]) -> bool {
+    let (mut pi, mut si) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while si < s.len() {
+        if pi < p.len() && p[pi] != b'*' && p[pi] == s[si] {
+            pi += 1;
+            si += 1;
+        } else if pi < p.len() && p[pi] == b'*' {
+            star = Some(pi);
+            pi += 1;
+            mark = si;
+        } else if let Some(sp) = star {
+            pi = sp + 1;
+            mark += 1;
+            si = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == b'*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+/// Matches a sender_id pattern given as text (compiles it first; for one-off checks).
+pub fn pattern_matches(pattern: &str, s: &[u8]) -> bool {
+    Pattern::new(pattern).matches(s)
+}

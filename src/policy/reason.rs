@@ -1,0 +1,168 @@
+//! The closed set of outcomes (STYLE §5): one [`Reason`] yields both the SMPP status (through
+//! `policy.reject_status`) and the metric label; a [`Verdict`] is what happens to one
+//! destination; a [`Decision`] is the verdict with what the pipeline learnt on the way.
+
+use super::{MessageClass, PolicyMode};
+
+/// Why a message is (or would be) rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Reason {
+    /// Commercial, opt-in regime, and no grant from this subscriber for this entity.
+    NoConsent = 0,
+    /// The subscriber's latest statement for this entity is a revocation (e.g. replied "TD").
+    Revoked = 1,
+    /// The subscriber is on the do-not-call registry and gave no newer grant.
+    Dnc = 2,
+    /// Outside the allowed local hours (not enforced yet).
+    QuietHours = 3,
+    /// Per-subscriber frequency cap reached (not enforced yet).
+    FrequencyCap = 4,
+    /// The account's licence is missing or has expired.
+    Unlicensed = 5,
+    /// source_addr not among the account's allowed sender ids.
+    SenderId = 6,
+    /// Rate or window exceeded.
+    Throttled = 7,
+    /// Commercial traffic while no consent snapshot is loaded (`on_snapshot_unavailable = "reject"`).
+    SnapshotUnavailable = 8,
+}
+
+impl Reason {
+    pub const COUNT: usize = 9;
+    pub const ALL: [Reason; Reason::COUNT] = [
+        Reason::NoConsent,
+        Reason::Revoked,
+        Reason::Dnc,
+        Reason::QuietHours,
+        Reason::FrequencyCap,
+        Reason::Unlicensed,
+        Reason::SenderId,
+        Reason::Throttled,
+        Reason::SnapshotUnavailable,
+    ];
+
+    /// The metric label and config key.
+    pub fn label(self) -> &'static str {
+        match self {
+            Reason::NoConsent => "no_consent",
+            Reason::Revoked => "revoked",
+            Reason::Dnc => "dnc",
+            Reason::QuietHours => "quiet_hours",
+            Reason::FrequencyCap => "frequency_cap",
+            Reason::Unlicensed => "unlicensed",
+            Reason::SenderId => "sender_id",
+            Reason::Throttled => "throttled",
+            Reason::SnapshotUnavailable => "snapshot_unavailable",
+        }
+    }
+
+    pub fn from_label(s: &str) -> Option<Reason> {
+        Reason::ALL.into_iter().find(|r| r.label() == s)
+    }
+
+    pub fn labels() -> Vec<&'static str> {
+        Reason::ALL.iter().map(|r| r.label()).collect()
+    }
+
+    /// DESIGN §3 default command_status: the vendor range 0x400– for policy rejects (never
+    /// 0x0B, which senders read as "number does not exist").
+    pub fn default_status(self) -> u32 {
+        match self {
+            Reason::NoConsent => 0x400,
+            Reason::Revoked => 0x401,
+            Reason::Dnc => 0x402,
+            Reason::QuietHours => 0x403,
+            Reason::FrequencyCap => 0x404,
+            Reason::Unlicensed => 0x405,
+            Reason::SenderId => 0x0A,
+            Reason::Throttled => 0x58,
+            Reason::SnapshotUnavailable => 0x08,
+        }
+    }
+
+    /// Every default status, indexed by `Reason as usize`.
+    pub fn default_statuses() -> [u32; Reason::COUNT] {
+        Reason::ALL.map(Reason::default_status)
+    }
+}
+
+/// The outcome for one destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Accept,
+    Reject(Reason),
+    /// `policy.mode = "monitor"`: would be rejected; forwarded anyway.
+    WouldReject(Reason),
+}
+
+impl Verdict {
+    /// The verdict under `mode`: in monitor mode a reject becomes a would-reject. The one
+    /// place monitor mode is applied.
+    #[inline]
+    pub fn under(self, mode: PolicyMode) -> Verdict {
+        match (self, mode) {
+            (Verdict::Reject(r), PolicyMode::Monitor) => Verdict::WouldReject(r),
+            (v, _) => v,
+        }
+    }
+
+    /// Whether the message goes upstream.
+    #[inline]
+    pub fn forwards(self) -> bool {
+        !matches!(self, Verdict::Reject(_))
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Accept => "accepted",
+            Verdict::Reject(_) => "rejected",
+            Verdict::WouldReject(_) => "would_reject",
+        }
+    }
+
+    pub fn reason(self) -> Option<Reason> {
+        match self {
+            Verdict::Accept => None,
+            Verdict::Reject(r) | Verdict::WouldReject(r) => Some(r),
+        }
+    }
+}
+
+/// What consent data says about (subscriber, entity).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// Latest statement is a grant newer than any DNC registration.
+    Granted,
+    /// Latest statement for this entity is a revocation.
+    Revoked,
+    /// On the do-not-call registry with no newer grant for this entity.
+    Dnc,
+    /// No statement at all.
+    None,
+}
+
+impl Standing {
+    pub fn label(self) -> &'static str {
+        match self {
+            Standing::Granted => "granted",
+            Standing::Revoked => "revoked",
+            Standing::Dnc => "dnc",
+            Standing::None => "none",
+        }
+    }
+}
+
+/// The pipeline's answer for one destination: the verdict (monitor mode applied), the status
+/// an ESME gets for a reject, and what was learnt on the way, so the session and the audit log
+/// need not work it out again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub verdict: Verdict,
+    /// The submit_sm_resp command_status for a [`Verdict::Reject`]; 0 otherwise.
+    pub status: u32,
+    /// The message class, once classified (`None`: decided before step 4).
+    pub class: Option<MessageClass>,
+    /// The destination as E.164 digits, when it is a subscriber number.
+    pub msisdn: Option<u64>,
+}

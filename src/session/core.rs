@@ -1,0 +1,279 @@
+//! The relay logic of one session, without I/O: both legs' buffers ([`LegState`]), the
+//! sequence tables, the [`Lifecycle`], and the calls into the decision pipeline, the opt-out
+//! gate and the audit log. The driver in `mod.rs` moves bytes between the transports and
+//! these buffers; unit tests (`tests.rs`) drive this type with PDUs and clock ticks alone.
+//!
+//! Invariant: every request consentgate accepted from either peer is answered exactly once —
+//! by the other peer's response, or locally (window full, malformed, timeout, the other leg
+//! gone, drain at shutdown).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use tracing::debug;
+
+use super::audit::SessionAudit;
+use super::lifecycle::{Lifecycle, Step};
+use super::metrics::{self, ErrorKind, SessionStats};
+use super::optout_gate::OptoutGate;
+use super::Context;
+use crate::policy::{Account, AccountIdx, SessionPolicy};
+use crate::relay::seq::{Pending, SeqTable};
+use crate::relay::LegState;
+use crate::smpp::frame::Next;
+use crate::smpp::pdu::put_header_only;
+use crate::smpp::status::ESME_RX_T_APPN;
+use crate::smpp::{cmd, status, BindType};
+use crate::time::Now;
+
+/// Longest wait for the final unbind_resp(s) when a session closes.
+const CLOSE_WAIT_MS: u64 = 2_000;
+
+/// One bound session's state and behaviour.
+pub struct Session {
+    pub(super) ctx: Arc<Context>,
+    pub(super) policy: SessionPolicy,
+    pub(super) optout: OptoutGate,
+    pub(super) audit: SessionAudit,
+    pub stats: SessionStats,
+    pub(super) metrics: metrics::SessionMetrics,
+    /// Rejected destinations of forwarded submit_multi, by upstream sequence number.
+    pub(super) multi_rejects: HashMap<u32, (u8, Vec<u8>)>,
+    /// One sampled upstream request: (upstream sequence number, sent at µs).
+    pub(super) up_sample: Option<(u32, u64)>,
+    pub(super) bind_type: BindType,
+    pub(super) peer: SocketAddr,
+    pub down: LegState,
+    pub up: LegState,
+    /// Requests written to the SMSC (relayed from the ESME, or consentgate's own).
+    pub(super) up_table: SeqTable,
+    /// Requests written to the ESME (relayed from the SMSC, or consentgate's own).
+    pub(super) down_table: SeqTable,
+    pub(super) life: Lifecycle,
+    /// The session clock, read once per event: µs and ms since the session began, and the
+    /// wall clock for the decision pipeline.
+    pub(super) now_us: u64,
+    pub(super) now_ms: u64,
+    pub(super) now: Now,
+    pub(super) expired: Vec<Pending>,
+}
+
+impl Session {
+    pub(crate) fn new(
+        ctx: Arc<Context>,
+        account: AccountIdx,
+        bind_type: BindType,
+        peer: SocketAddr,
+        down_rbuf: BytesMut,
+        up_rbuf: BytesMut,
+    ) -> Session {
+        let cap = (ctx.session.window * 2).max(64);
+        let max = ctx.session.max_pdu_bytes;
+        let a = ctx.engine.account(account);
+        let session_id = ctx.next_session.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Session {
+            policy: SessionPolicy::new(ctx.engine.clone(), ctx.store.clone(), account),
+            optout: OptoutGate::new(ctx.store.clone(), ctx.keywords.clone()),
+            audit: SessionAudit::new(&ctx.audit, &a.system_id, &a.entity, session_id),
+            stats: SessionStats::default(),
+            metrics: metrics::SessionMetrics::new(&a.system_id),
+            multi_rejects: HashMap::new(),
+            up_sample: None,
+            bind_type,
+            peer,
+            down: LegState::new(max, down_rbuf),
+            up: LegState::new(max, up_rbuf),
+            up_table: SeqTable::new(cap),
+            down_table: SeqTable::new(cap),
+            life: Lifecycle::default(),
+            now_us: 0,
+            now_ms: 0,
+            now: ctx.clock.now(),
+            expired: Vec::new(),
+            ctx,
+        }
+    }
+
+    pub fn account(&self) -> &Account {
+        self.policy.engine().account(self.policy.account())
+    }
+
+    pub fn close_reason(&self) -> &'static str {
+        self.life.close_reason()
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.life.is_done()
+    }
+
+    /// Sets the session clock: `now_us` since the session began, and the wall clock.
+    pub fn set_clock(&mut self, now_us: u64) {
+        self.now_us = now_us;
+        self.now_ms = now_us / 1000;
+        self.now = self.ctx.clock.now();
+    }
+
+    // ----- framing -------------------------------------------------------------------------
+
+    /// Handles every complete PDU the ESME leg has buffered.
+    pub fn process_down(&mut self) {
+        let mut rbuf = std::mem::take(&mut self.down.rbuf);
+        if self.life.is_bound() {
+            self.policy.prefetch_batch(&rbuf);
+        }
+        let mut pos = 0;
+        while self.down.open {
+            match self.down.framer.next(&rbuf[pos..]) {
+                Next::Frame(len) => {
+                    self.on_esme_pdu(&rbuf[pos..pos + len]);
+                    pos += len;
+                }
+                Next::Skip(n) => pos += n,
+                Next::TooLong { sequence, .. } => {
+                    self.stats.error(ErrorKind::EsmeOversized);
+                    put_header_only(&mut self.down.out, cmd::GENERIC_NACK, status::ESME_RINVCMDLEN, sequence);
+                }
+                Next::TooShort { .. } => {
+                    put_header_only(&mut self.down.out, cmd::GENERIC_NACK, status::ESME_RINVCMDLEN, 0);
+                    pos = rbuf.len();
+                    self.esme_gone("esme sent command_length < 16");
+                }
+                Next::Incomplete => break,
+            }
+        }
+        rbuf.advance(pos.min(rbuf.len()));
+        self.down.rbuf = rbuf;
+    }
+
+    /// Handles every complete PDU the SMSC leg has buffered.
+    pub fn process_up(&mut self) {
+        let mut rbuf = std::mem::take(&mut self.up.rbuf);
+        let mut pos = 0;
+        while self.up.open {
+            match self.up.framer.next(&rbuf[pos..]) {
+                Next::Frame(len) => {
+                    self.on_smsc_pdu(&rbuf[pos..pos + len]);
+                    pos += len;
+                }
+                Next::Skip(n) => pos += n,
+                Next::TooLong { sequence, .. } => {
+                    self.stats.error(ErrorKind::SmscOversized);
+                    put_header_only(&mut self.up.out, cmd::GENERIC_NACK, status::ESME_RINVCMDLEN, sequence);
+                }
+                Next::TooShort { .. } => {
+                    pos = rbuf.len();
+                    self.smsc_gone("smsc sent command_length < 16");
+                }
+                Next::Incomplete => break,
+            }
+        }
+        rbuf.advance(pos.min(rbuf.len()));
+        self.up.rbuf = rbuf;
+    }
+
+    // ----- lifecycle -----------------------------------------------------------------------
+
+    /// Shutdown: stop taking new requests and let in-flight ones finish within the grace.
+    pub fn begin_drain(&mut self) {
+        let grace = self.ctx.session.shutdown_grace.as_millis() as u64;
+        if self.life.begin_drain(self.now_ms + grace) {
+            debug!(peer = %self.peer, "session draining");
+        }
+    }
+
+    /// Moves the lifecycle on after every event.
+    pub fn progress(&mut self) {
+        match self.life.progress(self.now_ms, self.up_table.relayed(), self.up.open, self.down.open) {
+            Some(Step::EndDrain) => {
+                if self.up_table.relayed() > 0 {
+                    tracing::warn!(peer = %self.peer, pending = self.up_table.relayed(), "drain grace expired; answering in-flight requests with ESME_RSYSERR");
+                }
+                self.answer_all_up(status::ESME_RSYSERR);
+                self.start_closing("shutdown");
+            }
+            Some(Step::Finish) => self.finish(self.life.close_reason()),
+            None => {}
+        }
+    }
+
+    fn close_deadline(&self) -> u64 {
+        self.now_ms + CLOSE_WAIT_MS.min(self.ctx.session.response_timeout.as_millis() as u64)
+    }
+
+    /// Sends consentgate's own unbind on every open leg not yet unbound and waits (bounded)
+    /// for the answers.
+    pub(super) fn start_closing(&mut self, reason: &'static str) {
+        if self.life.start_closing(reason, self.close_deadline()) {
+            self.send_unbinds();
+        }
+    }
+
+    fn send_unbinds(&mut self) {
+        if self.down.open && !self.life.esme_unbound {
+            self.send_local_down(cmd::UNBIND);
+        }
+        if self.up.open && !self.life.smsc_unbound {
+            self.send_local_up(cmd::UNBIND);
+        }
+    }
+
+    pub(super) fn finish(&mut self, reason: &'static str) {
+        if self.life.is_done() {
+            return;
+        }
+        self.answer_all_up(status::ESME_RSYSERR);
+        self.answer_all_down(ESME_RX_T_APPN);
+        self.optout.finish(&mut self.up, self.peer);
+        self.life.finish(reason);
+    }
+
+    /// The ESME leg is gone: late upstream answers will be dropped, the SMSC gets a temporary
+    /// error for whatever it was waiting on, and the upstream leg is unbound.
+    pub(super) fn esme_gone(&mut self, why: &'static str) {
+        if !self.down.open {
+            return;
+        }
+        self.down.open = false;
+        self.down.out.clear();
+        debug!(peer = %self.peer, why, "esme leg closed");
+        self.answer_all_down(ESME_RX_T_APPN);
+        let mut v = std::mem::take(&mut self.expired);
+        self.up_table.drain(&mut v);
+        v.clear();
+        self.expired = v;
+        if self.life.leg_lost(why, self.close_deadline()) {
+            self.send_unbinds();
+        }
+    }
+
+    /// The SMSC leg is gone: every in-flight ESME request is answered at once and the ESME is
+    /// unbound.
+    pub(super) fn smsc_gone(&mut self, why: &'static str) {
+        if !self.up.open {
+            return;
+        }
+        self.up.open = false;
+        self.up.out.clear();
+        debug!(peer = %self.peer, why, "smsc leg closed");
+        if self.life.is_serving() {
+            self.stats.error(ErrorKind::SmscLost);
+        }
+        self.answer_all_up(status::ESME_RSYSERR);
+        let mut v = std::mem::take(&mut self.expired);
+        self.down_table.drain(&mut v);
+        v.clear();
+        self.expired = v;
+        if self.life.leg_lost(why, self.close_deadline()) {
+            self.send_unbinds();
+        }
+    }
+
+    /// At the end: audit records still waiting are written, metrics flushed.
+    pub fn close(&mut self) {
+        self.audit.abandon();
+        self.audit.flush();
+        self.metrics.flush(&self.stats, 0, false, false);
+    }
+}

@@ -1,0 +1,195 @@
+//! ESME → SMSC: requests from the ESME are checked (bind state, window, policy) and relayed
+//! under a fresh upstream sequence number or answered here; the ESME's responses go back to
+//! the SMSC (held by the opt-out gate while their opt-out is not durable).
+
+use tracing::debug;
+
+use super::core::Session;
+use super::metrics::{self, ErrorKind};
+use crate::policy::{Decision, Message, Verdict};
+use crate::relay::seq::Origin;
+use crate::smpp::pdu::{put_header_only, put_local_error_resp};
+use crate::smpp::{self, cmd, peek, status, Header};
+
+impl Session {
+    pub(super) fn on_esme_pdu(&mut self, frame: &[u8]) {
+        let h = Header::read(frame);
+        self.stats.pdu(false, h.command_id);
+        if h.is_response() {
+            self.on_esme_response(frame, h);
+            return;
+        }
+        let seq = h.sequence_number;
+        match h.command_id {
+            cmd::SUBMIT_SM | cmd::DATA_SM | cmd::SUBMIT_MULTI => {}
+            cmd::QUERY_SM | cmd::CANCEL_SM | cmd::REPLACE_SM | 0x111..=0x113 => {}
+            cmd::ENQUIRE_LINK => {
+                return put_header_only(&mut self.down.out, cmd::ENQUIRE_LINK_RESP, status::ESME_ROK, seq);
+            }
+            cmd::UNBIND => return self.on_esme_unbind(frame, seq),
+            cmd::BIND_TRANSMITTER | cmd::BIND_RECEIVER | cmd::BIND_TRANSCEIVER => {
+                return self.answer_esme(h.command_id, status::ESME_RALYBND, seq);
+            }
+            // Requests an ESME may not send to an MC, and alert_notification (no response).
+            cmd::ALERT_NOTIFICATION => return,
+            cmd::DELIVER_SM | cmd::OUTBIND => return self.answer_esme(h.command_id, status::ESME_RINVBNDSTS, seq),
+            _ => {
+                self.stats.error(ErrorKind::EsmeUnknownCommand);
+                return put_header_only(&mut self.down.out, cmd::GENERIC_NACK, status::ESME_RINVCMDID, seq);
+            }
+        }
+        // A message or message-management request: relay it if the session can.
+        use super::lifecycle::State;
+        let refuse = match self.life.state() {
+            State::Bound if !self.bind_type.can_submit() => Some(status::ESME_RINVBNDSTS),
+            State::Bound if !self.up.open => Some(status::ESME_RSYSERR),
+            State::Bound if self.up_table.relayed() >= self.ctx.session.window => Some(status::ESME_RTHROTTLED),
+            State::Bound => None,
+            State::Draining { .. } => Some(status::ESME_RTHROTTLED),
+            _ => Some(status::ESME_RINVBNDSTS),
+        };
+        if let Some(st) = refuse {
+            return self.answer_esme(h.command_id, st, seq);
+        }
+        match h.command_id {
+            cmd::SUBMIT_SM | cmd::DATA_SM => {
+                let v = match peek::message(frame) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        self.stats.error(ErrorKind::EsmeMalformed);
+                        return self.answer_esme(h.command_id, e.status(), seq);
+                    }
+                };
+                let d = self.decide(|p, now| p.decide(&v, now));
+                if let Verdict::Reject(_) = d.verdict {
+                    if self.audit.wants(d.verdict) {
+                        self.audit_record(&Message::of(&v), &d, seq, Some(d.status), None);
+                    }
+                    return self.answer_esme(h.command_id, d.status, seq);
+                }
+                let up_seq = self.relay_up(frame, seq, h.command_id);
+                if self.audit.wants(d.verdict) {
+                    match up_seq {
+                        Some(up) => self.audit_record(&Message::of(&v), &d, seq, None, Some(up)),
+                        None => self.audit_record(&Message::of(&v), &d, seq, Some(status::ESME_RTHROTTLED), None),
+                    }
+                }
+            }
+            cmd::SUBMIT_MULTI => self.on_submit_multi(frame, seq),
+            _ => {
+                self.relay_up(frame, seq, h.command_id);
+            }
+        }
+    }
+
+    /// Runs one decision through the pipeline, counting it and sampling its duration.
+    #[inline]
+    pub(super) fn decide(
+        &mut self,
+        f: impl FnOnce(&mut crate::policy::SessionPolicy, crate::time::Now) -> Decision,
+    ) -> Decision {
+        self.stats.decisions = self.stats.decisions.wrapping_add(1);
+        let d = if self.stats.decisions % metrics::DECISION_SAMPLE_EVERY == 0 {
+            let t0 = std::time::Instant::now();
+            let d = f(&mut self.policy, self.now);
+            self.metrics.decision.record(t0.elapsed().as_secs_f64());
+            d
+        } else {
+            f(&mut self.policy, self.now)
+        };
+        self.stats.count(d.verdict);
+        d
+    }
+
+    /// Records one decision in the audit log.
+    pub(super) fn audit_record(
+        &mut self,
+        m: &Message,
+        d: &Decision,
+        esme_seq: u32,
+        status: Option<u32>,
+        pending_up: Option<u32>,
+    ) {
+        let (engine, stamp) = (self.policy.engine(), self.policy.snapshot_stamp());
+        let account = engine.account(self.policy.account());
+        self.audit.record(engine, account, m, d, esme_seq, status, pending_up, stamp);
+    }
+
+    /// Forwards an ESME request upstream under a fresh upstream sequence number, registered
+    /// before the bytes are queued.
+    #[inline]
+    pub(super) fn relay_up(&mut self, frame: &[u8], esme_seq: u32, command_id: u32) -> Option<u32> {
+        match self.up_table.insert(esme_seq, command_id, Origin::Relayed, self.now_ms) {
+            Some(up_seq) => {
+                let at = self.up.out.len();
+                self.up.out.extend_from_slice(frame);
+                smpp::set_sequence(&mut self.up.out[at..], up_seq);
+                self.stats.relayed = self.stats.relayed.wrapping_add(1);
+                if self.up_sample.is_none() && self.stats.relayed % metrics::UPSTREAM_SAMPLE_EVERY == 0 {
+                    self.up_sample = Some((up_seq, self.now_us));
+                }
+                Some(up_seq)
+            }
+            None => {
+                self.answer_esme(command_id, status::ESME_RTHROTTLED, esme_seq);
+                None
+            }
+        }
+    }
+
+    fn on_esme_unbind(&mut self, frame: &[u8], seq: u32) {
+        if self.life.is_bound() && self.up.open {
+            self.life.esme_unbinding();
+            let _ = self.relay_up(frame, seq, cmd::UNBIND);
+            return;
+        }
+        // Crossing unbinds, or nothing left upstream: answer here.
+        put_header_only(&mut self.down.out, cmd::UNBIND_RESP, status::ESME_ROK, seq);
+        self.life.esme_unbound = true;
+        if self.life.is_serving() {
+            self.answer_all_up(status::ESME_RSYSERR);
+            self.start_closing("esme unbound");
+        }
+    }
+
+    fn on_esme_response(&mut self, frame: &[u8], h: Header) {
+        let Some(p) = self.down_table.take(h.sequence_number) else {
+            return debug!(peer = %self.peer, seq = h.sequence_number, "response to unknown sequence from esme dropped");
+        };
+        match p.origin {
+            Origin::Relayed => {
+                let is_unbind_resp = p.command_id == cmd::UNBIND;
+                if is_unbind_resp {
+                    // SMSC-initiated unbind completes: answer what is still pending first.
+                    self.answer_all_up(status::ESME_RSYSERR);
+                }
+                // The opt-out this MO carried is not on disk yet: the SMSC gets the ESME's
+                // answer only once it is.
+                if self.optout.hold(p.seq, frame, p.peer_seq, self.now_ms) {
+                    return;
+                }
+                if self.up.open {
+                    let at = self.up.out.len();
+                    self.up.out.extend_from_slice(frame);
+                    smpp::set_sequence(&mut self.up.out[at..], p.peer_seq);
+                }
+                if is_unbind_resp {
+                    self.life.esme_unbound = true;
+                    self.life.smsc_unbound = true;
+                    self.finish("smsc unbound");
+                }
+            }
+            Origin::Local => {
+                if p.command_id == cmd::UNBIND {
+                    self.life.esme_unbound = true;
+                }
+            }
+        }
+    }
+
+    /// Answers an ESME request locally.
+    #[inline]
+    pub(super) fn answer_esme(&mut self, command_id: u32, st: u32, seq: u32) {
+        put_local_error_resp(&mut self.down.out, command_id, st, seq);
+    }
+}

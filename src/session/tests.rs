@@ -1,0 +1,219 @@
+//! The session's relay logic driven with PDUs and clock ticks, without sockets (DESIGN §1
+//! invariant: every accepted request is answered exactly once). Sequence numbers follow SMPP
+//! v3.4 §2.3 (each side numbers its own requests; responses echo them).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+
+use super::*;
+use crate::config::Config;
+use crate::smpp::{cmd, status, BindType, Header};
+
+const CONFIG: &str = r#"
+[upstream]
+address = "127.0.0.1:1"
+response_timeout = "5s"
+enquire_link_interval = "30s"
+[session]
+window = 2
+shutdown_grace = "3s"
+response_timeout = "5s"
+[policy]
+regime = "opt-out"
+on_snapshot_unavailable = "allow"
+[[account]]
+system_id = "acme"
+entity = "acme-retail"
+class = "marketing"
+licence = "L1"
+"#;
+
+fn session() -> Session {
+    let cfg = Config::parse(CONFIG).expect("config");
+    let ctx = Arc::new(Context {
+        session: cfg.session.clone(),
+        upstream: cfg.upstream.clone(),
+        engine: Arc::new(cfg.engine()),
+        store: Arc::new(crate::consent::store::ConsentStore::in_memory()),
+        keywords: Arc::new(crate::optout::Keywords::new(&cfg.optout_keywords)),
+        capture: None,
+        audit: crate::audit::Audit::disabled(),
+        clock: crate::time::Clock::manual(1_780_000_000_000),
+        next_session: Default::default(),
+    });
+    let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let account = ctx.engine.lookup("acme").unwrap();
+    let mut s = Session::new(ctx, account, BindType::Transceiver, peer, BytesMut::new(), BytesMut::new());
+    s.set_clock(0);
+    s
+}
+
+/// A submit_sm from "1069000" to `dest` with text "hi".
+fn submit(seq: u32, dest: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.push(0); // service_type ""
+    body.extend_from_slice(&[0, 1]);
+    body.extend_from_slice(b"1069000\0");
+    body.extend_from_slice(&[1, 1]);
+    body.extend_from_slice(dest.as_bytes());
+    body.push(0);
+    body.extend_from_slice(&[0, 0, 0]); // esm_class, protocol_id, priority
+    body.extend_from_slice(&[0, 0]); // schedule, validity
+    body.extend_from_slice(&[0, 0, 0, 0]); // registered_delivery, replace, data_coding, sm_default_msg_id
+    body.push(2);
+    body.extend_from_slice(b"hi");
+    pdu(cmd::SUBMIT_SM, 0, seq, &body)
+}
+
+fn pdu(id: u32, st: u32, seq: u32, body: &[u8]) -> Vec<u8> {
+    let mut v = BytesMut::new();
+    v.put_u32((16 + body.len()) as u32);
+    v.put_u32(id);
+    v.put_u32(st);
+    v.put_u32(seq);
+    v.put_slice(body);
+    v.to_vec()
+}
+
+/// Feeds the ESME's bytes and returns what went upstream.
+fn from_esme(s: &mut Session, bytes: &[u8]) -> Vec<Header> {
+    s.down.rbuf.extend_from_slice(bytes);
+    s.process_down();
+    s.progress();
+    take(&mut s.up.out)
+}
+
+fn from_smsc(s: &mut Session, bytes: &[u8]) -> Vec<Header> {
+    s.up.rbuf.extend_from_slice(bytes);
+    s.process_up();
+    s.progress();
+    take(&mut s.down.out)
+}
+
+fn take(out: &mut BytesMut) -> Vec<Header> {
+    let mut v = Vec::new();
+    let mut at = 0;
+    while at + 16 <= out.len() {
+        let h = Header::read(&out[at..]);
+        at += h.command_length as usize;
+        v.push(h);
+    }
+    out.clear();
+    v
+}
+
+#[test]
+fn submit_is_relayed_under_a_new_sequence_and_the_answer_mapped_back() {
+    let mut s = session();
+    let up = from_esme(&mut s, &submit(77, "8613800000001"));
+    assert_eq!(up.len(), 1);
+    assert_eq!(up[0].command_id, cmd::SUBMIT_SM);
+    let up_seq = up[0].sequence_number;
+    let down = from_smsc(&mut s, &pdu(cmd::SUBMIT_SM_RESP, 0, up_seq, b"id-1\0"));
+    assert_eq!((down[0].command_id, down[0].sequence_number, down[0].command_status), (cmd::SUBMIT_SM_RESP, 77, 0));
+}
+
+#[test]
+fn a_full_window_is_answered_throttled_here() {
+    let mut s = session();
+    assert_eq!(from_esme(&mut s, &[submit(1, "8613800000001"), submit(2, "8613800000002")].concat()).len(), 2);
+    assert!(from_esme(&mut s, &submit(3, "8613800000003")).is_empty(), "not relayed");
+    let answered = take(&mut s.down.out);
+    assert_eq!((answered[0].sequence_number, answered[0].command_status), (3, status::ESME_RTHROTTLED));
+}
+
+#[test]
+fn a_request_the_smsc_never_answers_gets_the_timeout_status_once() {
+    let mut s = session();
+    from_esme(&mut s, &submit(5, "8613800000001"));
+    s.set_clock(4_900_000);
+    s.on_tick();
+    assert!(take(&mut s.down.out).is_empty(), "not yet");
+    s.set_clock(5_200_000);
+    s.on_tick();
+    let a = take(&mut s.down.out);
+    assert_eq!(a.len(), 1);
+    assert_eq!(
+        (a[0].command_id, a[0].sequence_number, a[0].command_status),
+        (cmd::SUBMIT_SM_RESP, 5, status::ESME_RSYSERR)
+    );
+    s.set_clock(9_000_000);
+    s.on_tick();
+    assert!(take(&mut s.down.out).is_empty(), "answered exactly once");
+}
+
+#[test]
+fn esme_unbind_is_relayed_and_the_session_ends_on_the_smsc_answer() {
+    let mut s = session();
+    let up = from_esme(&mut s, &pdu(cmd::UNBIND, 0, 9, b""));
+    assert_eq!(up[0].command_id, cmd::UNBIND);
+    assert_eq!(s.life.state(), State::EsmeUnbinding);
+    let down = from_smsc(&mut s, &pdu(cmd::UNBIND_RESP, 0, up[0].sequence_number, b""));
+    assert_eq!((down[0].command_id, down[0].sequence_number), (cmd::UNBIND_RESP, 9));
+    assert!(s.is_done());
+    assert_eq!(s.close_reason(), "esme unbound");
+}
+
+#[test]
+fn smsc_unbind_is_relayed_to_the_esme() {
+    let mut s = session();
+    let down = from_smsc(&mut s, &pdu(cmd::UNBIND, 0, 40, b""));
+    assert_eq!(down[0].command_id, cmd::UNBIND);
+    assert_eq!(s.life.state(), State::SmscUnbinding);
+    let up = from_esme(&mut s, &pdu(cmd::UNBIND_RESP, 0, down[0].sequence_number, b""));
+    assert_eq!((up[0].command_id, up[0].sequence_number), (cmd::UNBIND_RESP, 40));
+    assert!(s.is_done());
+}
+
+#[test]
+fn drain_refuses_new_requests_and_answers_in_flight_ones_when_the_grace_ends() {
+    let mut s = session();
+    from_esme(&mut s, &submit(1, "8613800000001"));
+    s.begin_drain();
+    assert!(from_esme(&mut s, &submit(2, "8613800000002")).is_empty());
+    assert_eq!(take(&mut s.down.out)[0].command_status, status::ESME_RTHROTTLED);
+    s.set_clock(3_100_000);
+    s.progress();
+    let down = take(&mut s.down.out);
+    assert_eq!((down[0].sequence_number, down[0].command_status), (1, status::ESME_RSYSERR));
+    assert_eq!(down[1].command_id, cmd::UNBIND, "then consentgate unbinds the ESME");
+    assert_eq!(take(&mut s.up.out)[0].command_id, cmd::UNBIND, "and the SMSC");
+}
+
+#[test]
+fn an_idle_leg_gets_enquire_link_and_a_silent_one_is_closed() {
+    let mut s = session();
+    s.set_clock(30_000_000);
+    s.on_tick();
+    let up = take(&mut s.up.out);
+    assert_eq!(up[0].command_id, cmd::ENQUIRE_LINK);
+    s.set_clock(35_100_000);
+    s.on_tick();
+    assert!(!s.up.open, "no enquire_link_resp within the response timeout: the SMSC leg is gone");
+    assert!(matches!(s.life.state(), State::Closing { .. }));
+}
+
+#[test]
+fn losing_the_smsc_answers_everything_in_flight() {
+    let mut s = session();
+    from_esme(&mut s, &[submit(1, "8613800000001"), submit(2, "8613800000002")].concat());
+    s.smsc_gone("test");
+    let down = take(&mut s.down.out);
+    let answered: Vec<_> =
+        down.iter().filter(|h| h.command_id == cmd::SUBMIT_SM_RESP).map(|h| h.sequence_number).collect();
+    assert_eq!(answered, vec![1, 2]);
+    assert!(down.iter().all(|h| h.command_id != cmd::SUBMIT_SM_RESP || h.command_status == status::ESME_RSYSERR));
+}
+
+#[test]
+fn a_malformed_submit_is_answered_and_the_stream_stays_in_sync() {
+    let mut s = session();
+    let bad = pdu(cmd::SUBMIT_SM, 0, 3, b"\x00\x01\x01");
+    let up = from_esme(&mut s, &[bad, submit(4, "8613800000001")].concat());
+    assert_eq!(up.len(), 1, "the good one is relayed");
+    let down = take(&mut s.down.out);
+    assert_eq!(down[0].sequence_number, 3);
+    assert_ne!(down[0].command_status, 0);
+}

@@ -1,0 +1,134 @@
+//! The session's timer tick (every 100 ms): requests past their response timeout are answered
+//! locally, idle legs get consentgate's own enquire_link, caches are pruned and metrics
+//! flushed; and the helpers that answer everything pending on one leg.
+
+use super::core::Session;
+use super::metrics::ErrorKind;
+use crate::relay::seq::Origin;
+use crate::smpp::pdu::{put_header_only, put_local_error_resp};
+use crate::smpp::status::ESME_RX_T_APPN;
+use crate::smpp::{cmd, status};
+
+impl Session {
+    pub fn on_tick(&mut self) {
+        let now = self.now_ms;
+        let up_to = self.ctx.upstream.response_timeout.as_millis() as u64;
+        let down_to = self.ctx.session.response_timeout.as_millis() as u64;
+        let mut expired = std::mem::take(&mut self.expired);
+        self.up_table.expire(now.saturating_sub(up_to), &mut expired);
+        for p in expired.drain(..) {
+            match (p.origin, p.command_id) {
+                (Origin::Relayed, cmd::UNBIND) => {
+                    put_header_only(&mut self.down.out, cmd::UNBIND_RESP, status::ESME_ROK, p.peer_seq);
+                    self.life.esme_unbound = true;
+                    self.finish("smsc did not answer unbind");
+                }
+                (Origin::Relayed, id) => {
+                    self.stats.error(ErrorKind::SmscTimeout);
+                    let st = self.ctx.upstream.response_timeout_status;
+                    self.audit.local_answer(p.seq, st);
+                    put_local_error_resp(&mut self.down.out, id, st, p.peer_seq);
+                }
+                (Origin::Local, cmd::ENQUIRE_LINK) => self.smsc_gone("smsc stopped answering enquire_link"),
+                (Origin::Local, _) => self.life.smsc_unbound = true,
+            }
+        }
+        self.down_table.expire(now.saturating_sub(down_to), &mut expired);
+        for p in expired.drain(..) {
+            match (p.origin, p.command_id) {
+                (Origin::Relayed, cmd::UNBIND) => {
+                    put_header_only(&mut self.up.out, cmd::UNBIND_RESP, status::ESME_ROK, p.peer_seq);
+                    self.life.smsc_unbound = true;
+                    self.finish("esme did not answer unbind");
+                }
+                (Origin::Relayed, id) => put_local_error_resp(&mut self.up.out, id, ESME_RX_T_APPN, p.peer_seq),
+                (Origin::Local, cmd::ENQUIRE_LINK) => self.esme_gone("esme stopped answering enquire_link"),
+                (Origin::Local, _) => self.life.esme_unbound = true,
+            }
+        }
+        self.expired = expired;
+        if self.up_sample.is_some_and(|(_, at)| self.now_us.saturating_sub(at) / 1000 > up_to) {
+            self.up_sample = None;
+        }
+        self.metrics.flush(&self.stats, self.up_table.relayed(), self.down.open, self.up.open);
+        self.policy.tick(self.now);
+        if !self.multi_rejects.is_empty() && self.up_table.is_empty() {
+            self.multi_rejects.clear();
+        }
+        self.optout.prune(self.down_table.is_empty());
+        self.release_held();
+        if self.life.is_bound() {
+            let up_idle = self.ctx.upstream.enquire_link_interval.as_millis() as u64;
+            if self.up.open
+                && now.saturating_sub(self.up.last_rx_ms) >= up_idle
+                && !self.up_table.has_local(cmd::ENQUIRE_LINK)
+            {
+                self.send_local_up(cmd::ENQUIRE_LINK);
+                self.up.last_rx_ms = now; // next probe one interval later
+            }
+            let down_idle = self.ctx.session.enquire_link_interval.as_millis() as u64;
+            if self.down.open
+                && now.saturating_sub(self.down.last_rx_ms) >= down_idle
+                && !self.down_table.has_local(cmd::ENQUIRE_LINK)
+            {
+                self.send_local_down(cmd::ENQUIRE_LINK);
+                self.down.last_rx_ms = now;
+            }
+        }
+    }
+
+    /// Releases held deliver_sm_resp whose opt-out is durable (and gives up on overdue ones).
+    pub fn release_held(&mut self) {
+        let limit = self.ctx.session.response_timeout.as_millis() as u64;
+        for _ in 0..self.optout.release(self.now_ms, limit, &mut self.up, self.peer) {
+            self.stats.error(ErrorKind::OptoutNotDurable);
+        }
+    }
+
+    pub(super) fn send_local_up(&mut self, command_id: u32) {
+        if let Some(seq) = self.up_table.insert(0, command_id, Origin::Local, self.now_ms) {
+            put_header_only(&mut self.up.out, command_id, status::ESME_ROK, seq);
+        }
+    }
+
+    pub(super) fn send_local_down(&mut self, command_id: u32) {
+        if let Some(seq) = self.down_table.insert(0, command_id, Origin::Local, self.now_ms) {
+            put_header_only(&mut self.down.out, command_id, status::ESME_ROK, seq);
+        }
+    }
+
+    /// Answers every relayed request pending upstream with `st` (to the ESME, if reachable).
+    pub(super) fn answer_all_up(&mut self, st: u32) {
+        let mut v = std::mem::take(&mut self.expired);
+        self.up_table.drain(&mut v);
+        for p in v.drain(..) {
+            if p.origin == Origin::Relayed && self.down.open {
+                if p.command_id == cmd::UNBIND {
+                    put_header_only(&mut self.down.out, cmd::UNBIND_RESP, status::ESME_ROK, p.peer_seq);
+                } else {
+                    put_local_error_resp(&mut self.down.out, p.command_id, st, p.peer_seq);
+                }
+            }
+            if p.origin == Origin::Relayed && self.audit.has_pending() {
+                self.audit.local_answer(p.seq, st);
+            }
+        }
+        self.expired = v;
+    }
+
+    /// Answers every relayed request pending at the ESME with `st` (to the SMSC, if reachable).
+    pub(super) fn answer_all_down(&mut self, st: u32) {
+        let mut v = std::mem::take(&mut self.expired);
+        self.down_table.drain(&mut v);
+        for p in v.drain(..) {
+            if p.origin == Origin::Relayed && self.up.open {
+                if p.command_id == cmd::UNBIND {
+                    put_header_only(&mut self.up.out, cmd::UNBIND_RESP, status::ESME_ROK, p.peer_seq);
+                } else {
+                    put_local_error_resp(&mut self.up.out, p.command_id, st, p.peer_seq);
+                }
+            }
+        }
+        self.expired = v;
+    }
+}
