@@ -8,13 +8,12 @@
 //! every problem at once, each naming its key; `check-config` exits 64 on any. It does one
 //! piece of I/O: reading `admin.token_file`.
 
-mod duration;
 pub mod raw;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use duration::parse_duration;
+pub use crate::time::parse_duration;
 
 pub use crate::admin::{AdminConfig, Secret, DEFAULT_ADMIN_TOKEN_ENV};
 pub use crate::capture::{

@@ -143,7 +143,7 @@ impl Problems {
                 default
             }
             Some(Err(e)) => {
-                self.push(key, e);
+                self.push(key, e.to_string());
                 default
             }
         }

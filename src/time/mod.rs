@@ -19,7 +19,11 @@
 //! Monotonic time (timeouts, rate limits) stays `std::time::Instant` / `tokio::time::Instant`:
 //! it must not jump when the wall clock is stepped.
 
+mod duration;
+
 use std::sync::atomic::{AtomicI64, Ordering};
+
+pub use duration::{parse_duration, DurationError};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
