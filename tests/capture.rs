@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use consentgate::config::Config;
 use consentgate::consent::snapshot::{build, BuildOptions};
-use consentgate::pcap::{extract, ExtractOptions};
 use consentgate::load::{Encoding, LoadConfig, ScenarioLine};
+use consentgate::pcap::{extract, ExtractOptions};
 use consentgate::smpp::cmd;
 use consentgate::Gateway;
 

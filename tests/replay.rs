@@ -24,8 +24,8 @@ use std::time::Duration;
 use bytes::{BufMut, BytesMut};
 use common::Esme;
 use consentgate::load::Speed;
-use consentgate::pcap::{extract, ExtractOptions};
 use consentgate::load::{Encoding, LoadConfig, ScenarioLine};
+use consentgate::pcap::{extract, ExtractOptions};
 use consentgate::sim::SimConfig;
 use consentgate::smpp::{self, cmd};
 

@@ -353,6 +353,13 @@ pub fn multi(frame: &[u8]) -> Result<MultiView<'_>, PeekError> {
     })
 }
 
+/// Reads the message_id of a query_sm (v3.4 §4.8.1: a C-octet-string of at most 65 bytes
+/// with its NUL, the first field of the body).
+pub fn query_message_id(frame: &[u8]) -> Result<&[u8], PeekError> {
+    let mut c = Cursor { b: frame, at: HEADER_LEN.min(frame.len()) };
+    c.cstr(65, "message_id")
+}
+
 /// Reads the message_id of a submit_sm_resp / data_sm_resp / submit_multi_resp (empty when
 /// the response has no body, as error responses usually do).
 pub fn resp_message_id(frame: &[u8]) -> &[u8] {
@@ -385,6 +392,23 @@ mod tests {
         assert_eq!(v.short_message, &[0x90, 0x00, 0x8B, 0xA2]);
         assert_eq!(v.tlv(0x0204), Some(&[0u8, 7][..]));
         assert!(!v.is_receipt());
+    }
+
+    #[test]
+    fn query_message_id_needs_its_nul_within_65_bytes() {
+        let q = |body: &[u8]| {
+            let mut f = vec![0u8; HEADER_LEN];
+            f.extend_from_slice(body);
+            query_message_id(&f).map(<[u8]>::to_vec)
+        };
+        assert_eq!(q(b"ab\0c"), Ok(b"ab".to_vec()));
+        assert_eq!(q(b"abc"), Err(PeekError::Truncated("message_id")));
+        assert_eq!(q(b""), Err(PeekError::Truncated("message_id")));
+        assert_eq!(q(&[b'a'; 70]), Err(PeekError::Unterminated("message_id")));
+        let mut max = vec![b'a'; 64];
+        max.push(0);
+        assert_eq!(q(&max), Ok(vec![b'a'; 64]));
+        assert_eq!(query_message_id(&[0, 0, 0]), Err(PeekError::Truncated("message_id")));
     }
 
     #[test]
