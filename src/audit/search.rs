@@ -223,7 +223,7 @@ pub fn parse_when(s: &str, now_us: i64) -> Result<i64, String> {
     if let Ok(d) = crate::config::parse_duration(s) {
         return Ok(now_us - d.as_micros() as i64);
     }
-    match crate::consent::source::parse_timestamp(s.trim().as_bytes()) {
+    match crate::time::parse_timestamp(s.trim().as_bytes()) {
         Some(secs) => Ok(secs * 1_000_000),
         None => Err(format!(
             "`{s}`: expected an RFC 3339 time (2026-05-01T08:00:00Z), a date (2026-05-01) or an age (7d, 12h)"
