@@ -270,12 +270,10 @@ impl<'a> Session<'a> {
         self.out.extend_from_slice(&bind);
         self.flush().await?;
         let bind_end = Instant::now() + BIND_TIMEOUT;
-        while self.bind_status.is_none() {
-            match self.pump(bind_end, false).await? {
-                Wake::Data | Wake::Tick => self.flush().await?,
-                Wake::Timer => return Err(format!("no bind response within {BIND_TIMEOUT:?}")),
-                Wake::Eof => return Err("peer closed the connection during bind".into()),
-            }
+        match self.pump_until(bind_end, |s| s.bind_status.is_some()).await? {
+            Some(Wake::Eof) => return Err("peer closed the connection during bind".into()),
+            Some(_) => return Err(format!("no bind response within {BIND_TIMEOUT:?}")),
+            None => {}
         }
         let bs = self.bind_status.unwrap_or(status::ESME_RSYSERR);
         if bs != status::ESME_ROK {
@@ -316,12 +314,8 @@ impl<'a> Session<'a> {
         put_header_only(&mut self.out, cmd::UNBIND, 0, seq);
         self.flush().await?;
         let end = Instant::now() + UNBIND_TIMEOUT;
-        while !self.got_unbind_resp && !self.peer_unbound {
-            match self.pump(end, false).await? {
-                Wake::Data | Wake::Tick => self.flush().await?,
-                Wake::Timer => return Err(format!("no unbind_resp within {UNBIND_TIMEOUT:?}")),
-                Wake::Eof => break,
-            }
+        if let Some(Wake::Timer) = self.pump_until(end, |s| s.got_unbind_resp || s.peer_unbound).await? {
+            return Err(format!("no unbind_resp within {UNBIND_TIMEOUT:?}"));
         }
         if self.peer_unbound {
             self.flush().await?;
@@ -505,12 +499,8 @@ impl<'a> Session<'a> {
     /// Waits for the outstanding responses (bounded).
     async fn drain_phase(&mut self) -> Result<(), String> {
         let end = Instant::now() + DRAIN_TIMEOUT;
-        while self.inflight > 0 && !self.peer_unbound {
-            match self.pump(end, false).await? {
-                Wake::Data | Wake::Tick => self.flush().await?,
-                Wake::Timer => break,
-                Wake::Eof => return Err("peer closed the connection while draining".into()),
-            }
+        if let Some(Wake::Eof) = self.pump_until(end, |s| s.inflight == 0 || s.peer_unbound).await? {
+            return Err("peer closed the connection while draining".into());
         }
         Ok(())
     }
@@ -519,12 +509,8 @@ impl<'a> Session<'a> {
     async fn listen_phase(&mut self) -> Result<(), String> {
         let d = if self.cfg.duration.is_zero() { Duration::from_secs(10) } else { self.cfg.duration };
         let end = Instant::now() + d;
-        while !self.peer_unbound {
-            match self.pump(end, false).await? {
-                Wake::Data | Wake::Tick => self.flush().await?,
-                Wake::Timer => break,
-                Wake::Eof => return Err("peer closed the connection".into()),
-            }
+        if let Some(Wake::Eof) = self.pump_until(end, |s| s.peer_unbound).await? {
+            return Err("peer closed the connection".into());
         }
         Ok(())
     }
@@ -554,6 +540,18 @@ impl<'a> Session<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Reads and answers (flushing after every read) until `done` holds: `None`. Otherwise
+    /// the reason it stopped first, [`Wake::Timer`] (`end` passed) or [`Wake::Eof`].
+    async fn pump_until(&mut self, end: Instant, done: fn(&Self) -> bool) -> Result<Option<Wake>, String> {
+        while !done(self) {
+            match self.pump(end, false).await? {
+                Wake::Data | Wake::Tick => self.flush().await?,
+                w @ (Wake::Timer | Wake::Eof) => return Ok(Some(w)),
+            }
+        }
+        Ok(None)
     }
 
     /// Reads once (waiting for readiness if needed, until `wake_at` or a ticker tick when

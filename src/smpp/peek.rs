@@ -207,18 +207,7 @@ pub fn message(frame: &[u8]) -> Result<MessageView<'_>, PeekError> {
     let esm_class = c.u8("esm_class")?;
     match command_id {
         cmd::SUBMIT_SM | cmd::DELIVER_SM => {
-            c.u8("protocol_id")?;
-            c.u8("priority_flag")?;
-            c.cstr(17, "schedule_delivery_time")?;
-            c.cstr(17, "validity_period")?;
-            let registered_delivery = c.u8("registered_delivery")?;
-            c.u8("replace_if_present_flag")?;
-            let data_coding = c.u8("data_coding")?;
-            c.u8("sm_default_msg_id")?;
-            let sm_length = c.u8("sm_length")? as usize;
-            let short_message = c.take(sm_length, "short_message").map_err(|_| PeekError::BadSmLength)?;
-            let tlvs = c.rest();
-            check_tlvs(tlvs)?;
+            let SmTail { registered_delivery, data_coding, short_message, tlvs } = sm_tail(&mut c)?;
             Ok(MessageView {
                 command_id,
                 service_type,
@@ -250,6 +239,33 @@ pub fn message(frame: &[u8]) -> Result<MessageView<'_>, PeekError> {
         }
         _ => Err(PeekError::Truncated("command_id")),
     }
+}
+
+/// The fields after esm_class that submit_sm, deliver_sm and submit_multi share (v3.4
+/// §4.4.1, §4.5.1, §4.6.1), the ones consentgate reads kept.
+struct SmTail<'a> {
+    registered_delivery: u8,
+    data_coding: u8,
+    short_message: &'a [u8],
+    tlvs: &'a [u8],
+}
+
+/// Reads protocol_id … short_message and checks the TLV area after it.
+#[inline]
+fn sm_tail<'a>(c: &mut Cursor<'a>) -> Result<SmTail<'a>, PeekError> {
+    c.u8("protocol_id")?;
+    c.u8("priority_flag")?;
+    c.cstr(17, "schedule_delivery_time")?;
+    c.cstr(17, "validity_period")?;
+    let registered_delivery = c.u8("registered_delivery")?;
+    c.u8("replace_if_present_flag")?;
+    let data_coding = c.u8("data_coding")?;
+    c.u8("sm_default_msg_id")?;
+    let sm_length = c.u8("sm_length")? as usize;
+    let short_message = c.take(sm_length, "short_message").map_err(|_| PeekError::BadSmLength)?;
+    let tlvs = c.rest();
+    check_tlvs(tlvs)?;
+    Ok(SmTail { registered_delivery, data_coding, short_message, tlvs })
 }
 
 fn check_tlvs(area: &[u8]) -> Result<(), PeekError> {
@@ -326,18 +342,7 @@ pub fn multi(frame: &[u8]) -> Result<MultiView<'_>, PeekError> {
     }
     let dests_end = c.at;
     let esm_class = c.u8("esm_class")?;
-    c.u8("protocol_id")?;
-    c.u8("priority_flag")?;
-    c.cstr(17, "schedule_delivery_time")?;
-    c.cstr(17, "validity_period")?;
-    let registered_delivery = c.u8("registered_delivery")?;
-    c.u8("replace_if_present_flag")?;
-    let data_coding = c.u8("data_coding")?;
-    c.u8("sm_default_msg_id")?;
-    let sm_length = c.u8("sm_length")? as usize;
-    let short_message = c.take(sm_length, "short_message").map_err(|_| PeekError::BadSmLength)?;
-    let tlvs = c.rest();
-    check_tlvs(tlvs)?;
+    let SmTail { registered_delivery, data_coding, short_message, tlvs } = sm_tail(&mut c)?;
     Ok(MultiView {
         service_type,
         source,
