@@ -91,7 +91,7 @@ async fn run_in(dir: &std::path::Path, count: u64) -> anyhow::Result<()> {
     println!();
 
     let name = |st: &str| -> String {
-        let v = u32::from_str_radix(st.trim_start_matches("0x"), 16).unwrap_or(u32::MAX);
+        let v = crate::smpp::status::parse(st).unwrap_or(u32::MAX);
         if v == 0 {
             return "accepted".into();
         }

@@ -9,7 +9,8 @@
 //! header, field peeking, PDU builders; [`session`] one task per ESME connection (bind,
 //! window, enquire_link, unbind, drain); [`relay`] the paired upstream leg, sequence
 //! remapping and the plain baseline relay; [`sim`] the SMSC simulator; [`load`] the ESME load
-//! generator; [`demo`] everything wired together on loopback.
+//! generator; [`capture`] the gateway's pcapng recorder; [`pcap`] capture reading (replay) and
+//! packet writing; [`demo`] everything wired together on loopback.
 //!
 //! The library entry point is [`run`] (or [`Gateway::bind`] + [`Gateway::serve`] when the
 //! caller needs the bound address first, as tests and the demo do).
@@ -23,6 +24,7 @@ pub mod demo;
 pub mod gateway;
 pub mod load;
 pub mod optout;
+pub mod pcap;
 pub mod policy;
 pub mod relay;
 pub mod session;

@@ -313,7 +313,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     eprintln!("--dest-error {d}: expected DEST=STATUS");
                     return Ok(ExitCode::from(EX_USAGE));
                 };
-                let Some(st) = parse_status(st) else {
+                let Some(st) = consentgate::smpp::status::parse(st) else {
                     eprintln!("--dest-error {d}: STATUS must be hex (0x..) or decimal");
                     return Ok(ExitCode::from(EX_USAGE));
                 };
@@ -560,13 +560,6 @@ fn snapshot_cmd(cmd: SnapshotCmd) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-    }
-}
-
-fn parse_status(s: &str) -> Option<u32> {
-    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        Some(h) => u32::from_str_radix(h, 16).ok(),
-        None => s.parse().ok(),
     }
 }
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use consentgate::config::Config;
 use consentgate::consent::snapshot::{build, BuildOptions};
-use consentgate::load::pcap::{extract, ExtractOptions};
 use consentgate::load::{Encoding, LoadConfig, ScenarioLine};
+use consentgate::pcap::{extract, ExtractOptions};
 use consentgate::smpp::cmd;
 use consentgate::Gateway;
 
@@ -122,7 +122,7 @@ async fn gateway_records_both_legs_and_the_capture_replays() {
 
     // And the recording replays into the simulator: both legs (the forwarded submits twice),
     // then the ESME leg alone.
-    let replay = |x: consentgate::load::pcap::Extracted| {
+    let replay = |x: consentgate::pcap::Extracted| {
         consentgate::load::run(LoadConfig {
             target: sim.local_addr,
             system_id: "acme".into(),
@@ -132,7 +132,7 @@ async fn gateway_records_both_legs_and_the_capture_replays() {
             count: 0,
             duration: Duration::ZERO,
             replay: Some(Arc::new(x)),
-            speed: consentgate::load::pcap::Speed::Max,
+            speed: consentgate::load::Speed::Max,
             ..Default::default()
         })
     };

@@ -23,8 +23,9 @@ use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use common::Esme;
-use consentgate::load::pcap::{extract, ExtractOptions, Speed};
+use consentgate::load::Speed;
 use consentgate::load::{Encoding, LoadConfig, ScenarioLine};
+use consentgate::pcap::{extract, ExtractOptions};
 use consentgate::sim::SimConfig;
 use consentgate::smpp::{self, cmd};
 

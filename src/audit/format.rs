@@ -5,7 +5,8 @@
 use std::io::Write as _;
 
 use super::{AuditAddr, AuditRecord};
-use crate::config::MessageClass;
+use crate::policy::MessageClass;
+use crate::time::Civil;
 
 /// Appends one record as a JSON object and a `\n` to `out`.
 pub fn write_record(out: &mut Vec<u8>, r: &AuditRecord, account: &str, entity: &str) {
@@ -176,8 +177,7 @@ fn push2(out: &mut Vec<u8>, n: u32) {
 
 /// `YYYY-MM-DDTHH:MM:SS` (UTC) for unix seconds.
 fn push_datetime(out: &mut Vec<u8>, secs: i64) {
-    let (y, m, d) = crate::config::civil_from_days(secs.div_euclid(86_400));
-    let rem = secs.rem_euclid(86_400) as u32;
+    let Civil { year: y, month: m, day: d, hour, minute, second } = Civil::from_unix_s(secs);
     if (0..=9999).contains(&y) {
         let y = y as u32;
         push2(out, y / 100);
@@ -190,11 +190,11 @@ fn push_datetime(out: &mut Vec<u8>, secs: i64) {
     out.push(b'-');
     push2(out, d);
     out.push(b'T');
-    push2(out, rem / 3600);
+    push2(out, hour);
     out.push(b':');
-    push2(out, rem / 60 % 60);
+    push2(out, minute);
     out.push(b':');
-    push2(out, rem % 60);
+    push2(out, second);
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.ffffff` (no zone letter) for unix microseconds.
@@ -231,7 +231,7 @@ pub(super) fn compact_time(secs: i64) -> String {
 
 /// Parses our own `time` field (`YYYY-MM-DDTHH:MM:SS[.ffffff]Z`) back to unix microseconds.
 pub(super) fn parse_time_us(s: &str) -> Option<i64> {
-    let secs = crate::consent::source::parse_timestamp(s.as_bytes())?;
+    let secs = crate::time::parse_timestamp(s.as_bytes())?;
     let frac = match s.find('.') {
         Some(dot) => {
             let digits: String = s[dot + 1..].chars().take_while(|c| c.is_ascii_digit()).take(6).collect();

@@ -43,7 +43,7 @@
 //!         source: AuditAddr::new(1, 1, b"1069012345"),
 //!         destination: AuditAddr::new(1, 1, b"8613800138000"),
 //!         msisdn: Some(8613800138000),
-//!         class: Some(consentgate::config::MessageClass::Marketing),
+//!         class: Some(consentgate::policy::MessageClass::Marketing),
 //!         verdict,
 //!         status: Some(0x400),
 //!         upstream_status: None,
@@ -104,7 +104,9 @@
 //! every 10 s. After a write or open error the writer abandons the file and tries a new one at
 //! most once a second, so it recovers by itself when the disk comes back.
 
+mod config;
 mod format;
+mod record;
 pub mod search;
 mod writer;
 
@@ -112,36 +114,28 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use crate::config::MessageClass;
 use crate::policy::Verdict;
 use crate::telemetry::metrics::{AUDIT_RECORDS_TOTAL, ERRORS_TOTAL};
 use crate::telemetry::RateLimit;
 
+/// Current time in unix microseconds (the record's `at_us`).
+pub use crate::time::unix_us as now_us;
+pub use config::{
+    AuditConfig, AuditMode, DEFAULT_QUEUE_RECORDS, DEFAULT_RETENTION, DEFAULT_ROTATE_BYTES, DEFAULT_ROTATE_INTERVAL,
+    MIN_RETENTION,
+};
 pub use format::{format_time_us, write_record};
+pub use record::{AccountId, AuditAddr, AuditRecord, MessageId, SnapshotRef, ADDR_CAP, MESSAGE_ID_CAP};
 pub use writer::{list_files, AuditFile};
 
-/// Default `audit.rotate_bytes`: 256 MiB.
-pub const DEFAULT_ROTATE_BYTES: u64 = 256 << 20;
-/// Default `audit.rotate_interval`: 1 h.
-pub const DEFAULT_ROTATE_INTERVAL: Duration = Duration::from_secs(3600);
-/// Default `audit.retention`: 150 days (the Chinese rule keeps records at least 5 months).
-pub const DEFAULT_RETENTION: Duration = Duration::from_secs(150 * 86_400);
-/// Shortest `audit.retention` the config accepts.
-pub const MIN_RETENTION: Duration = Duration::from_secs(86_400);
-/// Default `audit.queue_records`: records queued for the writer before new ones are dropped.
-pub const DEFAULT_QUEUE_RECORDS: usize = 65_536;
 /// The writer fsyncs the active file this often while it has unsynced writes.
 pub const FSYNC_EVERY: Duration = Duration::from_secs(1);
 /// Retention is applied at start and this often.
 pub const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 /// [`Audit::close`] waits this long for the writer to drain before giving up on it.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest address kept inline in a record (SMPP v3.4 addresses are ≤ 20 characters + NUL).
-pub const ADDR_CAP: usize = 21;
-/// Longest message_id kept (SMPP v3.4 §5.2.23: 64 characters + NUL).
-pub const MESSAGE_ID_CAP: usize = 64;
 /// Distinct (system_id, entity) pairs the audit log can name; more map to `?`.
 const MAX_ACCOUNTS: usize = 1 << 20;
 /// Recycled batch buffers kept for sessions (each holds at most [`MAX_RECYCLED_CAPACITY`]
@@ -150,70 +144,6 @@ const MAX_RECYCLED: usize = 64;
 const MAX_RECYCLED_CAPACITY: usize = 512;
 /// Capacity of a fresh batch buffer.
 const BATCH_CAPACITY: usize = 64;
-
-/// `audit.mode`: which decisions are recorded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AuditMode {
-    /// Every decision.
-    All,
-    /// `rejected` and `would_reject` decisions (the default when a directory is set).
-    #[default]
-    Rejects,
-    /// Nothing (also the effective mode when `audit.dir` is not set).
-    Off,
-}
-
-impl AuditMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuditMode::All => "all",
-            AuditMode::Rejects => "rejects",
-            AuditMode::Off => "off",
-        }
-    }
-
-    /// Whether a decision with this verdict is recorded.
-    #[inline]
-    pub fn records(self, verdict: Verdict) -> bool {
-        match self {
-            AuditMode::All => true,
-            AuditMode::Rejects => !matches!(verdict, Verdict::Accept),
-            AuditMode::Off => false,
-        }
-    }
-}
-
-/// Validated `[audit]` settings (`Config.audit`).
-#[derive(Debug, Clone)]
-pub struct AuditConfig {
-    /// Effective mode: `Off` whenever `dir` is `None`.
-    pub mode: AuditMode,
-    /// Directory of the audit files (created at start if missing).
-    pub dir: Option<PathBuf>,
-    /// Start a new file when the active one reaches this size.
-    pub rotate_bytes: u64,
-    /// Start a new file when the active one is this old.
-    pub rotate_interval: Duration,
-    /// Delete files whose last write is older than this.
-    pub retention: Duration,
-    /// Records queued for the writer before new ones are dropped (bounds memory: about
-    /// 200 bytes each).
-    pub queue_records: usize,
-}
-
-impl Default for AuditConfig {
-    /// Off (no directory); every other setting at its default.
-    fn default() -> Self {
-        AuditConfig {
-            mode: AuditMode::Off,
-            dir: None,
-            rotate_bytes: DEFAULT_ROTATE_BYTES,
-            rotate_interval: DEFAULT_ROTATE_INTERVAL,
-            retention: DEFAULT_RETENTION,
-            queue_records: DEFAULT_QUEUE_RECORDS,
-        }
-    }
-}
 
 /// Why [`Audit::open`] failed: the directory cannot be created or its first file cannot be
 /// opened. Returned at start so that a gateway asked to keep an audit log does not run
@@ -226,143 +156,6 @@ pub enum AuditError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// An account as the audit log names it: an index into the (system_id, entity) pairs
-/// registered with [`Audit::account`]. Copy, so records stay allocation-free.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct AccountId(u32);
-
-impl AccountId {
-    /// Written as `"?"` (more than a million distinct accounts, or a disabled log).
-    pub const UNKNOWN: AccountId = AccountId(u32::MAX);
-}
-
-/// An SMPP address kept inline (no allocation): TON, NPI and up to [`ADDR_CAP`] bytes.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct AuditAddr {
-    pub ton: u8,
-    pub npi: u8,
-    /// Length as sent, saturating at 255; bytes beyond [`ADDR_CAP`] are not kept.
-    len: u8,
-    bytes: [u8; ADDR_CAP],
-}
-
-impl AuditAddr {
-    pub const EMPTY: AuditAddr = AuditAddr { ton: 0, npi: 0, len: 0, bytes: [0; ADDR_CAP] };
-
-    #[inline]
-    pub fn new(ton: u8, npi: u8, addr: &[u8]) -> AuditAddr {
-        let mut bytes = [0; ADDR_CAP];
-        let keep = addr.len().min(ADDR_CAP);
-        bytes[..keep].copy_from_slice(&addr[..keep]);
-        AuditAddr { ton, npi, len: addr.len().min(255) as u8, bytes }
-    }
-
-    /// From a PDU field view.
-    #[inline]
-    pub fn from_peek(a: crate::smpp::peek::Addr<'_>) -> AuditAddr {
-        AuditAddr::new(a.ton, a.npi, a.addr)
-    }
-
-    /// The bytes kept (at most [`ADDR_CAP`]).
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..(self.len as usize).min(ADDR_CAP)]
-    }
-
-    /// Whether the address as sent was longer than [`ADDR_CAP`].
-    pub fn truncated(&self) -> bool {
-        self.len as usize > ADDR_CAP
-    }
-}
-
-impl std::fmt::Debug for AuditAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}:{}", self.ton, self.npi, String::from_utf8_lossy(self.as_bytes()))
-    }
-}
-
-/// The SMSC's message_id, inline (up to [`MESSAGE_ID_CAP`] bytes; a trailing NUL is dropped).
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct MessageId {
-    len: u8,
-    bytes: [u8; MESSAGE_ID_CAP],
-}
-
-impl MessageId {
-    /// No message_id (not forwarded, or not answered yet).
-    pub const NONE: MessageId = MessageId { len: 0, bytes: [0; MESSAGE_ID_CAP] };
-
-    #[inline]
-    pub fn new(id: &[u8]) -> MessageId {
-        let id = id.strip_suffix(&[0]).unwrap_or(id);
-        let keep = id.len().min(MESSAGE_ID_CAP);
-        let mut bytes = [0; MESSAGE_ID_CAP];
-        bytes[..keep].copy_from_slice(&id[..keep]);
-        MessageId { len: keep as u8, bytes }
-    }
-
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..self.len as usize]
-    }
-
-    pub fn is_none(&self) -> bool {
-        self.len == 0
-    }
-}
-
-impl std::fmt::Debug for MessageId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}", String::from_utf8_lossy(self.as_bytes()))
-    }
-}
-
-/// Which consent snapshot a decision used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct SnapshotRef {
-    /// The snapshot's payload checksum ([`crate::consent::snapshot::SnapshotInfo::checksum`]);
-    /// 0 = no snapshot loaded.
-    pub id: u64,
-    /// [`crate::consent::store::Loaded::generation`].
-    pub generation: u64,
-    /// Build time, unix seconds.
-    pub built_at: i64,
-}
-
-/// One decision, as the session fills it. Fixed size (about 200 bytes), `Copy`, no heap data:
-/// pushing it is a memcpy into the session's batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AuditRecord {
-    /// Decision time, unix microseconds ([`now_us`]).
-    pub at_us: i64,
-    /// From [`Audit::account`] at bind.
-    pub account: AccountId,
-    /// The session id.
-    pub session: u64,
-    /// The ESME's sequence_number of the submit_sm / data_sm / submit_multi.
-    pub sequence: u32,
-    pub source: AuditAddr,
-    /// The destination as sent (one record per destination of a submit_multi).
-    pub destination: AuditAddr,
-    /// The destination normalised to E.164 digits; `None` if it is not a subscriber number.
-    pub msisdn: Option<u64>,
-    /// `None` when the decision came before classification (unlicensed, sender_id).
-    pub class: Option<MessageClass>,
-    pub verdict: Verdict,
-    /// command_status answered to the ESME: the reject status, or the SMSC's status relayed
-    /// (or the response-timeout status). `None` if not answered (yet).
-    pub status: Option<u32>,
-    /// The SMSC's submit_sm_resp status, when forwarded and answered.
-    pub upstream_status: Option<u32>,
-    /// The SMSC's message_id, when forwarded and accepted.
-    pub message_id: MessageId,
-    pub snapshot: SnapshotRef,
-}
-
-/// Current time in unix microseconds (the record's `at_us`).
-#[inline]
-pub fn now_us() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }
 
 /// Counters of one audit log (also exported as metrics).

@@ -220,10 +220,10 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 /// A time bound: RFC 3339 (`2026-05-01T08:00:00Z`, `2026-05-01T16:00:00+08:00`), a date
 /// (`2026-05-01`, midnight UTC), or an age relative to `now_us` (`7d`, `12h`, `30m`).
 pub fn parse_when(s: &str, now_us: i64) -> Result<i64, String> {
-    if let Ok(d) = crate::config::parse_duration(s) {
+    if let Ok(d) = crate::time::parse_duration(s) {
         return Ok(now_us - d.as_micros() as i64);
     }
-    match crate::consent::source::parse_timestamp(s.trim().as_bytes()) {
+    match crate::time::parse_timestamp(s.trim().as_bytes()) {
         Some(secs) => Ok(secs * 1_000_000),
         None => Err(format!(
             "`{s}`: expected an RFC 3339 time (2026-05-01T08:00:00Z), a date (2026-05-01) or an age (7d, 12h)"

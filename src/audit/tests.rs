@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::search::{search, AuditLine, Query};
 use super::*;
+use crate::config::MessageClass;
 use crate::policy::Reason;
 
 fn cfg(dir: &Path) -> AuditConfig {

@@ -242,7 +242,7 @@ impl Writer {
 
     /// A new file named after the current UTC second, its directory entry fsynced.
     fn create_file(&mut self) -> io::Result<Active> {
-        let secs = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let secs = crate::time::unix_s_of(SystemTime::now());
         let stamp = compact_time(secs);
         let mut n = 0u32;
         let (file, path) = loop {
@@ -336,7 +336,7 @@ pub(super) fn parse_name(name: &str) -> Option<(i64, u32)> {
         &stamp[11..13],
         &stamp[13..15]
     );
-    Some((crate::consent::source::parse_timestamp(iso.as_bytes())?, n))
+    Some((crate::time::parse_timestamp(iso.as_bytes())?, n))
 }
 
 /// The audit files in `dir`, oldest first (by the time in their names).

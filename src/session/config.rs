@@ -4,9 +4,7 @@ use std::time::Duration;
 
 /// Default ESME window (requests in flight per session).
 pub const DEFAULT_WINDOW: usize = 100;
-/// Default largest PDU accepted (bytes, header included). SMPP PDUs with a 64 KiB
-/// message_payload still fit.
-pub const DEFAULT_MAX_PDU_BYTES: usize = 70_000;
+pub use crate::smpp::frame::DEFAULT_MAX_PDU_BYTES;
 /// Default time an ESME has to bind after connecting.
 pub const DEFAULT_BIND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default idle time before consentgate sends its own enquire_link on a leg.

@@ -11,6 +11,11 @@
 
 use super::{be32, HEADER_LEN};
 
+/// Default largest PDU accepted (bytes, header included; `session.max_pdu_bytes`). SMPP PDUs
+/// with a 64 KiB message_payload still fit. The capture reader uses it as the largest
+/// plausible command_length.
+pub const DEFAULT_MAX_PDU_BYTES: usize = 70_000;
+
 /// What the next bytes of the stream hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {

@@ -69,6 +69,79 @@ pub mod status {
     /// deliver_sm it could not hand to the ESME (the SMSC retries later).
     pub const ESME_RX_T_APPN: u32 = 0x0000_0064;
     pub const ESME_RINVTLVSTREAM: u32 = 0x0000_00C0;
+
+    /// The statuses above by name.
+    const NAMES: &[(&str, u32)] = &[
+        ("ESME_ROK", ESME_ROK),
+        ("ESME_RINVMSGLEN", ESME_RINVMSGLEN),
+        ("ESME_RINVCMDLEN", ESME_RINVCMDLEN),
+        ("ESME_RINVCMDID", ESME_RINVCMDID),
+        ("ESME_RINVBNDSTS", ESME_RINVBNDSTS),
+        ("ESME_RALYBND", ESME_RALYBND),
+        ("ESME_RSYSERR", ESME_RSYSERR),
+        ("ESME_RINVSRCADR", ESME_RINVSRCADR),
+        ("ESME_RINVDSTADR", ESME_RINVDSTADR),
+        ("ESME_RBINDFAIL", ESME_RBINDFAIL),
+        ("ESME_RINVPASWD", ESME_RINVPASWD),
+        ("ESME_RINVSYSID", ESME_RINVSYSID),
+        ("ESME_RINVNUMDESTS", ESME_RINVNUMDESTS),
+        ("ESME_RTHROTTLED", ESME_RTHROTTLED),
+        ("ESME_RINVTLVSTREAM", ESME_RINVTLVSTREAM),
+    ];
+
+    /// The name of a status listed above (`"ESME_RTHROTTLED"`); `None` for any other value.
+    pub fn name(status: u32) -> Option<&'static str> {
+        NAMES.iter().find(|&&(_, v)| v == status).map(|&(n, _)| n)
+    }
+
+    /// Parses a status as people write it (scenario `expect`, `--dest-error`): hex
+    /// `0x00000058`, decimal `88`, `ok`, or a name above with or without `ESME_` and the `R`
+    /// (`ESME_RTHROTTLED`, `RTHROTTLED`, `throttled`), case-insensitive, surrounding spaces
+    /// ignored.
+    pub fn parse(s: &str) -> Option<u32> {
+        let t = s.trim();
+        if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+            return u32::from_str_radix(h, 16).ok();
+        }
+        if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+            return t.parse().ok();
+        }
+        let up = t.to_ascii_uppercase();
+        if up == "OK" {
+            return Some(ESME_ROK);
+        }
+        let name = up.strip_prefix("ESME_").unwrap_or(&up);
+        NAMES
+            .iter()
+            .map(|&(n, v)| (&n["ESME_".len()..], v))
+            .find(|(n, _)| *n == name || n.strip_prefix('R') == Some(name))
+            .map(|(_, v)| v)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn names_and_parsing() {
+            assert_eq!(parse("ok"), Some(ESME_ROK));
+            assert_eq!(parse("0x00000058"), Some(ESME_RTHROTTLED));
+            assert_eq!(parse("0X58"), Some(ESME_RTHROTTLED));
+            assert_eq!(parse(" 88 "), Some(ESME_RTHROTTLED));
+            assert_eq!(parse("ESME_RTHROTTLED"), Some(ESME_RTHROTTLED));
+            assert_eq!(parse("rthrottled"), Some(ESME_RTHROTTLED));
+            assert_eq!(parse("throttled"), Some(ESME_RTHROTTLED));
+            assert_eq!(parse("13"), Some(13));
+            assert_eq!(parse("nope"), None);
+            assert_eq!(parse(""), None);
+            assert_eq!(parse("0xZZ"), None);
+            for &(n, v) in NAMES {
+                assert_eq!(name(v), Some(n));
+                assert_eq!(parse(n), Some(v), "{n}");
+            }
+            assert_eq!(name(0x0000_0400), None);
+        }
+    }
 }
 
 /// Bounded labels for command ids (metrics, logs), indexed by [`command_index`]; the last

@@ -207,18 +207,7 @@ pub fn message(frame: &[u8]) -> Result<MessageView<'_>, PeekError> {
     let esm_class = c.u8("esm_class")?;
     match command_id {
         cmd::SUBMIT_SM | cmd::DELIVER_SM => {
-            c.u8("protocol_id")?;
-            c.u8("priority_flag")?;
-            c.cstr(17, "schedule_delivery_time")?;
-            c.cstr(17, "validity_period")?;
-            let registered_delivery = c.u8("registered_delivery")?;
-            c.u8("replace_if_present_flag")?;
-            let data_coding = c.u8("data_coding")?;
-            c.u8("sm_default_msg_id")?;
-            let sm_length = c.u8("sm_length")? as usize;
-            let short_message = c.take(sm_length, "short_message").map_err(|_| PeekError::BadSmLength)?;
-            let tlvs = c.rest();
-            check_tlvs(tlvs)?;
+            let SmTail { registered_delivery, data_coding, short_message, tlvs } = sm_tail(&mut c)?;
             Ok(MessageView {
                 command_id,
                 service_type,
@@ -250,6 +239,33 @@ pub fn message(frame: &[u8]) -> Result<MessageView<'_>, PeekError> {
         }
         _ => Err(PeekError::Truncated("command_id")),
     }
+}
+
+/// The fields after esm_class that submit_sm, deliver_sm and submit_multi share (v3.4
+/// §4.4.1, §4.5.1, §4.6.1), the ones consentgate reads kept.
+struct SmTail<'a> {
+    registered_delivery: u8,
+    data_coding: u8,
+    short_message: &'a [u8],
+    tlvs: &'a [u8],
+}
+
+/// Reads protocol_id … short_message and checks the TLV area after it.
+#[inline]
+fn sm_tail<'a>(c: &mut Cursor<'a>) -> Result<SmTail<'a>, PeekError> {
+    c.u8("protocol_id")?;
+    c.u8("priority_flag")?;
+    c.cstr(17, "schedule_delivery_time")?;
+    c.cstr(17, "validity_period")?;
+    let registered_delivery = c.u8("registered_delivery")?;
+    c.u8("replace_if_present_flag")?;
+    let data_coding = c.u8("data_coding")?;
+    c.u8("sm_default_msg_id")?;
+    let sm_length = c.u8("sm_length")? as usize;
+    let short_message = c.take(sm_length, "short_message").map_err(|_| PeekError::BadSmLength)?;
+    let tlvs = c.rest();
+    check_tlvs(tlvs)?;
+    Ok(SmTail { registered_delivery, data_coding, short_message, tlvs })
 }
 
 fn check_tlvs(area: &[u8]) -> Result<(), PeekError> {
@@ -326,18 +342,7 @@ pub fn multi(frame: &[u8]) -> Result<MultiView<'_>, PeekError> {
     }
     let dests_end = c.at;
     let esm_class = c.u8("esm_class")?;
-    c.u8("protocol_id")?;
-    c.u8("priority_flag")?;
-    c.cstr(17, "schedule_delivery_time")?;
-    c.cstr(17, "validity_period")?;
-    let registered_delivery = c.u8("registered_delivery")?;
-    c.u8("replace_if_present_flag")?;
-    let data_coding = c.u8("data_coding")?;
-    c.u8("sm_default_msg_id")?;
-    let sm_length = c.u8("sm_length")? as usize;
-    let short_message = c.take(sm_length, "short_message").map_err(|_| PeekError::BadSmLength)?;
-    let tlvs = c.rest();
-    check_tlvs(tlvs)?;
+    let SmTail { registered_delivery, data_coding, short_message, tlvs } = sm_tail(&mut c)?;
     Ok(MultiView {
         service_type,
         source,
@@ -351,6 +356,13 @@ pub fn multi(frame: &[u8]) -> Result<MultiView<'_>, PeekError> {
         tlvs,
         frame,
     })
+}
+
+/// Reads the message_id of a query_sm (v3.4 §4.8.1: a C-octet-string of at most 65 bytes
+/// with its NUL, the first field of the body).
+pub fn query_message_id(frame: &[u8]) -> Result<&[u8], PeekError> {
+    let mut c = Cursor { b: frame, at: HEADER_LEN.min(frame.len()) };
+    c.cstr(65, "message_id")
 }
 
 /// Reads the message_id of a submit_sm_resp / data_sm_resp / submit_multi_resp (empty when
@@ -385,6 +397,23 @@ mod tests {
         assert_eq!(v.short_message, &[0x90, 0x00, 0x8B, 0xA2]);
         assert_eq!(v.tlv(0x0204), Some(&[0u8, 7][..]));
         assert!(!v.is_receipt());
+    }
+
+    #[test]
+    fn query_message_id_needs_its_nul_within_65_bytes() {
+        let q = |body: &[u8]| {
+            let mut f = vec![0u8; HEADER_LEN];
+            f.extend_from_slice(body);
+            query_message_id(&f).map(<[u8]>::to_vec)
+        };
+        assert_eq!(q(b"ab\0c"), Ok(b"ab".to_vec()));
+        assert_eq!(q(b"abc"), Err(PeekError::Truncated("message_id")));
+        assert_eq!(q(b""), Err(PeekError::Truncated("message_id")));
+        assert_eq!(q(&[b'a'; 70]), Err(PeekError::Unterminated("message_id")));
+        let mut max = vec![b'a'; 64];
+        max.push(0);
+        assert_eq!(q(&max), Ok(vec![b'a'; 64]));
+        assert_eq!(query_message_id(&[0, 0, 0]), Err(PeekError::Truncated("message_id")));
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Message text for keyword matching and content rules (DESIGN §2 "Text"): the user data with
-//! the UDH skipped, decoding per data_coding, and the concatenation info of a segment.
+//! the UDH skipped, decoding per data_coding, and the concatenation info of a segment; and the
+//! other way, for the load generator: text encoded per [`Encoding`] and split into
+//! concatenated parts ([`split_text`]). Both directions use the one GSM 03.38 table here.
 //!
 //! Nothing here allocates on its own: [`decode_into`] appends to a caller-owned `String` that is
 //! reused across messages, so once it has grown to the largest text seen, decoding is
@@ -126,6 +128,17 @@ fn udh_concat(payload: &[u8]) -> Option<Concat> {
     None
 }
 
+/// Length of the UDH [`put_udh_concat8`] writes.
+pub const UDH_CONCAT8_LEN: usize = 6;
+/// Offset of the reference byte within that UDH.
+pub const UDH_CONCAT8_REF_AT: usize = 3;
+
+/// Appends a UDH holding only the concatenated-SM element with an 8-bit reference:
+/// `05 | 00 03 ref total seq` (GSM 03.40 §9.2.3.24.1), as [`udh_concat`] reads it.
+pub fn put_udh_concat8(out: &mut Vec<u8>, reference: u8, total: u8, seq: u8) {
+    out.extend_from_slice(&[UDH_CONCAT8_LEN as u8 - 1, IEI_CONCAT_8, 3, reference, total, seq]);
+}
+
 /// GSM 03.38 default alphabet, indexed by septet.
 #[rustfmt::skip]
 const GSM7_BASIC: [char; 128] = [
@@ -142,23 +155,28 @@ const GSM7_BASIC: [char; 128] = [
 /// Septet 0x1B: escape to the extension table for the next septet.
 const GSM7_ESC: u8 = 0x1B;
 
-/// GSM 03.38 extension table (after 0x1B). Unassigned codes fall back to the basic table, as
+/// GSM 03.38 extension table: the characters reached by 0x1B followed by this septet.
+const GSM7_EXT: [(u8, char); 10] = [
+    (0x0A, '\u{0C}'), // form feed
+    (0x14, '^'),
+    (0x28, '{'),
+    (0x29, '}'),
+    (0x2F, '\\'),
+    (0x3C, '['),
+    (0x3D, '~'),
+    (0x3E, ']'),
+    (0x40, '|'),
+    (0x65, '€'),
+];
+
+/// The character after an escape. Unassigned codes fall back to the basic table, as
 /// GSM 03.38 §6.2.1.1 tells the receiver to do.
 fn gsm7_ext(septet: u8) -> char {
-    match septet {
-        0x0A => '\u{0C}', // form feed
-        0x14 => '^',
-        0x28 => '{',
-        0x29 => '}',
-        0x2F => '\\',
-        0x3C => '[',
-        0x3D => '~',
-        0x3E => ']',
-        0x40 => '|',
-        0x65 => '€',
+    match GSM7_EXT.iter().find(|&&(s, _)| s == septet) {
+        Some(&(_, c)) => c,
         // 0x1B 0x1B would escape to a further table (none defined): show a space.
-        GSM7_ESC => ' ',
-        s => GSM7_BASIC[s as usize],
+        None if septet == GSM7_ESC => ' ',
+        None => GSM7_BASIC[septet as usize],
     }
 }
 
@@ -199,6 +217,120 @@ fn ucs2_into(bytes: &[u8], out: &mut String) {
     let units = bytes.chunks_exact(2).map(|p| u16::from_be_bytes([p[0], p[1]]));
     out.reserve(bytes.len() / 2 * 3);
     out.extend(char::decode_utf16(units).map(|r| r.unwrap_or(char::REPLACEMENT_CHARACTER)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoding (the load generator's scenario texts)
+
+/// Text encoding of an outgoing message (scenario `encoding`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// GSM 03.38 default alphabet, unpacked (one septet per octet), data_coding 0x00.
+    /// 160 septets per SMS, 153 per concatenated part.
+    #[default]
+    Gsm7,
+    /// UTF-16BE, data_coding 0x08. 70 code units per SMS, 67 per part.
+    Ucs2,
+    /// ISO-8859-1, data_coding 0x03. 140 octets per SMS, 134 per part.
+    Latin1,
+}
+
+impl Encoding {
+    /// The data_coding a message in this encoding carries.
+    pub fn data_coding(self) -> u8 {
+        match self {
+            Encoding::Gsm7 => 0x00,
+            Encoding::Ucs2 => 0x08,
+            Encoding::Latin1 => 0x03,
+        }
+    }
+
+    /// (octets in a single SMS, octets of text in one concatenated part).
+    pub fn limits(self) -> (usize, usize) {
+        match self {
+            Encoding::Gsm7 => (160, 153),
+            Encoding::Ucs2 | Encoding::Latin1 => (140, 134),
+        }
+    }
+}
+
+/// A text that needs more than 255 concatenated parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("text needs {0} parts (at most 255)")]
+pub struct TooManyParts(pub usize);
+
+/// Appends the encoding of one character; a character the encoding lacks becomes `?`.
+pub fn encode_char(c: char, enc: Encoding, out: &mut Vec<u8>) {
+    match enc {
+        Encoding::Gsm7 => gsm7_char(c, out),
+        Encoding::Ucs2 => {
+            let mut u = [0u16; 2];
+            for unit in c.encode_utf16(&mut u) {
+                out.extend_from_slice(&unit.to_be_bytes());
+            }
+        }
+        Encoding::Latin1 => out.push(if (c as u32) <= 0xFF { c as u8 } else { b'?' }),
+    }
+}
+
+/// GSM 03.38, unpacked: the basic table, else escape + the extension table, else `?`.
+fn gsm7_char(c: char, out: &mut Vec<u8>) {
+    // Most text is ASCII that the basic table holds at the same code.
+    if matches!(c, ' '..='#' | '%'..='?' | 'A'..='Z' | 'a'..='z') {
+        out.push(c as u8);
+        return;
+    }
+    // Position 0x1B is the escape, not a character of its own.
+    if let Some(s) = GSM7_BASIC.iter().enumerate().position(|(s, &b)| b == c && s != GSM7_ESC as usize) {
+        out.push(s as u8);
+    } else if let Some(&(s, _)) = GSM7_EXT.iter().find(|&&(_, e)| e == c) {
+        out.extend_from_slice(&[GSM7_ESC, s]);
+    } else {
+        out.push(b'?');
+    }
+}
+
+/// Encodes `text` and returns the short_message of each part: one body without UDH when the
+/// text fits one SMS, else parts that each begin with the 6-byte UDH `05 00 03 ref total seq`
+/// ([`put_udh_concat8`]; ref 0 here, the sender patches it per message at
+/// [`UDH_CONCAT8_REF_AT`]). Parts break only between characters, so neither a GSM escape pair
+/// nor a UTF-16 surrogate pair is ever split.
+pub fn split_text(text: &str, enc: Encoding) -> Result<Vec<Vec<u8>>, TooManyParts> {
+    let mut bytes = Vec::with_capacity(text.len() * 2);
+    let mut ends = Vec::with_capacity(text.len());
+    for c in text.chars() {
+        encode_char(c, enc, &mut bytes);
+        ends.push(bytes.len());
+    }
+    let (single, part) = enc.limits();
+    if bytes.len() <= single {
+        return Ok(vec![bytes]);
+    }
+    let mut chunks = Vec::new();
+    let (mut start, mut last) = (0, 0);
+    for &end in &ends {
+        if end - start > part {
+            chunks.push(start..last);
+            start = last;
+        }
+        last = end;
+    }
+    chunks.push(start..bytes.len());
+    let total = chunks.len();
+    if total > 255 {
+        return Err(TooManyParts(total));
+    }
+    Ok(chunks
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut v = Vec::with_capacity(UDH_CONCAT8_LEN + r.len());
+            put_udh_concat8(&mut v, 0, total as u8, (i + 1) as u8);
+            v.extend_from_slice(&bytes[r]);
+            v
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -321,5 +453,83 @@ mod tests {
         let f =
             SubmitBuilder::new("a", "b").tlv(tlv::SAR_MSG_REF_NUM, &[0, 1]).tlv(tlv::SAR_TOTAL_SEGMENTS, &[2]).build(1);
         assert_eq!(concat_info(&peek::message(&f).unwrap()), None);
+    }
+
+    #[test]
+    fn long_gsm7_text_splits_into_two_parts_with_udh() {
+        let text: String = (0..200).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+        let parts = split_text(&text, Encoding::Gsm7).unwrap();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(&parts[0][..6], &[0x05, 0x00, 0x03, 0, 2, 1]);
+        assert_eq!(&parts[1][..6], &[0x05, 0x00, 0x03, 0, 2, 2]);
+        assert_eq!(parts[0].len(), 6 + 153);
+        assert_eq!(parts[1].len(), 6 + 47);
+        assert_eq!(&parts[0][6..], &text.as_bytes()[..153]);
+        // 160 septets still fit one SMS, without UDH; GSM specials are mapped.
+        let one = split_text(&"x".repeat(160), Encoding::Gsm7).unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].len(), 160);
+        assert_eq!(split_text("@$_{", Encoding::Gsm7).unwrap()[0], vec![0x00, 0x02, 0x11, 0x1B, 0x28]);
+        // An escape pair is never split across parts.
+        let esc = format!("{}{{{}", "a".repeat(152), "b".repeat(20));
+        let p = split_text(&esc, Encoding::Gsm7).unwrap();
+        assert_eq!(p[0].len(), 6 + 152);
+        assert_eq!(&p[1][6..8], &[0x1B, 0x28]);
+    }
+
+    #[test]
+    fn long_ucs2_text_splits_at_67_chars_per_part() {
+        let text: String = "中".repeat(100);
+        let parts = split_text(&text, Encoding::Ucs2).unwrap();
+        assert_eq!(parts.len(), 2);
+        for (i, p) in parts.iter().enumerate() {
+            assert!(p.len() <= 140, "part {i} is {} bytes", p.len());
+            assert_eq!(&p[..6], &[0x05, 0x00, 0x03, 0, 2, i as u8 + 1]);
+        }
+        assert_eq!(parts[0].len(), 6 + 134);
+        assert_eq!(&parts[0][6..8], &[0x4E, 0x2D]);
+        assert_eq!(split_text(&"中".repeat(70), Encoding::Ucs2).unwrap().len(), 1);
+        assert_eq!(split_text("é€", Encoding::Latin1).unwrap()[0], vec![0xE9, b'?']);
+    }
+
+    #[test]
+    fn gsm7_encoder_and_decoder_round_trip_every_character() {
+        let enc = |c: char| {
+            let mut v = Vec::new();
+            encode_char(c, Encoding::Gsm7, &mut v);
+            v
+        };
+        for (s, &c) in GSM7_BASIC.iter().enumerate() {
+            if s == GSM7_ESC as usize {
+                continue;
+            }
+            assert_eq!(enc(c), vec![s as u8], "{c:?}");
+            assert_eq!(dec(0x00, &[s as u8]), c.to_string());
+        }
+        for &(s, c) in &GSM7_EXT {
+            assert_eq!(enc(c), vec![GSM7_ESC, s], "{c:?}");
+            assert_eq!(dec(0x00, &[GSM7_ESC, s]), c.to_string());
+        }
+        // Not in the alphabet: '?'. The escape position's NBSP is not encodable either.
+        assert_eq!(enc('中'), b"?");
+        assert_eq!(enc('\u{A0}'), b"?");
+        assert_eq!(enc('`'), b"?");
+        // The whole alphabet as one text decodes back to itself.
+        let all: String =
+            GSM7_BASIC.iter().enumerate().filter(|&(s, _)| s != GSM7_ESC as usize).map(|(_, &c)| c).collect();
+        let all = all + &GSM7_EXT.iter().map(|&(_, c)| c).collect::<String>();
+        let parts = split_text(&all, Encoding::Gsm7).unwrap();
+        assert_eq!(parts.len(), 1);
+        assert_eq!(dec(0x00, &parts[0]), all);
+    }
+
+    #[test]
+    fn udh_builder_is_read_back_by_concat_info() {
+        let mut sm = Vec::new();
+        put_udh_concat8(&mut sm, 0x2A, 3, 2);
+        assert_eq!(sm, [0x05, 0x00, 0x03, 0x2A, 0x03, 0x02]);
+        assert_eq!(sm.len(), UDH_CONCAT8_LEN);
+        assert_eq!(sm[UDH_CONCAT8_REF_AT], 0x2A);
+        assert_eq!(udh_concat(&sm), Some(Concat { reference: 0x2A, total: 3, seq: 2 }));
     }
 }

@@ -1,0 +1,154 @@
+//! Pre-built submit_sm frames: every frame a run sends is built once, before the run, so a
+//! send is a memcpy plus the sequence number (and, for multi-part messages, the reference).
+
+use super::scenario::{check_addr, check_line, Encoding};
+use super::{LoadConfig, Speed};
+use crate::pcap::Extracted;
+use crate::smpp::pdu::SubmitBuilder;
+use crate::smpp::text::{split_text, UDH_CONCAT8_REF_AT};
+
+/// Random traffic: number of distinct pre-built submit_sm frames.
+pub(super) const RANDOM_POOL: usize = 1024;
+
+/// One pre-built submit_sm.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Tpl {
+    pub(super) start: u32,
+    pub(super) len: u32,
+    /// Offset of the UDH reference byte within the frame; 0 = single-part message.
+    pub(super) ref_off: u16,
+    /// First (or only) part of a message.
+    pub(super) first: bool,
+    pub(super) expect: Option<u32>,
+}
+
+/// All frames back to back in one buffer, sent in order, cyclically (or once, for replay).
+#[derive(Debug, Default)]
+pub(super) struct Templates {
+    pub(super) blob: Vec<u8>,
+    pub(super) pdus: Vec<Tpl>,
+    pub(super) max_len: usize,
+    /// Send the list once, then stop (replay).
+    pub(super) once: bool,
+    /// `expect` is the recorded status; tally (recorded, replayed) pairs.
+    pub(super) replay: bool,
+    /// Replay pacing: when each PDU is due, ns after the replay start (empty = no pacing).
+    pub(super) due_ns: Vec<u64>,
+}
+
+impl Templates {
+    fn push_message(
+        &mut self,
+        source: &str,
+        destination: &str,
+        enc: Encoding,
+        bodies: &[Vec<u8>],
+        registered_delivery: bool,
+        expect: Option<u32>,
+    ) {
+        let dest = destination.strip_prefix('+').unwrap_or(destination);
+        let multi = bodies.len() > 1;
+        for (i, body) in bodies.iter().enumerate() {
+            let mut b = SubmitBuilder::new(source, dest)
+                .esm_class(if multi { 0x40 } else { 0 })
+                .registered_delivery(registered_delivery as u8)
+                .data_coding(enc.data_coding())
+                .short_message(body);
+            if !source.bytes().all(|c| c.is_ascii_digit()) {
+                b = b.source_ton_npi(5, 0);
+            }
+            let f = b.build(0);
+            // No TLVs: short_message is the tail of the frame, starting with the UDH.
+            let ref_off = if multi { (f.len() - body.len() + UDH_CONCAT8_REF_AT) as u16 } else { 0 };
+            self.pdus.push(Tpl { start: self.blob.len() as u32, len: f.len() as u32, ref_off, first: i == 0, expect });
+            self.max_len = self.max_len.max(f.len());
+            self.blob.extend_from_slice(&f);
+        }
+    }
+
+    #[inline]
+    pub(super) fn frame(&self, p: &Tpl) -> &[u8] {
+        &self.blob[p.start as usize..(p.start + p.len) as usize]
+    }
+}
+
+/// xorshift64: good enough for test numbers, no dependency.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+}
+
+/// Replay: the recorded streams dealt to `sessions` template lists (largest stream first, to
+/// the least loaded session), each PDU with its recorded status as `expect`.
+pub(super) fn build_replay_templates(x: &Extracted, sessions: usize, speed: Speed) -> Vec<Templates> {
+    let n = sessions.min(x.streams.len()).max(1);
+    let mut order: Vec<usize> = (0..x.streams.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(x.streams[i].pdus));
+    let mut load = vec![0u64; n];
+    let mut session_of = vec![0usize; x.streams.len()];
+    for i in order {
+        let s = (0..n).min_by_key(|&k| load[k]).unwrap_or(0);
+        load[s] += x.streams[i].pdus;
+        session_of[i] = s;
+    }
+    let t0 = x.pdus.iter().map(|p| p.ts_ns).min().unwrap_or(0);
+    let mut out: Vec<Templates> =
+        (0..n).map(|_| Templates { once: true, replay: true, ..Default::default() }).collect();
+    for p in &x.pdus {
+        let t = &mut out[session_of[p.stream as usize]];
+        let f = x.frame(p);
+        t.pdus.push(Tpl {
+            start: t.blob.len() as u32,
+            len: f.len() as u32,
+            ref_off: 0,
+            first: true,
+            expect: p.recorded_status,
+        });
+        t.max_len = t.max_len.max(f.len());
+        t.blob.extend_from_slice(f);
+        if let Speed::Factor(k) = speed {
+            let due = ((p.ts_ns - t0) as f64 / k) as u64;
+            // Never earlier than the PDU before it on this session (capture clocks can step).
+            let due = due.max(t.due_ns.last().copied().unwrap_or(0));
+            t.due_ns.push(due);
+        }
+    }
+    out
+}
+
+pub(super) fn build_templates(cfg: &LoadConfig) -> anyhow::Result<Templates> {
+    let mut t = Templates::default();
+    match &cfg.scenario {
+        Some(lines) => {
+            if lines.is_empty() {
+                anyhow::bail!("scenario has no messages");
+            }
+            for (i, l) in lines.iter().enumerate() {
+                check_line(l).map_err(|e| anyhow::anyhow!("scenario message {}: {e}", i + 1))?;
+                let bodies = split_text(&l.text, l.encoding)?;
+                let expect = l.expect.as_deref().and_then(crate::smpp::status::parse);
+                t.push_message(&l.source, &l.destination, l.encoding, &bodies, cfg.registered_delivery, expect);
+            }
+        }
+        None => {
+            check_addr("source", &cfg.source).map_err(anyhow::Error::msg)?;
+            let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+            for _ in 0..RANDOM_POOL {
+                let dest = format!("86138{:08}", rng.next_u64() % 100_000_000);
+                let text =
+                    format!("Your verification code is {:06}. It expires in 5 minutes.", rng.next_u64() % 1_000_000);
+                let bodies = split_text(&text, Encoding::Gsm7)?;
+                t.push_message(&cfg.source, &dest, Encoding::Gsm7, &bodies, cfg.registered_delivery, None);
+            }
+        }
+    }
+    Ok(t)
+}

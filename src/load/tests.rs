@@ -1,0 +1,345 @@
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+
+use super::session::{MAX_PDU_BYTES, READ_CHUNK};
+use super::templates::build_templates;
+use super::*;
+use crate::smpp::frame::{Framer, Next};
+use crate::smpp::pdu::{encode_bind_resp, put_header_only, put_resp_with_id, SubmitBuilder};
+use crate::smpp::{cmd, peek, status, BindType, Header};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+#[test]
+fn parse_scenario_reads_lines_skips_comments_and_names_bad_lines() {
+    let text = "# a comment\n\
+                {\"source\":\"ACME\",\"destination\":\"+8613800138000\",\"text\":\"hi\",\"expect\":\"ok\"}\n\
+                \n\
+                {\"source\":\"1069\",\"destination\":\"8613800138001\",\"text\":\"你好\",\"encoding\":\"ucs2\",\"expect\":\"0x00000058\"}\n";
+    let v = parse_scenario(text, "s.jsonl").unwrap();
+    assert_eq!(v.len(), 2);
+    assert_eq!(v[0].encoding, Encoding::Gsm7);
+    assert_eq!(v[1].encoding, Encoding::Ucs2);
+    assert_eq!(crate::smpp::status::parse(v[0].expect.as_deref().unwrap()), Some(0));
+    assert_eq!(crate::smpp::status::parse(v[1].expect.as_deref().unwrap()), Some(0x58));
+    assert_eq!(crate::smpp::status::parse("ESME_RTHROTTLED"), Some(0x58));
+    assert_eq!(crate::smpp::status::parse("throttled"), Some(0x58));
+    assert_eq!(crate::smpp::status::parse("13"), Some(13));
+    assert_eq!(crate::smpp::status::parse("nope"), None);
+
+    let bad = "{\"source\":\"a\",\"destination\":\"1\",\"text\":\"x\"}\n# c\n{\"source\":\"a\",\"text\":\"x\"}\n";
+    let e = parse_scenario(bad, "s.jsonl").unwrap_err().to_string();
+    assert!(e.starts_with("s.jsonl:3: "), "{e}");
+    let e = parse_scenario("\n\n{\"source\":\"a\",\"destination\":\"1\",\"text\":\"x\",\"expect\":\"what\"}", "f")
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("f:3: "), "{e}");
+    assert!(parse_scenario("# only comments\n", "f").is_err());
+}
+
+#[test]
+fn templates_mark_multipart_and_point_at_the_reference_byte() {
+    let cfg = LoadConfig {
+        scenario: Some(vec![ScenarioLine {
+            source: "ACME".into(),
+            destination: "+8613800138000".into(),
+            text: "z".repeat(200),
+            encoding: Encoding::Gsm7,
+            expect: None,
+        }]),
+        ..Default::default()
+    };
+    let t = build_templates(&cfg).unwrap();
+    assert_eq!(t.pdus.len(), 2);
+    assert!(t.pdus[0].first && !t.pdus[1].first);
+    for p in &t.pdus {
+        let f = t.frame(p);
+        let m = peek::message(f).unwrap();
+        assert!(m.has_udh());
+        assert_eq!(m.destination.addr, b"8613800138000");
+        assert_eq!(m.source.ton, 5);
+        let r = p.ref_off as usize;
+        assert_eq!(&f[r - 3..r], &[0x05, 0x00, 0x03]);
+    }
+}
+
+/// A minimal SMSC: bind OK (or refused), one MO and one enquire_link after the bind,
+/// submit_sm_resp for every submit (0x58 when the text contains THROTTLE) and a receipt
+/// when asked for.
+async fn sink(refuse: bool) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(sink_conn(s, refuse));
+        }
+    });
+    addr
+}
+
+async fn sink_conn(mut s: TcpStream, refuse: bool) {
+    let mut framer = Framer::new(MAX_PDU_BYTES);
+    let mut inb = BytesMut::with_capacity(READ_CHUNK);
+    let mut out = BytesMut::new();
+    let (mut dseq, mut id) = (1u32, 0u64);
+    loop {
+        inb.reserve(READ_CHUNK);
+        match s.read_buf(&mut inb).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let mut pos = 0;
+        let mut close = false;
+        while let Next::Frame(n) = framer.next(&inb[pos..]) {
+            let f = &inb[pos..pos + n];
+            pos += n;
+            let h = Header::read(f);
+            let seq = h.sequence_number;
+            match h.command_id {
+                c @ (cmd::BIND_TRANSCEIVER | cmd::BIND_TRANSMITTER | cmd::BIND_RECEIVER) => {
+                    let bt = BindType::from_command(c).unwrap();
+                    let st = if refuse { status::ESME_RBINDFAIL } else { 0 };
+                    out.extend_from_slice(&encode_bind_resp(bt, st, seq, "sink"));
+                    if !refuse {
+                        out.extend_from_slice(
+                            &SubmitBuilder::new("8613900000000", "1069").deliver().short_message(b"STOP").build(dseq),
+                        );
+                        put_header_only(&mut out, cmd::ENQUIRE_LINK, 0, dseq + 1);
+                        dseq += 2;
+                    }
+                }
+                cmd::SUBMIT_SM => {
+                    let m = peek::message(f).unwrap();
+                    let st = if m.short_message.windows(8).any(|w| w == b"THROTTLE") { 0x58 } else { 0 };
+                    id += 1;
+                    let mid = format!("{id:x}");
+                    put_resp_with_id(&mut out, cmd::SUBMIT_SM_RESP, st, seq, mid.as_bytes());
+                    if st == 0 && m.registered_delivery & 1 != 0 {
+                        let src = std::str::from_utf8(m.destination.addr).unwrap();
+                        let dst = std::str::from_utf8(m.source.addr).unwrap();
+                        let text = format!("id:{mid} stat:DELIVRD");
+                        out.extend_from_slice(
+                            &SubmitBuilder::new(src, dst)
+                                .deliver()
+                                .esm_class(0x04)
+                                .short_message(text.as_bytes())
+                                .build(dseq),
+                        );
+                        dseq += 1;
+                    }
+                }
+                cmd::UNBIND => {
+                    put_header_only(&mut out, cmd::UNBIND_RESP, 0, seq);
+                    close = true;
+                }
+                _ => {}
+            }
+        }
+        inb.advance(pos);
+        if !out.is_empty() {
+            if s.write_all(&out).await.is_err() {
+                return;
+            }
+            out.clear();
+        }
+        if close || refuse {
+            return;
+        }
+    }
+}
+
+fn bounded<F: std::future::Future>(f: F) -> tokio::time::Timeout<F> {
+    tokio::time::timeout(Duration::from_secs(10), f)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_traffic_against_sink_gets_every_response_and_receipt() {
+    let addr = sink(false).await;
+    let cfg = LoadConfig {
+        target: addr,
+        sessions: 2,
+        window: 50,
+        count: 2000,
+        duration: Duration::from_secs(5),
+        registered_delivery: true,
+        ..Default::default()
+    };
+    let r = bounded(run(cfg)).await.expect("run finished in time").unwrap();
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(r.sent, 2000);
+    assert_eq!(r.messages, 2000);
+    assert_eq!(r.responses, 2000);
+    assert_eq!(r.unanswered, 0);
+    assert_eq!(r.receipts, 2000);
+    assert_eq!(r.mo_received, 2);
+    assert_eq!(r.statuses.get("0x00000000"), Some(&2000));
+    assert_eq!(r.bind_failures, 0);
+    assert!(r.elapsed_seconds > 0.0 && r.submit_per_second > 0.0);
+    assert!(r.latency_us.p50 >= 1.0 && r.latency_us.max >= r.latency_us.p50);
+    let json = serde_json::to_string(&r).unwrap();
+    assert!(json.contains("\"latency_us\""));
+    r.print_human();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_counts_parts_messages_and_expect_mismatches() {
+    let addr = sink(false).await;
+    let line = |text: String, expect: &str| ScenarioLine {
+        source: "ACME".into(),
+        destination: "8613800138000".into(),
+        text,
+        encoding: Encoding::Gsm7,
+        expect: Some(expect.into()),
+    };
+    let cfg = LoadConfig {
+        target: addr,
+        sessions: 1,
+        window: 10,
+        count: 8,
+        duration: Duration::from_secs(5),
+        scenario: Some(vec![
+            line("y".repeat(200), "ok"),                  // 2 parts, OK as expected
+            line("please THROTTLE".into(), "0x00000058"), // throttled as expected
+            line("hello".into(), "ESME_RTHROTTLED"),      // OK: mismatch
+        ]),
+        ..Default::default()
+    };
+    let r = bounded(run(cfg)).await.expect("run finished in time").unwrap();
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(r.sent, 8);
+    assert_eq!(r.messages, 6);
+    assert_eq!(r.responses, 8);
+    assert_eq!(r.statuses.get("0x00000000"), Some(&6));
+    assert_eq!(r.statuses.get("0x00000058"), Some(&2));
+    assert_eq!(r.expect_mismatches, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_cap_limits_the_total_send_rate() {
+    let addr = sink(false).await;
+    let cfg = LoadConfig {
+        target: addr,
+        sessions: 2,
+        window: 50,
+        count: 0,
+        duration: Duration::from_millis(500),
+        rate: Some(4000),
+        ..Default::default()
+    };
+    let r = bounded(run(cfg)).await.expect("run finished in time").unwrap();
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    // 4000/s for 0.5 s = 2000, plus the initial token per session.
+    assert!((1700..=2200).contains(&r.sent), "sent {}", r.sent);
+    assert_eq!(r.responses, r.sent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_bind_and_refused_connect_are_reported() {
+    let addr = sink(true).await;
+    let cfg = LoadConfig { target: addr, sessions: 2, count: 10, ..Default::default() };
+    let r = bounded(run(cfg)).await.unwrap().unwrap();
+    assert_eq!(r.bind_failures, 2);
+    assert_eq!(r.sent, 0);
+    assert_eq!(r.errors.len(), 2);
+    assert!(r.errors[0].contains("0x0000000d"), "{:?}", r.errors);
+
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead = l.local_addr().unwrap();
+    drop(l);
+    let cfg = LoadConfig { target: dead, sessions: 1, count: 10, ..Default::default() };
+    let r = bounded(run(cfg)).await.unwrap().unwrap();
+    assert_eq!(r.sent, 0);
+    assert!(r.errors[0].contains("connect"), "{:?}", r.errors);
+}
+
+#[test]
+fn speed_parses() {
+    assert_eq!("1x".parse::<Speed>(), Ok(Speed::Factor(1.0)));
+    assert_eq!("10X".parse::<Speed>(), Ok(Speed::Factor(10.0)));
+    assert_eq!("0.5".parse::<Speed>(), Ok(Speed::Factor(0.5)));
+    assert_eq!("max".parse::<Speed>(), Ok(Speed::Max));
+    assert!("0x".parse::<Speed>().is_err());
+    assert!("fast".parse::<Speed>().is_err());
+}
+
+/// Throughput smoke test against the fastest possible sink.
+mod perf {
+    use super::*;
+
+    /// Fastest possible sink: header-only parsing, one write per read.
+    async fn fast_sink() -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                s.set_nodelay(true).unwrap();
+                tokio::spawn(async move {
+                    let mut inb = BytesMut::with_capacity(1 << 18);
+                    let mut out = BytesMut::with_capacity(1 << 18);
+                    let mut framer = Framer::new(MAX_PDU_BYTES);
+                    loop {
+                        inb.reserve(1 << 17);
+                        match s.read_buf(&mut inb).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => {}
+                        }
+                        let mut pos = 0;
+                        let mut close = false;
+                        while let Next::Frame(n) = framer.next(&inb[pos..]) {
+                            let h = Header::read(&inb[pos..]);
+                            pos += n;
+                            match h.command_id {
+                                cmd::SUBMIT_SM => {
+                                    put_resp_with_id(&mut out, cmd::SUBMIT_SM_RESP, 0, h.sequence_number, b"1")
+                                }
+                                cmd::BIND_TRANSCEIVER => out.extend_from_slice(&encode_bind_resp(
+                                    BindType::Transceiver,
+                                    0,
+                                    h.sequence_number,
+                                    "s",
+                                )),
+                                cmd::UNBIND => {
+                                    put_header_only(&mut out, cmd::UNBIND_RESP, 0, h.sequence_number);
+                                    close = true;
+                                }
+                                _ => {}
+                            }
+                        }
+                        inb.advance(pos);
+                        if s.write_all(&out).await.is_err() {
+                            return;
+                        }
+                        out.clear();
+                        if close {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "throughput smoke test: cargo test --release --lib load::perf -- --ignored --nocapture"]
+    async fn throughput() {
+        let addr = fast_sink().await;
+        for (sessions, window) in [(4, 100), (2, 500), (4, 1000)] {
+            let cfg = LoadConfig {
+                target: addr,
+                sessions,
+                window,
+                count: 0,
+                duration: Duration::from_secs(3),
+                ..Default::default()
+            };
+            let r = run(cfg).await.unwrap();
+            println!(
+                "{sessions}x{window}: {:.0} submit/s, sent {}, unanswered {}, p50 {} µs, errors {:?}",
+                r.submit_per_second, r.sent, r.unanswered, r.latency_us.p50, r.errors
+            );
+        }
+    }
+}
