@@ -75,7 +75,7 @@ pub struct Config {
     pub upstream: Upstream,
     pub session: Session,
     pub policy: Policy,
-    pub consent: Consent,
+    pub consent: ConsentConfig,
     pub admin: Admin,
     pub capture: Capture,
     /// Decision audit log (`[audit]`; off unless `audit.dir` is set).
@@ -214,13 +214,8 @@ impl Regime {
     }
 }
 
-/// Consent data locations. Parsed and validated now; loaded by the consent engine (issue #3).
-#[derive(Debug, Clone, Default)]
-pub struct Consent {
-    pub snapshot: Option<PathBuf>,
-    pub journal: Option<PathBuf>,
-    pub watch: bool,
-}
+/// `[consent]` and `[node]` validate into the consent data's own config type.
+pub use crate::consent::ConsentConfig;
 
 /// Where the admin API's bearer token comes from (`[admin]`).
 pub const DEFAULT_ADMIN_TOKEN_ENV: &str = "CONSENTGATE_ADMIN_TOKEN";

@@ -18,6 +18,7 @@ pub struct RawConfig {
     pub session: Option<RawSession>,
     pub policy: Option<RawPolicy>,
     pub consent: Option<RawConsent>,
+    pub node: Option<RawNode>,
     pub admin: Option<RawAdmin>,
     pub capture: Option<RawCapture>,
     pub audit: Option<RawAudit>,
@@ -72,6 +73,12 @@ pub struct RawConsent {
     pub snapshot: Option<String>,
     pub journal: Option<String>,
     pub watch: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNode {
+    pub id: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -282,10 +289,18 @@ impl RawConfig {
             Policy { mode, regime, default_country_code: cc, on_snapshot_unavailable, optout_keywords, reject_status };
 
         let c = self.consent.unwrap_or_default();
-        let consent = Consent {
+        let node = match self.node.and_then(|n| n.id) {
+            None => crate::consent::NodeId::from_hostname(),
+            Some(id) => crate::consent::NodeId::parse(&id).unwrap_or_else(|e| {
+                p.push("node.id", e.to_string());
+                crate::consent::NodeId::from_hostname()
+            }),
+        };
+        let consent = ConsentConfig {
             snapshot: c.snapshot.map(Into::into),
             journal: c.journal.map(Into::into),
             watch: c.watch.unwrap_or(false),
+            node,
         };
 
         let ad = self.admin.unwrap_or_default();
@@ -391,6 +406,11 @@ impl RawConfig {
             let source_class = class_map("source_class", a.source_class);
             let service_type_class = class_map("service_type_class", a.service_type_class);
             let entity = a.entity.unwrap_or_else(|| system_id.clone());
+            // The consent data's one entity rule (an entity the journal refused used to stop
+            // the journal writer, review §4.1).
+            if let Err(e) = crate::consent::EntityName::parse(&entity) {
+                p.push(key("entity"), format!("`{entity}`: {e}"));
+            }
             let acct = Account {
                 system_id: system_id.clone(),
                 entity,

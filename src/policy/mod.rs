@@ -21,9 +21,9 @@
 
 use crate::config::{pattern_matches, Account, MessageClass, Policy, PolicyMode, Regime, Unavailable};
 use crate::consent::delta::Delta;
-use crate::consent::journal::StatementKind;
 use crate::consent::msisdn;
 use crate::consent::snapshot::{EntityId, PairState, Snapshot};
+use crate::consent::statement::StatementKind;
 use crate::smpp::peek::Addr;
 
 /// Why a message is (or would be) rejected: one closed set that yields both the SMPP status

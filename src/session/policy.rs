@@ -8,8 +8,9 @@ use std::hash::{BuildHasher, Hasher};
 use bytes::BufMut;
 
 use super::{Session, State, RX_T_APPN};
-use crate::consent::journal::{Statement, StatementKind, StatementSource};
 use crate::consent::msisdn;
+use crate::consent::statement::{EntityName, NewStatement, StatementKind, StatementSource};
+use crate::consent::store::{RecordError, Ticket};
 use crate::policy::{self, AccountView, Inputs, Reason, Submit, Verdict};
 use crate::smpp::peek::{self, MessageView, MultiDest};
 use crate::smpp::{self, cmd, text, HEADER_LEN};
@@ -288,18 +289,34 @@ impl Session {
                 return None;
             }
         };
-        let at =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
-        let ticket = self.store.record(Statement {
-            seq: 0,
-            at,
+        let entity = match EntityName::parse(&self.account.entity) {
+            Ok(e) => e,
+            Err(e) => {
+                // Config validation refuses such an entity; never reached with a checked config.
+                tracing::error!(peer = %self.peer, error = %e, "opt-out not recorded: the account's entity is invalid");
+                return None;
+            }
+        };
+        let at = crate::time::Clock::system().now().unix_ms;
+        let recorded = self.store.record(NewStatement {
             kind: StatementKind::Revoke,
             source: StatementSource::Mo,
             msisdn: m,
-            entity: Some(self.account.entity.clone()),
+            entity: Some(entity),
+            at,
         });
         self.stats.optouts += 1;
-        Some(ticket)
+        match recorded {
+            Ok(Ticket::Journal(t)) => Some(t),
+            // Nothing to wait for: durable() is u64::MAX without a journal.
+            Ok(Ticket::Volatile) => Some(0),
+            Err(e @ RecordError::Invalid(_)) => {
+                tracing::error!(peer = %self.peer, error = %e, "opt-out not recorded");
+                None
+            }
+            // Held until the response timeout, then answered for redelivery.
+            Err(RecordError::JournalUnavailable) => Some(u64::MAX),
+        }
     }
 
     /// Adds the audit record of one decision. A rejected message is complete now (`status`);
