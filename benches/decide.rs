@@ -38,8 +38,8 @@ use std::time::{Duration, Instant};
 
 use consentgate::config::Config;
 use consentgate::consent::delta::Delta;
-use consentgate::consent::journal::{Statement, StatementKind, StatementSource};
 use consentgate::consent::snapshot::{build, BuildOptions, Snapshot};
+use consentgate::consent::statement::{EntityName, NodeId, Statement, StatementId, StatementKind, StatementSource};
 use consentgate::policy::{AccountIdx, ConsentView, Engine, Message};
 use consentgate::smpp::peek::Addr;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -222,16 +222,17 @@ fn fixture() -> Fixture {
 
 fn busy_delta(rng: &mut Rng) -> Delta {
     let delta = Delta::new();
+    let node = NodeId::parse("bench").unwrap();
     for i in 0..LIVE_STATEMENTS {
         let kind = match i % 3 {
             0 => StatementKind::Grant,
             1 => StatementKind::Revoke,
             _ => StatementKind::Dnc,
         };
-        let entity = (kind != StatementKind::Dnc).then(|| format!("brand-{}", rng.next() % ENTITIES));
+        let entity = kind.has_entity().then(|| EntityName::parse(&format!("brand-{}", rng.next() % ENTITIES)).unwrap());
         delta.apply(&Statement {
-            seq: i + 1,
-            at: 1_800_000_000 + i as i64,
+            id: StatementId { origin: node.clone(), seq: i + 1 },
+            at: 1_800_000_000_000 + i as i64,
             kind,
             source: StatementSource::Mo,
             msisdn: rng.msisdn(),

@@ -421,8 +421,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 fn snapshot_cmd(cmd: SnapshotCmd) -> anyhow::Result<ExitCode> {
-    use consentgate::consent::journal::{read_dir, StatementKind};
-    use consentgate::consent::snapshot::{build, Action, BuildOptions, JournalStatement, Snapshot};
+    use consentgate::consent::journal::read_dir;
+    use consentgate::consent::snapshot::{build, BuildOptions, Snapshot};
     match cmd {
         SnapshotCmd::Build { dnc, consent, journal, out, max_invalid, default_country_code } => {
             if dnc.is_none() && consent.is_none() && journal.is_none() {
@@ -433,20 +433,7 @@ fn snapshot_cmd(cmd: SnapshotCmd) -> anyhow::Result<ExitCode> {
                 BuildOptions { dnc, consent, out, max_invalid, default_cc: default_country_code, ..Default::default() };
             if let Some(dir) = journal {
                 let sts = read_dir(&dir).map_err(|e| anyhow::anyhow!("journal {}: {e}", dir.display()))?;
-                opts.journal_watermark = sts.iter().map(|s| s.seq).max().unwrap_or(0);
-                opts.journal_records = sts
-                    .into_iter()
-                    .map(|s| JournalStatement {
-                        msisdn: s.msisdn,
-                        entity: s.entity,
-                        action: match s.kind {
-                            StatementKind::Grant => Action::Grant,
-                            StatementKind::Revoke => Action::Revoke,
-                            StatementKind::Dnc => Action::Dnc,
-                        },
-                        at: s.at,
-                    })
-                    .collect();
+                opts.journal_records = sts;
             }
             let mut last = std::time::Instant::now();
             let report = build(&opts, |p| {
@@ -465,29 +452,7 @@ fn snapshot_cmd(cmd: SnapshotCmd) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::FAILURE);
                 }
             };
-            println!("wrote {} ({} bytes) in {:.2} s", r.out.display(), r.bytes_written, r.elapsed.as_secs_f64());
-            println!(
-                "  rows read:    {} (dnc {}, consent {}, journal {})",
-                r.rows_read, r.dnc_rows, r.consent_rows, r.journal_records
-            );
-            println!("  dnc numbers:  {}", r.dnc);
-            println!(
-                "  pairs:        {} (grant {}, revoked {}, grant older than dnc {})",
-                r.pairs, r.grants, r.revoked, r.dnc_newer
-            );
-            println!("  entities:     {}", r.entities);
-            if r.invalid.count > 0 {
-                println!(
-                    "  skipped {} invalid row(s) (allowed by --max-invalid {}):",
-                    r.invalid.count, opts.max_invalid
-                );
-                for (field, n) in &r.invalid.by_field {
-                    println!("    {field}: {n}");
-                }
-                for e in &r.invalid.first {
-                    println!("    {e}");
-                }
-            }
+            println!("{r}");
             Ok(ExitCode::SUCCESS)
         }
         SnapshotCmd::Inspect { file } => {
@@ -498,32 +463,7 @@ fn snapshot_cmd(cmd: SnapshotCmd) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::FAILURE);
                 }
             };
-            let i = s.info();
-            let hex = |d: Option<[u8; 32]>| {
-                d.map(|d| d.iter().map(|b| format!("{b:02x}")).collect::<String>()).unwrap_or_else(|| "-".into())
-            };
-            println!("{}", file.display());
-            println!("  id (payload xxh3):  {}", i.id());
-            println!("  format version:     {}", i.format_version);
-            println!("  built at (unix s):  {}", i.built_at);
-            println!("  dnc numbers:        {}", i.dnc_count);
-            println!(
-                "  consent pairs:      {} (grant {}, revoked {}, dnc newer {})",
-                i.pair_count, i.grants, i.revoked, i.dnc_newer
-            );
-            println!("  entities:           {}", i.entity_count);
-            println!("  key bits:           msisdn {} + entity {} + state 2", i.msisdn_bits, i.entity_bits);
-            println!(
-                "  hash table:         {} buckets, {} slots ({:.1} % full)",
-                i.buckets,
-                i.table_slots,
-                100.0 * i.records() as f64 / i.table_slots.max(1) as f64
-            );
-            println!("  journal watermark:  {}", i.journal_watermark);
-            println!("  dnc.csv sha256:     {}", hex(i.dnc_sha256));
-            println!("  consent.csv sha256: {}", hex(i.consent_sha256));
-            println!("  file bytes:         {} ({:.2} bytes/record)", i.file_bytes, i.bytes_per_record);
-            println!("  load + validate:    {:.1} ms", i.load_duration.as_secs_f64() * 1000.0);
+            println!("{}", s.info());
             Ok(ExitCode::SUCCESS)
         }
         SnapshotCmd::Lookup { file, msisdn, entity, regime, default_country_code } => {

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use common::*;
 use consentgate::config::Config;
-use consentgate::consent::journal::{Statement, StatementKind, StatementSource};
-use consentgate::consent::snapshot::{build, Action, BuildOptions, Snapshot, SnapshotBuilder};
+use consentgate::consent::snapshot::{build, BuildOptions, Snapshot, SnapshotBuilder};
+use consentgate::consent::statement::{EntityName, NewStatement, StatementKind, StatementSource};
 use consentgate::consent::store::ConsentStore;
 use consentgate::gateway::Control;
 use consentgate::sim::SimHandle;
@@ -39,8 +39,8 @@ const G: &str = "8613800000007";
 /// Granted; opts out by MO STOP.
 const H: &str = "8613800000008";
 
-const T0: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z
-const DAY: i64 = 86_400;
+const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z, Unix ms
+const DAY: i64 = 86_400_000;
 
 fn n(s: &str) -> u64 {
     s.parse().unwrap()
@@ -50,16 +50,16 @@ fn n(s: &str) -> u64 {
 fn base_snapshot() -> Snapshot {
     let mut b = SnapshotBuilder::new();
     let e = "acme-retail";
-    b.add_statement(n(A), e, Action::Grant, T0).unwrap();
-    b.add_statement(n(C), e, Action::Grant, T0).unwrap();
-    b.add_statement(n(C), e, Action::Revoke, T0 + DAY).unwrap();
+    b.add_statement(n(A), e, StatementKind::Grant, T0).unwrap();
+    b.add_statement(n(C), e, StatementKind::Grant, T0).unwrap();
+    b.add_statement(n(C), e, StatementKind::Revoke, T0 + DAY).unwrap();
     b.add_dnc(n(D), T0).unwrap();
-    b.add_statement(n(E), e, Action::Grant, T0).unwrap();
+    b.add_statement(n(E), e, StatementKind::Grant, T0).unwrap();
     b.add_dnc(n(E), T0 + DAY).unwrap();
     b.add_dnc(n(F), T0).unwrap();
-    b.add_statement(n(F), e, Action::Grant, T0 + DAY).unwrap();
-    b.add_statement(n(G), e, Action::Grant, T0).unwrap();
-    b.add_statement(n(H), e, Action::Grant, T0).unwrap();
+    b.add_statement(n(F), e, StatementKind::Grant, T0 + DAY).unwrap();
+    b.add_statement(n(G), e, StatementKind::Grant, T0).unwrap();
+    b.add_statement(n(H), e, StatementKind::Grant, T0).unwrap();
     b.into_snapshot().expect("snapshot")
 }
 
@@ -149,19 +149,19 @@ fn forwarded(sim: &SimHandle) -> Vec<String> {
         .collect()
 }
 
-fn api_statement(msisdn: &str, kind: StatementKind, at: i64) -> Statement {
-    Statement {
-        seq: 0,
+fn api_statement(msisdn: &str, kind: StatementKind, at: i64) -> NewStatement {
+    NewStatement {
         at,
         kind,
         source: StatementSource::Api,
         msisdn: n(msisdn),
-        entity: (kind != StatementKind::Dnc).then(|| "acme-retail".to_owned()),
+        entity: kind.has_entity().then(|| EntityName::parse("acme-retail").unwrap()),
     }
 }
 
+/// Now, Unix ms.
 fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+    consentgate::time::Clock::system().now().unix_ms
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -234,16 +234,16 @@ async fn live_statements_latest_wins() {
     let mut e = Esme::bound(s.addr, "acme").await;
     let t = unix_now();
     assert_eq!(status_of(&mut e, &submit_to(B)).await, 0x400);
-    s.store.record(api_statement(B, StatementKind::Grant, t));
+    s.store.record(api_statement(B, StatementKind::Grant, t)).unwrap();
     assert_eq!(status_of(&mut e, &submit_to(B)).await, 0, "after grant");
-    s.store.record(api_statement(B, StatementKind::Revoke, t + 1));
+    s.store.record(api_statement(B, StatementKind::Revoke, t + 1)).unwrap();
     assert_eq!(status_of(&mut e, &submit_to(B)).await, 0x401, "after revoke");
-    s.store.record(api_statement(B, StatementKind::Grant, t + 2));
+    s.store.record(api_statement(B, StatementKind::Grant, t + 2)).unwrap();
     assert_eq!(status_of(&mut e, &submit_to(B)).await, 0, "after grant again");
     // A live grant also overrides an older snapshot revoke / DNC.
-    s.store.record(api_statement(C, StatementKind::Grant, t));
+    s.store.record(api_statement(C, StatementKind::Grant, t)).unwrap();
     assert_eq!(status_of(&mut e, &submit_to(C)).await, 0);
-    s.store.record(api_statement(D, StatementKind::Grant, t));
+    s.store.record(api_statement(D, StatementKind::Grant, t)).unwrap();
     assert_eq!(status_of(&mut e, &submit_to(D)).await, 0);
     s.shutdown().await;
 }
@@ -263,7 +263,7 @@ async fn concatenated_message_gets_one_verdict() {
         assert_eq!(status_of(&mut e, &part(B, 0x21, seq)).await, 0x400, "part {seq} to B");
     }
     assert_eq!(status_of(&mut e, &part(A, 0x22, 1)).await, 0, "part 1 to A");
-    s.store.record(api_statement(A, StatementKind::Revoke, unix_now()));
+    s.store.record(api_statement(A, StatementKind::Revoke, unix_now())).unwrap();
     assert_eq!(status_of(&mut e, &part(A, 0x22, 2)).await, 0, "part 2 keeps the message's verdict");
     assert_eq!(status_of(&mut e, &part(A, 0x22, 3)).await, 0, "part 3 keeps the message's verdict");
     assert_eq!(status_of(&mut e, &submit_to(A)).await, 0x401, "a new message sees the revocation");

@@ -36,10 +36,10 @@ use tokio::sync::{mpsc, oneshot};
 pub use config::{AdminConfig, Secret, DEFAULT_ADMIN_TOKEN_ENV};
 
 use crate::capture::Capture;
-use crate::consent::journal::{Statement, StatementKind, StatementSource};
 use crate::consent::msisdn;
 use crate::consent::snapshot::SnapshotError;
-use crate::consent::store::{ConsentStore, Loaded};
+use crate::consent::statement::{EntityName, NewStatement, StatementKind, StatementSource};
+use crate::consent::store::{ConsentStore, Loaded, RecordError, Ticket};
 use crate::policy::{self, ConsentView, Engine, Verdict};
 use crate::relay::UpstreamConfig;
 use crate::telemetry::metrics as m;
@@ -168,10 +168,16 @@ async fn readyz(State(state): State<AdminState>) -> Response {
         || state.engine.config().on_snapshot_unavailable == policy::Unavailable::Allow;
     let upstream = crate::relay::upstream::probe(&state.upstream).await;
     metrics::gauge!(m::UPSTREAM_REACHABLE).set(if upstream.is_ok() { 1.0 } else { 0.0 });
-    let ready = snapshot_ok && upstream.is_ok();
+    let journal = state.store.journal_health();
+    let ready = snapshot_ok && upstream.is_ok() && journal.is_ok();
+    let journal_error = match &journal {
+        crate::consent::store::JournalHealth::Failing { last_error, .. } => Some(last_error.clone()),
+        _ => None,
+    };
     let body = json!({
         "ready": ready,
         "snapshot": { "ok": snapshot_ok, "loaded": loaded },
+        "journal": { "ok": journal.is_ok(), "state": journal.as_str(), "error": journal_error },
         "upstream": { "ok": upstream.is_ok(), "address": state.upstream.address, "error": upstream.err() },
     });
     let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
@@ -194,7 +200,7 @@ pub fn snapshot_json(l: &Loaded) -> Value {
         "loaded_at": unix_of(l.loaded_at) as i64,
         "load_ms": i.load_duration.as_secs_f64() * 1000.0,
         "counts": { "dnc": i.dnc_count, "pairs": i.pair_count, "entities": i.entity_count },
-        "journal_watermark": i.journal_watermark,
+        "watermarks": i.watermarks.iter().map(|(n, s)| (n.to_string(), s)).collect::<std::collections::BTreeMap<_, _>>(),
         "sources": { "dnc_sha256": hex(i.dnc_sha256), "consent_sha256": hex(i.consent_sha256) },
         "file_bytes": i.file_bytes,
         "bytes_per_record": i.bytes_per_record,
@@ -278,12 +284,13 @@ async fn consent_lookup(
             s.pairs_of(n).map(|(e, st)| json!({ "entity": s.entity_name(e), "state": st.as_str() })).collect();
         json!({ "id": s.info().id(), "dnc": s.is_dnc(n), "pairs": pairs })
     });
-    let mut live = json!({ "dnc_at": store.delta.dnc(n) });
+    // The API reports Unix seconds; the delta holds milliseconds.
+    let mut live = json!({ "dnc_at": store.delta.dnc(n).map(|ms| ms.div_euclid(1000)) });
     let mut decision = Value::Null;
     if let Some(entity) = &q.entity {
         let live_entity = store.delta.lookup_entity(entity);
         if let Some((kind, at)) = live_entity.and_then(|e| store.delta.pair(n, e)) {
-            live["pair"] = json!({ "entity": entity, "kind": kind.as_str(), "at": at });
+            live["pair"] = json!({ "entity": entity, "kind": kind.as_str(), "at": at.div_euclid(1000) });
         }
         let data = ConsentView {
             snapshot: snap,
@@ -330,32 +337,24 @@ async fn consent_post(State(state): State<AdminState>, headers: HeaderMap, body:
         Ok(n) => n,
         Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_msisdn", format!("{}: {e}", input.msisdn)),
     };
-    let kind = match input.kind.as_str() {
-        "grant" => StatementKind::Grant,
-        "revoke" => StatementKind::Revoke,
-        "dnc" => StatementKind::Dnc,
-        other => {
-            return error(StatusCode::BAD_REQUEST, "invalid_kind", format!("`{other}`: expected grant | revoke | dnc"))
-        }
+    let kind: StatementKind = match input.kind.parse() {
+        Ok(k) => k,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_kind", e.to_string()),
     };
     let entity = match (kind, input.entity) {
         (StatementKind::Dnc, Some(_)) => {
             return error(StatusCode::BAD_REQUEST, "invalid_entity", "a dnc statement names no entity")
         }
         (StatementKind::Dnc, None) => None,
-        (_, Some(e)) if !e.is_empty() && e.len() <= 255 && !e.chars().any(char::is_control) => Some(e),
-        (_, Some(_)) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_entity",
-                "entity must be 1–255 bytes without control characters",
-            )
-        }
+        (_, Some(e)) => match EntityName::parse(&e) {
+            Ok(e) => Some(e),
+            Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_entity", e.to_string()),
+        },
         (_, None) => return error(StatusCode::BAD_REQUEST, "missing_entity", "grant and revoke need an entity"),
     };
     let at = match input.at.as_deref() {
-        None => crate::time::Clock::system().now().unix_s(),
-        Some(t) => match crate::time::parse_timestamp(t.as_bytes()) {
+        None => crate::time::Clock::system().now().unix_ms,
+        Some(t) => match crate::time::parse_timestamp_ms(t.as_bytes()) {
             Some(at) => at,
             None => {
                 return error(
@@ -368,20 +367,21 @@ async fn consent_post(State(state): State<AdminState>, headers: HeaderMap, body:
     };
     let store = &state.store;
     let mut durable = store.durable();
-    let ticket =
-        store.record(Statement { seq: 0, at, kind, source: StatementSource::Api, msisdn: n, entity: entity.clone() });
+    let recorded =
+        store.record(NewStatement { kind, source: StatementSource::Api, msisdn: n, entity: entity.clone(), at });
     metrics::counter!(m::STATEMENTS_TOTAL, "source" => "api", "kind" => kind.as_str()).increment(1);
     if kind != StatementKind::Grant {
         metrics::counter!(m::OPTOUTS_TOTAL, "source" => "api").increment(1);
     }
     let journalled = state.journalled;
-    if ticket == u64::MAX {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "journal_unavailable",
-            "the journal writer has stopped: the statement applies in memory but is not durable",
-        );
-    }
+    let ticket = match recorded {
+        Ok(Ticket::Journal(t)) => t,
+        Ok(Ticket::Volatile) => 0,
+        Err(e @ RecordError::Invalid(_)) => return error(StatusCode::BAD_REQUEST, "invalid_statement", e.to_string()),
+        Err(e @ RecordError::JournalUnavailable) => {
+            return error(StatusCode::SERVICE_UNAVAILABLE, "journal_unavailable", e.to_string())
+        }
+    };
     if journalled {
         let wait = durable.wait_for(|&d| d >= ticket);
         match tokio::time::timeout(DURABLE_WAIT, wait).await {
@@ -406,7 +406,7 @@ async fn consent_post(State(state): State<AdminState>, headers: HeaderMap, body:
             "recorded": true,
             "durable": journalled,
             "journal_seq": if journalled { Some(ticket) } else { None },
-            "statement": { "msisdn": n.to_string(), "kind": kind.as_str(), "entity": entity, "at": at },
+            "statement": { "msisdn": n.to_string(), "kind": kind.as_str(), "entity": entity, "at": at.div_euclid(1000) },
         })),
     )
         .into_response()

@@ -19,7 +19,7 @@ pub use crate::admin::{AdminConfig, Secret, DEFAULT_ADMIN_TOKEN_ENV};
 pub use crate::capture::{
     DEFAULT_MAX_FILES as DEFAULT_CAPTURE_MAX_FILES, DEFAULT_MAX_FILE_BYTES as DEFAULT_CAPTURE_MAX_FILE_BYTES,
 };
-pub use crate::consent::store::ConsentConfig;
+pub use crate::consent::ConsentConfig;
 pub use crate::gateway::config::{GatewayConfig as Config, ListenConfig};
 pub use crate::optout::DEFAULT_KEYWORDS as DEFAULT_OPTOUT_KEYWORDS;
 pub use crate::policy::config::{

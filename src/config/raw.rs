@@ -21,6 +21,7 @@ pub struct RawConfig {
     pub session: Option<RawSession>,
     pub policy: Option<RawPolicy>,
     pub consent: Option<RawConsent>,
+    pub node: Option<RawNode>,
     pub admin: Option<RawAdmin>,
     pub capture: Option<RawCapture>,
     pub audit: Option<RawAudit>,
@@ -75,6 +76,12 @@ pub struct RawConsent {
     pub snapshot: Option<String>,
     pub journal: Option<String>,
     pub watch: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNode {
+    pub id: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -169,10 +176,18 @@ impl RawConfig {
         let session = validate_session(self.session.unwrap_or_default(), &mut p);
         let (policy, optout_keywords) = validate_policy(self.policy.unwrap_or_default(), &mut p);
         let c = self.consent.unwrap_or_default();
+        let node = match self.node.and_then(|n| n.id) {
+            None => crate::consent::NodeId::from_hostname(),
+            Some(id) => crate::consent::NodeId::parse(&id).unwrap_or_else(|e| {
+                p.push("node.id", e.to_string());
+                crate::consent::NodeId::from_hostname()
+            }),
+        };
         let consent = ConsentConfig {
             snapshot: c.snapshot.map(Into::into),
             journal: c.journal.map(Into::into),
             watch: c.watch.unwrap_or(false),
+            node,
         };
         let admin = validate_admin(self.admin.unwrap_or_default(), &mut p);
         let accounts = validate_accounts(self.account, &mut p);
@@ -330,21 +345,6 @@ fn validate_admin(ad: RawAdmin, p: &mut Problems) -> AdminConfig {
     }
 }
 
-/// The entity rule of every consent statement (DESIGN §4): 1–255 bytes of UTF-8 without
-/// control characters. An account's entity names the statements its MO opt-outs record, so
-/// a bad one must be refused here, not by the journal at the first opt-out.
-fn entity_problem(e: &str) -> Option<&'static str> {
-    if e.is_empty() {
-        Some("must not be empty: it names the consent records of this account's messages and opt-outs")
-    } else if e.len() > 255 {
-        Some("longer than 255 bytes")
-    } else if e.chars().any(char::is_control) {
-        Some("contains a control character")
-    } else {
-        None
-    }
-}
-
 fn validate_accounts(raw: Vec<RawAccount>, p: &mut Problems) -> Vec<Account> {
     let mut accounts: Vec<Account> = Vec::new();
     for (i, a) in raw.into_iter().enumerate() {
@@ -418,8 +418,10 @@ fn validate_accounts(raw: Vec<RawAccount>, p: &mut Problems) -> Vec<Account> {
             class_map("source_class", a.source_class).into_iter().map(|(s, c)| (Pattern::new(&s), c)).collect();
         let service_type_class = class_map("service_type_class", a.service_type_class);
         let entity = a.entity.unwrap_or_else(|| system_id.clone());
-        if let Some(why) = entity_problem(&entity) {
-            p.push(key("entity"), why);
+        // The account's entity names the statements its MO opt-outs record: a bad one is
+        // refused here, not by the journal at the first opt-out (it used to stop the writer).
+        if let Err(e) = crate::consent::EntityName::parse(&entity) {
+            p.push(key("entity"), e.to_string());
         }
         if accounts.iter().any(|x| x.system_id == system_id) {
             p.push(key("system_id"), format!("`{system_id}` is defined twice"));

@@ -4,39 +4,58 @@
 //! Two concurrent maps over `foldhash` (`perf-anchors.md` §4.3: dashmap only for the small live
 //! layer, with a fast hasher; SipHash would cost another 1.5–2.5x):
 //!
-//! * pairs: (msisdn, interned entity) → latest grant / revoke with its `at` and `seq`;
-//! * dnc: msisdn → latest do-not-call `at` and `seq`.
+//! * pairs: (msisdn, interned entity) → latest grant / revoke with its `at` and identity;
+//! * dnc: msisdn → latest do-not-call `at` and identity.
 //!
-//! Latest wins by (`at`, `seq`), so applying statements in any order gives the same result.
+//! The latest wins by the cross-node order of [`super::statement::Precedence`] (later `at`,
+//! revoke over grant, origin, seq), so applying statements in any order, on any node, gives
+//! the same result.
 //! Reads never allocate. A read takes no lock unless the number has (or had) a live
 //! statement: a membership bitset in front of the maps is tested with one plain atomic load,
 //! and only a set bit leads to the map and its shard read lock. Entities are
 //! interned to `u32` ids of this delta (not the snapshot's ids): a session resolves its entity
-//! once with [`Delta::intern`] and looks up with the id. Entries folded into a newer snapshot
-//! are dropped with [`Delta::prune_through`].
+//! once with [`Delta::intern`] and looks up with the id. Origin nodes are interned to `u32`
+//! as well, so an entry stays 24 bytes. Entries folded into a newer snapshot are dropped with
+//! [`Delta::prune_through`], by the snapshot's per-origin watermarks.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::RwLock;
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use foldhash::fast::RandomState;
 
-use super::journal::{Statement, StatementKind};
+use super::statement::{NodeId, Precedence, Statement, StatementKind, Watermarks};
 
 type Map<K, V> = DashMap<K, V, RandomState>;
 
-/// The latest statement for a key: what it says and its (at, seq) order.
+/// The latest statement for a key: what it says, when (Unix ms), and its identity (origin
+/// interned in [`Nodes`], origin seq).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Latest {
     /// Grant or Revoke in the pair map; Dnc in the dnc map.
     kind: StatementKind,
+    origin: u32,
     at: i64,
     seq: u64,
 }
 
-impl Latest {
-    fn order(&self) -> (i64, u64) {
-        (self.at, self.seq)
+/// Origin node ids interned to dense `u32`s (a handful: one per gateway node). Read on
+/// apply and prune only, never by a lookup.
+#[derive(Debug, Default)]
+struct Nodes(RwLock<Vec<NodeId>>);
+
+impl Nodes {
+    fn intern(&self, node: &NodeId) -> u32 {
+        let find = |v: &Vec<NodeId>| v.iter().position(|n| n == node).map(|i| i as u32);
+        if let Some(i) = find(&self.0.read().unwrap_or_else(|p| p.into_inner())) {
+            return i;
+        }
+        let mut w = self.0.write().unwrap_or_else(|p| p.into_inner());
+        find(&w).unwrap_or_else(|| {
+            w.push(node.clone());
+            (w.len() - 1) as u32
+        })
     }
 }
 
@@ -79,6 +98,7 @@ pub struct Delta {
     pairs: Map<(u64, u32), Latest>,
     dnc: Map<u64, Latest>,
     entities: EntityInterner,
+    nodes: Nodes,
     /// Entry counts kept beside the maps so that the hot path skips the shard locks entirely
     /// while a map is empty (the usual case right after a snapshot folded the journal in).
     n_pairs: AtomicUsize,
@@ -101,6 +121,7 @@ impl Default for Delta {
             pairs: Map::default(),
             dnc: Map::default(),
             entities: EntityInterner::default(),
+            nodes: Nodes::default(),
             n_pairs: AtomicUsize::new(0),
             n_dnc: AtomicUsize::new(0),
             members: (0..1usize << (MEMBER_BITS - 6)).map(|_| AtomicU64::new(0)).collect(),
@@ -126,21 +147,21 @@ impl Delta {
         self.members[w].load(Ordering::Acquire) & b != 0
     }
 
-    /// Records a journalled statement (with its `seq` set), keeping the newer by (at, seq) when
-    /// the key already has one. A grant / revoke without an entity is ignored (the journal
-    /// refuses to write one).
+    /// Records a statement, keeping the greater by [`Statement::precedence`] when the key
+    /// already has one. A grant / revoke without an entity is ignored (the store and the
+    /// journal refuse to make one).
     pub fn apply(&self, st: &Statement) {
-        let new = Latest { kind: st.kind, at: st.at, seq: st.seq };
+        let new = Latest { kind: st.kind, origin: self.nodes.intern(&st.id.origin), at: st.at, seq: st.id.seq };
         match st.kind {
             StatementKind::Dnc => {
-                if upsert(&self.dnc, st.msisdn, new) {
+                if self.upsert(&self.dnc, st.msisdn, new, st) {
                     self.n_dnc.fetch_add(1, Ordering::Release);
                 }
                 self.mark(st.msisdn);
             }
             StatementKind::Grant | StatementKind::Revoke => {
                 if let Some(entity) = st.entity.as_deref() {
-                    if upsert(&self.pairs, (st.msisdn, self.entities.intern(entity)), new) {
+                    if self.upsert(&self.pairs, (st.msisdn, self.entities.intern(entity)), new, st) {
                         self.n_pairs.fetch_add(1, Ordering::Release);
                     }
                     self.mark(st.msisdn);
@@ -155,7 +176,29 @@ impl Delta {
         self.members[w].fetch_or(b, Ordering::Release);
     }
 
-    /// The latest grant or revoke for (subscriber, entity id) and when it was made.
+    /// Inserts `new` (made from `st`) or keeps the entry that precedes; returns whether a new
+    /// key was added.
+    fn upsert<K: Eq + std::hash::Hash>(&self, map: &Map<K, Latest>, key: K, new: Latest, st: &Statement) -> bool {
+        match map.entry(key) {
+            Entry::Occupied(mut o) => {
+                let old = *o.get();
+                let wins = {
+                    let nodes = self.nodes.0.read().unwrap_or_else(|p| p.into_inner());
+                    Precedence::new(old.at, old.kind, &nodes[old.origin as usize], old.seq) < st.precedence()
+                };
+                if wins {
+                    o.insert(new);
+                }
+                false
+            }
+            Entry::Vacant(v) => {
+                v.insert(new);
+                true
+            }
+        }
+    }
+
+    /// The latest grant or revoke for (subscriber, entity id) and when it was made (Unix ms).
     #[inline]
     pub fn pair(&self, msisdn: u64, entity: u32) -> Option<(StatementKind, i64)> {
         if self.n_pairs.load(Ordering::Acquire) == 0 || !self.maybe_member(msisdn) {
@@ -164,7 +207,7 @@ impl Delta {
         self.pairs.get(&(msisdn, entity)).map(|e| (e.kind, e.at))
     }
 
-    /// When the subscriber's latest do-not-call statement was made, if any.
+    /// When the subscriber's latest do-not-call statement was made (Unix ms), if any.
     #[inline]
     pub fn dnc(&self, msisdn: u64) -> Option<i64> {
         if self.n_dnc.load(Ordering::Acquire) == 0 || !self.maybe_member(msisdn) {
@@ -173,21 +216,27 @@ impl Delta {
         self.dnc.get(&msisdn).map(|e| e.at)
     }
 
-    /// Drops every entry whose statement has `seq <= watermark`: those are in a snapshot that
-    /// folded the journal through `watermark`. Entries re-set by a later statement survive.
-    pub fn prune_through(&self, watermark: u64) {
+    /// Drops every entry whose statement is covered by `marks` (origin seq at or below its
+    /// origin's mark): those are in a snapshot that folded them in. Entries re-set by a later
+    /// statement survive.
+    pub fn prune_through(&self, marks: &Watermarks) {
+        // The marks by interned origin (0 for an origin the snapshot has nothing from).
+        let by_origin: Vec<u64> =
+            self.nodes.0.read().unwrap_or_else(|p| p.into_inner()).iter().map(|n| marks.get(n)).collect();
+        // An origin interned after the read above is newer than any snapshot: its mark is 0.
+        let covered = |e: &Latest| e.seq <= by_origin.get(e.origin as usize).copied().unwrap_or(0);
         // Counts only ever move by what was really inserted or removed, so a concurrent apply
         // (whose statement is newer than the watermark and survives) is never lost from them.
         let mut gone = 0;
         self.pairs.retain(|_, e| {
-            let keep = e.seq > watermark;
+            let keep = !covered(e);
             gone += usize::from(!keep);
             keep
         });
         self.n_pairs.fetch_sub(gone, Ordering::AcqRel);
         let mut gone = 0;
         self.dnc.retain(|_, e| {
-            let keep = e.seq > watermark;
+            let keep = !covered(e);
             gone += usize::from(!keep);
             keep
         });
@@ -228,34 +277,35 @@ impl Delta {
     }
 }
 
-/// Inserts or keeps the newer; returns whether a new key was added.
-fn upsert<K: Eq + std::hash::Hash>(map: &Map<K, Latest>, key: K, new: Latest) -> bool {
-    match map.entry(key) {
-        Entry::Occupied(mut o) => {
-            if o.get().order() < new.order() {
-                o.insert(new);
-            }
-            false
-        }
-        Entry::Vacant(v) => {
-            v.insert(new);
-            true
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::consent::journal::StatementSource;
+    use crate::consent::statement::{EntityName, StatementId, StatementSource};
     use std::sync::atomic::AtomicBool;
 
+    fn id(origin: &str, seq: u64) -> StatementId {
+        StatementId { origin: NodeId::parse(origin).unwrap(), seq }
+    }
+
+    fn pair_from(origin: &str, seq: u64, at: i64, kind: StatementKind, msisdn: u64, entity: &str) -> Statement {
+        let entity = Some(EntityName::parse(entity).unwrap());
+        Statement { at, kind, source: StatementSource::Api, msisdn, entity, id: id(origin, seq) }
+    }
+
     fn pair(seq: u64, at: i64, kind: StatementKind, msisdn: u64, entity: &str) -> Statement {
-        Statement { seq, at, kind, source: StatementSource::Api, msisdn, entity: Some(entity.into()) }
+        pair_from("n1", seq, at, kind, msisdn, entity)
     }
 
     fn dnc(seq: u64, at: i64, msisdn: u64) -> Statement {
-        Statement { seq, at, kind: StatementKind::Dnc, source: StatementSource::Mo, msisdn, entity: None }
+        Statement { at, kind: StatementKind::Dnc, source: StatementSource::Mo, msisdn, entity: None, id: id("n1", seq) }
+    }
+
+    fn marks(m: &[(&str, u64)]) -> Watermarks {
+        let mut w = Watermarks::new();
+        for &(n, s) in m {
+            w.insert(NodeId::parse(n).unwrap(), s);
+        }
+        w
     }
 
     const M: u64 = 8613800138000;
@@ -347,13 +397,15 @@ mod tests {
         d.apply(&pair(2, 10, Grant, M + 1, "acme"));
         d.apply(&dnc(3, 10, M));
         d.apply(&pair(4, 20, Revoke, M + 1, "acme")); // supersedes seq 2
-        d.prune_through(3);
+        d.prune_through(&marks(&[("n1", 3)]));
         let acme = d.lookup_entity("acme").unwrap();
         assert_eq!(d.pair(M, acme), None);
         assert_eq!(d.pair(M + 1, acme), Some((Revoke, 20)));
         assert_eq!(d.dnc(M), None);
         assert_eq!(d.len(), 1);
-        d.prune_through(u64::MAX);
+        d.prune_through(&marks(&[("other", u64::MAX)]));
+        assert_eq!(d.len(), 1);
+        d.prune_through(&marks(&[("n1", u64::MAX)]));
         assert!(d.is_empty());
         // Interned ids survive pruning.
         assert_eq!(d.lookup_entity("acme"), Some(acme));
@@ -404,5 +456,33 @@ mod tests {
             assert_eq!(d.pair(M + k, acme).unwrap().1, last);
         }
         assert_eq!(d.pair_len(), SUBS as usize);
+    }
+
+    /// Two nodes' statements on one key: the same winner in any order (revoke over grant at
+    /// one instant, then origin, then seq), and pruning goes by each origin's own mark.
+    #[test]
+    fn cross_node_order_and_per_origin_prune() {
+        use StatementKind::*;
+        let sts = [
+            pair_from("gw-a", 7, 500, Grant, M, "acme"),
+            pair_from("gw-b", 3, 500, Grant, M, "acme"),
+            pair_from("gw-a", 8, 400, Revoke, M + 1, "acme"),
+            pair_from("gw-b", 2, 400, Grant, M + 1, "acme"),
+        ];
+        for order in [[0, 1, 2, 3], [3, 2, 1, 0], [1, 3, 0, 2]] {
+            let d = Delta::new();
+            for i in order {
+                d.apply(&sts[i]);
+            }
+            let acme = d.lookup_entity("acme").unwrap();
+            assert_eq!(d.pair(M, acme), Some((Grant, 500)));
+            assert_eq!(d.pair(M + 1, acme), Some((Revoke, 400)));
+            // M's entry is gw-b's (origin "gw-b" > "gw-a"): gw-a's mark does not prune it.
+            d.prune_through(&marks(&[("gw-a", 100)]));
+            assert_eq!(d.len(), 1);
+            assert_eq!(d.pair(M, acme), Some((Grant, 500)));
+            d.prune_through(&marks(&[("gw-a", 100), ("gw-b", 3)]));
+            assert!(d.is_empty());
+        }
     }
 }

@@ -9,22 +9,33 @@
 //!                                    hash, write)          ← policy::decide, per submit_sm
 //! ```
 //!
+//! * [`statement`] — the one statement type: kind, source, entity and node ids, identity
+//!   (origin node, origin seq), the cross-node order, per-origin watermarks.
 //! * [`msisdn`] — addresses → E.164 digits as `u64` ([`normalise`]).
-//! * [`source`] — streaming `dnc.csv` / `consent.csv` readers, RFC 3339 timestamps, row errors.
+//! * [`source`] — streaming `dnc.csv` / `consent.csv` readers and their row errors.
+//! * [`journal`] — the append-only journal of live statements; [`delta`] — the in-memory live
+//!   layer; [`store`] — snapshot + delta + journal writer, as the gateway runs them.
+//! * [`config`] — [`ConsentConfig`], the validated `[consent]` section and `[node] id`.
 //! * [`snapshot`] — the file format, [`build`], and the loaded [`Snapshot`] with its lookups.
 //! * `table` — the bucketised hash table inside a snapshot, its lookup and its validation.
 
+pub mod config;
 pub mod delta;
 pub mod journal;
 pub mod msisdn;
 pub mod snapshot;
 pub mod source;
+pub mod statement;
 pub mod store;
 mod table;
 
+pub use config::ConsentConfig;
 pub use msisdn::{normalise, normalise_text, MsisdnError};
 pub use snapshot::{
-    build, Action, BuildError, BuildOptions, BuildReport, EntityId, JournalStatement, PairState, Phase, Progress,
-    Snapshot, SnapshotBuilder, SnapshotError, SnapshotInfo,
+    build, BuildError, BuildOptions, BuildReport, EntityId, PairState, Phase, Progress, Snapshot, SnapshotBuilder,
+    SnapshotError, SnapshotInfo,
 };
 pub use source::{RowError, RowErrors};
+pub use statement::{
+    EntityName, NewStatement, NodeId, Statement, StatementId, StatementKind, StatementSource, Watermarks,
+};

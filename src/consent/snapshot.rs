@@ -94,13 +94,14 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Cursor, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use std::{fmt, mem, slice, thread};
 
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 use super::msisdn::{MAX_MSISDN, MIN_MSISDN};
-use super::source::{self, InvalidBudget, RowErrors, SourceError, SourceSummary, MAX_ENTITY_LEN};
+use super::source::{self, InvalidBudget, RowErrors, SourceError, SourceSummary};
+use super::statement::{check_entity, NodeId, Statement, StatementKind, Watermarks};
 use super::table::{self, Table, DNC_STATE, MAX_ENTRIES};
 
 #[cfg(not(target_endian = "little"))]
@@ -109,58 +110,27 @@ compile_error!("the consent snapshot format is little-endian and used in place; 
 /// First 8 bytes of every snapshot file.
 pub const MAGIC: [u8; 8] = *b"CGSNAP\0\x01";
 /// The format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 2;
-/// Header length of format version 1.
+pub const FORMAT_VERSION: u32 = 3;
+/// Header length (every format version so far).
 pub const HEADER_LEN: usize = 256;
 
-const SECTION_NAMES: [&str; 2] = ["entities", "table"];
+/// Sections in file order. The table is section 1 (its descriptor at header offset 136); the
+/// watermarks, new in format 3, come last (descriptor at offset 184).
+const SECTION_NAMES: [&str; 3] = ["entities", "table", "watermarks"];
 /// Sections start on cache-line boundaries (the table's buckets are cache lines).
 const SECTION_ALIGN: u64 = 64;
 /// Unit of the payload checksum (module docs).
 const CHECKSUM_BLOCK: u64 = 16 << 20;
 
-/// Timestamps the builder accepts: ±2^40 s (±34 000 years) around the epoch.
-pub const MIN_AT: i64 = -(1 << 40);
-pub const MAX_AT: i64 = (1 << 40) - 1;
-const AT_BIAS: i64 = 1 << 40;
+/// Timestamps the builder accepts, Unix milliseconds: ±2^44 ms (±557 years) around the epoch.
+pub const MIN_AT: i64 = -(1 << 44);
+pub const MAX_AT: i64 = (1 << 44) - 1;
+const AT_BIAS: i64 = 1 << 44;
 const AT_MASK: u128 = (1 << 45) - 1;
 
 // ---------------------------------------------------------------------------------------------
 // Public types
 // ---------------------------------------------------------------------------------------------
-
-/// What a statement says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Action {
-    /// The subscriber consents to messages from the entity.
-    Grant,
-    /// The subscriber withdraws consent from the entity.
-    Revoke,
-    /// The subscriber refuses commercial messages from everyone (do-not-call registration).
-    Dnc,
-}
-
-impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Grant => "grant",
-            Action::Revoke => "revoke",
-            Action::Dnc => "dnc",
-        }
-    }
-}
-
-/// One statement from the live journal, folded into a build.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JournalStatement {
-    /// Normalised MSISDN (see [`super::msisdn`]).
-    pub msisdn: u64,
-    /// The entity for grant / revoke; `None` for [`Action::Dnc`] (a DNC entity is ignored).
-    pub entity: Option<String>,
-    pub action: Action,
-    /// Unix seconds.
-    pub at: i64,
-}
 
 /// The resolved standing of one (msisdn, entity) pair; see the module docs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -203,11 +173,10 @@ pub struct BuildOptions {
     pub dnc: Option<PathBuf>,
     /// `consent.csv`, if any.
     pub consent: Option<PathBuf>,
-    /// Journal statements to fold in (latest wins across CSV and journal).
-    pub journal_records: Vec<JournalStatement>,
-    /// Highest journal sequence number in `journal_records` (0 if none); stored in the header
-    /// so the gateway knows which journal records the snapshot already contains.
-    pub journal_watermark: u64,
+    /// Journal statements to fold in (latest wins across CSV and journal). Their highest
+    /// origin seq per origin node is stored as the snapshot's watermarks, so the gateway knows
+    /// which live statements the snapshot already contains.
+    pub journal_records: Vec<Statement>,
     /// Where to write the snapshot (via a temporary file in the same directory and a rename).
     pub out: PathBuf,
     /// Bad rows tolerated across all sources before the build fails.
@@ -222,7 +191,6 @@ impl Default for BuildOptions {
             dnc: None,
             consent: None,
             journal_records: Vec::new(),
-            journal_watermark: 0,
             out: PathBuf::from("consent.snap"),
             max_invalid: 0,
             default_cc: "86".to_owned(),
@@ -280,6 +248,8 @@ pub struct BuildReport {
     pub rows_read: u64,
     /// Rows skipped, with the first [`source::MAX_KEPT_ERRORS`] and counts per field.
     pub invalid: RowErrors,
+    /// The [`BuildOptions::max_invalid`] the build ran with.
+    pub max_invalid: u64,
     /// Distinct DNC msisdns.
     pub dnc: u64,
     /// Distinct (msisdn, entity) pairs, and how they resolved.
@@ -299,6 +269,36 @@ pub struct BuildReport {
     pub elapsed: Duration,
     /// Wall time per phase.
     pub phases: Vec<(Phase, Duration)>,
+}
+
+impl fmt::Display for BuildReport {
+    /// The summary `consentgate snapshot build` prints.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = self;
+        writeln!(f, "wrote {} ({} bytes) in {:.2} s", r.out.display(), r.bytes_written, r.elapsed.as_secs_f64())?;
+        writeln!(
+            f,
+            "  rows read:    {} (dnc {}, consent {}, journal {})",
+            r.rows_read, r.dnc_rows, r.consent_rows, r.journal_records
+        )?;
+        writeln!(f, "  dnc numbers:  {}", r.dnc)?;
+        writeln!(
+            f,
+            "  pairs:        {} (grant {}, revoked {}, grant older than dnc {})",
+            r.pairs, r.grants, r.revoked, r.dnc_newer
+        )?;
+        write!(f, "  entities:     {}", r.entities)?;
+        if r.invalid.count > 0 {
+            write!(f, "\n  skipped {} invalid row(s) (allowed by --max-invalid {}):", r.invalid.count, r.max_invalid)?;
+            for (field, n) in &r.invalid.by_field {
+                write!(f, "\n    {field}: {n}")?;
+            }
+            for e in &r.invalid.first {
+                write!(f, "\n    {e}")?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Why a build failed.
@@ -346,7 +346,7 @@ pub enum StatementError {
     At(i64),
     #[error("grant/revoke without an entity")]
     MissingEntity,
-    #[error("entity empty, longer than {MAX_ENTITY_LEN} bytes or with a control character")]
+    #[error("entity empty, longer than {} bytes or with a control character", super::statement::MAX_ENTITY_BYTES)]
     BadEntity,
 }
 
@@ -374,7 +374,10 @@ pub enum SnapshotError {
     Truncated { path: String, len: u64, need: u64 },
     #[error("{path}: not a consentgate snapshot (bad magic)")]
     BadMagic { path: String },
-    #[error("{path}: unsupported snapshot format version {found} (this build reads {FORMAT_VERSION})")]
+    #[error(
+        "{path}: unsupported snapshot format version {found} (this build reads {FORMAT_VERSION}); \
+         rebuild with `consentgate snapshot build`"
+    )]
     UnsupportedVersion { path: String, found: u32 },
     #[error("{path}: header checksum mismatch")]
     HeaderChecksum { path: String },
@@ -423,7 +426,8 @@ pub struct SnapshotInfo {
     pub entity_bits: u32,
     pub dnc_sha256: Option<[u8; 32]>,
     pub consent_sha256: Option<[u8; 32]>,
-    pub journal_watermark: u64,
+    /// Per origin node, the highest origin seq of the journal statements folded in.
+    pub watermarks: Watermarks,
     /// xxh3-64 of the payload: identifies this snapshot (decision logs, metrics).
     pub checksum: u64,
     pub file_bytes: u64,
@@ -432,6 +436,40 @@ pub struct SnapshotInfo {
     pub table_slots: u64,
     /// `file_bytes / (dnc_count + pair_count)`: nothing else is built at load.
     pub bytes_per_record: f64,
+}
+
+impl fmt::Display for SnapshotInfo {
+    /// The report `consentgate snapshot inspect` prints.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = self;
+        let hex = |d: Option<[u8; 32]>| {
+            d.map(|d| d.iter().map(|b| format!("{b:02x}")).collect::<String>()).unwrap_or_else(|| "-".into())
+        };
+        writeln!(f, "{}", i.path.as_ref().map_or_else(|| "<memory>".into(), |p| p.display().to_string()))?;
+        writeln!(f, "  id (payload xxh3):  {}", i.id())?;
+        writeln!(f, "  format version:     {}", i.format_version)?;
+        writeln!(f, "  built at (unix s):  {}", i.built_at)?;
+        writeln!(f, "  dnc numbers:        {}", i.dnc_count)?;
+        writeln!(
+            f,
+            "  consent pairs:      {} (grant {}, revoked {}, dnc newer {})",
+            i.pair_count, i.grants, i.revoked, i.dnc_newer
+        )?;
+        writeln!(f, "  entities:           {}", i.entity_count)?;
+        writeln!(f, "  key bits:           msisdn {} + entity {} + state 2", i.msisdn_bits, i.entity_bits)?;
+        writeln!(
+            f,
+            "  hash table:         {} buckets, {} slots ({:.1} % full)",
+            i.buckets,
+            i.table_slots,
+            100.0 * i.records() as f64 / i.table_slots.max(1) as f64
+        )?;
+        writeln!(f, "  journal watermarks: {}", i.watermarks)?;
+        writeln!(f, "  dnc.csv sha256:     {}", hex(i.dnc_sha256))?;
+        writeln!(f, "  consent.csv sha256: {}", hex(i.consent_sha256))?;
+        writeln!(f, "  file bytes:         {} ({:.2} bytes/record)", i.file_bytes, i.bytes_per_record)?;
+        write!(f, "  load + validate:    {:.1} ms", i.load_duration.as_secs_f64() * 1000.0)
+    }
 }
 
 impl SnapshotInfo {
@@ -529,25 +567,32 @@ impl SnapshotBuilder {
         Ok(())
     }
 
-    /// Adds a statement; for [`Action::Dnc`] the entity is ignored.
-    pub fn add_statement(&mut self, msisdn: u64, entity: &str, action: Action, at: i64) -> Result<(), StatementError> {
-        if action == Action::Dnc {
+    /// Adds a statement made at `at` (Unix ms); for [`StatementKind::Dnc`] the entity is
+    /// ignored.
+    pub fn add_statement(
+        &mut self,
+        msisdn: u64,
+        entity: &str,
+        kind: StatementKind,
+        at: i64,
+    ) -> Result<(), StatementError> {
+        if kind == StatementKind::Dnc {
             return self.add_dnc(msisdn, at);
         }
         check_statement(msisdn, at)?;
-        if entity.is_empty() || entity.len() > MAX_ENTITY_LEN || entity.chars().any(char::is_control) {
-            return Err(StatementError::BadEntity);
-        }
+        check_entity(entity.as_bytes()).map_err(|_| StatementError::BadEntity)?;
         let id = self.entities.intern(entity);
-        self.pairs.push(pack_pair(msisdn, id, at, action == Action::Revoke));
+        self.pairs.push(pack_pair(msisdn, id, at, kind == StatementKind::Revoke));
         Ok(())
     }
 
-    /// Adds a journal statement.
-    pub fn add(&mut self, s: &JournalStatement) -> Result<(), StatementError> {
-        match (&s.action, &s.entity) {
-            (Action::Dnc, _) => self.add_dnc(s.msisdn, s.at),
-            (_, Some(e)) => self.add_statement(s.msisdn, e, s.action, s.at),
+    /// Adds a live statement (the journal's own type; its identity and source do not matter
+    /// here: the builder's order is `at`, then revoke over grant, as in
+    /// [`super::statement::Precedence`]).
+    pub fn add(&mut self, s: &Statement) -> Result<(), StatementError> {
+        match (s.kind, &s.entity) {
+            (StatementKind::Dnc, _) => self.add_dnc(s.msisdn, s.at),
+            (_, Some(e)) => self.add_statement(s.msisdn, e, s.kind, s.at),
             (_, None) => Err(StatementError::MissingEntity),
         }
     }
@@ -565,6 +610,7 @@ impl SnapshotBuilder {
     pub fn into_snapshot(self) -> Result<Snapshot, BuildError> {
         let compiled = self.compile(&mut |_, _| {})?;
         let meta = WriteMeta { built_at: unix_now(), ..WriteMeta::default() };
+
         let mut cur = Cursor::new(Vec::new());
         write_snapshot(&mut cur, &compiled, &meta)
             .map_err(|source| BuildError::Io { path: "<memory>".into(), source })?;
@@ -774,13 +820,13 @@ struct Compiled {
 #[derive(Debug, Clone, Default)]
 struct WriteMeta {
     built_at: i64,
-    watermark: u64,
+    watermarks: Watermarks,
     dnc_sha256: [u8; 32],
     consent_sha256: [u8; 32],
 }
 
 fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    crate::time::Clock::system().now().unix_s()
 }
 
 /// Builds a snapshot file from CSV sources and journal statements. See the module docs.
@@ -866,7 +912,7 @@ pub fn build(opts: &BuildOptions, mut progress: impl FnMut(Progress)) -> Result<
                 |r| {
                     est.reserve(pairs);
                     let id = entities.intern(r.entity);
-                    pairs.push(pack_pair(r.msisdn, id, r.at, r.action == Action::Revoke));
+                    pairs.push(pack_pair(r.msisdn, id, r.at, r.action == StatementKind::Revoke));
                 },
                 |bytes, rows| {
                     est.observe(bytes, rows);
@@ -928,7 +974,7 @@ pub fn build(opts: &BuildOptions, mut progress: impl FnMut(Progress)) -> Result<
     progress(Progress { phase: Phase::Writing, rows: rows_total, bytes: total_bytes, total_bytes });
     let meta = WriteMeta {
         built_at: unix_now(),
-        watermark: opts.journal_watermark,
+        watermarks: Watermarks::of(&opts.journal_records),
         dnc_sha256: dnc_sum.as_ref().map_or([0; 32], |s| s.sha256),
         consent_sha256: consent_sum.as_ref().map_or([0; 32], |s| s.sha256),
     };
@@ -945,6 +991,7 @@ pub fn build(opts: &BuildOptions, mut progress: impl FnMut(Progress)) -> Result<
         journal_records: opts.journal_records.len() as u64,
         rows_read: good(&dnc_sum) + good(&consent_sum) + journal_good + invalid.count,
         invalid,
+        max_invalid: opts.max_invalid,
         dnc: compiled.dnc,
         pairs: compiled.pairs,
         grants: compiled.grants,
@@ -1071,12 +1118,12 @@ fn write_snapshot<W: Write + Seek>(w: &mut W, c: &Compiled, meta: &WriteMeta) ->
     for n in &c.names {
         ent.extend_from_slice(n.as_bytes());
     }
-    let parts: [&[u8]; 2] = [&ent, u64_bytes(&c.slots)];
+    let marks = encode_watermarks(&meta.watermarks);
+    let parts: [&[u8]; 3] = [&ent, u64_bytes(&c.slots), &marks];
 
     let mut h = Header {
         version: FORMAT_VERSION,
         built_at: meta.built_at,
-        watermark: meta.watermark,
         dnc_count: c.dnc,
         pair_count: c.pairs,
         entity_count: c.names.len() as u32,
@@ -1124,6 +1171,9 @@ fn align(x: u64) -> u64 {
 // Header
 // ---------------------------------------------------------------------------------------------
 
+/// Header offsets of the section descriptors (offset u64, length u64), in file order.
+const SECTION_AT: [usize; 3] = [120, 136, 184];
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Section {
     offset: u64,
@@ -1134,7 +1184,6 @@ struct Section {
 struct Header {
     version: u32,
     built_at: i64,
-    watermark: u64,
     dnc_count: u64,
     pair_count: u64,
     entity_count: u32,
@@ -1143,7 +1192,8 @@ struct Header {
     flags: u16,
     dnc_sha256: [u8; 32],
     consent_sha256: [u8; 32],
-    sections: [Section; 2],
+    /// In file order: [`SECTION_NAMES`].
+    sections: [Section; 3],
     buckets: u64,
     /// Pairs per [`PairState`]: grant, revoked, dnc_newer.
     states: [u64; 3],
@@ -1157,7 +1207,6 @@ impl Header {
         b[8..12].copy_from_slice(&self.version.to_le_bytes());
         b[12..16].copy_from_slice(&(HEADER_LEN as u32).to_le_bytes());
         b[16..24].copy_from_slice(&self.built_at.to_le_bytes());
-        b[24..32].copy_from_slice(&self.watermark.to_le_bytes());
         b[32..40].copy_from_slice(&self.dnc_count.to_le_bytes());
         b[40..48].copy_from_slice(&self.pair_count.to_le_bytes());
         b[48..52].copy_from_slice(&self.entity_count.to_le_bytes());
@@ -1166,8 +1215,7 @@ impl Header {
         b[54..56].copy_from_slice(&self.flags.to_le_bytes());
         b[56..88].copy_from_slice(&self.dnc_sha256);
         b[88..120].copy_from_slice(&self.consent_sha256);
-        for (i, s) in self.sections.iter().enumerate() {
-            let o = 120 + 16 * i;
+        for (s, o) in self.sections.iter().zip(SECTION_AT) {
             b[o..o + 8].copy_from_slice(&s.offset.to_le_bytes());
             b[o + 8..o + 16].copy_from_slice(&s.len.to_le_bytes());
         }
@@ -1188,7 +1236,6 @@ impl Header {
         let mut h = Header {
             version: u32_at(8),
             built_at: u64_at(16) as i64,
-            watermark: u64_at(24),
             dnc_count: u64_at(32),
             pair_count: u64_at(40),
             entity_count: u32_at(48),
@@ -1202,8 +1249,8 @@ impl Header {
         };
         h.dnc_sha256.copy_from_slice(&b[56..88]);
         h.consent_sha256.copy_from_slice(&b[88..120]);
-        for (i, s) in h.sections.iter_mut().enumerate() {
-            *s = Section { offset: u64_at(120 + 16 * i), len: u64_at(128 + 16 * i) };
+        for (s, o) in h.sections.iter_mut().zip(SECTION_AT) {
+            *s = Section { offset: u64_at(o), len: u64_at(o + 8) };
         }
         h
     }
@@ -1229,8 +1276,8 @@ impl Header {
         if hl as usize != HEADER_LEN {
             return Err(invalid(format!("header length {hl}, expected {HEADER_LEN}")));
         }
-        if b[184..240].iter().any(|&x| x != 0) {
-            return Err(invalid("reserved header bytes 184..240 not zero".into()));
+        if b[24..32].iter().chain(&b[200..240]).any(|&x| x != 0) {
+            return Err(invalid("reserved header bytes 24..32 or 200..240 not zero".into()));
         }
         let h = Header::decode(b);
         if h.flags != 0 {
@@ -1299,8 +1346,10 @@ impl Header {
 /// A validated, immutable consent snapshot. Share it as `Arc<Snapshot>` (the store swaps whole
 /// snapshots).
 pub struct Snapshot {
-    /// The table's slots: a range of `buf`, 64-byte aligned (one bucket per cache line).
-    slots: *const u64,
+    /// The table's slots are `image.words[slot_start..slot_start + slot_count]`: 64-byte
+    /// aligned (one bucket per cache line). An index, not a pointer, so the snapshot is
+    /// `Send + Sync` without `unsafe`.
+    slot_start: usize,
     slot_count: usize,
     buckets: u64,
     /// `entity_bits + 2`: an entry is `msisdn << shift | entity << 2 | state`.
@@ -1308,15 +1357,9 @@ pub struct Snapshot {
     msisdn_bits: u32,
     entities: Vec<Box<str>>,
     info: SnapshotInfo,
-    /// The whole file, in cache-line units. Never touched after validation except through
-    /// `slots`; declared last so it is dropped after the view.
-    _buf: Image,
+    /// The whole file, in cache-line units. Never mutated after validation.
+    image: Image,
 }
-
-// SAFETY: `slots` points into `_buf`, owned by the snapshot and never mutated after
-// validation; sharing read-only pointers across threads is sound.
-unsafe impl Send for Snapshot {}
-unsafe impl Sync for Snapshot {}
 
 impl fmt::Debug for Snapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -1342,9 +1385,9 @@ pub struct Statements {
 impl Snapshot {
     /// A snapshot with no records (every lookup absent). For tests and as a placeholder.
     pub fn empty() -> Snapshot {
-        let buf = Image::zeroed(8 * table::SLOTS);
+        let image = Image::zeroed(8 * table::SLOTS);
         Snapshot {
-            slots: buf.bytes().as_ptr().cast::<u64>(),
+            slot_start: image.word_index(0),
             slot_count: table::SLOTS,
             buckets: 1,
             shift: 3,
@@ -1356,7 +1399,7 @@ impl Snapshot {
                 buckets: 1,
                 ..SnapshotInfo::default()
             },
-            _buf: buf,
+            image,
         }
     }
 
@@ -1409,13 +1452,13 @@ impl Snapshot {
         t0: Instant,
     ) -> Result<Snapshot, SnapshotError> {
         let invalid = |what: String| SnapshotError::Invalid { path: name.to_owned(), what };
-        // SAFETY: `buf` owns at least `len` initialised bytes.
-        let bytes: &[u8] = unsafe { slice::from_raw_parts(buf.bytes().as_ptr(), len) };
+        let bytes = buf.bytes();
         let section = |i: usize| {
             let s = h.sections[i];
             &bytes[s.offset as usize..(s.offset + s.len) as usize]
         };
         let entities = parse_entities(section(0), h.entity_count).map_err(invalid)?;
+        let watermarks = parse_watermarks(section(2)).map_err(invalid)?;
         let [grants, revoked, dnc_newer, dnc] = scan.counts;
         if dnc != h.dnc_count || [grants, revoked, dnc_newer] != h.states {
             return Err(invalid(format!(
@@ -1444,7 +1487,7 @@ impl Snapshot {
             entity_bits: u32::from(h.entity_bits),
             dnc_sha256: nonzero(h.dnc_sha256),
             consent_sha256: nonzero(h.consent_sha256),
-            journal_watermark: h.watermark,
+            watermarks,
             checksum: h.payload_checksum,
             file_bytes: len as u64,
             buckets: h.buckets,
@@ -1452,24 +1495,23 @@ impl Snapshot {
             bytes_per_record: if records == 0 { 0.0 } else { len as f64 / records as f64 },
         };
         Ok(Snapshot {
-            // SAFETY (of later dereferences): the section is inside `buf`, 64-byte aligned
-            // (offset checked to be a multiple of 64, the image starts 64-aligned).
-            slots: bytes[t.offset as usize..].as_ptr().cast::<u64>(),
+            // The section is inside the image (checked against the file length) and starts on
+            // a multiple of 64 bytes, so on a word and on a cache line of the image.
+            slot_start: buf.word_index(t.offset as usize / 8),
             slot_count: (t.len / 8) as usize,
             buckets: h.buckets,
             shift: u32::from(h.entity_bits) + 2,
             msisdn_bits: u32::from(h.msisdn_bits),
             entities,
             info,
-            _buf: buf,
+            image: buf,
         })
     }
 
     #[inline(always)]
     fn table(&self) -> Table<'_> {
-        // SAFETY: `slots`/`slot_count` describe a validated, 8-aligned range of `_buf`, which
-        // lives as long as `self`.
-        let slots = unsafe { slice::from_raw_parts(self.slots, self.slot_count) };
+        // One bounds check per lookup; noise next to the cache miss of the probe.
+        let slots = &self.image.buf[self.slot_start..self.slot_start + self.slot_count];
         Table { slots, buckets: self.buckets, shift: self.shift }
     }
 
@@ -1513,7 +1555,7 @@ impl Snapshot {
     /// background thread after the swap; lookups go on meanwhile. Returns whether it worked
     /// (it does nothing with THP disabled, on old kernels, or when no huge pages are free).
     pub fn use_huge_pages(&self) -> bool {
-        self._buf.collapse_huge()
+        self.image.collapse_huge()
     }
 
     /// Whether `msisdn` is on the do-not-call list.
@@ -1621,6 +1663,11 @@ impl Image {
         let buf = vec![0u64; len.div_ceil(8) + 8];
         let off = (buf.as_ptr() as usize).next_multiple_of(64).wrapping_sub(buf.as_ptr() as usize) / 8;
         Image { buf, off, len }
+    }
+
+    /// The index in `buf` of the image's word `i` (byte `8 i`).
+    fn word_index(&self, i: usize) -> usize {
+        self.off + i
     }
 
     fn bytes(&self) -> &[u8] {
@@ -1766,6 +1813,52 @@ fn join_scans(a: ScanResult, b: ScanResult) -> ScanResult {
         (Some(a), Some(b)) => a.join(b).map(Some),
         (a, b) => Ok(a.or(b)),
     }
+}
+
+/// The watermarks section (format 3): `count` u32, then per origin node in strictly increasing
+/// name order `seq` u64, `len` u8 and the node id's `len` ASCII bytes.
+fn encode_watermarks(w: &Watermarks) -> Vec<u8> {
+    let mut b = Vec::with_capacity(4 + w.len() * 24);
+    b.extend_from_slice(&(w.len() as u32).to_le_bytes());
+    for (node, seq) in w.iter() {
+        b.extend_from_slice(&seq.to_le_bytes());
+        b.push(node.as_str().len() as u8);
+        b.extend_from_slice(node.as_str().as_bytes());
+    }
+    b
+}
+
+fn parse_watermarks(b: &[u8]) -> Result<Watermarks, String> {
+    let bad = |what: &str| Err(format!("watermarks section: {what}"));
+    if b.len() < 4 {
+        return bad("shorter than its count");
+    }
+    let count = u32::from_le_bytes(b[..4].try_into().expect("4 bytes"));
+    let mut w = Watermarks::new();
+    let mut last: Option<NodeId> = None;
+    let mut at = 4;
+    for i in 0..count {
+        if b.len() < at + 9 {
+            return bad(&format!("entry {i} truncated"));
+        }
+        let seq = u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+        let n = b[at + 8] as usize;
+        let Some(name) = b.get(at + 9..at + 9 + n) else { return bad(&format!("entry {i} truncated")) };
+        let node = NodeId::parse_bytes(name).map_err(|e| format!("watermarks section: entry {i}: {e}"))?;
+        if last.as_ref().is_some_and(|l| *l >= node) {
+            return bad(&format!("entry {i} ({node}): nodes not strictly increasing"));
+        }
+        if seq == 0 {
+            return bad(&format!("entry {i} ({node}): seq 0"));
+        }
+        last = Some(node.clone());
+        w.insert(node, seq);
+        at += 9 + n;
+    }
+    if at != b.len() {
+        return bad(&format!("{} bytes after the last entry", b.len() - at));
+    }
+    Ok(w)
 }
 
 /// The entity table: `count + 1` u32 end offsets, then the names; non-empty, UTF-8, strictly

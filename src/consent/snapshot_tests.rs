@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::*;
+use crate::consent::statement::{EntityName, StatementId, StatementSource};
 
-const T0: i64 = 1_777_593_600; // 2026-05-01T00:00:00Z
+const T0: i64 = 1_777_593_600_000; // 2026-05-01T00:00:00Z, Unix ms
 const A: u64 = 8613800000001;
 const B: u64 = 8613800000002;
 
@@ -18,11 +19,23 @@ fn splitmix(seed: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn st(msisdn: u64, entity: Option<&str>, action: Action, at: i64) -> JournalStatement {
-    JournalStatement { msisdn, entity: entity.map(str::to_owned), action, at }
+fn node(s: &str) -> NodeId {
+    NodeId::parse(s).unwrap()
 }
 
-fn snap_of(statements: &[JournalStatement]) -> Snapshot {
+/// A live statement from node `n1` (seq 1: the builder ignores identities).
+fn st(msisdn: u64, entity: Option<&str>, kind: StatementKind, at: i64) -> Statement {
+    Statement {
+        kind,
+        source: StatementSource::Api,
+        msisdn,
+        entity: entity.map(|e| EntityName::parse(e).unwrap()),
+        at,
+        id: StatementId { origin: node("n1"), seq: 1 },
+    }
+}
+
+fn snap_of(statements: &[Statement]) -> Snapshot {
     let mut b = SnapshotBuilder::new();
     for s in statements {
         b.add(s).unwrap();
@@ -35,8 +48,8 @@ fn state(s: &Snapshot, msisdn: u64, entity: &str) -> Option<PairState> {
 }
 
 /// (name, statements for msisdn A / entity "acme", expected state, expected is_dnc)
-fn sequences() -> Vec<(&'static str, Vec<JournalStatement>, Option<PairState>, bool)> {
-    use Action::*;
+fn sequences() -> Vec<(&'static str, Vec<Statement>, Option<PairState>, bool)> {
+    use StatementKind::*;
     let g = |at| st(A, Some("acme"), Grant, at);
     let r = |at| st(A, Some("acme"), Revoke, at);
     let d = |at| st(A, None, Dnc, at);
@@ -65,8 +78,8 @@ fn latest_statement_wins_in_memory() {
     for (name, sts, want, dnc) in sequences() {
         let mut all = sts.clone();
         // Unrelated noise: another subscriber and another entity.
-        all.push(st(B, Some("acme"), Action::Revoke, T0 + 100));
-        all.push(st(A, Some("zeta"), Action::Grant, T0 - 100));
+        all.push(st(B, Some("acme"), StatementKind::Revoke, T0 + 100));
+        all.push(st(A, Some("zeta"), StatementKind::Grant, T0 - 100));
         let s = snap_of(&all);
         assert_eq!(state(&s, A, "acme"), want, "{name}");
         assert_eq!(s.is_dnc(A), dnc, "{name}");
@@ -83,8 +96,8 @@ fn latest_statement_wins_through_files() {
         let (mut d, mut c) = (String::from("msisdn,registered_at\n"), String::from("msisdn,entity,action,at\n"));
         for s in &sts {
             let at = rfc3339(s.at);
-            match s.action {
-                Action::Dnc => d.push_str(&format!("+{},{at}\n", s.msisdn)),
+            match s.kind {
+                StatementKind::Dnc => d.push_str(&format!("+{},{at}\n", s.msisdn)),
                 a => c.push_str(&format!("{},{},{},{at}\n", s.msisdn, s.entity.as_deref().unwrap(), a.as_str())),
             }
         }
@@ -100,8 +113,10 @@ fn latest_statement_wins_through_files() {
     }
 }
 
-/// Formats unix seconds as RFC 3339 with a +08:00 offset (exercises the offset path).
-fn rfc3339(t: i64) -> String {
+/// Formats Unix ms as RFC 3339 with milliseconds and a +08:00 offset (exercises the fraction
+/// and offset paths).
+fn rfc3339(t_ms: i64) -> String {
+    let (t, ms) = (t_ms.div_euclid(1000), t_ms.rem_euclid(1000));
     let local = t + 8 * 3600;
     let (days, secs) = (local.div_euclid(86_400), local.rem_euclid(86_400));
     // civil_from_days (Howard Hinnant).
@@ -114,7 +129,7 @@ fn rfc3339(t: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}+08:00", secs / 3600, secs / 60 % 60, secs % 60)
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}+08:00", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
 fn opts(dnc: Option<&Path>, consent: Option<&Path>, out: &Path) -> BuildOptions {
@@ -128,14 +143,14 @@ fn opts(dnc: Option<&Path>, consent: Option<&Path>, out: &Path) -> BuildOptions 
 
 #[test]
 fn rfc3339_helper_roundtrips() {
-    for t in [0, T0, T0 + 3661, -1, 951_782_400] {
-        assert_eq!(source::parse_timestamp(rfc3339(t).as_bytes()), Some(t), "{}", rfc3339(t));
+    for t in [0, T0, T0 + 3_661_001, -1, -1001, 951_782_400_999] {
+        assert_eq!(crate::time::parse_timestamp_ms(rfc3339(t).as_bytes()), Some(t), "{}", rfc3339(t));
     }
 }
 
 #[test]
 fn absent_numbers_and_entities() {
-    let s = snap_of(&[st(A, Some("acme"), Action::Grant, T0), st(B, None, Action::Dnc, T0)]);
+    let s = snap_of(&[st(A, Some("acme"), StatementKind::Grant, T0), st(B, None, StatementKind::Dnc, T0)]);
     let acme = s.entity_id("acme").unwrap();
     assert_eq!(s.entity_name(acme), "acme");
     assert_eq!(s.entity_id("other"), None);
@@ -160,11 +175,11 @@ fn absent_numbers_and_entities() {
 #[test]
 fn describe_and_pairs_of() {
     let s = snap_of(&[
-        st(A, Some("acme"), Action::Grant, T0),
-        st(A, Some("beta"), Action::Revoke, T0),
-        st(A, Some("zeta"), Action::Grant, T0),
-        st(A, None, Action::Dnc, T0 + 1),
-        st(B, Some("beta"), Action::Grant, T0),
+        st(A, Some("acme"), StatementKind::Grant, T0),
+        st(A, Some("beta"), StatementKind::Revoke, T0),
+        st(A, Some("zeta"), StatementKind::Grant, T0),
+        st(A, None, StatementKind::Dnc, T0 + 1),
+        st(B, Some("beta"), StatementKind::Grant, T0),
     ]);
     let names: Vec<(&str, PairState)> = s.pairs_of(A).map(|(id, st)| (s.entity_name(id), st)).collect();
     assert_eq!(names, [("acme", PairState::DncNewer), ("beta", PairState::Revoked), ("zeta", PairState::DncNewer)]);
@@ -287,7 +302,7 @@ fn random_200k_no_false_absent() {
         b.add_dnc(m, at).unwrap();
     }
     for (&(m, e), &(at, revoke)) in &latest {
-        let action = if revoke { Action::Revoke } else { Action::Grant };
+        let action = if revoke { StatementKind::Revoke } else { StatementKind::Grant };
         b.add_statement(m, &format!("brand-{e:03}"), action, at).unwrap();
     }
     let mem = b.into_snapshot().unwrap();
@@ -305,16 +320,19 @@ fn journal_records_are_folded_in() {
     let mut o = opts(Some(&dp), Some(&cp), &out);
     o.journal_records = vec![
         // Newer revoke beats the CSV grant.
-        st(A, Some("acme"), Action::Revoke, T0 + 60),
+        st(A, Some("acme"), StatementKind::Revoke, T0 + 60),
         // Older journal revoke loses to the newer CSV grant.
-        st(8613800000003, Some("acme"), Action::Revoke, T0),
+        st(8613800000003, Some("acme"), StatementKind::Revoke, T0),
         // Journal grant after the CSV DNC registration.
-        st(B, Some("beta"), Action::Grant, T0 + 60),
+        st(B, Some("beta"), StatementKind::Grant, T0 + 60),
         // Journal DNC for a new number; a new entity only in the journal.
-        st(8613800000004, None, Action::Dnc, T0),
-        st(8613800000004, Some("gamma"), Action::Grant, T0 - 1),
+        st(8613800000004, None, StatementKind::Dnc, T0),
+        st(8613800000004, Some("gamma"), StatementKind::Grant, T0 - 1),
     ];
-    o.journal_watermark = 1234;
+    for (i, s) in o.journal_records.iter_mut().enumerate() {
+        s.id.seq = i as u64 + 1;
+    }
+    o.journal_records[4].id = StatementId { origin: node("gw-2"), seq: 1234 };
     let r = build(&o, |_| {}).unwrap();
     assert_eq!(r.journal_records, 5);
     assert_eq!(r.rows_read, 8);
@@ -324,12 +342,12 @@ fn journal_records_are_folded_in() {
     assert_eq!(state(&s, B, "beta"), Some(PairState::Grant));
     assert!(s.is_dnc(B) && s.is_dnc(8613800000004));
     assert_eq!(state(&s, 8613800000004, "gamma"), Some(PairState::DncNewer));
-    assert_eq!(s.info().journal_watermark, 1234);
+    assert_eq!(s.info().watermarks.to_string(), "gw-2:1234, n1:4");
     assert_eq!(s.entities().map(|(_, n)| n).collect::<Vec<_>>(), ["acme", "beta", "gamma"]);
 
     // Invalid journal records count against max_invalid like bad rows.
-    o.journal_records.push(st(A, None, Action::Grant, T0));
-    o.journal_records.push(st(12, None, Action::Dnc, T0));
+    o.journal_records.push(st(A, None, StatementKind::Grant, T0));
+    o.journal_records.push(st(12, None, StatementKind::Dnc, T0));
     match build(&o, |_| {}) {
         Err(BuildError::TooManyInvalid { max: 0, errors }) => {
             assert_eq!(errors.count, 1);
@@ -397,13 +415,13 @@ fn no_sources_and_key_width() {
     // 50-bit msisdn + 13-bit entity ids + 2 > 64.
     let mut b = SnapshotBuilder::new();
     for e in 0..5000 {
-        b.add_statement(999_999_999_999_999, &format!("e{e}"), Action::Grant, T0).unwrap();
+        b.add_statement(999_999_999_999_999, &format!("e{e}"), StatementKind::Grant, T0).unwrap();
     }
     assert!(matches!(b.into_snapshot(), Err(BuildError::KeyTooWide { msisdn_bits: 50, entity_bits: 13 })));
     // 4096 entities (12 bits) still fit with 15-digit numbers.
     let mut b = SnapshotBuilder::new();
     for e in 0..4096 {
-        b.add_statement(999_999_999_999_999, &format!("e{e:04}"), Action::Grant, T0).unwrap();
+        b.add_statement(999_999_999_999_999, &format!("e{e:04}"), StatementKind::Grant, T0).unwrap();
     }
     let s = b.into_snapshot().unwrap();
     assert_eq!(s.pair(999_999_999_999_999, s.entity_id("e4095").unwrap()), Some(PairState::Grant));
@@ -411,7 +429,7 @@ fn no_sources_and_key_width() {
     let mut b = SnapshotBuilder::new();
     assert_eq!(b.add_dnc(123, T0), Err(StatementError::Msisdn(123)));
     assert_eq!(b.add_dnc(A, MAX_AT + 1), Err(StatementError::At(MAX_AT + 1)));
-    assert_eq!(b.add_statement(A, "", Action::Grant, T0), Err(StatementError::BadEntity));
+    assert_eq!(b.add_statement(A, "", StatementKind::Grant, T0), Err(StatementError::BadEntity));
     assert!(b.is_empty());
 }
 
@@ -422,12 +440,14 @@ fn built(dir: &Path) -> PathBuf {
     let mut seed = 9;
     for i in 0..5000u64 {
         b.add_dnc(8_613_000_000_000 + splitmix(&mut seed) % 1_000_000_000, T0).unwrap();
-        b.add_statement(8_613_000_000_000 + i * 7, if i % 2 == 0 { "acme" } else { "beta" }, Action::Grant, T0)
+        b.add_statement(8_613_000_000_000 + i * 7, if i % 2 == 0 { "acme" } else { "beta" }, StatementKind::Grant, T0)
             .unwrap();
     }
     let c = b.compile(&mut |_, _| {}).unwrap();
     let out = dir.join("ok.snap");
-    write_file(&out, &c, &WriteMeta { built_at: T0, watermark: 7, ..WriteMeta::default() }).unwrap();
+    let mut watermarks = Watermarks::new();
+    watermarks.insert(node("n1"), 7);
+    write_file(&out, &c, &WriteMeta { built_at: T0 / 1000, watermarks, ..WriteMeta::default() }).unwrap();
     Snapshot::open(&out).unwrap();
     out
 }
@@ -474,16 +494,17 @@ fn corrupted_files_are_refused() {
     let mut b = good.clone();
     b.extend_from_slice(&[0; 64]);
     assert!(matches!(refused(&b, dir.path()), SnapshotError::Invalid { .. }));
-    // Wrong magic, other versions (format 1 files must be rebuilt).
+    // Wrong magic, other versions (format 1 and 2 files must be rebuilt).
     let mut b = good.clone();
     b[0] = b'X';
     assert!(matches!(refused(&b, dir.path()), SnapshotError::BadMagic { .. }));
-    for v in [1, 3] {
+    for v in [1, 2, 4] {
         let mut b = good.clone();
         b[8] = v;
-        assert!(
-            matches!(refused(&b, dir.path()), SnapshotError::UnsupportedVersion { found, .. } if found == u32::from(v))
-        );
+        let e = refused(&b, dir.path());
+        assert!(e.to_string().contains(&format!("unsupported snapshot format version {v}")), "{e}");
+        assert!(e.to_string().contains("rebuild with `consentgate snapshot build`"), "{e}");
+        assert!(matches!(e, SnapshotError::UnsupportedVersion { found, .. } if found == u32::from(v)));
     }
     let e = refused(b"not a snapshot at all, just some text that is long enough? no", dir.path());
     assert!(matches!(e, SnapshotError::Truncated { .. }), "{e}");
@@ -524,6 +545,12 @@ fn corrupted_files_are_refused() {
     invalid(&|b| b[152] ^= 1, "buckets");
     invalid(&|b| b[160] ^= 1, "do not add up");
     invalid(&|b| b[200] = 1, "reserved");
+    invalid(&|b| b[24] = 1, "reserved");
+    // The watermarks section: count, node id, order.
+    let w0 = h.sections[2].offset as usize;
+    invalid(&|b| b[w0] = 2, "watermarks section: entry 1 truncated");
+    invalid(&|b| b[w0 + 4 + 9] = b'/', "watermarks section: entry 0: node id");
+    invalid(&|b| b[w0 + 4..w0 + 12].copy_from_slice(&0u64.to_le_bytes()), "seq 0");
     invalid(
         &|b| {
             let o = h.sections[0].offset as usize + 12;
@@ -548,7 +575,7 @@ fn in_memory_and_file_agree_on_info() {
     let s = Snapshot::open(&p).unwrap();
     let i = s.info();
     assert_eq!(i.path.as_deref(), Some(p.as_path()));
-    assert_eq!((i.format_version, i.built_at, i.journal_watermark), (FORMAT_VERSION, T0, 7));
+    assert_eq!((i.format_version, i.built_at, i.watermarks.to_string()), (FORMAT_VERSION, T0 / 1000, "n1:7".into()));
     assert_eq!(i.entity_count, 2);
     assert_eq!(i.pair_count, 5000);
     assert!(i.dnc_count > 4990);
@@ -583,8 +610,13 @@ fn open_probe() {
     for _ in 0..n {
         b.add_dnc(8_613_000_000_000 + splitmix(&mut seed) % 7_000_000_000, T0).unwrap();
         let r = splitmix(&mut seed);
-        b.add_statement(8_613_000_000_000 + (r >> 10) % 7_000_000_000, &names[(r % 1000) as usize], Action::Grant, T0)
-            .unwrap();
+        b.add_statement(
+            8_613_000_000_000 + (r >> 10) % 7_000_000_000,
+            &names[(r % 1000) as usize],
+            StatementKind::Grant,
+            T0,
+        )
+        .unwrap();
     }
     let c = b.compile(&mut |_, _| {}).unwrap();
     write_file(&out, &c, &WriteMeta::default()).unwrap();

@@ -9,11 +9,13 @@
 //!   required and its names are checked (case-insensitive). No quoting: fields cannot contain
 //!   commas. Spaces and tabs around a field are ignored.
 //! * `msisdn` goes through [`normalise`] with the TON-unknown rules and the configured country
-//!   code. `action` is `grant` or `revoke` (case-insensitive). `entity` is 1–255 bytes of UTF-8
-//!   without control characters.
+//!   code. `action` is `grant` or `revoke` (case-insensitive). `entity` follows
+//!   [`EntityName`](super::statement::EntityName)'s rule: 1–255 bytes of UTF-8 without control
+//!   characters.
 //! * Timestamps: RFC 3339 (`2026-05-01T08:00:00Z`, `2026-05-01T08:00:00.250+08:00`, `T` or a
 //!   space between date and time, fractions truncated) or a bare `YYYY-MM-DD` (midnight UTC).
-//!   [`parse_timestamp`] is hand-written; it returns unix seconds.
+//!   Parsed by [`crate::time::parse_timestamp_ms`] into Unix milliseconds, the unit of every
+//!   statement's `at`.
 //!
 //! A bad row does not stop the read: it becomes a [`RowError`] (`file:line: field: message`),
 //! counted per field, the first [`MAX_KEPT_ERRORS`] kept. A shared [`InvalidBudget`] lets the
@@ -32,15 +34,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use sha2::{Digest, Sha256};
 
 use super::msisdn::{normalise, ton};
-use super::snapshot::Action;
-use crate::config::days_from_civil;
+use super::statement::{check_entity, StatementKind, MAX_ENTITY_BYTES};
+/// RFC 3339 / date parsing lives in [`crate::time`]; re-exported for the callers that still
+/// name it here (admin, audit).
+pub use crate::time::parse_timestamp;
 
 /// Bytes read from a source file per `read` call; also the longest line accepted.
 pub const READ_BUFFER: usize = 4 << 20;
 /// How many row errors are kept with their text (the rest are only counted).
 pub const MAX_KEPT_ERRORS: usize = 20;
-/// Longest entity id accepted, in bytes.
-pub const MAX_ENTITY_LEN: usize = 255;
+/// Longest entity id accepted, in bytes ([`MAX_ENTITY_BYTES`]).
+pub const MAX_ENTITY_LEN: usize = MAX_ENTITY_BYTES;
 
 /// Header of `dnc.csv`.
 pub const DNC_HEADER: [&str; 2] = ["msisdn", "registered_at"];
@@ -51,7 +55,7 @@ pub const CONSENT_HEADER: [&str; 4] = ["msisdn", "entity", "action", "at"];
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DncRow {
     pub msisdn: u64,
-    /// Unix seconds.
+    /// Unix milliseconds.
     pub registered_at: i64,
 }
 
@@ -60,9 +64,9 @@ pub struct DncRow {
 pub struct ConsentRow<'a> {
     pub msisdn: u64,
     pub entity: &'a str,
-    /// [`Action::Grant`] or [`Action::Revoke`].
-    pub action: Action,
-    /// Unix seconds.
+    /// [`StatementKind::Grant`] or [`StatementKind::Revoke`].
+    pub action: StatementKind,
+    /// Unix milliseconds.
     pub at: i64,
 }
 
@@ -218,8 +222,8 @@ pub fn read_consent<R: Read>(
         let msisdn = field_msisdn(m, default_cc)?;
         let entity = field_entity(e)?;
         let action = match a {
-            _ if a.eq_ignore_ascii_case(b"grant") => Action::Grant,
-            _ if a.eq_ignore_ascii_case(b"revoke") => Action::Revoke,
+            _ if a.eq_ignore_ascii_case(b"grant") => StatementKind::Grant,
+            _ if a.eq_ignore_ascii_case(b"revoke") => StatementKind::Revoke,
             _ => return Err(("action", format!("`{}` is not grant or revoke", lossy(a)))),
         };
         let at = field_time(at, "at")?;
@@ -263,27 +267,13 @@ fn field_msisdn(f: &[u8], default_cc: &str) -> FieldResult<u64> {
 
 #[inline]
 fn field_time(f: &[u8], name: &'static str) -> FieldResult<i64> {
-    parse_timestamp(f).ok_or_else(|| (name, format!("`{}` is not an RFC 3339 timestamp or YYYY-MM-DD date", lossy(f))))
+    crate::time::parse_timestamp_ms(f)
+        .ok_or_else(|| (name, format!("`{}` is not an RFC 3339 timestamp or YYYY-MM-DD date", lossy(f))))
 }
 
 #[inline]
 fn field_entity(f: &[u8]) -> FieldResult<&str> {
-    if f.is_empty() {
-        return Err(("entity", "empty".to_owned()));
-    }
-    if f.len() > MAX_ENTITY_LEN {
-        return Err(("entity", format!("longer than {MAX_ENTITY_LEN} bytes")));
-    }
-    // Fast path: printable ASCII, the usual entity id.
-    if f.iter().all(|&b| (0x20..0x7F).contains(&b)) {
-        // SAFETY: every byte is ASCII.
-        return Ok(unsafe { std::str::from_utf8_unchecked(f) });
-    }
-    let s = std::str::from_utf8(f).map_err(|_| ("entity", "not valid UTF-8".to_owned()))?;
-    if s.chars().any(char::is_control) {
-        return Err(("entity", "contains a control character".to_owned()));
-    }
-    Ok(s)
+    check_entity(f).map_err(|e| ("entity", e.to_string()))
 }
 
 fn lossy(b: &[u8]) -> String {
@@ -420,67 +410,6 @@ fn check_header(file: &str, line: &[u8], expected: &[&str]) -> Result<(), Source
     }
 }
 
-/// Parses an RFC 3339 timestamp or a `YYYY-MM-DD` date (midnight UTC) into unix seconds.
-///
-/// Accepted: `2026-05-01`, `2026-05-01T08:00:00Z`, `2026-05-01t08:00:00z`,
-/// `2026-05-01 08:00:00+08:00`, `2026-05-01T08:00:00.123456-05:30`. A leap second `:60` is
-/// accepted (it equals the next minute's `:00`). Fractions are truncated.
-pub fn parse_timestamp(s: &[u8]) -> Option<i64> {
-    if s.len() < 10 || s[4] != b'-' || s[7] != b'-' {
-        return None;
-    }
-    let y = digits(&s[0..4])?;
-    let m = digits(&s[5..7])?;
-    let d = digits(&s[8..10])?;
-    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let mdays = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-    if !(1..=12).contains(&m) || d == 0 || d > mdays[m as usize - 1] {
-        return None;
-    }
-    let days = days_from_civil(i64::from(y), m, d);
-    if s.len() == 10 {
-        return Some(days * 86_400);
-    }
-    if s.len() < 20 || !matches!(s[10], b'T' | b't' | b' ') || s[13] != b':' || s[16] != b':' {
-        return None;
-    }
-    let (hh, mm, ss) = (digits(&s[11..13])?, digits(&s[14..16])?, digits(&s[17..19])?);
-    if hh > 23 || mm > 59 || ss > 60 {
-        return None;
-    }
-    let mut i = 19;
-    if s[i] == b'.' {
-        i += 1;
-        let f = s[i..].iter().take_while(|b| b.is_ascii_digit()).count();
-        if f == 0 {
-            return None;
-        }
-        i += f;
-    }
-    let offset = match &s[i..] {
-        [b'Z' | b'z'] => 0,
-        [sign @ (b'+' | b'-'), oh @ .., b':', m1, m2] if oh.len() == 2 => {
-            let (oh, om) = (digits(oh)?, digits(&[*m1, *m2])?);
-            if oh > 23 || om > 59 {
-                return None;
-            }
-            let o = i64::from(oh * 3600 + om * 60);
-            if *sign == b'-' {
-                -o
-            } else {
-                o
-            }
-        }
-        _ => return None,
-    };
-    Some(days * 86_400 + i64::from(hh * 3600 + mm * 60 + ss) - offset)
-}
-
-#[inline]
-fn digits(b: &[u8]) -> Option<u32> {
-    b.iter().try_fold(0u32, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0')))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -491,7 +420,7 @@ mod tests {
         (r, rows)
     }
 
-    fn consent(text: &str) -> (SourceSummary, Vec<(u64, String, Action, i64)>) {
+    fn consent(text: &str) -> (SourceSummary, Vec<(u64, String, StatementKind, i64)>) {
         let mut rows = Vec::new();
         let r = read_consent(
             text.as_bytes(),
@@ -558,9 +487,9 @@ mod tests {
         assert_eq!(
             rows,
             vec![
-                DncRow { msisdn: 8613812345678, registered_at: 1_777_593_600 },
-                DncRow { msisdn: 8613900000000, registered_at: 1_777_622_400 },
-                DncRow { msisdn: 8613700000000, registered_at: 1_777_680_000 },
+                DncRow { msisdn: 8613812345678, registered_at: 1_777_593_600_000 },
+                DncRow { msisdn: 8613900000000, registered_at: 1_777_622_400_000 },
+                DncRow { msisdn: 8613700000000, registered_at: 1_777_680_000_000 },
             ]
         );
         assert_eq!(s.rows, 3);
@@ -618,8 +547,8 @@ mod tests {
         assert_eq!(
             rows,
             vec![
-                (8613812345678, "acme-retail".to_owned(), Action::Grant, 1_777_593_600),
-                (8613812345678, "品牌".to_owned(), Action::Revoke, 1_777_651_200),
+                (8613812345678, "acme-retail".to_owned(), StatementKind::Grant, 1_777_593_600_000),
+                (8613812345678, "品牌".to_owned(), StatementKind::Revoke, 1_777_651_200_000),
             ]
         );
         let fields: Vec<&str> = s.errors.first.iter().map(|e| e.field).collect();

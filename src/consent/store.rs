@@ -3,37 +3,48 @@
 //! before it, and the journal writer that makes live statements durable.
 //!
 //! Reload: the new file is opened and validated completely ([`Snapshot::open`]) *before* the
-//! swap; a bad file is refused with its error and the old snapshot keeps serving.
+//! swap; a bad file is refused with its error and the old snapshot keeps serving. After the
+//! swap the delta drops what the snapshot's per-origin watermarks cover.
 //!
-//! Live statements (MO opt-outs, admin API) are applied to the delta at once — the very next
+//! Live statements (MO opt-outs, admin API) are checked ([`NewStatement::check`]; a malformed
+//! one is refused to its caller alone), applied to the delta at once — the very next
 //! submit_sm sees them — and handed to a dedicated writer thread that appends them to the
 //! journal with group commit (one fdatasync per batch). Each statement gets its journal
-//! sequence number up front (its *ticket*); [`ConsentStore::durable`] publishes the highest
-//! sequence that is on disk, so a caller can hold an acknowledgement until its ticket is
-//! durable. If the disk fails, the watermark stops advancing and nothing further is
-//! acknowledged (the SMSC then retries the MO).
+//! sequence number up front (its [`Ticket`], also its origin seq: its identity is
+//! (`[node] id`, ticket)); [`ConsentStore::durable`] publishes the highest sequence that is
+//! on disk, so a caller can hold an acknowledgement until its ticket is durable.
+//!
+//! The writer never gives up. When an append fails (`ENOSPC`, `EIO`, a failed fdatasync) it
+//! keeps the failing batch, returns the journal to its durable point
+//! ([`Journal::recover`]) and appends the same batch again — same statements, same
+//! sequence numbers — after a back-off of 10 ms doubling to 1 s, until it succeeds. Meanwhile
+//! the durable watermark stands still, so nothing further is acknowledged (the SMSC retries the
+//! MO, the admin API answers 503), later statements queue behind the batch in ticket order,
+//! [`ConsentStore::journal_health`] reports [`JournalHealth::Failing`] (for `/readyz`), and
+//! every failure is counted in `consentgate_journal_write_failures_total{kind}`. Once an
+//! append succeeds the store is healthy again by itself.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::{ArcSwapOption, Guard};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use super::config::ConsentConfig;
 use super::delta::Delta;
-use super::journal::{Journal, Statement};
+use super::journal::{AppendError, Journal, JournalError};
 use super::snapshot::{Snapshot, SnapshotError};
+use super::statement::{NewStatement, NodeId, Statement, StatementError, StatementId};
+use crate::telemetry::metrics as m;
 
-/// `[consent]`: where the snapshot and the journal live.
-#[derive(Debug, Clone, Default)]
-pub struct ConsentConfig {
-    pub snapshot: Option<PathBuf>,
-    pub journal: Option<PathBuf>,
-    /// Poll the snapshot file and reload it when it changes.
-    pub watch: bool,
-}
+/// First back-off after a failed journal append; doubled per failure up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Statements per group commit, at most.
+const MAX_BATCH: usize = 4096;
 
 /// A loaded snapshot with its load metadata.
 #[derive(Debug)]
@@ -48,15 +59,83 @@ pub struct Loaded {
 /// Why the store could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("journal {0}: {1}")]
-    Journal(PathBuf, String),
+    /// The journal could not be opened or replayed (the error names the file).
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+/// What [`ConsentStore::record`] promises for a recorded statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ticket {
+    /// No journal is configured: the statement is in memory only, nothing to wait for.
+    Volatile,
+    /// The statement's journal sequence number: it is durable once
+    /// [`ConsentStore::durable`] reaches it.
+    Journal(u64),
+}
+
+/// Why [`ConsentStore::record`] refused a statement.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    /// The statement is malformed; nothing was applied or journalled.
+    #[error("invalid statement: {0}")]
+    Invalid(#[from] StatementError),
+    /// The journal writer has stopped (the store is closing): the statement was applied in
+    /// memory but will not be durable.
+    #[error("the journal writer has stopped: the statement applies in memory but is not durable")]
+    JournalUnavailable,
+}
+
+/// The state of the journal writer, for `/readyz` and logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JournalHealth {
+    /// No journal configured (live statements are volatile).
+    Disabled,
+    /// The last append succeeded.
+    Healthy,
+    /// Appends are failing and being retried; nothing since `since` has become durable.
+    Failing {
+        since: SystemTime,
+        /// Failed attempts in this episode.
+        failures: u64,
+        last_error: String,
+    },
+    /// The writer has stopped (store closed).
+    Stopped,
+}
+
+impl JournalHealth {
+    /// Bounded label: `disabled`, `healthy`, `failing`, `stopped`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            JournalHealth::Disabled => "disabled",
+            JournalHealth::Healthy => "healthy",
+            JournalHealth::Failing { .. } => "failing",
+            JournalHealth::Stopped => "stopped",
+        }
+    }
+
+    /// Whether statements recorded now can become durable soon (healthy, or no journal).
+    pub fn is_ok(&self) -> bool {
+        matches!(self, JournalHealth::Disabled | JournalHealth::Healthy)
+    }
+}
+
+/// The submit side: next ticket and the channel, under one lock so tickets reach the writer in
+/// order.
+struct Submit {
+    next: u64,
+    tx: Option<mpsc::Sender<Statement>>,
 }
 
 struct JournalWriter {
-    /// Next ticket and the channel, under one lock so tickets reach the writer in order.
-    /// A std Mutex: held only for an increment and a channel send, never across an await.
-    submit: Mutex<(u64, Option<mpsc::Sender<Statement>>)>,
+    /// A std Mutex: held only for an increment, a delta apply and a channel send, never across
+    /// an await.
+    submit: Mutex<Submit>,
     durable: watch::Sender<u64>,
+    health: Arc<Mutex<JournalHealth>>,
+    /// Set by [`ConsentStore::close`]: a failing writer gives up instead of retrying forever.
+    closing: Arc<AtomicBool>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -65,6 +144,8 @@ pub struct ConsentStore {
     current: ArcSwapOption<Loaded>,
     pub delta: Delta,
     journal: Option<JournalWriter>,
+    /// This node: the origin of the statements recorded here.
+    node: NodeId,
     /// Sequence for live statements when no journal is configured.
     volatile_seq: AtomicU64,
     generation: AtomicU64,
@@ -76,6 +157,7 @@ pub struct ConsentStore {
 impl std::fmt::Debug for ConsentStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConsentStore")
+            .field("node", &self.node)
             .field("snapshot_path", &self.snapshot_path)
             .field("generation", &self.generation.load(Ordering::Relaxed))
             .field("delta_len", &self.delta.len())
@@ -84,12 +166,18 @@ impl std::fmt::Debug for ConsentStore {
 }
 
 impl ConsentStore {
-    /// A store with no snapshot and no journal (tests, demo building blocks).
+    /// A store with no snapshot and no journal (tests, demo building blocks); the node id is
+    /// the host name's.
     pub fn in_memory() -> ConsentStore {
+        ConsentStore::volatile(NodeId::from_hostname())
+    }
+
+    fn volatile(node: NodeId) -> ConsentStore {
         ConsentStore {
             current: ArcSwapOption::empty(),
             delta: Delta::new(),
             journal: None,
+            node,
             volatile_seq: AtomicU64::new(1),
             generation: AtomicU64::new(0),
             snapshot_path: None,
@@ -102,15 +190,14 @@ impl ConsentStore {
     /// traffic then follows `policy.on_snapshot_unavailable`); a journal that cannot be opened
     /// is an error, because opt-outs could not be made durable.
     pub fn open(cfg: &ConsentConfig) -> Result<ConsentStore, StoreError> {
-        let mut store = ConsentStore::in_memory();
+        let mut store = ConsentStore::volatile(cfg.node.clone());
         store.snapshot_path = cfg.snapshot.clone();
         if let Some(dir) = &cfg.journal {
-            let (journal, replayed) =
-                Journal::open(dir).map_err(|e| StoreError::Journal(dir.clone(), e.to_string()))?;
+            let (journal, replayed) = Journal::open(dir)?;
             for st in &replayed {
                 store.delta.apply(st);
             }
-            info!(journal = %dir.display(), statements = replayed.len(), "journal replayed");
+            info!(journal = %dir.display(), statements = replayed.len(), node = %cfg.node, "journal replayed");
             store.journal = Some(JournalWriter::start(journal));
         } else {
             warn!("no consent.journal configured: live opt-outs are kept in memory only and lost on restart");
@@ -121,6 +208,11 @@ impl ConsentStore {
             }
         }
         Ok(store)
+    }
+
+    /// This node's id: the origin of statements recorded here.
+    pub fn node(&self) -> &NodeId {
+        &self.node
     }
 
     /// The current snapshot, if any. Cheap (no lock, no reference-count write in the
@@ -146,7 +238,6 @@ impl ConsentStore {
         let _serial = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
         let t0 = std::time::Instant::now();
         let snapshot = Snapshot::open(path)?;
-        let watermark = snapshot.info().journal_watermark;
         let loaded = Arc::new(Loaded {
             snapshot,
             generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
@@ -154,8 +245,9 @@ impl ConsentStore {
             loaded_at: SystemTime::now(),
         });
         self.current.store(Some(loaded.clone()));
-        if watermark > 0 {
-            self.delta.prune_through(watermark);
+        let marks = &loaded.snapshot.info().watermarks;
+        if !marks.is_empty() {
+            self.delta.prune_through(marks);
         }
         huge_pages_later(&loaded);
         let info = loaded.snapshot.info();
@@ -164,6 +256,7 @@ impl ConsentStore {
             generation = loaded.generation,
             dnc = info.dnc_count,
             pairs = info.pair_count,
+            watermarks = %info.watermarks,
             load_ms = t0.elapsed().as_millis() as u64,
             "snapshot loaded"
         );
@@ -182,34 +275,40 @@ impl ConsentStore {
         loaded
     }
 
-    /// Records a live statement: applied to the delta now, journalled asynchronously.
-    /// Returns its ticket (journal sequence); it is durable once [`durable`](Self::durable)
-    /// reaches it. Without a journal the ticket is 0 (nothing to wait for).
-    pub fn record(&self, mut st: Statement) -> u64 {
+    /// Records a live statement made on this node: checks it, gives it its identity (this
+    /// node, its ticket), applies it to the delta now and journals it asynchronously.
+    ///
+    /// A malformed statement is refused ([`RecordError::Invalid`]) and changes nothing; other
+    /// callers are unaffected. With a journal the ticket is durable once
+    /// [`durable`](Self::durable) reaches it — while the journal is failing that waits until it
+    /// recovers. After [`close`](Self::close) the statement still applies in memory and
+    /// [`RecordError::JournalUnavailable`] says it will not be durable.
+    pub fn record(&self, st: NewStatement) -> Result<Ticket, RecordError> {
+        st.check()?;
         match &self.journal {
             Some(j) => {
                 let mut g = j.submit.lock().unwrap_or_else(|p| p.into_inner());
-                let seq = g.0;
-                st.seq = seq;
+                let seq = g.next;
+                let st = st.with_id(StatementId { origin: self.node.clone(), seq });
                 self.delta.apply(&st);
-                let sent = g.1.as_ref().map(|tx| tx.send(st).is_ok()).unwrap_or(false);
-                if sent {
-                    g.0 += 1;
-                    seq
-                } else {
+                let sent = g.tx.as_ref().is_some_and(|tx| tx.send(st).is_ok());
+                if !sent {
                     error!("journal writer is gone; statement applied in memory only");
-                    u64::MAX
+                    return Err(RecordError::JournalUnavailable);
                 }
+                g.next += 1;
+                Ok(Ticket::Journal(seq))
             }
             None => {
-                st.seq = self.volatile_seq.fetch_add(1, Ordering::Relaxed);
-                self.delta.apply(&st);
-                0
+                let seq = self.volatile_seq.fetch_add(1, Ordering::Relaxed);
+                self.delta.apply(&st.with_id(StatementId { origin: self.node.clone(), seq }));
+                Ok(Ticket::Volatile)
             }
         }
     }
 
-    /// Watches the highest durable journal sequence.
+    /// Watches the highest durable journal sequence (`u64::MAX` without a journal: every
+    /// ticket is as durable as it will get).
     pub fn durable(&self) -> watch::Receiver<u64> {
         match &self.journal {
             Some(j) => j.durable.subscribe(),
@@ -217,10 +316,28 @@ impl ConsentStore {
         }
     }
 
-    /// Stops the journal writer after it has written everything queued.
+    /// Whether `ticket` is durable now.
+    pub fn is_durable(&self, ticket: Ticket) -> bool {
+        match (ticket, &self.journal) {
+            (Ticket::Volatile, _) | (Ticket::Journal(_), None) => true,
+            (Ticket::Journal(t), Some(j)) => *j.durable.borrow() >= t,
+        }
+    }
+
+    /// The journal writer's state (`/readyz`).
+    pub fn journal_health(&self) -> JournalHealth {
+        match &self.journal {
+            Some(j) => j.health.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            None => JournalHealth::Disabled,
+        }
+    }
+
+    /// Stops the journal writer after it has written everything queued. A writer that is
+    /// failing makes one more attempt and then gives up: what it held was never acknowledged.
     pub fn close(&self) {
         if let Some(j) = &self.journal {
-            j.submit.lock().unwrap_or_else(|p| p.into_inner()).1 = None;
+            j.closing.store(true, Ordering::Release);
+            j.submit.lock().unwrap_or_else(|p| p.into_inner()).tx = None;
             if let Some(t) = j.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
                 let _ = t.join();
             }
@@ -229,43 +346,118 @@ impl ConsentStore {
 }
 
 impl JournalWriter {
-    fn start(mut journal: Journal) -> JournalWriter {
+    fn start(journal: Journal) -> JournalWriter {
         let (tx, rx) = mpsc::channel::<Statement>();
         let next = journal.next_seq();
         let (durable, _) = watch::channel(next.saturating_sub(1));
-        let publish = durable.clone();
+        let health = Arc::new(Mutex::new(JournalHealth::Healthy));
+        let closing = Arc::new(AtomicBool::new(false));
+        metrics::gauge!(m::JOURNAL_HEALTHY).set(1.0);
+        let writer = Writer { journal, publish: durable.clone(), health: health.clone(), closing: closing.clone() };
         let thread = std::thread::Builder::new()
             .name("consentgate-journal".into())
-            .spawn(move || {
-                let mut batch = Vec::with_capacity(1024);
-                while let Ok(first) = rx.recv() {
-                    batch.push(first);
-                    while batch.len() < 4096 {
-                        match rx.try_recv() {
-                            Ok(st) => batch.push(st),
-                            Err(_) => break,
-                        }
-                    }
-                    let expect = batch[0].seq;
-                    match journal.append_batch(&batch) {
-                        Ok(first_seq) => {
-                            if first_seq != expect {
-                                error!(expected = expect, got = first_seq, "journal sequence mismatch");
-                            }
-                            let _ = publish.send(first_seq + batch.len() as u64 - 1);
-                        }
-                        Err(e) => {
-                            // Stop: later tickets could no longer match journal sequences.
-                            // Statements stay in the delta; acknowledgements are withheld.
-                            error!(error = %e, pending = batch.len(), "journal append failed; journal writer stopped, opt-outs no longer durable");
-                            return;
-                        }
-                    }
-                    batch.clear();
-                }
-            })
+            .spawn(move || writer.run(rx))
             .expect("spawn journal writer thread");
-        JournalWriter { submit: Mutex::new((next, Some(tx))), durable, thread: Mutex::new(Some(thread)) }
+        JournalWriter {
+            submit: Mutex::new(Submit { next, tx: Some(tx) }),
+            durable,
+            health,
+            closing,
+            thread: Mutex::new(Some(thread)),
+        }
+    }
+}
+
+/// The writer thread's state.
+struct Writer {
+    journal: Journal,
+    publish: watch::Sender<u64>,
+    health: Arc<Mutex<JournalHealth>>,
+    closing: Arc<AtomicBool>,
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Statement>) {
+        let mut batch = Vec::with_capacity(1024);
+        while let Ok(first) = rx.recv() {
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(st) => batch.push(st),
+                    Err(_) => break,
+                }
+            }
+            if !self.commit(&mut batch) {
+                break;
+            }
+            batch.clear();
+        }
+        *self.health.lock().unwrap_or_else(|p| p.into_inner()) = JournalHealth::Stopped;
+        metrics::gauge!(m::JOURNAL_HEALTHY).set(0.0);
+    }
+
+    /// Appends `batch` until it is durable and publishes it. Returns false only if the store
+    /// is closing while appends fail (the batch was never acknowledged).
+    fn commit(&mut self, batch: &mut Vec<Statement>) -> bool {
+        let mut backoff = FIRST_BACKOFF;
+        let mut failures = 0u64;
+        loop {
+            match self.journal.append_batch(batch) {
+                Ok(first_seq) => {
+                    let expect = batch[0].id.seq;
+                    if first_seq != expect {
+                        error!(expected = expect, got = first_seq, "journal sequence mismatch");
+                    }
+                    if failures > 0 {
+                        info!(failures, statements = batch.len(), "journal writable again; statements durable");
+                        *self.health.lock().unwrap_or_else(|p| p.into_inner()) = JournalHealth::Healthy;
+                        metrics::gauge!(m::JOURNAL_HEALTHY).set(1.0);
+                    }
+                    // send_replace: the value must advance even while nobody is subscribed (is_durable reads it).
+                    self.publish.send_replace(first_seq + batch.len() as u64 - 1);
+                    return true;
+                }
+                Err(AppendError::Invalid { index, error }) => {
+                    // Unreachable: `record` refuses what `append_batch` would (the same
+                    // `check`). Drop the one statement rather than the writer.
+                    error!(%error, seq = batch[index].id.seq, "journal refused a statement; dropped");
+                    batch.remove(index);
+                    if batch.is_empty() {
+                        return true;
+                    }
+                }
+                Err(e) => {
+                    failures += 1;
+                    metrics::counter!(m::JOURNAL_WRITE_FAILURES_TOTAL, "kind" => e.kind()).increment(1);
+                    if matches!(e, AppendError::Io { op: "fsync", .. }) {
+                        metrics::counter!(m::ERRORS_TOTAL, "stage" => "journal", "kind" => "fsync_failed").increment(1);
+                    }
+                    metrics::gauge!(m::JOURNAL_HEALTHY).set(0.0);
+                    {
+                        let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+                        let since = match &*h {
+                            JournalHealth::Failing { since, .. } => *since,
+                            _ => SystemTime::now(),
+                        };
+                        *h = JournalHealth::Failing { since, failures, last_error: e.to_string() };
+                    }
+                    if self.closing.load(Ordering::Acquire) {
+                        error!(error = %e, statements = batch.len(), "journal append failed at shutdown; statements not durable (never acknowledged)");
+                        return false;
+                    }
+                    // Log the first failure and then about once a second.
+                    if failures == 1 || backoff == MAX_BACKOFF {
+                        error!(error = %e, failures, pending = batch.len(), retry_in_ms = backoff.as_millis() as u64, "journal append failed; retrying, opt-outs not acknowledged meanwhile");
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    if let Err(e) = self.journal.recover() {
+                        metrics::counter!(m::JOURNAL_WRITE_FAILURES_TOTAL, "kind" => "recover").increment(1);
+                        warn!(error = %e, "journal recovery failed; retrying");
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -291,5 +483,174 @@ fn huge_pages_later(loaded: &Arc<Loaded>) {
     });
     if let Err(e) = spawned {
         tracing::debug!(error = %e, "snapshot huge pages: no thread");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::consent::journal::read_dir;
+    use crate::consent::statement::{EntityName, StatementKind, StatementSource};
+
+    fn revoke(i: u64) -> NewStatement {
+        NewStatement {
+            kind: StatementKind::Revoke,
+            source: StatementSource::Mo,
+            msisdn: 8613800000000 + i,
+            entity: Some(EntityName::parse("acme").unwrap()),
+            at: 1_780_000_000_000 + i as i64,
+        }
+    }
+
+    fn node() -> NodeId {
+        NodeId::parse("test-node").unwrap()
+    }
+
+    fn wait_durable(store: &ConsentStore, ticket: u64, within: Duration) -> bool {
+        let t0 = Instant::now();
+        while t0.elapsed() < within {
+            if store.is_durable(Ticket::Journal(ticket)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+
+    #[test]
+    fn record_refuses_a_malformed_statement_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = ConsentConfig { journal: Some(dir.path().join("j")), node: node(), ..ConsentConfig::default() };
+        let store = ConsentStore::open(&cfg).unwrap();
+        let mut bad = revoke(0);
+        bad.entity = None;
+        assert_eq!(store.record(bad), Err(RecordError::Invalid(StatementError::MissingEntity)));
+        assert!(store.delta.is_empty());
+        let t = store.record(revoke(1)).unwrap();
+        assert_eq!(t, Ticket::Journal(1));
+        assert!(wait_durable(&store, 1, Duration::from_secs(5)));
+        assert_eq!(store.journal_health(), JournalHealth::Healthy);
+        store.close();
+        assert_eq!(store.journal_health(), JournalHealth::Stopped);
+        assert_eq!(store.record(revoke(2)), Err(RecordError::JournalUnavailable));
+        let on_disk = read_dir(dir.path().join("j")).unwrap();
+        assert_eq!(on_disk.len(), 1);
+        assert_eq!(on_disk[0].id, StatementId { origin: node(), seq: 1 });
+
+        let mem = ConsentStore::in_memory();
+        assert_eq!(mem.record(revoke(3)), Ok(Ticket::Volatile));
+        assert_eq!(mem.journal_health(), JournalHealth::Disabled);
+        assert!(mem.is_durable(Ticket::Volatile));
+    }
+
+    /// Unmounts (lazily) on drop, so a failing test does not leave the mount behind.
+    struct Mount(PathBuf);
+
+    impl Drop for Mount {
+        fn drop(&mut self) {
+            let ok = std::process::Command::new("umount").arg("-l").arg(&self.0).status().is_ok_and(|s| s.success());
+            if !ok {
+                eprintln!("WARNING: could not unmount the test tmpfs at {}", self.0.display());
+            }
+        }
+    }
+
+    /// A real full file system (a 1 MiB tmpfs): statements recorded while it is full are not
+    /// acknowledged, the writer reports `Failing` and keeps retrying, and once space is freed
+    /// they become durable by themselves, exactly once each and in ticket order, and survive a
+    /// reopen. Needs root (to mount); without it the test says so loudly.
+    #[test]
+    fn full_disk_is_retried_until_durable() {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        #[allow(unsafe_code)]
+        let root = unsafe { libc::geteuid() } == 0;
+        if !root {
+            eprintln!("\n*** SKIPPED full_disk_is_retried_until_durable: not root, cannot mount a tmpfs ***\n");
+            return;
+        }
+        // SAFETY: sysconf has no preconditions.
+        #[allow(unsafe_code)]
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+        let dir = tempfile::tempdir().unwrap();
+        let mnt = dir.path().join("mnt");
+        fs_err(std::fs::create_dir(&mnt));
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(&mnt)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "running as root but `mount -t tmpfs` failed ({status}): cannot test a full disk");
+        let _mount = Mount(mnt.clone());
+
+        let jdir = mnt.join("journal");
+        let cfg = ConsentConfig { journal: Some(jdir.clone()), node: node(), ..ConsentConfig::default() };
+        let store = ConsentStore::open(&cfg).unwrap();
+        // Fill the segment's last page so that the next record needs a new one.
+        let Ticket::Journal(mut last) = store.record(revoke(0)).unwrap() else { panic!("journalled") };
+        assert!(wait_durable(&store, last, Duration::from_secs(5)));
+        let seg_len = || std::fs::metadata(jdir.join("journal-00000000000000000001.log")).unwrap().len();
+        let rec = seg_len() - 16;
+        let mut n = 1;
+        while seg_len() % page + rec <= page {
+            let Ticket::Journal(t) = store.record(revoke(n)).unwrap() else { panic!("journalled") };
+            assert!(wait_durable(&store, t, Duration::from_secs(5)));
+            last = t;
+            n += 1;
+        }
+        let before = n;
+        // Fill the file system.
+        let fill = mnt.join("fill");
+        {
+            let mut f = std::fs::File::create(&fill).unwrap();
+            let chunk = vec![0u8; 4096];
+            while f.write_all(&chunk).is_ok() {}
+            let _ = f.sync_all();
+        }
+
+        let mut tickets = Vec::new();
+        for i in 0..20 {
+            match store.record(revoke(n + i)).unwrap() {
+                Ticket::Journal(t) => tickets.push(t),
+                Ticket::Volatile => panic!("journalled"),
+            }
+        }
+        assert_eq!(tickets, (last + 1..=last + 20).collect::<Vec<_>>());
+        // Applied at once, durable never while the disk is full.
+        assert!(store.delta.len() as u64 >= before + 20);
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!store.is_durable(Ticket::Journal(tickets[0])), "acknowledged on a full disk");
+        match store.journal_health() {
+            JournalHealth::Failing { failures, last_error, .. } => {
+                assert!(failures >= 2, "retried: {failures}");
+                assert!(last_error.contains("No space left") || last_error.contains("os error 28"), "{last_error}");
+            }
+            h => panic!("expected Failing, got {h:?}"),
+        }
+        assert_eq!(read_dir(&jdir).unwrap().len() as u64, before, "nothing of the failing batch on disk");
+        // A malformed statement is still refused alone meanwhile.
+        let mut bad = revoke(999);
+        bad.entity = None;
+        assert!(matches!(store.record(bad), Err(RecordError::Invalid(_))));
+
+        // Free the space: the writer recovers by itself.
+        std::fs::remove_file(&fill).unwrap();
+        assert!(wait_durable(&store, *tickets.last().unwrap(), Duration::from_secs(10)), "durable after space freed");
+        assert_eq!(store.journal_health(), JournalHealth::Healthy);
+        store.close();
+        drop(store);
+
+        // Everything survives a reopen, once each, identities = tickets in order.
+        let (_, replayed) = Journal::open(&jdir).unwrap();
+        let seqs: Vec<u64> = replayed.iter().map(|s| s.id.seq).collect();
+        assert_eq!(seqs, (1..=last + 20).collect::<Vec<_>>());
+        assert!(replayed.iter().all(|s| s.id.origin == node()));
+        assert_eq!(replayed.last().unwrap().msisdn, 8613800000000 + n + 19);
+    }
+
+    fn fs_err(r: std::io::Result<()>) {
+        r.expect("create the mount point");
     }
 }

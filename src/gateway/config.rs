@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use crate::admin::AdminConfig;
 use crate::audit::AuditConfig;
 use crate::capture::CaptureConfig;
-use crate::consent::store::ConsentConfig;
+use crate::consent::ConsentConfig;
 use crate::policy::{Account, Engine, PolicyConfig};
 use crate::relay::UpstreamConfig;
 use crate::session::SessionConfig;

@@ -7,9 +7,9 @@
 use std::collections::HashMap;
 
 use crate::consent::delta::Delta;
-use crate::consent::journal::StatementKind;
 use crate::consent::msisdn;
 use crate::consent::snapshot::{EntityId, PairState, Snapshot};
+use crate::consent::statement::StatementKind;
 use crate::smpp::peek::Addr;
 use crate::smpp::BindType;
 use crate::time::Now;

@@ -4,18 +4,16 @@
 use super::*;
 use crate::config::{days_from_civil, Config};
 use crate::consent::delta::Delta;
-use crate::consent::journal::StatementKind;
-use crate::consent::journal::{Statement, StatementSource};
-use crate::consent::snapshot::Snapshot;
-use crate::consent::snapshot::{Action, SnapshotBuilder};
+use crate::consent::snapshot::{Snapshot, SnapshotBuilder};
+use crate::consent::statement::{EntityName, NodeId, Statement, StatementId, StatementKind, StatementSource};
 use crate::smpp::peek::Addr;
 use crate::time::Now;
 
 const ENTITY: &str = "acme-retail";
-/// Snapshot statement times (unix seconds): T1 < T2, live statements later still.
-const T1: i64 = 1_760_000_000;
-const T2: i64 = 1_770_000_000;
-const LIVE: i64 = 1_780_000_000;
+/// Snapshot statement times (Unix ms): T1 < T2, live statements later still.
+const T1: i64 = 1_760_000_000_000;
+const T2: i64 = 1_770_000_000_000;
+const LIVE: i64 = 1_780_000_000_000;
 
 // Destinations (E.164 digits).
 const GRANTED: u64 = 8613800000001;
@@ -65,15 +63,15 @@ licence = "B2-20230002"
 
 fn snapshot() -> Snapshot {
     let mut b = SnapshotBuilder::new();
-    b.add_statement(GRANTED, ENTITY, Action::Grant, T1).unwrap();
-    b.add_statement(REVOKED, ENTITY, Action::Grant, T1).unwrap();
-    b.add_statement(REVOKED, ENTITY, Action::Revoke, T2).unwrap();
+    b.add_statement(GRANTED, ENTITY, StatementKind::Grant, T1).unwrap();
+    b.add_statement(REVOKED, ENTITY, StatementKind::Grant, T1).unwrap();
+    b.add_statement(REVOKED, ENTITY, StatementKind::Revoke, T2).unwrap();
     b.add_dnc(DNC, T1).unwrap();
-    b.add_statement(DNC_AFTER_GRANT, ENTITY, Action::Grant, T1).unwrap();
+    b.add_statement(DNC_AFTER_GRANT, ENTITY, StatementKind::Grant, T1).unwrap();
     b.add_dnc(DNC_AFTER_GRANT, T2).unwrap();
     b.add_dnc(GRANT_AFTER_DNC, T1).unwrap();
-    b.add_statement(GRANT_AFTER_DNC, ENTITY, Action::Grant, T2).unwrap();
-    b.add_statement(OTHER_ENTITY, "other-brand", Action::Grant, T1).unwrap();
+    b.add_statement(GRANT_AFTER_DNC, ENTITY, StatementKind::Grant, T2).unwrap();
+    b.add_statement(OTHER_ENTITY, "other-brand", StatementKind::Grant, T1).unwrap();
     b.into_snapshot().expect("snapshot")
 }
 
@@ -93,8 +91,9 @@ impl World {
 
     fn live(&mut self, kind: StatementKind, msisdn: u64, at: i64) {
         self.seq += 1;
-        let entity = (kind != StatementKind::Dnc).then(|| ENTITY.to_owned());
-        self.delta.apply(&Statement { seq: self.seq, at, kind, source: StatementSource::Api, msisdn, entity });
+        let entity = kind.has_entity().then(|| EntityName::parse(ENTITY).unwrap());
+        let id = StatementId { origin: NodeId::parse("test").unwrap(), seq: self.seq };
+        self.delta.apply(&Statement { at, kind, source: StatementSource::Api, msisdn, entity, id });
     }
 
     fn decide_full(&self, system_id: &str, src: &[u8], dest: Addr, service_type: &[u8]) -> Verdict {

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::consent::journal::{Statement, StatementKind, StatementSource};
-use crate::consent::store::ConsentStore;
+use crate::consent::statement::{EntityName, NewStatement, StatementKind, StatementSource};
+use crate::consent::store::{ConsentStore, RecordError, Ticket};
 use crate::optout::{Keywords, Scratch};
 use crate::policy::Engine;
 use crate::relay::LegState;
@@ -73,15 +73,32 @@ impl OptoutGate {
             tracing::debug!(peer = %peer, "opt-out keyword from a non-subscriber address ignored");
             return None;
         };
-        let ticket = self.store.record(Statement {
-            seq: 0,
-            at: now.unix_s(),
+        let entity = match EntityName::parse(entity) {
+            Ok(e) => e,
+            Err(e) => {
+                // Config validation refuses such an entity; never reached with a checked config.
+                tracing::error!(peer = %peer, error = %e, "opt-out not recorded: the account's entity is invalid");
+                return None;
+            }
+        };
+        let recorded = self.store.record(NewStatement {
             kind: StatementKind::Revoke,
             source: StatementSource::Mo,
             msisdn: m,
-            entity: Some(entity.to_owned()),
+            entity: Some(entity),
+            at: now.unix_ms,
         });
-        Some(ticket)
+        match recorded {
+            Ok(Ticket::Journal(t)) => Some(t),
+            // Nothing to wait for: durable() is u64::MAX without a journal.
+            Ok(Ticket::Volatile) => Some(0),
+            Err(e @ RecordError::Invalid(_)) => {
+                tracing::error!(peer = %peer, error = %e, "opt-out not recorded");
+                None
+            }
+            // Held until the response timeout, then answered for redelivery.
+            Err(RecordError::JournalUnavailable) => Some(u64::MAX),
+        }
     }
 
     /// The MO carrying opt-out `ticket` went to the ESME as `down_seq`.

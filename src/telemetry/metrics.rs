@@ -56,6 +56,12 @@ pub const OPTOUTS_TOTAL: &str = "consentgate_optouts_total";
 pub const STATEMENTS_TOTAL: &str = "consentgate_statements_total";
 /// Histogram: one journal group commit (write + fdatasync).
 pub const JOURNAL_FSYNC_DURATION: &str = "consentgate_journal_fsync_duration_seconds";
+/// `{kind}` — failed journal appends, each retried until it succeeds: kind `write` |
+/// `fsync` | `rotate` | `poisoned` | `recover` (see `consent::store`).
+pub const JOURNAL_WRITE_FAILURES_TOTAL: &str = "consentgate_journal_write_failures_total";
+/// Gauge: 1 while the journal writer's appends succeed, 0 while they fail (and are retried) or
+/// after it stopped. Absent without a journal.
+pub const JOURNAL_HEALTHY: &str = "consentgate_journal_healthy";
 /// `{stage, kind}` — things that went wrong: stage `esme` | `smsc` | `journal` | `audit` |
 /// `snapshot` | `admin`; kind a short stable word (`malformed_pdu`, `timeout`, …).
 pub const ERRORS_TOTAL: &str = "consentgate_errors_total";
@@ -137,6 +143,9 @@ fn register_alerting_series() {
     for source in ["mo", "api"] {
         metrics::counter!(OPTOUTS_TOTAL, "source" => source).increment(0);
     }
+    for kind in ["write", "fsync"] {
+        metrics::counter!(JOURNAL_WRITE_FAILURES_TOTAL, "kind" => kind).increment(0);
+    }
     for kind in ["fsync_failed", "optout_not_durable"] {
         metrics::counter!(ERRORS_TOTAL, "stage" => "journal", "kind" => kind).increment(0);
     }
@@ -167,6 +176,8 @@ fn describe() {
     describe_counter!(OPTOUTS_TOTAL, Unit::Count, "refusals recorded, by source");
     describe_counter!(STATEMENTS_TOTAL, Unit::Count, "consent statements recorded, by source and kind");
     describe_histogram!(JOURNAL_FSYNC_DURATION, Unit::Seconds, "journal group commit (write + fdatasync)");
+    describe_counter!(JOURNAL_WRITE_FAILURES_TOTAL, Unit::Count, "failed journal appends (retried until they succeed)");
+    describe_gauge!(JOURNAL_HEALTHY, "1 while journal appends succeed, 0 while they fail and are retried");
     describe_counter!(ERRORS_TOTAL, Unit::Count, "errors by stage and kind");
     describe_counter!(AUDIT_RECORDS_TOTAL, Unit::Count, "decision audit records written or dropped");
     describe_counter!(CAPTURE_RECORDS_TOTAL, Unit::Count, "capture records (one leg read or write) written or dropped");
