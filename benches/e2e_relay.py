@@ -117,6 +117,7 @@ def main():
     # Without --policy there is no consent data: let commercial traffic through so both
     # forwarders carry the same messages (the default, `reject`, would answer all locally).
     policy_toml = "[policy]\non_snapshot_unavailable = \"allow\"\n"
+    base_policy_toml = None
     scenario = None
     if a.policy:
         import random
@@ -142,6 +143,13 @@ regime = "opt-in"
 [consent]
 snapshot = "{snap}"
 """
+        if a.baseline_bin:
+            # The baseline build may read another snapshot format: it builds its own from the
+            # same CSV files, so both gateways hold the same records.
+            base_snap = os.path.join(tmp, "base.snap")
+            subprocess.run([a.baseline_bin, "snapshot", "build", "--dnc", dnc_csv, "--consent", consent_csv,
+                            "--out", base_snap], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            base_policy_toml = policy_toml.replace(snap, base_snap)
         scenario = os.path.join(tmp, "scenario.jsonl")
         with open(scenario, "w") as f:
             for m in granted:
@@ -150,7 +158,7 @@ snapshot = "{snap}"
     cfg = os.path.join(tmp, "bench.toml")
     base_cfg = os.path.join(tmp, "base.toml")
     extra = open(a.extra_toml).read() if a.extra_toml else ""
-    for path, port, more in ((cfg, gw_p, extra), (base_cfg, base_p, "")):
+    for path, port, more, pol in ((cfg, gw_p, extra, policy_toml), (base_cfg, base_p, "", base_policy_toml or policy_toml)):
       with open(path, "w") as f:
         f.write(f"""
 [listen]
@@ -160,7 +168,7 @@ admin = "127.0.0.1:0"
 address = "127.0.0.1:{sim_p}"
 [session]
 window = {a.window}
-{policy_toml}
+{pol}
 {more}
 [[account]]
 system_id = "bench"

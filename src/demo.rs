@@ -200,7 +200,9 @@ async fn run_in(dir: &std::path::Path, count: u64) -> anyhow::Result<()> {
             for line in body.lines().filter(|l| l.starts_with("consentgate_submit_total{")) {
                 println!("       {line}");
             }
-            if let Some(l) = body.lines().find(|l| l.starts_with("consentgate_optouts_total{")) {
+            // The MO opt-outs step 4 captured (not whichever source the exposition lists first).
+            let mo = format!("{}{{source=\"mo\"}}", crate::telemetry::metrics::OPTOUTS_TOTAL);
+            if let Some(l) = body.lines().find(|l| l.starts_with(&mo)) {
                 println!("       {l}");
             }
         }

@@ -24,4 +24,9 @@ fn demo_runs_every_step() {
         assert!(text.contains(step), "missing `{step}` in:\n{text}");
     }
     assert!(!text.contains("unanswered 1"), "{text}");
+    // Step 5 shows the MO opt-out counter, and it counted the subscriber's 退订.
+    let line = text.lines().find(|l| l.contains("consentgate_optouts_total{")).unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("source=\"mo\""), "{line}");
+    let n: f64 = line.split_whitespace().last().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    assert!(n >= 1.0, "{line}");
 }

@@ -178,7 +178,7 @@ async fn readyz(State(state): State<AdminState>) -> Response {
         "ready": ready,
         "snapshot": { "ok": snapshot_ok, "loaded": loaded },
         "journal": { "ok": journal.is_ok(), "state": journal.as_str(), "error": journal_error },
-        "upstream": { "ok": upstream.is_ok(), "address": state.upstream.address, "error": upstream.err() },
+        "upstream": { "ok": upstream.is_ok(), "address": state.upstream.address, "error": upstream.err().map(|e| e.to_string()) },
     });
     let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, Json(body)).into_response()
@@ -431,7 +431,7 @@ async fn log_level(State(state): State<AdminState>, headers: HeaderMap, body: ax
             tracing::info!(filter = %input.filter, "log filter changed via admin API");
             Json(json!({ "filter": input.filter })).into_response()
         }
-        Err(e) => error(StatusCode::BAD_REQUEST, "invalid_filter", e),
+        Err(e) => error(StatusCode::BAD_REQUEST, "invalid_filter", e.to_string()),
     }
 }
 

@@ -36,14 +36,27 @@ pub struct UpstreamConfig {
     pub enquire_link_interval: Duration,
 }
 
+/// Why the upstream SMSC did not accept a TCP connection.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("{address}: {source}")]
+    Connect {
+        address: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{address}: no connection within {timeout:?}")]
+    Timeout { address: String, timeout: Duration },
+}
+
 /// Whether the upstream SMSC accepts a TCP connection (closed at once; no bind), within its
 /// connect timeout capped at 2 s.
-pub async fn probe(upstream: &UpstreamConfig) -> Result<(), String> {
+pub async fn probe(upstream: &UpstreamConfig) -> Result<(), ProbeError> {
     let (address, timeout) = (&upstream.address, upstream.connect_timeout.min(Duration::from_secs(2)));
     match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(format!("{address}: {e}")),
-        Err(_) => Err(format!("{address}: no connection within {timeout:?}")),
+        Ok(Err(source)) => Err(ProbeError::Connect { address: address.clone(), source }),
+        Err(_) => Err(ProbeError::Timeout { address: address.clone(), timeout }),
     }
 }
 

@@ -82,14 +82,28 @@ impl std::fmt::Debug for BindRequest {
     }
 }
 
+/// Why a PDU could not be decoded fully.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// rusmpp refused the body (its message).
+    #[error("malformed PDU: {0}")]
+    Malformed(String),
+    /// A well-formed PDU that is not the one expected here.
+    #[error("not a bind request")]
+    NotABind,
+}
+
 /// Fully decodes a frame with rusmpp. Only for PDUs outside the hot path.
-pub fn decode(frame: &[u8]) -> Result<Command, String> {
+pub fn decode(frame: &[u8]) -> Result<Command, DecodeError> {
+    if frame.len() < 4 {
+        return Err(DecodeError::Malformed("shorter than a command_length".into()));
+    }
     let mut buf = BytesMut::from(&frame[4..]);
-    Command::decode(&mut buf, frame.len() - 4).map(|(c, _)| c).map_err(|e| e.to_string())
+    Command::decode(&mut buf, frame.len() - 4).map(|(c, _)| c).map_err(|e| DecodeError::Malformed(e.to_string()))
 }
 
 /// Decodes a bind_transmitter / bind_receiver / bind_transceiver frame.
-pub fn decode_bind(frame: &[u8]) -> Result<BindRequest, String> {
+pub fn decode_bind(frame: &[u8]) -> Result<BindRequest, DecodeError> {
     let c = decode(frame)?;
     let (bind_type, system_id, password, system_type, iv) = match c.pdu() {
         Some(Pdu::BindTransmitter(b)) => {
@@ -101,7 +115,7 @@ pub fn decode_bind(frame: &[u8]) -> Result<BindRequest, String> {
         Some(Pdu::BindTransceiver(b)) => {
             (BindType::Transceiver, &b.system_id, &b.password, &b.system_type, b.interface_version)
         }
-        _ => return Err("not a bind".into()),
+        _ => return Err(DecodeError::NotABind),
     };
     Ok(BindRequest {
         bind_type,

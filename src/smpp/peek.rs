@@ -20,13 +20,79 @@
 
 use super::{cmd, status, HEADER_LEN};
 
+/// A body field of the PDUs [`message`], [`multi`] and [`destination`] read: what a
+/// [`PeekError`] names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Field {
+    CommandId,
+    DataCoding,
+    DestAddrNpi,
+    DestAddrTon,
+    DestFlag,
+    DestinationAddr,
+    DlName,
+    EsmClass,
+    MessageId,
+    NumberOfDests,
+    PriorityFlag,
+    ProtocolId,
+    RegisteredDelivery,
+    ReplaceIfPresentFlag,
+    ScheduleDeliveryTime,
+    ServiceType,
+    SmDefaultMsgId,
+    SmLength,
+    SourceAddr,
+    SourceAddrNpi,
+    SourceAddrTon,
+    ValidityPeriod,
+    ShortMessage,
+}
+
+impl Field {
+    /// The field's name in SMPP v3.4 §4.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Field::CommandId => "command_id",
+            Field::DataCoding => "data_coding",
+            Field::DestAddrNpi => "dest_addr_npi",
+            Field::DestAddrTon => "dest_addr_ton",
+            Field::DestFlag => "dest_flag",
+            Field::DestinationAddr => "destination_addr",
+            Field::DlName => "dl_name",
+            Field::EsmClass => "esm_class",
+            Field::MessageId => "message_id",
+            Field::NumberOfDests => "number_of_dests",
+            Field::PriorityFlag => "priority_flag",
+            Field::ProtocolId => "protocol_id",
+            Field::RegisteredDelivery => "registered_delivery",
+            Field::ReplaceIfPresentFlag => "replace_if_present_flag",
+            Field::ScheduleDeliveryTime => "schedule_delivery_time",
+            Field::ServiceType => "service_type",
+            Field::SmDefaultMsgId => "sm_default_msg_id",
+            Field::SmLength => "sm_length",
+            Field::SourceAddr => "source_addr",
+            Field::SourceAddrNpi => "source_addr_npi",
+            Field::SourceAddrTon => "source_addr_ton",
+            Field::ValidityPeriod => "validity_period",
+            Field::ShortMessage => "short_message",
+        }
+    }
+}
+
+impl std::fmt::Display for Field {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Why a body could not be read; [`PeekError::status`] is what the sender is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PeekError {
     #[error("body truncated in field {0}")]
-    Truncated(&'static str),
+    Truncated(Field),
     #[error("C-octet-string {0} not NUL-terminated within its maximum length")]
-    Unterminated(&'static str),
+    Unterminated(Field),
     #[error("sm_length runs past the end of the PDU")]
     BadSmLength,
     #[error("malformed TLV stream")]
@@ -39,8 +105,8 @@ impl PeekError {
     /// The command_status for the response to the malformed request.
     pub fn status(self) -> u32 {
         match self {
-            PeekError::Unterminated("source_addr") => status::ESME_RINVSRCADR,
-            PeekError::Unterminated("destination_addr") => status::ESME_RINVDSTADR,
+            PeekError::Unterminated(Field::SourceAddr) => status::ESME_RINVSRCADR,
+            PeekError::Unterminated(Field::DestinationAddr) => status::ESME_RINVDSTADR,
             PeekError::BadTlv => status::ESME_RINVTLVSTREAM,
             PeekError::BadDestCount => status::ESME_RINVNUMDESTS,
             _ => status::ESME_RINVMSGLEN,
@@ -137,14 +203,14 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     #[inline]
-    fn u8(&mut self, field: &'static str) -> Result<u8, PeekError> {
+    fn u8(&mut self, field: Field) -> Result<u8, PeekError> {
         let v = *self.b.get(self.at).ok_or(PeekError::Truncated(field))?;
         self.at += 1;
         Ok(v)
     }
     /// A C-octet-string of at most `max` bytes including the NUL; returns it without the NUL.
     #[inline]
-    fn cstr(&mut self, max: usize, field: &'static str) -> Result<&'a [u8], PeekError> {
+    fn cstr(&mut self, max: usize, field: Field) -> Result<&'a [u8], PeekError> {
         let rest = &self.b[self.at..];
         if rest.is_empty() {
             return Err(PeekError::Truncated(field));
@@ -160,7 +226,7 @@ impl<'a> Cursor<'a> {
         }
     }
     #[inline]
-    fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], PeekError> {
+    fn take(&mut self, n: usize, field: Field) -> Result<&'a [u8], PeekError> {
         let end = self.at.checked_add(n).ok_or(PeekError::Truncated(field))?;
         let v = self.b.get(self.at..end).ok_or(PeekError::Truncated(field))?;
         self.at = end;
@@ -183,28 +249,34 @@ pub fn destination(frame: &[u8]) -> Option<Addr<'_>> {
         _ => return None,
     };
     let mut c = Cursor { b: frame, at: HEADER_LEN };
-    c.cstr(6, "service_type").ok()?;
-    c.take(2, "source_addr_ton").ok()?;
-    c.cstr(max, "source_addr").ok()?;
+    c.cstr(6, Field::ServiceType).ok()?;
+    c.take(2, Field::SourceAddrTon).ok()?;
+    c.cstr(max, Field::SourceAddr).ok()?;
     Some(Addr {
-        ton: c.u8("dest_addr_ton").ok()?,
-        npi: c.u8("dest_addr_npi").ok()?,
-        addr: c.cstr(max, "destination_addr").ok()?,
+        ton: c.u8(Field::DestAddrTon).ok()?,
+        npi: c.u8(Field::DestAddrNpi).ok()?,
+        addr: c.cstr(max, Field::DestinationAddr).ok()?,
     })
 }
 
 /// Reads a submit_sm, deliver_sm or data_sm frame (header included). Other ids are an error
-/// of the caller and yield `Truncated("command_id")`.
+/// of the caller and yield `Truncated(Field::CommandId)`.
 pub fn message(frame: &[u8]) -> Result<MessageView<'_>, PeekError> {
     let command_id = super::command_id(frame);
     let mut c = Cursor { b: frame, at: HEADER_LEN };
-    let service_type = c.cstr(6, "service_type")?;
+    let service_type = c.cstr(6, Field::ServiceType)?;
     let (sa_max, da_max) = if command_id == cmd::DATA_SM { (65, 65) } else { (21, 21) };
-    let source =
-        Addr { ton: c.u8("source_addr_ton")?, npi: c.u8("source_addr_npi")?, addr: c.cstr(sa_max, "source_addr")? };
-    let destination =
-        Addr { ton: c.u8("dest_addr_ton")?, npi: c.u8("dest_addr_npi")?, addr: c.cstr(da_max, "destination_addr")? };
-    let esm_class = c.u8("esm_class")?;
+    let source = Addr {
+        ton: c.u8(Field::SourceAddrTon)?,
+        npi: c.u8(Field::SourceAddrNpi)?,
+        addr: c.cstr(sa_max, Field::SourceAddr)?,
+    };
+    let destination = Addr {
+        ton: c.u8(Field::DestAddrTon)?,
+        npi: c.u8(Field::DestAddrNpi)?,
+        addr: c.cstr(da_max, Field::DestinationAddr)?,
+    };
+    let esm_class = c.u8(Field::EsmClass)?;
     match command_id {
         cmd::SUBMIT_SM | cmd::DELIVER_SM => {
             let SmTail { registered_delivery, data_coding, short_message, tlvs } = sm_tail(&mut c)?;
@@ -221,8 +293,8 @@ pub fn message(frame: &[u8]) -> Result<MessageView<'_>, PeekError> {
             })
         }
         cmd::DATA_SM => {
-            let registered_delivery = c.u8("registered_delivery")?;
-            let data_coding = c.u8("data_coding")?;
+            let registered_delivery = c.u8(Field::RegisteredDelivery)?;
+            let data_coding = c.u8(Field::DataCoding)?;
             let tlvs = c.rest();
             check_tlvs(tlvs)?;
             Ok(MessageView {
@@ -237,7 +309,7 @@ pub fn message(frame: &[u8]) -> Result<MessageView<'_>, PeekError> {
                 tlvs,
             })
         }
-        _ => Err(PeekError::Truncated("command_id")),
+        _ => Err(PeekError::Truncated(Field::CommandId)),
     }
 }
 
@@ -253,16 +325,16 @@ struct SmTail<'a> {
 /// Reads protocol_id … short_message and checks the TLV area after it.
 #[inline]
 fn sm_tail<'a>(c: &mut Cursor<'a>) -> Result<SmTail<'a>, PeekError> {
-    c.u8("protocol_id")?;
-    c.u8("priority_flag")?;
-    c.cstr(17, "schedule_delivery_time")?;
-    c.cstr(17, "validity_period")?;
-    let registered_delivery = c.u8("registered_delivery")?;
-    c.u8("replace_if_present_flag")?;
-    let data_coding = c.u8("data_coding")?;
-    c.u8("sm_default_msg_id")?;
-    let sm_length = c.u8("sm_length")? as usize;
-    let short_message = c.take(sm_length, "short_message").map_err(|_| PeekError::BadSmLength)?;
+    c.u8(Field::ProtocolId)?;
+    c.u8(Field::PriorityFlag)?;
+    c.cstr(17, Field::ScheduleDeliveryTime)?;
+    c.cstr(17, Field::ValidityPeriod)?;
+    let registered_delivery = c.u8(Field::RegisteredDelivery)?;
+    c.u8(Field::ReplaceIfPresentFlag)?;
+    let data_coding = c.u8(Field::DataCoding)?;
+    c.u8(Field::SmDefaultMsgId)?;
+    let sm_length = c.u8(Field::SmLength)? as usize;
+    let short_message = c.take(sm_length, Field::ShortMessage).map_err(|_| PeekError::BadSmLength)?;
     let tlvs = c.rest();
     check_tlvs(tlvs)?;
     Ok(SmTail { registered_delivery, data_coding, short_message, tlvs })
@@ -315,13 +387,13 @@ impl<'a> MultiView<'a> {
 }
 
 fn read_dest<'a>(c: &mut Cursor<'a>) -> Result<MultiDest<'a>, PeekError> {
-    match c.u8("dest_flag")? {
+    match c.u8(Field::DestFlag)? {
         1 => Ok(MultiDest::Sme(Addr {
-            ton: c.u8("dest_addr_ton")?,
-            npi: c.u8("dest_addr_npi")?,
-            addr: c.cstr(21, "destination_addr")?,
+            ton: c.u8(Field::DestAddrTon)?,
+            npi: c.u8(Field::DestAddrNpi)?,
+            addr: c.cstr(21, Field::DestinationAddr)?,
         })),
-        2 => Ok(MultiDest::List(c.cstr(21, "dl_name")?)),
+        2 => Ok(MultiDest::List(c.cstr(21, Field::DlName)?)),
         _ => Err(PeekError::BadDestCount),
     }
 }
@@ -329,11 +401,14 @@ fn read_dest<'a>(c: &mut Cursor<'a>) -> Result<MultiDest<'a>, PeekError> {
 /// Reads a submit_multi frame (header included).
 pub fn multi(frame: &[u8]) -> Result<MultiView<'_>, PeekError> {
     let mut c = Cursor { b: frame, at: HEADER_LEN };
-    let service_type = c.cstr(6, "service_type")?;
-    let source =
-        Addr { ton: c.u8("source_addr_ton")?, npi: c.u8("source_addr_npi")?, addr: c.cstr(21, "source_addr")? };
+    let service_type = c.cstr(6, Field::ServiceType)?;
+    let source = Addr {
+        ton: c.u8(Field::SourceAddrTon)?,
+        npi: c.u8(Field::SourceAddrNpi)?,
+        addr: c.cstr(21, Field::SourceAddr)?,
+    };
     let dests_at = c.at;
-    let number_of_dests = c.u8("number_of_dests")?;
+    let number_of_dests = c.u8(Field::NumberOfDests)?;
     if number_of_dests == 0 {
         return Err(PeekError::BadDestCount);
     }
@@ -341,7 +416,7 @@ pub fn multi(frame: &[u8]) -> Result<MultiView<'_>, PeekError> {
         read_dest(&mut c)?;
     }
     let dests_end = c.at;
-    let esm_class = c.u8("esm_class")?;
+    let esm_class = c.u8(Field::EsmClass)?;
     let SmTail { registered_delivery, data_coding, short_message, tlvs } = sm_tail(&mut c)?;
     Ok(MultiView {
         service_type,
@@ -362,7 +437,7 @@ pub fn multi(frame: &[u8]) -> Result<MultiView<'_>, PeekError> {
 /// with its NUL, the first field of the body).
 pub fn query_message_id(frame: &[u8]) -> Result<&[u8], PeekError> {
     let mut c = Cursor { b: frame, at: HEADER_LEN.min(frame.len()) };
-    c.cstr(65, "message_id")
+    c.cstr(65, Field::MessageId)
 }
 
 /// Reads the message_id of a submit_sm_resp / data_sm_resp / submit_multi_resp (empty when
@@ -407,13 +482,13 @@ mod tests {
             query_message_id(&f).map(<[u8]>::to_vec)
         };
         assert_eq!(q(b"ab\0c"), Ok(b"ab".to_vec()));
-        assert_eq!(q(b"abc"), Err(PeekError::Truncated("message_id")));
-        assert_eq!(q(b""), Err(PeekError::Truncated("message_id")));
-        assert_eq!(q(&[b'a'; 70]), Err(PeekError::Unterminated("message_id")));
+        assert_eq!(q(b"abc"), Err(PeekError::Truncated(Field::MessageId)));
+        assert_eq!(q(b""), Err(PeekError::Truncated(Field::MessageId)));
+        assert_eq!(q(&[b'a'; 70]), Err(PeekError::Unterminated(Field::MessageId)));
         let mut max = vec![b'a'; 64];
         max.push(0);
         assert_eq!(q(&max), Ok(vec![b'a'; 64]));
-        assert_eq!(query_message_id(&[0, 0, 0]), Err(PeekError::Truncated("message_id")));
+        assert_eq!(query_message_id(&[0, 0, 0]), Err(PeekError::Truncated(Field::MessageId)));
     }
 
     #[test]
@@ -432,7 +507,7 @@ mod tests {
         let mut h = f[..HEADER_LEN].to_vec();
         h.extend_from_slice(b"\0\x05\x00");
         h.extend_from_slice(&[b'A'; 30]);
-        assert_eq!(message(&h).unwrap_err(), PeekError::Unterminated("source_addr"));
-        assert_eq!(PeekError::Unterminated("source_addr").status(), status::ESME_RINVSRCADR);
+        assert_eq!(message(&h).unwrap_err(), PeekError::Unterminated(Field::SourceAddr));
+        assert_eq!(PeekError::Unterminated(Field::SourceAddr).status(), status::ESME_RINVSRCADR);
     }
 }

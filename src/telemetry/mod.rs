@@ -38,10 +38,21 @@ pub fn init_logging(format: LogFormat, default_filter: &str) {
 /// Replaces the log filter (EnvFilter syntax: `info`, `consentgate=debug,warn`, …); used by
 /// `PUT /v1/log-level`. Errors: the directive does not parse, or logging was not initialised
 /// by [`init_logging`].
-pub fn set_log_filter(directives: &str) -> Result<(), String> {
-    let filter = EnvFilter::try_new(directives).map_err(|e| e.to_string())?;
-    let handle = FILTER.get().ok_or_else(|| "logging is not managed by consentgate in this process".to_owned())?;
-    handle.reload(filter).map_err(|e| e.to_string())
+pub fn set_log_filter(directives: &str) -> Result<(), LogFilterError> {
+    let filter = EnvFilter::try_new(directives).map_err(|e| LogFilterError::Invalid(e.to_string()))?;
+    let handle = FILTER.get().ok_or(LogFilterError::NotManaged)?;
+    handle.reload(filter).map_err(|e| LogFilterError::Invalid(e.to_string()))
+}
+
+/// Why [`set_log_filter`] refused a filter.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LogFilterError {
+    /// The directives do not parse (the parser's message).
+    #[error("{0}")]
+    Invalid(String),
+    /// Logging was not set up by [`init_logging`] in this process.
+    #[error("logging is not managed by consentgate in this process")]
+    NotManaged,
 }
 
 /// The current log filter, if [`init_logging`] installed it.
@@ -71,11 +82,10 @@ impl RateLimit {
     /// previous logged one.
     pub fn allow(&self) -> Option<u64> {
         use std::sync::atomic::Ordering::Relaxed;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0)
-            .max(1);
+        // Monotonic: a wall clock stepped backwards must not silence warnings until it
+        // catches up. Milliseconds since the first use in this process, from 1.
+        static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let now = EPOCH.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64 + 1;
         let last = self.last_ms.load(Relaxed);
         if last != 0 && now.saturating_sub(last) < self.every_ms {
             self.skipped.fetch_add(1, Relaxed);
