@@ -15,6 +15,10 @@
 //! The library entry point is [`run`] (or [`Gateway::bind`] + [`Gateway::serve`] when the
 //! caller needs the bound address first, as tests and the demo do).
 
+// `unsafe` is allowed only where a module says why: `consent::snapshot::{image, table}` and
+// the host name lookup in `consent::statement`, each block with a `SAFETY` comment.
+#![deny(unsafe_code)]
+
 pub mod admin;
 pub mod audit;
 pub mod capture;

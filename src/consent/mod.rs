@@ -17,7 +17,7 @@
 //!   layer; [`store`] — snapshot + delta + journal writer, as the gateway runs them.
 //! * [`config`] — [`ConsentConfig`], the validated `[consent]` section and `[node] id`.
 //! * [`snapshot`] — the file format, [`build`], and the loaded [`Snapshot`] with its lookups.
-//! * `table` — the bucketised hash table inside a snapshot, its lookup and its validation.
+//!   `snapshot::table` is the bucketised hash table inside a snapshot, its lookup and checks.
 
 pub mod config;
 pub mod delta;
@@ -27,7 +27,6 @@ pub mod snapshot;
 pub mod source;
 pub mod statement;
 pub mod store;
-mod table;
 
 pub use config::ConsentConfig;
 pub use msisdn::{normalise, normalise_text, MsisdnError};

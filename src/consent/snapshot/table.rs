@@ -42,7 +42,9 @@
 //! occupied slots, each entry at or after its home bucket with no empty slot in between, one
 //! state per pair, and the counts per state.
 
-use super::msisdn::{MAX_MSISDN, MIN_MSISDN};
+#![allow(unsafe_code)] // one prefetch hint (`Table::prefetch`); see its SAFETY comment.
+
+use crate::consent::msisdn::{MAX_MSISDN, MIN_MSISDN};
 
 /// Slots per bucket: 8 × 8 bytes = one 64-byte cache line.
 pub(crate) const SLOTS: usize = 8;
@@ -155,10 +157,13 @@ impl<'a> Table<'a> {
     pub(crate) fn prefetch(&self, msisdn: u64) {
         let base = home(msisdn, self.buckets) as usize * SLOTS;
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: prefetch never faults; the address is inside the table anyway.
+        // SAFETY: `_mm_prefetch` is a hint: it never faults and reads nothing, whatever the
+        // address. The address is computed with `wrapping_add`, which has no in-bounds
+        // precondition (it is in bounds anyway: `home < buckets` and the table holds at least
+        // `buckets * SLOTS` slots, checked at load).
         unsafe {
             use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            _mm_prefetch::<_MM_HINT_T0>(self.slots.as_ptr().add(base).cast::<i8>());
+            _mm_prefetch::<_MM_HINT_T0>(self.slots.as_ptr().wrapping_add(base).cast::<i8>());
         }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = base;

@@ -1,11 +1,14 @@
 use std::collections::{HashMap, HashSet};
-use std::fs;
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
+use std::thread;
 
 use sha2::{Digest, Sha256};
+use xxhash_rust::xxh3::xxh3_64;
 
 use super::*;
-use crate::consent::statement::{EntityName, StatementId, StatementSource};
+use crate::consent::source::SourceError;
+use crate::consent::statement::{EntityName, NodeId, Statement, StatementId, StatementKind, StatementSource};
 
 const T0: i64 = 1_777_593_600_000; // 2026-05-01T00:00:00Z, Unix ms
 const A: u64 = 8613800000001;
