@@ -1,0 +1,143 @@
+//! `snapshot build | inspect | lookup`: compile, check and query consent snapshots offline.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Subcommand, ValueEnum};
+use consentgate::consent::delta::Delta;
+use consentgate::consent::journal::read_dir;
+use consentgate::consent::snapshot::{build, BuildOptions, Snapshot};
+use consentgate::policy::{self, ConsentView, Engine, PolicyConfig, Regime};
+
+use super::EX_USAGE;
+
+#[derive(Subcommand)]
+pub enum SnapshotCmd {
+    /// Compile dnc.csv / consent.csv (and journalled live statements) into a binary snapshot.
+    Build {
+        /// Do-not-call registry: `msisdn,registered_at`.
+        #[arg(long)]
+        dnc: Option<PathBuf>,
+        /// Consent statements: `msisdn,entity,action,at` (action grant | revoke).
+        #[arg(long)]
+        consent: Option<PathBuf>,
+        /// Fold the live journal (MO opt-outs, admin statements) of this directory in.
+        #[arg(long)]
+        journal: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+        /// Skip up to N bad rows (reported) instead of failing.
+        #[arg(long, default_value_t = 0)]
+        max_invalid: u64,
+        /// Country code for national numbers in the CSVs.
+        #[arg(long, default_value = "86")]
+        default_country_code: String,
+    },
+    /// Print a snapshot's header and counts (validates it completely first).
+    Inspect { file: PathBuf },
+    /// Print what a snapshot holds for one subscriber, and the decision for an entity.
+    Lookup {
+        file: PathBuf,
+        msisdn: String,
+        #[arg(long)]
+        entity: Option<String>,
+        /// Regime for the decision line.
+        #[arg(long, value_enum, default_value = "opt-in")]
+        regime: RegimeArg,
+        #[arg(long, default_value = "86")]
+        default_country_code: String,
+    },
+}
+
+/// `--regime`: the values `policy.regime` takes (anything else is a usage error, not opt-in).
+#[derive(Clone, Copy, ValueEnum)]
+pub enum RegimeArg {
+    #[value(name = "opt-in")]
+    OptIn,
+    #[value(name = "opt-out")]
+    OptOut,
+}
+
+pub fn run(cmd: SnapshotCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        SnapshotCmd::Build { dnc, consent, journal, out, max_invalid, default_country_code } => {
+            if dnc.is_none() && consent.is_none() && journal.is_none() {
+                eprintln!("snapshot build: give at least one of --dnc, --consent, --journal");
+                return Ok(ExitCode::from(EX_USAGE));
+            }
+            let mut opts =
+                BuildOptions { dnc, consent, out, max_invalid, default_cc: default_country_code, ..Default::default() };
+            if let Some(dir) = journal {
+                let sts = read_dir(&dir).map_err(|e| anyhow::anyhow!("journal {}: {e}", dir.display()))?;
+                opts.journal_records = sts;
+            }
+            let mut last = std::time::Instant::now();
+            let report = build(&opts, |p| {
+                if last.elapsed() >= Duration::from_millis(250) {
+                    last = std::time::Instant::now();
+                    let pct = if p.total_bytes > 0 { 100.0 * p.bytes as f64 / p.total_bytes as f64 } else { 0.0 };
+                    let bar = "#".repeat((pct / 5.0) as usize);
+                    eprint!("\r{:<10} [{bar:<20}] {pct:5.1}%  {} rows", p.phase.as_str(), p.rows);
+                }
+            });
+            eprintln!();
+            match report {
+                Ok(r) => {
+                    println!("{r}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("snapshot build failed: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        SnapshotCmd::Inspect { file } => match Snapshot::open(&file) {
+            Ok(s) => {
+                println!("{}", s.info());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        SnapshotCmd::Lookup { file, msisdn, entity, regime, default_country_code } => {
+            let s = match Snapshot::open(&file) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            let m = match consentgate::consent::msisdn::normalise_text(&msisdn, &default_country_code) {
+                Ok(m) => m,
+                Err(e) => {
+                    eprintln!("{msisdn}: {e}");
+                    return Ok(ExitCode::from(EX_USAGE));
+                }
+            };
+            print!("{}", s.describe(m, entity.as_deref()));
+            if let Some(e) = entity {
+                // The gateway's own step 6 over this snapshot alone (no live delta): the same
+                // functions `decide` and the admin lookup call, so the answers cannot differ.
+                let regime = match regime {
+                    RegimeArg::OptIn => Regime::OptIn,
+                    RegimeArg::OptOut => Regime::OptOut,
+                };
+                let engine = Engine::new(PolicyConfig { regime, ..PolicyConfig::default() }, Vec::new());
+                let delta = Delta::new();
+                let data =
+                    ConsentView { snapshot: Some(&s), delta: &delta, live_entity: None, snap_entity: s.entity_id(&e) };
+                let standing = policy::standing(&data, m);
+                let decision = match engine.consent_verdict(standing).reason() {
+                    None => "accept (commercial messages allowed)".to_owned(),
+                    Some(r) => format!("reject: {}", r.label()),
+                };
+                println!("  decision ({}, snapshot only, commercial): {decision}", regime.as_str());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

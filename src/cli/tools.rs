@@ -1,0 +1,216 @@
+//! The tools: `smsc-sim` (the SMSC simulator), `load` (the ESME load generator and pcap
+//! replay) and `relay` (the plain frame relay, the benchmark baseline).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use consentgate::config::parse_duration;
+use consentgate::smpp::BindType;
+
+use super::{shutdown_signal, EX_USAGE};
+
+/// `smsc-sim`: SMSC simulator for tests, demos and benchmarks.
+#[derive(Args)]
+pub struct SmscSimArgs {
+    #[arg(long, default_value = "127.0.0.1:2776")]
+    listen: SocketAddr,
+    /// Do not send delivery receipts.
+    #[arg(long)]
+    no_receipts: bool,
+    /// Delay before each batch of submit responses.
+    #[arg(long, value_parser = parse_duration, default_value = "0ms")]
+    delay: Duration,
+    /// Answer submits to DEST with STATUS (hex 0x.. or decimal), repeatable.
+    #[arg(long = "dest-error", value_name = "DEST=STATUS")]
+    dest_errors: Vec<String>,
+    /// Inject one MO message (source,destination,text) every interval into a bound session.
+    #[arg(long, value_parser = parse_duration)]
+    mo_every: Option<Duration>,
+}
+
+/// `load`: ESME load generator.
+#[derive(Args)]
+pub struct LoadArgs {
+    #[arg(long)]
+    target: SocketAddr,
+    #[arg(long)]
+    system_id: String,
+    #[arg(long, default_value = "")]
+    password: String,
+    #[arg(long, value_enum, default_value = "transceiver")]
+    bind_type: BindArg,
+    #[arg(long, default_value_t = 4)]
+    sessions: usize,
+    #[arg(long, default_value_t = 100)]
+    window: usize,
+    /// Total submit_sm to send (0 = until --duration) [default: 100000; with --pcap: every
+    /// recorded PDU].
+    #[arg(long)]
+    count: Option<u64>,
+    /// Cap on the sending phase [default: 10s; with --pcap: none].
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Total rate cap (msg/s).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Request delivery receipts.
+    #[arg(long)]
+    receipts: bool,
+    /// JSONL scenario: {"source","destination","text","encoding","expect"} per line.
+    #[arg(long, conflicts_with = "pcap")]
+    scenario: Option<PathBuf>,
+    /// Replay the submit_sm / data_sm / submit_multi of a pcap or pcapng capture.
+    #[arg(long)]
+    pcap: Option<PathBuf>,
+    /// With --pcap: only TCP connections on this port (default: any port, SMPP detected).
+    #[arg(long, requires = "pcap")]
+    port: Option<u16>,
+    /// With --pcap: only connections whose SMSC side is this IP address. In a capture made
+    /// by consentgate's [capture], 10.0.0.1 keeps the ESME leg (what the ESMEs sent) and
+    /// 10.0.0.2 the SMSC leg (what was forwarded).
+    #[arg(long, requires = "pcap")]
+    server: Option<std::net::IpAddr>,
+    /// With --pcap: 1x = recorded timing, 10x = ten times faster, max = as fast as the
+    /// window allows.
+    #[arg(long, default_value = "1x", requires = "pcap")]
+    speed: consentgate::load::pcap::Speed,
+    /// Write the JSON report here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+}
+
+/// `relay`: plain frame-forwarding TCP relay (no SMPP logic).
+#[derive(Args)]
+pub struct RelayArgs {
+    #[arg(long)]
+    listen: SocketAddr,
+    #[arg(long)]
+    upstream: SocketAddr,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum BindArg {
+    Transmitter,
+    Receiver,
+    Transceiver,
+}
+
+pub async fn smsc_sim(a: SmscSimArgs) -> anyhow::Result<ExitCode> {
+    let SmscSimArgs { listen, no_receipts, delay, dest_errors, mo_every } = a;
+    let mut errors = HashMap::new();
+    for d in dest_errors {
+        let Some((dest, st)) = d.split_once('=') else {
+            eprintln!("--dest-error {d}: expected DEST=STATUS");
+            return Ok(ExitCode::from(EX_USAGE));
+        };
+        let Some(st) = consentgate::smpp::status::parse(st) else {
+            eprintln!("--dest-error {d}: STATUS must be hex (0x..) or decimal");
+            return Ok(ExitCode::from(EX_USAGE));
+        };
+        errors.insert(dest.to_owned(), st);
+    }
+    let cfg = consentgate::sim::SimConfig {
+        listen,
+        receipts: !no_receipts,
+        response_delay: delay,
+        dest_errors: errors,
+        ..Default::default()
+    };
+    let sim = consentgate::sim::start(cfg).await?;
+    println!("smsc-sim listening on {}", sim.local_addr);
+    let injector = async {
+        let Some(every) = mo_every else { return std::future::pending().await };
+        let mut t = tokio::time::interval(every);
+        let mut n = 0u64;
+        loop {
+            t.tick().await;
+            n += 1;
+            let src = format!("86139{:08}", n % 100_000_000);
+            sim.inject_mo(None, &src, "1069012345", 0, b"STOP");
+        }
+    };
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        _ = injector => {}
+    }
+    sim.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn load(a: LoadArgs) -> anyhow::Result<ExitCode> {
+    let LoadArgs {
+        target,
+        system_id,
+        password,
+        bind_type,
+        sessions,
+        window,
+        count,
+        duration,
+        rate,
+        receipts,
+        scenario,
+        pcap,
+        port,
+        server,
+        speed,
+        report,
+    } = a;
+    let replay = match &pcap {
+        Some(p) => {
+            let opts = consentgate::load::pcap::ExtractOptions { port, server, ..Default::default() };
+            let x = consentgate::load::pcap::extract(p, &opts)?;
+            Some(std::sync::Arc::new(x))
+        }
+        None => None,
+    };
+    let (count, duration) = match replay {
+        Some(_) => (count.unwrap_or(0), duration.unwrap_or(Duration::ZERO)),
+        None => (count.unwrap_or(100_000), duration.unwrap_or(Duration::from_secs(10))),
+    };
+    let scenario = match scenario {
+        Some(p) => {
+            let text = std::fs::read_to_string(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+            Some(consentgate::load::parse_scenario(&text, &p.display().to_string())?)
+        }
+        None => None,
+    };
+    let cfg = consentgate::load::LoadConfig {
+        target,
+        system_id,
+        password,
+        bind_type: match bind_type {
+            BindArg::Transmitter => BindType::Transmitter,
+            BindArg::Receiver => BindType::Receiver,
+            BindArg::Transceiver => BindType::Transceiver,
+        },
+        sessions,
+        window,
+        count,
+        duration,
+        rate,
+        registered_delivery: receipts,
+        scenario,
+        replay,
+        speed,
+        ..Default::default()
+    };
+    let r = consentgate::load::run(cfg).await?;
+    r.print_human();
+    if let Some(p) = report {
+        std::fs::write(&p, serde_json::to_vec_pretty(&r)?).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn relay(a: RelayArgs) -> anyhow::Result<ExitCode> {
+    let RelayArgs { listen, upstream } = a;
+    let l = tokio::net::TcpListener::bind(listen).await?;
+    println!("relay listening on {} -> {upstream}", l.local_addr()?);
+    consentgate::relay::plain::run(l, upstream, shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,57 @@
+//! The offline commands as an operator runs them (the real binary): `snapshot build`, then
+//! `snapshot lookup`, whose decision line must be the gateway's own (policy step 6), and bad
+//! usage refused with exit 64.
+
+use std::process::Command;
+
+fn consentgate(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_consentgate")).args(args).output().expect("run consentgate");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn snapshot_lookup_decides_like_the_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dnc, consent, snap) = (dir.path().join("dnc.csv"), dir.path().join("consent.csv"), dir.path().join("c.snap"));
+    std::fs::write(&dnc, "msisdn,registered_at\n+8613800000004,2026-01-01\n").unwrap();
+    std::fs::write(
+        &consent,
+        "msisdn,entity,action,at\n+8613800000001,acme,grant,2026-02-01\n+8613800000003,acme,grant,2026-02-01\n+8613800000003,acme,revoke,2026-03-01\n",
+    )
+    .unwrap();
+    let (code, _, err) = consentgate(&[
+        "snapshot",
+        "build",
+        "--dnc",
+        dnc.to_str().unwrap(),
+        "--consent",
+        consent.to_str().unwrap(),
+        "--out",
+        snap.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let s = snap.to_str().unwrap();
+    // (number, opt-in decision, opt-out decision)
+    for (n, opt_in, opt_out) in [
+        ("+8613800000001", "accept", "accept"),
+        ("+8613800000002", "reject: no_consent", "accept"),
+        ("+8613800000003", "reject: revoked", "reject: revoked"),
+        ("+8613800000004", "reject: dnc", "reject: dnc"),
+    ] {
+        for (regime, want) in [("opt-in", opt_in), ("opt-out", opt_out)] {
+            let (code, out, err) = consentgate(&["snapshot", "lookup", s, n, "--entity", "acme", "--regime", regime]);
+            assert_eq!(code, 0, "{err}");
+            let line = out.lines().find(|l| l.contains("decision (")).unwrap_or_else(|| panic!("{out}"));
+            assert!(line.contains(&format!("({regime}, ")) && line.contains(want), "{n} {regime}: {line}");
+        }
+    }
+    // A misspelt regime used to be read as opt-in silently.
+    let (code, _, err) =
+        consentgate(&["snapshot", "lookup", s, "+8613800000002", "--entity", "acme", "--regime", "optout"]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("opt-out"), "{err}");
+}
