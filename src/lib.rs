@@ -5,12 +5,18 @@
 //!                           ◄──────              ◄──────   (responses, DLRs, MO)
 //! ```
 //!
-//! Module map (DESIGN §6): [`config`] raw TOML → validated [`config::Config`]; [`smpp`] framing,
-//! header, field peeking, PDU builders; [`session`] one task per ESME connection (bind,
-//! window, enquire_link, unbind, drain); [`relay`] the paired upstream leg, sequence
-//! remapping and the plain baseline relay; [`sim`] the SMSC simulator; [`load`] the ESME load
-//! generator; [`capture`] the gateway's pcapng recorder; [`pcap`] capture reading (replay) and
-//! packet writing; [`demo`] everything wired together on loopback.
+//! Module map (DESIGN §6), by layer; each layer imports only the layers above it in this list
+//! (`tests/layers.rs` checks it):
+//!
+//! | layer | modules |
+//! |---|---|
+//! | 0 leaves | [`time`] clocks, calendar days, local time, timestamp parsing; [`smpp`] framing, header, field peeking, text (GSM-7, UCS-2), PDU builders, statuses; [`telemetry`] logging and metric names; [`pcap`] capture reading and packet writing |
+//! | 1 data | [`consent`] statements, MSISDNs, source CSVs, the snapshot (format, builder, loader, lookup), journal, live delta, store |
+//! | 2 decisions, sinks | [`policy`] the decision pipeline (`Engine`, `SessionPolicy`); [`optout`] MO keyword capture; [`audit`] the decision audit log; [`capture`] the pcapng recorder |
+//! | 3 connections | [`relay`] legs and transports, the upstream SMSC, sequence tables, the plain baseline relay; [`session`] one task per ESME connection |
+//! | 4 process | [`admin`] the HTTP API through a narrow handle; [`gateway`] listener, lifecycle, control channel, the composed config type |
+//! | 5 composition | [`config`] TOML → each owner's validated type; [`demo`] everything on loopback |
+//! | tools | [`sim`] the SMSC simulator; [`load`] the ESME load generator and pcap replay |
 //!
 //! The library entry point is [`run`] (or [`Gateway::bind`] + [`Gateway::serve`] when the
 //! caller needs the bound address first, as tests and the demo do).
