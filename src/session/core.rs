@@ -28,6 +28,15 @@ use crate::smpp::status::ESME_RX_T_APPN;
 use crate::smpp::{cmd, status, BindType};
 use crate::time::Now;
 
+/// Which peer a leg faces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The ESME (the "down" leg).
+    Esme,
+    /// The SMSC (the "up" leg).
+    Smsc,
+}
+
 /// Longest wait for the final unbind_resp(s) when a session closes.
 const CLOSE_WAIT_MS: u64 = 2_000;
 
@@ -119,58 +128,65 @@ impl Session {
 
     /// Handles every complete PDU the ESME leg has buffered.
     pub fn process_down(&mut self) {
-        let mut rbuf = std::mem::take(&mut self.down.rbuf);
-        if self.life.is_bound() {
-            self.policy.prefetch_batch(&rbuf);
-        }
-        let mut pos = 0;
-        while self.down.open {
-            match self.down.framer.next(&rbuf[pos..]) {
-                Next::Frame(len) => {
-                    self.on_esme_pdu(&rbuf[pos..pos + len]);
-                    pos += len;
-                }
-                Next::Skip(n) => pos += n,
-                Next::TooLong { sequence, .. } => {
-                    self.stats.error(ErrorKind::EsmeOversized);
-                    put_header_only(&mut self.down.out, cmd::GENERIC_NACK, status::ESME_RINVCMDLEN, sequence);
-                }
-                Next::TooShort { .. } => {
-                    put_header_only(&mut self.down.out, cmd::GENERIC_NACK, status::ESME_RINVCMDLEN, 0);
-                    pos = rbuf.len();
-                    self.esme_gone("esme sent command_length < 16");
-                }
-                Next::Incomplete => break,
-            }
-        }
-        rbuf.advance(pos.min(rbuf.len()));
-        self.down.rbuf = rbuf;
+        self.process(Side::Esme);
     }
 
     /// Handles every complete PDU the SMSC leg has buffered.
     pub fn process_up(&mut self) {
-        let mut rbuf = std::mem::take(&mut self.up.rbuf);
+        self.process(Side::Smsc);
+    }
+
+    /// The leg that faces `side`.
+    #[inline]
+    pub(super) fn leg(&mut self, side: Side) -> &mut LegState {
+        match side {
+            Side::Esme => &mut self.down,
+            Side::Smsc => &mut self.up,
+        }
+    }
+
+    /// Frames what `side`'s leg has buffered and handles each PDU. A command_length over the
+    /// maximum is answered generic_nack and skipped; under 16 the stream cannot be
+    /// resynchronised and the leg is dropped (the ESME is told first).
+    fn process(&mut self, side: Side) {
+        let mut rbuf = std::mem::take(&mut self.leg(side).rbuf);
+        if side == Side::Esme && self.life.is_bound() {
+            self.policy.prefetch_batch(&rbuf);
+        }
         let mut pos = 0;
-        while self.up.open {
-            match self.up.framer.next(&rbuf[pos..]) {
+        while self.leg(side).open {
+            match self.leg(side).framer.next(&rbuf[pos..]) {
                 Next::Frame(len) => {
-                    self.on_smsc_pdu(&rbuf[pos..pos + len]);
+                    let frame = &rbuf[pos..pos + len];
+                    match side {
+                        Side::Esme => self.on_esme_pdu(frame),
+                        Side::Smsc => self.on_smsc_pdu(frame),
+                    }
                     pos += len;
                 }
                 Next::Skip(n) => pos += n,
                 Next::TooLong { sequence, .. } => {
-                    self.stats.error(ErrorKind::SmscOversized);
-                    put_header_only(&mut self.up.out, cmd::GENERIC_NACK, status::ESME_RINVCMDLEN, sequence);
+                    self.stats.error(match side {
+                        Side::Esme => ErrorKind::EsmeOversized,
+                        Side::Smsc => ErrorKind::SmscOversized,
+                    });
+                    put_header_only(&mut self.leg(side).out, cmd::GENERIC_NACK, status::ESME_RINVCMDLEN, sequence);
                 }
                 Next::TooShort { .. } => {
                     pos = rbuf.len();
-                    self.smsc_gone("smsc sent command_length < 16");
+                    match side {
+                        Side::Esme => {
+                            put_header_only(&mut self.down.out, cmd::GENERIC_NACK, status::ESME_RINVCMDLEN, 0);
+                            self.esme_gone("esme sent command_length < 16");
+                        }
+                        Side::Smsc => self.smsc_gone("smsc sent command_length < 16"),
+                    }
                 }
                 Next::Incomplete => break,
             }
         }
         rbuf.advance(pos.min(rbuf.len()));
-        self.up.rbuf = rbuf;
+        self.leg(side).rbuf = rbuf;
     }
 
     // ----- lifecycle -----------------------------------------------------------------------
@@ -227,6 +243,14 @@ impl Session {
         self.answer_all_down(ESME_RX_T_APPN);
         self.optout.finish(&mut self.up, self.peer);
         self.life.finish(reason);
+    }
+
+    /// `side`'s leg is gone, for reason `why`.
+    pub(super) fn gone(&mut self, side: Side, why: &'static str) {
+        match side {
+            Side::Esme => self.esme_gone(why),
+            Side::Smsc => self.smsc_gone(why),
+        }
     }
 
     /// The ESME leg is gone: late upstream answers will be dropped, the SMSC gets a temporary

@@ -52,7 +52,7 @@ use crate::relay::{leg, Transport, UpstreamConfig, OUT_HIGH_WATER};
 use crate::time::Clock;
 
 pub use self::config::SessionConfig;
-pub use self::core::Session;
+pub use self::core::{Session, Side};
 pub use lifecycle::{Lifecycle, State, Step};
 pub use metrics::{ErrorKind, SessionStats};
 
@@ -165,12 +165,12 @@ impl Driver {
             match ev {
                 Ev::Down(r) => {
                     if r.is_ok() {
-                        self.read_down();
+                        self.read(Side::Esme);
                     }
                 }
                 Ev::Up(r) => {
                     if r.is_ok() {
-                        self.read_up();
+                        self.read(Side::Smsc);
                     }
                 }
                 Ev::Writable => {}
@@ -189,31 +189,28 @@ impl Driver {
         self.core.close();
     }
 
-    fn read_down(&mut self) {
-        match leg::try_fill(&mut self.down, &mut self.core.down) {
-            Ok(0) => self.core.esme_gone("esme closed the connection"),
+    /// Reads what `side`'s transport has and handles it; end of stream or an error drops
+    /// the leg.
+    fn read(&mut self, side: Side) {
+        let (t, flow, closed, failed) = match side {
+            Side::Esme => (&mut self.down, Flow::EsmeToGateway, "esme closed the connection", "esme connection error"),
+            Side::Smsc => (&mut self.up, Flow::SmscToGateway, "smsc closed the connection", "smsc connection error"),
+        };
+        let c = &mut self.core;
+        let (now_us, now_ms) = (c.now_us, c.now_ms);
+        let leg = c.leg(side);
+        match leg::try_fill(t, leg) {
+            Ok(0) => c.gone(side, closed),
             Ok(n) => {
-                let (b, t) = (&self.core.down.rbuf, self.capture_base_us + self.core.now_us);
-                capture(&mut self.capture, Flow::EsmeToGateway, &b[b.len() - n..], t);
-                self.core.down.last_rx_ms = self.core.now_ms;
-                self.core.process_down();
+                capture(&mut self.capture, flow, &leg.rbuf[leg.rbuf.len() - n..], self.capture_base_us + now_us);
+                leg.last_rx_ms = now_ms;
+                match side {
+                    Side::Esme => c.process_down(),
+                    Side::Smsc => c.process_up(),
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(_) => self.core.esme_gone("esme connection error"),
-        }
-    }
-
-    fn read_up(&mut self) {
-        match leg::try_fill(&mut self.up, &mut self.core.up) {
-            Ok(0) => self.core.smsc_gone("smsc closed the connection"),
-            Ok(n) => {
-                let (b, t) = (&self.core.up.rbuf, self.capture_base_us + self.core.now_us);
-                capture(&mut self.capture, Flow::SmscToGateway, &b[b.len() - n..], t);
-                self.core.up.last_rx_ms = self.core.now_ms;
-                self.core.process_up();
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(_) => self.core.smsc_gone("smsc connection error"),
+            Err(_) => c.gone(side, failed),
         }
     }
 

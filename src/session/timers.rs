@@ -2,7 +2,7 @@
 //! locally, idle legs get consentgate's own enquire_link, caches are pruned and metrics
 //! flushed; and the helpers that answer everything pending on one leg.
 
-use super::core::Session;
+use super::core::{Session, Side};
 use super::metrics::ErrorKind;
 use crate::relay::seq::Origin;
 use crate::smpp::pdu::{put_header_only, put_local_error_resp};
@@ -86,47 +86,56 @@ impl Session {
     }
 
     pub(super) fn send_local_up(&mut self, command_id: u32) {
-        if let Some(seq) = self.up_table.insert(0, command_id, Origin::Local, self.now_ms) {
-            put_header_only(&mut self.up.out, command_id, status::ESME_ROK, seq);
-        }
+        self.send_local(Side::Smsc, command_id);
     }
 
     pub(super) fn send_local_down(&mut self, command_id: u32) {
-        if let Some(seq) = self.down_table.insert(0, command_id, Origin::Local, self.now_ms) {
-            put_header_only(&mut self.down.out, command_id, status::ESME_ROK, seq);
+        self.send_local(Side::Esme, command_id);
+    }
+
+    /// Sends consentgate's own request (enquire_link, unbind) to `side`.
+    fn send_local(&mut self, side: Side, command_id: u32) {
+        let (table, leg) = match side {
+            Side::Esme => (&mut self.down_table, &mut self.down),
+            Side::Smsc => (&mut self.up_table, &mut self.up),
+        };
+        if let Some(seq) = table.insert(0, command_id, Origin::Local, self.now_ms) {
+            put_header_only(&mut leg.out, command_id, status::ESME_ROK, seq);
         }
     }
 
     /// Answers every relayed request pending upstream with `st` (to the ESME, if reachable).
     pub(super) fn answer_all_up(&mut self, st: u32) {
-        let mut v = std::mem::take(&mut self.expired);
-        self.up_table.drain(&mut v);
-        for p in v.drain(..) {
-            if p.origin == Origin::Relayed && self.down.open {
-                if p.command_id == cmd::UNBIND {
-                    put_header_only(&mut self.down.out, cmd::UNBIND_RESP, status::ESME_ROK, p.peer_seq);
-                } else {
-                    put_local_error_resp(&mut self.down.out, p.command_id, st, p.peer_seq);
-                }
-            }
-            if p.origin == Origin::Relayed && self.audit.has_pending() {
-                self.audit.local_answer(p.seq, st);
-            }
-        }
-        self.expired = v;
+        self.answer_all(Side::Smsc, st);
     }
 
     /// Answers every relayed request pending at the ESME with `st` (to the SMSC, if reachable).
     pub(super) fn answer_all_down(&mut self, st: u32) {
+        self.answer_all(Side::Esme, st);
+    }
+
+    /// Answers every relayed request pending at `side` with `st`, to the peer that sent it (if
+    /// its leg is open): unbind with unbind_resp, anything else with its response carrying `st`.
+    fn answer_all(&mut self, side: Side, st: u32) {
         let mut v = std::mem::take(&mut self.expired);
-        self.down_table.drain(&mut v);
+        let (table, requester) = match side {
+            Side::Smsc => (&mut self.up_table, &mut self.down),
+            Side::Esme => (&mut self.down_table, &mut self.up),
+        };
+        table.drain(&mut v);
         for p in v.drain(..) {
-            if p.origin == Origin::Relayed && self.up.open {
+            if p.origin != Origin::Relayed {
+                continue;
+            }
+            if requester.open {
                 if p.command_id == cmd::UNBIND {
-                    put_header_only(&mut self.up.out, cmd::UNBIND_RESP, status::ESME_ROK, p.peer_seq);
+                    put_header_only(&mut requester.out, cmd::UNBIND_RESP, status::ESME_ROK, p.peer_seq);
                 } else {
-                    put_local_error_resp(&mut self.up.out, p.command_id, st, p.peer_seq);
+                    put_local_error_resp(&mut requester.out, p.command_id, st, p.peer_seq);
                 }
+            }
+            if side == Side::Smsc && self.audit.has_pending() {
+                self.audit.local_answer(p.seq, st);
             }
         }
         self.expired = v;
