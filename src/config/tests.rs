@@ -68,6 +68,23 @@ bind_types = ["tx"]
     }
 }
 
+/// `[node] id` defaults to the host name; an invalid id or account entity is an error naming
+/// its key (the consent data's one rule for each, `consent::statement`).
+#[test]
+fn node_id_and_entity_are_validated() {
+    let c = Config::parse(MINIMAL).unwrap();
+    assert_eq!(c.consent.node, crate::consent::NodeId::from_hostname());
+    assert_eq!(c.consent.journal.as_deref(), Some(std::path::Path::new("/var/lib/consentgate/journal")));
+    let c = Config::parse(&format!("{MINIMAL}\n[node]\nid = \"gw-bj-1\"\n")).unwrap();
+    assert_eq!(c.consent.node.as_str(), "gw-bj-1");
+    let bad = format!("{MINIMAL}\n[node]\nid = \"gw 1\"\n").replace("entity = \"acme-retail\"", "entity = \"\"");
+    let errs = Config::parse(&bad).unwrap_err();
+    let keys: Vec<_> = errs.iter().map(|e| e.key.as_str()).collect();
+    assert!(keys.contains(&"node.id") && keys.contains(&"account[0].entity"), "{keys:?}");
+    let msg = errs.iter().find(|e| e.key == "node.id").unwrap().message.clone();
+    assert!(msg.contains("`gw 1`"), "{msg}");
+}
+
 #[test]
 fn unknown_keys_are_refused_with_line() {
     let errs = Config::parse("[upstream]\naddress = \"h:1\"\nadress = \"x\"\n").unwrap_err();

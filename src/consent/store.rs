@@ -93,9 +93,10 @@ pub enum JournalHealth {
     Disabled,
     /// The last append succeeded.
     Healthy,
-    /// Appends are failing and being retried; nothing since `since` has become durable.
+    /// Appends are failing and being retried; nothing since `since_ms` has become durable.
     Failing {
-        since: SystemTime,
+        /// When the first append of this episode failed, Unix ms.
+        since_ms: i64,
         /// Failed attempts in this episode.
         failures: u64,
         last_error: String,
@@ -435,11 +436,11 @@ impl Writer {
                     metrics::gauge!(m::JOURNAL_HEALTHY).set(0.0);
                     {
                         let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
-                        let since = match &*h {
-                            JournalHealth::Failing { since, .. } => *since,
-                            _ => SystemTime::now(),
+                        let since_ms = match &*h {
+                            JournalHealth::Failing { since_ms, .. } => *since_ms,
+                            _ => crate::time::Clock::system().now().unix_ms,
                         };
-                        *h = JournalHealth::Failing { since, failures, last_error: e.to_string() };
+                        *h = JournalHealth::Failing { since_ms, failures, last_error: e.to_string() };
                     }
                     if self.closing.load(Ordering::Acquire) {
                         error!(error = %e, statements = batch.len(), "journal append failed at shutdown; statements not durable (never acknowledged)");

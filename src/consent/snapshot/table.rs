@@ -14,7 +14,7 @@
 //!
 //! # Layout
 //!
-//! * **Entry** — one `u64`, the packed key of format 1: `msisdn << S | entity << 2 | state`
+//! * **Entry** — one `u64`, a packed key `msisdn << S | entity << 2 | state`
 //!   with `S = entity_bits + 2`, where state 0–2 is a pair's [`super::PairState`] and
 //!   **state 3 marks the DNC entry** (its entity field is 0). `0` is an empty slot (no MSISDN
 //!   is 0).
