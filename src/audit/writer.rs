@@ -9,7 +9,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use super::format::{compact_time, write_record};
 use super::{AuditConfig, AuditError, AuditRecord, Core, Msg, FSYNC_EVERY, RETENTION_EVERY};
@@ -242,7 +242,7 @@ impl Writer {
 
     /// A new file named after the current UTC second, its directory entry fsynced.
     fn create_file(&mut self) -> io::Result<Active> {
-        let secs = crate::time::unix_s_of(SystemTime::now());
+        let secs = crate::time::Clock::system().now().unix_s();
         let stamp = compact_time(secs);
         let mut n = 0u32;
         let (file, path) = loop {
@@ -272,7 +272,7 @@ impl Writer {
                 return;
             }
         };
-        let Some(cutoff) = SystemTime::now().checked_sub(self.retention) else { return };
+        let Some(cutoff) = crate::time::system_now().checked_sub(self.retention) else { return };
         let active = self.active.as_ref().map(|a| a.path.clone());
         let mut deleted = 0u64;
         for f in files {

@@ -225,7 +225,7 @@ impl Writer {
             return false;
         }
         self.files_made += 1;
-        let path = self.cfg.dir.join(file_name(SystemTime::now(), self.files_made));
+        let path = self.cfg.dir.join(file_name(crate::time::system_now(), self.files_made));
         let opened = File::options().write(true).create_new(true).open(&path).and_then(|f| {
             let mut w = BufWriter::with_capacity(256 * 1024, f);
             let h = file_header();

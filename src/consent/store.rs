@@ -243,7 +243,7 @@ impl ConsentStore {
             snapshot,
             generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
             path: path.to_owned(),
-            loaded_at: SystemTime::now(),
+            loaded_at: crate::time::system_now(),
         });
         self.current.store(Some(loaded.clone()));
         let marks = &loaded.snapshot.info().watermarks;
@@ -270,7 +270,7 @@ impl ConsentStore {
             snapshot,
             generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
             path,
-            loaded_at: SystemTime::now(),
+            loaded_at: crate::time::system_now(),
         });
         self.current.store(Some(loaded.clone()));
         loaded

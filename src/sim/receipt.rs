@@ -2,7 +2,6 @@
 //! the configured per-destination errors.
 
 use std::collections::HashMap;
-use std::time::SystemTime;
 
 use bytes::{BufMut, BytesMut};
 
@@ -79,7 +78,7 @@ pub(super) fn put_receipt(out: &mut BytesMut, seq: u32, v: &MessageView<'_>, msg
 
 /// The current UTC time as YYMMDDhhmm.
 pub(super) fn smpp_date_now() -> [u8; 10] {
-    smpp_date(crate::time::unix_s_of(SystemTime::now()))
+    smpp_date(crate::time::Clock::system().now().unix_s())
 }
 
 /// Unix second `unix_secs` as YYMMDDhhmm (UTC), the receipt's submit and done dates.

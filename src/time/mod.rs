@@ -110,6 +110,12 @@ pub fn unix_us() -> i64 {
     }
 }
 
+/// The system clock as a `SystemTime`, for comparing with file times (retention, rotation).
+/// Everything else reads [`Clock`].
+pub fn system_now() -> SystemTime {
+    SystemTime::now()
+}
+
 /// Unix seconds of a `SystemTime` (negative before 1970).
 pub fn unix_s_of(t: SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {
