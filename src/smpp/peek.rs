@@ -277,40 +277,28 @@ pub fn message(frame: &[u8]) -> Result<MessageView<'_>, PeekError> {
         addr: c.cstr(da_max, Field::DestinationAddr)?,
     };
     let esm_class = c.u8(Field::EsmClass)?;
-    match command_id {
-        cmd::SUBMIT_SM | cmd::DELIVER_SM => {
-            let SmTail { registered_delivery, data_coding, short_message, tlvs } = sm_tail(&mut c)?;
-            Ok(MessageView {
-                command_id,
-                service_type,
-                source,
-                destination,
-                esm_class,
-                registered_delivery,
-                data_coding,
-                short_message,
-                tlvs,
-            })
-        }
+    let SmTail { registered_delivery, data_coding, short_message, tlvs } = match command_id {
+        cmd::SUBMIT_SM | cmd::DELIVER_SM => sm_tail(&mut c)?,
         cmd::DATA_SM => {
             let registered_delivery = c.u8(Field::RegisteredDelivery)?;
             let data_coding = c.u8(Field::DataCoding)?;
             let tlvs = c.rest();
             check_tlvs(tlvs)?;
-            Ok(MessageView {
-                command_id,
-                service_type,
-                source,
-                destination,
-                esm_class,
-                registered_delivery,
-                data_coding,
-                short_message: &[],
-                tlvs,
-            })
+            SmTail { registered_delivery, data_coding, short_message: &[], tlvs }
         }
-        _ => Err(PeekError::Truncated(Field::CommandId)),
-    }
+        _ => return Err(PeekError::Truncated(Field::CommandId)),
+    };
+    Ok(MessageView {
+        command_id,
+        service_type,
+        source,
+        destination,
+        esm_class,
+        registered_delivery,
+        data_coding,
+        short_message,
+        tlvs,
+    })
 }
 
 /// The fields after esm_class that submit_sm, deliver_sm and submit_multi share (v3.4
