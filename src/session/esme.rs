@@ -8,8 +8,8 @@ use super::core::Session;
 use super::metrics::{self, ErrorKind};
 use crate::policy::{Decision, Message, Verdict};
 use crate::relay::seq::Origin;
-use crate::smpp::pdu::{put_header_only, put_local_error_resp};
-use crate::smpp::{self, cmd, peek, status, Header};
+use crate::smpp::pdu::{put_header_only, put_local_error_resp, put_renumbered};
+use crate::smpp::{cmd, peek, status, Header};
 
 impl Session {
     pub(super) fn on_esme_pdu(&mut self, frame: &[u8]) {
@@ -121,9 +121,7 @@ impl Session {
     pub(super) fn relay_up(&mut self, frame: &[u8], esme_seq: u32, command_id: u32) -> Option<u32> {
         match self.up_table.insert(esme_seq, command_id, Origin::Relayed, self.now_ms) {
             Some(up_seq) => {
-                let at = self.up.out.len();
-                self.up.out.extend_from_slice(frame);
-                smpp::set_sequence(&mut self.up.out[at..], up_seq);
+                put_renumbered(&mut self.up.out, frame, up_seq);
                 self.stats.relayed = self.stats.relayed.wrapping_add(1);
                 if self.up_sample.is_none() && self.stats.relayed % metrics::UPSTREAM_SAMPLE_EVERY == 0 {
                     self.up_sample = Some((up_seq, self.now_us));
@@ -169,9 +167,7 @@ impl Session {
                     return;
                 }
                 if self.up.open {
-                    let at = self.up.out.len();
-                    self.up.out.extend_from_slice(frame);
-                    smpp::set_sequence(&mut self.up.out[at..], p.peer_seq);
+                    put_renumbered(&mut self.up.out, frame, p.peer_seq);
                 }
                 if is_unbind_resp {
                     self.life.esme_unbound = true;

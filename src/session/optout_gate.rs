@@ -15,9 +15,9 @@ use crate::consent::store::{ConsentStore, RecordError, Ticket};
 use crate::optout::{Keywords, Scratch};
 use crate::policy::Engine;
 use crate::relay::LegState;
-use crate::smpp::pdu::put_local_error_resp;
+use crate::smpp::pdu::{put_local_error_resp, put_renumbered};
 use crate::smpp::status::ESME_RX_T_APPN;
-use crate::smpp::{self, cmd, peek};
+use crate::smpp::{cmd, peek};
 use crate::time::Now;
 
 /// A deliver_sm_resp held until the opt-out its MO carried is durable.
@@ -143,9 +143,7 @@ impl OptoutGate {
             if h.ticket <= durable {
                 if let Some(h) = self.held.remove(i) {
                     if up.open {
-                        let at = up.out.len();
-                        up.out.extend_from_slice(&h.frame);
-                        smpp::set_sequence(&mut up.out[at..], h.smsc_seq);
+                        put_renumbered(&mut up.out, &h.frame, h.smsc_seq);
                     }
                 }
             } else if now_ms.saturating_sub(h.since_ms) > limit_ms {

@@ -7,7 +7,7 @@ use tracing::debug;
 
 use super::core::Session;
 use crate::relay::seq::Origin;
-use crate::smpp::pdu::{put_header_only, put_local_error_resp};
+use crate::smpp::pdu::{put_header_only, put_local_error_resp, put_renumbered};
 use crate::smpp::status::ESME_RX_T_APPN;
 use crate::smpp::{self, cmd, status, Header};
 
@@ -71,9 +71,7 @@ impl Session {
     fn relay_down(&mut self, frame: &[u8], smsc_seq: u32, command_id: u32) -> Option<u32> {
         match self.down_table.insert(smsc_seq, command_id, Origin::Relayed, self.now_ms) {
             Some(down_seq) => {
-                let at = self.down.out.len();
-                self.down.out.extend_from_slice(frame);
-                smpp::set_sequence(&mut self.down.out[at..], down_seq);
+                put_renumbered(&mut self.down.out, frame, down_seq);
                 Some(down_seq)
             }
             None => {
@@ -106,9 +104,7 @@ impl Session {
                         && !self.multi_rejects.is_empty()
                         && self.merge_multi_resp(frame, p.seq, p.peer_seq);
                     if !merged {
-                        let at = self.down.out.len();
-                        self.down.out.extend_from_slice(frame);
-                        smpp::set_sequence(&mut self.down.out[at..], p.peer_seq);
+                        put_renumbered(&mut self.down.out, frame, p.peer_seq);
                     }
                 }
                 if is_unbind_resp {

@@ -288,6 +288,15 @@ fn put_cstr(b: &mut BytesMut, s: &[u8]) {
     b.put_u8(0);
 }
 
+/// Appends `frame` (a whole PDU) to `out` with its sequence_number replaced by `seq`: how a
+/// relayed PDU leaves on the other leg.
+#[inline]
+pub fn put_renumbered(out: &mut BytesMut, frame: &[u8], seq: u32) {
+    let at = out.len();
+    out.extend_from_slice(frame);
+    super::set_sequence(&mut out[at..], seq);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
