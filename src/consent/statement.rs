@@ -195,42 +195,51 @@ pub fn check_entity(b: &[u8]) -> Result<&str, EntityError> {
     Ok(s)
 }
 
+/// The traits of a validated string id: it reads as `&str` (`Debug` quoted, `Display` bare),
+/// and parses (`FromStr`, serde) only through its own `parse`, so no unchecked value exists.
+macro_rules! validated_str {
+    ($name:ident, $err:ty) => {
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&*self.0, f)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = $err;
+            fn from_str(s: &str) -> Result<$name, $err> {
+                $name::parse(s)
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<$name, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                $name::parse(&s).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+validated_str!(EntityName, EntityError);
+validated_str!(NodeId, NodeIdError);
+
 impl std::ops::Deref for EntityName {
     type Target = str;
     fn deref(&self) -> &str {
         &self.0
-    }
-}
-
-impl fmt::Debug for EntityName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
-    }
-}
-
-impl fmt::Display for EntityName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl FromStr for EntityName {
-    type Err = EntityError;
-    fn from_str(s: &str) -> Result<EntityName, EntityError> {
-        EntityName::parse(s)
-    }
-}
-
-impl serde::Serialize for EntityName {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for EntityName {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<EntityName, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        EntityName::parse(&s).map_err(serde::de::Error::custom)
     }
 }
 
@@ -285,38 +294,6 @@ fn hostname() -> Option<String> {
     }
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
     std::str::from_utf8(&buf[..end]).ok().map(str::to_owned)
-}
-
-impl fmt::Debug for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
-    }
-}
-
-impl fmt::Display for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl FromStr for NodeId {
-    type Err = NodeIdError;
-    fn from_str(s: &str) -> Result<NodeId, NodeIdError> {
-        NodeId::parse(s)
-    }
-}
-
-impl serde::Serialize for NodeId {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for NodeId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<NodeId, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        NodeId::parse(&s).map_err(serde::de::Error::custom)
-    }
 }
 
 /// A statement's identity, unique across nodes: the node that first made it and that node's
