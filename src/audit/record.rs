@@ -9,7 +9,7 @@ pub const ADDR_CAP: usize = 21;
 pub const MESSAGE_ID_CAP: usize = 64;
 
 /// An account as the audit log names it: an index into the (system_id, entity) pairs
-/// registered with [`Audit::account`]. Copy, so records stay allocation-free.
+/// registered with [`super::Audit::account`]. Copy, so records stay allocation-free.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct AccountId(pub(super) u32);
 
@@ -115,7 +115,7 @@ pub struct SnapshotRef {
 pub struct AuditRecord {
     /// Decision time, unix microseconds ([`crate::time::unix_us`]).
     pub at_us: i64,
-    /// From [`Audit::account`] at bind.
+    /// From [`super::Audit::account`] at bind.
     pub account: AccountId,
     /// The session id.
     pub session: u64,

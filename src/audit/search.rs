@@ -81,7 +81,7 @@ pub struct SearchReport {
     pub partial_lines: u64,
     /// Candidate lines that are not valid records: skipped.
     pub bad_lines: u64,
-    /// `file:line: problem`, the first [`MAX_WARNINGS`].
+    /// `file:line: problem`, the first `MAX_WARNINGS`.
     pub warnings: Vec<String>,
 }
 

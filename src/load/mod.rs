@@ -9,7 +9,7 @@
 //!
 //! Hot-path choices (the tool must never be the bottleneck; target ≥ 1 M submit_sm/s):
 //! * every submit_sm frame is built once (`templates::Templates`); a send is a memcpy into the output
-//!   buffer plus [`set_sequence`] (plus one byte for the concatenation reference);
+//!   buffer plus [`crate::smpp::set_sequence`] (plus one byte for the concatenation reference);
 //! * one task per session alternates *fill window → one write → read what is there →
 //!   process*; reads and writes are `try_*` calls on the socket, awaiting readiness only when
 //!   the kernel says "would block", so a batch costs one write syscall and usually one read;

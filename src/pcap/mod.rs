@@ -9,7 +9,7 @@
 //! | `reassembly.rs` | per-direction TCP reassembly by sequence number |
 //! | `smpp_stream.rs` | SMPP framing over a reassembled direction: hunting, resync |
 //! | `analyze.rs` | connections, which side is the ESME, request/response matching |
-//! | [`write`] | synthetic Ethernet / IPv4 / TCP packets and pcapng blocks |
+//! | [`mod@write`] | synthetic Ethernet / IPv4 / TCP packets and pcapng blocks |
 //!
 //! Reading:
 //!
@@ -184,7 +184,7 @@ pub struct Extracted {
     /// Requests to replay, in capture order.
     pub pdus: Vec<RecordedPdu>,
     pub streams: Vec<StreamInfo>,
-    /// Connections with nothing to replay (the first [`MAX_LISTED`]).
+    /// Connections with nothing to replay (the first `MAX_LISTED`).
     pub skipped: Vec<SkippedStream>,
     /// Skipped connections beyond the listed ones.
     pub skipped_more: u64,
@@ -413,7 +413,7 @@ impl Iface {
     }
 }
 
-/// TCP header flags (RFC 9293 §3.1), for the reader and for [`write`].
+/// TCP header flags (RFC 9293 §3.1), for the reader and for [`mod@write`].
 pub mod tcp_flag {
     pub const FIN: u8 = 0x01;
     pub const SYN: u8 = 0x02;

@@ -129,7 +129,7 @@ impl SessionPolicy {
     }
 
     /// Before a read batch is handled: starts the snapshot loads of every submit_sm / data_sm
-    /// in it (at most [`PREFETCH_MAX`]), so their memory latency overlaps — measured in
+    /// in it (at most `PREFETCH_MAX`), so their memory latency overlaps — measured in
     /// `benches/decide.rs` (`_session_prefetch`). Frames are walked by command_length only;
     /// damaged ones are skipped here and handled by the real pass. Changes no verdict.
     pub fn prefetch_batch(&self, rbuf: &[u8]) {

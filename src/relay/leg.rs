@@ -1,5 +1,7 @@
 //! One leg of a session: its buffers and framing state ([`LegState`], no I/O, so the session's
-//! relay logic runs and is tested without sockets) and the [`Transport`] that moves the bytes.
+//! relay logic runs and is tested without sockets), and the functions that move bytes between
+//! a [`Transport`] and that state. The session's I/O driver owns the transports; its relay
+//! logic owns the states.
 
 use std::io;
 use std::time::Duration;
@@ -39,19 +41,6 @@ impl LegState {
             open: true,
             last_rx_ms: 0,
         }
-    }
-}
-
-/// A connected leg: its transport and its state.
-#[derive(Debug)]
-pub struct Leg {
-    pub transport: Transport,
-    pub state: LegState,
-}
-
-impl Leg {
-    pub fn new(transport: Transport, max_pdu_bytes: usize, rbuf: BytesMut) -> Leg {
-        Leg { transport, state: LegState::new(max_pdu_bytes, rbuf) }
     }
 }
 

@@ -1,5 +1,5 @@
-//! Connections to peers: a session's legs ([`Leg`]: buffers and framing state apart from the
-//! [`Transport`] that moves the bytes), the upstream SMSC (its config, the paired upstream bind
+//! Connections to peers: a session's legs ([`LegState`]: buffers and framing state, apart from
+//! the [`Transport`] that moves the bytes), the upstream SMSC (its config, the paired upstream bind
 //! and the reachability probe: [`upstream`]), sequence remapping ([`seq`]) and the plain frame
 //! relay used as the benchmark baseline ([`plain`]).
 
@@ -9,6 +9,6 @@ pub mod seq;
 pub mod transport;
 pub mod upstream;
 
-pub use leg::{Leg, LegState, OUT_HIGH_WATER, READ_CHUNK};
+pub use leg::{LegState, OUT_HIGH_WATER, READ_CHUNK};
 pub use transport::Transport;
 pub use upstream::{bind_upstream, UpstreamBind, UpstreamBindError, UpstreamConfig};

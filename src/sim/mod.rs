@@ -1,7 +1,7 @@
 //! SMSC simulator: a small SMPP v3.4 server for tests, benchmarks and demos.
 //!
 //! One task per TCP connection. Each read fills a `BytesMut` (≥ 64 KiB spare), every complete
-//! frame in it is handled in place by [`Framer`], and everything the batch produces (responses,
+//! frame in it is handled in place by [`crate::smpp::frame::Framer`], and everything the batch produces (responses,
 //! same-connection delivery receipts) is appended to one output buffer written with a single
 //! `write_all`. The fast path allocates nothing per PDU, takes no lock, touches no shared
 //! atomic (message ids are reserved in blocks, statistics are flushed once per batch) and logs

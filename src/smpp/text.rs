@@ -134,7 +134,7 @@ pub const UDH_CONCAT8_LEN: usize = 6;
 pub const UDH_CONCAT8_REF_AT: usize = 3;
 
 /// Appends a UDH holding only the concatenated-SM element with an 8-bit reference:
-/// `05 | 00 03 ref total seq` (GSM 03.40 §9.2.3.24.1), as [`udh_concat`] reads it.
+/// `05 | 00 03 ref total seq` (GSM 03.40 §9.2.3.24.1), as `udh_concat` reads it.
 pub fn put_udh_concat8(out: &mut Vec<u8>, reference: u8, total: u8, seq: u8) {
     out.extend_from_slice(&[UDH_CONCAT8_LEN as u8 - 1, IEI_CONCAT_8, 3, reference, total, seq]);
 }

@@ -33,7 +33,7 @@ pub enum StatementError {
 }
 
 impl StatementError {
-    /// The field at fault, as in [`source::RowError::field`].
+    /// The field at fault, as in [`crate::consent::source::RowError::field`].
     pub fn field(self) -> &'static str {
         match self {
             StatementError::Msisdn(_) => "msisdn",
@@ -147,7 +147,7 @@ impl SnapshotBuilder {
 
     /// Adds a live statement (the journal's own type; its identity and source do not matter
     /// here: the builder's order is `at`, then revoke over grant, as in
-    /// [`super::statement::Precedence`]).
+    /// [`crate::consent::statement::Precedence`]).
     pub fn add(&mut self, s: &Statement) -> Result<(), StatementError> {
         match (s.kind, &s.entity) {
             (StatementKind::Dnc, _) => self.add_dnc(s.msisdn, s.at),
