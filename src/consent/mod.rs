@@ -6,7 +6,7 @@
 //!           ├─ source (stream) ─┐                  │        │
 //!  consent.csv ┘                ├─ snapshot::build ─► file ─┘        ▼
 //!  journal records ─────────────┘   (sort, resolve,        statements(msisdn, entity): one line
-//!                                    hash, write)          ← policy::decide, per submit_sm
+//!                                    hash, write)          ← policy::Engine::decide, per submit_sm
 //! ```
 //!
 //! * [`statement`] — the one statement type: kind, source, entity and node ids, identity
