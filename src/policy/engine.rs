@@ -148,7 +148,7 @@ impl Engine {
     #[inline]
     pub fn decide(&self, idx: AccountIdx, data: &ConsentView, m: &Message, now: Now) -> Decision {
         let a = self.account(idx);
-        let mut d = Decision { verdict: Verdict::Accept, status: 0, class: None, msisdn: None };
+        let mut d = Decision { verdict: Verdict::Accept, status: 0, class: None, msisdn: None, from_cache: false };
         let verdict = step_account(a, now)
             .or_else(|| step_sender_id(a, m))
             .or_else(|| {
@@ -166,7 +166,7 @@ impl Engine {
     /// A submit_multi distribution list: it hides its subscribers, so nobody on it can have
     /// been checked — refused under opt-in, allowed under opt-out.
     pub fn decide_list(&self) -> Decision {
-        let d = Decision { verdict: Verdict::Accept, status: 0, class: None, msisdn: None };
+        let d = Decision { verdict: Verdict::Accept, status: 0, class: None, msisdn: None, from_cache: false };
         let v = match self.config.regime {
             Regime::OptIn => Verdict::Reject(Reason::NoConsent),
             Regime::OptOut => Verdict::Accept,

@@ -165,4 +165,6 @@ pub struct Decision {
     pub class: Option<MessageClass>,
     /// The destination as E.164 digits, when it is a subscriber number.
     pub msisdn: Option<u64>,
+    /// A later part of a concatenated message, answered with its first part's decision.
+    pub from_cache: bool,
 }

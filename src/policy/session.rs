@@ -18,7 +18,7 @@ use super::engine::{ConsentView, Message};
 use super::{AccountIdx, Decision, Engine};
 
 /// How long the verdict of a concatenated message is remembered for its other parts.
-pub const CONCAT_TTL_MS: i64 = 120_000;
+pub const CONCAT_TTL_MS: u64 = 120_000;
 /// Most concatenated messages remembered per session.
 const CONCAT_MAX: usize = 16_384;
 /// Submits per read batch whose snapshot lines are prefetched.
@@ -75,13 +75,14 @@ impl SessionPolicy {
     }
 
     /// The decision for one submit_sm / data_sm. All parts of a concatenated message share
-    /// the verdict of the first part to arrive (any order); later parts are not re-decided.
+    /// the verdict of the first part to arrive (any order); later parts are not re-decided and
+    /// come back with [`Decision::from_cache`] set (they are not counted as decisions).
     pub fn decide(&mut self, v: &MessageView, now: Now) -> Decision {
         let Some(c) = text::concat_info(v) else { return self.decide_one(&Message::of(v), now) };
         let key = ConcatCache::key(v, c);
         if let Some(e) = self.concat.map.get_mut(&key) {
             e.seen += 1;
-            let d = e.decision;
+            let d = Decision { from_cache: true, ..e.decision };
             if e.seen >= e.total as u16 {
                 self.concat.map.remove(&key);
             }
@@ -89,7 +90,7 @@ impl SessionPolicy {
         }
         let d = self.decide_one(&Message::of(v), now);
         if c.total > 1 && self.concat.map.len() < CONCAT_MAX {
-            self.concat.map.insert(key, ConcatEntry { decision: d, seen: 1, total: c.total, at_ms: now.unix_ms });
+            self.concat.map.insert(key, ConcatEntry { decision: d, seen: 1, total: c.total, at_ms: now.mono_ms });
         }
         d
     }
@@ -153,7 +154,7 @@ impl SessionPolicy {
     /// Periodic upkeep (the session's timer tick): forgets concatenated messages whose other
     /// parts never came.
     pub fn tick(&mut self, now: Now) {
-        self.concat.prune(now.unix_ms);
+        self.concat.prune(now.mono_ms);
     }
 }
 
@@ -169,7 +170,8 @@ struct ConcatEntry {
     decision: Decision,
     seen: u16,
     total: u8,
-    at_ms: i64,
+    /// When the first part was decided, monotonic ms ([`Now::mono_ms`]).
+    at_ms: u64,
 }
 
 impl ConcatCache {
@@ -183,7 +185,7 @@ impl ConcatCache {
         h.finish()
     }
 
-    fn prune(&mut self, now_ms: i64) {
+    fn prune(&mut self, now_ms: u64) {
         if !self.map.is_empty() {
             self.map.retain(|_, e| now_ms.saturating_sub(e.at_ms) < CONCAT_TTL_MS);
         }

@@ -113,7 +113,7 @@ impl World {
             short_message: b"",
             tlvs: b"",
         };
-        let now = Now { unix_ms: self.today * 86_400_000 + 43_200_000 };
+        let now = Now::at(self.today * 86_400_000 + 43_200_000);
         let idx = engine.lookup(system_id).expect("account");
         let d = engine.decide(idx, &data, &m, now);
         assert_eq!(

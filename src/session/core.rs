@@ -241,6 +241,7 @@ impl Session {
         }
         self.answer_all_up(status::ESME_RSYSERR);
         self.answer_all_down(ESME_RX_T_APPN);
+        self.release_held();
         self.optout.finish(&mut self.up, self.peer);
         self.life.finish(reason);
     }

@@ -82,21 +82,24 @@ impl Session {
         }
     }
 
-    /// Runs one decision through the pipeline, counting it and sampling its duration.
+    /// Runs one decision through the pipeline, counting it and sampling its duration. A
+    /// later part of a concatenated message (answered from the first part's decision) is not
+    /// a decision: it is neither counted nor timed.
     #[inline]
     pub(super) fn decide(
         &mut self,
         f: impl FnOnce(&mut crate::policy::SessionPolicy, crate::time::Now) -> Decision,
     ) -> Decision {
-        self.stats.decisions = self.stats.decisions.wrapping_add(1);
-        let d = if self.stats.decisions % metrics::DECISION_SAMPLE_EVERY == 0 {
-            let t0 = std::time::Instant::now();
-            let d = f(&mut self.policy, self.now);
+        let sample = self.stats.decisions.wrapping_add(1) % metrics::DECISION_SAMPLE_EVERY == 0;
+        let t0 = sample.then(std::time::Instant::now);
+        let d = f(&mut self.policy, self.now);
+        if d.from_cache {
+            return d;
+        }
+        if let Some(t0) = t0 {
             self.metrics.decision.record(t0.elapsed().as_secs_f64());
-            d
-        } else {
-            f(&mut self.policy, self.now)
-        };
+        }
+        self.stats.decisions = self.stats.decisions.wrapping_add(1);
         self.stats.count(d.verdict);
         d
     }

@@ -129,13 +129,12 @@ impl Lifecycle {
         true
     }
 
-    /// A leg is gone: whatever the state, the session closes (an unbind in progress on the
-    /// other leg cannot complete). `false` when already done.
+    /// A leg is gone: whatever the state, the session (re)starts closing with this reason and
+    /// a fresh deadline, and the caller sends its own unbind again on a leg still open (losing
+    /// a leg drops what was pending on the other one, consentgate's earlier unbind included,
+    /// so its answer could not be matched any more). `false` when already done.
     pub fn leg_lost(&mut self, reason: &'static str, deadline_ms: u64) -> bool {
         if self.state == State::Done {
-            return false;
-        }
-        if let State::Closing { .. } = self.state {
             return false;
         }
         self.close_reason = reason;
@@ -207,6 +206,12 @@ mod tests {
             assert!(l.leg_lost("esme closed the connection", 500), "{start}");
             assert_eq!(l.state(), State::Closing { deadline_ms: 500 }, "{start}");
         }
+        // Already closing (e.g. unbinding at shutdown): closing starts again with the new
+        // reason and deadline, so the unbind to the other leg is re-sent and can be answered.
+        let mut l = Lifecycle::default();
+        l.start_closing("shutdown", 100);
+        assert!(l.leg_lost("smsc closed the connection", 900));
+        assert_eq!((l.state(), l.close_reason()), (State::Closing { deadline_ms: 900 }, "smsc closed the connection"));
         let mut l = Lifecycle::default();
         l.finish("done");
         assert!(!l.leg_lost("late", 1));

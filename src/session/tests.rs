@@ -217,3 +217,46 @@ fn a_malformed_submit_is_answered_and_the_stream_stays_in_sync() {
     assert_eq!(down[0].sequence_number, 3);
     assert_ne!(down[0].command_status, 0);
 }
+
+/// A submit_sm with a UDH concatenation header (IEI 0x00): part `seq_no` of `total`, ref 7.
+fn part(seq: u32, seq_no: u8, total: u8) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.push(0);
+    body.extend_from_slice(&[0, 1]);
+    body.extend_from_slice(b"1069000\0");
+    body.extend_from_slice(&[1, 1]);
+    body.extend_from_slice(b"8613800000001\0");
+    body.extend_from_slice(&[0x40, 0, 0]); // esm_class UDHI
+    body.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    let sm = [&[5u8, 0, 3, 7, total, seq_no][..], b"part"].concat();
+    body.push(sm.len() as u8);
+    body.extend_from_slice(&sm);
+    pdu(cmd::SUBMIT_SM, 0, seq, &body)
+}
+
+#[test]
+fn a_concatenated_message_is_one_decision() {
+    let mut s = session();
+    // (the test window is 2)
+    let up = from_esme(&mut s, &[part(1, 1, 2), part(2, 2, 2)].concat());
+    assert_eq!(up.len(), 2, "every part relayed");
+    let counted: u64 = s.stats.verdicts.iter().flatten().sum();
+    assert_eq!((s.stats.decisions, counted), (1, 1), "the later part reuses the first part's decision");
+}
+
+#[test]
+fn losing_a_leg_while_closing_unbinds_the_other_again_and_ends_on_its_answer() {
+    let mut s = session();
+    s.begin_drain();
+    s.progress(); // nothing in flight: closing, unbind sent both ways
+    let first = take(&mut s.down.out);
+    assert_eq!(first[0].command_id, cmd::UNBIND);
+    take(&mut s.up.out);
+    s.smsc_gone("smsc closed the connection");
+    let again = take(&mut s.down.out);
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(again[0].command_id, cmd::UNBIND, "the earlier unbind was dropped with the SMSC leg");
+    from_esme(&mut s, &pdu(cmd::UNBIND_RESP, 0, again[0].sequence_number, b""));
+    assert!(s.is_done(), "answered: no wait for the close deadline");
+    assert_eq!(s.close_reason(), "smsc closed the connection");
+}

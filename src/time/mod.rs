@@ -48,8 +48,12 @@ impl Clock {
     #[inline]
     pub fn now(&self) -> Now {
         match &self.manual {
-            None => Now { unix_ms: system_unix_ms() },
-            Some(t) => Now { unix_ms: t.load(Ordering::Relaxed) },
+            None => Now { unix_ms: system_unix_ms(), mono_ms: mono_ms() },
+            // A manual clock is monotonic as far as the test moves it forward.
+            Some(t) => {
+                let unix_ms = t.load(Ordering::Relaxed);
+                Now { unix_ms, mono_ms: unix_ms.max(0) as u64 }
+            }
         }
     }
 
@@ -68,13 +72,22 @@ impl Clock {
     }
 }
 
-/// One reading of a [`Clock`]: Unix time in milliseconds.
+/// One reading of a [`Clock`]: Unix time in milliseconds, and a monotonic millisecond count
+/// for durations (TTLs, ages) that must not jump when the wall clock is stepped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Now {
     pub unix_ms: i64,
+    /// Milliseconds since an arbitrary process-wide origin; never goes backwards.
+    pub mono_ms: u64,
 }
 
 impl Now {
+    /// A reading at Unix time `unix_ms` (the monotonic count set to the same value): for tests
+    /// and for evaluating a rule at a given instant.
+    pub fn at(unix_ms: i64) -> Now {
+        Now { unix_ms, mono_ms: unix_ms.max(0) as u64 }
+    }
+
     /// Unix seconds (floor).
     #[inline]
     pub fn unix_s(self) -> i64 {
@@ -92,6 +105,11 @@ impl Now {
     pub fn utc_day(self) -> i64 {
         self.unix_ms.div_euclid(86_400_000)
     }
+}
+
+fn mono_ms() -> u64 {
+    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    ORIGIN.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64
 }
 
 fn system_unix_ms() -> i64 {
@@ -391,15 +409,15 @@ mod tests {
         let ny = Zone::get("America/New_York").unwrap();
         let before = parse_timestamp_ms(b"2026-11-01T05:30:00Z").unwrap(); // 01:30 EDT
         let after = parse_timestamp_ms(b"2026-11-01T06:30:00Z").unwrap(); // 01:30 EST
-        let (b, a) = (ny.local(Now { unix_ms: before }), ny.local(Now { unix_ms: after }));
+        let (b, a) = (ny.local(Now::at(before)), ny.local(Now::at(after)));
         assert_eq!((b.offset_s, b.minute_of_day), (-4 * 3600, 90));
         assert_eq!((a.offset_s, a.minute_of_day), (-5 * 3600, 90));
         assert_eq!(a.day, days_from_civil(2026, 11, 1));
         // Local midnight of 2026-11-02 is 05:00Z (EST), not 04:00Z.
-        let m = ny.local(Now { unix_ms: parse_timestamp_ms(b"2026-11-02T04:59:59Z").unwrap() });
+        let m = ny.local(Now::at(parse_timestamp_ms(b"2026-11-02T04:59:59Z").unwrap()));
         assert_eq!(m.day, days_from_civil(2026, 11, 1));
         let shanghai = Zone::get("Asia/Shanghai").unwrap();
-        let l = shanghai.local(Now { unix_ms: parse_timestamp_ms(b"2026-05-01T16:00:00Z").unwrap() });
+        let l = shanghai.local(Now::at(parse_timestamp_ms(b"2026-05-01T16:00:00Z").unwrap()));
         assert_eq!((l.day, l.minute_of_day), (days_from_civil(2026, 5, 2), 0));
         assert!(Zone::get("Mars/Olympus").is_err());
     }
