@@ -99,7 +99,7 @@ impl Session {
             life: Lifecycle::default(),
             now_us: 0,
             now_ms: 0,
-            now: ctx.clock.now(),
+            now: Now { unix_ms: ctx.clock.unix_ms(), mono_ms: 0 },
             expired: Vec::new(),
             ctx,
         }
@@ -121,7 +121,8 @@ impl Session {
     pub fn set_clock(&mut self, now_us: u64) {
         self.now_us = now_us;
         self.now_ms = now_us / 1000;
-        self.now = self.ctx.clock.now();
+        // The session clock is this session's monotonic count: no second monotonic read.
+        self.now = Now { unix_ms: self.ctx.clock.unix_ms(), mono_ms: self.now_ms };
     }
 
     // ----- framing -------------------------------------------------------------------------

@@ -57,6 +57,16 @@ impl Clock {
         }
     }
 
+    /// Wall-clock Unix milliseconds only, for a caller that keeps its own monotonic count
+    /// (a session reads its monotonic clock once per turn anyway; one read, not two).
+    #[inline]
+    pub fn unix_ms(&self) -> i64 {
+        match &self.manual {
+            None => system_unix_ms(),
+            Some(t) => t.load(Ordering::Relaxed),
+        }
+    }
+
     /// Moves a manual clock to `unix_ms` (no effect on the system clock).
     pub fn set(&self, unix_ms: i64) {
         if let Some(t) = &self.manual {
