@@ -130,7 +130,26 @@ pub struct RawAccount {
 /// Collects problems while validating.
 struct Problems(Vec<ConfigError>);
 
+/// The words a closed-set key takes, and what each means.
+const MODES: &[(&str, PolicyMode)] = &[("enforce", PolicyMode::Enforce), ("monitor", PolicyMode::Monitor)];
+const REGIMES: &[(&str, Regime)] = &[("opt-in", Regime::OptIn), ("opt-out", Regime::OptOut)];
+const UNAVAILABLE: &[(&str, Unavailable)] = &[("reject", Unavailable::Reject), ("allow", Unavailable::Allow)];
+const CLASSES: &[(&str, MessageClass)] =
+    &[("marketing", MessageClass::Marketing), ("transactional", MessageClass::Transactional)];
+const BIND_TYPES: &[(&str, BindType)] =
+    &[("transmitter", BindType::Transmitter), ("receiver", BindType::Receiver), ("transceiver", BindType::Transceiver)];
+
 impl Problems {
+    /// The meaning of `word` among `choices`; otherwise a problem under `key` listing them.
+    fn choice<T: Copy>(&mut self, key: &str, word: &str, choices: &[(&str, T)]) -> Option<T> {
+        let found = choices.iter().find(|(w, _)| *w == word).map(|&(_, v)| v);
+        if found.is_none() {
+            let names: Vec<&str> = choices.iter().map(|&(w, _)| w).collect();
+            self.push(key, format!("`{word}`: expected {}", names.join(" | ")));
+        }
+        found
+    }
+
     fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.0.push(ConfigError { key: key.into(), message: message.into() });
     }
@@ -260,34 +279,16 @@ fn validate_session(s: RawSession, p: &mut Problems) -> SessionConfig {
 
 /// `[policy]`, and the opt-out keywords it carries for `optout`.
 fn validate_policy(pol: RawPolicy, p: &mut Problems) -> (PolicyConfig, Vec<String>) {
-    let mode = match pol.mode.as_deref() {
-        None | Some("enforce") => PolicyMode::Enforce,
-        Some("monitor") => PolicyMode::Monitor,
-        Some(o) => {
-            p.push("policy.mode", format!("`{o}`: expected enforce | monitor"));
-            PolicyMode::Enforce
-        }
-    };
-    let regime = match pol.regime.as_deref() {
-        None | Some("opt-in") => Regime::OptIn,
-        Some("opt-out") => Regime::OptOut,
-        Some(o) => {
-            p.push("policy.regime", format!("`{o}`: expected opt-in | opt-out"));
-            Regime::OptIn
-        }
-    };
+    let mode = pol.mode.and_then(|w| p.choice("policy.mode", &w, MODES)).unwrap_or(PolicyMode::Enforce);
+    let regime = pol.regime.and_then(|w| p.choice("policy.regime", &w, REGIMES)).unwrap_or(Regime::OptIn);
     let cc = pol.default_country_code.unwrap_or_else(|| "86".into());
     if cc.is_empty() || cc.len() > 3 || !cc.bytes().all(|b| b.is_ascii_digit()) || cc.starts_with('0') {
         p.push("policy.default_country_code", format!("`{cc}`: expected 1-3 digits without leading 0, e.g. \"86\""));
     }
-    let on_snapshot_unavailable = match pol.on_snapshot_unavailable.as_deref() {
-        None | Some("reject") => Unavailable::Reject,
-        Some("allow") => Unavailable::Allow,
-        Some(o) => {
-            p.push("policy.on_snapshot_unavailable", format!("`{o}`: expected reject | allow"));
-            Unavailable::Reject
-        }
-    };
+    let on_snapshot_unavailable = pol
+        .on_snapshot_unavailable
+        .and_then(|w| p.choice("policy.on_snapshot_unavailable", &w, UNAVAILABLE))
+        .unwrap_or(Unavailable::Reject);
     let optout_keywords = match pol.optout_keywords {
         None => DEFAULT_OPTOUT_KEYWORDS.iter().map(|s| s.to_string()).collect(),
         Some(v) => {
@@ -357,12 +358,7 @@ fn validate_accounts(raw: Vec<RawAccount>, p: &mut Problems) -> Vec<Account> {
             p.push(key("system_id"), "SMPP system_id is at most 15 ASCII characters");
         }
         let class = match a.class.as_deref() {
-            Some("marketing") => MessageClass::Marketing,
-            Some("transactional") => MessageClass::Transactional,
-            Some(o) => {
-                p.push(key("class"), format!("`{o}`: expected marketing | transactional"));
-                MessageClass::Marketing
-            }
+            Some(w) => p.choice(&key("class"), w, CLASSES).unwrap_or(MessageClass::Marketing),
             None => {
                 p.push(key("class"), "required: marketing | transactional");
                 MessageClass::Marketing
@@ -376,18 +372,7 @@ fn validate_accounts(raw: Vec<RawAccount>, p: &mut Problems) -> Vec<Account> {
         });
         let bind_types = match a.bind_types {
             None => vec![BindType::Transmitter, BindType::Receiver, BindType::Transceiver],
-            Some(v) => v
-                .iter()
-                .filter_map(|t| match t.as_str() {
-                    "transmitter" => Some(BindType::Transmitter),
-                    "receiver" => Some(BindType::Receiver),
-                    "transceiver" => Some(BindType::Transceiver),
-                    o => {
-                        p.push(key("bind_types"), format!("`{o}`: expected transmitter | receiver | transceiver"));
-                        None
-                    }
-                })
-                .collect(),
+            Some(v) => v.iter().filter_map(|t| p.choice(&key("bind_types"), t, BIND_TYPES)).collect(),
         };
         let max_tps = match a.max_tps {
             None => None,
@@ -401,14 +386,7 @@ fn validate_accounts(raw: Vec<RawAccount>, p: &mut Problems) -> Vec<Account> {
             let mut v: Vec<(String, MessageClass)> = m
                 .unwrap_or_default()
                 .into_iter()
-                .filter_map(|(pat, c)| match c.as_str() {
-                    "marketing" => Some((pat, MessageClass::Marketing)),
-                    "transactional" => Some((pat, MessageClass::Transactional)),
-                    o => {
-                        p.push(key(&format!("{field}.{pat}")), format!("`{o}`: expected marketing | transactional"));
-                        None
-                    }
-                })
+                .filter_map(|(pat, c)| p.choice(&key(&format!("{field}.{pat}")), &c, CLASSES).map(|c| (pat, c)))
                 .collect();
             // Most specific (longest) pattern first, so the order in the file does not matter.
             v.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
