@@ -60,6 +60,11 @@ pub struct LoadArgs {
     /// Request delivery receipts.
     #[arg(long)]
     receipts: bool,
+    /// Random traffic: each message to a destination drawn uniformly from LO-HI (two numbers
+    /// of the same length, e.g. 8613800000000-8613899999999), so lookups spread over a
+    /// consent snapshot as real traffic does [default: a pool of 1024 fixed numbers].
+    #[arg(long, value_name = "LO-HI", conflicts_with_all = ["scenario", "pcap"])]
+    destinations: Option<consentgate::load::DestRange>,
     /// JSONL scenario: {"source","destination","text","encoding","expect"} per line.
     #[arg(long, conflicts_with = "pcap")]
     scenario: Option<PathBuf>,
@@ -159,6 +164,7 @@ pub async fn load(a: LoadArgs) -> anyhow::Result<ExitCode> {
         server,
         speed,
         report,
+        destinations,
     } = a;
     let replay = match &pcap {
         Some(p) => {
@@ -197,6 +203,7 @@ pub async fn load(a: LoadArgs) -> anyhow::Result<ExitCode> {
         scenario,
         replay,
         speed,
+        destinations,
         ..Default::default()
     };
     let r = consentgate::load::run(cfg).await?;

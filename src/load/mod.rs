@@ -106,6 +106,10 @@ pub struct LoadConfig {
     pub replay: Option<Arc<crate::pcap::Extracted>>,
     /// Replay pacing (default `1x`: as recorded).
     pub speed: Speed,
+    /// Random traffic: every message to a destination drawn uniformly from this range
+    /// (`--destinations LO-HI`), so lookups spread over a consent snapshot the way real
+    /// traffic does. `None` = a pool of [`templates::RANDOM_POOL`] fixed destinations.
+    pub destinations: Option<DestRange>,
 }
 
 impl Default for LoadConfig {
@@ -126,7 +130,52 @@ impl Default for LoadConfig {
             source: "1069012345".into(),
             replay: None,
             speed: Speed::Factor(1.0),
+            destinations: None,
         }
+    }
+}
+
+/// An inclusive range of destination numbers of one length (`8613800000000-8613899999999`):
+/// the generator rewrites the destination digits of each message in place, so the frames
+/// stay pre-built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DestRange {
+    pub lo: u64,
+    pub hi: u64,
+    /// Digits of every number in the range.
+    pub digits: u8,
+}
+
+impl DestRange {
+    /// The `n`-th draw of a uniform random stream, as a number in the range.
+    #[inline]
+    pub(crate) fn pick(&self, r: u64) -> u64 {
+        self.lo + ((u128::from(r) * u128::from(self.hi - self.lo + 1)) >> 64) as u64
+    }
+}
+
+impl std::str::FromStr for DestRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<DestRange, String> {
+        let bad = || {
+            format!(
+                "destinations {s:?}: expected LO-HI, two numbers of the same length (e.g. 8613800000000-8613899999999)"
+            )
+        };
+        let (lo, hi) = s.trim().split_once('-').ok_or_else(bad)?;
+        let digits = lo.len();
+        if digits == 0
+            || digits > 20
+            || hi.len() != digits
+            || !(lo.bytes().chain(hi.bytes()).all(|c| c.is_ascii_digit()))
+        {
+            return Err(bad());
+        }
+        let (lo, hi) = (lo.parse::<u64>().map_err(|_| bad())?, hi.parse::<u64>().map_err(|_| bad())?);
+        if lo > hi {
+            return Err(format!("destinations {s:?}: LO is above HI"));
+        }
+        Ok(DestRange { lo, hi, digits: digits as u8 })
     }
 }
 

@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
 
 use super::rate::Bucket;
-use super::templates::{Templates, RANDOM_POOL};
+use super::templates::{write_digits, Templates, XorShift, RANDOM_POOL};
 use super::*;
 use crate::smpp::frame::{Framer, Next};
 use crate::smpp::pdu::{encode_bind, put_header_only, put_resp_with_id};
@@ -196,6 +196,9 @@ struct Session<'a> {
     seq: u32,
     tidx: usize,
     msg_ref: u8,
+    /// `--destinations`: the random stream and the current message's destination.
+    dest_rng: XorShift,
+    dest: u64,
     epoch: Instant,
     sleep: Pin<Box<Sleep>>,
     ticker: Option<Interval>,
@@ -241,6 +244,8 @@ impl<'a> Session<'a> {
                 0
             },
             msg_ref: (idx as u8).wrapping_mul(37),
+            dest_rng: XorShift(0x2545_F491_4F6C_DD1D ^ ((idx as u64 + 1) << 32)),
+            dest: 0,
             epoch: now,
             sleep: Box::pin(tokio::time::sleep_until(far_future(now))),
             ticker: None,
@@ -476,6 +481,13 @@ impl<'a> Session<'a> {
             }
             if p.ref_off != 0 {
                 f[p.ref_off as usize] = self.msg_ref;
+            }
+            if let Some(r) = self.cfg.destinations {
+                if p.first {
+                    self.dest = r.pick(self.dest_rng.next_u64());
+                }
+                let at = p.dest_off as usize;
+                write_digits(&mut f[at..at + r.digits as usize], self.dest);
             }
             let slot = &mut self.ring[(seq & self.mask) as usize];
             if slot.seq != 0 {

@@ -17,6 +17,9 @@ pub(super) struct Tpl {
     pub(super) len: u32,
     /// Offset of the UDH reference byte within the frame; 0 = single-part message.
     pub(super) ref_off: u16,
+    /// Offset of the destination digits within the frame (rewritten per message with
+    /// [`super::LoadConfig::destinations`]).
+    pub(super) dest_off: u16,
     /// First (or only) part of a message.
     pub(super) first: bool,
     pub(super) expect: Option<u32>,
@@ -60,7 +63,16 @@ impl Templates {
             let f = b.build(0);
             // No TLVs: short_message is the tail of the frame, starting with the UDH.
             let ref_off = if multi { (f.len() - body.len() + UDH_CONCAT8_REF_AT) as u16 } else { 0 };
-            self.pdus.push(Tpl { start: self.blob.len() as u32, len: f.len() as u32, ref_off, first: i == 0, expect });
+            let dest_off = crate::smpp::peek::destination(&f)
+                .map_or(0, |d| (d.addr.as_ptr() as usize - f.as_ptr() as usize) as u16);
+            self.pdus.push(Tpl {
+                start: self.blob.len() as u32,
+                len: f.len() as u32,
+                ref_off,
+                dest_off,
+                first: i == 0,
+                expect,
+            });
             self.max_len = self.max_len.max(f.len());
             self.blob.extend_from_slice(&f);
         }
@@ -72,11 +84,21 @@ impl Templates {
     }
 }
 
+/// Writes `n` as exactly `digits.len()` decimal digits (leading zeros).
+#[inline]
+pub(super) fn write_digits(digits: &mut [u8], mut n: u64) {
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+}
+
 /// xorshift64: good enough for test numbers, no dependency.
-struct XorShift(u64);
+pub(super) struct XorShift(pub(super) u64);
 
 impl XorShift {
-    fn next_u64(&mut self) -> u64 {
+    #[inline]
+    pub(super) fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x << 13;
         x ^= x >> 7;
@@ -109,6 +131,7 @@ pub(super) fn build_replay_templates(x: &Extracted, sessions: usize, speed: Spee
             start: t.blob.len() as u32,
             len: f.len() as u32,
             ref_off: 0,
+            dest_off: 0,
             first: true,
             expect: p.recorded_status,
         });
@@ -142,7 +165,11 @@ pub(super) fn build_templates(cfg: &LoadConfig) -> anyhow::Result<Templates> {
             check_addr("source", &cfg.source).map_err(anyhow::Error::msg)?;
             let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
             for _ in 0..RANDOM_POOL {
-                let dest = format!("86138{:08}", rng.next_u64() % 100_000_000);
+                let dest = match cfg.destinations {
+                    // Placeholder digits of the right length; each send writes its own.
+                    Some(r) => format!("{:0w$}", r.lo, w = r.digits as usize),
+                    None => format!("86138{:08}", rng.next_u64() % 100_000_000),
+                };
                 let text =
                     format!("Your verification code is {:06}. It expires in 5 minutes.", rng.next_u64() % 1_000_000);
                 let bodies = split_text(&text, Encoding::Gsm7)?;

@@ -66,8 +66,9 @@ fn templates_mark_multipart_and_point_at_the_reference_byte() {
 }
 
 /// A minimal SMSC: bind OK (or refused), one MO and one enquire_link after the bind,
-/// submit_sm_resp for every submit (0x58 when the text contains THROTTLE) and a receipt
-/// when asked for.
+/// submit_sm_resp for every submit (0x58 when the text contains THROTTLE or the destination
+/// is 999… and odd; 0x0B for a 999… destination above 9990000099) and a receipt when asked
+/// for.
 async fn sink(refuse: bool) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -112,7 +113,21 @@ async fn sink_conn(mut s: TcpStream, refuse: bool) {
                 }
                 cmd::SUBMIT_SM => {
                     let m = peek::message(f).unwrap();
-                    let st = if m.short_message.windows(8).any(|w| w == b"THROTTLE") { 0x58 } else { 0 };
+                    let d = m.destination.addr;
+                    let st = if m.short_message.windows(8).any(|w| w == b"THROTTLE") {
+                        0x58
+                    } else if d.starts_with(b"999") {
+                        let n: u64 = std::str::from_utf8(d).unwrap().parse().unwrap();
+                        if n > 9_990_000_099 {
+                            status::ESME_RINVDSTADR
+                        } else if n % 2 == 1 {
+                            0x58
+                        } else {
+                            0
+                        }
+                    } else {
+                        0
+                    };
                     id += 1;
                     let mid = format!("{id:x}");
                     put_resp_with_id(&mut out, cmd::SUBMIT_SM_RESP, st, seq, mid.as_bytes());
@@ -181,6 +196,44 @@ async fn random_traffic_against_sink_gets_every_response_and_receipt() {
     let json = serde_json::to_string(&r).unwrap();
     assert!(json.contains("\"latency_us\""));
     r.print_human();
+}
+
+#[test]
+fn destination_ranges_parse_and_pick_inside() {
+    let r: DestRange = "8613800000000-8613899999999".parse().unwrap();
+    assert_eq!(r, DestRange { lo: 8_613_800_000_000, hi: 8_613_899_999_999, digits: 13 });
+    assert_eq!(r.pick(0), r.lo);
+    assert_eq!(r.pick(u64::MAX), r.hi);
+    let one: DestRange = "0042-0042".parse().unwrap();
+    assert_eq!((one.pick(12345), one.digits), (42, 4));
+    for bad in ["", "1-", "-1", "12-1", "12-345", "1a-22", "20-10", "123"] {
+        assert!(bad.parse::<DestRange>().is_err(), "{bad:?} accepted");
+    }
+    let mut d = *b"xxxxx";
+    templates::write_digits(&mut d, 42);
+    assert_eq!(&d, b"00042");
+}
+
+/// `--destinations`: every message goes to a number of the range, drawn per message (the
+/// sink throttles the odd ones and refuses any outside the range).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_destinations_vary_per_message_within_the_range() {
+    let addr = sink(false).await;
+    let cfg = LoadConfig {
+        target: addr,
+        sessions: 2,
+        window: 50,
+        count: 2000,
+        duration: Duration::from_secs(5),
+        destinations: Some("9990000000-9990000099".parse().unwrap()),
+        ..Default::default()
+    };
+    let r = bounded(run(cfg)).await.expect("run finished in time").unwrap();
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(r.responses, 2000);
+    assert_eq!(r.statuses.get(&format!("{:#010x}", status::ESME_RINVDSTADR)), None, "{:?}", r.statuses);
+    let odd = r.statuses.get("0x00000058").copied().unwrap_or(0);
+    assert!((800..=1200).contains(&odd), "{odd} of 2000 to odd numbers: {:?}", r.statuses);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -44,7 +44,7 @@ pub use config::{
 };
 pub use engine::{classify, standing, AccountIdx, ConsentView, Engine, Message};
 pub use reason::{Decision, Reason, Standing, Verdict};
-pub use session::{SessionPolicy, SnapshotStamp, CONCAT_TTL_MS};
+pub use session::{SessionPolicy, SnapshotStamp, CONCAT_TTL_MS, PREFETCH_DISTANCE, PREFETCH_GROUP};
 
 #[cfg(test)]
 mod tests;

@@ -19,7 +19,7 @@ use super::lifecycle::{Lifecycle, Step};
 use super::metrics::{self, ErrorKind, SessionStats};
 use super::optout_gate::OptoutGate;
 use super::Context;
-use crate::policy::{Account, AccountIdx, SessionPolicy};
+use crate::policy::{Account, AccountIdx, SessionPolicy, PREFETCH_DISTANCE, PREFETCH_GROUP};
 use crate::relay::seq::{Pending, SeqTable};
 use crate::relay::LegState;
 use crate::smpp::frame::Next;
@@ -151,9 +151,12 @@ impl Session {
     /// resynchronised and the leg is dropped (the ESME is told first).
     fn process(&mut self, side: Side) {
         let mut rbuf = std::mem::take(&mut self.leg(side).rbuf);
-        if side == Side::Esme && self.life.is_bound() {
-            self.policy.prefetch_batch(&rbuf);
-        }
+        // Submits from the ESME: their snapshot lines are prefetched about PREFETCH_DISTANCE
+        // frames ahead of the one being handled, PREFETCH_GROUP at a time (`ahead` = offset
+        // of the next frame to prefetch, `handled` = frames since the batch began).
+        let pipeline = side == Side::Esme && self.life.is_bound();
+        let mut ahead = if pipeline { self.policy.prefetch_ahead(&rbuf, 0, PREFETCH_DISTANCE) } else { rbuf.len() };
+        let mut handled = 0usize;
         let mut pos = 0;
         while self.leg(side).open {
             match self.leg(side).framer.next(&rbuf[pos..]) {
@@ -164,6 +167,10 @@ impl Session {
                         Side::Smsc => self.on_smsc_pdu(frame),
                     }
                     pos += len;
+                    handled += 1;
+                    if handled % PREFETCH_GROUP == 0 {
+                        ahead = self.policy.prefetch_ahead(&rbuf, ahead.max(pos), PREFETCH_GROUP);
+                    }
                 }
                 Next::Skip(n) => pos += n,
                 Next::TooLong { sequence, .. } => {

@@ -238,7 +238,7 @@ impl<'a> Cursor<'a> {
 }
 
 /// The destination of a submit_sm or data_sm frame, read without the rest of the body: the
-/// session's prefetch pass over a read batch ([`crate::policy::SessionPolicy::prefetch_batch`]). `None` for other
+/// session's prefetch pipeline over a read batch ([`crate::policy::SessionPolicy::prefetch_ahead`]). `None` for other
 /// ids or a frame too damaged to say (the full read reports that).
 #[inline]
 pub fn destination(frame: &[u8]) -> Option<Addr<'_>> {
