@@ -150,6 +150,9 @@ pub struct ConsentStore {
     /// Sequence for live statements when no journal is configured.
     volatile_seq: AtomicU64,
     generation: AtomicU64,
+    /// Bumped (Release) after every swap of `current`: a session holding its own `Arc` of the
+    /// snapshot ([`ConsentStore::swaps`]) re-reads `current` when this moves.
+    swaps: AtomicU64,
     snapshot_path: Option<PathBuf>,
     /// Serialises reloads (SIGHUP, file watch and admin API may race). No await inside.
     reload_lock: Mutex<()>,
@@ -181,6 +184,7 @@ impl ConsentStore {
             node,
             volatile_seq: AtomicU64::new(1),
             generation: AtomicU64::new(0),
+            swaps: AtomicU64::new(0),
             snapshot_path: None,
             reload_lock: Mutex::new(()),
         }
@@ -223,6 +227,21 @@ impl ConsentStore {
         self.current.load()
     }
 
+    /// How many times the serving snapshot was swapped. A reader that keeps the
+    /// [`current`](Self::current) `Arc` across decisions (a session does, to keep the
+    /// `arc_swap` load off its hot path) compares this first — one plain load — and
+    /// re-reads `current` when it moved; it must also drop its copy within a bounded time
+    /// (a session does on its 100 ms tick) so a replaced snapshot's memory is freed.
+    #[inline]
+    pub fn swaps(&self) -> u64 {
+        self.swaps.load(Ordering::Acquire)
+    }
+
+    fn publish(&self, loaded: &Arc<Loaded>) {
+        self.current.store(Some(Arc::clone(loaded)));
+        self.swaps.fetch_add(1, Ordering::Release);
+    }
+
     /// Loads and validates the configured snapshot file, then swaps it in.
     pub fn reload(&self) -> Result<Arc<Loaded>, SnapshotError> {
         let Some(path) = self.snapshot_path.clone() else {
@@ -245,7 +264,7 @@ impl ConsentStore {
             path: path.to_owned(),
             loaded_at: crate::time::system_now(),
         });
-        self.current.store(Some(loaded.clone()));
+        self.publish(&loaded);
         let marks = &loaded.snapshot.info().watermarks;
         if !marks.is_empty() {
             self.delta.prune_through(marks);
@@ -272,7 +291,7 @@ impl ConsentStore {
             path,
             loaded_at: crate::time::system_now(),
         });
-        self.current.store(Some(loaded.clone()));
+        self.publish(&loaded);
         loaded
     }
 

@@ -9,7 +9,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
 use crate::consent::snapshot::EntityId;
-use crate::consent::store::ConsentStore;
+use crate::consent::store::{ConsentStore, Loaded};
 use crate::smpp::peek::{self, MessageView, MultiDest, MultiView};
 use crate::smpp::{text, HEADER_LEN};
 use crate::time::Now;
@@ -52,6 +52,13 @@ pub struct SessionPolicy {
     store: Arc<ConsentStore>,
     account: AccountIdx,
     live_entity: u32,
+    /// The serving snapshot as of the store's swap count `swaps_seen`: the session's own
+    /// `Arc`, so a decision reads it with no `arc_swap` load (3–4 % of the gateway's CPU
+    /// at 1.8 M msg/s when each decision and each prefetch group took a guard). Re-read when
+    /// [`ConsentStore::swaps`] moves, checked before every decision and prefetch group and on
+    /// every tick (so a replaced snapshot is let go within one tick even by an idle session).
+    loaded: Option<Arc<Loaded>>,
+    swaps_seen: u64,
     snap_entity: Option<EntityId>,
     stamp: SnapshotStamp,
     concat: ConcatCache,
@@ -65,6 +72,8 @@ impl SessionPolicy {
             store,
             account,
             live_entity,
+            loaded: None,
+            swaps_seen: u64::MAX,
             snap_entity: None,
             stamp: SnapshotStamp::default(),
             concat: ConcatCache::default(),
@@ -114,24 +123,38 @@ impl SessionPolicy {
         }
     }
 
+    /// Takes the store's current snapshot if it was swapped since the last look (one load of
+    /// the swap counter otherwise), and re-resolves the entity's id in it.
     #[inline]
-    fn decide_one(&mut self, m: &Message, now: Now) -> Decision {
-        let guard = self.store.current();
-        let loaded = guard.as_deref();
-        match loaded {
-            Some(l) if l.generation != self.stamp.generation => {
+    fn refresh(&mut self) {
+        let swaps = self.store.swaps();
+        if swaps != self.swaps_seen {
+            self.refresh_slow(swaps);
+        }
+    }
+
+    #[cold]
+    fn refresh_slow(&mut self, swaps: u64) {
+        self.swaps_seen = swaps;
+        self.loaded = self.store.current().clone();
+        match &self.loaded {
+            Some(l) => {
                 self.snap_entity = l.snapshot.entity_id(&self.engine.account(self.account).entity);
                 let i = l.snapshot.info();
                 self.stamp = SnapshotStamp { id: i.checksum, generation: l.generation, built_at: i.built_at };
             }
-            None if self.stamp.generation != 0 => {
+            None => {
                 self.snap_entity = None;
                 self.stamp = SnapshotStamp::default();
             }
-            _ => {}
         }
+    }
+
+    #[inline]
+    fn decide_one(&mut self, m: &Message, now: Now) -> Decision {
+        self.refresh();
         let data = ConsentView {
-            snapshot: loaded.map(|l| &l.snapshot),
+            snapshot: self.loaded.as_deref().map(|l| &l.snapshot),
             delta: &self.store.delta,
             live_entity: Some(self.live_entity),
             snap_entity: self.snap_entity,
@@ -154,12 +177,12 @@ impl SessionPolicy {
     /// unprefetched miss: a burst of 60 prefetches outruns the core's fill buffers, and
     /// lines fetched 30 µs of work ahead are gone again when their decision comes.
     #[inline]
-    pub fn prefetch_ahead(&self, rbuf: &[u8], mut at: usize, n: usize) -> usize {
+    pub fn prefetch_ahead(&mut self, rbuf: &[u8], mut at: usize, n: usize) -> usize {
         if at >= rbuf.len() {
             return at;
         }
-        let guard = self.store.current();
-        let Some(loaded) = guard.as_deref() else { return rbuf.len() };
+        self.refresh();
+        let Some(loaded) = self.loaded.as_deref() else { return rbuf.len() };
         for _ in 0..n {
             let Some(head) = rbuf.get(at..at + HEADER_LEN) else { return rbuf.len() };
             let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
@@ -172,9 +195,10 @@ impl SessionPolicy {
         at
     }
 
-    /// Periodic upkeep (the session's timer tick): forgets concatenated messages whose other
-    /// parts never came.
+    /// Periodic upkeep (the session's timer tick): takes a swapped snapshot (letting the old
+    /// one go) and forgets concatenated messages whose other parts never came.
     pub fn tick(&mut self, now: Now) {
+        self.refresh();
         self.concat.prune(now.mono_ms);
     }
 }
