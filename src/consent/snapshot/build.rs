@@ -30,6 +30,12 @@ pub struct BuildOptions {
     pub max_invalid: u64,
     /// `policy.default_country_code`, for national numbers in the CSVs.
     pub default_cc: String,
+    /// Memory budget of a bounded-memory build (`--memory`): when the rows would not fit in
+    /// about half of it, they are partitioned to temporary files next to `out` (module
+    /// `external`). `None`: everything in memory (16 bytes per row, then the table).
+    pub memory: Option<u64>,
+    /// Force this many partitions (tests, tuning); overrides `memory`.
+    pub parts: Option<u64>,
 }
 
 impl Default for BuildOptions {
@@ -41,6 +47,8 @@ impl Default for BuildOptions {
             out: PathBuf::from("consent.snap"),
             max_invalid: 0,
             default_cc: "86".to_owned(),
+            memory: None,
+            parts: None,
         }
     }
 }
@@ -241,7 +249,28 @@ pub fn build(opts: &BuildOptions, mut progress: impl FnMut(Progress)) -> Result<
     };
     report(&mut progress, Phase::Reading);
 
+    // Bounded memory: rows go to partition files instead of memory (module `external`).
+    let parts = opts.parts.or(opts.memory.map(|m| external::parts_for(total_bytes, m)).filter(|&k| k > 1));
+    let spill = match parts {
+        Some(k) => Some(external::Spill::create(&opts.out, k).map_err(|source| io_err(&opts.out, source))?),
+        None => None,
+    };
     let SnapshotBuilder { dnc, pairs, entities } = &mut b;
+    let (mut dnc_sink, mut pairs_sink) = match &spill {
+        Some(sp) => {
+            let e = |source| io_err(&opts.out, source);
+            let (mut d, mut p) = (sp.writers("dnc").map_err(e)?, sp.writers("pairs").map_err(e)?);
+            // Journal statements added above go to the parts like every other row.
+            for r in dnc.drain(..) {
+                d.push((r >> 64) as u64, r);
+            }
+            for r in pairs.drain(..) {
+                p.push((r >> 78) as u64, r);
+            }
+            (Rows::Spill(d), Rows::Spill(p))
+        }
+        None => (Rows::Memory(dnc), Rows::Memory(pairs)),
+    };
     let (dnc_res, consent_res) = thread::scope(|s| {
         let h_dnc = s.spawn(|| -> Result<Option<SourceSummary>, SourceError> {
             let Some((f, name, len)) = dnc_src else { return Ok(None) };
@@ -251,10 +280,7 @@ pub fn build(opts: &BuildOptions, mut progress: impl FnMut(Progress)) -> Result<
                 &name,
                 cc,
                 &budget,
-                |r| {
-                    est.reserve(dnc);
-                    dnc.push(pack_dnc(r.msisdn, r.registered_at));
-                },
+                |r| dnc_sink.push(&est, r.msisdn, pack_dnc(r.msisdn, r.registered_at)),
                 |bytes, rows| {
                     est.observe(bytes, rows);
                     bytes_read[0].store(bytes, Ordering::Relaxed);
@@ -262,7 +288,9 @@ pub fn build(opts: &BuildOptions, mut progress: impl FnMut(Progress)) -> Result<
                 },
             )?;
             // Sort while the (larger) consent file is still being read.
-            sort_compact_dnc(dnc);
+            if let Rows::Memory(v) = &mut dnc_sink {
+                sort_compact_dnc(v);
+            }
             Ok(Some(sum))
         });
         let h_consent = s.spawn(|| -> Result<Option<SourceSummary>, SourceError> {
@@ -274,9 +302,8 @@ pub fn build(opts: &BuildOptions, mut progress: impl FnMut(Progress)) -> Result<
                 cc,
                 &budget,
                 |r| {
-                    est.reserve(pairs);
                     let id = entities.intern(r.entity);
-                    pairs.push(pack_pair(r.msisdn, id, r.at, r.action == StatementKind::Revoke));
+                    pairs_sink.push(&est, r.msisdn, pack_pair(r.msisdn, id, r.at, r.action == StatementKind::Revoke));
                 },
                 |bytes, rows| {
                     est.observe(bytes, rows);
@@ -292,6 +319,11 @@ pub fn build(opts: &BuildOptions, mut progress: impl FnMut(Progress)) -> Result<
         }
         (h_dnc.join().expect("dnc reader"), h_consent.join().expect("consent reader"))
     });
+    for sink in [dnc_sink, pairs_sink] {
+        if let Rows::Spill(w) = sink {
+            w.finish().map_err(|source| io_err(&opts.out, source))?;
+        }
+    }
     report(&mut progress, Phase::Reading);
 
     let mut summaries = Vec::new();
@@ -324,27 +356,53 @@ pub fn build(opts: &BuildOptions, mut progress: impl FnMut(Progress)) -> Result<
 
     let rows_total = journal_good + rows_read.iter().map(|a| a.load(Ordering::Relaxed)).sum::<u64>();
     let mut last_phase = Phase::Sorting;
-    let compiled = b.compile(&mut |p, _| {
+    let mut phase = |p: Phase| {
         if p != last_phase {
             phases.push((last_phase, phase_start.elapsed()));
             phase_start = Instant::now();
             last_phase = p;
         }
         progress(Progress { phase: p, rows: rows_total, bytes: total_bytes, total_bytes });
-    })?;
-    phases.push((last_phase, phase_start.elapsed()));
-    phase_start = Instant::now();
-
-    progress(Progress { phase: Phase::Writing, rows: rows_total, bytes: total_bytes, total_bytes });
-    let meta = WriteMeta {
+    };
+    let meta = |dnc_sum: &Option<SourceSummary>, consent_sum: &Option<SourceSummary>| WriteMeta {
         built_at: unix_now(),
         watermarks: Watermarks::of(&opts.journal_records),
         dnc_sha256: dnc_sum.as_ref().map_or([0; 32], |s| s.sha256),
         consent_sha256: consent_sum.as_ref().map_or([0; 32], |s| s.sha256),
     };
-    let bytes_written = write_file(&opts.out, &compiled, &meta)?;
-    phases.push((Phase::Writing, phase_start.elapsed()));
+    let (compiled, table_slots, bytes_written) = match &spill {
+        None => {
+            let compiled = b.compile(&mut |p, _| phase(p))?;
+            phase(Phase::Writing);
+            let meta = meta(&dnc_sum, &consent_sum);
+            let written = write_file(&opts.out, &compiled, &meta)?;
+            let slots = compiled.slots.len() as u64;
+            (compiled, slots, written)
+        }
+        Some(sp) => {
+            // Bounded memory: resolve part by part, then place and write the table streamed.
+            phase(Phase::Sorting);
+            let names = EntityOrder::of(std::mem::take(&mut b.entities));
+            phase(Phase::Resolving);
+            let r = external::resolve_parts(sp, &names)?;
+            phase(Phase::Hashing);
+            let buckets = table::bucket_count(r.dnc + r.pairs);
+            let shift = names.shift();
+            let counts = Counts { dnc: r.dnc, pairs: r.pairs, states: r.counts };
+            let compiled = Compiled::of(names, counts, r.msisdn_bits, buckets, Vec::new());
+            let meta = meta(&dnc_sum, &consent_sum);
+            let mut slots = 0;
+            let written = write_file_with(&opts.out, &compiled, &meta, &mut |emit| {
+                slots = external::place_parts(sp, shift, buckets, emit)?;
+                Ok(())
+            })?;
+            phase(Phase::Writing);
+            (compiled, slots, written)
+        }
+    };
+    phases.push((last_phase, phase_start.elapsed()));
     progress(Progress { phase: Phase::Done, rows: rows_total, bytes: total_bytes, total_bytes });
+    drop(spill);
 
     let nonzero = |d: [u8; 32]| (d != [0; 32]).then_some(d);
     let good = |s: &Option<SourceSummary>| s.as_ref().map_or(0, |s| s.rows);
@@ -365,13 +423,37 @@ pub fn build(opts: &BuildOptions, mut progress: impl FnMut(Progress)) -> Result<
         msisdn_bits: compiled.msisdn_bits,
         entity_bits: compiled.entity_bits,
         buckets: compiled.buckets,
-        table_slots: compiled.slots.len() as u64,
-        dnc_sha256: nonzero(meta.dnc_sha256),
-        consent_sha256: nonzero(meta.consent_sha256),
+        table_slots,
+        dnc_sha256: dnc_sum.as_ref().map(|s| s.sha256).and_then(nonzero),
+        consent_sha256: consent_sum.as_ref().map(|s| s.sha256).and_then(nonzero),
         bytes_written,
         elapsed: t0.elapsed(),
         phases,
     })
+}
+
+fn io_err(path: &Path, source: io::Error) -> BuildError {
+    BuildError::Io { path: path.to_owned(), source }
+}
+
+/// Where the reading threads put rows: memory, or the partition files of a bounded-memory
+/// build.
+enum Rows<'a> {
+    Memory(&'a mut Vec<u128>),
+    Spill(external::PartWriters),
+}
+
+impl Rows<'_> {
+    #[inline]
+    fn push(&mut self, est: &Estimate, msisdn: u64, row: u128) {
+        match self {
+            Rows::Memory(v) => {
+                est.reserve(v);
+                v.push(row);
+            }
+            Rows::Spill(w) => w.push(msisdn, row),
+        }
+    }
 }
 
 /// After the first buffer, reserves room for the whole file from the bytes per row seen so
@@ -405,12 +487,31 @@ impl Estimate {
 
 /// Writes to a temporary file next to `out`, fsyncs it and renames it over `out`.
 pub(super) fn write_file(out: &Path, c: &Compiled, meta: &WriteMeta) -> Result<u64, BuildError> {
+    write_file_with(out, c, meta, &mut |emit| {
+        for chunk in u64_bytes(&c.slots).chunks(1 << 20) {
+            emit(chunk)?;
+        }
+        Ok(())
+    })
+}
+
+/// The bytes of the table section, handed to `emit` in order (the in-memory table, or the
+/// bounded-memory build placing it partition by partition).
+pub(super) type SlotWriter<'a> = dyn FnMut(&mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> + 'a;
+
+/// [`write_file`] with the table section produced by `slots` (`c.slots` is then unused).
+pub(super) fn write_file_with(
+    out: &Path,
+    c: &Compiled,
+    meta: &WriteMeta,
+    slots: &mut SlotWriter<'_>,
+) -> Result<u64, BuildError> {
     let io_err = |source| BuildError::Io { path: out.to_owned(), source };
     let file_name = out.file_name().map_or_else(|| "snapshot".into(), |n| n.to_string_lossy().into_owned());
     let tmp = out.with_file_name(format!(".{file_name}.tmp{}", std::process::id()));
     let result = (|| {
         let mut f = File::create(&tmp)?;
-        let len = write_snapshot(&mut f, c, meta)?;
+        let len = write_snapshot_with(&mut f, c, meta, slots)?;
         f.sync_all()?;
         fs::rename(&tmp, out)?;
         if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -427,6 +528,22 @@ pub(super) fn write_file(out: &Path, c: &Compiled, meta: &WriteMeta) -> Result<u
 
 /// Serialises `c`: header placeholder, payload (hashed as it is written), then the header.
 pub(super) fn write_snapshot<W: Write + Seek>(w: &mut W, c: &Compiled, meta: &WriteMeta) -> io::Result<u64> {
+    write_snapshot_with(w, c, meta, &mut |emit| {
+        for chunk in u64_bytes(&c.slots).chunks(1 << 20) {
+            emit(chunk)?;
+        }
+        Ok(())
+    })
+}
+
+/// [`write_snapshot`] with the table section produced by `slots`; its length must be a
+/// multiple of 64 bytes.
+pub(super) fn write_snapshot_with<W: Write + Seek>(
+    w: &mut W,
+    c: &Compiled,
+    meta: &WriteMeta,
+    slots: &mut SlotWriter<'_>,
+) -> io::Result<u64> {
     let mut ent = Vec::with_capacity(4 * (c.names.len() + 1) + c.names.iter().map(|n| n.len()).sum::<usize>());
     let mut end = 0u32;
     ent.extend_from_slice(&0u32.to_le_bytes());
@@ -438,7 +555,6 @@ pub(super) fn write_snapshot<W: Write + Seek>(w: &mut W, c: &Compiled, meta: &Wr
         ent.extend_from_slice(n.as_bytes());
     }
     let marks = encode_watermarks(&meta.watermarks);
-    let parts: [&[u8]; 3] = [&ent, u64_bytes(&c.slots), &marks];
 
     let mut h = Header {
         version: FORMAT_VERSION,
@@ -460,13 +576,19 @@ pub(super) fn write_snapshot<W: Write + Seek>(w: &mut W, c: &Compiled, meta: &Wr
     let mut hasher = BlockHasher::at(HEADER_LEN as u64);
     let mut pos = HEADER_LEN as u64;
     const PAD: [u8; SECTION_ALIGN as usize] = [0; SECTION_ALIGN as usize];
-    for (i, part) in parts.iter().enumerate() {
-        h.sections[i] = Section { offset: pos, len: part.len() as u64 };
-        for chunk in part.chunks(1 << 20) {
+    for i in 0..3 {
+        let start = pos;
+        let mut emit = |chunk: &[u8]| -> io::Result<()> {
             hasher.update(chunk);
-            bw.write_all(chunk)?;
+            pos += chunk.len() as u64;
+            bw.write_all(chunk)
+        };
+        match i {
+            0 => emit(&ent)?,
+            1 => slots(&mut emit)?,
+            _ => emit(&marks)?,
         }
-        pos += part.len() as u64;
+        h.sections[i] = Section { offset: start, len: pos - start };
         let pad = (align(pos) - pos) as usize;
         hasher.update(&PAD[..pad]);
         bw.write_all(&PAD[..pad])?;

@@ -179,10 +179,34 @@ impl SnapshotBuilder {
 
     /// Sorts, resolves and places the statements in the table.
     pub(super) fn compile(self, phase: &mut dyn FnMut(Phase, u64)) -> Result<Compiled, BuildError> {
-        let SnapshotBuilder { mut dnc, mut pairs, entities } = self;
+        let SnapshotBuilder { dnc, pairs, entities } = self;
         let rows_in = (dnc.len() + pairs.len()) as u64;
+        let names = EntityOrder::of(entities);
+        phase(Phase::Sorting, rows_in);
+        let keys = names.keys(dnc, pairs, &mut || phase(Phase::Resolving, rows_in))?;
+        let entries = keys.entries();
+        if entries > MAX_ENTRIES {
+            return Err(BuildError::TooManyKeys { what: "statements", count: entries, max: MAX_ENTRIES });
+        }
+        phase(Phase::Hashing, rows_in);
+        let buckets = table::bucket_count(entries);
+        let slots = table::place(|| MergeSorted::new(&keys.dnc, &keys.pairs), names.shift(), buckets);
+        let counts = Counts { dnc: keys.dnc.len() as u64, pairs: keys.pairs.len() as u64, states: keys.counts };
+        Ok(Compiled::of(names, counts, keys.msisdn_bits, buckets, slots))
+    }
+}
 
-        // Entity ids by name: rank of each first-appearance id.
+/// The entity names in id order (ids are ranks by name) and the map from the builder's
+/// first-appearance ids.
+pub(super) struct EntityOrder {
+    pub(super) names: Vec<Box<str>>,
+    remap: Vec<u32>,
+    identity: bool,
+    pub(super) entity_bits: u32,
+}
+
+impl EntityOrder {
+    pub(super) fn of(entities: Interner) -> EntityOrder {
         let mut order: Vec<u32> = (0..entities.names.len() as u32).collect();
         order.sort_unstable_by(|&a, &b| entities.names[a as usize].cmp(&entities.names[b as usize]));
         let mut remap = vec![0u32; order.len()];
@@ -191,13 +215,30 @@ impl SnapshotBuilder {
         }
         let identity = remap.iter().enumerate().all(|(i, &r)| i as u32 == r);
         let names: Vec<Box<str>> = order.iter().map(|&id| entities.names[id as usize].clone()).collect();
-        drop(entities);
+        let entity_bits = (u32::BITS - (names.len().saturating_sub(1) as u32).leading_zeros()).max(1);
+        EntityOrder { names, remap, identity, entity_bits }
+    }
 
-        phase(Phase::Sorting, rows_in);
+    /// `S`: where the msisdn starts in a table entry.
+    pub(super) fn shift(&self) -> u32 {
+        self.entity_bits + 2
+    }
+
+    /// Renumbers the pair rows' entities, sorts both row sets (two threads), keeps the latest
+    /// statement per key and resolves each pair against the DNC registrations: the table
+    /// entries, each set sorted by key. `resolving` is called between the sort and the
+    /// resolution (progress). Every row of an msisdn must be here (the bounded-memory build
+    /// partitions rows by msisdn, so each partition is complete).
+    pub(super) fn keys(
+        &self,
+        mut dnc: Vec<u128>,
+        mut pairs: Vec<u128>,
+        resolving: &mut dyn FnMut(),
+    ) -> Result<Keys, BuildError> {
         let mid = if pairs.len() >= 1 << 16 { pairs.len() / 2 } else { pairs.len() };
         {
             let (a, b) = pairs.split_at_mut(mid);
-            let remap = &remap;
+            let (remap, identity) = (&self.remap, self.identity);
             let fix = move |half: &mut [u128]| {
                 if !identity {
                     const ENT: u128 = (u32::MAX as u128) << 46;
@@ -224,39 +265,33 @@ impl SnapshotBuilder {
             .max()
             .unwrap_or(0) as u64;
         let msisdn_bits = (u64::BITS - max_msisdn.leading_zeros()).max(1);
-        let entity_bits = (u32::BITS - (names.len().saturating_sub(1) as u32).leading_zeros()).max(1);
-        if msisdn_bits + entity_bits + 2 > 64 {
-            return Err(BuildError::KeyTooWide { msisdn_bits, entity_bits });
-        }
-        let entries = dnc.len() as u64 + a.len() as u64 + b.len() as u64;
-        if entries > MAX_ENTRIES {
-            return Err(BuildError::TooManyKeys { what: "statements", count: entries, max: MAX_ENTRIES });
+        if msisdn_bits + self.entity_bits + 2 > 64 {
+            return Err(BuildError::KeyTooWide { msisdn_bits, entity_bits: self.entity_bits });
         }
 
-        phase(Phase::Resolving, rows_in);
+        resolving();
         let mut counts = [0u64; 3];
-        let pair_keys = resolve(a, b, &dnc, entity_bits, &mut counts);
+        let pair_keys = resolve(a, b, &dnc, self.entity_bits, &mut counts);
         drop(pairs);
-        let shift = entity_bits + 2;
+        let shift = self.shift();
         let dnc_keys: Vec<u64> = dnc.iter().map(|r| (((r >> 64) as u64) << shift) | DNC_STATE).collect();
-        drop(dnc);
+        Ok(Keys { dnc: dnc_keys, pairs: pair_keys, counts, msisdn_bits })
+    }
+}
 
-        phase(Phase::Hashing, rows_in);
-        let buckets = table::bucket_count((dnc_keys.len() + pair_keys.len()) as u64);
-        let slots = table::place(|| MergeSorted::new(&dnc_keys, &pair_keys), shift, buckets);
+/// Resolved table entries of a set of subscribers, each vector sorted by key.
+pub(super) struct Keys {
+    pub(super) dnc: Vec<u64>,
+    pub(super) pairs: Vec<u64>,
+    /// Pairs per [`PairState`].
+    pub(super) counts: [u64; 3],
+    /// Width of the largest msisdn (at least 1).
+    pub(super) msisdn_bits: u32,
+}
 
-        Ok(Compiled {
-            dnc: dnc_keys.len() as u64,
-            pairs: pair_keys.len() as u64,
-            slots,
-            buckets,
-            names,
-            msisdn_bits,
-            entity_bits,
-            grants: counts[PairState::Grant as usize],
-            revoked: counts[PairState::Revoked as usize],
-            dnc_newer: counts[PairState::DncNewer as usize],
-        })
+impl Keys {
+    pub(super) fn entries(&self) -> u64 {
+        self.dnc.len() as u64 + self.pairs.len() as u64
     }
 }
 
@@ -358,6 +393,32 @@ pub(super) fn resolve(a: &[u128], b: &[u128], dnc: &[u128], entity_bits: u32, co
     }
     out.shrink_to_fit();
     out
+}
+
+/// Statements in a compiled table.
+pub(super) struct Counts {
+    pub(super) dnc: u64,
+    pub(super) pairs: u64,
+    /// Pairs per [`PairState`].
+    pub(super) states: [u64; 3],
+}
+
+impl Compiled {
+    /// The table `slots` (empty when it is written streamed) and what describes it.
+    pub(super) fn of(names: EntityOrder, n: Counts, msisdn_bits: u32, buckets: u64, slots: Vec<u64>) -> Compiled {
+        Compiled {
+            dnc: n.dnc,
+            pairs: n.pairs,
+            slots,
+            buckets,
+            msisdn_bits,
+            entity_bits: names.entity_bits,
+            grants: n.states[PairState::Grant as usize],
+            revoked: n.states[PairState::Revoked as usize],
+            dnc_newer: n.states[PairState::DncNewer as usize],
+            names: names.names,
+        }
+    }
 }
 
 /// The compiled content of a snapshot.

@@ -99,6 +99,7 @@
 
 mod build;
 mod compile;
+mod external;
 mod format;
 mod image;
 mod load;
