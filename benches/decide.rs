@@ -25,6 +25,9 @@
 //!
 //! `CONSENTGATE_BENCH_RECORDS` sets the total record count (default 10000000; e.g. 200000000
 //! for 100 M DNC + 100 M pairs: ~6 GB of CSV and ~3.2 GB peak during the build).
+//! `CONSENTGATE_BENCH_SNAPSHOT=FILE` runs on an existing snapshot instead (e.g. the 1 B-record
+//! one of `benches/billion.py`): the granted pairs (entities `brand-N`) and DNC numbers of the
+//! queries are sampled from its table, and there is no hash-map baseline.
 
 mod common;
 use common::*;
@@ -38,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use consentgate::config::Config;
 use consentgate::consent::delta::Delta;
-use consentgate::consent::snapshot::{build, BuildOptions, Snapshot};
+use consentgate::consent::snapshot::{build, BuildOptions, PairState, Snapshot};
 use consentgate::consent::statement::{EntityName, NodeId, Statement, StatementId, StatementKind, StatementSource};
 use consentgate::policy::{AccountIdx, ConsentView, Engine, Message, PREFETCH_DISTANCE, PREFETCH_GROUP};
 use consentgate::smpp::peek::Addr;
@@ -83,6 +86,9 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
+    if let Some(path) = std::env::var_os("CONSENTGATE_BENCH_SNAPSHOT") {
+        return fixture_from(std::path::Path::new(&path));
+    }
     let total: u64 = std::env::var("CONSENTGATE_BENCH_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000_000);
     let n = total / 2;
     let sample_every = (n / QUERIES as u64).max(1);
@@ -169,6 +175,56 @@ fn fixture() -> Fixture {
         info.bytes_per_record
     );
 
+    finish(snap, granted, dnc, naive, total, rng)
+}
+
+/// An existing snapshot file (`CONSENTGATE_BENCH_SNAPSHOT`, e.g. the 1 B-record one of
+/// `benches/billion.py`): granted pairs of entities named `brand-N` (N < 1000) and DNC
+/// numbers are sampled from its table.
+fn fixture_from(path: &std::path::Path) -> Fixture {
+    let t = Instant::now();
+    let snap = Snapshot::open(path).expect("snapshot open");
+    let load = t.elapsed();
+    let t = Instant::now();
+    let huge = snap.use_huge_pages();
+    eprintln!("[decide bench] use_huge_pages: {huge} in {:.1?} (as the store does after a swap)", t.elapsed());
+    let info = snap.info();
+    let total = info.records();
+    eprintln!(
+        "[decide bench] Snapshot::open({}): {:.1?} ({} records, {:.1} MB file, {:.2} bytes/record)",
+        path.display(),
+        load,
+        total,
+        info.file_bytes as f64 / 1e6,
+        info.bytes_per_record
+    );
+    let entity_no: Vec<Option<u16>> = snap
+        .entities()
+        .map(|(_, n)| n.strip_prefix("brand-").and_then(|k| k.parse::<u16>().ok()).filter(|&k| u64::from(k) < ENTITIES))
+        .collect();
+    let every = (info.pair_count / QUERIES as u64).max(1) as usize;
+    let granted: Vec<(u64, u16)> = snap
+        .all_pairs()
+        .step_by(every)
+        .filter(|&(_, _, st)| st == PairState::Grant)
+        .filter_map(|(m, e, _)| Some((m, entity_no.get(e.0 as usize).copied().flatten()?)))
+        .filter(|&(m, _)| m.to_string().len() == 13)
+        .collect();
+    let every = (info.dnc_count / QUERIES as u64).max(1) as usize;
+    let dnc: Vec<u64> = snap.dnc_numbers().step_by(every).filter(|m| m.to_string().len() == 13).collect();
+    assert!(!granted.is_empty() && !dnc.is_empty(), "the snapshot needs grants of brand-N entities and DNC numbers");
+    eprintln!("[decide bench] sampled {} grants and {} DNC numbers in {:.1?}", granted.len(), dnc.len(), t.elapsed());
+    finish(snap, granted, dnc, None, total, Rng(0x5eed_0000_c0de_0002))
+}
+
+fn finish(
+    snap: Snapshot,
+    granted: Vec<(u64, u16)>,
+    dnc: Vec<u64>,
+    naive: Option<HashMap<(u64, u32), u8>>,
+    total: u64,
+    mut rng: Rng,
+) -> Fixture {
     // 4. Config: 1000 marketing accounts, one per entity, opt-in enforce.
     let mut toml =
         String::from("[upstream]\naddress = \"10.1.2.3:2775\"\n[policy]\nmode = \"enforce\"\nregime = \"opt-in\"\n");
@@ -216,7 +272,6 @@ fn fixture() -> Fixture {
             batched.push(Query { account, dest: digits.try_into().expect("13 digits"), msisdn });
         }
     }
-    drop(dir); // the loaded snapshot is in memory; the file can go
     Fixture { snap, cfg, queries, batched, naive, total }
 }
 
