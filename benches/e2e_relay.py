@@ -184,6 +184,12 @@ def main():
     ap.add_argument("--regime", choices=["opt-out", "opt-in"], default="opt-out")
     ap.add_argument("--refused", type=float, default=0.01,
                     help="with --policy: share of the traffic the snapshot refuses (default 0.01)")
+    ap.add_argument("--snapshot", default=None,
+                    help="with --policy: serve this existing snapshot (e.g. benches/billion.py's) instead of "
+                         "building one; traffic to the 100 M range 86138…")
+    ap.add_argument("--settle", type=float, default=0.0,
+                    help="seconds to wait after the forwarders are up (a 1 B-record snapshot's move onto "
+                         "huge pages takes ~10-20 s of the gateway's core)")
     ap.add_argument("--gw-cores", default="1",
                     help="cores the gateway and the relay run on (taskset list, e.g. 1 or 0,1)")
     ap.add_argument("--baseline-bin", default=None)
@@ -196,6 +202,8 @@ def main():
                     help="with --pcap: load --server IP (10.0.0.1 = the ESME leg of a consentgate capture)")
     a = ap.parse_args()
     use_pin = not a.no_pin
+    if a.snapshot and a.baseline_bin:
+        raise SystemExit("--snapshot and --baseline-bin: the baseline would need its own build of the data")
 
     if not os.path.exists(BIN):
         subprocess.run(["cargo", "build", "--release"], cwd=ROOT, check=True)
@@ -209,7 +217,10 @@ def main():
     scenario = None
     dest_range = None
     if a.policy:
-        snap, dest_range, expect_refused = policy_data(a)
+        if a.snapshot:
+            snap, dest_range, expect_refused = a.snapshot, f"{TRAFFIC_LO}-{TRAFFIC_LO + TRAFFIC_N - 1}", float("nan")
+        else:
+            snap, dest_range, expect_refused = policy_data(a)
         policy_toml = f"""
 [policy]
 regime = "{a.regime}"
@@ -256,7 +267,7 @@ licence = "B2-BENCH"
                                          "--upstream", f"127.0.0.1:{sim_p}"], use_pin),
                                  env=env, stdout=subprocess.DEVNULL)
         procs.append(relay)
-        wait_port(gw_p, gw)
+        wait_port(gw_p, gw, timeout=180)  # a 1 B-record snapshot takes 10-25 s to load
         wait_port(relay_p, relay)
         targets = {"consentgate": gw_p, "relay": relay_p}
         pids = {"consentgate": gw.pid, "relay": relay.pid}
@@ -331,6 +342,7 @@ licence = "B2-BENCH"
         # Warm-up, discarded: right after start a gateway moves its snapshot onto huge pages
         # in the background (seconds at 100 M records), and every process faults in its
         # buffers; the first measured run would pay for that.
+        time.sleep(a.settle)
         phase("warm-up", 1)
         results = phase("max", a.runs)
         med = {k: statistics.median(x["msg_per_s"] for x in v) for k, v in results.items()}
@@ -349,7 +361,8 @@ licence = "B2-BENCH"
         ratio = med["consentgate"] / med["relay"] if med["relay"] else 0.0
         refused = {k: statistics.median(1 - x["ok"] / max(x["sent"], 1) for x in v) for k, v in results.items()}
         print()
-        print(f"policy {'on (' + str(a.records) + ' records)' if a.policy else 'off'}, "
+        what = f"snapshot {a.snapshot}" if a.snapshot else f"{a.records} records"
+        print(f"policy {'on (' + what + ')' if a.policy else 'off'}, "
               f"sessions {a.sessions} x window {a.window}, receipts {'off' if a.no_receipts else 'on'}, "
               f"{a.runs} alternating runs of {a.seconds:g} s, forwarders pinned: {use_pin}")
         for k in targets:
@@ -468,7 +481,7 @@ def markdown(rep):
     c = rep["config"]
     med, p99 = rep["median_msg_per_s"], rep["median_p99_us"]
     lines = [f"# consentgate end-to-end benchmark", "",
-             f"policy {'on (' + str(c['records']) + ' records)' if c['policy'] else 'off'}, "
+             f"policy {'on (' + (('snapshot ' + c['snapshot']) if c.get('snapshot') else str(c['records']) + ' records') + ')' if c['policy'] else 'off'}, "
              f"gateway and relay on core(s) {c.get('gw_cores', '1')}, "
              f"{c['sessions']} sessions x window {c['window']}, receipts {'off' if c['no_receipts'] else 'on'}, "
              f"{c['runs']} alternating runs of {c['seconds']:g} s per forwarder.", "",
