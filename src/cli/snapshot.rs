@@ -75,7 +75,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         u => return Err(format!("{s:?}: unknown unit {u:?} (B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)")),
     };
     match num.parse::<f64>() {
-        Ok(n) if n.is_finite() && n > 0.0 && n * mult < u64::MAX as f64 => Ok((n * mult) as u64),
+        Ok(n) if n.is_finite() && n * mult >= 1.0 && n * mult < u64::MAX as f64 => Ok((n * mult) as u64),
         _ => Err(format!("{s:?}: expected a positive size such as 8GiB")),
     }
 }
@@ -190,7 +190,7 @@ mod tests {
         assert_eq!(parse_size("512 MiB"), Ok(512 << 20));
         assert_eq!(parse_size("1.5GB"), Ok(1_500_000_000));
         assert_eq!(parse_size("4096"), Ok(4096));
-        for bad in ["", "0", "-1G", "8 parsecs", "GiB", "1e9"] {
+        for bad in ["", "0", "0.1", "-1G", "8 parsecs", "GiB", "1e9"] {
             assert!(parse_size(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -489,6 +489,27 @@ impl Drop for ConsentStore {
 
 /// Moves a just-installed snapshot onto huge pages on a background thread
 /// ([`Snapshot::use_huge_pages`]); traffic is served from it meanwhile.
+/// Lets go of a snapshot reference held outside the store (a session's). When it is the last
+/// one, the snapshot's memory (GBs at a billion records) is freed on a short-lived thread,
+/// not on the gateway worker that happened to hold it last: unmapping 9 GB takes long
+/// enough to stall every session on that worker.
+pub fn release(loaded: Option<Arc<Loaded>>) {
+    let Some(l) = loaded else { return };
+    // Only the holder of the last reference frees; `into_inner` decides that atomically.
+    let Some(last) = Arc::into_inner(l) else { return };
+    if last.snapshot.info().file_bytes < RELEASE_INLINE_BELOW {
+        return drop(last);
+    }
+    let spawned = std::thread::Builder::new().name("snapshot-free".into()).spawn(move || drop(last));
+    if let Err(e) = spawned {
+        // The closure, and with it the snapshot, was dropped here.
+        tracing::debug!(error = %e, "snapshot free: no thread");
+    }
+}
+
+/// Snapshots smaller than this are freed where their last reference goes.
+const RELEASE_INLINE_BELOW: u64 = 64 << 20;
+
 fn huge_pages_later(loaded: &Arc<Loaded>) {
     let loaded = loaded.clone();
     let spawned = std::thread::Builder::new().name("snapshot-thp".into()).spawn(move || {

@@ -150,7 +150,8 @@ impl DestRange {
     /// The `n`-th draw of a uniform random stream, as a number in the range.
     #[inline]
     pub(crate) fn pick(&self, r: u64) -> u64 {
-        self.lo + ((u128::from(r) * u128::from(self.hi - self.lo + 1)) >> 64) as u64
+        let span = u128::from(self.hi - self.lo) + 1;
+        self.lo + ((u128::from(r) * span) >> 64) as u64
     }
 }
 
@@ -276,6 +277,9 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<Report> {
     }
     if cfg.rate == Some(0) {
         anyhow::bail!("rate must be positive");
+    }
+    if cfg.destinations.is_some() && (cfg.scenario.is_some() || cfg.replay.is_some()) {
+        anyhow::bail!("destinations apply to random traffic only, not to a scenario or a replay");
     }
     if cfg.replay.is_some() && cfg.scenario.is_some() {
         anyhow::bail!("a scenario and a capture replay are alternatives");

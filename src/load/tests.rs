@@ -204,6 +204,8 @@ fn destination_ranges_parse_and_pick_inside() {
     assert_eq!(r, DestRange { lo: 8_613_800_000_000, hi: 8_613_899_999_999, digits: 13 });
     assert_eq!(r.pick(0), r.lo);
     assert_eq!(r.pick(u64::MAX), r.hi);
+    let all: DestRange = "00000000000000000000-18446744073709551615".parse().unwrap();
+    assert_eq!((all.pick(0), all.pick(u64::MAX)), (0, u64::MAX));
     let one: DestRange = "0042-0042".parse().unwrap();
     assert_eq!((one.pick(12345), one.digits), (42, 4));
     for bad in ["", "1-", "-1", "12-1", "12-345", "1a-22", "20-10", "123"] {

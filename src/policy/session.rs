@@ -9,7 +9,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
 use crate::consent::snapshot::EntityId;
-use crate::consent::store::{ConsentStore, Loaded};
+use crate::consent::store::{self, ConsentStore, Loaded};
 use crate::smpp::peek::{self, MessageView, MultiDest, MultiView};
 use crate::smpp::{text, HEADER_LEN};
 use crate::time::Now;
@@ -136,7 +136,8 @@ impl SessionPolicy {
     #[cold]
     fn refresh_slow(&mut self, swaps: u64) {
         self.swaps_seen = swaps;
-        self.loaded = self.store.current().clone();
+        let old = std::mem::replace(&mut self.loaded, self.store.current().clone());
+        store::release(old);
         match &self.loaded {
             Some(l) => {
                 self.snap_entity = l.snapshot.entity_id(&self.engine.account(self.account).entity);
@@ -200,6 +201,12 @@ impl SessionPolicy {
     pub fn tick(&mut self, now: Now) {
         self.refresh();
         self.concat.prune(now.mono_ms);
+    }
+}
+
+impl Drop for SessionPolicy {
+    fn drop(&mut self) {
+        store::release(self.loaded.take());
     }
 }
 

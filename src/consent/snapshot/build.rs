@@ -319,11 +319,7 @@ pub fn build(opts: &BuildOptions, mut progress: impl FnMut(Progress)) -> Result<
         }
         (h_dnc.join().expect("dnc reader"), h_consent.join().expect("consent reader"))
     });
-    for sink in [dnc_sink, pairs_sink] {
-        if let Rows::Spill(w) = sink {
-            w.finish().map_err(|source| io_err(&opts.out, source))?;
-        }
-    }
+    let sinks = [dnc_sink, pairs_sink];
     report(&mut progress, Phase::Reading);
 
     let mut summaries = Vec::new();
@@ -349,6 +345,13 @@ pub fn build(opts: &BuildOptions, mut progress: impl FnMut(Progress)) -> Result<
         Some(Some(e)) => return Err(BuildError::Source(e)),
         Some(None) => return Err(BuildError::TooManyInvalid { max: opts.max_invalid, errors: invalid }),
         None => {}
+    }
+    // Source errors first: a bad file is the cause, a part file that could not be written after
+    // it is not.
+    for sink in sinks {
+        if let Rows::Spill(w) = sink {
+            w.finish().map_err(|source| io_err(&opts.out, source))?;
+        }
     }
     let (dnc_sum, consent_sum) = (summaries[0].take(), summaries[1].take());
     phases.push((Phase::Reading, phase_start.elapsed()));
@@ -385,18 +388,18 @@ pub fn build(opts: &BuildOptions, mut progress: impl FnMut(Progress)) -> Result<
             let names = EntityOrder::of(std::mem::take(&mut b.entities));
             phase(Phase::Resolving);
             let r = external::resolve_parts(sp, &names)?;
-            phase(Phase::Hashing);
             let buckets = table::bucket_count(r.dnc + r.pairs);
             let shift = names.shift();
             let counts = Counts { dnc: r.dnc, pairs: r.pairs, states: r.counts };
             let compiled = Compiled::of(names, counts, r.msisdn_bits, buckets, Vec::new());
             let meta = meta(&dnc_sum, &consent_sum);
             let mut slots = 0;
+            // Placing and writing are one streamed pass here: timed as writing.
+            phase(Phase::Writing);
             let written = write_file_with(&opts.out, &compiled, &meta, &mut |emit| {
                 slots = external::place_parts(sp, shift, buckets, emit)?;
                 Ok(())
             })?;
-            phase(Phase::Writing);
             (compiled, slots, written)
         }
     };

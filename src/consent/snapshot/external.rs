@@ -30,14 +30,20 @@ use super::compile::{EntityOrder, Keys, MergeSorted};
 use super::table::{home, SLOTS};
 use super::{BuildError, MAX_ENTRIES};
 
-/// Most parts: 2 sources × K open files.
-pub(super) const MAX_PARTS: u64 = 4096;
+/// Most parts: pass 1 keeps 2 × K files open, within the common soft limit of 1024 open files.
+/// A budget that would need more parts gets this many, and bigger parts than it asked for.
+pub(super) const MAX_PARTS: u64 = 256;
+/// Parts when the input size is unknown (a pipe): enough for tens of GB at a few GB of budget.
+pub(super) const PARTS_UNKNOWN_SIZE: u64 = 64;
 /// Write buffer per part file.
 const PART_BUF: usize = 64 << 10;
 
 /// How many parts keep one part's working set (rows 16 B + keys 8 B per row, with a CSV row
 /// taken as 14 bytes, the shortest DNC line) within half of `memory` bytes.
 pub(super) fn parts_for(input_bytes: u64, memory: u64) -> u64 {
+    if input_bytes == 0 {
+        return PARTS_UNKNOWN_SIZE;
+    }
     let rows = input_bytes / 14 + 1;
     (rows * 24).div_ceil((memory / 2).max(1)).clamp(1, MAX_PARTS)
 }
@@ -55,11 +61,22 @@ pub(super) struct Spill {
 }
 
 impl Spill {
+    /// Also removes what an earlier build of the same output left behind when it was killed
+    /// (`.NAME.parts*` next to it: 16 bytes per row).
     pub(super) fn create(out: &Path, parts: u64) -> io::Result<Spill> {
         let name = out.file_name().map_or_else(|| "snapshot".into(), |n| n.to_string_lossy().into_owned());
-        let dir = out.with_file_name(format!(".{name}.parts{}", std::process::id()));
+        let prefix = format!(".{name}.parts");
+        let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if let Ok(entries) = fs::read_dir(parent) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    let _ = fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let dir = out.with_file_name(format!("{prefix}{}", std::process::id()));
         fs::create_dir_all(&dir)?;
-        Ok(Spill { dir, parts })
+        Ok(Spill { dir, parts: parts.clamp(1, MAX_PARTS) })
     }
 
     fn path(&self, what: &str, p: usize) -> PathBuf {
