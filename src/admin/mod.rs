@@ -299,7 +299,12 @@ async fn consent_lookup(
             snap_entity: snap.and_then(|s| s.entity_id(entity)),
         };
         let standing = policy::standing(&data, n);
-        let verdict = engine.consent_verdict(standing).under(policy.mode);
+        let q = engine.quiet_hours_state(n, crate::time::Clock::system().now());
+        let enforced = match engine.consent_verdict(standing) {
+            Verdict::Accept if q.inside => Verdict::Reject(policy::Reason::QuietHours),
+            v => v,
+        };
+        let verdict = enforced.under(policy.mode);
         decision = json!({
             "entity": entity,
             "standing": standing.map(|s| s.label()),
@@ -308,7 +313,13 @@ async fn consent_lookup(
             "command_status": match verdict { Verdict::Reject(r) => Some(format!("0x{:08x}", engine.status(r))), _ => None },
             "regime": policy.regime.as_str(),
             "mode": policy.mode.as_str(),
-            "note": "for a commercial message from this entity; licence, sender id and class checks depend on the account and are not part of this lookup",
+            "quiet_hours": {
+                "zone": q.zone,
+                "local_time": policy::DailyWindow::fmt_time(q.local_minute as u16),
+                "window": q.window.map(|w| format!("{}-{}", policy::DailyWindow::fmt_time(w.start), policy::DailyWindow::fmt_time(w.end))),
+                "inside": q.inside,
+            },
+            "note": "for a commercial message from this entity now; licence, sender id, class and an account's own quiet hours depend on the account and are not part of this lookup",
         });
     }
     Json(json!({ "msisdn": n.to_string(), "snapshot": snapshot_part, "live": live, "decision": decision }))

@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::*;
 use crate::capture::CaptureConfig;
+use crate::policy::DailyWindow;
 use crate::smpp::BindType;
 
 #[derive(Debug, Default, Deserialize)]
@@ -68,6 +69,17 @@ pub struct RawPolicy {
     pub on_snapshot_unavailable: Option<String>,
     pub optout_keywords: Option<Vec<String>>,
     pub reject_status: Option<HashMap<String, u32>>,
+    pub quiet_hours: Option<RawQuietHours>,
+    pub timezones: Option<HashMap<String, String>>,
+}
+
+/// `[policy.quiet_hours]`, and (without `timezone`) `[account.quiet_hours]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQuietHours {
+    pub start: Option<String>,
+    pub end: Option<String>,
+    pub timezone: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -125,6 +137,7 @@ pub struct RawAccount {
     pub service_type_class: Option<HashMap<String, String>>,
     pub max_tps: Option<i64>,
     pub bind_types: Option<Vec<String>>,
+    pub quiet_hours: Option<RawQuietHours>,
 }
 
 /// Collects problems while validating.
@@ -315,7 +328,71 @@ fn validate_policy(pol: RawPolicy, p: &mut Problems) -> (PolicyConfig, Vec<Strin
             "0x0B (ESME_RINVDSTADR) makes senders purge the number; use the vendor range 0x400-0x4FF",
         );
     }
-    (PolicyConfig { mode, regime, default_country_code: cc, on_snapshot_unavailable, reject_status }, optout_keywords)
+    let (quiet_hours, fallback) = match pol.quiet_hours {
+        None => (None, crate::time::Zone::utc()),
+        Some(q) => {
+            let zone = match q.timezone.as_deref() {
+                None => crate::time::Zone::utc(),
+                Some(name) => crate::time::Zone::get(name).unwrap_or_else(|e| {
+                    p.push("policy.quiet_hours.timezone", e.to_string());
+                    crate::time::Zone::utc()
+                }),
+            };
+            (daily_window("policy.quiet_hours", q.start, q.end, p), zone)
+        }
+    };
+    let mut by_cc = Vec::new();
+    for (cc, name) in pol.timezones.unwrap_or_default() {
+        let key = format!("policy.timezones.\"{cc}\"");
+        if cc.is_empty() || cc.len() > 3 || !cc.bytes().all(|b| b.is_ascii_digit()) || cc.starts_with('0') {
+            p.push(&key, format!("`{cc}`: a country code is 1-3 digits without leading 0, e.g. \"86\""));
+            continue;
+        }
+        match crate::time::Zone::get(&name) {
+            Ok(z) => by_cc.push((cc, z)),
+            Err(e) => p.push(&key, e.to_string()),
+        }
+    }
+    let zones = crate::policy::Zones::new(by_cc, fallback);
+    (
+        PolicyConfig {
+            mode,
+            regime,
+            default_country_code: cc,
+            on_snapshot_unavailable,
+            reject_status,
+            quiet_hours,
+            zones,
+        },
+        optout_keywords,
+    )
+}
+
+/// `start` and `end` (`HH:MM`) of a quiet-hours table at `key`; problems name the key.
+fn daily_window(key: &str, start: Option<String>, end: Option<String>, p: &mut Problems) -> Option<DailyWindow> {
+    let mut time = |f: &str, v: Option<String>| -> Option<u16> {
+        let Some(v) = v else {
+            p.push(format!("{key}.{f}"), "required: HH:MM");
+            return None;
+        };
+        DailyWindow::parse_time(&v).or_else(|| {
+            p.push(format!("{key}.{f}"), format!("`{v}`: expected HH:MM, 00:00-23:59"));
+            None
+        })
+    };
+    let (start, end) = (time("start", start), time("end", end));
+    let (start, end) = (start?, end?);
+    if start == end {
+        p.push(
+            format!("{key}.end"),
+            format!(
+                "equals start ({}): the window would be empty; start > end wraps midnight (21:00-08:00)",
+                DailyWindow::fmt_time(start)
+            ),
+        );
+        return None;
+    }
+    Some(DailyWindow { start, end })
 }
 
 fn validate_admin(ad: RawAdmin, p: &mut Problems) -> AdminConfig {
@@ -401,6 +478,15 @@ fn validate_accounts(raw: Vec<RawAccount>, p: &mut Problems) -> Vec<Account> {
         if let Err(e) = crate::consent::EntityName::parse(&entity) {
             p.push(key("entity"), e.to_string());
         }
+        let quiet_hours = a.quiet_hours.and_then(|q| {
+            if q.timezone.is_some() {
+                p.push(
+                    key("quiet_hours.timezone"),
+                    "time zones are set once, in [policy.quiet_hours] and [policy.timezones]",
+                );
+            }
+            daily_window(&key("quiet_hours"), q.start, q.end, p)
+        });
         if accounts.iter().any(|x| x.system_id == system_id) {
             p.push(key("system_id"), format!("`{system_id}` is defined twice"));
             continue;
@@ -416,6 +502,7 @@ fn validate_accounts(raw: Vec<RawAccount>, p: &mut Problems) -> Vec<Account> {
             service_type_class,
             max_tps,
             bind_types,
+            quiet_hours,
         });
     }
     accounts

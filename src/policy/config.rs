@@ -17,6 +17,11 @@ pub struct PolicyConfig {
     pub on_snapshot_unavailable: Unavailable,
     /// command_status per reject reason, indexed by `Reason as usize`.
     pub reject_status: [u32; Reason::COUNT],
+    /// `[policy.quiet_hours]` (step 7); `None` = no quiet hours unless an account sets its own.
+    pub quiet_hours: Option<DailyWindow>,
+    /// The subscriber's time zone by country code (`[policy.timezones]`), else
+    /// `policy.quiet_hours.timezone` (default UTC).
+    pub zones: Zones,
 }
 
 impl Default for PolicyConfig {
@@ -27,7 +32,87 @@ impl Default for PolicyConfig {
             default_country_code: "86".into(),
             on_snapshot_unavailable: Unavailable::Reject,
             reject_status: Reason::default_statuses(),
+            quiet_hours: None,
+            zones: Zones::default(),
         }
+    }
+}
+
+/// A daily window of local time, `[start, end)` in minutes since midnight; `start > end`
+/// wraps midnight (21:00–08:00). Never empty: `start == end` is refused by the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DailyWindow {
+    pub start: u16,
+    pub end: u16,
+}
+
+impl DailyWindow {
+    /// Whether `minute` (0..1440 since local midnight) is inside the window.
+    #[inline]
+    pub fn contains(self, minute: u32) -> bool {
+        let (s, e) = (u32::from(self.start), u32::from(self.end));
+        if s <= e {
+            s <= minute && minute < e
+        } else {
+            minute >= s || minute < e
+        }
+    }
+
+    /// `HH:MM` → minutes since midnight (00:00–23:59).
+    pub fn parse_time(t: &str) -> Option<u16> {
+        let (h, m) = t.split_once(':')?;
+        if h.len() != 2 || m.len() != 2 {
+            return None;
+        }
+        let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+        (h < 24 && m < 60).then_some(h * 60 + m)
+    }
+
+    /// `HH:MM`.
+    pub fn fmt_time(minute: u16) -> String {
+        format!("{:02}:{:02}", minute / 60, minute % 60)
+    }
+}
+
+/// Subscribers' time zones: by the longest matching country code, else the fallback.
+#[derive(Debug, Clone)]
+pub struct Zones {
+    /// (country code as a number, its digit count, zone), longest codes first.
+    by_cc: Vec<(u64, u32, crate::time::Zone)>,
+    fallback: crate::time::Zone,
+}
+
+impl Default for Zones {
+    fn default() -> Zones {
+        Zones { by_cc: Vec::new(), fallback: crate::time::Zone::utc() }
+    }
+}
+
+impl Zones {
+    /// `by_cc`: (country code digits, zone); `fallback`: for every other number.
+    pub fn new(by_cc: Vec<(String, crate::time::Zone)>, fallback: crate::time::Zone) -> Zones {
+        let mut v: Vec<(u64, u32, crate::time::Zone)> =
+            by_cc.into_iter().filter_map(|(cc, z)| Some((cc.parse().ok()?, cc.len() as u32, z))).collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        Zones { by_cc: v, fallback }
+    }
+
+    /// The zone of an E.164 number (`None`: not a subscriber number → the fallback).
+    #[inline]
+    pub fn of(&self, msisdn: Option<u64>) -> &crate::time::Zone {
+        if let Some(m) = msisdn.filter(|&m| m > 0) {
+            let digits = m.ilog10() + 1;
+            for (cc, len, z) in &self.by_cc {
+                if *len < digits && m / 10u64.pow(digits - len) == *cc {
+                    return z;
+                }
+            }
+        }
+        &self.fallback
+    }
+
+    pub fn fallback(&self) -> &crate::time::Zone {
+        &self.fallback
     }
 }
 
@@ -112,6 +197,9 @@ pub struct Account {
     /// Per-account submit rate cap (msg/s); None = unlimited. Not enforced yet (issue #12).
     pub max_tps: Option<u32>,
     pub bind_types: Vec<BindType>,
+    /// `[account.quiet_hours]`: this account's window instead of `[policy.quiet_hours]`
+    /// (same time zones).
+    pub quiet_hours: Option<DailyWindow>,
 }
 
 /// Why an account may not bind now.

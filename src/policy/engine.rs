@@ -83,6 +83,17 @@ pub struct ConsentView<'a> {
     pub snap_entity: Option<EntityId>,
 }
 
+/// See [`Engine::quiet_hours_state`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuietHoursState {
+    pub zone: String,
+    /// Minutes since local midnight.
+    pub local_minute: u32,
+    /// `[policy.quiet_hours]`, if set.
+    pub window: Option<super::DailyWindow>,
+    pub inside: bool,
+}
+
 /// The policy built from the validated config: accounts by dense index, compiled patterns,
 /// statuses. Immutable; shared by every session (`Arc<Engine>`).
 #[derive(Debug, Clone)]
@@ -158,7 +169,10 @@ impl Engine {
             })
             .unwrap_or_else(|| {
                 d.msisdn = self.subscriber(&m.destination);
-                self.step_consent(data, d.msisdn)
+                match self.step_consent(data, d.msisdn) {
+                    Verdict::Accept => self.step_quiet_hours(a, d.msisdn, now).unwrap_or(Verdict::Accept),
+                    refused => refused,
+                }
             });
         self.finish(d, verdict)
     }
@@ -181,6 +195,29 @@ impl Engine {
             d.status = self.status(r);
         }
         d
+    }
+
+    /// Step 7, time window, for a commercial message: refused inside the account's quiet hours
+    /// (else the policy's) in the subscriber's local time.
+    #[inline]
+    fn step_quiet_hours(&self, a: &Account, msisdn: Option<u64>, now: Now) -> Option<Verdict> {
+        let w = a.quiet_hours.or(self.config.quiet_hours)?;
+        w.contains(self.config.zones.of(msisdn).local(now).minute_of_day).then_some(Verdict::Reject(Reason::QuietHours))
+    }
+
+    /// The quiet-hours state of `msisdn` now under `[policy.quiet_hours]` (the admin lookup;
+    /// an account's own window may differ): its zone, local time, the window and whether a
+    /// commercial message would be refused by step 7.
+    pub fn quiet_hours_state(&self, msisdn: u64, now: Now) -> QuietHoursState {
+        let zone = self.config.zones.of(Some(msisdn));
+        let minute = zone.local(now).minute_of_day;
+        let window = self.config.quiet_hours;
+        QuietHoursState {
+            zone: zone.name().to_owned(),
+            local_minute: minute,
+            window,
+            inside: window.is_some_and(|w| w.contains(minute)),
+        }
     }
 
     /// Step 6, consent, for a commercial message (monitor mode not applied).

@@ -40,9 +40,10 @@ mod reason;
 mod session;
 
 pub use config::{
-    pattern_matches, Account, BindRefusal, MessageClass, Pattern, PolicyConfig, PolicyMode, Regime, Unavailable,
+    pattern_matches, Account, BindRefusal, DailyWindow, MessageClass, Pattern, PolicyConfig, PolicyMode, Regime,
+    Unavailable, Zones,
 };
-pub use engine::{classify, standing, AccountIdx, ConsentView, Engine, Message};
+pub use engine::{classify, standing, AccountIdx, ConsentView, Engine, Message, QuietHoursState};
 pub use reason::{Decision, Reason, Standing, Verdict};
 pub use session::{SessionPolicy, SnapshotStamp, CONCAT_TTL_MS, PREFETCH_DISTANCE, PREFETCH_GROUP};
 

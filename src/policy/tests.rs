@@ -82,11 +82,20 @@ struct World {
     delta: Delta,
     today: i64,
     seq: u64,
+    /// The decision's instant (Unix ms); `None` = noon UTC of `today`.
+    at_ms: Option<i64>,
 }
 
 impl World {
     fn new(policy: &str, account: &str) -> World {
-        World { cfg: config(policy, account), snap: Some(snapshot()), delta: Delta::new(), today: today(), seq: 0 }
+        World {
+            cfg: config(policy, account),
+            snap: Some(snapshot()),
+            delta: Delta::new(),
+            today: today(),
+            seq: 0,
+            at_ms: None,
+        }
     }
 
     fn live(&mut self, kind: StatementKind, msisdn: u64, at: i64) {
@@ -113,7 +122,7 @@ impl World {
             short_message: b"",
             tlvs: b"",
         };
-        let now = Now::at(self.today * 86_400_000 + 43_200_000);
+        let now = Now::at(self.at_ms.unwrap_or(self.today * 86_400_000 + 43_200_000));
         let idx = engine.lookup(system_id).expect("account");
         let d = engine.decide(idx, &data, &m, now);
         assert_eq!(
@@ -306,4 +315,102 @@ fn national_number_uses_default_country_code() {
     assert_eq!(us.decide_full("acme", SENDER, nat(b"13800000001"), b""), Reject(R::NoConsent));
     let us_out = World::new("regime = \"opt-out\"\ndefault_country_code = \"1\"", "");
     assert_eq!(us_out.decide_full("acme", SENDER, nat(b"13800000004"), b""), Accept);
+}
+
+/// Unix ms of a UTC civil time.
+fn utc(y: i64, mo: u32, d: u32, h: i64, mi: i64) -> i64 {
+    days_from_civil(y, mo, d) * 86_400_000 + (h * 60 + mi) * 60_000
+}
+
+/// Step 7: marketing refused inside the quiet hours of the subscriber's local time (its
+/// country code's zone, else the section's); transactional traffic and refusals by an earlier
+/// step are untouched; monitor mode only counts.
+#[test]
+fn quiet_hours_in_the_subscribers_local_time() {
+    let q = "[policy.quiet_hours]\nstart = \"21:00\"\nend = \"08:00\"\ntimezone = \"Asia/Shanghai\"\n\
+             [policy.timezones]\n\"1\" = \"America/New_York\"\n\"91\" = \"Asia/Kolkata\"\n";
+    let mut w = World::new(&format!("regime = \"opt-in\"\n{q}"), "");
+    // 22:30 in Shanghai (14:30 UTC): marketing refused, transactional through.
+    w.at_ms = Some(utc(2026, 6, 1, 14, 30));
+    assert_eq!(w.decide(GRANTED), Reject(R::QuietHours));
+    let digits = GRANTED.to_string();
+    assert_eq!(w.decide_full("otp", SENDER, Addr { ton: 1, npi: 1, addr: digits.as_bytes() }, b""), Accept);
+    // An earlier step's refusal stays the reason.
+    assert_eq!(w.decide(REVOKED), Reject(R::Revoked));
+    // Edges: 21:00 is inside, 08:00 is outside, 07:59 inside.
+    for (h, m, inside) in [(13, 0, true), (23, 59, true), (0, 0, false), (22, 59, true), (12, 59, false)] {
+        w.at_ms = Some(utc(2026, 6, 1, h, m));
+        let v = w.decide(GRANTED);
+        assert_eq!(v == Reject(R::QuietHours), inside, "{h:02}:{m:02} UTC: {v:?}");
+    }
+    // India (+05:30): 14:30 UTC is 20:00 there, allowed; 15:30 UTC is 21:00, refused.
+    let india = 919812345678;
+    let mut o = World::new(&format!("regime = \"opt-out\"\n{q}"), "");
+    o.at_ms = Some(utc(2026, 6, 1, 14, 30));
+    assert_eq!(o.decide(india), Accept);
+    o.at_ms = Some(utc(2026, 6, 1, 15, 30));
+    assert_eq!(o.decide(india), Reject(R::QuietHours));
+    // Monitor mode: would_reject, forwarded.
+    let mut m = World::new(&format!("mode = \"monitor\"\n{q}"), "");
+    m.at_ms = Some(utc(2026, 6, 1, 14, 30));
+    assert_eq!(m.decide(GRANTED), WouldReject(R::QuietHours));
+}
+
+/// New York across the 2026 change to daylight saving time (08 March, 02:00 EST → 03:00 EDT):
+/// 12:30 UTC is 07:30 EST the day before (inside 21:00–08:00) and 08:30 EDT on the day.
+#[test]
+fn quiet_hours_follow_daylight_saving_time() {
+    let q = "regime = \"opt-out\"\n[policy.quiet_hours]\nstart = \"21:00\"\nend = \"08:00\"\n\
+             [policy.timezones]\n\"1\" = \"America/New_York\"\n";
+    let mut w = World::new(q, "");
+    let us = 12125550100;
+    w.at_ms = Some(utc(2026, 3, 7, 12, 30));
+    assert_eq!(w.decide(us), Reject(R::QuietHours));
+    w.at_ms = Some(utc(2026, 3, 8, 12, 30));
+    assert_eq!(w.decide(us), Accept);
+    // And back (01 November, 02:00 EDT → 01:00 EST): 01:30 UTC is 21:30 EDT on 31 October
+    // (inside) and 20:30 EST on 01 November (outside).
+    w.at_ms = Some(utc(2026, 11, 1, 1, 30));
+    assert_eq!(w.decide(us), Reject(R::QuietHours));
+    w.at_ms = Some(utc(2026, 11, 2, 1, 30));
+    assert_eq!(w.decide(us), Accept);
+    // A number of no listed country code: the section's zone (UTC when not set).
+    w.at_ms = Some(utc(2026, 3, 8, 22, 0));
+    assert_eq!(w.decide(GRANTED), Reject(R::QuietHours));
+}
+
+/// An account's own window replaces the policy's; a window that does not wrap midnight.
+#[test]
+fn quiet_hours_per_account() {
+    let q = "regime = \"opt-out\"\n[policy.quiet_hours]\nstart = \"21:00\"\nend = \"08:00\"\ntimezone = \"Asia/Shanghai\"\n";
+    let mut w = World::new(q, "quiet_hours = { start = \"12:00\", end = \"14:00\" }");
+    w.at_ms = Some(utc(2026, 6, 1, 14, 30)); // 22:30 Shanghai: outside the account's window
+    assert_eq!(w.decide(GRANTED), Accept);
+    w.at_ms = Some(utc(2026, 6, 1, 4, 30)); // 12:30 Shanghai
+    assert_eq!(w.decide(GRANTED), Reject(R::QuietHours));
+    w.at_ms = Some(utc(2026, 6, 1, 6, 0)); // 14:00: the end is outside
+    assert_eq!(w.decide(GRANTED), Accept);
+    // Without [policy.quiet_hours], only such accounts have quiet hours.
+    let mut n = World::new("regime = \"opt-out\"", "");
+    n.at_ms = Some(utc(2026, 6, 1, 14, 30));
+    assert_eq!(n.decide(GRANTED), Accept);
+}
+
+/// Bad quiet-hours config names the key.
+#[test]
+fn quiet_hours_config_errors_name_the_key() {
+    let base = "[upstream]\naddress = \"10.1.2.3:2775\"\n";
+    for (text, key, what) in [
+        ("[policy.quiet_hours]\nstart = \"21:00\"\nend = \"08:00\"\ntimezone = \"Mars/Olympus\"", "policy.quiet_hours.timezone", "Mars/Olympus"),
+        ("[policy.quiet_hours]\nstart = \"25:00\"\nend = \"08:00\"", "policy.quiet_hours.start", "HH:MM"),
+        ("[policy.quiet_hours]\nstart = \"21:00\"", "policy.quiet_hours.end", "required"),
+        ("[policy.quiet_hours]\nstart = \"08:00\"\nend = \"08:00\"", "policy.quiet_hours.end", "empty"),
+        ("[policy.timezones]\n\"086\" = \"Asia/Shanghai\"", "policy.timezones.\"086\"", "country code"),
+        ("[policy.timezones]\n\"86\" = \"Asia/Shangai\"", "policy.timezones.\"86\"", "Asia/Shangai"),
+        ("[[account]]\nsystem_id = \"a\"\nclass = \"marketing\"\nquiet_hours = { start = \"9:00\", end = \"10:00\" }", "account[0].quiet_hours.start", "HH:MM"),
+        ("[[account]]\nsystem_id = \"a\"\nclass = \"marketing\"\nquiet_hours = { start = \"09:00\", end = \"10:00\", timezone = \"UTC\" }", "account[0].quiet_hours.timezone", "once"),
+    ] {
+        let errs = Config::parse(&format!("{base}{text}")).expect_err(text);
+        assert!(errs.iter().any(|e| e.key == key && e.message.contains(what)), "{text}: {errs:?}");
+    }
 }

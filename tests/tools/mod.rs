@@ -38,10 +38,16 @@ pub fn which(name: &str) -> Option<PathBuf> {
 /// A tool from Debian's `prometheus` package. None (after a notice) when it is missing on a
 /// developer machine; a failure under CI.
 pub fn prometheus_tool(name: &str) -> Option<PathBuf> {
+    debian_tool(name, "prometheus")
+}
+
+/// `name` from the Debian package `package`: None (after a notice) when it is missing on a
+/// developer machine; a failure under CI (`.ci/run` installs it).
+pub fn debian_tool(name: &str, package: &str) -> Option<PathBuf> {
     if let Some(p) = which(name) {
         return Some(p);
     }
-    let hint = "install it with `apt-get install -y --no-install-recommends prometheus` (.ci/run does)";
+    let hint = format!("install it with `apt-get install -y --no-install-recommends {package}` (.ci/run does)");
     if under_ci() {
         panic!("`{name}` is not on PATH under CI: {hint}");
     }
