@@ -194,7 +194,8 @@ pub struct Account {
     pub source_class: Vec<(Pattern, MessageClass)>,
     /// Class by service_type (exact match), consulted after `source_class`.
     pub service_type_class: Vec<(String, MessageClass)>,
-    /// Per-account submit rate cap (msg/s); None = unlimited. Not enforced yet (issue #12).
+    /// Per-account submit rate cap (PDUs/s over all its sessions on this node; step 3);
+    /// None = unlimited.
     pub max_tps: Option<u32>,
     pub bind_types: Vec<BindType>,
     /// `[account.quiet_hours]`: this account's window instead of `[policy.quiet_hours]`

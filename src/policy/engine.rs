@@ -5,6 +5,8 @@
 //! `decide`, and, if it keeps state, a field of [`Engine`]: nothing outside `policy/` changes.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
 
 use crate::consent::delta::Delta;
 use crate::consent::msisdn;
@@ -15,7 +17,7 @@ use crate::smpp::BindType;
 use crate::time::Now;
 
 use super::{
-    Account, BindRefusal, Decision, MessageClass, PolicyConfig, Reason, Regime, Standing, Unavailable, Verdict,
+    Account, BindRefusal, Decision, MessageClass, PolicyConfig, Rate, Reason, Regime, Standing, Unavailable, Verdict,
 };
 
 /// An account's dense index in the engine (its position in the config file): what sessions,
@@ -101,6 +103,11 @@ pub struct Engine {
     config: PolicyConfig,
     accounts: Vec<Account>,
     by_system_id: HashMap<String, AccountIdx>,
+    /// `max_tps` per account (step 3), shared by its sessions; clones of the engine share
+    /// them too.
+    rates: Arc<Vec<Option<Rate>>>,
+    /// Zero of the rates' monotonic clock.
+    epoch: Instant,
 }
 
 impl Engine {
@@ -108,7 +115,8 @@ impl Engine {
     pub fn new(config: PolicyConfig, accounts: Vec<Account>) -> Engine {
         let by_system_id =
             accounts.iter().enumerate().map(|(i, a)| (a.system_id.clone(), AccountIdx(i as u32))).collect();
-        Engine { config, accounts, by_system_id }
+        let rates = Arc::new(accounts.iter().map(|a| a.max_tps.map(Rate::per_second)).collect());
+        Engine { config, accounts, by_system_id, rates, epoch: Instant::now() }
     }
 
     pub fn config(&self) -> &PolicyConfig {
@@ -175,6 +183,20 @@ impl Engine {
                 }
             });
         self.finish(d, verdict)
+    }
+
+    /// Step 3, throughput: the account's `max_tps` over all its sessions on this node. Every
+    /// PDU counts — each part of a concatenated message, each submit_multi destination — so
+    /// the session asks before anything else, for every one; `Some` = refused (`throttled`,
+    /// or `would_reject` in monitor mode).
+    #[inline]
+    pub fn throttle(&self, idx: AccountIdx) -> Option<Decision> {
+        let rate = self.rates.get(idx.get())?.as_ref()?;
+        if rate.try_take(self.epoch.elapsed().as_nanos() as u64) {
+            return None;
+        }
+        let d = Decision { verdict: Verdict::Accept, status: 0, class: None, msisdn: None, from_cache: false };
+        Some(self.finish(d, Verdict::Reject(Reason::Throttled)))
     }
 
     /// A submit_multi distribution list: it hides its subscribers, so nobody on it can have

@@ -36,6 +36,7 @@
 
 pub mod config;
 mod engine;
+mod limit;
 mod reason;
 mod session;
 
@@ -44,6 +45,7 @@ pub use config::{
     Unavailable, Zones,
 };
 pub use engine::{classify, standing, AccountIdx, ConsentView, Engine, Message, QuietHoursState};
+pub use limit::Rate;
 pub use reason::{Decision, Reason, Standing, Verdict};
 pub use session::{SessionPolicy, SnapshotStamp, CONCAT_TTL_MS, PREFETCH_DISTANCE, PREFETCH_GROUP};
 

@@ -93,10 +93,14 @@ impl SessionPolicy {
         self.stamp
     }
 
-    /// The decision for one submit_sm / data_sm. All parts of a concatenated message share
+    /// The decision for one submit_sm / data_sm: first the account's rate (every PDU counts),
+    /// then the pipeline. All parts of a concatenated message share
     /// the verdict of the first part to arrive (any order); later parts are not re-decided and
     /// come back with [`Decision::from_cache`] set (they are not counted as decisions).
     pub fn decide(&mut self, v: &MessageView, now: Now) -> Decision {
+        if let Some(d) = self.engine.throttle(self.account) {
+            return d;
+        }
         let Some(c) = text::concat_info(v) else { return self.decide_one(&Message::of(v), now) };
         let key = ConcatCache::key(v, c);
         if let Some(e) = self.concat.map.get_mut(&key) {
@@ -117,6 +121,9 @@ impl SessionPolicy {
     /// The decision for one destination of a submit_multi (an SME address or a distribution
     /// list).
     pub fn decide_multi(&mut self, v: &MultiView, dest: MultiDest, now: Now) -> Decision {
+        if let Some(d) = self.engine.throttle(self.account) {
+            return d;
+        }
         match dest {
             MultiDest::Sme(addr) => self.decide_one(&Message::of_multi(v, addr), now),
             MultiDest::List(_) => self.engine.decide_list(),
