@@ -8,35 +8,41 @@ use std::time::Duration;
 use consentgate::config::Config;
 use consentgate::load::{run, LoadConfig};
 use consentgate::smpp::status;
+use consentgate::smpp::BindType;
+
+/// The simulator and a gateway in front of it with these `[[account]]` tables (no snapshot;
+/// commercial traffic allowed).
+async fn gateway(accounts: &str) -> (consentgate::sim::SimHandle, common::Gw) {
+    let sim = consentgate::sim::start(common::sim_cfg()).await.expect("sim");
+    let text = format!(
+        "[listen]\nsmpp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n[upstream]\naddress = \"{}\"\n\
+         [policy]\non_snapshot_unavailable = \"allow\"\n{accounts}",
+        sim.local_addr
+    );
+    let gw = common::Gw::start(Config::parse(&text).expect("config")).await;
+    (sim, gw)
+}
 
 /// Four sessions send as fast as their windows allow for 2 s; the account may send 400/s.
 /// What is forwarded stays within 5 % of that (plus the burst of 20); the rest is answered
 /// `throttled` (0x58) at once; a second account on the same gateway is not limited.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_tps_caps_the_account_over_all_its_sessions() {
-    let sim = consentgate::sim::start(common::sim_cfg()).await.expect("sim");
-    let text = format!(
+    let (_sim, gw) = gateway(
         r#"
-[listen]
-smpp = "127.0.0.1:0"
-admin = "127.0.0.1:0"
-[upstream]
-address = "{}"
-[policy]
-on_snapshot_unavailable = "allow"
 [[account]]
 system_id = "capped"
 class = "transactional"
 licence = "B2-1"
 max_tps = 400
+max_sessions = 4
 [[account]]
 system_id = "free"
 class = "transactional"
 licence = "B2-2"
 "#,
-        sim.local_addr
-    );
-    let gw = common::Gw::start(Config::parse(&text).expect("config")).await;
+    )
+    .await;
     let secs = 2.0;
     let load = |system_id: &str, count: u64| LoadConfig {
         target: gw.addr,
@@ -58,5 +64,46 @@ licence = "B2-2"
 
     let r = tokio::time::timeout(Duration::from_secs(20), run(load("free", 2000))).await.expect("in time").unwrap();
     assert_eq!(r.statuses.get("0x00000000"), Some(&2000), "{:?}", r.statuses);
+    gw.stop().await;
+}
+
+/// `max_sessions`: a bind beyond the account's limit is refused ESME_RBINDFAIL; when one of
+/// its sessions ends, a new bind is taken again. Other accounts are not counted against it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_sessions_refuses_the_bind_beyond_the_limit() {
+    let (_sim, gw) = gateway(
+        r#"
+[[account]]
+system_id = "two"
+class = "transactional"
+licence = "B2-1"
+max_sessions = 2
+[[account]]
+system_id = "other"
+class = "transactional"
+licence = "B2-2"
+"#,
+    )
+    .await;
+    let mut a = common::Esme::connect(gw.addr).await;
+    let mut b = common::Esme::connect(gw.addr).await;
+    assert_eq!(a.bind(BindType::Transceiver, "two", "pw").await, status::ESME_ROK);
+    assert_eq!(b.bind(BindType::Transmitter, "two", "pw").await, status::ESME_ROK);
+    let mut c = common::Esme::connect(gw.addr).await;
+    assert_eq!(c.bind(BindType::Receiver, "two", "pw").await, status::ESME_RBINDFAIL);
+    let mut o = common::Esme::connect(gw.addr).await;
+    assert_eq!(o.bind(BindType::Transceiver, "other", "pw").await, status::ESME_ROK);
+    drop(a); // the ESME goes away: its session ends and frees the slot
+    let mut bound = false;
+    for _ in 0..50 {
+        let mut d = common::Esme::connect(gw.addr).await;
+        if d.bind(BindType::Transceiver, "two", "pw").await == status::ESME_ROK {
+            bound = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(bound, "a slot freed by the ended session is bound again");
+    drop((b, c, o));
     gw.stop().await;
 }

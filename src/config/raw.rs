@@ -137,6 +137,7 @@ pub struct RawAccount {
     pub service_type_class: Option<HashMap<String, String>>,
     pub max_tps: Option<i64>,
     pub bind_types: Option<Vec<String>>,
+    pub max_sessions: Option<i64>,
     pub quiet_hours: Option<RawQuietHours>,
 }
 
@@ -451,14 +452,16 @@ fn validate_accounts(raw: Vec<RawAccount>, p: &mut Problems) -> Vec<Account> {
             None => vec![BindType::Transmitter, BindType::Receiver, BindType::Transceiver],
             Some(v) => v.iter().filter_map(|t| p.choice(&key("bind_types"), t, BIND_TYPES)).collect(),
         };
-        let max_tps = match a.max_tps {
-            None => None,
-            Some(n) if (1..=10_000_000).contains(&n) => Some(n as u32),
-            Some(n) => {
-                p.push(key("max_tps"), format!("{n} is outside 1..=10000000"));
-                None
+        let mut limit = |field: &str, v: Option<i64>, max: i64| -> Option<u32> {
+            let n = v?;
+            if (1..=max).contains(&n) {
+                return Some(n as u32);
             }
+            p.push(key(field), format!("{n} is outside 1..={max}"));
+            None
         };
+        let max_tps = limit("max_tps", a.max_tps, 10_000_000);
+        let max_sessions = limit("max_sessions", a.max_sessions, 1_000_000);
         let mut class_map = |field: &str, m: Option<HashMap<String, String>>| -> Vec<(String, MessageClass)> {
             let mut v: Vec<(String, MessageClass)> = m
                 .unwrap_or_default()
@@ -502,6 +505,7 @@ fn validate_accounts(raw: Vec<RawAccount>, p: &mut Problems) -> Vec<Account> {
             service_type_class,
             max_tps,
             bind_types,
+            max_sessions,
             quiet_hours,
         });
     }

@@ -198,6 +198,8 @@ pub struct Account {
     /// None = unlimited.
     pub max_tps: Option<u32>,
     pub bind_types: Vec<BindType>,
+    /// Bound sessions at once on this node; a bind beyond is refused ESME_RBINDFAIL.
+    pub max_sessions: Option<u32>,
     /// `[account.quiet_hours]`: this account's window instead of `[policy.quiet_hours]`
     /// (same time zones).
     pub quiet_hours: Option<DailyWindow>,
@@ -210,6 +212,8 @@ pub enum BindRefusal {
     NoLicence,
     LicenceExpired,
     BindTypeNotAllowed,
+    /// The account has `max_sessions` bound on this node already.
+    TooManySessions,
 }
 
 impl BindRefusal {
@@ -227,6 +231,7 @@ impl BindRefusal {
             BindRefusal::NoLicence => "no_licence",
             BindRefusal::LicenceExpired => "licence_expired",
             BindRefusal::BindTypeNotAllowed => "bind_type_not_allowed",
+            BindRefusal::TooManySessions => "too_many_sessions",
         }
     }
 }

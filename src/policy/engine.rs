@@ -17,7 +17,8 @@ use crate::smpp::BindType;
 use crate::time::Now;
 
 use super::{
-    Account, BindRefusal, Decision, MessageClass, PolicyConfig, Rate, Reason, Regime, Standing, Unavailable, Verdict,
+    Account, BindRefusal, Decision, MessageClass, PolicyConfig, Rate, Reason, Regime, SessionSlot, Sessions, Standing,
+    Unavailable, Verdict,
 };
 
 /// An account's dense index in the engine (its position in the config file): what sessions,
@@ -106,6 +107,8 @@ pub struct Engine {
     /// `max_tps` per account (step 3), shared by its sessions; clones of the engine share
     /// them too.
     rates: Arc<Vec<Option<Rate>>>,
+    /// Bound sessions per account against `max_sessions`.
+    sessions: Arc<Sessions>,
     /// Zero of the rates' monotonic clock.
     epoch: Instant,
 }
@@ -116,7 +119,8 @@ impl Engine {
         let by_system_id =
             accounts.iter().enumerate().map(|(i, a)| (a.system_id.clone(), AccountIdx(i as u32))).collect();
         let rates = Arc::new(accounts.iter().map(|a| a.max_tps.map(Rate::per_second)).collect());
-        Engine { config, accounts, by_system_id, rates, epoch: Instant::now() }
+        let sessions = Arc::new(Sessions::new(accounts.iter().map(|a| a.max_sessions).collect()));
+        Engine { config, accounts, by_system_id, rates, sessions, epoch: Instant::now() }
     }
 
     pub fn config(&self) -> &PolicyConfig {
@@ -154,6 +158,17 @@ impl Engine {
             return Err(BindRefusal::BindTypeNotAllowed);
         }
         Ok(idx)
+    }
+
+    /// A slot for one more bound session of account `idx` (hold it for the session's life),
+    /// or the refusal when it has `max_sessions` already.
+    pub fn open_session(&self, idx: AccountIdx) -> Result<SessionSlot, BindRefusal> {
+        self.sessions.open(idx.get()).ok_or(BindRefusal::TooManySessions)
+    }
+
+    /// Sessions of account `idx` bound on this node now.
+    pub fn active_sessions(&self, idx: AccountIdx) -> u32 {
+        self.sessions.active(idx.get())
     }
 
     /// The destination as E.164 digits, if it is a subscriber number.

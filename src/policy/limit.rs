@@ -7,7 +7,8 @@
 //! one burst), however many sessions compete: one compare-and-swap per PDU, no lock, no
 //! timer.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Burst allowed beyond the steady rate: this fraction of a second's worth of PDUs (at
 /// least two: with none to spare, PDUs arriving a little after their slot lose the slack,
@@ -52,6 +53,48 @@ impl Rate {
     }
 }
 
+/// Bound sessions per account on this node, against `[[account]] max_sessions`.
+#[derive(Debug)]
+pub struct Sessions {
+    max: Vec<Option<u32>>,
+    active: Vec<AtomicU32>,
+}
+
+/// One bound session of an account; the count goes down when it is dropped (the session
+/// ended, however).
+#[derive(Debug)]
+pub struct SessionSlot {
+    sessions: Arc<Sessions>,
+    idx: usize,
+}
+
+impl Sessions {
+    /// `max[i]`: the limit of account `i` (`None` = none).
+    pub fn new(max: Vec<Option<u32>>) -> Sessions {
+        let active = max.iter().map(|_| AtomicU32::new(0)).collect();
+        Sessions { max, active }
+    }
+
+    /// A slot for one more session of account `idx`, unless it has `max_sessions` already.
+    pub fn open(self: &Arc<Self>, idx: usize) -> Option<SessionSlot> {
+        let max = self.max.get(idx).copied().flatten().unwrap_or(u32::MAX);
+        let n = self.active.get(idx)?;
+        n.fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| (c < max).then_some(c + 1)).ok()?;
+        Some(SessionSlot { sessions: Arc::clone(self), idx })
+    }
+
+    /// Sessions of account `idx` bound now.
+    pub fn active(&self, idx: usize) -> u32 {
+        self.active.get(idx).map_or(0, |n| n.load(Ordering::Relaxed))
+    }
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        self.sessions.active[self.idx].fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,6 +122,22 @@ mod tests {
             let want = f64::from(max) * 10.0;
             assert!((passed - want).abs() <= want * 0.05 + 1.0, "max {max}: {passed} passed, want {want}");
         }
+    }
+
+    #[test]
+    fn sessions_up_to_the_limit_and_back() {
+        let s = Arc::new(Sessions::new(vec![Some(2), None]));
+        let (a, b) = (s.open(0).unwrap(), s.open(0).unwrap());
+        assert!(s.open(0).is_none());
+        drop(a);
+        let c = s.open(0).expect("a slot freed");
+        assert_eq!(s.active(0), 2);
+        drop((b, c));
+        assert_eq!(s.active(0), 0);
+        let many: Vec<_> = (0..1000).map(|_| s.open(1).unwrap()).collect();
+        assert_eq!(s.active(1), 1000);
+        drop(many);
+        assert!(s.open(7).is_none(), "no such account");
     }
 
     /// Sessions on several threads share one rate.

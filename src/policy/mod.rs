@@ -45,7 +45,7 @@ pub use config::{
     Unavailable, Zones,
 };
 pub use engine::{classify, standing, AccountIdx, ConsentView, Engine, Message, QuietHoursState};
-pub use limit::Rate;
+pub use limit::{Rate, SessionSlot, Sessions};
 pub use reason::{Decision, Reason, Standing, Verdict};
 pub use session::{SessionPolicy, SnapshotStamp, CONCAT_TTL_MS, PREFETCH_DISTANCE, PREFETCH_GROUP};
 

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::Context;
-use crate::policy::AccountIdx;
+use crate::policy::{AccountIdx, SessionSlot};
 use crate::relay::{bind_upstream, Transport};
 use crate::smpp::frame::{Framer, Next};
 use crate::smpp::pdu::{decode_bind, encode_bind_resp, put_header_only, put_local_error_resp};
@@ -28,6 +28,8 @@ pub(super) struct Bound {
     /// The ESME leg's framer (it may be skipping an oversized PDU).
     pub down_framer: Framer,
     pub account: AccountIdx,
+    /// The account's session count, held while the session lives (`max_sessions`).
+    pub slot: SessionSlot,
     pub bind_type: BindType,
     /// The ESME's bind PDU and the response it got (for the capture).
     pub bind: Vec<u8>,
@@ -40,6 +42,7 @@ struct Admitted {
     up_rest: BytesMut,
     account: AccountIdx,
     bind_type: BindType,
+    slot: SessionSlot,
 }
 
 /// Runs the bind phase; returns the bound session, or `None` when the connection ended.
@@ -77,6 +80,7 @@ pub(super) async fn accept_bind(
                                         down_framer: framer,
                                         up_rest: a.up_rest,
                                         account: a.account,
+                                        slot: a.slot,
                                         bind_type: a.bind_type,
                                         bind: frame.to_vec(),
                                         bind_resp: resp.to_vec(),
@@ -154,19 +158,19 @@ async fn bind_one(
         metrics::counter!(crate::telemetry::metrics::BINDS_TOTAL, "account" => label.clone(), "result" => result)
             .increment(1)
     };
-    let account = match ctx.engine.admit(&req.system_id, bind_type, ctx.clock.now().utc_day()) {
-        Ok(a) => a,
-        Err(refusal) => {
-            count("refused");
-            // A peer can repeat this thousands of times a second: one line per burst.
-            static LIMIT: crate::telemetry::RateLimit =
-                crate::telemetry::RateLimit::new(std::time::Duration::from_secs(10));
-            if let Some(suppressed) = LIMIT.allow() {
-                info!(peer = %peer, system_id = %req.system_id, bind = bind_type.as_str(), reason = refusal.as_str(), suppressed, "bind refused");
-            }
-            return Err(encode_bind_resp(bind_type, refusal.status(), seq, ""));
+    let refused = |refusal: crate::policy::BindRefusal| {
+        count("refused");
+        // A peer can repeat this thousands of times a second: one line per burst.
+        static LIMIT: crate::telemetry::RateLimit =
+            crate::telemetry::RateLimit::new(std::time::Duration::from_secs(10));
+        if let Some(suppressed) = LIMIT.allow() {
+            info!(peer = %peer, system_id = %req.system_id, bind = bind_type.as_str(), reason = refusal.as_str(), suppressed, "bind refused");
         }
+        encode_bind_resp(bind_type, refusal.status(), seq, "")
     };
+    let account = ctx.engine.admit(&req.system_id, bind_type, ctx.clock.now().utc_day()).map_err(refused)?;
+    // Counted from here: a second bind racing this one sees the slot taken.
+    let slot = ctx.engine.open_session(account).map_err(refused)?;
     let up = match bind_upstream(&ctx.upstream, frame, ctx.session.max_pdu_bytes).await {
         Ok(u) => u,
         Err(e) => {
@@ -197,5 +201,5 @@ async fn bind_one(
         return Err(resp);
     }
     count("ok");
-    Ok((Admitted { up: Transport::tcp(up.stream), up_rest: up.rest, account, bind_type }, resp))
+    Ok((Admitted { up: Transport::tcp(up.stream), up_rest: up.rest, account, bind_type, slot }, resp))
 }

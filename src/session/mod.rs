@@ -89,6 +89,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<Context>, shutd
     let _ = stream.set_nodelay(true);
     let mut shutdown = shutdown;
     let Some(b) = bind::accept_bind(Transport::tcp(stream), peer, &ctx, &mut shutdown).await else { return };
+    // The account's session count (`max_sessions`) goes down when this function returns.
+    let _slot = b.slot;
     let system_id = ctx.engine.account(b.account).system_id.clone();
     let mut rec = ctx.capture.as_ref().and_then(|c| c.session(&system_id));
     let base_us = crate::time::unix_us() as u64;
