@@ -25,6 +25,8 @@
 //!
 //! `CONSENTGATE_BENCH_RECORDS` sets the total record count (default 10000000; e.g. 200000000
 //! for 100 M DNC + 100 M pairs: ~6 GB of CSV and ~3.2 GB peak during the build).
+//! `CONSENTGATE_BENCH_QUIET_HOURS=1` turns step 7 on (a window the bench never falls in, three
+//! zones), to price the subscriber's local time per decision.
 //! `CONSENTGATE_BENCH_SNAPSHOT=FILE` runs on an existing snapshot instead (e.g. the 1 B-record
 //! one of `benches/billion.py`): the granted pairs (entities `brand-N`) and DNC numbers of the
 //! queries are sampled from its table, and there is no hash-map baseline.
@@ -228,6 +230,14 @@ fn finish(
     // 4. Config: 1000 marketing accounts, one per entity, opt-in enforce.
     let mut toml =
         String::from("[upstream]\naddress = \"10.1.2.3:2775\"\n[policy]\nmode = \"enforce\"\nregime = \"opt-in\"\n");
+    if std::env::var_os("CONSENTGATE_BENCH_QUIET_HOURS").is_some() {
+        // Step 7 on, never inside (so the verdicts stay those of consent): the cost of the
+        // subscriber's zone and local time per commercial decision.
+        toml.push_str(
+            "[policy.quiet_hours]\nstart = \"03:00\"\nend = \"03:01\"\ntimezone = \"Asia/Shanghai\"\n\
+             [policy.timezones]\n\"86\" = \"Asia/Shanghai\"\n\"1\" = \"America/New_York\"\n\"91\" = \"Asia/Kolkata\"\n",
+        );
+    }
     for e in 0..ENTITIES {
         write!(
             toml,
