@@ -19,7 +19,8 @@ pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
 /// The validated `[session]` section.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
-    /// Requests in flight per ESME session; beyond it ESME_RTHROTTLED.
+    /// Requests in flight per ESME session; beyond it the `throttled` status
+    /// (`policy.reject_status.throttled`, default ESME_RTHROTTLED).
     pub window: usize,
     pub max_pdu_bytes: usize,
     /// Time an ESME has to bind after connecting.

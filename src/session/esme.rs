@@ -43,7 +43,11 @@ impl Session {
         let refuse = match self.life.state() {
             State::Bound if !self.bind_type.can_submit() => Some(status::ESME_RINVBNDSTS),
             State::Bound if !self.up.open => Some(status::ESME_RSYSERR),
-            State::Bound if self.up_table.relayed() >= self.ctx.session.window => Some(status::ESME_RTHROTTLED),
+            // DESIGN step 3: the window is a throughput limit, answered with the `throttled`
+            // status (policy.reject_status.throttled, default ESME_RTHROTTLED).
+            State::Bound if self.up_table.relayed() >= self.ctx.session.window => {
+                Some(self.ctx.engine.status(crate::policy::Reason::Throttled))
+            }
             State::Bound => None,
             State::Draining { .. } => Some(status::ESME_RTHROTTLED),
             _ => Some(status::ESME_RINVBNDSTS),

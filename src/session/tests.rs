@@ -31,7 +31,12 @@ licence = "L1"
 "#;
 
 fn session() -> Session {
-    let cfg = Config::parse(CONFIG).expect("config");
+    session_with("")
+}
+
+/// A session on [`CONFIG`] with `extra` appended.
+fn session_with(extra: &str) -> Session {
+    let cfg = Config::parse(&format!("{CONFIG}{extra}")).expect("config");
     let ctx = Arc::new(Context {
         session: cfg.session.clone(),
         upstream: cfg.upstream.clone(),
@@ -122,6 +127,11 @@ fn a_full_window_is_answered_throttled_here() {
     assert!(from_esme(&mut s, &submit(3, "8613800000003")).is_empty(), "not relayed");
     let answered = take(&mut s.down.out);
     assert_eq!((answered[0].sequence_number, answered[0].command_status), (3, status::ESME_RTHROTTLED));
+    // The window is DESIGN step 3: its refusal takes the configured `throttled` status.
+    let mut s = session_with("[policy.reject_status]\nthrottled = 0x414\n");
+    from_esme(&mut s, &[submit(1, "8613800000001"), submit(2, "8613800000002")].concat());
+    assert!(from_esme(&mut s, &submit(3, "8613800000003")).is_empty());
+    assert_eq!(take(&mut s.down.out)[0].command_status, 0x414);
 }
 
 #[test]
