@@ -64,6 +64,14 @@ async fn run_in(dir: &std::path::Path, count: u64) -> anyhow::Result<()> {
     cfg.listen.smpp = "127.0.0.1:0".parse()?;
     cfg.consent.snapshot = Some(snap.clone());
     cfg.consent.journal = Some(dir.join("journal"));
+    // demo-night's quiet hours: its configured window moved to the hour around now (Shanghai
+    // time), so step 3b shows a quiet-hours refusal at any time of day.
+    let shanghai = crate::time::Zone::get("Asia/Shanghai").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let minute = shanghai.local(crate::time::Clock::system().now()).minute_of_day as u16;
+    let night = crate::policy::DailyWindow { start: (minute + 1440 - 30) % 1440, end: (minute + 30) % 1440 };
+    for a in cfg.accounts.iter_mut().filter(|a| a.system_id == "demo-night") {
+        a.quiet_hours = Some(night);
+    }
     // The decision audit log: every rejection, for the complaint step at the end.
     cfg.audit.mode = crate::audit::AuditMode::Rejects;
     cfg.audit.dir = Some(dir.join("audit"));
@@ -159,6 +167,28 @@ async fn run_in(dir: &std::path::Path, count: u64) -> anyhow::Result<()> {
     println!("3. `demo-bank` (transactional) to the same subscribers:");
     print_report(&r, &name);
 
+    // 3b. Quiet hours: the same marketing to granted subscribers, inside the account's window.
+    // (Not to BASE + 4: step 4 and the complaint of step 6 are about that subscriber.)
+    let granted: Vec<ScenarioLine> =
+        scenario.iter().step_by(4).filter(|l| l.destination != (BASE + 4).to_string()).cloned().collect();
+    let r = crate::load::run(LoadConfig {
+        system_id: "demo-night".into(),
+        sessions: 1,
+        count: granted.len() as u64,
+        scenario: Some(granted),
+        ..base.clone()
+    })
+    .await?;
+    let hm = crate::policy::DailyWindow::fmt_time;
+    println!(
+        "3b. `demo-night` (marketing) to granted subscribers at {} Shanghai time, inside its quiet hours {}-{} \
+         (config 21:00-08:00, moved around now for the demo):",
+        hm(minute),
+        hm(night.start),
+        hm(night.end)
+    );
+    print_report(&r, &name);
+
     // 4. A granted subscriber replies 退订 in the middle of a campaign.
     let subscriber = BASE + 4;
     let one = vec![ScenarioLine {
@@ -248,7 +278,7 @@ async fn run_in(dir: &std::path::Path, count: u64) -> anyhow::Result<()> {
         Err(e) => println!("6. audit search failed: {e}"),
     }
     println!();
-    println!("Reject statuses: no_consent 0x400, revoked 0x401, dnc 0x402, unlicensed 0x405 (configurable).");
+    println!("Reject statuses: no_consent 0x400, revoked 0x401, dnc 0x402, quiet_hours 0x403, unlicensed 0x405 (configurable).");
     println!("Run `consentgate --help` for the gateway, snapshot tools, simulator and load tool.");
     Ok(())
 }

@@ -16,6 +16,7 @@ fn demo_runs_every_step() {
         "rejected: revoked",
         "rejected: dnc",
         "(transactional)",
+        "rejected: quiet_hours",
         "MO injected",
         "consentgate_submit_total{account=\"demo-mkt\",verdict=\"rejected\",reason=\"revoked\"}",
         "\"standing\":\"revoked\"",
