@@ -27,18 +27,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "consentgate")
 
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from e2e_relay import write_rows as write_csv  # noqa: E402  (the same chunked CSV writer)
+
+
 def write_rows(path, header, rows):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(header)
-        chunk = []
-        for r in rows:
-            chunk.append(r)
-            if len(chunk) >= 1 << 16:
-                f.write("".join(chunk))
-                chunk.clear()
-        f.write("".join(chunk))
-    os.replace(tmp, path)
+    """write_csv to a temporary file, renamed into place when complete (a killed run leaves
+    no half-written CSV to be reused)."""
+    write_csv(path + ".tmp", header, rows)
+    os.replace(path + ".tmp", path)
 
 
 def timed(cmd, env=None):

@@ -490,17 +490,25 @@ impl Estimate {
 
 /// Writes to a temporary file next to `out`, fsyncs it and renames it over `out`.
 pub(super) fn write_file(out: &Path, c: &Compiled, meta: &WriteMeta) -> Result<u64, BuildError> {
-    write_file_with(out, c, meta, &mut |emit| {
+    write_file_with(out, c, meta, &mut in_memory(c))
+}
+
+/// The table section of an in-memory build: `c.slots`, in 1 MiB pieces.
+fn in_memory(c: &Compiled) -> impl FnMut(&mut Emit<'_>) -> io::Result<()> + '_ {
+    |emit| {
         for chunk in u64_bytes(&c.slots).chunks(1 << 20) {
             emit(chunk)?;
         }
         Ok(())
-    })
+    }
 }
 
 /// The bytes of the table section, handed to `emit` in order (the in-memory table, or the
 /// bounded-memory build placing it partition by partition).
-pub(super) type SlotWriter<'a> = dyn FnMut(&mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> + 'a;
+pub(super) type SlotWriter<'a> = dyn FnMut(&mut Emit<'_>) -> io::Result<()> + 'a;
+
+/// Takes the next bytes of a section (hashing and writing them).
+pub(super) type Emit<'a> = dyn FnMut(&[u8]) -> io::Result<()> + 'a;
 
 /// [`write_file`] with the table section produced by `slots` (`c.slots` is then unused).
 pub(super) fn write_file_with(
@@ -531,12 +539,7 @@ pub(super) fn write_file_with(
 
 /// Serialises `c`: header placeholder, payload (hashed as it is written), then the header.
 pub(super) fn write_snapshot<W: Write + Seek>(w: &mut W, c: &Compiled, meta: &WriteMeta) -> io::Result<u64> {
-    write_snapshot_with(w, c, meta, &mut |emit| {
-        for chunk in u64_bytes(&c.slots).chunks(1 << 20) {
-            emit(chunk)?;
-        }
-        Ok(())
-    })
+    write_snapshot_with(w, c, meta, &mut in_memory(c))
 }
 
 /// [`write_snapshot`] with the table section produced by `slots`; its length must be a
