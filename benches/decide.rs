@@ -350,6 +350,7 @@ fn bench(c: &mut Criterion) {
                 data_coding: 0,
                 short_message: b"",
                 tlvs: b"",
+                text: None,
             };
             let (idx, data) = &views[q.account as usize];
             black_box(engine.decide(*idx, data, black_box(&m), now))

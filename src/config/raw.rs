@@ -11,6 +11,8 @@ use serde::Deserialize;
 
 use super::*;
 use crate::capture::CaptureConfig;
+use crate::policy::content::{CommercialConfig, ContentRule, ContentRules, RuleAction};
+use crate::policy::frequency::FrequencyConfig;
 use crate::policy::DailyWindow;
 use crate::smpp::BindType;
 
@@ -71,6 +73,39 @@ pub struct RawPolicy {
     pub reject_status: Option<HashMap<String, u32>>,
     pub quiet_hours: Option<RawQuietHours>,
     pub timezones: Option<HashMap<String, String>>,
+    pub reassembly_timeout: Option<String>,
+    pub frequency: Option<RawFrequency>,
+    pub commercial: Option<RawCommercial>,
+    #[serde(default)]
+    pub content_rule: Vec<RawContentRule>,
+}
+
+/// `[policy.frequency]`, and (only `per_entity_per_day`) `[account.frequency]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFrequency {
+    pub per_entity_per_day: Option<i64>,
+    pub per_subscriber_per_day: Option<i64>,
+    pub same_text_window: Option<String>,
+    pub subscribers: Option<i64>,
+}
+
+/// `[policy.commercial]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCommercial {
+    pub require_signature: Option<bool>,
+    pub opt_out_hints: Option<Vec<String>>,
+}
+
+/// One `[[policy.content_rule]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawContentRule {
+    pub name: Option<String>,
+    pub literals: Option<Vec<String>>,
+    pub regex: Option<Vec<String>>,
+    pub action: Option<String>,
 }
 
 /// `[policy.quiet_hours]`, and (without `timezone`) `[account.quiet_hours]`.
@@ -139,6 +174,8 @@ pub struct RawAccount {
     pub bind_types: Option<Vec<String>>,
     pub max_sessions: Option<i64>,
     pub quiet_hours: Option<RawQuietHours>,
+    pub signatures: Option<Vec<String>>,
+    pub frequency: Option<RawFrequency>,
 }
 
 /// Collects problems while validating.
@@ -150,6 +187,7 @@ const REGIMES: &[(&str, Regime)] = &[("opt-in", Regime::OptIn), ("opt-out", Regi
 const UNAVAILABLE: &[(&str, Unavailable)] = &[("reject", Unavailable::Reject), ("allow", Unavailable::Allow)];
 const CLASSES: &[(&str, MessageClass)] =
     &[("marketing", MessageClass::Marketing), ("transactional", MessageClass::Transactional)];
+const RULE_ACTIONS: &[(&str, RuleAction)] = &[("marketing", RuleAction::Marketing), ("reject", RuleAction::Reject)];
 const BIND_TYPES: &[(&str, BindType)] =
     &[("transmitter", BindType::Transmitter), ("receiver", BindType::Receiver), ("transceiver", BindType::Transceiver)];
 
@@ -355,6 +393,18 @@ fn validate_policy(pol: RawPolicy, p: &mut Problems) -> (PolicyConfig, Vec<Strin
         }
     }
     let zones = crate::policy::Zones::new(by_cc, fallback);
+    let content = validate_content_rules(pol.content_rule, p);
+    let commercial = pol.commercial.unwrap_or_default();
+    let hints = commercial.opt_out_hints.unwrap_or_default();
+    if hints.iter().any(|h| h.trim().is_empty()) {
+        p.push("policy.commercial.opt_out_hints", "hints must not be empty");
+    }
+    let commercial = CommercialConfig::new(commercial.require_signature.unwrap_or(false), hints);
+    let frequency = validate_frequency(pol.frequency.unwrap_or_default(), p);
+    let reassembly_timeout_ms = p
+        .duration("policy.reassembly_timeout", pol.reassembly_timeout.as_deref(), Duration::from_secs(2))
+        .as_millis()
+        .min(60_000) as u64;
     (
         PolicyConfig {
             mode,
@@ -364,9 +414,86 @@ fn validate_policy(pol: RawPolicy, p: &mut Problems) -> (PolicyConfig, Vec<Strin
             reject_status,
             quiet_hours,
             zones,
+            content,
+            commercial,
+            frequency,
+            reassembly_timeout_ms,
         },
         optout_keywords,
     )
+}
+
+/// A daily cap at `key`: 1..=254 (the slot counts to 255), absent = 0 (no cap).
+fn daily_cap(key: &str, v: Option<i64>, p: &mut Problems) -> u32 {
+    match v {
+        None => 0,
+        Some(n) if (1..=FrequencyConfig::MAX_CAP as i64).contains(&n) => n as u32,
+        Some(n) => {
+            p.push(key, format!("{n} is outside 1..={} (omit the key for no cap)", FrequencyConfig::MAX_CAP));
+            0
+        }
+    }
+}
+
+/// `[policy.frequency]`.
+fn validate_frequency(f: RawFrequency, p: &mut Problems) -> FrequencyConfig {
+    let same_text_window_s = match f.same_text_window.as_deref() {
+        None => 0,
+        Some(w) => {
+            let d = p.duration("policy.frequency.same_text_window", Some(w), Duration::ZERO);
+            if d > Duration::from_secs(7 * 86_400) {
+                p.push("policy.frequency.same_text_window", "must be at most 7d");
+            }
+            d.as_secs().clamp(1, 7 * 86_400) as u32
+        }
+    };
+    FrequencyConfig {
+        per_entity_per_day: daily_cap("policy.frequency.per_entity_per_day", f.per_entity_per_day, p),
+        per_subscriber_per_day: daily_cap("policy.frequency.per_subscriber_per_day", f.per_subscriber_per_day, p),
+        same_text_window_s,
+        subscribers: p.range(
+            "policy.frequency.subscribers",
+            f.subscribers,
+            FrequencyConfig::DEFAULT_SUBSCRIBERS as usize,
+            1_000,
+            2_000_000_000,
+        ) as u64,
+    }
+}
+
+/// `[[policy.content_rule]]`, compiled; a bad regex names `policy.content_rule[i].regex[j]`.
+fn validate_content_rules(raw: Vec<RawContentRule>, p: &mut Problems) -> ContentRules {
+    let mut rules = Vec::with_capacity(raw.len());
+    for (i, r) in raw.into_iter().enumerate() {
+        let key = |f: &str| format!("policy.content_rule[{i}].{f}");
+        let name = r.name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| {
+            p.push(key("name"), "required: it labels the audit record of every message the rule decides");
+            format!("rule{i}")
+        });
+        if rules.iter().any(|x: &ContentRule| x.name == name) {
+            p.push(key("name"), format!("`{name}` is defined twice"));
+        }
+        let literals = r.literals.unwrap_or_default();
+        if literals.iter().any(|l| l.trim().is_empty()) {
+            p.push(key("literals"), "literals must not be empty");
+        }
+        let regex = r.regex.unwrap_or_default();
+        if literals.is_empty() && regex.is_empty() {
+            p.push(key("literals"), "a rule needs at least one of literals, regex");
+        }
+        let action = match r.action {
+            None => {
+                p.push(key("action"), "required: marketing | reject");
+                RuleAction::Marketing
+            }
+            Some(w) => p.choice(&key("action"), &w, RULE_ACTIONS).unwrap_or(RuleAction::Marketing),
+        };
+        rules.push(ContentRule { name, literals, regex, action });
+    }
+    ContentRules::new(rules).unwrap_or_else(|e| {
+        p.push(format!("policy.content_rule[{}].regex[{}]", e.rule, e.regex), e.message);
+        ContentRules::default()
+    })
 }
 
 /// `start` and `end` (`HH:MM`) of a quiet-hours table at `key`; problems name the key.
@@ -490,6 +617,19 @@ fn validate_accounts(raw: Vec<RawAccount>, p: &mut Problems) -> Vec<Account> {
             }
             daily_window(&key("quiet_hours"), q.start, q.end, p)
         });
+        let signatures = a.signatures.unwrap_or_default();
+        if signatures.iter().any(|s| s.trim().is_empty() || s.contains(['【', '】'])) {
+            p.push(key("signatures"), "a signature is its text without the 【】 brackets, not empty");
+        }
+        let per_entity_per_day = a.frequency.map(|f| {
+            if f.per_subscriber_per_day.is_some() || f.same_text_window.is_some() || f.subscribers.is_some() {
+                p.push(key("frequency"), "an account sets only per_entity_per_day; the rest is [policy.frequency]");
+            }
+            match f.per_entity_per_day {
+                Some(0) => 0,
+                v => daily_cap(&key("frequency.per_entity_per_day"), v, p),
+            }
+        });
         if accounts.iter().any(|x| x.system_id == system_id) {
             p.push(key("system_id"), format!("`{system_id}` is defined twice"));
             continue;
@@ -507,6 +647,8 @@ fn validate_accounts(raw: Vec<RawAccount>, p: &mut Problems) -> Vec<Account> {
             bind_types,
             max_sessions,
             quiet_hours,
+            signatures,
+            per_entity_per_day,
         });
     }
     accounts

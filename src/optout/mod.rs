@@ -15,6 +15,7 @@
 //! its text with the header skipped.
 
 use crate::smpp::peek::MessageView;
+use crate::smpp::text::half_width;
 use crate::smpp::{cmd, text};
 
 /// The default opt-out keywords (DESIGN §1): Chinese carrier practice (T, TD, R, 退订, 取消) and
@@ -146,16 +147,6 @@ pub fn normalise_into(text: &str, out: &mut String) {
         } else {
             break;
         }
-    }
-}
-
-/// Full-width forms of ASCII (U+FF01–U+FF5E) and the ideographic space to their ASCII form.
-#[inline]
-fn half_width(c: char) -> char {
-    match c {
-        '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFEE0).unwrap_or(c),
-        '\u{3000}' => ' ',
-        _ => c,
     }
 }
 

@@ -4,6 +4,8 @@
 
 use crate::smpp::BindType;
 
+use super::content::{CommercialConfig, ContentRules};
+use super::frequency::FrequencyConfig;
 use super::Reason;
 
 /// `[policy]`.
@@ -22,6 +24,15 @@ pub struct PolicyConfig {
     /// The subscriber's time zone by country code (`[policy.timezones]`), else
     /// `policy.quiet_hours.timezone` (default UTC).
     pub zones: Zones,
+    /// `[[policy.content_rule]]` compiled (step 4).
+    pub content: ContentRules,
+    /// `[policy.commercial]` (step 5).
+    pub commercial: CommercialConfig,
+    /// `[policy.frequency]` (step 8); all caps 0 = none.
+    pub frequency: FrequencyConfig,
+    /// `policy.reassembly_timeout`: how long the parts of a concatenated message are held
+    /// for the rest when the text decides (steps 4–5), ms.
+    pub reassembly_timeout_ms: u64,
 }
 
 impl Default for PolicyConfig {
@@ -34,6 +45,15 @@ impl Default for PolicyConfig {
             reject_status: Reason::default_statuses(),
             quiet_hours: None,
             zones: Zones::default(),
+            content: ContentRules::default(),
+            commercial: CommercialConfig::default(),
+            frequency: FrequencyConfig {
+                per_entity_per_day: 0,
+                per_subscriber_per_day: 0,
+                same_text_window_s: 0,
+                subscribers: FrequencyConfig::DEFAULT_SUBSCRIBERS,
+            },
+            reassembly_timeout_ms: 2_000,
         }
     }
 }
@@ -203,6 +223,11 @@ pub struct Account {
     /// `[account.quiet_hours]`: this account's window instead of `[policy.quiet_hours]`
     /// (same time zones).
     pub quiet_hours: Option<DailyWindow>,
+    /// Registered 【signature】 texts, as written (step 5).
+    pub signatures: Vec<String>,
+    /// `[account.frequency] per_entity_per_day`: this account's cap instead of the policy's
+    /// (0 = none for this account).
+    pub per_entity_per_day: Option<u32>,
 }
 
 /// Why an account may not bind now.

@@ -16,6 +16,8 @@ use crate::smpp::peek::Addr;
 use crate::smpp::BindType;
 use crate::time::Now;
 
+use super::content::{self, RuleAction};
+use super::frequency::{self, Frequency};
 use super::{
     Account, BindRefusal, Decision, MessageClass, PolicyConfig, Rate, Reason, Regime, SessionSlot, Sessions, Standing,
     Unavailable, Verdict,
@@ -44,6 +46,11 @@ pub struct Message<'a> {
     /// short_message (message_payload lives in `tlvs`).
     pub short_message: &'a [u8],
     pub tlvs: &'a [u8],
+    /// The message's whole text, decoded and folded ([`crate::smpp::text::fold_into`]), when
+    /// the engine reads text ([`Engine::reads_text`]): for a concatenated message held for
+    /// its parts, the text of every part in order. `None` = not decoded (the steps on text
+    /// then see an empty text).
+    pub text: Option<&'a str>,
 }
 
 impl<'a> Message<'a> {
@@ -56,6 +63,7 @@ impl<'a> Message<'a> {
             data_coding: v.data_coding,
             short_message: v.short_message,
             tlvs: v.tlvs,
+            text: None,
         }
     }
 
@@ -69,7 +77,42 @@ impl<'a> Message<'a> {
             data_coding: v.data_coding,
             short_message: v.short_message,
             tlvs: v.tlvs,
+            text: None,
         }
+    }
+
+    /// The user data: message_payload when short_message is empty, with the UDH skipped
+    /// when UDHI is set (as [`crate::smpp::text::user_data`]).
+    pub fn user_data(&self) -> &'a [u8] {
+        let payload = if self.short_message.is_empty() {
+            crate::smpp::peek::tlvs(self.tlvs)
+                .find_map(|t| match t {
+                    Ok((tag, v)) if tag == crate::smpp::peek::tlv::MESSAGE_PAYLOAD => Some(v),
+                    _ => None,
+                })
+                .unwrap_or(&[])
+        } else {
+            self.short_message
+        };
+        if self.esm_class & 0x40 == 0 {
+            return payload;
+        }
+        match payload.split_first() {
+            Some((&udhl, rest)) if (udhl as usize) <= rest.len() => &rest[udhl as usize..],
+            _ => &[],
+        }
+    }
+
+    /// Appends the decoded and folded text of this message (one part) to `out`, using
+    /// `scratch` for the decoding.
+    pub fn fold_text_into(&self, scratch: &mut String, out: &mut String) {
+        crate::smpp::text::decode_into(self.data_coding, self.user_data(), scratch);
+        crate::smpp::text::fold_append(scratch, out);
+    }
+
+    /// The same message with its folded text.
+    pub fn with_text(self, text: &'a str) -> Message<'a> {
+        Message { text: Some(text), ..self }
     }
 }
 
@@ -111,6 +154,12 @@ pub struct Engine {
     sessions: Arc<Sessions>,
     /// Zero of the rates' monotonic clock.
     epoch: Instant,
+    /// Step 8's counters (`None`: no cap configured); clones of the engine share them.
+    frequency: Option<Arc<Frequency>>,
+    /// Each account's signatures, folded and in 【】 (step 5).
+    signatures: Vec<Vec<String>>,
+    /// Whether any step reads the message text.
+    reads_text: bool,
 }
 
 impl Engine {
@@ -120,7 +169,44 @@ impl Engine {
             accounts.iter().enumerate().map(|(i, a)| (a.system_id.clone(), AccountIdx(i as u32))).collect();
         let rates = Arc::new(accounts.iter().map(|a| a.max_tps.map(Rate::per_second)).collect());
         let sessions = Arc::new(Sessions::new(accounts.iter().map(|a| a.max_sessions).collect()));
-        Engine { config, accounts, by_system_id, rates, sessions, epoch: Instant::now() }
+        let mut freq = config.frequency;
+        // An account's own cap turns the table on even when the policy sets none.
+        if freq.per_entity_per_day == 0 {
+            freq.per_entity_per_day = accounts.iter().filter_map(|a| a.per_entity_per_day).max().unwrap_or(0);
+        }
+        let frequency = Frequency::new(freq).map(Arc::new);
+        let signatures = accounts.iter().map(|a| content::bracketed_signatures(&a.signatures)).collect();
+        let reads_text = !config.content.is_empty() || config.commercial.is_active() || freq.same_text_window_s > 0;
+        Engine {
+            config,
+            accounts,
+            by_system_id,
+            rates,
+            sessions,
+            epoch: Instant::now(),
+            frequency,
+            signatures,
+            reads_text,
+        }
+    }
+
+    /// Whether a step reads the message text: the session then decodes and folds it
+    /// ([`Message::text`]) and holds the parts of a concatenated message until all are in.
+    pub fn reads_text(&self) -> bool {
+        self.reads_text
+    }
+
+    /// Step 8's tables, when a cap is configured.
+    pub fn frequency(&self) -> Option<&Frequency> {
+        self.frequency.as_deref()
+    }
+
+    /// Starts the loads of the cap counters a decision for `msisdn` will read.
+    #[inline]
+    pub fn prefetch(&self, msisdn: u64) {
+        if let Some(f) = &self.frequency {
+            f.prefetch(msisdn);
+        }
     }
 
     pub fn config(&self) -> &PolicyConfig {
@@ -186,18 +272,81 @@ impl Engine {
         let verdict = step_account(a, now)
             .or_else(|| step_sender_id(a, m))
             .or_else(|| {
-                let class = classify(a, m);
+                let (class, blocked) = self.step_class(a, m);
                 d.class = Some(class);
-                (class == MessageClass::Transactional).then_some(Verdict::Accept)
+                blocked.or((class == MessageClass::Transactional).then_some(Verdict::Accept))
             })
+            .or_else(|| self.step_commercial(idx, m))
             .unwrap_or_else(|| {
                 d.msisdn = self.subscriber(&m.destination);
                 match self.step_consent(data, d.msisdn) {
-                    Verdict::Accept => self.step_quiet_hours(a, d.msisdn, now).unwrap_or(Verdict::Accept),
+                    Verdict::Accept => {
+                        let local = self.config.zones.of(d.msisdn).local(now);
+                        self.step_quiet_hours(a, local)
+                            .or_else(|| self.step_frequency(a, data, m, d.msisdn, local.day, now))
+                            .unwrap_or(Verdict::Accept)
+                    }
                     refused => refused,
                 }
             });
         self.finish(d, verdict)
+    }
+
+    /// Step 4, class: registration ([`classify`]), then the content rules on the text: a
+    /// `marketing` rule makes the message commercial, a `reject` rule refuses it
+    /// (`content_blocked`) whatever its class.
+    #[inline]
+    fn step_class(&self, a: &Account, m: &Message) -> (MessageClass, Option<Verdict>) {
+        let class = classify(a, m);
+        if self.config.content.is_empty() {
+            return (class, None);
+        }
+        match self.config.content.verdict(m.text.unwrap_or("")) {
+            Some(r) if r.action == RuleAction::Reject => (class, Some(Verdict::Reject(Reason::ContentBlocked))),
+            Some(_) => (MessageClass::Marketing, None),
+            None => (class, None),
+        }
+    }
+
+    /// Step 5, commercial-message checks: one of the account's 【signatures】 at the start or
+    /// end, and one of the opt-out hints.
+    #[inline]
+    fn step_commercial(&self, idx: AccountIdx, m: &Message) -> Option<Verdict> {
+        let c = &self.config.commercial;
+        if !c.is_active() {
+            return None;
+        }
+        let text = m.text.unwrap_or("");
+        if c.require_signature && !content::has_signature(text, &self.signatures[idx.get()]) {
+            return Some(Verdict::Reject(Reason::MissingSignature));
+        }
+        (!c.has_hint(text)).then_some(Verdict::Reject(Reason::MissingOptOutHint))
+    }
+
+    /// Step 8, frequency: the caps of [`Frequency`] for a message that passed every other
+    /// step; an allowed one is counted (so only messages this step lets through count).
+    #[inline]
+    fn step_frequency(
+        &self,
+        a: &Account,
+        data: &ConsentView,
+        m: &Message,
+        msisdn: Option<u64>,
+        day: i64,
+        now: Now,
+    ) -> Option<Verdict> {
+        let f = self.frequency.as_deref()?;
+        let msisdn = msisdn?;
+        let per_entity = a.per_entity_per_day.unwrap_or(self.config.frequency.per_entity_per_day);
+        let text = if f.config().same_text_window_s > 0 { text_hash(m) } else { 0 };
+        let key = frequency::Key {
+            msisdn,
+            entity: data.live_entity.unwrap_or(u32::MAX - 1),
+            day,
+            text,
+            unix_s: now.unix_s(),
+        };
+        f.check_and_count(&key, per_entity).map(|_| Verdict::Reject(Reason::FrequencyCap))
     }
 
     /// Step 3, throughput: the account's `max_tps` over all its sessions on this node. Every
@@ -210,8 +359,13 @@ impl Engine {
         if rate.try_take(self.epoch.elapsed().as_nanos() as u64) {
             return None;
         }
+        Some(self.refuse(Reason::Throttled))
+    }
+
+    /// A refusal for `reason` before any step ran (`would_reject` in monitor mode).
+    pub fn refuse(&self, reason: Reason) -> Decision {
         let d = Decision { verdict: Verdict::Accept, status: 0, class: None, msisdn: None, from_cache: false };
-        Some(self.finish(d, Verdict::Reject(Reason::Throttled)))
+        self.finish(d, Verdict::Reject(reason))
     }
 
     /// A submit_multi distribution list: it hides its subscribers, so nobody on it can have
@@ -237,9 +391,9 @@ impl Engine {
     /// Step 7, time window, for a commercial message: refused inside the account's quiet hours
     /// (else the policy's) in the subscriber's local time.
     #[inline]
-    fn step_quiet_hours(&self, a: &Account, msisdn: Option<u64>, now: Now) -> Option<Verdict> {
+    fn step_quiet_hours(&self, a: &Account, local: crate::time::Local) -> Option<Verdict> {
         let w = a.quiet_hours.or(self.config.quiet_hours)?;
-        w.contains(self.config.zones.of(msisdn).local(now).minute_of_day).then_some(Verdict::Reject(Reason::QuietHours))
+        w.contains(local.minute_of_day).then_some(Verdict::Reject(Reason::QuietHours))
     }
 
     /// The quiet-hours state of `msisdn` now under `[policy.quiet_hours]` (the admin lookup;
@@ -288,6 +442,14 @@ impl Engine {
             (Standing::Revoked, _) => Verdict::Reject(Reason::Revoked),
             (Standing::Dnc, _) => Verdict::Reject(Reason::Dnc),
         }
+    }
+}
+
+/// The hash a same-text check keys on: the folded text when decoded, else the raw bytes.
+fn text_hash(m: &Message) -> u64 {
+    match m.text {
+        Some(t) => xxhash_rust::xxh3::xxh3_64(t.as_bytes()),
+        None => xxhash_rust::xxh3::xxh3_64(m.user_data()) ^ u64::from(m.data_coding),
     }
 }
 

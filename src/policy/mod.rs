@@ -34,12 +34,16 @@
 //! is too unless the destination has (or shares a membership bit with a number that has) a
 //! live statement — then one uncontended dashmap shard read lock is taken for one probe.
 
+pub mod concat;
 pub mod config;
+pub mod content;
 mod engine;
+pub mod frequency;
 mod limit;
 mod reason;
 mod session;
 
+pub use concat::{Held, HeldPart, CONCAT_TTL_MS};
 pub use config::{
     pattern_matches, Account, BindRefusal, DailyWindow, MessageClass, Pattern, PolicyConfig, PolicyMode, Regime,
     Unavailable, Zones,
@@ -47,7 +51,7 @@ pub use config::{
 pub use engine::{classify, standing, AccountIdx, ConsentView, Engine, Message, QuietHoursState};
 pub use limit::{Rate, SessionSlot, Sessions};
 pub use reason::{Decision, Reason, Standing, Verdict};
-pub use session::{SessionPolicy, SnapshotStamp, CONCAT_TTL_MS, PREFETCH_DISTANCE, PREFETCH_GROUP};
+pub use session::{Part, SessionPolicy, SnapshotStamp, PREFETCH_DISTANCE, PREFETCH_GROUP};
 
 #[cfg(test)]
 mod tests;

@@ -14,9 +14,10 @@ pub enum Reason {
     Revoked = 1,
     /// The subscriber is on the do-not-call registry and gave no newer grant.
     Dnc = 2,
-    /// Outside the allowed local hours (not enforced yet).
+    /// Commercial, inside the quiet hours of the subscriber's local time (step 7).
     QuietHours = 3,
-    /// Per-subscriber frequency cap reached (not enforced yet).
+    /// A frequency cap reached: per entity or per subscriber per local day, or the same text
+    /// again within the window (step 8).
     FrequencyCap = 4,
     /// The account's licence is missing or has expired.
     Unlicensed = 5,
@@ -26,10 +27,16 @@ pub enum Reason {
     Throttled = 7,
     /// Commercial traffic while no consent snapshot is loaded (`on_snapshot_unavailable = "reject"`).
     SnapshotUnavailable = 8,
+    /// A `reject` content rule matched the message text (step 4).
+    ContentBlocked = 9,
+    /// Commercial without one of the account's 【signatures】 at its start or end (step 5).
+    MissingSignature = 10,
+    /// Commercial without any of `policy.commercial.opt_out_hints` (step 5).
+    MissingOptOutHint = 11,
 }
 
 impl Reason {
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 12;
     pub const ALL: [Reason; Reason::COUNT] = [
         Reason::NoConsent,
         Reason::Revoked,
@@ -40,6 +47,9 @@ impl Reason {
         Reason::SenderId,
         Reason::Throttled,
         Reason::SnapshotUnavailable,
+        Reason::ContentBlocked,
+        Reason::MissingSignature,
+        Reason::MissingOptOutHint,
     ];
 
     /// The metric label and config key.
@@ -54,6 +64,9 @@ impl Reason {
             Reason::SenderId => "sender_id",
             Reason::Throttled => "throttled",
             Reason::SnapshotUnavailable => "snapshot_unavailable",
+            Reason::ContentBlocked => "content_blocked",
+            Reason::MissingSignature => "missing_signature",
+            Reason::MissingOptOutHint => "missing_opt_out_hint",
         }
     }
 
@@ -78,6 +91,9 @@ impl Reason {
             Reason::SenderId => 0x0A,
             Reason::Throttled => 0x58,
             Reason::SnapshotUnavailable => 0x08,
+            Reason::ContentBlocked => 0x406,
+            Reason::MissingSignature => 0x407,
+            Reason::MissingOptOutHint => 0x408,
         }
     }
 

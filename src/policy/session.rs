@@ -4,8 +4,6 @@
 //! read-batch prefetch. The session calls [`SessionPolicy::decide`] per submit_sm / data_sm and
 //! [`SessionPolicy::decide_multi`] per submit_multi destination, and knows none of the steps.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
 use crate::consent::snapshot::EntityId;
@@ -14,13 +12,9 @@ use crate::smpp::peek::{self, MessageView, MultiDest, MultiView};
 use crate::smpp::{text, HEADER_LEN};
 use crate::time::Now;
 
+use super::concat::{self, ConcatCache, Held, Hold, Holds};
 use super::engine::{ConsentView, Message};
 use super::{AccountIdx, Decision, Engine};
-
-/// How long the verdict of a concatenated message is remembered for its other parts.
-pub const CONCAT_TTL_MS: u64 = 120_000;
-/// Most concatenated messages remembered per session.
-const CONCAT_MAX: usize = 16_384;
 /// How many frames ahead of the one being handled a session prefetches the snapshot line
 /// ([`SessionPolicy::prefetch_ahead`]), and how many it prefetches at a time: every
 /// [`PREFETCH_GROUP`] frames handled, the next group. Far enough ahead that a miss (a DRAM
@@ -62,6 +56,25 @@ pub struct SessionPolicy {
     snap_entity: Option<EntityId>,
     stamp: SnapshotStamp,
     concat: ConcatCache,
+    /// Parts held for the rest of their message (only when the engine reads text).
+    holds: Holds,
+    /// Decoding buffer and the folded text of the message being decided.
+    scratch: String,
+    folded: String,
+}
+
+/// What [`SessionPolicy::hold`] did with a submit_sm / data_sm.
+#[derive(Debug)]
+pub enum Part {
+    /// Not a part to hold: decide it now ([`SessionPolicy::decide`]).
+    Decide,
+    /// Refused before holding (the account's rate, or no room to hold): answer it now.
+    Refused(Decision),
+    /// Held until the rest of its message comes.
+    Waiting,
+    /// It completed its message: decide it ([`SessionPolicy::decide_held`]) and release every
+    /// part.
+    Complete(Held),
 }
 
 impl SessionPolicy {
@@ -77,6 +90,9 @@ impl SessionPolicy {
             snap_entity: None,
             stamp: SnapshotStamp::default(),
             concat: ConcatCache::default(),
+            holds: Holds::default(),
+            scratch: String::new(),
+            folded: String::new(),
         }
     }
 
@@ -94,28 +110,78 @@ impl SessionPolicy {
     }
 
     /// The decision for one submit_sm / data_sm: first the account's rate (every PDU counts),
-    /// then the pipeline. All parts of a concatenated message share
-    /// the verdict of the first part to arrive (any order); later parts are not re-decided and
-    /// come back with [`Decision::from_cache`] set (they are not counted as decisions).
+    /// then the pipeline. Unless the session holds the parts of a concatenated message
+    /// ([`SessionPolicy::hold`]), all parts share the verdict of the first part to arrive (any
+    /// order); later parts are not re-decided and come back with [`Decision::from_cache`] set
+    /// (they are not counted as decisions).
     pub fn decide(&mut self, v: &MessageView, now: Now) -> Decision {
         if let Some(d) = self.engine.throttle(self.account) {
             return d;
         }
-        let Some(c) = text::concat_info(v) else { return self.decide_one(&Message::of(v), now) };
-        let key = ConcatCache::key(v, c);
-        if let Some(e) = self.concat.map.get_mut(&key) {
-            e.seen += 1;
-            let d = Decision { from_cache: true, ..e.decision };
-            if e.seen >= e.total as u16 {
-                self.concat.map.remove(&key);
-            }
+        let Some(c) = text::concat_info(v) else { return self.decide_text(&Message::of(v), now) };
+        let key = concat::key(v, c);
+        if let Some(d) = self.concat.part(key) {
             return d;
         }
-        let d = self.decide_one(&Message::of(v), now);
-        if c.total > 1 && self.concat.map.len() < CONCAT_MAX {
-            self.concat.map.insert(key, ConcatEntry { decision: d, seen: 1, total: c.total, at_ms: now.mono_ms });
+        let d = self.decide_text(&Message::of(v), now);
+        if c.total > 1 {
+            self.concat.remember(key, d, 1, c.total, now.mono_ms);
         }
         d
+    }
+
+    /// When a step reads the text, a part of a concatenated message is held (its frame
+    /// copied) until the rest comes; see [`concat`]. Every part still counts against the
+    /// account's rate when it comes.
+    pub fn hold(&mut self, v: &MessageView, frame: &[u8], command_id: u32, seq: u32, now: Now) -> Part {
+        if !self.engine.reads_text() {
+            return Part::Decide;
+        }
+        let Some(c) = text::concat_info(v).filter(|c| c.total > 1) else { return Part::Decide };
+        let key = concat::key(v, c);
+        if self.concat.contains(key) {
+            return Part::Decide; // its message was decided (timed out): it takes that verdict
+        }
+        if let Some(d) = self.engine.throttle(self.account) {
+            return Part::Refused(d);
+        }
+        match self.holds.add(key, c, command_id, seq, frame, now.mono_ms) {
+            Hold::Waiting => Part::Waiting,
+            Hold::Complete(h) => Part::Complete(h),
+            Hold::Full => Part::Refused(self.engine.refuse(crate::policy::Reason::Throttled)),
+        }
+    }
+
+    /// The decision for a held message, on the text of its parts in segment order (all of
+    /// them, or those that came before the timeout: later ones then take this verdict).
+    pub fn decide_held(&mut self, h: &Held, now: Now) -> Decision {
+        let mut folded = std::mem::take(&mut self.folded);
+        folded.clear();
+        let parts = h.in_order();
+        let mut first = None;
+        for p in &parts {
+            // Parsed when it came: it parses again.
+            let Ok(v) = peek::message(&p.frame) else { continue };
+            Message::of(&v).fold_text_into(&mut self.scratch, &mut folded);
+            first.get_or_insert(p);
+        }
+        let d = match first.and_then(|p| peek::message(&p.frame).ok()) {
+            Some(v) => self.decide_one(&Message::of(&v).with_text(&folded), now),
+            None => self.engine.refuse(crate::policy::Reason::Throttled),
+        };
+        self.folded = folded;
+        self.concat.remember(h.key, d, h.distinct() as u16, h.total, now.mono_ms);
+        d
+    }
+
+    /// Held messages past `policy.reassembly_timeout`, to be decided on what came.
+    pub fn expired_holds(&mut self, now: Now) -> Vec<Held> {
+        self.holds.expired(now.mono_ms, self.engine.config().reassembly_timeout_ms)
+    }
+
+    /// Every held message (the session drains or closes: no more parts will come).
+    pub fn drain_holds(&mut self) -> Vec<Held> {
+        self.holds.drain()
     }
 
     /// The decision for one destination of a submit_multi (an SME address or a distribution
@@ -125,9 +191,23 @@ impl SessionPolicy {
             return d;
         }
         match dest {
-            MultiDest::Sme(addr) => self.decide_one(&Message::of_multi(v, addr), now),
+            MultiDest::Sme(addr) => self.decide_text(&Message::of_multi(v, addr), now),
             MultiDest::List(_) => self.engine.decide_list(),
         }
+    }
+
+    /// [`Self::decide_one`] with the message's folded text when a step reads it.
+    #[inline]
+    fn decide_text(&mut self, m: &Message, now: Now) -> Decision {
+        if !self.engine.reads_text() {
+            return self.decide_one(m, now);
+        }
+        let mut folded = std::mem::take(&mut self.folded);
+        folded.clear();
+        m.fold_text_into(&mut self.scratch, &mut folded);
+        let d = self.decide_one(&(*m).with_text(&folded), now);
+        self.folded = folded;
+        d
     }
 
     /// Takes the store's current snapshot if it was swapped since the last look (one load of
@@ -190,13 +270,19 @@ impl SessionPolicy {
             return at;
         }
         self.refresh();
-        let Some(loaded) = self.loaded.as_deref() else { return rbuf.len() };
+        let snapshot = self.loaded.as_deref().map(|l| &l.snapshot);
+        if snapshot.is_none() && self.engine.frequency().is_none() {
+            return rbuf.len();
+        }
         for _ in 0..n {
             let Some(head) = rbuf.get(at..at + HEADER_LEN) else { return rbuf.len() };
             let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
             let Some(frame) = rbuf.get(at..at + len).filter(|_| len >= HEADER_LEN) else { return rbuf.len() };
             if let Some(m) = peek::destination(frame).and_then(|d| self.engine.subscriber(&d)) {
-                loaded.snapshot.prefetch(m);
+                if let Some(s) = snapshot {
+                    s.prefetch(m);
+                }
+                self.engine.prefetch(m);
             }
             at += len;
         }
@@ -214,39 +300,5 @@ impl SessionPolicy {
 impl Drop for SessionPolicy {
     fn drop(&mut self) {
         store::release(self.loaded.take());
-    }
-}
-
-/// Decisions of concatenated messages in progress, keyed by (source, destination, reference,
-/// total).
-#[derive(Debug, Default)]
-struct ConcatCache {
-    map: HashMap<u64, ConcatEntry, foldhash::fast::FixedState>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct ConcatEntry {
-    decision: Decision,
-    seen: u16,
-    total: u8,
-    /// When the first part was decided, monotonic ms ([`Now::mono_ms`]).
-    at_ms: u64,
-}
-
-impl ConcatCache {
-    fn key(v: &MessageView, c: text::Concat) -> u64 {
-        let mut h = foldhash::fast::FixedState::with_seed(0x5eed).build_hasher();
-        h.write(v.source.addr);
-        h.write_u8(0);
-        h.write(v.destination.addr);
-        h.write_u16(c.reference);
-        h.write_u8(c.total);
-        h.finish()
-    }
-
-    fn prune(&mut self, now_ms: u64) {
-        if !self.map.is_empty() {
-            self.map.retain(|_, e| now_ms.saturating_sub(e.at_ms) < CONCAT_TTL_MS);
-        }
     }
 }

@@ -121,6 +121,7 @@ impl World {
             data_coding: 0,
             short_message: b"",
             tlvs: b"",
+            text: None,
         };
         let now = Now::at(self.at_ms.unwrap_or(self.today * 86_400_000 + 43_200_000));
         let idx = engine.lookup(system_id).expect("account");

@@ -204,6 +204,8 @@ impl Session {
         let grace = self.ctx.session.shutdown_grace.as_millis() as u64;
         if self.life.begin_drain(self.now_ms + grace) {
             debug!(peer = %self.peer, "session draining");
+            // New parts are refused from now on: held messages are decided on what came.
+            self.release_holds(true);
         }
     }
 

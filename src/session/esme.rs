@@ -6,7 +6,7 @@ use tracing::debug;
 
 use super::core::Session;
 use super::metrics::{self, ErrorKind};
-use crate::policy::{Decision, Message, Verdict};
+use crate::policy::{Decision, Held, Message, Part, Verdict};
 use crate::relay::seq::Origin;
 use crate::smpp::pdu::{put_header_only, put_local_error_resp, put_renumbered};
 use crate::smpp::{cmd, peek, status, Header};
@@ -64,25 +64,65 @@ impl Session {
                         return self.answer_esme(h.command_id, e.status(), seq);
                     }
                 };
-                let d = self.decide(|p, now| p.decide(&v, now));
-                if let Verdict::Reject(_) = d.verdict {
-                    if self.audit.wants(d.verdict) {
-                        self.audit_record(&Message::of(&v), &d, seq, Some(d.status), None);
+                let now = self.now;
+                let d = match self.policy.hold(&v, frame, h.command_id, seq, now) {
+                    Part::Decide => self.decide(|p, now| p.decide(&v, now)),
+                    Part::Refused(d) => self.decide(move |_, _| d),
+                    Part::Waiting => return,
+                    Part::Complete(held) => {
+                        let d = self.decide(|p, now| p.decide_held(&held, now));
+                        return self.release_parts(held, d);
                     }
-                    return self.answer_esme(h.command_id, d.status, seq);
-                }
-                let up_seq = self.relay_up(frame, seq, h.command_id);
-                if self.audit.wants(d.verdict) {
-                    match up_seq {
-                        Some(up) => self.audit_record(&Message::of(&v), &d, seq, None, Some(up)),
-                        None => self.audit_record(&Message::of(&v), &d, seq, Some(status::ESME_RTHROTTLED), None),
-                    }
-                }
+                };
+                self.apply(frame, &v, seq, h.command_id, d);
             }
             cmd::SUBMIT_MULTI => self.on_submit_multi(frame, seq),
             _ => {
                 self.relay_up(frame, seq, h.command_id);
             }
+        }
+    }
+
+    /// Forwards a submit_sm / data_sm or answers it with its decision's status, and audits it.
+    fn apply(&mut self, frame: &[u8], v: &peek::MessageView, seq: u32, command_id: u32, d: Decision) {
+        if let Verdict::Reject(_) = d.verdict {
+            if self.audit.wants(d.verdict) {
+                self.audit_record(&Message::of(v), &d, seq, Some(d.status), None);
+            }
+            return self.answer_esme(command_id, d.status, seq);
+        }
+        if !self.up.open {
+            return self.answer_esme(command_id, status::ESME_RSYSERR, seq);
+        }
+        let up_seq = self.relay_up(frame, seq, command_id);
+        if self.audit.wants(d.verdict) {
+            match up_seq {
+                Some(up) => self.audit_record(&Message::of(v), &d, seq, None, Some(up)),
+                None => self.audit_record(&Message::of(v), &d, seq, Some(status::ESME_RTHROTTLED), None),
+            }
+        }
+    }
+
+    /// Releases the held parts of a concatenated message with its one decision, in the order
+    /// they came (the first carries the decision, the others are marked as following it).
+    pub(super) fn release_parts(&mut self, held: Held, d: Decision) {
+        for (i, p) in held.parts.into_iter().enumerate() {
+            let d = Decision { from_cache: i > 0 || d.from_cache, ..d };
+            match peek::message(&p.frame) {
+                Ok(v) => self.apply(&p.frame, &v, p.seq, p.command_id, d),
+                Err(e) => self.answer_esme(p.command_id, e.status(), p.seq),
+            }
+        }
+    }
+
+    /// Decides and releases every held message past `policy.reassembly_timeout` (on the
+    /// parts that came), or all of them when `all` (draining: no more parts will come).
+    pub(super) fn release_holds(&mut self, all: bool) {
+        let now = self.now;
+        let held = if all { self.policy.drain_holds() } else { self.policy.expired_holds(now) };
+        for h in held {
+            let d = self.decide(|p, now| p.decide_held(&h, now));
+            self.release_parts(h, d);
         }
     }
 

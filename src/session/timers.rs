@@ -52,6 +52,7 @@ impl Session {
         }
         self.metrics.flush(&self.stats, self.up_table.relayed(), self.down.open, self.up.open);
         self.policy.tick(self.now);
+        self.release_holds(false);
         if !self.multi_rejects.is_empty() && self.up_table.is_empty() {
             self.multi_rejects.clear();
         }
@@ -107,6 +108,14 @@ impl Session {
     /// Answers every relayed request pending upstream with `st` (to the ESME, if reachable).
     pub(super) fn answer_all_up(&mut self, st: u32) {
         self.answer_all(Side::Smsc, st);
+        // Parts held for the rest of their message never reached the SMSC: answered too.
+        for h in self.policy.drain_holds() {
+            for p in h.parts {
+                if self.down.open {
+                    put_local_error_resp(&mut self.down.out, p.command_id, st, p.seq);
+                }
+            }
+        }
     }
 
     /// Answers every relayed request pending at the ESME with `st` (to the SMSC, if reachable).

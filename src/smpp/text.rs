@@ -59,6 +59,37 @@ pub fn decode_into(data_coding: u8, bytes: &[u8], out: &mut String) {
     }
 }
 
+/// Clears `out` and appends `text` folded for content matching (DESIGN §3): full-width ASCII
+/// and the ideographic space to their half-width forms ([`half_width`]), then Unicode simple
+/// lower case (a no-op for CJK). Nothing is removed, so positions such as "starts with
+/// 【signature】" survive.
+pub fn fold_into(text: &str, out: &mut String) {
+    out.clear();
+    fold_append(text, out);
+}
+
+/// [`fold_into`] without clearing `out` first.
+pub fn fold_append(text: &str, out: &mut String) {
+    for c in text.chars() {
+        let c = half_width(c);
+        if c.is_ascii() {
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.extend(c.to_lowercase());
+        }
+    }
+}
+
+/// Full-width forms of ASCII (U+FF01–U+FF5E) and the ideographic space to their ASCII form.
+#[inline]
+pub fn half_width(c: char) -> char {
+    match c {
+        '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFEE0).unwrap_or(c),
+        '\u{3000}' => ' ',
+        _ => c,
+    }
+}
+
 /// Concatenation info of one segment of a long message (GSM 03.40 §9.2.3.24.1/.8, SMPP v3.4
 /// §5.3.2.22–24).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -113,6 +113,7 @@ pub use build::{build, BuildError, BuildOptions, BuildReport, Phase, Progress};
 pub use compile::{SnapshotBuilder, StatementError, MAX_AT, MIN_AT};
 pub use format::{FORMAT_VERSION, HEADER_LEN, MAGIC};
 pub use load::SnapshotError;
+pub use table::prefetch_read;
 
 use super::statement::Watermarks;
 use table::{Table, DNC_STATE, MAX_ENTRIES};

@@ -441,6 +441,20 @@ fn check_order(prev: (u64, u64), cur: (u64, u64), p: usize) -> Result<(), String
     Ok(())
 }
 
+/// Asks the CPU to start loading the cache line of `r` (no effect on any result): for other
+/// tables on the decision's path (the frequency caps) that the session's read-ahead warms.
+#[inline(always)]
+pub fn prefetch_read<T>(r: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `_mm_prefetch` is a hint that never faults; the address is a live reference.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>((r as *const T).cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = r;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,599 @@
+//! Step 8, frequency caps (DESIGN §3): commercial messages per subscriber per entity per local
+//! day, per subscriber per local day over all entities, and the same text from one entity to
+//! one subscriber again within a window.
+//!
+//! The counts live in two fixed-size tables allocated when the engine is built
+//! ([`Frequency::new`]; `policy.frequency.subscribers` sizes them), so memory is bounded
+//! whatever the traffic. Both are arrays of 64-byte buckets, one cache line each; a hash of
+//! the subscriber alone picks two of them (two-choice hashing: a key goes to the emptier), so
+//! a decision touches two lines per table, all four prefetched by the session's read-ahead
+//! ([`Frequency::prefetch`]). A bucket has a header word (a lock bit and "floors", below) and
+//! seven 64-bit slots:
+//!
+//! * **day table**: a slot is `fingerprint(44) | local day mod 4096 (12) | count (8)`; the
+//!   key is (subscriber, entity) or (subscriber, all entities), both in the subscriber's
+//!   two buckets, so one locked pair answers both daily caps. A slot of another day is free: days
+//!   end at each subscriber's own local midnight with no sweep.
+//! * **text table**: a slot is `fingerprint(32) | last sent, Unix seconds (32)`; the key is
+//!   (subscriber, entity, folded text). A slot older than the window is free.
+//!
+//! **Approximate, and only ever over.** A full pair evicts its smallest live count (day
+//! table) or its oldest time (text table) and remembers it in that bucket's floor: a key not
+//! found in its pair reads as the higher floor — at least what it had when it was evicted. A
+//! fingerprint shared by two keys of one pair (≈ 14 · 2⁻⁴⁴ per lookup) merges their counts.
+//! Either way a count can only read high, so a table too small for the day's traffic refuses
+//! early (`frequency_cap` on messages under the cap) and never lets a capped message through.
+//! Day floors are kept for the newest day seen in the bucket and the two before it, so
+//! subscribers up to two local dates apart (UTC+14 and UTC−12) share a bucket safely.
+//!
+//! Memory: [`Frequency::table_bytes`]; about 29 bytes per expected daily subscriber for the
+//! day table (1.5 entities each, 80 % full) and 17 for the text table: 4.6 GB at 100 M
+//! distinct subscribers a day. Allocated zeroed, so pages cost nothing until touched. At the
+//! load it is sized for, more than 99.9 % of subscribers reach their cap exactly (the
+//! `at_design_load` test); past it the caps tighten, they never loosen.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// `[policy.frequency]` (and an account's `per_entity_per_day` override).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrequencyConfig {
+    /// Commercial messages from one entity to one subscriber per local day; 0 = no cap.
+    pub per_entity_per_day: u32,
+    /// Commercial messages to one subscriber per local day over all entities; 0 = no cap.
+    pub per_subscriber_per_day: u32,
+    /// The same text from one entity to one subscriber again within this many seconds is
+    /// refused; 0 = no check.
+    pub same_text_window_s: u32,
+    /// Distinct subscribers a day the tables are sized for.
+    pub subscribers: u64,
+}
+
+impl FrequencyConfig {
+    pub const DEFAULT_SUBSCRIBERS: u64 = 10_000_000;
+    /// The largest cap a slot can count to (8-bit counts, saturating).
+    pub const MAX_CAP: u32 = 254;
+
+    pub fn is_active(&self) -> bool {
+        self.per_entity_per_day > 0 || self.per_subscriber_per_day > 0 || self.same_text_window_s > 0
+    }
+}
+
+/// Which cap refused (for the audit log and tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cap {
+    PerEntity,
+    PerSubscriber,
+    SameText,
+}
+
+/// What one subscriber has used today (the admin lookup).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// Commercial messages forwarded today from the entity (an upper bound, see module docs).
+    pub entity_today: u32,
+    /// Over all entities.
+    pub subscriber_today: u32,
+}
+
+/// The key of one cap check: who, from whom, which day, what text.
+#[derive(Debug, Clone, Copy)]
+pub struct Key {
+    pub msisdn: u64,
+    /// The entity's id (the delta's interned id: stable for the process).
+    pub entity: u32,
+    /// The subscriber's local day (days since 1970-01-01).
+    pub day: i64,
+    /// Hash of the folded text (only read when the same-text check is on).
+    pub text: u64,
+    /// Now, Unix seconds.
+    pub unix_s: i64,
+}
+
+/// The caps' state (see the module docs). Shared by every session of the engine.
+#[derive(Debug)]
+pub struct Frequency {
+    config: FrequencyConfig,
+    days: Buckets,
+    texts: Buckets,
+}
+
+const SLOTS: usize = 7;
+const LOCK: u64 = 1 << 63;
+/// The entity id standing for "all entities" in the day table.
+const ALL: u32 = u32::MAX;
+
+impl Frequency {
+    /// Tables sized for `config.subscribers`; `None` when no cap is set.
+    pub fn new(config: FrequencyConfig) -> Option<Frequency> {
+        if !config.is_active() {
+            return None;
+        }
+        let subs = config.subscribers.max(1024);
+        let day_slots =
+            if config.per_entity_per_day > 0 || config.per_subscriber_per_day > 0 { subs * 5 / 2 } else { 0 };
+        let text_slots = if config.same_text_window_s > 0 { subs * 3 / 2 } else { 0 };
+        Some(Frequency { config, days: Buckets::for_slots(day_slots), texts: Buckets::for_slots(text_slots) })
+    }
+
+    pub fn config(&self) -> &FrequencyConfig {
+        &self.config
+    }
+
+    /// Bytes held by both tables.
+    pub fn table_bytes(&self) -> u64 {
+        self.days.bytes() + self.texts.bytes()
+    }
+
+    /// Starts the loads of `msisdn`'s buckets (the session's read-ahead).
+    #[inline]
+    pub fn prefetch(&self, msisdn: u64) {
+        let h = mix(msisdn);
+        self.days.prefetch(h);
+        self.texts.prefetch(h);
+    }
+
+    /// Step 8 for a message that passed every other step: refused by the first cap reached
+    /// (`Some`), or allowed and counted (`None`). `per_entity` is the account's cap (its
+    /// override or the policy's).
+    pub fn check_and_count(&self, k: &Key, per_entity: u32) -> Option<Cap> {
+        let h = mix(k.msisdn);
+        let per_sub = self.config.per_subscriber_per_day;
+        let window = i64::from(self.config.same_text_window_s);
+        let text_fp =
+            if window > 0 { Some(fingerprint32(mix(k.msisdn ^ mix(u64::from(k.entity) ^ k.text)))) } else { None };
+        // The text check first and without counting: a refused message must not move the
+        // daily counts, and a message refused by a daily cap must not mark its text as sent.
+        if let Some(fp) = text_fp {
+            let last = self.texts.with(h, |b| text_last(b, fp));
+            if last.is_some_and(|t| k.unix_s - t < window) {
+                return Some(Cap::SameText);
+            }
+        }
+        if per_entity > 0 || per_sub > 0 {
+            let day = (k.day & 0xFFF) as u64;
+            let fp_e = fingerprint44(mix(k.msisdn ^ mix(u64::from(k.entity) + 1)));
+            let fp_s = fingerprint44(mix(k.msisdn ^ mix(u64::from(ALL) + 1)));
+            let refused = self.days.with(h, |b| {
+                let (e, s) = (day_get(b, fp_e, day), day_get(b, fp_s, day));
+                if per_entity > 0 && e >= per_entity {
+                    return Some(Cap::PerEntity);
+                }
+                if per_sub > 0 && s >= per_sub {
+                    return Some(Cap::PerSubscriber);
+                }
+                // Only the counts a cap reads are kept: fewer keys, fewer evictions.
+                if per_entity > 0 {
+                    day_set(b, fp_e, day, e + 1);
+                }
+                if per_sub > 0 {
+                    day_set(b, fp_s, day, s + 1);
+                }
+                None
+            });
+            if refused.is_some() {
+                return refused;
+            }
+        }
+        if let Some(fp) = text_fp {
+            self.texts.with(h, |b| text_set(b, fp, k.unix_s, window));
+        }
+        None
+    }
+
+    /// What `msisdn` has used today from `entity` and over all entities (upper bounds).
+    pub fn usage(&self, msisdn: u64, entity: Option<u32>, day: i64) -> Usage {
+        if self.days.buckets.is_empty() {
+            return Usage::default();
+        }
+        let h = mix(msisdn);
+        let day = (day & 0xFFF) as u64;
+        let fp_s = fingerprint44(mix(msisdn ^ mix(u64::from(ALL) + 1)));
+        let fp_e = entity.map(|e| fingerprint44(mix(msisdn ^ mix(u64::from(e) + 1))));
+        self.days.with(h, |b| Usage {
+            entity_today: fp_e.map_or(0, |fp| day_get(b, fp, day)),
+            subscriber_today: day_get(b, fp_s, day),
+        })
+    }
+}
+
+// ----- buckets ------------------------------------------------------------------------------
+
+/// One table: an array of buckets, each `[header, slot × 7]`. A subscriber's keys may sit in
+/// either of two buckets (two-choice hashing): a lone bucket of 7 slots overflows at a few
+/// subscribers, a pair balances to ~90 % full before anything is evicted.
+#[derive(Debug)]
+struct Buckets {
+    buckets: Vec<Bucket>,
+}
+
+#[derive(Debug, Default)]
+#[repr(C, align(64))]
+struct Bucket([AtomicU64; 8]);
+
+/// The two buckets of a subscriber, copied under their locks.
+type Pair = [[u64; 8]; 2];
+
+/// Fill the tables are sized for at the expected load.
+const LOAD: u64 = 80;
+
+impl Buckets {
+    fn for_slots(slots: u64) -> Buckets {
+        if slots == 0 {
+            return Buckets { buckets: Vec::new() };
+        }
+        let n = (slots * 100 / LOAD / SLOTS as u64).max(2);
+        let mut buckets = Vec::new();
+        buckets.resize_with(n as usize, Bucket::default);
+        Buckets { buckets }
+    }
+
+    fn bytes(&self) -> u64 {
+        (self.buckets.len() * std::mem::size_of::<Bucket>()) as u64
+    }
+
+    /// The two distinct bucket indexes of hash `h` (multiply-shift onto any table size).
+    #[inline]
+    fn indexes(&self, h: u64) -> (usize, usize) {
+        let n = self.buckets.len() as u64;
+        let a = ((u128::from(h) * u128::from(n)) >> 64) as usize;
+        let g = mix(h ^ 0x5851_F42D_4C95_7F2D);
+        let mut b = ((u128::from(g) * u128::from(n)) >> 64) as usize;
+        if b == a {
+            b = if a + 1 < n as usize { a + 1 } else { 0 };
+        }
+        (a, b)
+    }
+
+    #[inline]
+    fn prefetch(&self, h: u64) {
+        if !self.buckets.is_empty() {
+            let (a, b) = self.indexes(h);
+            crate::consent::snapshot::prefetch_read(&self.buckets[a]);
+            crate::consent::snapshot::prefetch_read(&self.buckets[b]);
+        }
+    }
+
+    /// Runs `f` on copies of `h`'s two buckets under their locks and writes the copies back.
+    /// A lock is one bit of the header, taken in index order (no deadlock), held for a few
+    /// dozen instructions by the two or so threads a node runs: a spin is all the waiting it
+    /// needs.
+    fn with<R>(&self, h: u64, f: impl FnOnce(&mut Pair) -> R) -> R {
+        let (a, b) = self.indexes(h);
+        let (lo, hi) = (a.min(b), a.max(b));
+        let headers = [lock(&self.buckets[lo].0[0]), lock(&self.buckets[hi].0[0])];
+        let mut pair: Pair = [[0; 8]; 2];
+        for (k, i) in [lo, hi].into_iter().enumerate() {
+            for (j, w) in pair[k].iter_mut().enumerate() {
+                *w = if j == 0 { headers[k] } else { self.buckets[i].0[j].load(Ordering::Relaxed) };
+            }
+        }
+        let before = pair;
+        let r = f(&mut pair);
+        for (k, i) in [lo, hi].into_iter().enumerate() {
+            let words = &self.buckets[i].0;
+            for j in 1..8 {
+                if pair[k][j] != before[k][j] {
+                    words[j].store(pair[k][j], Ordering::Relaxed);
+                }
+            }
+        }
+        self.buckets[hi].0[0].store(pair[1][0] & !LOCK, Ordering::Release);
+        self.buckets[lo].0[0].store(pair[0][0] & !LOCK, Ordering::Release);
+        r
+    }
+}
+
+/// Takes the lock bit of `header`; the header's value without it.
+#[inline]
+fn lock(header: &AtomicU64) -> u64 {
+    let mut v = header.load(Ordering::Relaxed);
+    loop {
+        if v & LOCK != 0 {
+            std::hint::spin_loop();
+            v = header.load(Ordering::Relaxed);
+            continue;
+        }
+        match header.compare_exchange_weak(v, v | LOCK, Ordering::Acquire, Ordering::Relaxed) {
+            Ok(_) => return v,
+            Err(x) => v = x,
+        }
+    }
+}
+
+/// Where to write a key absent from both buckets: a free slot in the emptier bucket, else
+/// `evict` picks the victim over both (`Err((bucket, slot))`).
+fn place(
+    pair: &Pair,
+    free: impl Fn(u64) -> bool,
+    evict: impl Fn(u64, u64) -> bool,
+) -> Result<(usize, usize), (usize, usize)> {
+    let frees = [0, 1].map(|k| (1..8).filter(|&j| free(pair[k][j])).count());
+    let k = usize::from(frees[1] > frees[0]);
+    if let Some(j) = (1..8).find(|&j| free(pair[k][j])) {
+        return Ok((k, j));
+    }
+    let mut victim = (0, 1);
+    for k in 0..2 {
+        for j in 1..8 {
+            if evict(pair[k][j], pair[victim.0][victim.1]) {
+                victim = (k, j);
+            }
+        }
+    }
+    Err(victim)
+}
+
+/// A 64-bit mix of a key (SplitMix64's finaliser).
+#[inline]
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Non-zero 44-bit fingerprint (0 marks an empty slot).
+#[inline]
+fn fingerprint44(h: u64) -> u64 {
+    (h >> 20).max(1)
+}
+
+#[inline]
+fn fingerprint32(h: u64) -> u64 {
+    (h >> 32).max(1)
+}
+
+// ----- day table ----------------------------------------------------------------------------
+//
+// header: lock (bit 63) | newest floor day (bits 24..36) | floor of that day (16..24), of the
+// day before (8..16), of two days before (0..8).
+
+#[inline]
+fn slot_fp44(s: u64) -> u64 {
+    s >> 20
+}
+#[inline]
+fn slot_day(s: u64) -> u64 {
+    (s >> 8) & 0xFFF
+}
+#[inline]
+fn slot_count(s: u64) -> u32 {
+    (s & 0xFF) as u32
+}
+
+/// Days `a` is before `b`, modulo the 12-bit day.
+#[inline]
+fn days_before(a: u64, b: u64) -> u64 {
+    b.wrapping_sub(a) & 0xFFF
+}
+
+fn floor_of(header: u64, day: u64) -> u32 {
+    let newest = (header >> 24) & 0xFFF;
+    match days_before(day, newest) {
+        0 => ((header >> 16) & 0xFF) as u32,
+        1 => ((header >> 8) & 0xFF) as u32,
+        2 => (header & 0xFF) as u32,
+        // A day after the newest floor (nothing of that day evicted yet), or long before.
+        _ => 0,
+    }
+}
+
+/// Raises the floor of `day` to at least `count`.
+fn raise_floor(header: &mut u64, day: u64, count: u32) {
+    let newest = (*header >> 24) & 0xFFF;
+    let floors = [(*header >> 16) & 0xFF, (*header >> 8) & 0xFF, *header & 0xFF];
+    let ahead = days_before(newest, day);
+    let (newest, floors) = if floors == [0, 0, 0] || (ahead > 0 && ahead < 2048) {
+        // `day` is the first or after the newest: the floors move back by the difference.
+        let mut f = [u64::from(count), 0, 0];
+        if floors != [0, 0, 0] {
+            for (i, v) in floors.into_iter().enumerate() {
+                let j = i as u64 + ahead;
+                if j <= 2 {
+                    f[j as usize] = f[j as usize].max(v);
+                }
+            }
+        }
+        (day, f)
+    } else {
+        let back = days_before(day, newest);
+        if back > 2 {
+            return; // more than two days before the newest: no live key can read it.
+        }
+        let mut f = floors;
+        f[back as usize] = f[back as usize].max(u64::from(count));
+        (newest, f)
+    };
+    *header = (*header & LOCK) | (newest << 24) | (floors[0] << 16) | (floors[1] << 8) | floors[2];
+}
+
+fn day_get(pair: &Pair, fp: u64, day: u64) -> u32 {
+    for b in pair {
+        for &s in &b[1..] {
+            if s != 0 && slot_fp44(s) == fp && slot_day(s) == day {
+                return slot_count(s);
+            }
+        }
+    }
+    floor_of(pair[0][0], day).max(floor_of(pair[1][0], day))
+}
+
+fn day_set(pair: &mut Pair, fp: u64, day: u64, count: u32) {
+    let word = (fp << 20) | (day << 8) | u64::from(count.min(255));
+    for b in pair.iter_mut() {
+        for s in &mut b[1..] {
+            if *s != 0 && slot_fp44(*s) == fp && slot_day(*s) == day {
+                *s = word;
+                return;
+            }
+        }
+    }
+    // Free: empty, or a day no subscriber can still be on (more than two from `day`).
+    let free = |s: u64| s == 0 || days_before(slot_day(s), day) > 2 && days_before(day, slot_day(s)) > 2;
+    let (k, j) = match place(pair, free, |s, v| slot_count(s) < slot_count(v)) {
+        Ok(at) => at,
+        Err((k, j)) => {
+            let s = pair[k][j];
+            raise_floor(&mut pair[k][0], slot_day(s), slot_count(s));
+            (k, j)
+        }
+    };
+    pair[k][j] = word;
+}
+
+// ----- text table ---------------------------------------------------------------------------
+//
+// header: lock (bit 63) | floor: the latest time evicted, Unix seconds (bits 0..32).
+
+fn text_last(pair: &Pair, fp: u64) -> Option<i64> {
+    for b in pair {
+        for &s in &b[1..] {
+            if s != 0 && s >> 32 == fp {
+                return Some((s & 0xFFFF_FFFF) as i64);
+            }
+        }
+    }
+    let floor = (pair[0][0] & 0xFFFF_FFFF).max(pair[1][0] & 0xFFFF_FFFF) as i64;
+    (floor > 0).then_some(floor)
+}
+
+fn text_set(pair: &mut Pair, fp: u64, unix_s: i64, window: i64) {
+    let t = (unix_s.clamp(1, u32::MAX as i64)) as u64;
+    let word = (fp << 32) | t;
+    for b in pair.iter_mut() {
+        for s in &mut b[1..] {
+            if *s != 0 && *s >> 32 == fp {
+                *s = word;
+                return;
+            }
+        }
+    }
+    let at = |s: u64| (s & 0xFFFF_FFFF) as i64;
+    let free = |s: u64| s == 0 || unix_s - at(s) >= window;
+    let (k, j) = match place(pair, free, |s, v| at(s) < at(v)) {
+        Ok(at) => at,
+        Err((k, j)) => {
+            let evicted = at(pair[k][j]) as u64;
+            if evicted > pair[k][0] & 0xFFFF_FFFF {
+                pair[k][0] = (pair[k][0] & !0xFFFF_FFFF) | evicted;
+            }
+            (k, j)
+        }
+    };
+    pair[k][j] = word;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(e: u32, s: u32, w: u32) -> FrequencyConfig {
+        FrequencyConfig { per_entity_per_day: e, per_subscriber_per_day: s, same_text_window_s: w, subscribers: 1024 }
+    }
+
+    fn key(msisdn: u64, entity: u32, day: i64, text: u64, unix_s: i64) -> Key {
+        Key { msisdn, entity, day, text, unix_s }
+    }
+
+    #[test]
+    fn per_entity_and_per_subscriber_caps() {
+        let f = Frequency::new(cfg(2, 3, 0)).unwrap();
+        let (m, day, t) = (8613800138000, 20_600, 1_780_000_000);
+        assert_eq!(f.check_and_count(&key(m, 1, day, 0, t), 2), None);
+        assert_eq!(f.check_and_count(&key(m, 1, day, 0, t), 2), None);
+        assert_eq!(f.check_and_count(&key(m, 1, day, 0, t), 2), Some(Cap::PerEntity));
+        assert_eq!(f.check_and_count(&key(m, 2, day, 0, t), 2), None);
+        assert_eq!(f.check_and_count(&key(m, 3, day, 0, t), 2), Some(Cap::PerSubscriber));
+        assert_eq!(f.usage(m, Some(1), day), Usage { entity_today: 2, subscriber_today: 3 });
+        // The next local day starts from zero; another subscriber is not affected.
+        assert_eq!(f.check_and_count(&key(m, 1, day + 1, 0, t), 2), None);
+        assert_eq!(f.check_and_count(&key(m + 1, 1, day, 0, t), 2), None);
+        // An account override of 0 lifts the entity cap; the subscriber cap still holds.
+        let g = Frequency::new(cfg(1, 2, 0)).unwrap();
+        assert_eq!(g.check_and_count(&key(m, 1, day, 0, t), 0), None);
+        assert_eq!(g.check_and_count(&key(m, 1, day, 0, t), 0), None);
+        assert_eq!(g.check_and_count(&key(m, 1, day, 0, t), 0), Some(Cap::PerSubscriber));
+    }
+
+    #[test]
+    fn same_text_within_the_window_only() {
+        let f = Frequency::new(cfg(0, 0, 60)).unwrap();
+        let (m, t) = (8613800138000, 1_780_000_000);
+        assert_eq!(f.check_and_count(&key(m, 1, 0, 42, t), 0), None);
+        assert_eq!(f.check_and_count(&key(m, 1, 0, 42, t + 59), 0), Some(Cap::SameText));
+        assert_eq!(f.check_and_count(&key(m, 1, 0, 43, t + 59), 0), None, "another text");
+        assert_eq!(f.check_and_count(&key(m, 2, 0, 42, t + 59), 0), None, "another entity");
+        assert_eq!(f.check_and_count(&key(m, 1, 0, 42, t + 60), 0), None, "window over");
+    }
+
+    #[test]
+    fn a_refused_message_is_not_counted() {
+        let f = Frequency::new(cfg(1, 0, 60)).unwrap();
+        let (m, t) = (8613800138000, 1_780_000_000);
+        assert_eq!(f.check_and_count(&key(m, 1, 0, 1, t), 1), None);
+        // Refused by the entity cap: its text must not be marked as sent.
+        assert_eq!(f.check_and_count(&key(m, 1, 0, 2, t), 1), Some(Cap::PerEntity));
+        assert_eq!(f.check_and_count(&key(m, 1, 1, 2, t + 1), 1), None, "next day, text 2 never sent");
+    }
+
+    /// A table far too small for its traffic: counts read high (refuse early), never low.
+    #[test]
+    fn an_overfull_table_only_over_counts() {
+        let f = Frequency::new(FrequencyConfig { subscribers: 1, ..cfg(3, 0, 0) }).unwrap();
+        let buckets = f.days.buckets.len() as u64 / 2;
+        let day = 20_600;
+        let subscribers = buckets * 40; // ~ 40 × 2 keys per bucket for 7 slots
+        let mut sent = vec![0u32; subscribers as usize];
+        for round in 0..5 {
+            for (i, n) in sent.iter_mut().enumerate() {
+                let m = 8613000000000 + i as u64 * 7919;
+                let allowed = f.check_and_count(&key(m, 9, day, 0, 0), 3).is_none();
+                if allowed {
+                    *n += 1;
+                }
+                assert!(*n <= 3, "subscriber {i} got {n} in round {round}");
+            }
+        }
+        for (i, &n) in sent.iter().enumerate() {
+            let m = 8613000000000 + i as u64 * 7919;
+            assert!(f.usage(m, Some(9), day).entity_today >= n, "{i}");
+        }
+    }
+
+    /// At the load the table is sized for, almost every subscriber gets exactly the cap.
+    #[test]
+    fn at_design_load_the_cap_is_exact() {
+        let subscribers = 20_000u64;
+        let f = Frequency::new(FrequencyConfig { subscribers, ..cfg(3, 5, 0) }).unwrap();
+        let day = 20_600;
+        let mut sent = vec![0u32; subscribers as usize];
+        for _ in 0..4 {
+            for (i, n) in sent.iter_mut().enumerate() {
+                let m = 8613000000000 + i as u64 * 7919;
+                *n += u32::from(f.check_and_count(&key(m, 9, day, 0, 0), 3).is_none());
+            }
+        }
+        assert!(sent.iter().all(|&n| n <= 3));
+        let exact = sent.iter().filter(|&&n| n == 3).count() as f64 / subscribers as f64;
+        assert!(exact > 0.999, "{exact}");
+    }
+
+    /// Subscribers on different local dates in one bucket: an eviction of the newer day must
+    /// not wipe the floor of the older.
+    #[test]
+    fn floors_keep_three_days() {
+        let mut h = 0u64;
+        raise_floor(&mut h, 100, 5);
+        raise_floor(&mut h, 101, 2);
+        assert_eq!((floor_of(h, 100), floor_of(h, 101), floor_of(h, 102)), (5, 2, 0));
+        raise_floor(&mut h, 99, 7);
+        assert_eq!(floor_of(h, 99), 7);
+        raise_floor(&mut h, 103, 1);
+        assert_eq!((floor_of(h, 101), floor_of(h, 103), floor_of(h, 100)), (2, 1, 0));
+        // Wraps at 4096 days.
+        let mut w = 0u64;
+        raise_floor(&mut w, 4095, 3);
+        raise_floor(&mut w, 0, 4);
+        assert_eq!((floor_of(w, 4095), floor_of(w, 0)), (3, 4));
+    }
+}
