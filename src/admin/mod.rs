@@ -299,9 +299,19 @@ async fn consent_lookup(
             snap_entity: snap.and_then(|s| s.entity_id(entity)),
         };
         let standing = policy::standing(&data, n);
-        let q = engine.quiet_hours_state(n, crate::time::Clock::system().now());
+        let now = crate::time::Clock::system().now();
+        let q = engine.quiet_hours_state(n, now);
+        // Step 8's counts today, in the subscriber's local day (upper bounds: see
+        // policy::frequency).
+        let caps = &policy.frequency;
+        let usage = engine.frequency().map(|f| f.usage(n, live_entity, policy.zones.of(Some(n)).local(now).day));
+        let capped = usage.is_some_and(|u| {
+            (caps.per_entity_per_day > 0 && u.entity_today >= caps.per_entity_per_day)
+                || (caps.per_subscriber_per_day > 0 && u.subscriber_today >= caps.per_subscriber_per_day)
+        });
         let enforced = match engine.consent_verdict(standing) {
             Verdict::Accept if q.inside => Verdict::Reject(policy::Reason::QuietHours),
+            Verdict::Accept if capped => Verdict::Reject(policy::Reason::FrequencyCap),
             v => v,
         };
         let verdict = enforced.under(policy.mode);
@@ -319,7 +329,13 @@ async fn consent_lookup(
                 "window": q.window.map(|w| format!("{}-{}", policy::DailyWindow::fmt_time(w.start), policy::DailyWindow::fmt_time(w.end))),
                 "inside": q.inside,
             },
-            "note": "for a commercial message from this entity now; licence, sender id, class and an account's own quiet hours depend on the account and are not part of this lookup",
+            "frequency": usage.map(|u| json!({
+                "entity_today": u.entity_today,
+                "per_entity_per_day": (caps.per_entity_per_day > 0).then_some(caps.per_entity_per_day),
+                "subscriber_today": u.subscriber_today,
+                "per_subscriber_per_day": (caps.per_subscriber_per_day > 0).then_some(caps.per_subscriber_per_day),
+            })),
+            "note": "for a commercial message from this entity now; licence, sender id, class, the text (content rules, signature, opt-out hint, same-text window) and an account's own quiet hours and cap depend on the account and the message and are not part of this lookup",
         });
     }
     Json(json!({ "msisdn": n.to_string(), "snapshot": snapshot_part, "live": live, "decision": decision }))

@@ -203,7 +203,7 @@ impl Frequency {
 /// subscribers, a pair balances to ~90 % full before anything is evicted.
 #[derive(Debug)]
 struct Buckets {
-    buckets: Vec<Bucket>,
+    buckets: Box<[Bucket]>,
 }
 
 #[derive(Debug, Default)]
@@ -219,12 +219,10 @@ const LOAD: u64 = 80;
 impl Buckets {
     fn for_slots(slots: u64) -> Buckets {
         if slots == 0 {
-            return Buckets { buckets: Vec::new() };
+            return Buckets { buckets: Box::new([]) };
         }
-        let n = (slots * 100 / LOAD / SLOTS as u64).max(2);
-        let mut buckets = Vec::new();
-        buckets.resize_with(n as usize, Bucket::default);
-        Buckets { buckets }
+        let n = (slots * 100 / LOAD / SLOTS as u64).max(2) as usize;
+        Buckets { buckets: zeroed(n) }
     }
 
     fn bytes(&self) -> u64 {
@@ -280,6 +278,23 @@ impl Buckets {
         self.buckets[hi].0[0].store(pair[1][0] & !LOCK, Ordering::Release);
         self.buckets[lo].0[0].store(pair[0][0] & !LOCK, Ordering::Release);
         r
+    }
+}
+
+/// `n` zeroed buckets straight from the allocator (`calloc`: the kernel's zero pages, so a
+/// table of gigabytes costs nothing until used, and builds in no time).
+#[allow(unsafe_code)]
+fn zeroed(n: usize) -> Box<[Bucket]> {
+    let layout = std::alloc::Layout::array::<Bucket>(n).expect("table size fits the address space");
+    // SAFETY: a Bucket is eight AtomicU64, for which all-zero bytes are a valid value; the
+    // pointer comes from the global allocator with the layout of `[Bucket; n]`, which is what
+    // the Box frees it with.
+    unsafe {
+        let p = std::alloc::alloc_zeroed(layout).cast::<Bucket>();
+        if p.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, n))
     }
 }
 

@@ -84,6 +84,8 @@ struct World {
     seq: u64,
     /// The decision's instant (Unix ms); `None` = noon UTC of `today`.
     at_ms: Option<i64>,
+    /// Built at the first decision and kept: the frequency counters live in it.
+    engine: std::cell::OnceCell<Engine>,
 }
 
 impl World {
@@ -95,6 +97,7 @@ impl World {
             today: today(),
             seq: 0,
             at_ms: None,
+            engine: std::cell::OnceCell::new(),
         }
     }
 
@@ -106,7 +109,21 @@ impl World {
     }
 
     fn decide_full(&self, system_id: &str, src: &[u8], dest: Addr, service_type: &[u8]) -> Verdict {
-        let engine = self.cfg.engine();
+        self.decide_message(system_id, src, dest, service_type, None)
+    }
+
+    /// Decides a message of `text` (UCS-2 on the wire, decoded and folded as a session does
+    /// when the engine reads text); `None` = no text.
+    fn decide_message(
+        &self,
+        system_id: &str,
+        src: &[u8],
+        dest: Addr,
+        service_type: &[u8],
+        text: Option<&str>,
+    ) -> Verdict {
+        let engine = self.engine.get_or_init(|| self.cfg.engine());
+        let ucs2: Vec<u8> = text.unwrap_or("").encode_utf16().flat_map(u16::to_be_bytes).collect();
         let data = ConsentView {
             snapshot: self.snap.as_ref(),
             delta: &self.delta,
@@ -118,11 +135,14 @@ impl World {
             destination: dest,
             service_type,
             esm_class: 0,
-            data_coding: 0,
-            short_message: b"",
+            data_coding: 8,
+            short_message: &ucs2,
             tlvs: b"",
             text: None,
         };
+        let (mut scratch, mut folded) = (String::new(), String::new());
+        m.fold_text_into(&mut scratch, &mut folded);
+        let m = if text.is_some() && engine.reads_text() { m.with_text(&folded) } else { m };
         let now = Now::at(self.at_ms.unwrap_or(self.today * 86_400_000 + 43_200_000));
         let idx = engine.lookup(system_id).expect("account");
         let d = engine.decide(idx, &data, &m, now);
@@ -135,6 +155,12 @@ impl World {
             "status of {d:?}"
         );
         d.verdict
+    }
+
+    /// [`World::decide`] with a text.
+    fn say(&self, msisdn: u64, text: &str) -> Verdict {
+        let digits = msisdn.to_string();
+        self.decide_message("acme", SENDER, Addr { ton: 1, npi: 1, addr: digits.as_bytes() }, b"", Some(text))
     }
 
     /// The marketing account, an allowed sender, an international destination.
@@ -412,6 +438,149 @@ fn quiet_hours_config_errors_name_the_key() {
         ("[[account]]\nsystem_id = \"a\"\nclass = \"marketing\"\nquiet_hours = { start = \"09:00\", end = \"10:00\", timezone = \"UTC\" }", "account[0].quiet_hours.timezone", "once"),
     ] {
         let errs = Config::parse(&format!("{base}{text}")).expect_err(text);
+        assert!(errs.iter().any(|e| e.key == key && e.message.contains(what)), "{text}: {errs:?}");
+    }
+}
+
+/// Step 4, content rules on the folded text: a `reject` rule refuses whatever the class (the
+/// transactional account too), a `marketing` rule makes a transactional account's message
+/// commercial and so subject to consent; full-width and upper case meet lower-case literals.
+#[test]
+fn content_rules_reject_or_reclassify() {
+    let rules = r#"regime = "opt-in"
+[[policy.content_rule]]
+name = "gambling"
+literals = ["博彩", "casino"]
+action = "reject"
+[[policy.content_rule]]
+name = "promo"
+literals = ["优惠"]
+regex = ['\d+% ?off']
+action = "marketing"
+"#;
+    let w = World::new(rules, "");
+    let otp = |text: &str, to: u64| {
+        let digits = to.to_string();
+        w.decide_message("otp", SENDER, Addr { ton: 1, npi: 1, addr: digits.as_bytes() }, b"", Some(text))
+    };
+    assert_eq!(w.say(GRANTED, "在线博彩，注册即送"), Reject(R::ContentBlocked));
+    assert_eq!(w.say(GRANTED, "Best ＣＡＳＩＮＯ in town"), Reject(R::ContentBlocked), "full-width, upper case");
+    assert_eq!(otp("your code 1234 — casino", NONE), Reject(R::ContentBlocked), "reject is whatever the class");
+    assert_eq!(w.say(GRANTED, "hello"), Accept);
+    // Transactional account, no consent: through, unless a marketing rule matches.
+    assert_eq!(otp("您的验证码是 1234", NONE), Accept);
+    assert_eq!(otp("验证码 1234，本周优惠", NONE), Reject(R::NoConsent));
+    assert_eq!(otp("today 30% OFF", NONE), Reject(R::NoConsent), "regex on the folded text");
+    assert_eq!(otp("today 30% OFF", GRANTED), Accept, "commercial with consent");
+    // Both rules match: reject wins.
+    assert_eq!(otp("优惠 casino", GRANTED), Reject(R::ContentBlocked));
+    // Monitor mode only counts.
+    let m = World::new(&format!("mode = \"monitor\"\n{rules}"), "");
+    assert_eq!(m.say(GRANTED, "博彩"), WouldReject(R::ContentBlocked));
+}
+
+/// Step 5: a commercial message carries its account's registered 【signature】 at the start or
+/// end and an opt-out hint; transactional traffic is not checked.
+#[test]
+fn commercial_messages_need_signature_and_opt_out_hint() {
+    let pol = "regime = \"opt-out\"\n[policy.commercial]\nrequire_signature = true\nopt_out_hints = [\"回T退订\", \"reply stop\"]\n";
+    let w = World::new(pol, "signatures = [\"Acme商城\"]");
+    assert_eq!(w.say(GRANTED, "【Acme商城】双十一五折，回T退订"), Accept);
+    assert_eq!(w.say(GRANTED, "双十一五折，回T退订【ACME商城】"), Accept, "at the end, any case");
+    assert_eq!(w.say(GRANTED, "【ａｃｍｅ商城】sale! Reply STOP to opt out"), Accept, "full-width");
+    assert_eq!(w.say(GRANTED, "双十一五折，回T退订"), Reject(R::MissingSignature));
+    assert_eq!(w.say(GRANTED, "【别家】双十一五折，回T退订"), Reject(R::MissingSignature), "not its signature");
+    assert_eq!(w.say(GRANTED, "双十一【Acme商城】五折，回T退订"), Reject(R::MissingSignature), "in the middle");
+    assert_eq!(w.say(GRANTED, "【Acme商城】双十一五折"), Reject(R::MissingOptOutHint));
+    // Before consent: a refused subscriber is refused for the checks' reason first.
+    assert_eq!(w.say(REVOKED, "双十一五折"), Reject(R::MissingSignature));
+    let digits = NONE.to_string();
+    let otp =
+        w.decide_message("otp", SENDER, Addr { ton: 1, npi: 1, addr: digits.as_bytes() }, b"", Some("验证码 1234"));
+    assert_eq!(otp, Accept, "transactional: not checked");
+    // Hints alone (no signature required).
+    let h = World::new("regime = \"opt-out\"\n[policy.commercial]\nopt_out_hints = [\"回T退订\"]", "");
+    assert_eq!(h.say(GRANTED, "五折 回t退订"), Accept);
+    assert_eq!(h.say(GRANTED, "五折"), Reject(R::MissingOptOutHint));
+}
+
+/// Step 8: per entity and per subscriber per local day (the subscriber's midnight, not
+/// UTC's), the same text within the window; only allowed messages count, so a refusal by an
+/// earlier step or by a cap does not use the allowance.
+#[test]
+fn frequency_caps_per_local_day() {
+    let pol = "regime = \"opt-out\"\n[policy.frequency]\nper_entity_per_day = 2\nsame_text_window = \"2h\"\n               [policy.timezones]\n\"86\" = \"Asia/Shanghai\"\n";
+    let mut w = World::new(pol, "");
+    // 23:00 Shanghai on 01 June (15:00 UTC).
+    w.at_ms = Some(utc(2026, 6, 1, 15, 0));
+    assert_eq!(w.say(GRANTED, "one"), Accept);
+    assert_eq!(w.say(GRANTED, "one"), Reject(R::FrequencyCap), "same text within the window");
+    assert_eq!(w.say(GRANTED, "two"), Accept);
+    assert_eq!(w.say(GRANTED, "three"), Reject(R::FrequencyCap), "two a day");
+    assert_eq!(w.say(NONE, "three"), Accept, "another subscriber");
+    // Refused earlier (revoked): not counted against REVOKED's allowance — nothing to check.
+    assert_eq!(w.say(REVOKED, "x"), Reject(R::Revoked));
+    // 00:30 Shanghai on 02 June (16:30 UTC, still 01 June in UTC): a new day.
+    w.at_ms = Some(utc(2026, 6, 1, 16, 30));
+    assert_eq!(w.say(GRANTED, "three"), Accept);
+    assert_eq!(w.say(GRANTED, "one"), Reject(R::FrequencyCap), "the window spans midnight");
+    w.at_ms = Some(utc(2026, 6, 1, 17, 30));
+    assert_eq!(w.say(GRANTED, "one"), Accept, "2 h 30 after: the window is over, the day's second");
+    assert_eq!(w.say(GRANTED, "four"), Reject(R::FrequencyCap), "two a day");
+    // Transactional traffic is not capped.
+    let digits = GRANTED.to_string();
+    for _ in 0..5 {
+        let v = w.decide_message("otp", SENDER, Addr { ton: 1, npi: 1, addr: digits.as_bytes() }, b"", Some("code"));
+        assert_eq!(v, Accept);
+    }
+}
+
+/// Over all entities, and an account's own cap; a cap refusal does not count.
+#[test]
+fn frequency_per_subscriber_and_account_override() {
+    let pol = "regime = \"opt-out\"\n[policy.frequency]\nper_entity_per_day = 1\nper_subscriber_per_day = 3\n";
+    let w = World::new(pol, "[account.frequency]\nper_entity_per_day = 5");
+    for i in 0..3 {
+        assert_eq!(w.say(GRANTED, &format!("m{i}")), Accept, "acme may send 5; subscriber 3");
+    }
+    assert_eq!(w.say(GRANTED, "m3"), Reject(R::FrequencyCap), "subscriber's 3 a day");
+    let mut x = World::new(pol, "");
+    x.at_ms = Some(utc(2026, 6, 1, 12, 0));
+    assert_eq!(x.say(NONE, "a"), Accept);
+    for _ in 0..10 {
+        assert_eq!(x.say(NONE, "b"), Reject(R::FrequencyCap));
+    }
+    x.at_ms = Some(utc(2026, 6, 2, 12, 0));
+    assert_eq!(x.say(NONE, "b"), Accept, "refusals did not count; a new UTC day");
+}
+
+/// Bad content, commercial and frequency config names the key.
+#[test]
+fn text_step_config_errors_name_the_key() {
+    let base = "[upstream]\naddress = \"10.1.2.3:2775\"\n";
+    let acct = "[[account]]\nsystem_id = \"a\"\nclass = \"marketing\"\n";
+    for (text, key, what) in [
+        ("[[policy.content_rule]]\nname = \"x\"\nregex = [\"ok\", \"(unclosed\"]\naction = \"reject\"", "policy.content_rule[0].regex[1]", "unclosed"),
+        ("[[policy.content_rule]]\nname = \"x\"\nliterals = [\"a\"]\naction = \"block\"", "policy.content_rule[0].action", "marketing | reject"),
+        ("[[policy.content_rule]]\nliterals = [\"a\"]\naction = \"reject\"", "policy.content_rule[0].name", "required"),
+        ("[[policy.content_rule]]\nname = \"x\"\naction = \"reject\"", "policy.content_rule[0].literals", "at least one"),
+        ("[[policy.content_rule]]\nname = \"x\"\nliterals = [\"a\"]\naction = \"reject\"\n[[policy.content_rule]]\nname = \"x\"\nliterals = [\"b\"]\naction = \"reject\"", "policy.content_rule[1].name", "twice"),
+        ("[policy.frequency]\nper_entity_per_day = 255", "policy.frequency.per_entity_per_day", "1..=254"),
+        ("[policy.frequency]\nper_subscriber_per_day = 0", "policy.frequency.per_subscriber_per_day", "1..=254"),
+        ("[policy.frequency]\nsame_text_window = \"soon\"", "policy.frequency.same_text_window", "soon"),
+        ("[policy.frequency]\nsame_text_window = \"8d\"", "policy.frequency.same_text_window", "7d"),
+        ("[policy.commercial]\nopt_out_hints = [\" \"]", "policy.commercial.opt_out_hints", "empty"),
+        ("[policy]\nreassembly_timeout = \"0s\"", "policy.reassembly_timeout", "greater than zero"),
+    ] {
+        let errs = Config::parse(&format!("{base}{text}")).expect_err(text);
+        assert!(errs.iter().any(|e| e.key == key && e.message.contains(what)), "{text}: {errs:?}");
+    }
+    for (text, key, what) in [
+        ("signatures = [\"【Acme】\"]", "account[0].signatures", "brackets"),
+        ("[account.frequency]\nper_entity_per_day = 300", "account[0].frequency.per_entity_per_day", "1..=254"),
+        ("[account.frequency]\nper_subscriber_per_day = 3", "account[0].frequency", "only per_entity_per_day"),
+    ] {
+        let errs = Config::parse(&format!("{base}{acct}{text}")).expect_err(text);
         assert!(errs.iter().any(|e| e.key == key && e.message.contains(what)), "{text}: {errs:?}");
     }
 }

@@ -36,7 +36,11 @@ fn session() -> Session {
 
 /// A session on [`CONFIG`] with `extra` appended.
 fn session_with(extra: &str) -> Session {
-    let cfg = Config::parse(&format!("{CONFIG}{extra}")).expect("config");
+    session_on(&format!("{CONFIG}{extra}"))
+}
+
+fn session_on(text: &str) -> Session {
+    let cfg = Config::parse(text).expect("config");
     let ctx = Arc::new(Context {
         session: cfg.session.clone(),
         upstream: cfg.upstream.clone(),
@@ -269,4 +273,87 @@ fn losing_a_leg_while_closing_unbinds_the_other_again_and_ends_on_its_answer() {
     from_esme(&mut s, &pdu(cmd::UNBIND_RESP, 0, again[0].sequence_number, b""));
     assert!(s.is_done(), "answered: no wait for the close deadline");
     assert_eq!(s.close_reason(), "smsc closed the connection");
+}
+
+/// Part `seq_no` of `total` (ref 7) with `text` (ASCII, GSM 7-bit coded as one byte each).
+fn part_text(seq: u32, seq_no: u8, total: u8, text: &str) -> Vec<u8> {
+    let mut p = part(seq, seq_no, total);
+    let sm = [&[5u8, 0, 3, 7, total, seq_no][..], text.as_bytes()].concat();
+    p.truncate(p.len() - 11);
+    p.push(sm.len() as u8);
+    p.extend_from_slice(&sm);
+    let len = p.len() as u32;
+    p[..4].copy_from_slice(&len.to_be_bytes());
+    p
+}
+
+const HOLDING: &str = r#"reassembly_timeout = "2s"
+[[policy.content_rule]]
+name = "gambling"
+literals = ["casino"]
+action = "reject"
+"#;
+
+fn holding_session() -> Session {
+    let cfg = CONFIG
+        .replace("on_snapshot_unavailable = \"allow\"\n", &format!("on_snapshot_unavailable = \"allow\"\n{HOLDING}"));
+    session_on(&cfg)
+}
+
+#[test]
+fn held_parts_are_decided_once_on_the_whole_text() {
+    let mut s = holding_session();
+    // "casino" straddles the parts; part 2 comes first.
+    assert!(from_esme(&mut s, &part_text(1, 2, 2, "ino tonight")).is_empty(), "held");
+    assert!(take(&mut s.down.out).is_empty(), "not answered yet");
+    assert!(from_esme(&mut s, &part_text(2, 1, 2, "big cas")).is_empty(), "refused: nothing relayed");
+    let down = take(&mut s.down.out);
+    let answered: Vec<_> = down.iter().map(|h| (h.sequence_number, h.command_status)).collect();
+    assert_eq!(answered, [(1, 0x406), (2, 0x406)], "both parts, in arrival order, content_blocked");
+    assert_eq!(s.stats.decisions, 1);
+    // Allowed text: both parts relayed in arrival order once the last comes.
+    assert!(from_esme(&mut s, &part_text(3, 2, 2, "world")).is_empty());
+    let up = from_esme(&mut s, &part_text(4, 1, 2, "hello "));
+    assert_eq!(up.len(), 2);
+    assert_eq!(s.stats.decisions, 2);
+    let seqs: Vec<_> = up.iter().map(|h| h.sequence_number).collect();
+    let down = from_smsc(
+        &mut s,
+        &[pdu(cmd::SUBMIT_SM_RESP, 0, seqs[0], b"a\0"), pdu(cmd::SUBMIT_SM_RESP, 0, seqs[1], b"b\0")].concat(),
+    );
+    assert_eq!(down.iter().map(|h| h.sequence_number).collect::<Vec<_>>(), [3, 4]);
+}
+
+#[test]
+fn an_incomplete_message_is_decided_at_the_timeout_and_late_parts_follow() {
+    let mut s = holding_session();
+    assert!(from_esme(&mut s, &part_text(1, 1, 3, "hello")).is_empty());
+    s.set_clock(1_900_000);
+    s.on_tick();
+    assert!(take(&mut s.up.out).is_empty(), "still waiting");
+    s.set_clock(2_000_000);
+    s.on_tick();
+    assert_eq!(take(&mut s.up.out).len(), 1, "decided on what came, relayed");
+    let up = from_esme(&mut s, &part_text(2, 2, 3, "casino"));
+    assert_eq!(up.len(), 1, "a late part takes the verdict made: not held, not re-decided");
+    assert_eq!(s.stats.decisions, 1);
+}
+
+#[test]
+fn held_parts_are_answered_when_the_smsc_goes_and_released_when_draining() {
+    let mut s = holding_session();
+    from_esme(&mut s, &part_text(1, 1, 2, "hello"));
+    s.smsc_gone("test");
+    let down = take(&mut s.down.out);
+    assert!(down.iter().any(|h| h.sequence_number == 1 && h.command_status == status::ESME_RSYSERR), "{down:?}");
+    let mut d = holding_session();
+    from_esme(&mut d, &part_text(5, 1, 2, "hello"));
+    d.begin_drain();
+    assert_eq!(take(&mut d.up.out).len(), 1, "no more parts will come: decided and relayed");
+}
+
+#[test]
+fn holding_is_only_for_engines_that_read_text() {
+    let mut s = session();
+    assert_eq!(from_esme(&mut s, &part_text(1, 1, 2, "hello")).len(), 1, "relayed at once");
 }
