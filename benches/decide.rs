@@ -27,6 +27,14 @@
 //! for 100 M DNC + 100 M pairs: ~6 GB of CSV and ~3.2 GB peak during the build).
 //! `CONSENTGATE_BENCH_QUIET_HOURS=1` turns step 7 on (a window the bench never falls in, three
 //! zones), to price the subscriber's local time per decision.
+//!
+//! Group `decide_text` (issue #12): the same random queries with a 36-character UCS-2
+//! marketing text that carries its 【signature】 and opt-out hint. `no_text_steps` is the
+//! engine above (the text is not read); `1000_content_rules` adds 1 000 content rules (the set
+//! of `benches/content_rules.py`: 2 000 literals, 100 regexes, none matching) and times what a
+//! session then does per message — decode and fold the text, then decide; `all_steps` adds
+//! the commercial checks, frequency caps and quiet hours too. Target: 1 000 rules ≤ 2× the
+//! cost without.
 //! `CONSENTGATE_BENCH_SNAPSHOT=FILE` runs on an existing snapshot instead (e.g. the 1 B-record
 //! one of `benches/billion.py`): the granted pairs (entities `brand-N`) and DNC numbers of the
 //! queries are sampled from its table, and there is no hash-map baseline.
@@ -79,6 +87,8 @@ struct Query {
 struct Fixture {
     snap: Snapshot,
     cfg: Config,
+    /// The config text `cfg` was parsed from (the text-step cases extend it).
+    toml: String,
     queries: Vec<Query>,
     /// The same mix, but in runs of [`SESSION_BATCH`] queries from one account, as a session
     /// decides the PDUs of one read batch for its one account.
@@ -282,7 +292,7 @@ fn finish(
             batched.push(Query { account, dest: digits.try_into().expect("13 digits"), msisdn });
         }
     }
-    Fixture { snap, cfg, queries, batched, naive, total }
+    Fixture { snap, cfg, toml, queries, batched, naive, total }
 }
 
 fn busy_delta(rng: &mut Rng) -> Delta {
@@ -309,6 +319,7 @@ fn busy_delta(rng: &mut Rng) -> Delta {
 
 fn bench(c: &mut Criterion) {
     let fx = fixture();
+    bench_text(c, &fx);
     let mut rng = Rng(42);
     let t = Instant::now();
     let busy = busy_delta(&mut rng);
@@ -421,6 +432,88 @@ fn bench(c: &mut Criterion) {
         });
         g.finish();
     }
+}
+
+/// The content rules of `benches/content_rules.py`.
+fn content_rules(n: usize) -> String {
+    let mut t = String::new();
+    for i in 0..n {
+        write!(t, "[[policy.content_rule]]\nname = \"r{i}\"\nliterals = [\"blocked-{i}\", \"违禁词{i}\"]\n").unwrap();
+        if i % 10 == 0 {
+            writeln!(t, "regex = ['spam{i}[0-9]{{4}}']").unwrap();
+        }
+        writeln!(t, "action = \"{}\"", if i % 2 == 0 { "reject" } else { "marketing" }).unwrap();
+    }
+    t
+}
+
+const ALL_STEPS: &str =
+    "[policy.commercial]\nrequire_signature = true\nopt_out_hints = [\"回T退订\", \"拒收请回复R\"]\n\
+    [policy.frequency]\nper_entity_per_day = 10\nper_subscriber_per_day = 20\nsame_text_window = \"60s\"\n";
+
+fn bench_text(c: &mut Criterion, fx: &Fixture) {
+    let text = "【Bench】本周会员日全场八折，新老顾客均可参加，详情见官网，回T退订";
+    let ucs2: Vec<u8> = text.encode_utf16().flat_map(u16::to_be_bytes).collect();
+    let signed = fx.toml.replace("sender_id = [\"1069*\"]\n", "sender_id = [\"1069*\"]\nsignatures = [\"Bench\"]\n");
+    let rules = Config::parse(&format!("{signed}{}", content_rules(1000))).expect("rules config");
+    let all = Config::parse(&format!("{signed}{ALL_STEPS}{}", content_rules(1000))).expect("all-steps config");
+    let delta = Delta::new();
+    let now = consentgate::time::Clock::system().now();
+    let src = Addr { ton: 0, npi: 1, addr: b"1069012345" };
+    let label = format!("{}M", fx.total / 1_000_000);
+    let mut g = c.benchmark_group("decide_text");
+    g.throughput(Throughput::Elements(1));
+    g.sample_size(30).measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(2));
+    for (name, cfg) in [
+        (format!("{label}_no_text_steps"), &fx.cfg),
+        (format!("{label}_1000_content_rules"), &rules),
+        (format!("{label}_all_steps"), &all),
+    ] {
+        let engine = cfg.engine();
+        let views: Vec<(AccountIdx, ConsentView)> = (0..ENTITIES)
+            .map(|e| {
+                let entity = format!("brand-{e}");
+                let data = ConsentView {
+                    snapshot: Some(&fx.snap),
+                    delta: &delta,
+                    live_entity: Some(delta.intern(&entity)),
+                    snap_entity: fx.snap.entity_id(&entity),
+                };
+                (engine.lookup(&format!("a{e}")).expect("account"), data)
+            })
+            .collect();
+        let (mut scratch, mut folded) = (String::new(), String::new());
+        let mut i = 0usize;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let q = &fx.queries[i];
+                i += 1;
+                if i == fx.queries.len() {
+                    i = 0;
+                }
+                let m = Message {
+                    source: src,
+                    destination: Addr { ton: 1, npi: 1, addr: &q.dest },
+                    service_type: b"",
+                    esm_class: 0,
+                    data_coding: 8,
+                    short_message: black_box(&ucs2),
+                    tlvs: b"",
+                    text: None,
+                };
+                let (idx, data) = &views[q.account as usize];
+                // As SessionPolicy::decide_text: the text only when a step reads it.
+                if engine.reads_text() {
+                    folded.clear();
+                    m.fold_text_into(&mut scratch, &mut folded);
+                    black_box(engine.decide(*idx, data, &m.with_text(&folded), now))
+                } else {
+                    black_box(engine.decide(*idx, data, black_box(&m), now))
+                }
+            })
+        });
+    }
+    g.finish();
 }
 
 criterion_group!(benches, bench);

@@ -27,6 +27,13 @@ binary (e.g. built from an earlier commit) on the same config, so the cost of a 
 measured side by side (issue #4: metrics and the audit log must cost <= 3 %). --extra-toml
 FILE appends config (e.g. an [audit] section) to the current binary's config only.
 
+With --all-steps (issue #12) every step of the pipeline is on as well: 1 000 content rules
+(benches/content_rules.py: 2 000 literals, 100 regexes, none matching the traffic), the
+commercial checks (a registered 【signature】 and an opt-out hint, both present), frequency
+caps (10 per entity and 20 per subscriber per local day, the same text within 60 s), quiet
+hours (a one-minute window at 03:00 Shanghai, so the verdicts stay those of consent), and
+every message carries the text --text (UCS-2): the gateway decodes and folds every message.
+
 Then (unless --half-rate-runs 0) the added latency at half load: every forwarder again,
 alternating, with the load capped at half the relay's median maximum rate; the p99 difference
 consentgate − relay is the latency consentgate adds (issue #5 target: <= 50 us).
@@ -195,6 +202,10 @@ def main():
     ap.add_argument("--baseline-bin", default=None)
     ap.add_argument("--extra-toml", default=None)
     ap.add_argument("--half-rate-runs", type=int, default=5)
+    ap.add_argument("--all-steps", action="store_true",
+                    help="every step on: content rules, commercial checks, caps, quiet hours (issue #12)")
+    ap.add_argument("--text", default="【Bench】本周会员日全场八折，详情见官网，回T退订",
+                    help="with --all-steps: the text of every message")
     ap.add_argument("--out", default=None, help="report base name under target/bench/")
     ap.add_argument("--pcap", default=None,
                     help="also replay this capture (load --pcap --speed max) through every forwarder")
@@ -235,6 +246,12 @@ snapshot = "{snap}"
     cfg = os.path.join(tmp, "bench.toml")
     base_cfg = os.path.join(tmp, "base.toml")
     extra = open(a.extra_toml).read() if a.extra_toml else ""
+    account_more = ""
+    if a.all_steps:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import content_rules
+        extra += ALL_STEPS_TOML + content_rules.toml(1000)
+        account_more = 'signatures = ["Bench"]\n'
     for path, port, more, pol in ((cfg, gw_p, extra, policy_toml), (base_cfg, base_p, "", base_policy_toml or policy_toml)):
       with open(path, "w") as f:
         f.write(f"""
@@ -252,7 +269,7 @@ system_id = "bench"
 entity = "bench-brand"
 class = "marketing"
 licence = "B2-BENCH"
-""")
+{account_more if path == cfg else ""}""")
     env = dict(os.environ, RUST_LOG="warn")
     procs = []
     try:
@@ -295,6 +312,8 @@ licence = "B2-BENCH"
                         cmd += ["--scenario", scenario]
                     if dest_range:
                         cmd += ["--destinations", dest_range]
+                    if a.all_steps:
+                        cmd += ["--text", a.text]
                     cpu0 = cpu_seconds(pids[name])
                     subprocess.run(pin(0, cmd, use_pin), env=env, check=True, stdout=subprocess.DEVNULL)
                     cpu = cpu_seconds(pids[name]) - cpu0
@@ -411,6 +430,26 @@ licence = "B2-BENCH"
             except subprocess.TimeoutExpired:
                 p.kill()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --all-steps: every step of the pipeline but the content rules (content_rules.toml adds them).
+ALL_STEPS_TOML = """
+[policy.commercial]
+require_signature = true
+opt_out_hints = ["回T退订", "拒收请回复R", "reply STOP"]
+[policy.frequency]
+per_entity_per_day = 10
+per_subscriber_per_day = 20
+same_text_window = "60s"
+[policy.quiet_hours]
+start = "03:00"
+end = "03:01"
+timezone = "Asia/Shanghai"
+[policy.timezones]
+"86" = "Asia/Shanghai"
+"1" = "America/New_York"
+"91" = "Asia/Kolkata"
+"""
 
 
 COLORS = {"consentgate": "#1f77b4", "relay": "#7f7f7f", "baseline": "#ff7f0e"}

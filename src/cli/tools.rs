@@ -65,6 +65,10 @@ pub struct LoadArgs {
     /// consent snapshot as real traffic does [default: a pool of 1024 fixed numbers].
     #[arg(long, value_name = "LO-HI", conflicts_with_all = ["scenario", "pcap"])]
     destinations: Option<consentgate::load::DestRange>,
+    /// Random traffic: this text in every message (UCS-2 unless it is all GSM 7-bit;
+    /// split into parts when long) [default: a verification code].
+    #[arg(long, conflicts_with_all = ["scenario", "pcap"])]
+    text: Option<String>,
     /// JSONL scenario: {"source","destination","text","encoding","expect"} per line.
     #[arg(long, conflicts_with = "pcap")]
     scenario: Option<PathBuf>,
@@ -165,6 +169,7 @@ pub async fn load(a: LoadArgs) -> anyhow::Result<ExitCode> {
         speed,
         report,
         destinations,
+        text,
     } = a;
     let replay = match &pcap {
         Some(p) => {
@@ -180,8 +185,8 @@ pub async fn load(a: LoadArgs) -> anyhow::Result<ExitCode> {
     };
     let scenario = match scenario {
         Some(p) => {
-            let text = std::fs::read_to_string(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
-            Some(consentgate::load::parse_scenario(&text, &p.display().to_string())?)
+            let lines = std::fs::read_to_string(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+            Some(consentgate::load::parse_scenario(&lines, &p.display().to_string())?)
         }
         None => None,
     };
@@ -204,6 +209,7 @@ pub async fn load(a: LoadArgs) -> anyhow::Result<ExitCode> {
         replay,
         speed,
         destinations,
+        text,
         ..Default::default()
     };
     let r = consentgate::load::run(cfg).await?;

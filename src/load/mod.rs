@@ -110,6 +110,9 @@ pub struct LoadConfig {
     /// (`--destinations LO-HI`), so lookups spread over a consent snapshot the way real
     /// traffic does. `None` = a pool of [`templates::RANDOM_POOL`] fixed destinations.
     pub destinations: Option<DestRange>,
+    /// Random traffic: this text in every message instead of a verification code (GSM 7-bit
+    /// when it can be, else UCS-2).
+    pub text: Option<String>,
 }
 
 impl Default for LoadConfig {
@@ -131,6 +134,7 @@ impl Default for LoadConfig {
             replay: None,
             speed: Speed::Factor(1.0),
             destinations: None,
+            text: None,
         }
     }
 }

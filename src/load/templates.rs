@@ -170,10 +170,18 @@ pub(super) fn build_templates(cfg: &LoadConfig) -> anyhow::Result<Templates> {
                     Some(r) => format!("{:0w$}", r.lo, w = r.digits as usize),
                     None => format!("86138{:08}", rng.next_u64() % 100_000_000),
                 };
-                let text =
-                    format!("Your verification code is {:06}. It expires in 5 minutes.", rng.next_u64() % 1_000_000);
-                let bodies = split_text(&text, Encoding::Gsm7)?;
-                t.push_message(&cfg.source, &dest, Encoding::Gsm7, &bodies, cfg.registered_delivery, None);
+                let (text, enc) = match &cfg.text {
+                    Some(t) => (t.clone(), if crate::smpp::text::is_gsm7(t) { Encoding::Gsm7 } else { Encoding::Ucs2 }),
+                    None => (
+                        format!(
+                            "Your verification code is {:06}. It expires in 5 minutes.",
+                            rng.next_u64() % 1_000_000
+                        ),
+                        Encoding::Gsm7,
+                    ),
+                };
+                let bodies = split_text(&text, enc)?;
+                t.push_message(&cfg.source, &dest, enc, &bodies, cfg.registered_delivery, None);
             }
         }
     }

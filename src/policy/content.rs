@@ -86,11 +86,7 @@ impl ContentRules {
         let literals = if folded.is_empty() {
             None
         } else {
-            Some(AhoCorasickBuilder::new().match_kind(MatchKind::Standard).build(&folded).map_err(|e| RuleError {
-                rule: 0,
-                regex: 0,
-                message: e.to_string(),
-            })?)
+            Some(automaton(&folded).map_err(|e| RuleError { rule: 0, regex: 0, message: e.to_string() })?)
         };
         let mut patterns = Vec::new();
         let mut regex_rule = Vec::new();
@@ -128,14 +124,17 @@ impl ContentRules {
             }
             action == RuleAction::Reject
         };
-        if let Some(ac) = &self.literals {
+        // The common case is no match at all: `is_match` stops early and runs the fast
+        // searchers (prefilters, the lazy DFA); the matches are enumerated only when there is
+        // one (a RegexSet's `matches` runs every regex of the set to the end of the text).
+        if let Some(ac) = self.literals.as_ref().filter(|ac| ac.is_match(folded)) {
             for m in ac.find_overlapping_iter(folded) {
                 if note(self.literal_rule[m.pattern().as_usize()]) {
                     return found;
                 }
             }
         }
-        if let Some(set) = &self.regexes {
+        if let Some(set) = self.regexes.as_ref().filter(|set| set.is_match(folded)) {
             for i in set.matches(folded).iter() {
                 if note(self.regex_rule[i]) {
                     return found;
@@ -144,6 +143,17 @@ impl ContentRules {
         }
         found
     }
+}
+
+/// One automaton over folded literals: a full DFA (one table lookup a byte) and no
+/// prefilter — in Chinese text the first byte of a CJK literal (0xE4–0xE9) is in almost every
+/// character, so a prefilter's candidates come every few bytes and cost more than they save.
+fn automaton(patterns: &[String]) -> Result<AhoCorasick, aho_corasick::BuildError> {
+    AhoCorasickBuilder::new()
+        .match_kind(MatchKind::Standard)
+        .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+        .prefilter(false)
+        .build(patterns)
 }
 
 /// `[policy.commercial]`.
@@ -167,7 +177,7 @@ impl CommercialConfig {
                 (!buf.is_empty()).then(|| buf.clone())
             })
             .collect();
-        let hints = (!folded.is_empty()).then(|| AhoCorasick::new(&folded).ok()).flatten();
+        let hints = (!folded.is_empty()).then(|| automaton(&folded).ok()).flatten();
         CommercialConfig { require_signature, opt_out_hints, hints }
     }
 

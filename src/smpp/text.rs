@@ -70,14 +70,25 @@ pub fn fold_into(text: &str, out: &mut String) {
 
 /// [`fold_into`] without clearing `out` first.
 pub fn fold_append(text: &str, out: &mut String) {
+    out.reserve(text.len());
     for c in text.chars() {
         let c = half_width(c);
         if c.is_ascii() {
             out.push(c.to_ascii_lowercase());
+        } else if caseless(c) {
+            out.push(c);
         } else {
             out.extend(c.to_lowercase());
         }
     }
+}
+
+/// Blocks with no case mapping at all (CJK, kana, Hangul, Yi, CJK compatibility and the
+/// half-/full-width forms once [`half_width`] has run): the common characters of Chinese
+/// text skip `to_lowercase`'s table search (~10 ns a character).
+#[inline]
+fn caseless(c: char) -> bool {
+    matches!(c as u32, 0x2E80..=0xA63F | 0xAC00..=0xD7FF | 0xF900..=0xFFFF)
 }
 
 /// Full-width forms of ASCII (U+FF01–U+FF5E) and the ideographic space to their ASCII form.
@@ -305,6 +316,16 @@ pub fn encode_char(c: char, enc: Encoding, out: &mut Vec<u8>) {
     }
 }
 
+/// Whether every character of `text` is in the GSM 7-bit default alphabet (or its extension).
+pub fn is_gsm7(text: &str) -> bool {
+    let mut buf = Vec::with_capacity(2);
+    text.chars().all(|c| {
+        buf.clear();
+        gsm7_char(c, &mut buf);
+        c == '?' || buf != [b'?']
+    })
+}
+
 /// GSM 03.38, unpacked: the basic table, else escape + the extension table, else `?`.
 fn gsm7_char(c: char, out: &mut Vec<u8>) {
     // Most text is ASCII that the basic table holds at the same code.
@@ -521,6 +542,24 @@ mod tests {
         assert_eq!(&parts[0][6..8], &[0x4E, 0x2D]);
         assert_eq!(split_text(&"中".repeat(70), Encoding::Ucs2).unwrap().len(), 1);
         assert_eq!(split_text("é€", Encoding::Latin1).unwrap()[0], vec![0xE9, b'?']);
+    }
+
+    #[test]
+    fn caseless_blocks_fold_as_to_lowercase_would() {
+        for r in [0x2E80u32..=0xA63F, 0xAC00..=0xD7FF, 0xF900..=0xFFFF] {
+            for c in r.filter_map(char::from_u32) {
+                let c = half_width(c);
+                if !c.is_ascii() {
+                    assert!(c.to_lowercase().eq(std::iter::once(c)), "{c:?} U+{:04X}", c as u32);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gsm7_or_not() {
+        assert!(is_gsm7("Sale? 50% off {today} €5"));
+        assert!(!is_gsm7("【Acme】 sale"));
     }
 
     #[test]
