@@ -441,6 +441,9 @@ opt_out_hints = ["回T退订", "拒收请回复R", "reply STOP"]
 per_entity_per_day = 10
 per_subscriber_per_day = 20
 same_text_window = "60s"
+# Sized for the bench: ~20 M distinct numbers over all runs, ~1 M msg/s.
+subscribers = 50_000_000
+peak_rate = 1_500_000
 [policy.quiet_hours]
 start = "03:00"
 end = "03:01"

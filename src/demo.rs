@@ -189,6 +189,28 @@ async fn run_in(dir: &std::path::Path, count: u64) -> anyhow::Result<()> {
     );
     print_report(&r, &name);
 
+    // 3c. A frequency cap: five messages to one granted subscriber from an account capped at
+    // two a day.
+    let capped = BASE + 8;
+    let five = vec![ScenarioLine {
+        source: "1069012345".into(),
+        destination: capped.to_string(),
+        text: "会员日专享优惠，回T退订".into(),
+        encoding: Encoding::Ucs2,
+        expect: None,
+    }];
+    let r = crate::load::run(LoadConfig {
+        system_id: "demo-cap".into(),
+        sessions: 1,
+        window: 1,
+        count: 5,
+        scenario: Some(five),
+        ..base.clone()
+    })
+    .await?;
+    println!("3c. `demo-cap` (marketing, at most 2 a day per subscriber) sends 5 messages to {capped}:");
+    print_report(&r, &name);
+
     // 4. A granted subscriber replies 退订 in the middle of a campaign.
     let subscriber = BASE + 4;
     let one = vec![ScenarioLine {
@@ -278,7 +300,7 @@ async fn run_in(dir: &std::path::Path, count: u64) -> anyhow::Result<()> {
         Err(e) => println!("6. audit search failed: {e}"),
     }
     println!();
-    println!("Reject statuses: no_consent 0x400, revoked 0x401, dnc 0x402, quiet_hours 0x403, unlicensed 0x405 (configurable).");
+    println!("Reject statuses: no_consent 0x400, revoked 0x401, dnc 0x402, quiet_hours 0x403, frequency_cap 0x404, unlicensed 0x405 (configurable).");
     println!("Run `consentgate --help` for the gateway, snapshot tools, simulator and load tool.");
     Ok(())
 }

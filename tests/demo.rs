@@ -17,6 +17,7 @@ fn demo_runs_every_step() {
         "rejected: dnc",
         "(transactional)",
         "rejected: quiet_hours",
+        "rejected: frequency_cap",
         "MO injected",
         "consentgate_submit_total{account=\"demo-mkt\",verdict=\"rejected\",reason=\"revoked\"}",
         "\"standing\":\"revoked\"",

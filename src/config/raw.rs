@@ -88,6 +88,7 @@ pub struct RawFrequency {
     pub per_subscriber_per_day: Option<i64>,
     pub same_text_window: Option<String>,
     pub subscribers: Option<i64>,
+    pub peak_rate: Option<i64>,
 }
 
 /// `[policy.commercial]`.
@@ -458,6 +459,13 @@ fn validate_frequency(f: RawFrequency, p: &mut Problems) -> FrequencyConfig {
             1_000,
             2_000_000_000,
         ) as u64,
+        peak_rate: p.range(
+            "policy.frequency.peak_rate",
+            f.peak_rate,
+            FrequencyConfig::DEFAULT_PEAK_RATE as usize,
+            1,
+            10_000_000,
+        ) as u64,
     }
 }
 
@@ -622,7 +630,11 @@ fn validate_accounts(raw: Vec<RawAccount>, p: &mut Problems) -> Vec<Account> {
             p.push(key("signatures"), "a signature is its text without the 【】 brackets, not empty");
         }
         let per_entity_per_day = a.frequency.map(|f| {
-            if f.per_subscriber_per_day.is_some() || f.same_text_window.is_some() || f.subscribers.is_some() {
+            if f.per_subscriber_per_day.is_some()
+                || f.same_text_window.is_some()
+                || f.subscribers.is_some()
+                || f.peak_rate.is_some()
+            {
                 p.push(key("frequency"), "an account sets only per_entity_per_day; the rest is [policy.frequency]");
             }
             match f.per_entity_per_day {

@@ -244,7 +244,17 @@ impl<'a> Session<'a> {
                 0
             },
             msg_ref: (idx as u8).wrapping_mul(37),
-            dest_rng: XorShift(0x2545_F491_4F6C_DD1D ^ ((idx as u64 + 1) << 32)),
+            // Seeded per run as well as per session: runs after runs (benches/e2e_relay.py)
+            // must not replay one sequence of numbers, or every frequency cap and same-text
+            // check would see the previous run's messages again.
+            dest_rng: XorShift(
+                0x2545_F491_4F6C_DD1D
+                    ^ ((idx as u64 + 1) << 32)
+                    ^ std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos() as u64)
+                    | 1,
+            ),
             dest: 0,
             epoch: now,
             sleep: Box::pin(tokio::time::sleep_until(far_future(now))),

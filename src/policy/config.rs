@@ -52,6 +52,7 @@ impl Default for PolicyConfig {
                 per_subscriber_per_day: 0,
                 same_text_window_s: 0,
                 subscribers: FrequencyConfig::DEFAULT_SUBSCRIBERS,
+                peak_rate: FrequencyConfig::DEFAULT_PEAK_RATE,
             },
             reassembly_timeout_ms: 2_000,
         }

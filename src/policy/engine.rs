@@ -106,8 +106,7 @@ impl<'a> Message<'a> {
     /// Appends the decoded and folded text of this message (one part) to `out`, using
     /// `scratch` for the decoding.
     pub fn fold_text_into(&self, scratch: &mut String, out: &mut String) {
-        crate::smpp::text::decode_into(self.data_coding, self.user_data(), scratch);
-        crate::smpp::text::fold_append(scratch, out);
+        crate::smpp::text::decode_fold_append(self.data_coding, self.user_data(), scratch, out);
     }
 
     /// The same message with its folded text.

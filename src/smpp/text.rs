@@ -68,18 +68,39 @@ pub fn fold_into(text: &str, out: &mut String) {
     fold_append(text, out);
 }
 
+/// Appends the text of `bytes` decoded per `data_coding` and folded ([`decode_into`] then
+/// [`fold_append`]). UCS-2 — nearly all Chinese traffic — is decoded and folded in one pass;
+/// the other codings go through `scratch`.
+pub fn decode_fold_append(data_coding: u8, bytes: &[u8], scratch: &mut String, out: &mut String) {
+    if matches!(data_coding, 0x08 | 0xE0..=0xEF) {
+        let units = bytes.chunks_exact(2).map(|p| u16::from_be_bytes([p[0], p[1]]));
+        out.reserve(bytes.len() / 2 * 3);
+        for c in char::decode_utf16(units).map(|r| r.unwrap_or(char::REPLACEMENT_CHARACTER)) {
+            fold_char(c, out);
+        }
+        return;
+    }
+    decode_into(data_coding, bytes, scratch);
+    fold_append(scratch, out);
+}
+
 /// [`fold_into`] without clearing `out` first.
 pub fn fold_append(text: &str, out: &mut String) {
     out.reserve(text.len());
     for c in text.chars() {
-        let c = half_width(c);
-        if c.is_ascii() {
-            out.push(c.to_ascii_lowercase());
-        } else if caseless(c) {
-            out.push(c);
-        } else {
-            out.extend(c.to_lowercase());
-        }
+        fold_char(c, out);
+    }
+}
+
+#[inline]
+fn fold_char(c: char, out: &mut String) {
+    let c = half_width(c);
+    if c.is_ascii() {
+        out.push(c.to_ascii_lowercase());
+    } else if caseless(c) {
+        out.push(c);
+    } else {
+        out.extend(c.to_lowercase());
     }
 }
 
@@ -554,6 +575,18 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn ucs2_decode_and_fold_in_one_pass_equals_two() {
+        let text = "【ＡＣＭＥ商城】Sale ÄÖ 50% off，回T退订 \u{1F600}";
+        let ucs2: Vec<u8> = text.encode_utf16().flat_map(u16::to_be_bytes).collect();
+        let (mut scratch, mut one, mut two) = (String::new(), String::from("x"), String::new());
+        decode_fold_append(0x08, &ucs2, &mut scratch, &mut one);
+        decode_into(0x08, &ucs2, &mut scratch);
+        fold_into(&scratch, &mut two);
+        assert_eq!(one, format!("x{two}"));
+        assert!(one.starts_with("x【acme商城】sale äö"), "{one}");
     }
 
     #[test]
