@@ -68,6 +68,12 @@ fn bench(c: &mut Criterion) {
     g.bench_function("verdict_1000_rules_literals_only", |b| {
         b.iter(|| black_box(literals.verdict(black_box(&folded))))
     });
+    // What the engine runs: one pass for the rules and the hints together.
+    let hints = vec!["回T退订".to_string(), "拒收请回复R".to_string()];
+    let rule_set: Vec<ContentRule> = rules(1000).rules().to_vec();
+    let scanner = content::Scanner::new(&rule_set, &hints).expect("scanner");
+    assert!(scanner.scan(&folded).hint && scanner.scan(&folded).rule.is_none());
+    g.bench_function("scan_1000_rules_and_hints", |b| b.iter(|| black_box(scanner.scan(black_box(&folded)))));
     let commercial = CommercialConfig::new(true, vec!["回T退订".into(), "拒收请回复R".into()]);
     let sigs = content::bracketed_signatures(&["Bench".into()]);
     g.bench_function("signature_and_hint", |b| {

@@ -157,6 +157,8 @@ pub struct Engine {
     frequency: Option<Arc<Frequency>>,
     /// Each account's signatures, folded and in 【】 (step 5).
     signatures: Vec<Vec<String>>,
+    /// Steps 4 and 5's one pass over the text: the content rules and the opt-out hints.
+    scanner: content::Scanner,
     /// Whether any step reads the message text.
     reads_text: bool,
 }
@@ -175,6 +177,10 @@ impl Engine {
         }
         let frequency = Frequency::new(freq).map(Arc::new);
         let signatures = accounts.iter().map(|a| content::bracketed_signatures(&a.signatures)).collect();
+        // Validated with the config (each regex, the rules' own set): this set differs only
+        // by the hints' literals.
+        let scanner = content::Scanner::new(config.content.rules(), &config.commercial.opt_out_hints)
+            .expect("content rules validated with the config");
         let reads_text = !config.content.is_empty() || config.commercial.is_active() || freq.same_text_window_s > 0;
         Engine {
             config,
@@ -185,6 +191,7 @@ impl Engine {
             epoch: Instant::now(),
             frequency,
             signatures,
+            scanner,
             reads_text,
         }
     }
@@ -271,11 +278,12 @@ impl Engine {
         let verdict = step_account(a, now)
             .or_else(|| step_sender_id(a, m))
             .or_else(|| {
-                let (class, blocked) = self.step_class(a, m);
+                let (class, blocked, hint) = self.step_class(a, m);
                 d.class = Some(class);
-                blocked.or((class == MessageClass::Transactional).then_some(Verdict::Accept))
+                blocked
+                    .or((class == MessageClass::Transactional).then_some(Verdict::Accept))
+                    .or_else(|| self.step_commercial(idx, m, hint))
             })
-            .or_else(|| self.step_commercial(idx, m))
             .unwrap_or_else(|| {
                 d.msisdn = self.subscriber(&m.destination);
                 match self.step_consent(data, d.msisdn) {
@@ -293,33 +301,36 @@ impl Engine {
 
     /// Step 4, class: registration ([`classify`]), then the content rules on the text: a
     /// `marketing` rule makes the message commercial, a `reject` rule refuses it
-    /// (`content_blocked`) whatever its class.
+    /// (`content_blocked`) whatever its class. The same pass tells step 5 whether an opt-out
+    /// hint is in the text (the third value; true when none is configured).
     #[inline]
-    fn step_class(&self, a: &Account, m: &Message) -> (MessageClass, Option<Verdict>) {
+    fn step_class(&self, a: &Account, m: &Message) -> (MessageClass, Option<Verdict>, bool) {
         let class = classify(a, m);
-        if self.config.content.is_empty() {
-            return (class, None);
+        if self.scanner.is_empty() {
+            return (class, None, true);
         }
-        match self.config.content.verdict(m.text.unwrap_or("")) {
-            Some(r) if r.action == RuleAction::Reject => (class, Some(Verdict::Reject(Reason::ContentBlocked))),
-            Some(_) => (MessageClass::Marketing, None),
-            None => (class, None),
+        let scan = self.scanner.scan(m.text.unwrap_or(""));
+        match scan.rule {
+            Some(r) if r.action == RuleAction::Reject => {
+                (class, Some(Verdict::Reject(Reason::ContentBlocked)), scan.hint)
+            }
+            Some(_) => (MessageClass::Marketing, None, scan.hint),
+            None => (class, None, scan.hint),
         }
     }
 
     /// Step 5, commercial-message checks: one of the account's 【signatures】 at the start or
-    /// end, and one of the opt-out hints.
+    /// end, and one of the opt-out hints (`hint`, found by step 4's pass).
     #[inline]
-    fn step_commercial(&self, idx: AccountIdx, m: &Message) -> Option<Verdict> {
+    fn step_commercial(&self, idx: AccountIdx, m: &Message, hint: bool) -> Option<Verdict> {
         let c = &self.config.commercial;
         if !c.is_active() {
             return None;
         }
-        let text = m.text.unwrap_or("");
-        if c.require_signature && !content::has_signature(text, &self.signatures[idx.get()]) {
+        if c.require_signature && !content::has_signature(m.text.unwrap_or(""), &self.signatures[idx.get()]) {
             return Some(Verdict::Reject(Reason::MissingSignature));
         }
-        (!c.has_hint(text)).then_some(Verdict::Reject(Reason::MissingOptOutHint))
+        (!hint).then_some(Verdict::Reject(Reason::MissingOptOutHint))
     }
 
     /// Step 8, frequency: the caps of [`Frequency`] for a message that passed every other
