@@ -16,21 +16,31 @@
 //! * [`SessionPolicy`] — one per session: what the session used to keep for the policy.
 //! * [`Reason`], [`Verdict`], [`Standing`], [`Decision`] — the closed set of outcomes.
 //!
-//! Decision order; the first step that answers gives the verdict:
+//! Decision order (DESIGN §3); the first step that answers gives the verdict:
 //!
 //! 1. **account** — licence present and not expired *today* (binds: [`Engine::admit`]);
 //! 2. **sender id** — source_addr matches one of the account's `sender_id` patterns;
-//! 3. *(throughput: per-account TPS — issue #12; the session window is enforced by the session)*;
+//! 3. **throughput** — the account's `max_tps` ([`Engine::throttle`], asked by the session
+//!    for every PDU before the rest; the session window is enforced by the session);
 //! 4. **class** — per-source-address override, then service_type, then the account's class;
-//!    transactional traffic is not subject to consent;
-//! 5. *(commercial-message checks — issue #12)*;
+//!    then the content rules on the folded text ([`content`]: `reject` → `content_blocked`
+//!    whatever the class, `marketing` makes it commercial); transactional traffic stops here;
+//! 5. **commercial checks** — 【signature】 at the start or end, an opt-out hint ([`content`]);
 //! 6. **consent** — `opt-in`: allowed only if the latest statement for (subscriber, entity) is a
-//!    grant newer than any do-not-call registration; `opt-out`: allowed unless refused.
+//!    grant newer than any do-not-call registration; `opt-out`: allowed unless refused;
+//! 7. **quiet hours** — in the subscriber's local time ([`Zones`]);
+//! 8. **frequency** — daily caps and the same-text window ([`frequency`]); counted only when
+//!    allowed.
+//!
+//! Steps 4–5 and the same-text cap read the message text: the session decodes and folds it
+//! only when [`Engine::reads_text`], and then holds the parts of a concatenated message until
+//! the whole text is there ([`concat`]).
 //!
 //! In `monitor` mode every reject becomes [`Verdict::WouldReject`] ([`Verdict::under`]) and the
 //! message is forwarded.
 //!
-//! The decision is synchronous and allocation-free. The snapshot is lock-free; the live delta
+//! The decision is synchronous and allocation-free (the text, when read, is folded into a
+//! buffer the session reuses). The snapshot is lock-free; the live delta
 //! is too unless the destination has (or shares a membership bit with a number that has) a
 //! live statement — then one uncontended dashmap shard read lock is taken for one probe.
 
