@@ -22,7 +22,8 @@
 //! caller needs the bound address first, as tests and the demo do).
 
 // `unsafe` is allowed only where a module says why: `consent::snapshot::{image, table}` and
-// the host name lookup in `consent::statement`, each block with a `SAFETY` comment.
+// the host name lookup in `consent::statement`, the frequency tables' allocation in
+// `policy::frequency` and the UCS-2 fold in `smpp::text`, each block with a `SAFETY` comment.
 #![deny(unsafe_code)]
 
 pub mod admin;
