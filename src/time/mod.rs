@@ -13,16 +13,20 @@
 //!   and minute of the day, daylight-saving changes included.
 //! * [`days_from_civil`] / [`civil_from_days`] / [`parse_date`] / [`Civil`]: proleptic
 //!   Gregorian calendar arithmetic without allocation (H. Hinnant's algorithms).
+//! * [`Calendar`] (`calendar`): working days — holidays and make-up working days from a file —
+//!   and the deadline arithmetic of the 12321 complaint loop.
 //! * [`parse_timestamp_ms`]: the RFC 3339 subset the source files and the admin API accept.
 //!   It is hand-written because it runs once per CSV row of a 100 M-row build.
 //!
 //! Monotonic time (timeouts, rate limits) stays `std::time::Instant` / `tokio::time::Instant`:
 //! it must not jump when the wall clock is stepped.
 
+pub mod calendar;
 mod duration;
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
+pub use calendar::{Calendar, CalendarError};
 pub use duration::{parse_duration, DurationError};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
