@@ -29,6 +29,7 @@
 pub mod admin;
 pub mod audit;
 pub mod capture;
+pub mod complaints;
 pub mod config;
 pub mod consent;
 pub mod demo;

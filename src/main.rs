@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use consentgate::telemetry::{init_logging, LogFormat};
 
 use cli::audit::AuditCmd;
+use cli::complaints::ComplaintsCmd;
 use cli::snapshot::SnapshotCmd;
 use cli::tools::{LoadArgs, RelayArgs, SmscSimArgs};
 
@@ -60,6 +61,9 @@ enum Command {
     /// Query the decision audit log.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Read the 12321 complaint register.
+    #[command(subcommand)]
+    Complaints(ComplaintsCmd),
     /// Plain frame-forwarding TCP relay: the benchmark baseline (no SMPP logic).
     Relay(RelayArgs),
 }
@@ -107,6 +111,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Load(a) => cli::tools::load(a).await,
         Command::Snapshot(cmd) => cli::snapshot::run(cmd),
         Command::Audit(cmd) => cli::audit::run(cmd),
+        Command::Complaints(cmd) => cli::complaints::run(cmd),
         Command::Relay(a) => cli::tools::relay(a).await,
     }
 }

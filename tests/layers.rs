@@ -23,11 +23,26 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // 3: per connection
     ("relay", &["time", "smpp", "telemetry"]),
     ("session", &["time", "smpp", "telemetry", "consent", "policy", "optout", "audit", "capture", "relay"]),
-    // 4: process (admin below gateway: the gateway spawns it and hands it a narrow handle)
-    ("admin", &["time", "smpp", "telemetry", "consent", "policy", "optout", "audit", "capture", "relay"]),
+    // 4: process (complaints below admin, admin below gateway: the gateway opens the register
+    // and spawns the admin API with a narrow handle on both)
+    ("complaints", &["time", "smpp", "telemetry", "consent", "policy", "audit"]),
+    ("admin", &["time", "smpp", "telemetry", "consent", "policy", "optout", "audit", "capture", "relay", "complaints"]),
     (
         "gateway",
-        &["time", "smpp", "telemetry", "consent", "policy", "optout", "audit", "capture", "relay", "session", "admin"],
+        &[
+            "time",
+            "smpp",
+            "telemetry",
+            "consent",
+            "policy",
+            "optout",
+            "audit",
+            "capture",
+            "relay",
+            "session",
+            "complaints",
+            "admin",
+        ],
     ),
     // tools: never imported by the layers above
     ("sim", &["time", "smpp", "telemetry", "pcap"]),

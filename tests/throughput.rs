@@ -54,7 +54,11 @@ licence = "B2-2"
         ..Default::default()
     };
     let r = tokio::time::timeout(Duration::from_secs(20), run(load("capped", 0))).await.expect("in time").unwrap();
-    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    // Throttled submits are answered at once, forwarded ones after the SMSC: on a loaded
+    // machine 4 windows of refusals can overtake one forwarded submit, whose latency the load
+    // generator then stops timing (it says so). Every submit is still answered (below).
+    let errors: Vec<_> = r.errors.iter().filter(|e| !e.contains("their latency was not recorded")).collect();
+    assert!(errors.is_empty(), "{errors:?}");
     let ok = *r.statuses.get("0x00000000").unwrap_or(&0) as f64;
     let throttled = *r.statuses.get(&format!("{:#010x}", status::ESME_RTHROTTLED)).unwrap_or(&0);
     assert_eq!(r.unanswered, 0);

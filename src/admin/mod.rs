@@ -10,6 +10,12 @@
 //! | `GET /v1/consent/{msisdn}?entity=E` | – | statements held for the subscriber (snapshot and live) and the decision for a commercial message from `E` |
 //! | `POST /v1/consent` | bearer | record a grant / revoke / dnc statement; answered once it is durable in the journal |
 //! | `PUT /v1/log-level` | bearer | replace the log filter (`{"filter": "consentgate=debug,info"}`) |
+//! | `POST /v1/complaints` | bearer | file a complaint (DESIGN §7, [`crate::complaints`]): 201 with id, due date, actions and evidence; 200 for a reference filed before; 422 `complaint_incomplete` naming every missing field or `complaint_invalid` naming the field |
+//! | `GET /v1/complaints?status=open\|overdue\|closed&entity=E&limit=N` | – | complaints, newest first (open includes overdue) |
+//! | `GET /v1/complaints/{id}` | – | one complaint with its evidence |
+//! | `POST /v1/complaints/{id}/resolution` | bearer | close it: `{"outcome": "upheld" \| "not_upheld" \| "withdrawn", "note": "…"}`; 409 if closed |
+//! | `DELETE /v1/entities/{entity}/suspension` | bearer | lift a complaint suspension (404 `not_suspended`) |
+//! | `GET /v1/suspensions` | – | entities suspended now |
 //!
 //! Errors are JSON `{"error": "<stable code>", "message": "<human text>"}`. The token comes
 //! from `[admin]` (a file or an environment variable) and is never logged; without one the
@@ -26,7 +32,7 @@ use std::time::{Duration, SystemTime};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -36,10 +42,11 @@ use tokio::sync::{mpsc, oneshot};
 pub use config::{AdminConfig, Secret, DEFAULT_ADMIN_TOKEN_ENV};
 
 use crate::capture::Capture;
+use crate::complaints::{self, ComplaintIn, Complaints, FileError, Resolved, StatusFilter};
 use crate::consent::msisdn;
 use crate::consent::snapshot::SnapshotError;
 use crate::consent::statement::{EntityName, NewStatement, StatementKind, StatementSource};
-use crate::consent::store::{ConsentStore, Loaded, RecordError, Ticket};
+use crate::consent::store::{ConsentStore, DurableError, Loaded, RecordError};
 use crate::policy::{self, ConsentView, Engine, Verdict};
 use crate::relay::UpstreamConfig;
 use crate::telemetry::metrics as m;
@@ -77,6 +84,8 @@ pub struct AdminState {
     pub journalled: bool,
     pub upstream: UpstreamConfig,
     pub capture: Option<Arc<Capture>>,
+    /// The complaint register (`[complaints]`), if configured.
+    pub complaints: Option<Arc<Complaints>>,
     pub reload: mpsc::Sender<ReloadReply>,
     pub prometheus: metrics_exporter_prometheus::PrometheusHandle,
 }
@@ -100,6 +109,11 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/consent/{msisdn}", get(consent_lookup))
         .route("/v1/consent", post(consent_post))
         .route("/v1/log-level", put(log_level).get(log_level_get))
+        .route("/v1/complaints", post(complaint_post).get(complaint_list))
+        .route("/v1/complaints/{id}", get(complaint_show))
+        .route("/v1/complaints/{id}/resolution", post(complaint_resolve))
+        .route("/v1/entities/{entity}/suspension", delete(suspension_lift))
+        .route("/v1/suspensions", get(suspension_list))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .with_state(state)
 }
@@ -157,6 +171,9 @@ fn refresh_gauges(state: &AdminState) {
 
 async fn metrics(State(state): State<AdminState>) -> Response {
     refresh_gauges(&state);
+    if let Some(c) = state.complaints.clone() {
+        let _ = tokio::task::spawn_blocking(move || c.refresh_gauges()).await;
+    }
     let body = state.prometheus.render();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
@@ -392,36 +409,16 @@ async fn consent_post(State(state): State<AdminState>, headers: HeaderMap, body:
             }
         },
     };
-    let store = &state.store;
-    let mut durable = store.durable();
-    let recorded =
-        store.record(NewStatement { kind, source: StatementSource::Api, msisdn: n, entity: entity.clone(), at });
+    let statement = NewStatement { kind, source: StatementSource::Api, msisdn: n, entity: entity.clone(), at };
+    let recorded = state.store.record_durably(statement, DURABLE_WAIT).await;
     metrics::counter!(m::STATEMENTS_TOTAL, "source" => "api", "kind" => kind.as_str()).increment(1);
     if kind != StatementKind::Grant {
         metrics::counter!(m::OPTOUTS_TOTAL, "source" => "api").increment(1);
     }
-    let journalled = state.journalled;
-    let ticket = match recorded {
-        Ok(Ticket::Journal(t)) => t,
-        Ok(Ticket::Volatile) => 0,
-        Err(e @ RecordError::Invalid(_)) => return error(StatusCode::BAD_REQUEST, "invalid_statement", e.to_string()),
-        Err(e @ RecordError::JournalUnavailable) => {
-            return error(StatusCode::SERVICE_UNAVAILABLE, "journal_unavailable", e.to_string())
-        }
+    let journal_seq = match recorded {
+        Ok(seq) => seq,
+        Err(e) => return durable_error(e),
     };
-    if journalled {
-        let wait = durable.wait_for(|&d| d >= ticket);
-        match tokio::time::timeout(DURABLE_WAIT, wait).await {
-            Ok(Ok(_)) => {}
-            _ => {
-                return error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "journal_not_durable",
-                    format!("not durable within {DURABLE_WAIT:?}: the statement applies in memory; retry to be sure"),
-                )
-            }
-        }
-    }
     tracing::info!(
         kind = kind.as_str(),
         entity = entity.as_deref().unwrap_or(""),
@@ -431,12 +428,25 @@ async fn consent_post(State(state): State<AdminState>, headers: HeaderMap, body:
         StatusCode::CREATED,
         Json(json!({
             "recorded": true,
-            "durable": journalled,
-            "journal_seq": if journalled { Some(ticket) } else { None },
+            "durable": journal_seq.is_some(),
+            "journal_seq": journal_seq,
             "statement": { "msisdn": n.to_string(), "kind": kind.as_str(), "entity": entity, "at": at.div_euclid(1000) },
         })),
     )
         .into_response()
+}
+
+/// The answer when a statement could not be acknowledged as durable.
+fn durable_error(e: DurableError) -> Response {
+    match e {
+        DurableError::Record(e @ RecordError::Invalid(_)) => {
+            error(StatusCode::BAD_REQUEST, "invalid_statement", e.to_string())
+        }
+        DurableError::Record(e @ RecordError::JournalUnavailable) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, "journal_unavailable", e.to_string())
+        }
+        e @ DurableError::NotDurable(_) => error(StatusCode::SERVICE_UNAVAILABLE, "journal_not_durable", e.to_string()),
+    }
 }
 
 #[derive(Deserialize)]
@@ -464,6 +474,193 @@ async fn log_level(State(state): State<AdminState>, headers: HeaderMap, body: ax
 
 async fn log_level_get() -> Response {
     Json(json!({ "filter": crate::telemetry::log_filter() })).into_response()
+}
+
+// ----- complaints (DESIGN §7) ----------------------------------------------------------------
+
+#[allow(clippy::result_large_err)]
+fn complaints_of(state: &AdminState) -> Result<&Arc<Complaints>, Response> {
+    state.complaints.as_ref().ok_or_else(|| {
+        error(StatusCode::CONFLICT, "complaints_not_configured", "no [complaints] section in the config")
+    })
+}
+
+fn register_error(e: complaints::RegisterError) -> Response {
+    tracing::error!(error = %e, "complaint register");
+    metrics::counter!(m::ERRORS_TOTAL, "stage" => "admin", "kind" => "complaint_register").increment(1);
+    error(StatusCode::INTERNAL_SERVER_ERROR, "register_failed", e.to_string())
+}
+
+async fn complaint_post(State(state): State<AdminState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    if let Err(r) = authorise(&state, &headers) {
+        return r;
+    }
+    let c = match complaints_of(&state) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let input: ComplaintIn = match serde_json::from_slice(&body) {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()),
+    };
+    match c.file(input).await {
+        Ok(f) => {
+            let code = if f.created { StatusCode::CREATED } else { StatusCode::OK };
+            let mut body = complaints::row_json(&f.row, c.now_ms());
+            body["created"] = json!(f.created);
+            body["actions"] = json!(f.actions);
+            (code, Json(body)).into_response()
+        }
+        Err(FileError::Incomplete(missing)) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({
+                "error": "complaint_incomplete",
+                "message": format!("missing: {}", missing.join(", ")),
+                "missing": missing,
+            })),
+        )
+            .into_response(),
+        Err(FileError::Invalid { field, message }) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({ "error": "complaint_invalid", "field": field, "message": message })),
+        )
+            .into_response(),
+        Err(FileError::Journal(e)) => durable_error(e),
+        Err(FileError::Register(e)) => register_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    status: Option<String>,
+    entity: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn complaint_list(State(state): State<AdminState>, Query(q): Query<ListQuery>) -> Response {
+    let c = match complaints_of(&state) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let status = match q.status.as_deref().map(StatusFilter::parse) {
+        None => StatusFilter::All,
+        Some(Some(s)) => s,
+        Some(None) => {
+            return error(StatusCode::BAD_REQUEST, "invalid_status", "status: expected open | overdue | closed | all")
+        }
+    };
+    let (now, limit, entity) = (c.now_ms(), q.limit.unwrap_or(100).clamp(1, 1000), q.entity);
+    match c.blocking(move |r| r.list(status, entity.as_deref(), now, limit)).await {
+        Ok(rows) => {
+            let list: Vec<Value> = rows.iter().map(|r| complaints::row_json(r, now)).collect();
+            Json(json!({ "count": list.len(), "complaints": list })).into_response()
+        }
+        Err(e) => register_error(e),
+    }
+}
+
+async fn complaint_show(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
+    let c = match complaints_of(&state) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let Ok(id) = id.parse::<i64>() else {
+        return error(StatusCode::BAD_REQUEST, "invalid_id", format!("`{id}`: expected a complaint id"));
+    };
+    match c.blocking(move |r| r.get(id)).await {
+        Ok(Some(row)) => Json(complaints::row_json(&row, c.now_ms())).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, "complaint_not_found", format!("no complaint {id}")),
+        Err(e) => register_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResolutionIn {
+    outcome: String,
+    note: Option<String>,
+}
+
+async fn complaint_resolve(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(r) = authorise(&state, &headers) {
+        return r;
+    }
+    let c = match complaints_of(&state) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let Ok(id) = id.parse::<i64>() else {
+        return error(StatusCode::BAD_REQUEST, "invalid_id", format!("`{id}`: expected a complaint id"));
+    };
+    let input: ResolutionIn = match serde_json::from_slice(&body) {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()),
+    };
+    if !complaints::OUTCOMES.contains(&input.outcome.as_str()) {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_outcome",
+            format!("outcome `{}`: expected {}", input.outcome, complaints::OUTCOMES.join(" | ")),
+        );
+    }
+    let now = c.now_ms();
+    match c.blocking(move |r| r.resolve(id, &input.outcome, input.note.as_deref(), now)).await {
+        Ok(Resolved::Closed(row)) => {
+            tracing::info!(id, outcome = row.outcome.as_deref().unwrap_or(""), "complaint resolved");
+            Json(complaints::row_json(&row, now)).into_response()
+        }
+        Ok(Resolved::NotFound) => error(StatusCode::NOT_FOUND, "complaint_not_found", format!("no complaint {id}")),
+        Ok(Resolved::AlreadyClosed(row)) => (
+            StatusCode::CONFLICT,
+            Json(json!({ "error": "already_closed", "message": format!("complaint {id} is closed"), "complaint": complaints::row_json(&row, now) })),
+        )
+            .into_response(),
+        Err(e) => register_error(e),
+    }
+}
+
+async fn suspension_lift(State(state): State<AdminState>, headers: HeaderMap, Path(entity): Path<String>) -> Response {
+    if let Err(r) = authorise(&state, &headers) {
+        return r;
+    }
+    let c = match complaints_of(&state) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match c.lift(&entity).await {
+        Ok(Some(s)) => Json(json!({
+            "lifted": true,
+            "entity": s.entity,
+            "since": crate::audit::format_time_us(s.since * 1000),
+            "complaints": s.complaints,
+        }))
+        .into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, "not_suspended", format!("entity `{entity}` is not suspended")),
+        Err(e) => register_error(e),
+    }
+}
+
+async fn suspension_list(State(state): State<AdminState>) -> Response {
+    let c = match complaints_of(&state) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match c.blocking(|r| r.suspensions()).await {
+        Ok(list) => {
+            let list: Vec<Value> = list
+                .iter()
+                .map(|s| json!({ "entity": s.entity, "since": crate::audit::format_time_us(s.since * 1000), "complaints": s.complaints }))
+                .collect();
+            Json(json!({ "suspended": list })).into_response()
+        }
+        Err(e) => register_error(e),
+    }
 }
 
 /// A minimal HTTP/1.1 client for the admin API (one request per connection): the demo and

@@ -1,6 +1,7 @@
 //! The binary's commands, one file each (they belong to the binary crate, not the library).
 
 pub mod audit;
+pub mod complaints;
 pub mod run;
 pub mod snapshot;
 pub mod tools;

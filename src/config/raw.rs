@@ -28,8 +28,18 @@ pub struct RawConfig {
     pub admin: Option<RawAdmin>,
     pub capture: Option<RawCapture>,
     pub audit: Option<RawAudit>,
+    pub complaints: Option<RawComplaints>,
     #[serde(default)]
     pub account: Vec<RawAccount>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawComplaints {
+    pub db: Option<String>,
+    pub calendar: Option<String>,
+    pub respond_within: Option<i64>,
+    pub suspend_after: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -265,8 +275,21 @@ impl RawConfig {
         let accounts = validate_accounts(self.account, &mut p);
         let capture = validate_capture(self.capture.unwrap_or_default(), &accounts, &mut p);
         let audit = validate_audit(self.audit.unwrap_or_default(), &mut p);
+        let complaints = self.complaints.and_then(|c| validate_complaints(c, &policy, &mut p));
         if p.0.is_empty() {
-            Ok(Config { listen, upstream, session, policy, accounts, optout_keywords, consent, admin, capture, audit })
+            Ok(Config {
+                listen,
+                upstream,
+                session,
+                policy,
+                accounts,
+                optout_keywords,
+                consent,
+                admin,
+                capture,
+                audit,
+                complaints,
+            })
         } else {
             Err(p.0)
         }
@@ -751,4 +774,45 @@ fn validate_audit(a: RawAudit, p: &mut Problems) -> crate::audit::AuditConfig {
         retention,
         queue_records,
     }
+}
+
+/// `[complaints]`: `db` required; `calendar` read and checked now (its errors name the file,
+/// line and key); without one, working days are Monday–Friday in the policy's default zone.
+fn validate_complaints(
+    c: RawComplaints,
+    policy: &crate::policy::PolicyConfig,
+    p: &mut Problems,
+) -> Option<crate::complaints::ComplaintsConfig> {
+    use crate::complaints::{ComplaintsConfig, DEFAULT_RESPOND_WITHIN};
+    let db = match c.db.as_deref().map(str::trim) {
+        Some(d) if !d.is_empty() => Some(PathBuf::from(d)),
+        Some(_) => {
+            p.push("complaints.db", "must not be empty");
+            None
+        }
+        None => {
+            p.push("complaints.db", "required: the register's SQLite file (e.g. /var/lib/consentgate/complaints.db)");
+            None
+        }
+    };
+    let calendar = match c.calendar.as_deref() {
+        None => Some(crate::time::Calendar::weekends_only(policy.zones.of(None).clone())),
+        Some(f) => match std::fs::read_to_string(f) {
+            Err(e) => {
+                p.push("complaints.calendar", format!("{f}: cannot read: {e}"));
+                None
+            }
+            Ok(text) => match crate::time::Calendar::parse(&text) {
+                Ok(cal) => Some(cal),
+                Err(e) => {
+                    p.push("complaints.calendar", format!("{f}: {e}"));
+                    None
+                }
+            },
+        },
+    };
+    let respond_within =
+        p.range("complaints.respond_within", c.respond_within, DEFAULT_RESPOND_WITHIN as usize, 1, 365) as u32;
+    let suspend_after = p.range("complaints.suspend_after", c.suspend_after, 0, 0, 1_000_000) as u32;
+    Some(ComplaintsConfig { db: db?, calendar: calendar?, respond_within, suspend_after })
 }

@@ -192,3 +192,23 @@ fn capture_config_section_parses_with_defaults_and_names_bad_keys() {
     }
     assert!(Config::parse(&format!("{base}[capture]\nenable = true\n")).is_err());
 }
+
+#[test]
+fn complaints_section_and_its_calendar_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cal = dir.path().join("cal.toml");
+    std::fs::write(&cal, "timezone = \"Asia/Shanghai\"\nholidays = [\n  \"2026-10-01\",\n  \"2026-10-32\",\n]\n")
+        .unwrap();
+    let with = |body: &str| Config::parse(&format!("{MINIMAL}\n[complaints]\n{body}\n"));
+    let c = with("db = \"/var/lib/consentgate/complaints.db\"").unwrap().complaints.unwrap();
+    assert_eq!((c.respond_within, c.suspend_after), (15, 0));
+    assert!(c.calendar.is_working(parse_date("2026-10-01").unwrap()), "no file: weekends only");
+    let errs = with(&format!("calendar = \"{}\"\nrespond_within = 0\nsuspend_after = -1", cal.display())).unwrap_err();
+    let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["complaints.db", "complaints.calendar", "complaints.respond_within", "complaints.suspend_after"]);
+    let cal_err = &errs[1].message;
+    assert!(cal_err.contains("cal.toml") && cal_err.contains("line 4") && cal_err.contains("holidays"), "{cal_err}");
+    let errs = with("db = \"x.db\"\ncalendar = \"/nonexistent/cal.toml\"").unwrap_err();
+    assert!(errs[0].message.contains("/nonexistent/cal.toml: cannot read"), "{errs:?}");
+    assert!(with("db = \"x.db\"\nsuspend = 3").is_err(), "unknown keys refused");
+}

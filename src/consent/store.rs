@@ -86,6 +86,16 @@ pub enum RecordError {
     JournalUnavailable,
 }
 
+/// Why [`ConsentStore::record_durably`] could not say a statement is durable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurableError {
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    /// Applied in memory, journalled later or never: not durable within the wait.
+    #[error("not durable within {0:?}: the statement applies in memory; retry to be sure")]
+    NotDurable(Duration),
+}
+
 /// The state of the journal writer, for `/readyz` and logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JournalHealth {
@@ -324,6 +334,23 @@ impl ConsentStore {
                 self.delta.apply(&st.with_id(StatementId { origin: self.node.clone(), seq }));
                 Ok(Ticket::Volatile)
             }
+        }
+    }
+
+    /// [`record`](Self::record), then waits up to `wait` until the statement is durable: what
+    /// every caller that acknowledges a statement to someone does (the admin API, the
+    /// complaint register). The journal sequence, or `None` without a journal.
+    pub async fn record_durably(&self, st: NewStatement, wait: Duration) -> Result<Option<u64>, DurableError> {
+        let mut durable = self.durable();
+        let ticket = match self.record(st)? {
+            Ticket::Journal(t) => t,
+            Ticket::Volatile => return Ok(None),
+        };
+        let done = matches!(tokio::time::timeout(wait, durable.wait_for(|&d| d >= ticket)).await, Ok(Ok(_)));
+        if done {
+            Ok(Some(ticket))
+        } else {
+            Err(DurableError::NotDurable(wait))
         }
     }
 

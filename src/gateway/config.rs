@@ -38,6 +38,8 @@ pub struct GatewayConfig {
     pub capture: Option<CaptureConfig>,
     /// Decision audit log (`[audit]`; off unless `audit.dir` is set).
     pub audit: AuditConfig,
+    /// The complaint register (`[complaints]`; `None` when the section is absent).
+    pub complaints: Option<crate::complaints::ComplaintsConfig>,
 }
 
 impl GatewayConfig {

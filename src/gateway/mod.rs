@@ -17,6 +17,7 @@ use tracing::{info, warn};
 pub mod config;
 
 use crate::admin::{AdminState, ReloadError, ReloadReply};
+use crate::complaints::Complaints;
 use crate::consent::store::{ConsentStore, Loaded};
 use crate::optout::Keywords;
 use crate::session::Context;
@@ -62,6 +63,9 @@ pub enum GatewayError {
         #[source]
         source: std::io::Error,
     },
+    /// The complaint register could not be opened.
+    #[error("complaints.db {0}")]
+    Complaints(#[from] crate::complaints::RegisterError),
 }
 
 impl From<GatewayError> for std::io::Error {
@@ -84,6 +88,7 @@ pub struct Gateway {
     sessions: Arc<Context>,
     control_tx: mpsc::Sender<Control>,
     control_rx: mpsc::Receiver<Control>,
+    complaints: Option<Arc<Complaints>>,
 }
 
 impl Gateway {
@@ -121,10 +126,22 @@ impl Gateway {
             None => None,
         };
         let audit = crate::audit::Audit::open(&config.audit)?;
+        let engine = Arc::new(config.engine());
+        // The register sets its suspensions on the engine before any session decides.
+        let complaints = match &config.complaints {
+            Some(c) => Some(Arc::new(Complaints::open(
+                c.clone(),
+                store.clone(),
+                engine.clone(),
+                config.audit.dir.clone(),
+                Clock::system(),
+            )?)),
+            None => None,
+        };
         let sessions = Arc::new(Context {
             session: config.session.clone(),
             upstream: config.upstream.clone(),
-            engine: Arc::new(config.engine()),
+            engine,
             store,
             keywords: Arc::new(Keywords::new(&config.optout_keywords)),
             capture,
@@ -132,7 +149,16 @@ impl Gateway {
             clock: Clock::system(),
             next_session: std::sync::atomic::AtomicU64::new(1),
         });
-        Ok(Gateway { listener, admin, prometheus, config: Arc::new(config), sessions, control_tx, control_rx })
+        Ok(Gateway {
+            listener,
+            admin,
+            prometheus,
+            config: Arc::new(config),
+            sessions,
+            control_tx,
+            control_rx,
+            complaints,
+        })
     }
 
     /// The consent store the sessions use.
@@ -157,7 +183,8 @@ impl Gateway {
 
     /// Serves until `shutdown` resolves, then drains every session.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
-        let Gateway { listener, admin, prometheus, config, sessions: shared, control_tx, mut control_rx } = self;
+        let Gateway { listener, admin, prometheus, config, sessions: shared, control_tx, mut control_rx, complaints } =
+            self;
         let watcher = config
             .consent
             .snapshot
@@ -178,6 +205,7 @@ impl Gateway {
             journalled: config.consent.journal.is_some(),
             upstream: config.upstream.clone(),
             capture: shared.capture.clone(),
+            complaints,
             reload: reload_tx,
             prometheus,
         };

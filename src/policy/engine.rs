@@ -5,6 +5,7 @@
 //! `decide`, and, if it keeps state, a field of [`Engine`]: nothing outside `policy/` changes.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -161,11 +162,15 @@ pub struct Engine {
     scanner: content::Scanner,
     /// Whether any step reads the message text.
     reads_text: bool,
+    /// Step 1's complaint suspensions, one flag per account (set for every account of a
+    /// suspended entity); clones of the engine share them.
+    suspended: Arc<[AtomicBool]>,
 }
 
 impl Engine {
     /// Builds the engine. `accounts` come validated (unique system_ids, non-empty entities).
     pub fn new(config: PolicyConfig, accounts: Vec<Account>) -> Engine {
+        let n_accounts = accounts.len();
         let by_system_id =
             accounts.iter().enumerate().map(|(i, a)| (a.system_id.clone(), AccountIdx(i as u32))).collect();
         let rates = Arc::new(accounts.iter().map(|a| a.max_tps.map(Rate::per_second)).collect());
@@ -193,6 +198,42 @@ impl Engine {
             signatures,
             scanner,
             reads_text,
+            suspended: (0..n_accounts).map(|_| AtomicBool::new(false)).collect(),
+        }
+    }
+
+    /// Suspends (`on`) or reinstates every account of `entity` (step 1, `suspended`); the
+    /// number of accounts it names. The complaint register owns the state and sets it at
+    /// start and on every change.
+    pub fn set_suspended(&self, entity: &str, on: bool) -> usize {
+        let mut n = 0;
+        for (i, a) in self.accounts.iter().enumerate() {
+            if a.entity == entity {
+                self.suspended[i].store(on, Ordering::Relaxed);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Whether account `idx`'s entity is suspended.
+    #[inline]
+    pub fn is_suspended(&self, idx: AccountIdx) -> bool {
+        self.suspended[idx.get()].load(Ordering::Relaxed)
+    }
+
+    /// The entity of the accounts whose `sender_id` patterns match `source`, when exactly one
+    /// entity does (a complaint that names only the sender's address).
+    pub fn entity_of_source(&self, source: &str) -> Result<&str, Vec<&str>> {
+        let mut found: Vec<&str> = Vec::new();
+        for a in &self.accounts {
+            if a.sender_id.iter().any(|p| p.matches(source.as_bytes())) && !found.contains(&a.entity.as_str()) {
+                found.push(&a.entity);
+            }
+        }
+        match found.as_slice() {
+            [one] => Ok(one),
+            _ => Err(found),
         }
     }
 
@@ -275,7 +316,7 @@ impl Engine {
     pub fn decide(&self, idx: AccountIdx, data: &ConsentView, m: &Message, now: Now) -> Decision {
         let a = self.account(idx);
         let mut d = Decision { verdict: Verdict::Accept, status: 0, class: None, msisdn: None, from_cache: false };
-        let verdict = step_account(a, now)
+        let verdict = step_account(a, now, self.is_suspended(idx))
             .or_else(|| step_sender_id(a, m))
             .or_else(|| {
                 let (class, blocked, hint) = self.step_class(a, m);
@@ -464,10 +505,14 @@ fn text_hash(m: &Message) -> u64 {
 }
 
 /// Step 1, account: the licence is present and not expired today (a licence that expires
-/// during a session rejects with `unlicensed`; binds are checked by [`Engine::admit`]).
+/// during a session rejects with `unlicensed`; binds are checked by [`Engine::admit`]), and
+/// the entity is not suspended by complaints (DESIGN §7).
 #[inline]
-fn step_account(a: &Account, now: Now) -> Option<Verdict> {
-    a.licence_valid_on(now.utc_day()).is_err().then_some(Verdict::Reject(Reason::Unlicensed))
+fn step_account(a: &Account, now: Now, suspended: bool) -> Option<Verdict> {
+    if a.licence_valid_on(now.utc_day()).is_err() {
+        return Some(Verdict::Reject(Reason::Unlicensed));
+    }
+    suspended.then_some(Verdict::Reject(Reason::Suspended))
 }
 
 /// Step 2, sender id: source_addr matches one of the account's patterns (none = any).

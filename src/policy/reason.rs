@@ -33,10 +33,13 @@ pub enum Reason {
     MissingSignature = 10,
     /// Commercial without any of `policy.commercial.opt_out_hints` (step 5).
     MissingOptOutHint = 11,
+    /// The account's entity is suspended after too many complaints (step 1, DESIGN §7): any
+    /// message, commercial or not, until an operator lifts it.
+    Suspended = 12,
 }
 
 impl Reason {
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 13;
     pub const ALL: [Reason; Reason::COUNT] = [
         Reason::NoConsent,
         Reason::Revoked,
@@ -50,6 +53,7 @@ impl Reason {
         Reason::ContentBlocked,
         Reason::MissingSignature,
         Reason::MissingOptOutHint,
+        Reason::Suspended,
     ];
 
     /// The metric label and config key.
@@ -67,6 +71,7 @@ impl Reason {
             Reason::ContentBlocked => "content_blocked",
             Reason::MissingSignature => "missing_signature",
             Reason::MissingOptOutHint => "missing_opt_out_hint",
+            Reason::Suspended => "suspended",
         }
     }
 
@@ -94,6 +99,7 @@ impl Reason {
             Reason::ContentBlocked => 0x406,
             Reason::MissingSignature => 0x407,
             Reason::MissingOptOutHint => 0x408,
+            Reason::Suspended => 0x409,
         }
     }
 

@@ -584,3 +584,36 @@ fn text_step_config_errors_name_the_key() {
         assert!(errs.iter().any(|e| e.key == key && e.message.contains(what)), "{text}: {errs:?}");
     }
 }
+
+/// Step 1: a suspended entity is refused on every account it has, transactional included,
+/// ahead of every later step, and sends again once reinstated; monitor mode only counts it.
+#[test]
+fn a_suspended_entity_is_refused_until_reinstated() {
+    let w = World::new("regime = \"opt-in\"", "");
+    let engine = w.engine.get_or_init(|| w.cfg.engine());
+    let otp = |w: &World| {
+        let digits = NONE.to_string();
+        w.decide_full("otp", SENDER, Addr { ton: 1, npi: 1, addr: digits.as_bytes() }, b"")
+    };
+    assert_eq!((w.decide(GRANTED), otp(&w)), (Accept, Accept));
+    assert_eq!(engine.set_suspended(ENTITY, true), 2, "both accounts of the entity");
+    assert_eq!(engine.set_suspended("nobody", true), 0);
+    assert_eq!(
+        (w.decide(GRANTED), w.decide(DNC), otp(&w)),
+        (Reject(R::Suspended), Reject(R::Suspended), Reject(R::Suspended))
+    );
+    assert_eq!(engine.status(R::Suspended), 0x409);
+    engine.set_suspended(ENTITY, false);
+    assert_eq!((w.decide(GRANTED), w.decide(DNC), otp(&w)), (Accept, Reject(R::Dnc), Accept));
+    let m = World::new("mode = \"monitor\"", "");
+    m.engine.get_or_init(|| m.cfg.engine()).set_suspended(ENTITY, true);
+    assert_eq!(m.decide(GRANTED), WouldReject(R::Suspended));
+}
+
+#[test]
+fn the_entity_of_a_source_address() {
+    let w = World::new("", "");
+    let e = w.cfg.engine();
+    assert_eq!(e.entity_of_source("10690123459"), Ok(ENTITY));
+    assert_eq!(e.entity_of_source("12345"), Err(vec![]));
+}

@@ -70,6 +70,16 @@ pub const AUDIT_RECORDS_TOTAL: &str = "consentgate_audit_records_total";
 /// `{result}` — `[capture]` records (the bytes of one read or write on a leg) `written` to a
 /// pcapng file or `dropped` (queue full, disk failing).
 pub const CAPTURE_RECORDS_TOTAL: &str = "consentgate_capture_records_total";
+/// Gauge `{status}` — complaints in the register (DESIGN §7), read at scrape time: `open`
+/// (not yet resolved, overdue ones included), `overdue` (open past their due date: the
+/// subset an alert watches), `closed`.
+pub const COMPLAINTS: &str = "consentgate_complaints";
+/// `{result}` — `POST /v1/complaints`: `accepted` (stored, consent revoked), `duplicate` (a
+/// reference already filed), `incomplete` (422: fields missing), `invalid` (422: a field
+/// unusable), `failed` (the journal or the register could not take it; nothing acknowledged).
+pub const COMPLAINTS_TOTAL: &str = "consentgate_complaints_total";
+/// Gauge: entities suspended by complaints now (step 1, `suspended`).
+pub const ENTITIES_SUSPENDED: &str = "consentgate_entities_suspended";
 /// Gauge `{version}` = 1.
 pub const BUILD_INFO: &str = "consentgate_build_info";
 
@@ -143,6 +153,9 @@ fn register_alerting_series() {
     for source in ["mo", "api"] {
         metrics::counter!(OPTOUTS_TOTAL, "source" => source).increment(0);
     }
+    for result in ["accepted", "duplicate", "incomplete", "invalid", "failed"] {
+        metrics::counter!(COMPLAINTS_TOTAL, "result" => result).increment(0);
+    }
     for kind in ["write", "fsync"] {
         metrics::counter!(JOURNAL_WRITE_FAILURES_TOTAL, "kind" => kind).increment(0);
     }
@@ -181,5 +194,8 @@ fn describe() {
     describe_counter!(ERRORS_TOTAL, Unit::Count, "errors by stage and kind");
     describe_counter!(AUDIT_RECORDS_TOTAL, Unit::Count, "decision audit records written or dropped");
     describe_counter!(CAPTURE_RECORDS_TOTAL, Unit::Count, "capture records (one leg read or write) written or dropped");
+    describe_gauge!(COMPLAINTS, Unit::Count, "complaints in the register: open (overdue included), overdue, closed");
+    describe_counter!(COMPLAINTS_TOTAL, Unit::Count, "complaints posted, by result");
+    describe_gauge!(ENTITIES_SUSPENDED, Unit::Count, "entities suspended by complaints");
     describe_gauge!(BUILD_INFO, Unit::Count, "build information");
 }
