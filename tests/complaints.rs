@@ -37,6 +37,11 @@ struct Setup {
 
 /// A config with journal, audit (every decision), register and the bundled China calendar.
 fn setup(upstream: SocketAddr, suspend_after: u32) -> Setup {
+    setup_with(upstream, suspend_after, "opt-out", "")
+}
+
+/// [`setup`] with the regime and more `[consent]` lines.
+fn setup_with(upstream: SocketAddr, suspend_after: u32, regime: &str, consent: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let (smpp, admin) = (port(), port());
     let token = dir.path().join("token");
@@ -54,10 +59,11 @@ admin = "127.0.0.1:{admin}"
 [upstream]
 address = "{upstream}"
 [policy]
-regime = "opt-out"
+regime = "{regime}"
 on_snapshot_unavailable = "allow"
 [consent]
 journal = "{d}/journal"
+{consent}
 [audit]
 dir = "{d}/audit"
 mode = "all"
@@ -365,6 +371,62 @@ async fn overdue_under_faketime() {
     assert_eq!(metric(&text, "consentgate_complaints{status=\"overdue\"}"), Some(1.0), "{text}");
     let (_, v) = call(&s, "GET", "/v1/complaints?status=overdue", None).await;
     assert_eq!((v["count"].as_u64(), v["complaints"][0]["reference"].as_str()), (Some(1), Some("late-1")), "{v}");
+}
+
+/// The consent proof of `consent.csv` (`proof` column) through `snapshot build`, the
+/// `snapshot lookup` CLI, the admin lookup and a complaint's evidence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consent_proof_is_shown_and_attached_as_evidence() {
+    let sim = consentgate::sim::start(common::sim_cfg()).await.expect("sim");
+    let data = tempfile::tempdir().unwrap();
+    let csv = data.path().join("consent.csv");
+    std::fs::write(
+        &csv,
+        format!("msisdn,entity,action,at,proof\n{D1},acme-retail,grant,2026-06-01,urn:acme:optin:42\n{D2},acme-retail,grant,2026-06-01,\n"),
+    )
+    .unwrap();
+    let snap = data.path().join("consent.snap");
+    let out = Command::new(BIN)
+        .args(["snapshot", "build", "--require-proof", "--consent"])
+        .arg(&csv)
+        .arg("--out")
+        .arg(&snap)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(report.contains("proofs:       1 pair(s)") && report.contains("--require-proof): 1"), "{report}");
+    let out = Command::new(BIN)
+        .args(["snapshot", "lookup"])
+        .arg(&snap)
+        .args([D1, "--entity", "acme-retail"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("consent proof:      urn:acme:optin:42"), "{text}");
+
+    let s = setup_with(sim.local_addr, 0, "opt-in", &format!("snapshot = \"{}\"", snap.display()));
+    let _gw = start(&s).await;
+    assert_eq!(submit(&s, D1).await, 0, "granted with proof");
+    assert_eq!(submit(&s, D2).await, 0x400, "a grant without proof is no grant under --require-proof");
+    let (_, v) = call(&s, "GET", &format!("/v1/consent/{D1}?entity=acme-retail"), None).await;
+    assert_eq!(v["decision"]["consent_proof"]["proof"], "urn:acme:optin:42", "{v}");
+    let (code, v) = call(
+        &s,
+        "POST",
+        "/v1/complaints",
+        Some(json!({ "subscriber": D1, "entity": "acme-retail", "received_at": "2026-12-03", "reference": "proof-1" })),
+    )
+    .await;
+    assert_eq!(code, 201, "{v}");
+    let (_, shown) = call(&s, "GET", &format!("/v1/complaints/{}", v["id"]), None).await;
+    let c = &shown["evidence"]["consent"];
+    assert_eq!(
+        (c["standing_before"].as_str(), c["proof"]["proof"].as_str()),
+        (Some("granted"), Some("urn:acme:optin:42")),
+        "{c}"
+    );
+    assert_eq!(submit(&s, D1).await, 0x401, "revoked by the complaint despite the proof");
 }
 
 /// A child in its own process group, killed with the group (faketime's child included).

@@ -335,6 +335,7 @@ async fn consent_lookup(
         decision = json!({
             "entity": entity,
             "standing": standing.map(|s| s.label()),
+            "consent_proof": complaints::proof_json(loaded, n, entity),
             "verdict": verdict.label(),
             "reason": verdict.reason().map(|r| r.label()),
             "command_status": match verdict { Verdict::Reject(r) => Some(format!("0x{:08x}", engine.status(r))), _ => None },

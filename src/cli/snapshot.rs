@@ -19,9 +19,13 @@ pub enum SnapshotCmd {
         /// Do-not-call registry: `msisdn,registered_at`.
         #[arg(long)]
         dnc: Option<PathBuf>,
-        /// Consent statements: `msisdn,entity,action,at` (action grant | revoke).
+        /// Consent statements: `msisdn,entity,action,at[,proof]` (action grant | revoke).
         #[arg(long)]
         consent: Option<PathBuf>,
+        /// Compile a consent.csv grant without a proof as no grant (counted in the report):
+        /// the carrier's right under Order No. 74 Art. 21 to refuse what the sender cannot prove.
+        #[arg(long)]
+        require_proof: bool,
         /// Fold the live journal (MO opt-outs, admin statements) of this directory in.
         #[arg(long)]
         journal: Option<PathBuf>,
@@ -91,7 +95,7 @@ pub enum RegimeArg {
 
 pub fn run(cmd: SnapshotCmd) -> anyhow::Result<ExitCode> {
     match cmd {
-        SnapshotCmd::Build { dnc, consent, journal, out, max_invalid, default_country_code, memory } => {
+        SnapshotCmd::Build { dnc, consent, require_proof, journal, out, max_invalid, default_country_code, memory } => {
             if dnc.is_none() && consent.is_none() && journal.is_none() {
                 eprintln!("snapshot build: give at least one of --dnc, --consent, --journal");
                 return Ok(ExitCode::from(EX_USAGE));
@@ -103,6 +107,7 @@ pub fn run(cmd: SnapshotCmd) -> anyhow::Result<ExitCode> {
                 max_invalid,
                 default_cc: default_country_code,
                 memory,
+                require_proof,
                 ..Default::default()
             };
             if let Some(dir) = journal {
@@ -156,6 +161,25 @@ pub fn run(cmd: SnapshotCmd) -> anyhow::Result<ExitCode> {
                 }
             };
             print!("{}", s.describe(m, entity.as_deref()));
+            if let Some(e) = &entity {
+                use consentgate::consent::snapshot::proofs::{self, ProofLookup};
+                match proofs::lookup(&file, s.info().checksum, m, e) {
+                    Ok(ProofLookup::Found(p)) => println!(
+                        "  consent proof:      {} (grant of {})",
+                        p.proof,
+                        consentgate::audit::format_time_us(p.granted_at * 1000)
+                    ),
+                    Ok(ProofLookup::None) => println!("  consent proof:      none on record"),
+                    Ok(ProofLookup::NoFile) => {
+                        println!("  consent proof:      none (no {} file)", proofs::path_for(&file).display())
+                    }
+                    Ok(ProofLookup::Stale) => println!(
+                        "  consent proof:      unknown ({} belongs to another snapshot)",
+                        proofs::path_for(&file).display()
+                    ),
+                    Err(err) => println!("  consent proof:      unreadable: {err}"),
+                }
+            }
             if let Some(e) = entity {
                 // The gateway's own step 6 over this snapshot alone (no live delta): the same
                 // functions `decide` and the admin lookup call, so the answers cannot differ.

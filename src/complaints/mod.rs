@@ -254,6 +254,10 @@ impl Complaints {
         let entity_name = EntityName::parse(&entity)
             .map_err(|e| FileError::Invalid { field: "entity", message: format!("`{entity}`: {e}") })?;
         let standing_before = self.standing(msisdn, &entity);
+        let proof = {
+            let guard = self.store.current();
+            proof_json(guard.as_deref(), msisdn, &entity)
+        };
         // Step 3: the revocation, durable before the complaint is.
         let statement = NewStatement {
             kind: StatementKind::Revoke,
@@ -270,7 +274,7 @@ impl Complaints {
         let kept = &records[records.len().saturating_sub(EVIDENCE_MAX)..];
         let evidence = json!({
             "collected_at": crate::audit::format_time_us(now * 1000),
-            "consent": { "standing_before": standing_before, "proof": Value::Null },
+            "consent": { "standing_before": standing_before, "proof": proof },
             "audit": match &audit_report {
                 None => json!({ "enabled": false }),
                 Some(rep) => json!({
@@ -462,6 +466,25 @@ pub fn row_json(r: &Row, now_ms: i64) -> Value {
         v["evidence"] = serde_json::from_str(e).unwrap_or(Value::String(e.clone()));
     }
     v
+}
+
+/// The consent proof on record for (msisdn, entity), as the API shows it: `{"proof", "granted_at"}`,
+/// or `null` with why in `proof_status` (`none`, `no_snapshot`, `no_proofs_file`, `stale`,
+/// `unreadable`).
+pub fn proof_json(loaded: Option<&crate::consent::store::Loaded>, msisdn: u64, entity: &str) -> Value {
+    use crate::consent::snapshot::proofs::ProofLookup;
+    let Some(l) = loaded else { return json!({ "proof": null, "proof_status": "no_snapshot" }) };
+    match l.proof(msisdn, entity) {
+        Ok(ProofLookup::Found(p)) => json!({
+            "proof": p.proof,
+            "granted_at": crate::audit::format_time_us(p.granted_at * 1000),
+            "proof_status": "found",
+        }),
+        Ok(ProofLookup::None) => json!({ "proof": null, "proof_status": "none" }),
+        Ok(ProofLookup::NoFile) => json!({ "proof": null, "proof_status": "no_proofs_file" }),
+        Ok(ProofLookup::Stale) => json!({ "proof": null, "proof_status": "stale" }),
+        Err(e) => json!({ "proof": null, "proof_status": "unreadable", "error": e.to_string() }),
+    }
 }
 
 /// Outcomes a resolution may report.

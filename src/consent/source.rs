@@ -3,7 +3,7 @@
 //! | file | header row | one row |
 //! |---|---|---|
 //! | `dnc.csv` | `msisdn,registered_at` | `8613812345678,2026-05-01T08:00:00+08:00` |
-//! | `consent.csv` | `msisdn,entity,action,at` | `13812345678,acme-retail,grant,2026-05-01` |
+//! | `consent.csv` | `msisdn,entity,action,at` or `msisdn,entity,action,at,proof` | `13812345678,acme-retail,grant,2026-05-01,urn:acme:optin:8812` |
 //!
 //! * UTF-8; an optional BOM; `\n` or `\r\n` line ends; blank lines are skipped. The header row is
 //!   required and its names are checked (case-insensitive). No quoting: fields cannot contain
@@ -12,6 +12,9 @@
 //!   code. `action` is `grant` or `revoke` (case-insensitive). `entity` follows
 //!   [`EntityName`](super::statement::EntityName)'s rule: 1–255 bytes of UTF-8 without control
 //!   characters.
+//! * `proof` (optional column, DESIGN §4): the sender's reference to its evidence of the
+//!   subscriber's consent (Order No. 74 Art. 21) — an id, URI or hash, up to [`MAX_PROOF_BYTES`]
+//!   of UTF-8 without control characters; empty = none.
 //! * Timestamps: RFC 3339 (`2026-05-01T08:00:00Z`, `2026-05-01T08:00:00.250+08:00`, `T` or a
 //!   space between date and time, fractions truncated) or a bare `YYYY-MM-DD` (midnight UTC).
 //!   Parsed by [`crate::time::parse_timestamp_ms`] into Unix milliseconds, the unit of every
@@ -50,6 +53,10 @@ pub const MAX_ENTITY_LEN: usize = MAX_ENTITY_BYTES;
 pub const DNC_HEADER: [&str; 2] = ["msisdn", "registered_at"];
 /// Header of `consent.csv`.
 pub const CONSENT_HEADER: [&str; 4] = ["msisdn", "entity", "action", "at"];
+/// Header of `consent.csv` with the optional proof column.
+pub const CONSENT_HEADER_PROOF: [&str; 5] = ["msisdn", "entity", "action", "at", "proof"];
+/// Longest consent proof accepted, in bytes.
+pub const MAX_PROOF_BYTES: usize = 512;
 
 /// One good row of `dnc.csv`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +75,8 @@ pub struct ConsentRow<'a> {
     pub action: StatementKind,
     /// Unix milliseconds.
     pub at: i64,
+    /// The `proof` column, when the file has one and the field is not empty.
+    pub proof: Option<&'a str>,
 }
 
 /// A row that was skipped. Displays as `file:line: field: message`.
@@ -199,7 +208,7 @@ pub fn read_dnc<R: Read>(
     mut on_row: impl FnMut(DncRow),
     on_progress: impl FnMut(u64, u64),
 ) -> Result<SourceSummary, SourceError> {
-    read_csv(input, file, &DNC_HEADER, budget, on_progress, |line| {
+    read_csv(input, file, &[&DNC_HEADER], budget, on_progress, |line, _| {
         let [m, at] = split_fields(line, &DNC_HEADER)?;
         let msisdn = field_msisdn(m, default_cc)?;
         let registered_at = field_time(at, "registered_at")?;
@@ -217,8 +226,13 @@ pub fn read_consent<R: Read>(
     mut on_row: impl FnMut(ConsentRow<'_>),
     on_progress: impl FnMut(u64, u64),
 ) -> Result<SourceSummary, SourceError> {
-    read_csv(input, file, &CONSENT_HEADER, budget, on_progress, |line| {
-        let [m, e, a, at] = split_fields(line, &CONSENT_HEADER)?;
+    read_csv(input, file, &[&CONSENT_HEADER, &CONSENT_HEADER_PROOF], budget, on_progress, |line, header| {
+        let ([m, e, a, at], proof) = if header == 0 {
+            (split_fields(line, &CONSENT_HEADER)?, None)
+        } else {
+            let [m, e, a, at, p] = split_fields(line, &CONSENT_HEADER_PROOF)?;
+            ([m, e, a, at], field_proof(p)?)
+        };
         let msisdn = field_msisdn(m, default_cc)?;
         let entity = field_entity(e)?;
         let action = match a {
@@ -227,7 +241,7 @@ pub fn read_consent<R: Read>(
             _ => return Err(("action", format!("`{}` is not grant or revoke", lossy(a)))),
         };
         let at = field_time(at, "at")?;
-        on_row(ConsentRow { msisdn, entity, action, at });
+        on_row(ConsentRow { msisdn, entity, action, at, proof });
         Ok(())
     })
 }
@@ -276,6 +290,21 @@ fn field_entity(f: &[u8]) -> FieldResult<&str> {
     check_entity(f).map_err(|e| ("entity", e.to_string()))
 }
 
+#[inline]
+fn field_proof(f: &[u8]) -> FieldResult<Option<&str>> {
+    if f.is_empty() {
+        return Ok(None);
+    }
+    if f.len() > MAX_PROOF_BYTES {
+        return Err(("proof", format!("{} bytes, more than {MAX_PROOF_BYTES}", f.len())));
+    }
+    let p = std::str::from_utf8(f).map_err(|_| ("proof", "not UTF-8".to_owned()))?;
+    if p.chars().any(char::is_control) {
+        return Err(("proof", format!("`{}` contains a control character", lossy(f))));
+    }
+    Ok(Some(p))
+}
+
 fn lossy(b: &[u8]) -> String {
     let s = String::from_utf8_lossy(&b[..b.len().min(64)]).into_owned();
     if b.len() > 64 {
@@ -297,14 +326,16 @@ fn trim(mut b: &[u8]) -> &[u8] {
 }
 
 /// The shared line loop: buffer management, hashing, header check, blank lines, errors.
+/// `headers` are the header rows the file may have; `on_line` gets the index of the one it has.
 fn read_csv<R: Read>(
     mut input: R,
     file: &str,
-    header: &[&str],
+    headers: &[&[&str]],
     budget: &InvalidBudget,
     mut on_progress: impl FnMut(u64, u64),
-    mut on_line: impl FnMut(&[u8]) -> FieldResult<()>,
+    mut on_line: impl FnMut(&[u8], usize) -> FieldResult<()>,
 ) -> Result<SourceSummary, SourceError> {
+    let mut variant = 0;
     let mut sum = SourceSummary { file: file.to_owned(), ..SourceSummary::default() };
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; READ_BUFFER];
@@ -339,7 +370,7 @@ fn read_csv<R: Read>(
             };
             sum.lines += 1;
             if !header_seen {
-                check_header(file, line, header)?;
+                variant = check_header(file, line, headers)?;
                 header_seen = true;
                 continue;
             }
@@ -347,7 +378,7 @@ fn read_csv<R: Read>(
             if line.is_empty() {
                 continue;
             }
-            match on_line(line) {
+            match on_line(line, variant) {
                 Ok(()) => sum.rows += 1,
                 Err((field, message)) => {
                     sum.errors.record(file, sum.lines, field, message);
@@ -372,7 +403,7 @@ fn read_csv<R: Read>(
         on_progress(sum.bytes, sum.rows);
     }
     if !header_seen {
-        return Err(SourceError::Header { file: file.to_owned(), expected: header.join(","), found: String::new() });
+        return Err(SourceError::Header { file: file.to_owned(), expected: expected(headers), found: String::new() });
     }
     sum.sha256 = hasher.finalize().into();
     Ok(sum)
@@ -397,17 +428,25 @@ fn find_newline(hay: &[u8]) -> Option<usize> {
     chunks.remainder().iter().position(|&b| b == b'\n').map(|p| base + p)
 }
 
-fn check_header(file: &str, line: &[u8], expected: &[&str]) -> Result<(), SourceError> {
+/// Which of `headers` the line is.
+fn check_header(file: &str, line: &[u8], headers: &[&[&str]]) -> Result<usize, SourceError> {
     let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
     let line = trim(line);
-    let mut names = line.split(|&b| b == b',').map(trim);
-    let ok = expected.iter().all(|want| names.next().is_some_and(|n| n.eq_ignore_ascii_case(want.as_bytes())))
-        && names.next().is_none();
-    if ok {
-        Ok(())
-    } else {
-        Err(SourceError::Header { file: file.to_owned(), expected: expected.join(","), found: lossy(line) })
-    }
+    let is = |expected: &[&str]| {
+        let mut names = line.split(|&b| b == b',').map(trim);
+        expected.iter().all(|want| names.next().is_some_and(|n| n.eq_ignore_ascii_case(want.as_bytes())))
+            && names.next().is_none()
+    };
+    headers.iter().position(|h| is(h)).ok_or_else(|| SourceError::Header {
+        file: file.to_owned(),
+        expected: expected(headers),
+        found: lossy(line),
+    })
+}
+
+/// The accepted header rows, for a message: `a,b` or `a,b,c`.
+fn expected(headers: &[&[&str]]) -> String {
+    headers.iter().map(|h| h.join(",")).collect::<Vec<_>>().join("` or `")
 }
 
 #[cfg(test)]
@@ -418,6 +457,41 @@ mod tests {
         let mut rows = Vec::new();
         let r = read_dnc(text.as_bytes(), "dnc.csv", "86", budget, |r| rows.push(r), |_, _| {});
         (r, rows)
+    }
+
+    #[test]
+    fn the_optional_proof_column() {
+        let mut rows = Vec::new();
+        let text = "msisdn,entity,action,at,proof\n8613800000001,acme,grant,2026-01-01,urn:x:1\n\
+                    8613800000002,acme,grant,2026-01-01,\n8613800000003,acme,grant,2026-01-01,a\u{7}b\n\
+                    8613800000004,acme,grant,2026-01-01\n";
+        let s = read_consent(
+            text.as_bytes(),
+            "consent.csv",
+            "86",
+            &InvalidBudget::unlimited(),
+            |r| rows.push((r.msisdn, r.proof.map(str::to_owned))),
+            |_, _| {},
+        )
+        .unwrap();
+        assert_eq!(rows, [(8613800000001, Some("urn:x:1".into())), (8613800000002, None)]);
+        let errs: Vec<String> = s.errors.first.iter().map(|e| e.to_string()).collect();
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(errs[0].starts_with("consent.csv:4: proof:") && errs[0].contains("control"), "{errs:?}");
+        assert!(errs[1].starts_with("consent.csv:5: proof: missing"), "{errs:?}");
+        let e = read_consent(
+            "msisdn,entity,action\n".as_bytes(),
+            "c.csv",
+            "86",
+            &InvalidBudget::unlimited(),
+            |_| {},
+            |_, _| {},
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "c.csv:1: header: expected `msisdn,entity,action,at` or `msisdn,entity,action,at,proof`, found `msisdn,entity,action`"
+        );
     }
 
     fn consent(text: &str) -> (SourceSummary, Vec<(u64, String, StatementKind, i64)>) {

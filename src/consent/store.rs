@@ -56,6 +56,14 @@ pub struct Loaded {
     pub loaded_at: SystemTime,
 }
 
+impl Loaded {
+    /// The consent proof on record for (msisdn, entity) in this snapshot's proofs file
+    /// ([`super::snapshot::proofs`]; read from disk, never on the message path).
+    pub fn proof(&self, msisdn: u64, entity: &str) -> std::io::Result<super::snapshot::proofs::ProofLookup> {
+        super::snapshot::proofs::lookup(&self.path, self.snapshot.info().checksum, msisdn, entity)
+    }
+}
+
 /// Why the store could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

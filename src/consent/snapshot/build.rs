@@ -36,6 +36,9 @@ pub struct BuildOptions {
     pub memory: Option<u64>,
     /// Force this many partitions (tests, tuning); overrides `memory`.
     pub parts: Option<u64>,
+    /// `--require-proof`: a `consent.csv` grant without a proof is compiled as no grant (and
+    /// counted in [`BuildReport::grants_without_proof`]).
+    pub require_proof: bool,
 }
 
 impl Default for BuildOptions {
@@ -49,6 +52,7 @@ impl Default for BuildOptions {
             default_cc: "86".to_owned(),
             memory: None,
             parts: None,
+            require_proof: false,
         }
     }
 }
@@ -124,6 +128,10 @@ pub struct BuildReport {
     pub elapsed: Duration,
     /// Wall time per phase.
     pub phases: Vec<(Phase, Duration)>,
+    /// Pairs with a consent proof written to `<out>.proofs` ([`proofs`]).
+    pub proofs: u64,
+    /// Grants dropped by [`BuildOptions::require_proof`].
+    pub grants_without_proof: u64,
 }
 
 impl fmt::Display for BuildReport {
@@ -143,6 +151,12 @@ impl fmt::Display for BuildReport {
             r.pairs, r.grants, r.revoked, r.dnc_newer
         )?;
         write!(f, "  entities:     {}", r.entities)?;
+        if r.proofs > 0 {
+            write!(f, "\n  proofs:       {} pair(s), in {}", r.proofs, proofs::path_for(&r.out).display())?;
+        }
+        if r.grants_without_proof > 0 {
+            write!(f, "\n  grants without proof, compiled as no grant (--require-proof): {}", r.grants_without_proof)?;
+        }
         if r.invalid.count > 0 {
             write!(f, "\n  skipped {} invalid row(s) (allowed by --max-invalid {}):", r.invalid.count, r.max_invalid)?;
             for (field, n) in &r.invalid.by_field {
@@ -271,6 +285,8 @@ pub fn build(opts: &BuildOptions, mut progress: impl FnMut(Progress)) -> Result<
         }
         None => (Rows::Memory(dnc), Rows::Memory(pairs)),
     };
+    let mut proof_rows: Vec<proofs::ProofRow> = Vec::new();
+    let without_proof = AtomicU64::new(0);
     let (dnc_res, consent_res) = thread::scope(|s| {
         let h_dnc = s.spawn(|| -> Result<Option<SourceSummary>, SourceError> {
             let Some((f, name, len)) = dnc_src else { return Ok(None) };
@@ -302,8 +318,21 @@ pub fn build(opts: &BuildOptions, mut progress: impl FnMut(Progress)) -> Result<
                 cc,
                 &budget,
                 |r| {
+                    let grant = r.action == StatementKind::Grant;
+                    if grant && r.proof.is_none() && opts.require_proof {
+                        without_proof.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    if let (true, Some(p)) = (grant, r.proof) {
+                        proof_rows.push(proofs::ProofRow {
+                            msisdn: r.msisdn,
+                            entity: r.entity.into(),
+                            at: r.at,
+                            proof: p.into(),
+                        });
+                    }
                     let id = entities.intern(r.entity);
-                    pairs_sink.push(&est, r.msisdn, pack_pair(r.msisdn, id, r.at, r.action == StatementKind::Revoke));
+                    pairs_sink.push(&est, r.msisdn, pack_pair(r.msisdn, id, r.at, !grant));
                 },
                 |bytes, rows| {
                     est.observe(bytes, rows);
@@ -403,6 +432,16 @@ pub fn build(opts: &BuildOptions, mut progress: impl FnMut(Progress)) -> Result<
             (compiled, slots, written)
         }
     };
+    // The proofs file names the snapshot it belongs to by its id (header offset 240).
+    let snapshot_id = {
+        let mut id = [0u8; 8];
+        let f = File::open(&opts.out).map_err(|source| io_err(&opts.out, source))?;
+        std::os::unix::fs::FileExt::read_exact_at(&f, &mut id, 240).map_err(|source| io_err(&opts.out, source))?;
+        u64::from_le_bytes(id)
+    };
+    let proofs_path = proofs::path_for(&opts.out);
+    let proof_pairs =
+        proofs::write(&opts.out, snapshot_id, proof_rows).map_err(|source| io_err(&proofs_path, source))?;
     phases.push((last_phase, phase_start.elapsed()));
     progress(Progress { phase: Phase::Done, rows: rows_total, bytes: total_bytes, total_bytes });
     drop(spill);
@@ -432,6 +471,8 @@ pub fn build(opts: &BuildOptions, mut progress: impl FnMut(Progress)) -> Result<
         bytes_written,
         elapsed: t0.elapsed(),
         phases,
+        proofs: proof_pairs,
+        grants_without_proof: without_proof.load(Ordering::Relaxed),
     })
 }
 

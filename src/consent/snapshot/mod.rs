@@ -103,6 +103,7 @@ mod external;
 mod format;
 mod image;
 mod load;
+pub mod proofs;
 mod table;
 
 use std::fmt;

@@ -736,3 +736,52 @@ fn partitioned_build_writes_the_same_table() {
     assert_eq!(external::parts_for(u64::MAX / 32, 1), external::MAX_PARTS);
     assert_eq!(external::parts_for(0, 8 << 30), external::PARTS_UNKNOWN_SIZE);
 }
+
+/// The proof column: kept in `<out>.proofs` (the latest grant's proof per pair), found by
+/// lookup; `require_proof` compiles a grant without one as no grant and counts it; a build
+/// without proofs removes a stale proofs file.
+#[test]
+fn consent_proofs_beside_the_snapshot_and_require_proof() {
+    use super::proofs::{self, Proof, ProofLookup};
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("consent.csv");
+    std::fs::write(
+        &csv,
+        "msisdn,entity,action,at,proof\n\
+         8613800000001,acme,grant,2026-01-01,urn:acme:optin:1\n\
+         8613800000001,acme,grant,2026-02-01,urn:acme:optin:1b\n\
+         8613800000002,acme,grant,2026-01-01,\n\
+         8613800000003,acme,grant,2026-01-01,sha256:9f86d081\n\
+         8613800000003,acme,revoke,2026-03-01,\n",
+    )
+    .unwrap();
+    let out = dir.path().join("c.snap");
+    let r = build(&opts(None, Some(&csv), &out), |_| {}).unwrap();
+    assert_eq!((r.proofs, r.grants_without_proof, r.grants), (2, 0, 2));
+    let s = Snapshot::open(&out).unwrap();
+    let id = s.info().checksum;
+    let acme = s.entity_id("acme").unwrap();
+    assert_eq!(
+        proofs::lookup(&out, id, 8613800000001, "acme").unwrap(),
+        ProofLookup::Found(Proof { proof: "urn:acme:optin:1b".into(), granted_at: 1_769_904_000_000 })
+    );
+    assert_eq!(proofs::lookup(&out, id, 8613800000002, "acme").unwrap(), ProofLookup::None);
+    // The proof of a grant since revoked is still on record; the snapshot says it is revoked.
+    assert!(matches!(proofs::lookup(&out, id, 8613800000003, "acme").unwrap(), ProofLookup::Found(_)));
+    assert_eq!(s.pair(8613800000003, acme), Some(PairState::Revoked));
+    assert_eq!(s.pair(8613800000002, acme), Some(PairState::Grant));
+
+    let strict = BuildOptions { require_proof: true, ..opts(None, Some(&csv), &out) };
+    let r = build(&strict, |_| {}).unwrap();
+    assert_eq!((r.grants_without_proof, r.grants), (1, 1), "{r}");
+    assert!(r.to_string().contains("grants without proof, compiled as no grant (--require-proof): 1"), "{r}");
+    let s = Snapshot::open(&out).unwrap();
+    assert_eq!(s.pair(8613800000002, s.entity_id("acme").unwrap()), None, "no proof: no grant");
+    assert_eq!(proofs::lookup(&out, id, 8613800000001, "acme").unwrap(), ProofLookup::Stale, "the old build's id");
+
+    std::fs::write(&csv, "msisdn,entity,action,at\n8613800000001,acme,grant,2026-01-01\n").unwrap();
+    let r = build(&opts(None, Some(&csv), &out), |_| {}).unwrap();
+    assert_eq!(r.proofs, 0);
+    let id = Snapshot::open(&out).unwrap().info().checksum;
+    assert_eq!(proofs::lookup(&out, id, 8613800000001, "acme").unwrap(), ProofLookup::NoFile);
+}
