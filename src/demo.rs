@@ -16,6 +16,8 @@ use crate::sim::SimConfig;
 
 /// The demo configuration, embedded so the binary runs from any directory.
 pub const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
+/// The working-day calendar the demo's complaint register counts in.
+pub const DEMO_CALENDAR: &str = include_str!("../config/calendar-cn-2026.toml");
 
 /// Sample subscribers: 8613800000000 + i. i % 4: 0 granted, 1 nothing, 2 revoked, 3 on the DNC registry.
 const SUBSCRIBERS: u64 = 2_000;
@@ -37,14 +39,15 @@ async fn run_in(dir: &std::path::Path, count: u64) -> anyhow::Result<()> {
         let mut d = std::io::BufWriter::new(std::fs::File::create(&dnc)?);
         let mut c = std::io::BufWriter::new(std::fs::File::create(&consent)?);
         writeln!(d, "msisdn,registered_at")?;
-        writeln!(c, "msisdn,entity,action,at")?;
+        // With the optional proof column: the sender's reference to each opt-in it holds.
+        writeln!(c, "msisdn,entity,action,at,proof")?;
         for i in 0..SUBSCRIBERS {
             let m = BASE + i;
             match i % 4 {
-                0 => writeln!(c, "{m},demo-retail,grant,2026-03-01")?,
+                0 => writeln!(c, "{m},demo-retail,grant,2026-03-01,urn:demo-retail:optin:{i}")?,
                 2 => {
-                    writeln!(c, "{m},demo-retail,grant,2026-03-01")?;
-                    writeln!(c, "{m},demo-retail,revoke,2026-06-01T09:30:00+08:00")?;
+                    writeln!(c, "{m},demo-retail,grant,2026-03-01,urn:demo-retail:optin:{i}")?;
+                    writeln!(c, "{m},demo-retail,revoke,2026-06-01T09:30:00+08:00,")?;
                 }
                 3 => writeln!(d, "{m},2026-05-20")?,
                 _ => {}
@@ -75,6 +78,18 @@ async fn run_in(dir: &std::path::Path, count: u64) -> anyhow::Result<()> {
     // The decision audit log: every rejection, for the complaint step at the end.
     cfg.audit.mode = crate::audit::AuditMode::Rejects;
     cfg.audit.dir = Some(dir.join("audit"));
+    // The complaint register, on the bundled China 2026 working-day calendar; a token for
+    // the admin API's POST (made up per run, shown to nobody).
+    let calendar = crate::time::Calendar::parse(DEMO_CALENDAR)
+        .map_err(|e| anyhow::anyhow!("config/calendar-cn-2026.toml: {e}"))?;
+    cfg.complaints = Some(crate::complaints::ComplaintsConfig {
+        db: dir.join("complaints.db"),
+        calendar,
+        respond_within: crate::complaints::DEFAULT_RESPOND_WITHIN,
+        suspend_after: 0,
+    });
+    let token = format!("demo-{:x}", crate::time::unix_us() ^ u64::from(std::process::id()) as i64);
+    cfg.admin.token = Some(crate::admin::Secret(token.clone()));
     let engine = cfg.engine();
     let store = Arc::new(ConsentStore::open(&cfg.consent)?);
     let gw = crate::Gateway::bind_with_store(cfg, store.clone()).await?;
@@ -266,41 +281,81 @@ async fn run_in(dir: &std::path::Path, count: u64) -> anyhow::Result<()> {
         println!("   GET {lookup}:\n       {body}");
     }
 
+    // 6. A complaint arrives through 12321: "I replied 退订 and they kept texting me". Filed
+    // through the admin API: it revokes (again: the MO already did), gets its due date in
+    // working days, and carries the evidence — the audit log's decisions for the pair (the
+    // messages refused after the 退订) and the consent proof the sender registered.
+    tokio::time::sleep(Duration::from_millis(300)).await; // the audit writer's last batch
+    let now = crate::time::Clock::system().now().unix_ms;
+    let complaint = serde_json::json!({
+        "subscriber": subscriber.to_string(),
+        "source": "1069012345",
+        "received_at": crate::audit::format_time_us(now * 1000),
+        "reference": format!("12321-DEMO-{}", now / 1000),
+        "channel": "12321",
+        "content": "回复退订后仍收到营销短信",
+    })
+    .to_string();
+    match crate::admin::request(admin_addr, "POST", "/v1/complaints", Some(&token), Some(&complaint)).await {
+        Ok((201, body)) => {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let id = v["id"].as_i64().unwrap_or(0);
+            println!(
+                "6. complaint {} about {subscriber} (replied 退订), via 12321: filed as #{id}, entity {} (from source {} by {}), due {} (15 working days, calendar-cn-2026), actions {}",
+                v["reference"].as_str().unwrap_or(""),
+                v["entity"].as_str().unwrap_or(""),
+                v["source"].as_str().unwrap_or(""),
+                v["entity_from"].as_str().unwrap_or(""),
+                v["due"].as_str().unwrap_or(""),
+                v["actions"]
+            );
+            // The audit log's part of the evidence is collected after the 201 (bounded wait).
+            let mut e = serde_json::Value::Null;
+            for _ in 0..400 {
+                if let Ok((200, shown)) =
+                    crate::admin::request(admin_addr, "GET", &format!("/v1/complaints/{id}"), None, None).await
+                {
+                    e = serde_json::from_str(&shown).unwrap_or_default();
+                    if e["evidence"]["audit"]["state"] == "complete" {
+                        break;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            {
+                let ev = &e["evidence"];
+                let records = ev["audit"]["records"].as_array().cloned().unwrap_or_default();
+                println!(
+                    "     evidence: consent proof {} (standing before: {}); {} audited decision(s) for the pair (the newest {} attached), e.g.",
+                    ev["consent"]["proof"]["proof"].as_str().unwrap_or("none"),
+                    ev["consent"]["standing_before"].as_str().unwrap_or("?"),
+                    ev["audit"]["records_found"],
+                    ev["audit"]["records_kept"]
+                );
+                if let Some(r) = records.first() {
+                    println!(
+                        "       {} {} -> {}: {} {} (status {})",
+                        r["time"].as_str().unwrap_or(""),
+                        r["account"].as_str().unwrap_or(""),
+                        r["destination"].as_str().unwrap_or(""),
+                        r["verdict"].as_str().unwrap_or(""),
+                        r["reason"].as_str().unwrap_or("-"),
+                        r["status"].as_str().unwrap_or("-")
+                    );
+                }
+                println!("     GET http://{admin_addr}/v1/complaints?status=open lists it; `consentgate complaints list --config FILE` reads the same register");
+            }
+        }
+        Ok((code, body)) => println!("6. complaint: HTTP {code}: {body}"),
+        Err(e) => println!("6. complaint: admin API unreachable: {e}"),
+    }
+
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(15), gw_task).await;
     sim.shutdown().await;
     store.close();
-    // 6. A complaint arrives (12321): "I replied 退订 and they kept texting me". The audit log
-    // (closed when the gateway stopped) shows what consentgate did with every later message.
-    let q = crate::audit::search::Query { msisdn: subscriber, since_us: None, until_us: None, account: None };
-    let mut first = None;
-    match crate::audit::search::search(&dir.join("audit"), &q, |line, _| {
-        if first.is_none() {
-            first = Some(format!(
-                "{} {} -> {}: {} {} (status {}, snapshot {})",
-                line.time,
-                line.account,
-                line.destination,
-                line.verdict,
-                line.reason.as_deref().unwrap_or("-"),
-                line.status.as_deref().unwrap_or("-"),
-                line.snapshot.as_deref().unwrap_or("-")
-            ));
-        }
-        Ok(())
-    }) {
-        Ok(rep) => {
-            println!(
-                "6. complaint about {subscriber}: `consentgate audit search --dir {} --msisdn {subscriber}` finds {} rejected message(s); first:",
-                dir.join("audit").display(),
-                rep.matched
-            );
-            println!("       {}", first.unwrap_or_default());
-        }
-        Err(e) => println!("6. audit search failed: {e}"),
-    }
     println!();
-    println!("Reject statuses: no_consent 0x400, revoked 0x401, dnc 0x402, quiet_hours 0x403, frequency_cap 0x404, unlicensed 0x405 (configurable).");
+    println!("Reject statuses: no_consent 0x400, revoked 0x401, dnc 0x402, quiet_hours 0x403, frequency_cap 0x404, unlicensed 0x405, content_blocked 0x406, missing_signature 0x407, missing_opt_out_hint 0x408, suspended 0x409 (configurable).");
     println!("Run `consentgate --help` for the gateway, snapshot tools, simulator and load tool.");
     Ok(())
 }

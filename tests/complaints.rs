@@ -80,6 +80,13 @@ entity = "acme-retail"
 class = "marketing"
 licence = "B2-1"
 sender_id = ["1069*"]
+# Its sender ids overlap acme's: a complaint naming only 1069012345 needs the audit log.
+[[account]]
+system_id = "beta"
+entity = "beta-brand"
+class = "marketing"
+licence = "B2-2"
+sender_id = ["10690*"]
 "#,
             token.display(),
             calendar.display()
@@ -113,6 +120,19 @@ async fn submit(s: &Setup, dest: &str) -> u32 {
     let seq = e.submit(&common::submit_to(dest)).await;
     let r = e.recv_where(|f| smpp::command_id(f) == cmd::SUBMIT_SM_RESP && smpp::sequence(f) == seq).await;
     smpp::command_status(&r)
+}
+
+/// Complaint `id` once its audit evidence is collected (polled, bounded).
+async fn shown_complete(s: &Setup, id: i64) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, v) = call(s, "GET", &format!("/v1/complaints/{id}"), None).await;
+        assert_eq!(code, 200, "{v}");
+        if v["evidence"]["audit"]["state"] == "complete" || tokio::time::Instant::now() > deadline {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 fn metric(text: &str, series: &str) -> Option<f64> {
@@ -159,7 +179,8 @@ async fn a_complaint_revokes_carries_evidence_suspends_and_survives_kill_9() {
     .await;
     assert_eq!((code, v["field"].as_str()), (422, Some("subscriber")), "{v}");
 
-    // Complete, the entity found from the source address through the audit log.
+    // Complete, the entity found from the source address through the audit log (both
+    // accounts' sender ids match it).
     let complaint = json!({
         "subscriber": "13800000001",           // national form: the default country code is added
         "source": "1069012345",
@@ -188,12 +209,16 @@ async fn a_complaint_revokes_carries_evidence_suspends_and_survives_kill_9() {
     assert_eq!(submit(&s, D1).await, 0x401, "revoked by the complaint");
     assert_eq!(submit(&s, D2).await, 0, "other subscribers unaffected");
 
-    // The evidence: the audited decision, and the standing before the revocation.
-    let (code, shown) = call(&s, "GET", &format!("/v1/complaints/{id}"), None).await;
-    assert_eq!(code, 200);
+    // The evidence: the audited decision (collected after the 201), and the standing before
+    // the revocation.
+    let shown = shown_complete(&s, id).await;
     let ev = &shown["evidence"];
     assert_eq!(ev["consent"]["standing_before"], "no_snapshot", "{ev}");
-    assert_eq!(ev["audit"]["enabled"], true);
+    assert_eq!(
+        (ev["audit"]["enabled"].as_bool(), ev["audit"]["state"].as_str()),
+        (Some(true), Some("complete")),
+        "{ev}"
+    );
     let records = ev["audit"]["records"].as_array().expect("records");
     assert!(!records.is_empty() && records.iter().all(|r| r["msisdn"] == D1 && r["entity"] == "acme-retail"), "{ev}");
     assert_eq!(records[0]["verdict"], "accepted");

@@ -21,7 +21,10 @@ fn demo_runs_every_step() {
         "MO injected",
         "consentgate_submit_total{account=\"demo-mkt\",verdict=\"rejected\",reason=\"revoked\"}",
         "\"standing\":\"revoked\"",
-        "rejected message(s); first:",
+        "replied 退订), via 12321: filed as #1, entity demo-retail",
+        "actions [\"consent_revoked\"]",
+        "evidence: consent proof urn:demo-retail:optin:4 (standing before: revoked)",
+        "rejected revoked (status 0x00000401)",
     ] {
         assert!(text.contains(step), "missing `{step}` in:\n{text}");
     }

@@ -12,10 +12,13 @@
 //! 2. answers a reference filed before with that complaint (idempotent: the centre resends);
 //! 3. revokes consent for (subscriber, entity) through the consent store: journalled and
 //!    fsynced before anything else happens, so the next submit is refused;
-//! 4. freezes its evidence: every decision the audit log holds for that subscriber and entity
-//!    over the last [`EVIDENCE_DAYS`] days (at most [`EVIDENCE_MAX`], the newest) and the
-//!    consent standing on record just before the revocation — frozen because the audit log
-//!    rotates away long before a dispute ends;
+//! 4. freezes its evidence: the consent standing on record just before the revocation and
+//!    the consent proof, at once; every decision the audit log holds for that subscriber and
+//!    entity over the last [`EVIDENCE_DAYS`] days (at most [`EVIDENCE_MAX`], the newest) on a
+//!    task of its own after the answer (`evidence.audit.state` `collecting` → `complete`) —
+//!    the search grows with the log (≈ 0.5 µs per record of the window) and must not hold up
+//!    the centre's call; a restart finishes what a stopped process did not. Frozen because
+//!    the audit log rotates away long before a dispute ends;
 //! 5. stores it with its due date (received_at's local day + `respond_within` working days of
 //!    the calendar, [`crate::time::Calendar`]), committed with `synchronous = FULL`;
 //! 6. suspends the entity when `suspend_after` complaints about it were filed within
@@ -25,12 +28,13 @@
 //! A failure at 3 or 5 answers an error and acknowledges nothing: the centre retries with the
 //! same reference, which is safe (a second revocation changes nothing).
 //!
-//! The entity, when only `source` is given: the entity of the newest audited message from that
-//! address to the subscriber, else the one entity whose accounts' `sender_id` patterns match
-//! it; none or several is a 422 saying which.
+//! The entity, when only `source` is given: the one entity whose accounts' `sender_id`
+//! patterns match it, else (none or several) the entity of the newest audited message from
+//! that address to the subscriber; else a 422 saying which.
 
 pub mod register;
 
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -144,7 +148,14 @@ impl Complaints {
             let n = engine.set_suspended(&s.entity, true);
             tracing::warn!(entity = %s.entity, accounts = n, "entity suspended by complaints (from the register)");
         }
-        Ok(Complaints { register, config, store, engine, audit_dir, clock })
+        let c = Complaints { register, config, store, engine, audit_dir, clock };
+        // Evidence a stopped process did not finish collecting.
+        for (id, subscriber, entity, received_at) in c.register.collecting()? {
+            if let Ok(msisdn) = subscriber.parse() {
+                c.spawn_collect(id, msisdn, entity, (received_at - EVIDENCE_DAYS * 86_400_000) * 1000);
+            }
+        }
+        Ok(c)
     }
 
     pub fn config(&self) -> &ComplaintsConfig {
@@ -224,30 +235,33 @@ impl Complaints {
         {
             return Ok(Filed { row: done, created: false, actions: vec![] });
         }
-        // The audit log once: it names the entity of a source address and is the evidence.
+        // The entity of a bare source address: the accounts' sender ids when one entity's
+        // match, else the audit log (what was sent from it to this subscriber).
         let since_us = (received_at - EVIDENCE_DAYS * 86_400_000) * 1000;
-        let (audit, audit_report) = self.audit_of(msisdn, since_us).await;
         let (entity, entity_from) = match entity {
             Some(e) => (e, "given"),
             None => {
                 let source = source.clone().unwrap_or_default();
-                match audit.iter().rev().find(|l| l.source == source) {
-                    Some(l) => (l.entity.clone(), "audit"),
-                    None => match self.engine.entity_of_source(&source) {
-                        Ok(e) => (e.to_owned(), "sender_id"),
-                        Err(several) if several.is_empty() => {
-                            return Err(FileError::Invalid {
-                                field: "source",
-                                message: format!("`{source}`: no audited message from it to this subscriber and no account's sender_id matches it; give the entity"),
-                            })
+                match self.engine.entity_of_source(&source) {
+                    Ok(e) => (e.to_owned(), "sender_id"),
+                    Err(several) => {
+                        let (audit, _, _) = audit_of(self.audit_dir.clone(), msisdn, since_us).await;
+                        match audit.iter().rev().find(|l| l.source == source) {
+                            Some(l) => (l.entity.clone(), "audit"),
+                            None if several.is_empty() => {
+                                return Err(FileError::Invalid {
+                                    field: "source",
+                                    message: format!("`{source}`: no account's sender_id matches it and the audit log has no message from it to this subscriber; give the entity"),
+                                })
+                            }
+                            None => {
+                                return Err(FileError::Invalid {
+                                    field: "source",
+                                    message: format!("`{source}` matches the sender ids of several entities ({}) and the audit log has no message from it to this subscriber; give the entity", several.join(", ")),
+                                })
+                            }
                         }
-                        Err(several) => {
-                            return Err(FileError::Invalid {
-                                field: "source",
-                                message: format!("`{source}` matches the sender ids of several entities ({}); give the entity", several.join(", ")),
-                            })
-                        }
-                    },
+                    }
                 }
             }
         };
@@ -269,22 +283,12 @@ impl Complaints {
         let revoke_seq = self.store.record_durably(statement, DURABLE_WAIT).await?;
         metrics::counter!(m::STATEMENTS_TOTAL, "source" => "complaint", "kind" => "revoke").increment(1);
         metrics::counter!(m::OPTOUTS_TOTAL, "source" => "complaint").increment(1);
-        // Step 4: the evidence.
-        let records: Vec<&AuditLine> = audit.iter().filter(|l| l.entity == entity).collect();
-        let kept = &records[records.len().saturating_sub(EVIDENCE_MAX)..];
+        // Step 4: the evidence. The consent part now; the audit log's part — a search that
+        // grows with the log — after the 201, on a task of its own ([`collect_audit`]).
         let evidence = json!({
             "collected_at": crate::audit::format_time_us(now * 1000),
             "consent": { "standing_before": standing_before, "proof": proof },
-            "audit": match &audit_report {
-                None => json!({ "enabled": false }),
-                Some(rep) => json!({
-                    "enabled": true,
-                    "since": crate::audit::format_time_us(since_us),
-                    "records_found": records.len(),
-                    "records": kept,
-                    "warnings": rep,
-                }),
-            },
+            "audit": if self.audit_dir.is_some() { json!({ "state": "collecting" }) } else { json!({ "enabled": false }) },
         })
         .to_string();
         // Step 5: the due date, and the row.
@@ -327,6 +331,9 @@ impl Complaints {
         let mut actions = vec!["consent_revoked"];
         if created && self.suspend_if_due(&entity, now).await? {
             actions.push("entity_suspended");
+        }
+        if created && self.audit_dir.is_some() {
+            self.spawn_collect(row.id, msisdn, entity.clone(), since_us);
         }
         if created {
             tracing::info!(id = row.id, entity = %entity, due = %row.due_date, "complaint filed; consent revoked");
@@ -382,28 +389,19 @@ impl Complaints {
         }
     }
 
-    /// The audit records for `msisdn` since `since_us`, oldest first (the newest
-    /// [`EVIDENCE_MAX`] × 8 of them), and the search's warnings; `None` without an audit log.
-    async fn audit_of(&self, msisdn: u64, since_us: i64) -> (Vec<AuditLine>, Option<Vec<String>>) {
-        let Some(dir) = self.audit_dir.clone() else { return (Vec::new(), None) };
-        let found = tokio::task::spawn_blocking(move || {
-            let mut lines = std::collections::VecDeque::new();
-            let q = search::Query { msisdn, since_us: Some(since_us), until_us: None, account: None };
-            let rep = search::search(&dir, &q, |l, _| {
-                if lines.len() == EVIDENCE_MAX * 8 {
-                    lines.pop_front();
-                }
-                lines.push_back(l.clone());
-                Ok(())
-            });
-            (lines, rep)
-        })
-        .await;
-        match found {
-            Ok((lines, Ok(rep))) => (lines.into(), Some(rep.warnings)),
-            Ok((lines, Err(e))) => (lines.into(), Some(vec![e.to_string()])),
-            Err(e) => (Vec::new(), Some(vec![format!("audit search failed: {e}")])),
-        }
+    /// Attaches the audit log's part of complaint `id`'s evidence on a task of its own.
+    fn spawn_collect(&self, id: i64, msisdn: u64, entity: String, since_us: i64) {
+        let (register, dir) = (self.register.clone(), self.audit_dir.clone());
+        tokio::spawn(async move {
+            let t = std::time::Instant::now();
+            let audit = collect_audit(dir, msisdn, &entity, since_us).await;
+            let r = tokio::task::spawn_blocking(move || register.set_audit_evidence(id, &audit)).await;
+            match r {
+                Ok(Ok(())) => tracing::debug!(id, ms = t.elapsed().as_millis() as u64, "complaint evidence collected"),
+                Ok(Err(e)) => tracing::error!(id, error = %e, "complaint evidence not stored"),
+                Err(e) => tracing::error!(id, error = %e, "complaint evidence task failed"),
+            }
+        });
     }
 
     /// The consent standing of (msisdn, entity) on record now (`no_snapshot`: none loaded and
@@ -432,6 +430,61 @@ impl Complaints {
             metrics::gauge!(m::ENTITIES_SUSPENDED).set(s.len() as f64);
         }
     }
+}
+
+/// The audit records for `msisdn` since `since_us`, oldest first (the newest
+/// [`EVIDENCE_MAX`] of each entity), how many each entity had in all, and the search's
+/// warnings (`None` without an audit log).
+async fn audit_of(
+    dir: Option<PathBuf>,
+    msisdn: u64,
+    since_us: i64,
+) -> (Vec<AuditLine>, HashMap<String, u64>, Option<Vec<String>>) {
+    let Some(dir) = dir else { return (Vec::new(), HashMap::new(), None) };
+    let found = tokio::task::spawn_blocking(move || {
+        let mut by_entity: HashMap<String, VecDeque<AuditLine>> = HashMap::new();
+        let mut counts: HashMap<String, u64> = HashMap::new();
+        let q = search::Query { msisdn, since_us: Some(since_us), until_us: None, account: None };
+        let rep = search::search(&dir, &q, |l, _| {
+            *counts.entry(l.entity.clone()).or_default() += 1;
+            let lines = by_entity.entry(l.entity.clone()).or_default();
+            if lines.len() == EVIDENCE_MAX {
+                lines.pop_front();
+            }
+            lines.push_back(l.clone());
+            Ok(())
+        });
+        let mut lines: Vec<AuditLine> = by_entity.into_values().flatten().collect();
+        lines.sort_by(|a, b| a.time.cmp(&b.time));
+        (lines, counts, rep)
+    })
+    .await;
+    match found {
+        Ok((lines, counts, Ok(rep))) => (lines, counts, Some(rep.warnings)),
+        Ok((lines, counts, Err(e))) => (lines, counts, Some(vec![e.to_string()])),
+        Err(e) => (Vec::new(), HashMap::new(), Some(vec![format!("audit search failed: {e}")])),
+    }
+}
+
+/// The audit log's part of a complaint's evidence: the decisions for (msisdn, entity) since
+/// `since_us` (the newest [`EVIDENCE_MAX`]) and how many there were.
+pub async fn collect_audit(dir: Option<PathBuf>, msisdn: u64, entity: &str, since_us: i64) -> Value {
+    let enabled = dir.is_some();
+    let (lines, counts, warnings) = audit_of(dir, msisdn, since_us).await;
+    if !enabled {
+        return json!({ "enabled": false });
+    }
+    let kept: Vec<&AuditLine> = lines.iter().filter(|l| l.entity == entity).collect();
+    json!({
+        "enabled": true,
+        "state": "complete",
+        "collected_at": crate::audit::format_time_us(crate::time::unix_us()),
+        "since": crate::audit::format_time_us(since_us),
+        "records_found": counts.get(entity).copied().unwrap_or(0),
+        "records_kept": kept.len(),
+        "records": kept,
+        "warnings": warnings.unwrap_or_default(),
+    })
 }
 
 /// The JSON of a complaint as the API and the CLI show it (`now_ms` decides "overdue").

@@ -403,6 +403,34 @@ impl Register {
         })
     }
 
+    /// Replaces the `audit` part of complaint `id`'s evidence (collected after filing).
+    pub fn set_audit_evidence(&self, id: i64, audit: &serde_json::Value) -> Result<(), RegisterError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let text: Option<String> =
+                tx.query_row("SELECT evidence FROM complaints WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+            if let Some(text) = text {
+                let mut v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|_| serde_json::json!({}));
+                v["audit"] = audit.clone();
+                tx.execute("UPDATE complaints SET evidence = ?2 WHERE id = ?1", params![id, v.to_string()])?;
+            }
+            tx.commit()
+        })
+    }
+
+    /// Complaints whose audit evidence was still being collected (the process stopped first):
+    /// (id, subscriber, entity, received_at).
+    pub fn collecting(&self) -> Result<Vec<(i64, String, String, i64)>, RegisterError> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT id, subscriber, entity, received_at FROM complaints \
+                 WHERE json_extract(evidence, '$.audit.state') = 'collecting'",
+            )?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            rows.collect()
+        })
+    }
+
     /// Every active suspension.
     pub fn suspensions(&self) -> Result<Vec<Suspension>, RegisterError> {
         self.with(|c| {
