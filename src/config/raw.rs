@@ -29,6 +29,7 @@ pub struct RawConfig {
     pub capture: Option<RawCapture>,
     pub audit: Option<RawAudit>,
     pub complaints: Option<RawComplaints>,
+    pub limits: Option<RawLimits>,
     #[serde(default)]
     pub account: Vec<RawAccount>,
 }
@@ -70,6 +71,15 @@ pub struct RawSession {
     pub response_timeout: Option<String>,
     pub max_sessions: Option<i64>,
     pub shutdown_grace: Option<String>,
+    pub pdu_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub bind_failures_per_ip: Option<i64>,
+    pub bind_failure_window: Option<String>,
+    pub bind_backoff: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -255,7 +265,8 @@ impl RawConfig {
         let mut p = Problems(Vec::new());
         let listen = validate_listen(self.listen.unwrap_or_default(), &mut p);
         let upstream = validate_upstream(self.upstream.unwrap_or_default(), &mut p);
-        let session = validate_session(self.session.unwrap_or_default(), &mut p);
+        let mut session = validate_session(self.session.unwrap_or_default(), &mut p);
+        session.limits = validate_limits(self.limits.unwrap_or_default(), &mut p);
         let (policy, optout_keywords) = validate_policy(self.policy.unwrap_or_default(), &mut p);
         let c = self.consent.unwrap_or_default();
         let node = match self.node.and_then(|n| n.id) {
@@ -350,6 +361,34 @@ fn validate_session(s: RawSession, p: &mut Problems) -> SessionConfig {
         ),
         max_sessions: p.range("session.max_sessions", s.max_sessions, DEFAULT_MAX_SESSIONS, 1, 1_000_000),
         shutdown_grace: p.duration("session.shutdown_grace", s.shutdown_grace.as_deref(), DEFAULT_SHUTDOWN_GRACE),
+        pdu_timeout: p.duration(
+            "session.pdu_timeout",
+            s.pdu_timeout.as_deref(),
+            crate::session::config::DEFAULT_PDU_TIMEOUT,
+        ),
+        limits: Default::default(),
+    }
+}
+
+/// `[limits]` (DESIGN §9).
+fn validate_limits(l: RawLimits, p: &mut Problems) -> crate::session::config::LimitsConfig {
+    use crate::session::config::{
+        LimitsConfig, DEFAULT_BIND_BACKOFF, DEFAULT_BIND_FAILURES_PER_IP, DEFAULT_BIND_FAILURE_WINDOW,
+    };
+    LimitsConfig {
+        bind_failures_per_ip: p.range(
+            "limits.bind_failures_per_ip",
+            l.bind_failures_per_ip,
+            DEFAULT_BIND_FAILURES_PER_IP as usize,
+            0,
+            1_000_000,
+        ) as u32,
+        bind_failure_window: p.duration(
+            "limits.bind_failure_window",
+            l.bind_failure_window.as_deref(),
+            DEFAULT_BIND_FAILURE_WINDOW,
+        ),
+        bind_backoff: p.duration("limits.bind_backoff", l.bind_backoff.as_deref(), DEFAULT_BIND_BACKOFF),
     }
 }
 

@@ -148,6 +148,7 @@ impl Gateway {
             audit,
             clock: Clock::system(),
             next_session: std::sync::atomic::AtomicU64::new(1),
+            bind_limiter: crate::session::limits::BindLimiter::new(config.session.limits),
         });
         Ok(Gateway {
             listener,
@@ -227,6 +228,7 @@ impl Gateway {
                 r = listener.accept() => match r {
                     Ok((stream, peer)) => {
                         if live.load(Ordering::Relaxed) >= config.session.max_sessions {
+                            metrics::counter!(m::LIMITS_TOTAL, "limit" => "sessions").increment(1);
                             static LIMIT: RateLimit = RateLimit::new(Duration::from_secs(10));
                             if let Some(suppressed) = LIMIT.allow() {
                                 warn!(peer = %peer, max = config.session.max_sessions, suppressed, "session limit reached; connection refused");

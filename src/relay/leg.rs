@@ -30,6 +30,9 @@ pub struct LegState {
     pub open: bool,
     /// Session clock (ms) of the last bytes received.
     pub last_rx_ms: u64,
+    /// Since when (session ms) part of a PDU has waited in `rbuf`, and how many whole PDUs
+    /// had been read then (`session.pdu_timeout`; checked on the tick, not per read).
+    pub partial: Option<(u64, u64)>,
 }
 
 impl LegState {
@@ -40,6 +43,7 @@ impl LegState {
             out: BytesMut::with_capacity(READ_CHUNK),
             open: true,
             last_rx_ms: 0,
+            partial: None,
         }
     }
 }

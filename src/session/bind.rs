@@ -146,10 +146,32 @@ async fn bind_one(
     ctx: &Context,
 ) -> Result<(Admitted, BytesMut), BytesMut> {
     let seq = smpp::sequence(frame);
+    let (ip, now) = (peer.ip(), std::time::Instant::now());
+    if let Some(left) = ctx.bind_limiter.backoff_left(ip, now) {
+        // Refused here: never forwarded, so a password guesser never reaches the SMSC.
+        metrics::counter!(crate::telemetry::metrics::LIMITS_TOTAL, "limit" => "bind_backoff").increment(1);
+        static LIMIT: crate::telemetry::RateLimit =
+            crate::telemetry::RateLimit::new(std::time::Duration::from_secs(10));
+        if let Some(suppressed) = LIMIT.allow() {
+            warn!(peer = %peer, left_s = left.as_secs(), suppressed, "bind refused: source IP backing off after failed binds");
+        }
+        return Err(encode_bind_resp(bind_type, status::ESME_RBINDFAIL, seq, ""));
+    }
+    let failed = || {
+        if ctx.bind_limiter.failure(ip, now) == crate::session::limits::Failure::BackoffStarted {
+            metrics::counter!(crate::telemetry::metrics::LIMITS_TOTAL, "limit" => "bind_backoff_started").increment(1);
+            static LIMIT: crate::telemetry::RateLimit =
+                crate::telemetry::RateLimit::new(std::time::Duration::from_secs(10));
+            if let Some(suppressed) = LIMIT.allow() {
+                warn!(peer = %peer, failures = ctx.session.limits.bind_failures_per_ip, window = ?ctx.session.limits.bind_failure_window, backoff = ?ctx.session.limits.bind_backoff, suppressed, "source IP backing off: too many failed binds");
+            }
+        }
+    };
     let req = match decode_bind(frame) {
         Ok(r) => r,
         Err(e) => {
             debug!(peer = %peer, error = %e, "malformed bind");
+            failed();
             return Err(encode_bind_resp(bind_type, status::ESME_RBINDFAIL, seq, ""));
         }
     };
@@ -160,6 +182,11 @@ async fn bind_one(
     };
     let refused = |refusal: crate::policy::BindRefusal| {
         count("refused");
+        if refusal == crate::policy::BindRefusal::TooManySessions {
+            metrics::counter!(crate::telemetry::metrics::LIMITS_TOTAL, "limit" => "account_sessions").increment(1);
+        } else {
+            failed();
+        }
         // A peer can repeat this thousands of times a second: one line per burst.
         static LIMIT: crate::telemetry::RateLimit =
             crate::telemetry::RateLimit::new(std::time::Duration::from_secs(10));
@@ -188,11 +215,13 @@ async fn bind_one(
     if smpp::command_id(&resp) == cmd::GENERIC_NACK {
         let st = if st == 0 { status::ESME_RBINDFAIL } else { st };
         count("upstream_refused");
+        failed();
         return Err(encode_bind_resp(bind_type, st, seq, ""));
     }
     smpp::set_sequence(&mut resp, seq);
     if st != status::ESME_ROK {
         count("upstream_refused");
+        failed();
         static LIMIT: crate::telemetry::RateLimit =
             crate::telemetry::RateLimit::new(std::time::Duration::from_secs(10));
         if let Some(suppressed) = LIMIT.allow() {
@@ -201,5 +230,6 @@ async fn bind_one(
         return Err(resp);
     }
     count("ok");
+    ctx.bind_limiter.success(ip);
     Ok((Admitted { up: Transport::tcp(up.stream), up_rest: up.rest, account, bind_type, slot }, resp))
 }

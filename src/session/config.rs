@@ -15,6 +15,14 @@ pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Default cap on concurrent ESME sessions.
 pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
+/// Default time a started PDU has to arrive whole (`session.pdu_timeout`).
+pub const DEFAULT_PDU_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default failed binds from one source IP within [`DEFAULT_BIND_FAILURE_WINDOW`] that start
+/// a back-off (`limits.bind_failures_per_ip`).
+pub const DEFAULT_BIND_FAILURES_PER_IP: u32 = 10;
+pub const DEFAULT_BIND_FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Default time binds from such an IP are refused without asking the SMSC.
+pub const DEFAULT_BIND_BACKOFF: Duration = Duration::from_secs(300);
 
 /// The validated `[session]` section.
 #[derive(Debug, Clone)]
@@ -31,6 +39,32 @@ pub struct SessionConfig {
     pub response_timeout: Duration,
     pub max_sessions: usize,
     pub shutdown_grace: Duration,
+    /// Time a PDU whose first bytes arrived has to arrive whole; then the session is closed
+    /// (a peer holding a half-sent PDU holds the session's buffers and a slot).
+    pub pdu_timeout: Duration,
+    /// `[limits]`: failed binds per source IP.
+    pub limits: LimitsConfig,
+}
+
+/// `[limits]`: failed binds from one source IP (refused by consentgate or by the SMSC —
+/// wrong passwords are the SMSC's answer) within `bind_failure_window` beyond
+/// `bind_failures_per_ip` start a back-off of `bind_backoff`, during which its binds are
+/// refused at once (ESME_RBINDFAIL) and never reach the SMSC. 0 failures = no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitsConfig {
+    pub bind_failures_per_ip: u32,
+    pub bind_failure_window: Duration,
+    pub bind_backoff: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> LimitsConfig {
+        LimitsConfig {
+            bind_failures_per_ip: DEFAULT_BIND_FAILURES_PER_IP,
+            bind_failure_window: DEFAULT_BIND_FAILURE_WINDOW,
+            bind_backoff: DEFAULT_BIND_BACKOFF,
+        }
+    }
 }
 
 impl Default for SessionConfig {
@@ -43,6 +77,8 @@ impl Default for SessionConfig {
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             max_sessions: DEFAULT_MAX_SESSIONS,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            pdu_timeout: DEFAULT_PDU_TIMEOUT,
+            limits: LimitsConfig::default(),
         }
     }
 }

@@ -26,6 +26,7 @@ pub mod config;
 mod core;
 mod esme;
 mod lifecycle;
+pub mod limits;
 mod metrics;
 mod multi;
 mod optout_gate;
@@ -74,6 +75,8 @@ pub struct Context {
     pub clock: Clock,
     /// Numbers sessions for the audit log.
     pub next_session: AtomicU64,
+    /// Failed binds per source IP (`[limits]`).
+    pub bind_limiter: limits::BindLimiter,
 }
 
 /// Hands `bytes` seen on `flow` to the session's recorder, if `[capture]` records it.

@@ -10,6 +10,40 @@ use crate::smpp::status::ESME_RX_T_APPN;
 use crate::smpp::{cmd, status};
 
 impl Session {
+    /// `session.pdu_timeout`: the ESME's leg has held part of a PDU, with no whole PDU read
+    /// since, for longer than the timeout — a peer keeping a half-sent PDU (and the session's
+    /// buffers and slot) open. The session is closed; counted and logged once per burst.
+    fn check_pdu_timeout(&mut self) {
+        let frames: u64 = self.stats.pdus[0].iter().sum();
+        let now = self.now_ms;
+        match self.down.partial {
+            // Nothing buffered, or reading paused by back-pressure (the rest may be waiting
+            // in the socket because the SMSC is slow): not the ESME's stall.
+            _ if self.down.rbuf.is_empty() || !self.down.open || self.up.out.len() >= crate::relay::OUT_HIGH_WATER => {
+                self.down.partial = None
+            }
+            Some((_, seen)) if seen != frames => self.down.partial = Some((now, frames)),
+            None => self.down.partial = Some((now, frames)),
+            Some((since, _)) if now.saturating_sub(since) >= self.ctx.session.pdu_timeout.as_millis() as u64 => {
+                metrics::counter!(crate::telemetry::metrics::LIMITS_TOTAL, "limit" => "pdu_timeout").increment(1);
+                static LIMIT: crate::telemetry::RateLimit =
+                    crate::telemetry::RateLimit::new(std::time::Duration::from_secs(10));
+                if let Some(suppressed) = LIMIT.allow() {
+                    tracing::warn!(
+                        peer = %self.peer,
+                        buffered = self.down.rbuf.len(),
+                        timeout = ?self.ctx.session.pdu_timeout,
+                        suppressed,
+                        "closing session: a PDU left unfinished past session.pdu_timeout"
+                    );
+                }
+                self.down.partial = None;
+                self.esme_gone("pdu_timeout");
+            }
+            Some(_) => {}
+        }
+    }
+
     pub fn on_tick(&mut self) {
         let now = self.now_ms;
         let up_to = self.ctx.upstream.response_timeout.as_millis() as u64;
@@ -47,6 +81,7 @@ impl Session {
             }
         }
         self.expired = expired;
+        self.check_pdu_timeout();
         if self.up_sample.is_some_and(|(_, at)| self.now_us.saturating_sub(at) / 1000 > up_to) {
             self.up_sample = None;
         }

@@ -80,6 +80,12 @@ pub const COMPLAINTS: &str = "consentgate_complaints";
 pub const COMPLAINTS_TOTAL: &str = "consentgate_complaints_total";
 /// Gauge: entities suspended by complaints now (step 1, `suspended`).
 pub const ENTITIES_SUSPENDED: &str = "consentgate_entities_suspended";
+/// `{limit}` — a limit of DESIGN §9 acted: `bind_backoff` (a bind refused because its source
+/// IP is backing off), `bind_backoff_started` (an IP passed `limits.bind_failures_per_ip`),
+/// `pdu_timeout` (a session closed with a PDU unfinished past `session.pdu_timeout`),
+/// `sessions` (a connection refused at `session.max_sessions`), `account_sessions` (a bind
+/// refused at an account's `max_sessions`).
+pub const LIMITS_TOTAL: &str = "consentgate_limits_total";
 /// Gauge `{version}` = 1.
 pub const BUILD_INFO: &str = "consentgate_build_info";
 
@@ -153,6 +159,9 @@ fn register_alerting_series() {
     for source in ["mo", "api"] {
         metrics::counter!(OPTOUTS_TOTAL, "source" => source).increment(0);
     }
+    for limit in ["bind_backoff", "bind_backoff_started", "pdu_timeout", "sessions", "account_sessions"] {
+        metrics::counter!(LIMITS_TOTAL, "limit" => limit).increment(0);
+    }
     for result in ["accepted", "duplicate", "incomplete", "invalid", "failed"] {
         metrics::counter!(COMPLAINTS_TOTAL, "result" => result).increment(0);
     }
@@ -197,5 +206,6 @@ fn describe() {
     describe_gauge!(COMPLAINTS, Unit::Count, "complaints in the register: open (overdue included), overdue, closed");
     describe_counter!(COMPLAINTS_TOTAL, Unit::Count, "complaints posted, by result");
     describe_gauge!(ENTITIES_SUSPENDED, Unit::Count, "entities suspended by complaints");
+    describe_counter!(LIMITS_TOTAL, Unit::Count, "limits that acted: bind back-off, pdu timeout, session caps");
     describe_gauge!(BUILD_INFO, Unit::Count, "build information");
 }
