@@ -33,6 +33,8 @@ pub mod complaints;
 pub mod config;
 pub mod consent;
 pub mod demo;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod load;
 pub mod optout;

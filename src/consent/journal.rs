@@ -468,6 +468,14 @@ fn check_header(path: &Path, data: &[u8], is_last: bool) -> Result<bool> {
     Err(JournalError::Format { file: path.to_path_buf(), found })
 }
 
+/// The statements of one segment's bytes, as start-up replay reads them (`is_last`: the
+/// segment being written, whose torn tail is tolerated). For tools and the fuzz targets.
+pub fn replay_bytes(data: &[u8], is_last: bool) -> Result<Vec<Statement>> {
+    let (mut last, mut out) = (0, Vec::new());
+    replay_segment(Path::new("<bytes>"), 0, data, is_last, &mut last, &mut out)?;
+    Ok(out)
+}
+
 /// Replays one segment into `out`. Damage is an error unless it is a torn tail of the last
 /// segment (no valid record after it).
 fn replay_segment(

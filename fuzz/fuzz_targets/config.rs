@@ -1,0 +1,3 @@
+//! `consentgate::fuzzing::config` (the invariants are documented there).
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| consentgate::fuzzing::config(data));
