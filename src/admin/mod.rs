@@ -80,8 +80,6 @@ pub struct AdminState {
     pub admin: AdminConfig,
     /// `consent.snapshot`, if configured.
     pub snapshot_configured: Option<PathBuf>,
-    /// Whether `consent.journal` is configured (statements are then acknowledged once durable).
-    pub journalled: bool,
     pub upstream: UpstreamConfig,
     pub capture: Option<Arc<Capture>>,
     /// The complaint register (`[complaints]`), if configured.

@@ -181,6 +181,12 @@ fn row(r: &rusqlite::Row<'_>, with_evidence: bool) -> rusqlite::Result<Row> {
     })
 }
 
+/// The complaint filed under `reference`, on `c` (a connection or a transaction).
+fn find_reference(c: &Connection, reference: &str) -> rusqlite::Result<Option<Row>> {
+    c.query_row(&format!("SELECT {COLUMNS} FROM complaints WHERE reference = ?1"), [reference], |r| row(r, false))
+        .optional()
+}
+
 /// A complaint to insert (the register gives it its id).
 #[derive(Debug, Clone)]
 pub struct NewRow<'a> {
@@ -240,12 +246,7 @@ impl Register {
 
     /// The complaint filed under `reference`, if any.
     pub fn by_reference(&self, reference: &str) -> Result<Option<Row>, RegisterError> {
-        self.with(|c| {
-            c.query_row(&format!("SELECT {COLUMNS} FROM complaints WHERE reference = ?1"), [reference], |r| {
-                row(r, false)
-            })
-            .optional()
-        })
+        self.with(|c| find_reference(c, reference))
     }
 
     /// Inserts `n` unless its reference is filed already; the stored row and whether it is new.
@@ -273,11 +274,7 @@ impl Register {
                     n.evidence
                 ],
             )?;
-            let r = tx.query_row(
-                &format!("SELECT {COLUMNS} FROM complaints WHERE reference = ?1"),
-                [n.reference],
-                |r| row(r, false),
-            )?;
+            let r = find_reference(&tx, n.reference)?.expect("the row just inserted or found");
             tx.commit()?;
             Ok((r, added == 1))
         })

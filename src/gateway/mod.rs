@@ -203,7 +203,6 @@ impl Gateway {
             engine: shared.engine.clone(),
             admin: config.admin.clone(),
             snapshot_configured: config.consent.snapshot.clone(),
-            journalled: config.consent.journal.is_some(),
             upstream: config.upstream.clone(),
             capture: shared.capture.clone(),
             complaints,
