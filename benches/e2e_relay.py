@@ -200,6 +200,8 @@ def main():
     ap.add_argument("--gw-cores", default="1",
                     help="cores the gateway and the relay run on (taskset list, e.g. 1 or 0,1)")
     ap.add_argument("--baseline-bin", default=None)
+    ap.add_argument("--baseline-same-config", action="store_true",
+                    help="give the baseline the same config as the current binary (--all-steps, --extra-toml): a before/after of one build against another")
     ap.add_argument("--extra-toml", default=None)
     ap.add_argument("--half-rate-runs", type=int, default=5)
     ap.add_argument("--all-steps", action="store_true",
@@ -252,7 +254,8 @@ snapshot = "{snap}"
         import content_rules
         extra += ALL_STEPS_TOML + content_rules.toml(1000)
         account_more = 'signatures = ["Bench"]\n'
-    for path, port, more, pol in ((cfg, gw_p, extra, policy_toml), (base_cfg, base_p, "", base_policy_toml or policy_toml)):
+    base_extra = extra if a.baseline_same_config else ""
+    for path, port, more, pol in ((cfg, gw_p, extra, policy_toml), (base_cfg, base_p, base_extra, base_policy_toml or policy_toml)):
       with open(path, "w") as f:
         f.write(f"""
 [listen]
@@ -269,7 +272,7 @@ system_id = "bench"
 entity = "bench-brand"
 class = "marketing"
 licence = "B2-BENCH"
-{account_more if path == cfg else ""}""")
+{account_more if path == cfg or a.baseline_same_config else ""}""")
     env = dict(os.environ, RUST_LOG="warn")
     procs = []
     try:
