@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use super::receipt::{dest_error, hex_id, put_receipt, smpp_date_now};
-use super::{lock, Entry, Outbound, Shared};
+use super::{lock, Entry, Outbound, Shared, SimFault};
 use crate::smpp::frame::{Framer, Next};
 use crate::smpp::pdu::{decode_bind, encode_bind_resp, put_header_only, put_local_error_resp, put_resp_with_id};
 use crate::smpp::peek::{self, MultiDest};
@@ -173,6 +173,19 @@ pub(super) async fn run_conn(
     debug!(conn = conn_id, system_id = %c.system_id, %peer, "sim connection closed");
 }
 
+/// [`SimFault::Garbage`]'s answer to a read batch: 64 bytes of an xorshift stream seeded by
+/// the connection, whose first word (read as a command_length) is over any PDU cap.
+fn put_garbage(out: &mut BytesMut, conn_id: u64) {
+    let mut x = conn_id.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    out.put_u32(0xFFFF_FF00 | (x as u32 & 0xFF));
+    for _ in 0..15 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.put_u32(x as u32);
+    }
+}
+
 /// Per-connection state; everything the fast path touches.
 struct Conn {
     shared: Arc<Shared>,
@@ -200,6 +213,8 @@ struct Conn {
     n_sib_receipts: u64,
     n_unbinds: u64,
     n_resps: u64,
+    n_deliver_acks: u64,
+    n_deliver_nacks: u64,
     rec: Vec<(String, Bytes)>,
 }
 
@@ -243,6 +258,8 @@ impl Conn {
             n_sib_receipts: 0,
             n_unbinds: 0,
             n_resps: 0,
+            n_deliver_acks: 0,
+            n_deliver_nacks: 0,
             rec: Vec::new(),
         }
     }
@@ -276,6 +293,14 @@ impl Conn {
     fn process(&mut self, inbuf: &mut BytesMut) {
         self.batch_has_submit = false;
         self.date = None;
+        match self.shared.fault() {
+            SimFault::None => {}
+            SimFault::Silent => return inbuf.clear(),
+            SimFault::Garbage => {
+                inbuf.clear();
+                return put_garbage(&mut self.out, self.conn_id);
+            }
+        }
         let mut pos = 0;
         while pos < inbuf.len() {
             let avail = &inbuf[pos..];
@@ -312,6 +337,8 @@ impl Conn {
             (&mut self.n_receipts, &st.receipts_sent),
             (&mut self.n_unbinds, &st.unbinds),
             (&mut self.n_resps, &st.resps_received),
+            (&mut self.n_deliver_acks, &st.deliver_acks),
+            (&mut self.n_deliver_nacks, &st.deliver_nacks),
         ] {
             if *n != 0 {
                 c.fetch_add(*n, Ordering::Relaxed);
@@ -348,6 +375,14 @@ impl Conn {
                 self.n_resps += 1;
                 if self.unbind_deadline.is_some() {
                     self.close = true;
+                }
+            }
+            cmd::DELIVER_SM_RESP => {
+                self.n_resps += 1;
+                if h.command_status == status::ESME_ROK {
+                    self.n_deliver_acks += 1;
+                } else {
+                    self.n_deliver_nacks += 1;
                 }
             }
             _ if id & RESP_BIT != 0 && is_known_command(id) => self.n_resps += 1,

@@ -26,7 +26,7 @@ mod tests;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -81,6 +81,30 @@ impl Default for SimConfig {
     }
 }
 
+/// A fault the simulator can be switched into at run time ([`SimHandle::set_fault`]), for the
+/// fault-injection tests and demos. Read once per read batch (one relaxed load).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SimFault {
+    /// Normal service.
+    None = 0,
+    /// Reads and discards everything, answers nothing (responses, enquire_link and binds
+    /// included): a hung SMSC, or a TCP connection whose far end has gone without a FIN.
+    Silent = 1,
+    /// Answers every read batch with bytes that are not SMPP (a fixed pseudo-random stream).
+    Garbage = 2,
+}
+
+impl SimFault {
+    fn from_u8(v: u8) -> SimFault {
+        match v {
+            1 => SimFault::Silent,
+            2 => SimFault::Garbage,
+            _ => SimFault::None,
+        }
+    }
+}
+
 /// Counters, updated once per read batch.
 #[derive(Debug, Default)]
 pub struct SimStats {
@@ -98,6 +122,10 @@ pub struct SimStats {
     pub unbinds: AtomicU64,
     /// Responses consumed silently (deliver_sm_resp, enquire_link_resp, unbind_resp, generic_nack, ...).
     pub resps_received: AtomicU64,
+    /// deliver_sm_resp received with command_status 0 (the MO or receipt acknowledged).
+    pub deliver_acks: AtomicU64,
+    /// deliver_sm_resp received with a non-zero command_status (the SMSC would redeliver).
+    pub deliver_nacks: AtomicU64,
 }
 
 /// Frames another task asks a connection to write; it rewrites their sequence numbers.
@@ -122,6 +150,8 @@ pub(crate) struct Shared {
     pub(crate) recorded: Mutex<Vec<(String, Bytes)>>,
     pub(crate) kill: watch::Sender<u64>,
     pub(crate) unbind: watch::Sender<u64>,
+    /// The current [`SimFault`].
+    fault: AtomicU8,
     stop: watch::Sender<bool>,
     next_conn: AtomicU64,
     rr: AtomicUsize,
@@ -132,6 +162,11 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    #[inline]
+    pub(crate) fn fault(&self) -> SimFault {
+        SimFault::from_u8(self.fault.load(Ordering::Relaxed))
+    }
+
     /// The channel of one bound RX/TRX session (of `system_id`, or any), other than `exclude`,
     /// chosen round-robin by `rr`.
     pub(crate) fn pick_receiver(
@@ -213,6 +248,12 @@ impl SimHandle {
         self.shared.kill.send_modify(|v| *v = v.wrapping_add(1));
     }
 
+    /// Switches every connection (current and future) into `fault`, or back with
+    /// [`SimFault::None`]. Takes effect at each connection's next read.
+    pub fn set_fault(&self, fault: SimFault) {
+        self.shared.fault.store(fault as u8, Ordering::Relaxed);
+    }
+
     /// Sends unbind to every bound session (SMSC-initiated unbind). Each session closes on
     /// unbind_resp, or after 2 s without one.
     pub fn unbind_all(&self) {
@@ -246,6 +287,7 @@ pub async fn start(cfg: SimConfig) -> std::io::Result<SimHandle> {
         recorded: Mutex::new(Vec::new()),
         kill: watch::Sender::new(0),
         unbind: watch::Sender::new(0),
+        fault: AtomicU8::new(SimFault::None as u8),
         stop: watch::Sender::new(false),
         next_conn: AtomicU64::new(1),
         rr: AtomicUsize::new(0),

@@ -453,3 +453,27 @@ async fn throughput() {
         h.shutdown().await;
     }
 }
+
+/// `set_fault`: silent answers nothing (enquire_link included); garbage answers bytes whose
+/// first word is no valid command_length; back to normal, the same connection is served.
+#[tokio::test]
+async fn faults_switch_at_run_time() {
+    let sim = start(SimConfig::default()).await.unwrap();
+    let mut c = Client::connect(sim.local_addr).await;
+    assert_eq!(c.bind(BindType::Transceiver, "a", "b").await, 0);
+    sim.set_fault(SimFault::Silent);
+    let mut el = BytesMut::new();
+    put_header_only(&mut el, cmd::ENQUIRE_LINK, 0, 7);
+    c.send(&el).await;
+    assert!(c.recv_within(Duration::from_millis(300)).await.is_none(), "silent");
+    sim.set_fault(SimFault::Garbage);
+    c.send(&el).await;
+    let mut raw = [0u8; 64];
+    tokio::time::timeout(T, c.s.read_exact(&mut raw)).await.unwrap().unwrap();
+    assert!(u32::from_be_bytes(raw[..4].try_into().unwrap()) > 1 << 30, "not a plausible command_length");
+    sim.set_fault(SimFault::None);
+    c.send(&el).await;
+    let r = c.recv().await;
+    assert_eq!((command_id(&r), sequence(&r)), (cmd::ENQUIRE_LINK_RESP, 7));
+    sim.shutdown().await;
+}
