@@ -7,70 +7,22 @@
 //! smpplib. Without smpplib these tests fail (they do not skip).
 
 mod common;
+mod tools;
 
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::*;
 use consentgate::smpp::{self, cmd, peek};
 use serde_json::Value;
+use tools::{require_smpplib, run_client};
 
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/smpplib_client.py");
 const GSM_TEXT: &str = "Hello from smpplib via consentgate";
 const CHINESE: &str = "您好，这是一条通过网关发送的中文测试短信。";
 
 /// The UCS-2 text the script sends: 80 characters, two concatenated parts.
 fn chinese_text() -> String {
     CHINESE.repeat(4).chars().take(80).collect()
-}
-
-fn python() -> String {
-    if let Ok(p) = std::env::var("CONSENTGATE_PYTHON") {
-        if !p.is_empty() {
-            return p;
-        }
-    }
-    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
-    if std::path::Path::new(venv).exists() {
-        venv.to_owned()
-    } else {
-        "python3".to_owned()
-    }
-}
-
-/// Fails the test (never skips) when the interpreter cannot import smpplib.
-async fn require_smpplib() -> String {
-    let py = python();
-    let probe = tokio::process::Command::new(&py).args(["-c", "import smpplib"]).output().await;
-    match probe {
-        Ok(o) if o.status.success() => py,
-        Ok(o) => panic!(
-            "`{py}` cannot import smpplib ({}): run `scripts/test` (it creates .venv with smpplib==2.2.3) \
-             or point CONSENTGATE_PYTHON at an interpreter that has it",
-            String::from_utf8_lossy(&o.stderr).trim().lines().last().unwrap_or("")
-        ),
-        Err(e) => panic!(
-            "cannot run `{py}` ({e}): run `scripts/test` (it creates .venv with smpplib==2.2.3) \
-             or point CONSENTGATE_PYTHON at an interpreter that has it"
-        ),
-    }
-}
-
-/// Runs the smpplib client against the gateway (30 s bound) and returns its JSON line.
-async fn run_client(py: &str, addr: SocketAddr, extra: &[&str]) -> Value {
-    let mut c = tokio::process::Command::new(py);
-    c.arg(SCRIPT).arg(addr.ip().to_string()).arg(addr.port().to_string()).arg("acme").arg("secret").args(extra);
-    c.kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(30), c.output())
-        .await
-        .expect("smpplib client finishes within 30 s")
-        .expect("spawn the smpplib client");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "smpplib client failed ({}):\nstderr:\n{stderr}\nstdout:\n{stdout}", out.status);
-    let line = stdout.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("one JSON line from the client ({e}):\n{stdout}\n{stderr}"))
 }
 
 fn strings(v: &Value) -> Vec<String> {

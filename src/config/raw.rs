@@ -47,7 +47,27 @@ pub struct RawComplaints {
 #[serde(deny_unknown_fields)]
 pub struct RawListen {
     pub smpp: Option<String>,
+    pub smpp_tls: Option<String>,
     pub admin: Option<String>,
+    pub tls: Option<RawListenTls>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenTls {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub client_ca: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    pub enabled: Option<bool>,
+    pub ca: Option<String>,
+    pub server_name: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -59,6 +79,7 @@ pub struct RawUpstream {
     pub response_timeout: Option<String>,
     pub response_timeout_status: Option<u32>,
     pub enquire_link_interval: Option<String>,
+    pub tls: Option<RawUpstreamTls>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -226,6 +247,13 @@ impl Problems {
     fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.0.push(ConfigError { key: key.into(), message: message.into() });
     }
+    /// `v`, or a problem naming `key` when it is missing.
+    fn required(&mut self, key: &str, v: Option<String>) -> Option<String> {
+        if v.is_none() {
+            self.push(key, "required");
+        }
+        v
+    }
     fn addr(&mut self, key: &str, v: Option<&str>, default: &str) -> SocketAddr {
         let s = v.unwrap_or(default);
         s.parse().unwrap_or_else(|_| {
@@ -308,10 +336,95 @@ impl RawConfig {
 }
 
 fn validate_listen(l: RawListen, p: &mut Problems) -> ListenConfig {
+    let smpp_tls = l.smpp_tls.as_deref().and_then(|a| match a.parse::<SocketAddr>() {
+        Ok(v) => Some(v),
+        Err(_) => {
+            p.push("listen.smpp_tls", format!("`{a}` is not an IP:port socket address"));
+            None
+        }
+    });
+    let tls = match (l.tls, smpp_tls) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            p.push("listen.smpp_tls", "needs [listen.tls] with cert and key");
+            None
+        }
+        (Some(_), None) => {
+            p.push("listen.tls", "set but listen.smpp_tls (the TLS listener's address) is not");
+            None
+        }
+        (Some(t), Some(_)) => {
+            let (cert, key) = (p.required("listen.tls.cert", t.cert), p.required("listen.tls.key", t.key));
+            match (cert, key) {
+                (Some(cert), Some(key)) => {
+                    let cfg = crate::relay::ServerTlsConfig {
+                        cert: cert.into(),
+                        key: key.into(),
+                        client_ca: t.client_ca.map(PathBuf::from),
+                    };
+                    // Read now, so that `check-config` and a start refuse bad files.
+                    if let Err(e) = crate::relay::tls::server_config(&cfg) {
+                        let key =
+                            tls_error_key(&e, &[(&cfg.cert, "cert"), (&cfg.key, "key")], cfg.client_ca.as_deref());
+                        p.push(format!("listen.tls.{key}"), e.to_string());
+                    }
+                    Some(cfg)
+                }
+                _ => None,
+            }
+        }
+    };
     ListenConfig {
         smpp: p.addr("listen.smpp", l.smpp.as_deref(), "0.0.0.0:2775"),
+        smpp_tls,
         admin: p.addr("listen.admin", l.admin.as_deref(), "127.0.0.1:9775"),
+        tls,
     }
+}
+
+/// The key (`cert`, `key`, `ca`/`client_ca`) whose file a TLS error names.
+fn tls_error_key(
+    e: &crate::relay::tls::TlsError,
+    files: &[(&std::path::Path, &'static str)],
+    ca: Option<&std::path::Path>,
+) -> &'static str {
+    match e {
+        crate::relay::tls::TlsError::File { path, .. } => files
+            .iter()
+            .find(|(f, _)| *f == path.as_path())
+            .map(|(_, k)| *k)
+            .unwrap_or(if ca.is_some() { "client_ca" } else { "cert" }),
+        crate::relay::tls::TlsError::Rustls(_) => "cert",
+    }
+}
+
+fn validate_upstream_tls(t: RawUpstreamTls, address: &str, p: &mut Problems) -> Option<crate::relay::ClientTlsConfig> {
+    if t.enabled == Some(false) {
+        return None;
+    }
+    let ca = p.required("upstream.tls.ca", t.ca)?;
+    let host = address.rsplit_once(':').map_or(address, |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
+    let server_name = t.server_name.unwrap_or_else(|| host.to_owned());
+    if t.cert.is_some() != t.key.is_some() {
+        p.push("upstream.tls.cert", "cert and key go together (a client certificate for the SMSC)");
+        return None;
+    }
+    let cfg = crate::relay::ClientTlsConfig {
+        ca: ca.into(),
+        server_name,
+        cert: t.cert.map(PathBuf::from),
+        key: t.key.map(PathBuf::from),
+    };
+    if let Err(e) = crate::relay::tls::client_config(&cfg) {
+        let key = match &e {
+            crate::relay::tls::TlsError::File { path, .. } if Some(path) == cfg.cert.as_ref() => "cert",
+            crate::relay::tls::TlsError::File { path, .. } if Some(path) == cfg.key.as_ref() => "key",
+            crate::relay::tls::TlsError::File { .. } => "ca",
+            crate::relay::tls::TlsError::Rustls(_) => "server_name",
+        };
+        p.push(format!("upstream.tls.{key}"), e.to_string());
+    }
+    Some(cfg)
 }
 
 fn validate_upstream(u: RawUpstream, p: &mut Problems) -> UpstreamConfig {
@@ -327,7 +440,6 @@ fn validate_upstream(u: RawUpstream, p: &mut Problems) -> UpstreamConfig {
         }
     };
     UpstreamConfig {
-        address,
         connect_timeout: p.duration("upstream.connect_timeout", u.connect_timeout.as_deref(), DEFAULT_CONNECT_TIMEOUT),
         bind_timeout: p.duration("upstream.bind_timeout", u.bind_timeout.as_deref(), DEFAULT_UPSTREAM_BIND_TIMEOUT),
         response_timeout: p.duration(
@@ -341,6 +453,8 @@ fn validate_upstream(u: RawUpstream, p: &mut Problems) -> UpstreamConfig {
             u.enquire_link_interval.as_deref(),
             DEFAULT_UPSTREAM_ENQUIRE_LINK_INTERVAL,
         ),
+        tls: u.tls.and_then(|t| validate_upstream_tls(t, &address, p)),
+        address,
     }
 }
 

@@ -17,8 +17,12 @@ use crate::session::SessionConfig;
 pub struct ListenConfig {
     /// ESME-facing SMPP listener.
     pub smpp: SocketAddr,
+    /// `listen.smpp_tls`: the same over TLS, with `tls`'s certificate.
+    pub smpp_tls: Option<SocketAddr>,
     /// Admin HTTP listener (metrics, health, admin API).
     pub admin: SocketAddr,
+    /// `[listen.tls]` (set exactly when `smpp_tls` is).
+    pub tls: Option<crate::relay::ServerTlsConfig>,
 }
 
 /// Everything the gateway runs on.

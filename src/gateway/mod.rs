@@ -20,6 +20,7 @@ use crate::admin::{AdminState, ReloadError, ReloadReply};
 use crate::complaints::Complaints;
 use crate::consent::store::{ConsentStore, Loaded};
 use crate::optout::Keywords;
+use crate::relay::{TlsClient, TlsServer, Transport};
 use crate::session::Context;
 use crate::telemetry::metrics as m;
 use crate::telemetry::RateLimit;
@@ -66,6 +67,13 @@ pub enum GatewayError {
     /// The complaint register could not be opened.
     #[error("complaints.db {0}")]
     Complaints(#[from] crate::complaints::RegisterError),
+    /// A TLS certificate, key or CA file could not be used.
+    #[error("{what}: {source}")]
+    Tls {
+        what: &'static str,
+        #[source]
+        source: crate::relay::tls::TlsError,
+    },
 }
 
 impl From<GatewayError> for std::io::Error {
@@ -82,6 +90,8 @@ impl From<GatewayError> for std::io::Error {
 /// A bound, not yet serving gateway.
 pub struct Gateway {
     listener: TcpListener,
+    /// `listen.smpp_tls` and the certificate it presents.
+    tls_listener: Option<(TcpListener, Arc<TlsServer>)>,
     admin: TcpListener,
     prometheus: metrics_exporter_prometheus::PrometheusHandle,
     config: Arc<GatewayConfig>,
@@ -115,6 +125,25 @@ impl Gateway {
             addr: config.listen.admin,
             source,
         })?;
+        let tls_listener = match (config.listen.smpp_tls, &config.listen.tls) {
+            (Some(addr), Some(tls)) => {
+                let server =
+                    TlsServer::new(tls.clone()).map_err(|source| GatewayError::Tls { what: "listen.tls", source })?;
+                let l = TcpListener::bind(addr).await.map_err(|source| GatewayError::Listen {
+                    what: "listen.smpp_tls",
+                    addr,
+                    source,
+                })?;
+                Some((l, Arc::new(server)))
+            }
+            _ => None,
+        };
+        let upstream_tls = match &config.upstream.tls {
+            Some(t) => Some(Arc::new(
+                TlsClient::new(t.clone()).map_err(|source| GatewayError::Tls { what: "upstream.tls", source })?,
+            )),
+            None => None,
+        };
         let (control_tx, control_rx) = mpsc::channel(16);
         let capture = match &config.capture {
             Some(c) => {
@@ -149,9 +178,11 @@ impl Gateway {
             clock: Clock::system(),
             next_session: std::sync::atomic::AtomicU64::new(1),
             bind_limiter: crate::session::limits::BindLimiter::new(config.session.limits),
+            upstream_tls,
         });
         Ok(Gateway {
             listener,
+            tls_listener,
             admin,
             prometheus,
             config: Arc::new(config),
@@ -182,10 +213,28 @@ impl Gateway {
         self.listener.local_addr().expect("bound listener has an address")
     }
 
+    /// The TLS listener's address (`listen.smpp_tls`), if configured.
+    pub fn local_tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_listener.as_ref().map(|(l, _)| l.local_addr().expect("bound listener has an address"))
+    }
+
     /// Serves until `shutdown` resolves, then drains every session.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
-        let Gateway { listener, admin, prometheus, config, sessions: shared, control_tx, mut control_rx, complaints } =
-            self;
+        let Gateway {
+            listener,
+            tls_listener,
+            admin,
+            prometheus,
+            config,
+            sessions: shared,
+            control_tx,
+            mut control_rx,
+            complaints,
+        } = self;
+        let (tls_listener, tls_server) = match tls_listener {
+            Some((l, s)) => (Some(l), Some(s)),
+            None => (None, None),
+        };
         let watcher = config
             .consent
             .snapshot
@@ -218,14 +267,15 @@ impl Gateway {
                 tracing::error!(error = %e, "admin listener failed");
             }
         });
-        info!(smpp = %listener.local_addr()?, admin = %admin_addr, upstream = %config.upstream.address, accounts = shared.engine.account_count(), "listening");
+        let smpp_tls = tls_listener.as_ref().and_then(|l| l.local_addr().ok());
+        info!(smpp = %listener.local_addr()?, smpp_tls = ?smpp_tls, admin = %admin_addr, upstream = %config.upstream.address, upstream_tls = config.upstream.tls.is_some(), accounts = shared.engine.account_count(), "listening");
         let mut sessions = JoinSet::new();
         let live = Arc::new(AtomicUsize::new(0));
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
-                r = listener.accept() => match r {
-                    Ok((stream, peer)) => {
+                r = accept_either(&listener, tls_listener.as_ref()) => match r {
+                    Ok((stream, peer, tls)) => {
                         if live.load(Ordering::Relaxed) >= config.session.max_sessions {
                             metrics::counter!(m::LIMITS_TOTAL, "limit" => "sessions").increment(1);
                             static LIMIT: RateLimit = RateLimit::new(Duration::from_secs(10));
@@ -236,9 +286,16 @@ impl Gateway {
                             continue;
                         }
                         let (sh, rx, live) = (shared.clone(), stop_rx.clone(), live.clone());
+                        let tls_server = if tls { tls_server.clone() } else { None };
                         live.fetch_add(1, Ordering::Relaxed);
                         sessions.spawn(async move {
-                            crate::session::serve(stream, peer, sh, rx).await;
+                            let transport = match tls_server {
+                                None => Some(Transport::tcp(stream)),
+                                Some(t) => tls_accept(&t, stream, peer, sh.session.bind_timeout).await,
+                            };
+                            if let Some(transport) = transport {
+                                crate::session::serve(transport, peer, sh, rx).await;
+                            }
                             live.fetch_sub(1, Ordering::Relaxed);
                         });
                     }
@@ -255,6 +312,7 @@ impl Gateway {
                 Some(c) = control_rx.recv() => match c {
                     Control::Reload => {
                         let _ = reload(&shared).await;
+                        reload_tls(tls_server.clone(), shared.upstream_tls.clone()).await;
                     }
                     Control::Shutdown => break,
                 },
@@ -265,6 +323,7 @@ impl Gateway {
             }
         }
         drop(listener);
+        drop(tls_listener);
         if let Some(w) = watcher {
             w.abort();
         }
@@ -311,6 +370,67 @@ async fn reload(shared: &Arc<Context>) -> Result<Arc<Loaded>, ReloadError> {
         }
     }
     r
+}
+
+/// The next connection on the plain or the TLS listener; `true` = TLS.
+async fn accept_either(
+    plain: &TcpListener,
+    tls: Option<&TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr, bool)> {
+    match tls {
+        None => plain.accept().await.map(|(s, p)| (s, p, false)),
+        Some(t) => tokio::select! {
+            r = plain.accept() => r.map(|(s, p)| (s, p, false)),
+            r = t.accept() => r.map(|(s, p)| (s, p, true)),
+        },
+    }
+}
+
+/// The TLS handshake of an ESME connection (within `limit`, the bind timeout), counted in
+/// `consentgate_tls_handshakes_total{leg="esme"}`; a failure is logged once per burst.
+async fn tls_accept(
+    server: &TlsServer,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    limit: Duration,
+) -> Option<Transport> {
+    match server.accept(stream, limit).await {
+        Ok(s) => {
+            metrics::counter!(m::TLS_HANDSHAKES_TOTAL, "leg" => "esme", "result" => "ok").increment(1);
+            Some(Transport::Tls(Box::new(s)))
+        }
+        Err(e) => {
+            metrics::counter!(m::TLS_HANDSHAKES_TOTAL, "leg" => "esme", "result" => "failed").increment(1);
+            static LIMIT: RateLimit = RateLimit::new(Duration::from_secs(10));
+            if let Some(suppressed) = LIMIT.allow() {
+                warn!(peer = %peer, error = %e, suppressed, "TLS handshake failed; connection closed");
+            }
+            None
+        }
+    }
+}
+
+/// SIGHUP: re-reads the TLS certificates, keys and CAs of both legs (off the async workers).
+/// A file that does not load is refused and the previous configuration keeps serving.
+async fn reload_tls(server: Option<Arc<TlsServer>>, client: Option<Arc<TlsClient>>) {
+    let r = tokio::task::spawn_blocking(move || {
+        [("listen.tls", server.map(|s| s.reload())), ("upstream.tls", client.map(|c| c.reload()))]
+    })
+    .await;
+    let Ok(results) = r else { return };
+    for (what, r) in results {
+        match r {
+            None => {}
+            Some(Ok(())) => {
+                metrics::counter!(m::TLS_RELOADS_TOTAL, "result" => "ok").increment(1);
+                info!(what, "TLS certificates reloaded");
+            }
+            Some(Err(e)) => {
+                metrics::counter!(m::TLS_RELOADS_TOTAL, "result" => "refused").increment(1);
+                warn!(what, error = %e, "TLS reload refused; the previous certificates keep serving");
+            }
+        }
+    }
 }
 
 /// Keeps `consentgate_upstream_reachable` current without anyone calling `/readyz` (systemd

@@ -73,7 +73,7 @@ pub fn try_flush_observed(t: &mut Transport, state: &mut LegState, mut seen: imp
         }
     }
     state.out.clear();
-    Ok(())
+    t.flush_own()
 }
 
 /// Writes all queued output, waiting at most `limit`.

@@ -5,8 +5,10 @@ use std::io;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use super::tls::{ClientTlsConfig, TlsClient};
+use super::Transport;
 
 use crate::smpp::frame::{Framer, Next};
 use crate::smpp::{self, cmd, HEADER_LEN};
@@ -34,6 +36,8 @@ pub struct UpstreamConfig {
     pub response_timeout_status: u32,
     /// Idle time on the upstream leg before consentgate sends its own enquire_link.
     pub enquire_link_interval: Duration,
+    /// `[upstream.tls]` (enabled): TLS towards the SMSC.
+    pub tls: Option<ClientTlsConfig>,
 }
 
 /// Why the upstream SMSC did not accept a TCP connection.
@@ -75,12 +79,15 @@ pub enum UpstreamBindError {
     /// The SMSC closed the connection during the bind.
     #[error("upstream closed the connection during bind")]
     Closed,
+    /// The TLS handshake with the SMSC failed (certificate, protocol, timeout).
+    #[error("upstream TLS handshake: {0}")]
+    Tls(io::Error),
 }
 
 /// A bound (or refused) upstream connection.
 #[derive(Debug)]
 pub struct UpstreamBind {
-    pub stream: TcpStream,
+    pub stream: Transport,
     /// The SMSC's bind response frame, as received (sequence number 1).
     pub resp: BytesMut,
     /// Bytes the SMSC sent after the bind response.
@@ -89,18 +96,30 @@ pub struct UpstreamBind {
 
 /// Opens the paired upstream session: connects to `address` and sends the ESME's own bind
 /// frame (its bytes unchanged but for sequence number 1), then waits for the bind response.
-/// The caller relays the response's status to the ESME, whatever it is.
+/// The caller relays the response's status to the ESME, whatever it is. With `tls`, the TLS
+/// handshake (within the bind timeout) comes first; its result is counted in
+/// `consentgate_tls_handshakes_total{leg="smsc"}`.
 pub async fn bind_upstream(
     cfg: &UpstreamConfig,
+    tls: Option<&TlsClient>,
     bind_frame: &[u8],
     max_pdu_bytes: usize,
 ) -> Result<UpstreamBind, UpstreamBindError> {
-    let mut stream = match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(&cfg.address)).await {
+    let tcp = match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(&cfg.address)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(UpstreamBindError::Unreachable(e)),
         Err(_) => return Err(UpstreamBindError::Unreachable(io::ErrorKind::TimedOut.into())),
     };
-    let _ = stream.set_nodelay(true);
+    let mut stream = match tls {
+        None => Transport::tcp(tcp),
+        Some(t) => {
+            let r = t.connect(tcp, cfg.bind_timeout).await;
+            let result = if r.is_ok() { "ok" } else { "failed" };
+            metrics::counter!(crate::telemetry::metrics::TLS_HANDSHAKES_TOTAL, "leg" => "smsc", "result" => result)
+                .increment(1);
+            Transport::Tls(Box::new(r.map_err(UpstreamBindError::Tls)?))
+        }
+    };
     let mut frame = BytesMut::from(bind_frame);
     smpp::set_sequence(&mut frame, 1);
     let expect = smpp::command_id(bind_frame) | smpp::RESP_BIT;

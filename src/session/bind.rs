@@ -198,7 +198,7 @@ async fn bind_one(
     let account = ctx.engine.admit(&req.system_id, bind_type, ctx.clock.now().utc_day()).map_err(refused)?;
     // Counted from here: a second bind racing this one sees the slot taken.
     let slot = ctx.engine.open_session(account).map_err(refused)?;
-    let up = match bind_upstream(&ctx.upstream, frame, ctx.session.max_pdu_bytes).await {
+    let up = match bind_upstream(&ctx.upstream, ctx.upstream_tls.as_deref(), frame, ctx.session.max_pdu_bytes).await {
         Ok(u) => u,
         Err(e) => {
             count("upstream_unreachable");
@@ -231,5 +231,5 @@ async fn bind_one(
     }
     count("ok");
     ctx.bind_limiter.success(ip);
-    Ok((Admitted { up: Transport::tcp(up.stream), up_rest: up.rest, account, bind_type, slot }, resp))
+    Ok((Admitted { up: up.stream, up_rest: up.rest, account, bind_type, slot }, resp))
 }

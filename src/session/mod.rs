@@ -40,7 +40,6 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::info;
@@ -77,6 +76,8 @@ pub struct Context {
     pub next_session: AtomicU64,
     /// Failed binds per source IP (`[limits]`).
     pub bind_limiter: limits::BindLimiter,
+    /// `[upstream.tls]`: the TLS client configuration in force (None = plain TCP).
+    pub upstream_tls: Option<Arc<crate::relay::TlsClient>>,
 }
 
 /// Hands `bytes` seen on `flow` to the session's recorder, if `[capture]` records it.
@@ -87,11 +88,11 @@ fn capture(cap: &mut Option<SessionCapture>, flow: Flow, bytes: &[u8], ts_us: u6
     }
 }
 
-/// Serves one ESME connection until it ends. Never panics on peer input.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<Context>, shutdown: watch::Receiver<bool>) {
-    let _ = stream.set_nodelay(true);
+/// Serves one ESME connection (plain TCP or an established TLS channel) until it ends.
+/// Never panics on peer input.
+pub async fn serve(stream: Transport, peer: SocketAddr, ctx: Arc<Context>, shutdown: watch::Receiver<bool>) {
     let mut shutdown = shutdown;
-    let Some(b) = bind::accept_bind(Transport::tcp(stream), peer, &ctx, &mut shutdown).await else { return };
+    let Some(b) = bind::accept_bind(stream, peer, &ctx, &mut shutdown).await else { return };
     // The account's session count (`max_sessions`) goes down when this function returns.
     let _slot = b.slot;
     let system_id = ctx.engine.account(b.account).system_id.clone();
@@ -154,8 +155,8 @@ impl Driver {
             let c = &mut self.core;
             let read_down = c.down.open && c.up.out.len() < OUT_HIGH_WATER;
             let read_up = c.up.open && c.down.out.len() < OUT_HIGH_WATER;
-            let write_down = c.down.open && !c.down.out.is_empty();
-            let write_up = c.up.open && !c.up.out.is_empty();
+            let write_down = c.down.open && (!c.down.out.is_empty() || self.down.wants_write());
+            let write_up = c.up.open && (!c.up.out.is_empty() || self.up.wants_write());
             let holding = c.optout.holding();
             let ev = tokio::select! {
                 r = self.down.readable(), if read_down => Ev::Down(r),
@@ -225,14 +226,14 @@ impl Driver {
         let cap = &mut self.capture;
         let c = &mut self.core;
         if c.down.open
-            && !c.down.out.is_empty()
+            && (!c.down.out.is_empty() || self.down.wants_write())
             && leg::try_flush_observed(&mut self.down, &mut c.down, |b| capture(cap, Flow::GatewayToEsme, b, t))
                 .is_err()
         {
             c.esme_gone("esme write failed");
         }
         if c.up.open
-            && !c.up.out.is_empty()
+            && (!c.up.out.is_empty() || self.up.wants_write())
             && leg::try_flush_observed(&mut self.up, &mut c.up, |b| capture(cap, Flow::GatewayToSmsc, b, t)).is_err()
         {
             c.smsc_gone("smsc write failed");

@@ -86,6 +86,10 @@ pub const ENTITIES_SUSPENDED: &str = "consentgate_entities_suspended";
 /// `sessions` (a connection refused at `session.max_sessions`), `account_sessions` (a bind
 /// refused at an account's `max_sessions`).
 pub const LIMITS_TOTAL: &str = "consentgate_limits_total";
+/// `{leg, result}` — TLS handshakes: `leg` = `esme` | `smsc`, `result` = `ok` | `failed`.
+pub const TLS_HANDSHAKES_TOTAL: &str = "consentgate_tls_handshakes_total";
+/// `{result}` — certificate reloads (SIGHUP): `ok` | `refused` (the previous ones keep serving).
+pub const TLS_RELOADS_TOTAL: &str = "consentgate_tls_reloads_total";
 /// Gauge `{version}` = 1.
 pub const BUILD_INFO: &str = "consentgate_build_info";
 
@@ -207,5 +211,7 @@ fn describe() {
     describe_counter!(COMPLAINTS_TOTAL, Unit::Count, "complaints posted, by result");
     describe_gauge!(ENTITIES_SUSPENDED, Unit::Count, "entities suspended by complaints");
     describe_counter!(LIMITS_TOTAL, Unit::Count, "limits that acted: bind back-off, pdu timeout, session caps");
+    describe_counter!(TLS_HANDSHAKES_TOTAL, Unit::Count, "TLS handshakes by leg and result");
+    describe_counter!(TLS_RELOADS_TOTAL, Unit::Count, "TLS certificate reloads by result");
     describe_gauge!(BUILD_INFO, Unit::Count, "build information");
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Interoperability client: drives consentgate with smpplib, an independent SMPP implementation.
 
-Usage: smpplib_client.py HOST PORT SYSTEM_ID PASSWORD [wait-mo]
+Usage: smpplib_client.py HOST PORT SYSTEM_ID PASSWORD [wait-mo] [tls:CA_FILE:SERVER_NAME]
 
 Binds as transceiver, submits a GSM7 text and a two-part concatenated UCS-2 text (UDH
 05 00 03 ref 02 seq, built by smpplib.gsm.make_parts) with registered_delivery, collects
@@ -12,13 +12,17 @@ JSON line on stdout:
    "receipts": ["<receipted message id>", ...], "mo": ["<decoded text>", ...],
    "unbind_ok": true}
 
-With `wait-mo` it also waits for one MO deliver_sm. Every wait is bounded (10 s). Any
-exception: traceback on stderr, non-zero exit. Run by tests/interop.rs (see scripts/test).
+With `wait-mo` it also waits for one MO deliver_sm. With `tls:CA_FILE:SERVER_NAME` it
+connects over TLS (Python's ssl, i.e. OpenSSL), verifying the gateway's certificate against
+CA_FILE and SERVER_NAME, and adds "tls": {"version", "cipher", "peer_cn"} to the JSON. Every
+wait is bounded (10 s). Any exception: traceback on stderr, non-zero exit. Run by
+tests/interop.rs and tests/tls.rs (see scripts/test).
 """
 
 import json
 import logging
 import select
+import ssl
 import sys
 import time
 import traceback
@@ -65,18 +69,41 @@ def as_str(v):
     return str(v)
 
 
+class VerifyingContext:
+    """What smpplib calls as ssl_context.wrap_socket(sock): a verifying client context that
+    also checks the server name (smpplib passes none)."""
+
+    def __init__(self, ca_file, server_name):
+        self.ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+        self.server_name = server_name
+
+    def wrap_socket(self, sock):
+        return self.ctx.wrap_socket(sock, server_hostname=self.server_name)
+
+
+def readable(sock, timeout):
+    """select() that also sees bytes ssl already decrypted and buffered."""
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
+    r, _, _ = select.select([sock], [], [], timeout)
+    return bool(r)
+
+
 def main(argv):
-    if len(argv) not in (5, 6) or (len(argv) == 6 and argv[5] != "wait-mo"):
+    opts = argv[5:]
+    if len(argv) < 5 or any(o != "wait-mo" and not o.startswith("tls:") for o in opts):
         print(__doc__, file=sys.stderr)
         return 2
     host, port, system_id, password = argv[1], int(argv[2]), argv[3], argv[4]
-    wait_mo = len(argv) == 6
+    wait_mo = "wait-mo" in opts
+    tls = next((o[4:].rsplit(":", 1) for o in opts if o.startswith("tls:")), None)
 
     result = {"bound": False, "submit_resp": [], "receipts": [], "mo": [], "unbind_ok": False}
     receipt_texts = []
     errors = []
 
-    client = smpplib.client.Client(host, port, timeout=5, allow_unknown_opt_params=True)
+    context = VerifyingContext(tls[0], tls[1]) if tls else None
+    client = smpplib.client.Client(host, port, timeout=5, allow_unknown_opt_params=True, ssl_context=context)
 
     def on_sent(pdu, **_):
         result["submit_resp"].append({"status": int(pdu.status), "message_id": as_str(pdu.message_id)})
@@ -109,13 +136,19 @@ def main(argv):
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            readable, _, _ = select.select([client._socket], [], [], min(left, 0.5))
-            if readable:
+            if readable(client._socket, min(left, 0.5)):
                 client.read_once(auto_send_enquire_link=False)
         return True
 
     try:
         client.connect()
+        if isinstance(client._socket, ssl.SSLSocket):
+            peer = dict(x[0] for x in client._socket.getpeercert()["subject"])
+            result["tls"] = {
+                "version": client._socket.version(),
+                "cipher": client._socket.cipher()[0],
+                "peer_cn": peer.get("commonName"),
+            }
         client.bind_transceiver(system_id=system_id, password=password)
         result["bound"] = True
 
@@ -152,8 +185,7 @@ def main(argv):
         client.send_pdu(unbind)
         deadline = time.monotonic() + WAIT_S
         while time.monotonic() < deadline:
-            readable, _, _ = select.select([client._socket], [], [], 0.5)
-            if not readable:
+            if not readable(client._socket, 0.5):
                 continue
             pdu = client.read_pdu()
             if pdu.command == "unbind_resp":

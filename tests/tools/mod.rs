@@ -1,6 +1,6 @@
-//! Shared by `tests/deploy.rs` and `tests/prometheus.rs`: finding the external tools they
-//! drive (promtool, prometheus, systemd-analyze, a Python with PyYAML) and the metric names
-//! of `src/telemetry/metrics.rs`.
+//! Shared by the tests that drive external tools: finding them (promtool, prometheus,
+//! systemd-analyze, a Python with PyYAML or smpplib), running the smpplib client, and the
+//! metric names of `src/telemetry/metrics.rs`.
 //!
 //! Missing tools: under CI (`CI` set and not `false`/`0`) a test that needs promtool or
 //! prometheus fails with the install hint (`.ci/run` installs Debian's `prometheus`
@@ -163,4 +163,55 @@ pub fn yaml_documents(file: &str) -> Vec<serde_json::Value> {
         Ok(serde_json::Value::Array(docs)) => docs,
         other => panic!("unexpected output for {file}: {other:?}"),
     }
+}
+
+/// The independent SMPP client (`tests/interop/smpplib_client.py`).
+pub const SMPPLIB_CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/smpplib_client.py");
+
+pub fn python() -> String {
+    if let Ok(p) = std::env::var("CONSENTGATE_PYTHON") {
+        if !p.is_empty() {
+            return p;
+        }
+    }
+    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
+    if std::path::Path::new(venv).exists() {
+        venv.to_owned()
+    } else {
+        "python3".to_owned()
+    }
+}
+
+/// Fails the test (never skips) when the interpreter cannot import smpplib.
+pub async fn require_smpplib() -> String {
+    let py = python();
+    let probe = tokio::process::Command::new(&py).args(["-c", "import smpplib"]).output().await;
+    match probe {
+        Ok(o) if o.status.success() => py,
+        Ok(o) => panic!(
+            "`{py}` cannot import smpplib ({}): run `scripts/test` (it creates .venv with smpplib==2.2.3) \
+             or point CONSENTGATE_PYTHON at an interpreter that has it",
+            String::from_utf8_lossy(&o.stderr).trim().lines().last().unwrap_or("")
+        ),
+        Err(e) => panic!(
+            "cannot run `{py}` ({e}): run `scripts/test` (it creates .venv with smpplib==2.2.3) \
+             or point CONSENTGATE_PYTHON at an interpreter that has it"
+        ),
+    }
+}
+
+/// Runs the smpplib client against the gateway (30 s bound) and returns its JSON line.
+pub async fn run_client(py: &str, addr: std::net::SocketAddr, extra: &[&str]) -> serde_json::Value {
+    let mut c = tokio::process::Command::new(py);
+    c.arg(SMPPLIB_CLIENT).arg(addr.ip().to_string()).arg(addr.port().to_string()).arg("acme").arg("secret").args(extra);
+    c.kill_on_drop(true);
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), c.output())
+        .await
+        .expect("smpplib client finishes within 30 s")
+        .expect("spawn the smpplib client");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "smpplib client failed ({}):\nstderr:\n{stderr}\nstdout:\n{stdout}", out.status);
+    let line = stdout.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("one JSON line from the client ({e}):\n{stdout}\n{stderr}"))
 }

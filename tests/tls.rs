@@ -1,0 +1,396 @@
+//! TLS on both legs with the real binary (issue #14 part 4, DESIGN §9). Certificates are made
+//! by the `openssl` command for each test (a CA, gateway certificates for 127.0.0.1 /
+//! localhost). The ESME side is Python `smpplib` over Python's `ssl` (OpenSSL), the SMSC side
+//! the project's simulator behind `tests/interop/tls_terminator.py` (Python `ssl` again), so
+//! both of consentgate's TLS legs (rustls) talk to an independent implementation.
+//!
+//! Checked: a TLS bind, GSM7 and concatenated UCS-2 submits and their receipts through TLS on
+//! both legs; the certificate swapped by SIGHUP (new connections see the new one, a bad file
+//! is refused and the current one kept); a plaintext client on the TLS port refused without
+//! harm; an SMSC certificate from an unknown CA refused at bind; client certificates required
+//! by `client_ca`; bad TLS settings refused by `check-config` naming the key and the file.
+
+mod common;
+mod tools;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Kill;
+use consentgate::sim::SimConfig;
+use consentgate::smpp::{self, cmd};
+
+const BIN: &str = env!("CARGO_BIN_EXE_consentgate");
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out =
+        Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl (apt-get install openssl)");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A test CA in `dir` and the certificates it issues.
+struct Ca {
+    dir: PathBuf,
+    name: String,
+}
+
+impl Ca {
+    fn new(dir: &Path, name: &str) -> Ca {
+        let (key, pem) = (format!("{name}.key"), format!("{name}.pem"));
+        openssl(dir, &["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", &key]);
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-new",
+                "-key",
+                &key,
+                "-out",
+                &pem,
+                "-days",
+                "30",
+                "-subj",
+                &format!("/CN={name}"),
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        );
+        Ca { dir: dir.to_owned(), name: name.to_owned() }
+    }
+
+    fn pem(&self) -> PathBuf {
+        self.dir.join(format!("{}.pem", self.name))
+    }
+
+    /// A certificate for `cn` (SAN localhost and 127.0.0.1): (cert, key).
+    fn issue(&self, cn: &str) -> (PathBuf, PathBuf) {
+        let d = &self.dir;
+        let (key, csr, pem, ext) = (format!("{cn}.key"), format!("{cn}.csr"), format!("{cn}.pem"), format!("{cn}.ext"));
+        std::fs::write(
+            d.join(&ext),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+             keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n",
+        )
+        .unwrap();
+        openssl(d, &["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", &key]);
+        // PKCS#8, the form most deployments hand over.
+        openssl(d, &["pkcs8", "-topk8", "-nocrypt", "-in", &key, "-out", &format!("{key}.p8")]);
+        openssl(d, &["req", "-new", "-key", &key, "-out", &csr, "-subj", &format!("/CN={cn}")]);
+        openssl(
+            d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &format!("{}.pem", self.name),
+                "-CAkey",
+                &format!("{}.key", self.name),
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "30",
+                "-extfile",
+                &ext,
+            ],
+        );
+        (d.join(pem), d.join(format!("{key}.p8")))
+    }
+}
+
+/// `tests/interop/tls_terminator.py` in front of `upstream`: its TLS port.
+struct Terminator {
+    _child: Kill,
+    addr: SocketAddr,
+}
+
+fn terminator(cert: &Path, key: &Path, upstream: SocketAddr) -> Terminator {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/tls_terminator.py");
+    let mut child = Command::new(tools::python())
+        .arg(script)
+        .arg(cert)
+        .arg(key)
+        .arg(upstream.ip().to_string())
+        .arg(upstream.port().to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the TLS terminator");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("terminator's PORT line");
+    let port: u16 = line.trim().strip_prefix("PORT ").and_then(|p| p.parse().ok()).expect("PORT <n>");
+    Terminator { _child: Kill(child), addr: ([127, 0, 0, 1], port).into() }
+}
+
+/// The gateway's config: plain and TLS listeners, upstream per `upstream` lines.
+fn write_config(
+    dir: &Path,
+    smpp: SocketAddr,
+    smpp_tls: SocketAddr,
+    admin: SocketAddr,
+    listen_tls: &str,
+    upstream: &str,
+) -> PathBuf {
+    let conf = dir.join("gateway.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            r#"
+[listen]
+smpp = "{smpp}"
+smpp_tls = "{smpp_tls}"
+admin = "{admin}"
+
+[listen.tls]
+{listen_tls}
+
+[upstream]
+{upstream}
+
+[policy]
+on_snapshot_unavailable = "allow"
+
+[[account]]
+system_id = "acme"
+entity = "acme-retail"
+class = "marketing"
+licence = "B2-1"
+"#
+        ),
+    )
+    .unwrap();
+    conf
+}
+
+async fn start(conf: &Path, admin: SocketAddr) -> Kill {
+    let mut child = Kill(common::spawn_gateway(conf));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok((200, _)) = consentgate::admin::request(admin, "GET", "/livez", None, None).await {
+            return child;
+        }
+        if let Some(st) = child.0.try_wait().unwrap() {
+            panic!("consentgate exited at start: {st}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("consentgate did not come up");
+}
+
+async fn metric(admin: SocketAddr, series: &str) -> f64 {
+    let (_, text) = consentgate::admin::request(admin, "GET", "/metrics", None, None).await.unwrap();
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn signal(child: &Kill, sig: &str) {
+    let st = Command::new("kill").args([sig, &child.0.id().to_string()]).status().unwrap();
+    assert!(st.success());
+}
+
+async fn wait_metric(admin: SocketAddr, series: &str, want: f64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(admin, series).await < want {
+        assert!(Instant::now() < deadline, "{series} did not reach {want}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smpplib_over_tls_through_to_a_tls_smsc_and_certificates_reloaded_on_sighup() {
+    let py = tools::require_smpplib().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "test-ca");
+    let (gw1, gw1_key) = ca.issue("gateway-1");
+    let (gw2, gw2_key) = ca.issue("gateway-2");
+    let (smsc, smsc_key) = ca.issue("smsc");
+    // The files the gateway reads; replaced in place for the reload.
+    let (cert, key) = (dir.path().join("gw.pem"), dir.path().join("gw.key"));
+    std::fs::copy(&gw1, &cert).unwrap();
+    std::fs::copy(&gw1_key, &key).unwrap();
+
+    let sim = consentgate::sim::start(SimConfig { record: true, ..SimConfig::default() }).await.unwrap();
+    let term = terminator(&smsc, &smsc_key, sim.local_addr);
+    let (smpp, smpp_tls, admin) = (free_addr(), free_addr(), free_addr());
+    let conf = write_config(
+        dir.path(),
+        smpp,
+        smpp_tls,
+        admin,
+        &format!("cert = \"{}\"\nkey = \"{}\"", cert.display(), key.display()),
+        &format!(
+            "address = \"{}\"\n[upstream.tls]\nca = \"{}\"\nserver_name = \"localhost\"",
+            term.addr,
+            ca.pem().display()
+        ),
+    );
+    let gw = start(&conf, admin).await;
+
+    let tls_arg = format!("tls:{}:localhost", ca.pem().display());
+    let r = tools::run_client(&py, smpp_tls, &[&tls_arg]).await;
+    assert_eq!(r["bound"], true, "{r}");
+    assert_eq!(r["tls"]["peer_cn"], "gateway-1", "{r}");
+    let resps = r["submit_resp"].as_array().unwrap();
+    assert_eq!(resps.len(), 3, "{r}");
+    assert!(resps.iter().all(|x| x["status"] == 0), "{r}");
+    assert_eq!(r["receipts"].as_array().unwrap().len(), 3, "receipts back through both TLS legs: {r}");
+    assert_eq!(r["unbind_ok"], true, "{r}");
+    let subs = sim.recorded().into_iter().filter(|(_, f)| smpp::command_id(f) == cmd::SUBMIT_SM).count();
+    assert_eq!(subs, 3, "the submits reached the SMSC through the upstream TLS leg");
+    assert!(metric(admin, "consentgate_tls_handshakes_total{leg=\"esme\",result=\"ok\"}").await >= 1.0);
+    assert!(metric(admin, "consentgate_tls_handshakes_total{leg=\"smsc\",result=\"ok\"}").await >= 1.0);
+    eprintln!("TLS: {} {} through both legs", r["tls"]["version"], r["tls"]["cipher"]);
+
+    // A plaintext SMPP client on the TLS port: refused (a TLS alert, then closed), nothing
+    // reaches the SMSC, the plain port and TLS keep working.
+    {
+        let mut s = std::net::TcpStream::connect(smpp_tls).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(&consentgate::smpp::pdu::encode_bind(consentgate::smpp::BindType::Transceiver, 1, "acme", "x"))
+            .unwrap();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        assert!(got.is_empty() || got[0] == 0x15, "a TLS alert or nothing, never SMPP: {got:02x?}");
+    }
+    wait_metric(admin, "consentgate_tls_handshakes_total{leg=\"esme\",result=\"failed\"}", 1.0).await;
+    let mut plain = common::Esme::bound(smpp, "acme").await;
+    let seq = plain.submit(&common::submit_to("8613800000001")).await;
+    let resp = plain.recv_where(|f| smpp::command_id(f) == cmd::SUBMIT_SM_RESP && smpp::sequence(f) == seq).await;
+    assert_eq!(smpp::command_status(&resp), 0, "the plain listener serves alongside");
+
+    // SIGHUP: the new certificate for new connections.
+    std::fs::copy(&gw2, &cert).unwrap();
+    std::fs::copy(&gw2_key, &key).unwrap();
+    signal(&gw, "-HUP");
+    wait_metric(admin, "consentgate_tls_reloads_total{result=\"ok\"}", 2.0).await; // both legs
+    let r = tools::run_client(&py, smpp_tls, &[&tls_arg]).await;
+    assert_eq!(r["tls"]["peer_cn"], "gateway-2", "reloaded certificate served: {r}");
+    assert_eq!(r["bound"], true, "{r}");
+    // A broken file: refused, the current certificate keeps serving.
+    std::fs::write(&cert, "not a certificate\n").unwrap();
+    signal(&gw, "-HUP");
+    wait_metric(admin, "consentgate_tls_reloads_total{result=\"refused\"}", 1.0).await;
+    let r = tools::run_client(&py, smpp_tls, &[&tls_arg]).await;
+    assert_eq!(r["tls"]["peer_cn"], "gateway-2", "{r}");
+    assert!(r["submit_resp"].as_array().unwrap().iter().all(|x| x["status"] == 0), "{r}");
+    drop(gw);
+}
+
+/// The SMSC's certificate is not from the configured CA: the bind is refused (ESME_RSYSERR),
+/// the failed handshake counted; nothing is sent in clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_smsc_certificate_refuses_the_bind() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "real-ca");
+    let other = Ca::new(dir.path(), "other-ca");
+    let (gw, gw_key) = ca.issue("gateway");
+    let (smsc, smsc_key) = other.issue("smsc-elsewhere");
+    let sim = consentgate::sim::start(SimConfig::default()).await.unwrap();
+    let term = terminator(&smsc, &smsc_key, sim.local_addr);
+    let (smpp, smpp_tls, admin) = (free_addr(), free_addr(), free_addr());
+    let conf = write_config(
+        dir.path(),
+        smpp,
+        smpp_tls,
+        admin,
+        &format!("cert = \"{}\"\nkey = \"{}\"", gw.display(), gw_key.display()),
+        &format!(
+            "address = \"{}\"\n[upstream.tls]\nca = \"{}\"\nserver_name = \"localhost\"",
+            term.addr,
+            ca.pem().display()
+        ),
+    );
+    let _gw = start(&conf, admin).await;
+    let mut e = common::Esme::connect(smpp).await;
+    assert_eq!(e.bind(consentgate::smpp::BindType::Transceiver, "acme", "pw").await, smpp::status::ESME_RSYSERR);
+    assert_eq!(metric(admin, "consentgate_tls_handshakes_total{leg=\"smsc\",result=\"failed\"}").await, 1.0);
+    assert_eq!(sim.stats.binds.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+/// `client_ca`: an ESME without a certificate from that CA is refused at the handshake; with
+/// one it binds. (The client here is consentgate's own TLS client with a client certificate.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_required_by_client_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "esme-ca");
+    let (gw, gw_key) = ca.issue("gateway");
+    let (esme, esme_key) = ca.issue("esme-acme");
+    let sim = consentgate::sim::start(SimConfig::default()).await.unwrap();
+    let (smpp, smpp_tls, admin) = (free_addr(), free_addr(), free_addr());
+    let conf = write_config(
+        dir.path(),
+        smpp,
+        smpp_tls,
+        admin,
+        &format!("cert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"", gw.display(), gw_key.display(), ca.pem().display()),
+        &format!("address = \"{}\"", sim.local_addr),
+    );
+    let _gw = start(&conf, admin).await;
+    let client = |cert: Option<(&Path, &Path)>| {
+        consentgate::relay::TlsClient::new(consentgate::relay::ClientTlsConfig {
+            ca: ca.pem(),
+            server_name: "localhost".into(),
+            cert: cert.map(|c| c.0.to_owned()),
+            key: cert.map(|c| c.1.to_owned()),
+        })
+        .unwrap()
+    };
+    let bind_over = |c: consentgate::relay::TlsClient| async move {
+        let tcp = tokio::net::TcpStream::connect(smpp_tls).await.unwrap();
+        let mut t = consentgate::relay::Transport::Tls(Box::new(c.connect(tcp, Duration::from_secs(5)).await?));
+        t.write_all(&consentgate::smpp::pdu::encode_bind(consentgate::smpp::BindType::Transceiver, 1, "acme", "pw"))
+            .await?;
+        let mut buf = bytes::BytesMut::with_capacity(256);
+        while buf.len() < 16 || buf.len() < u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize {
+            if tokio::time::timeout(Duration::from_secs(5), t.read_buf(&mut buf))
+                .await
+                .map_err(std::io::Error::other)??
+                == 0
+            {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+            }
+        }
+        Ok::<u32, std::io::Error>(smpp::command_status(&buf))
+    };
+    // TLS 1.3: the server checks the client's certificate after the client has finished, so
+    // the refusal shows as the connection failing at the first read or write.
+    assert!(bind_over(client(None)).await.is_err(), "no client certificate: refused");
+    assert_eq!(bind_over(client(Some((&esme, &esme_key)))).await.unwrap(), 0, "with a client certificate: bound");
+    wait_metric(admin, "consentgate_tls_handshakes_total{leg=\"esme\",result=\"failed\"}", 1.0).await;
+}
+
+/// Bad TLS settings are refused before anything starts, naming the key and the file.
+#[test]
+fn check_config_names_the_tls_key_and_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (smpp, smpp_tls, admin) = (free_addr(), free_addr(), free_addr());
+    let missing = dir.path().join("nowhere.pem");
+    let conf = write_config(
+        dir.path(),
+        smpp,
+        smpp_tls,
+        admin,
+        &format!("cert = \"{}\"\nkey = \"{}\"", missing.display(), missing.display()),
+        "address = \"127.0.0.1:1\"\n[upstream.tls]\nserver_name = \"smsc\"",
+    );
+    let out = Command::new(BIN).arg("check-config").arg(&conf).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("listen.tls.cert") && text.contains("nowhere.pem"), "{text}");
+    assert!(text.contains("upstream.tls.ca"), "{text}");
+}
