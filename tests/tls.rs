@@ -134,18 +134,21 @@ fn terminator(cert: &Path, key: &Path, upstream: SocketAddr) -> Terminator {
     Terminator { _child: Kill(child), addr: ([127, 0, 0, 1], port).into() }
 }
 
-/// The gateway's config: plain and TLS listeners, upstream per `upstream` lines.
-fn write_config(
-    dir: &Path,
+/// A written gateway config and its (free) addresses.
+struct Conf {
+    path: PathBuf,
     smpp: SocketAddr,
     smpp_tls: SocketAddr,
     admin: SocketAddr,
-    listen_tls: &str,
-    upstream: &str,
-) -> PathBuf {
-    let conf = dir.join("gateway.toml");
+}
+
+/// The gateway's config: plain and TLS listeners (`listen_tls` = the `[listen.tls]` lines),
+/// the upstream per the `upstream` lines.
+fn write_config(dir: &Path, listen_tls: &str, upstream: &str) -> Conf {
+    let (smpp, smpp_tls, admin) = (free_addr(), free_addr(), free_addr());
+    let path = dir.join("gateway.toml");
     std::fs::write(
-        &conf,
+        &path,
         format!(
             r#"
 [listen]
@@ -171,7 +174,17 @@ licence = "B2-1"
         ),
     )
     .unwrap();
-    conf
+    Conf { path, smpp, smpp_tls, admin }
+}
+
+/// `[listen.tls]` lines.
+fn listen_tls(cert: &Path, key: &Path) -> String {
+    format!("cert = \"{}\"\nkey = \"{}\"", cert.display(), key.display())
+}
+
+/// `[upstream]` lines for TLS to `addr`, trusting `ca`, expecting the name localhost.
+fn upstream_tls(addr: SocketAddr, ca: &Path) -> String {
+    format!("address = \"{addr}\"\n[upstream.tls]\nca = \"{}\"\nserver_name = \"localhost\"", ca.display())
 }
 
 async fn start(conf: &Path, admin: SocketAddr) -> Kill {
@@ -226,20 +239,9 @@ async fn smpplib_over_tls_through_to_a_tls_smsc_and_certificates_reloaded_on_sig
 
     let sim = consentgate::sim::start(SimConfig { record: true, ..SimConfig::default() }).await.unwrap();
     let term = terminator(&smsc, &smsc_key, sim.local_addr);
-    let (smpp, smpp_tls, admin) = (free_addr(), free_addr(), free_addr());
-    let conf = write_config(
-        dir.path(),
-        smpp,
-        smpp_tls,
-        admin,
-        &format!("cert = \"{}\"\nkey = \"{}\"", cert.display(), key.display()),
-        &format!(
-            "address = \"{}\"\n[upstream.tls]\nca = \"{}\"\nserver_name = \"localhost\"",
-            term.addr,
-            ca.pem().display()
-        ),
-    );
-    let gw = start(&conf, admin).await;
+    let conf = write_config(dir.path(), &listen_tls(&cert, &key), &upstream_tls(term.addr, &ca.pem()));
+    let (smpp, smpp_tls, admin) = (conf.smpp, conf.smpp_tls, conf.admin);
+    let gw = start(&conf.path, admin).await;
 
     let tls_arg = format!("tls:{}:localhost", ca.pem().display());
     let r = tools::run_client(&py, smpp_tls, &[&tls_arg]).await;
@@ -302,20 +304,9 @@ async fn an_untrusted_smsc_certificate_refuses_the_bind() {
     let (smsc, smsc_key) = other.issue("smsc-elsewhere");
     let sim = consentgate::sim::start(SimConfig::default()).await.unwrap();
     let term = terminator(&smsc, &smsc_key, sim.local_addr);
-    let (smpp, smpp_tls, admin) = (free_addr(), free_addr(), free_addr());
-    let conf = write_config(
-        dir.path(),
-        smpp,
-        smpp_tls,
-        admin,
-        &format!("cert = \"{}\"\nkey = \"{}\"", gw.display(), gw_key.display()),
-        &format!(
-            "address = \"{}\"\n[upstream.tls]\nca = \"{}\"\nserver_name = \"localhost\"",
-            term.addr,
-            ca.pem().display()
-        ),
-    );
-    let _gw = start(&conf, admin).await;
+    let conf = write_config(dir.path(), &listen_tls(&gw, &gw_key), &upstream_tls(term.addr, &ca.pem()));
+    let (smpp, smpp_tls, admin) = (conf.smpp, conf.smpp_tls, conf.admin);
+    let _gw = start(&conf.path, admin).await;
     let mut e = common::Esme::connect(smpp).await;
     assert_eq!(e.bind(consentgate::smpp::BindType::Transceiver, "acme", "pw").await, smpp::status::ESME_RSYSERR);
     assert_eq!(metric(admin, "consentgate_tls_handshakes_total{leg=\"smsc\",result=\"failed\"}").await, 1.0);
@@ -331,16 +322,10 @@ async fn client_certificates_required_by_client_ca() {
     let (gw, gw_key) = ca.issue("gateway");
     let (esme, esme_key) = ca.issue("esme-acme");
     let sim = consentgate::sim::start(SimConfig::default()).await.unwrap();
-    let (smpp, smpp_tls, admin) = (free_addr(), free_addr(), free_addr());
-    let conf = write_config(
-        dir.path(),
-        smpp,
-        smpp_tls,
-        admin,
-        &format!("cert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"", gw.display(), gw_key.display(), ca.pem().display()),
-        &format!("address = \"{}\"", sim.local_addr),
-    );
-    let _gw = start(&conf, admin).await;
+    let tls = format!("{}\nclient_ca = \"{}\"", listen_tls(&gw, &gw_key), ca.pem().display());
+    let conf = write_config(dir.path(), &tls, &format!("address = \"{}\"", sim.local_addr));
+    let (smpp_tls, admin) = (conf.smpp_tls, conf.admin);
+    let _gw = start(&conf.path, admin).await;
     let client = |cert: Option<(&Path, &Path)>| {
         consentgate::relay::TlsClient::new(consentgate::relay::ClientTlsConfig {
             ca: ca.pem(),
@@ -378,17 +363,13 @@ async fn client_certificates_required_by_client_ca() {
 #[test]
 fn check_config_names_the_tls_key_and_file() {
     let dir = tempfile::tempdir().unwrap();
-    let (smpp, smpp_tls, admin) = (free_addr(), free_addr(), free_addr());
     let missing = dir.path().join("nowhere.pem");
     let conf = write_config(
         dir.path(),
-        smpp,
-        smpp_tls,
-        admin,
-        &format!("cert = \"{}\"\nkey = \"{}\"", missing.display(), missing.display()),
+        &listen_tls(&missing, &missing),
         "address = \"127.0.0.1:1\"\n[upstream.tls]\nserver_name = \"smsc\"",
     );
-    let out = Command::new(BIN).arg("check-config").arg(&conf).output().unwrap();
+    let out = Command::new(BIN).arg("check-config").arg(&conf.path).output().unwrap();
     assert_eq!(out.status.code(), Some(64));
     let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("listen.tls.cert") && text.contains("nowhere.pem"), "{text}");
