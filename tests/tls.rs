@@ -305,7 +305,7 @@ async fn an_untrusted_smsc_certificate_refuses_the_bind() {
     let sim = consentgate::sim::start(SimConfig::default()).await.unwrap();
     let term = terminator(&smsc, &smsc_key, sim.local_addr);
     let conf = write_config(dir.path(), &listen_tls(&gw, &gw_key), &upstream_tls(term.addr, &ca.pem()));
-    let (smpp, smpp_tls, admin) = (conf.smpp, conf.smpp_tls, conf.admin);
+    let (smpp, admin) = (conf.smpp, conf.admin);
     let _gw = start(&conf.path, admin).await;
     let mut e = common::Esme::connect(smpp).await;
     assert_eq!(e.bind(consentgate::smpp::BindType::Transceiver, "acme", "pw").await, smpp::status::ESME_RSYSERR);
