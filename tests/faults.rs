@@ -131,15 +131,7 @@ licence = "B2-2"
 
     async fn start_with_env(&mut self, env: &[(&str, &str)]) {
         assert!(self.child.is_none(), "already running");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_consentgate"))
-            .args(["run", "--config"])
-            .arg(&self.conf)
-            .env("RUST_LOG", "warn")
-            .envs(env.iter().copied())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn consentgate");
-        self.child = Some(Kill(child));
+        self.child = Some(Kill(common::spawn_gateway_with_env(&self.conf, env)));
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok((200, _)) = self.get("/livez").await {

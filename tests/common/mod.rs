@@ -295,10 +295,16 @@ impl Drop for Kill {
 
 /// The real `consentgate run --config conf` (warnings only on stderr, stdout discarded).
 pub fn spawn_gateway(conf: &std::path::Path) -> std::process::Child {
+    spawn_gateway_with_env(conf, &[])
+}
+
+/// [`spawn_gateway`] with more environment variables.
+pub fn spawn_gateway_with_env(conf: &std::path::Path, env: &[(&str, &str)]) -> std::process::Child {
     std::process::Command::new(env!("CARGO_BIN_EXE_consentgate"))
         .args(["run", "--config"])
         .arg(conf)
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("spawn consentgate")
