@@ -71,8 +71,9 @@ use analyze::Analyzer;
 pub const HUNT_LIMIT: usize = 64 * 1024;
 /// Streams listed individually in the report; the rest are counted.
 pub(crate) const MAX_LISTED: usize = 100;
-/// pcap-parser buffer; grown up to [`MAX_BLOCK_BYTES`] for a large block.
-const READ_BUFFER: usize = 1 << 20;
+/// pcap-parser buffer at the start (zero-filled by the crate, so small: a capture of
+/// ordinary packets never needs more); grown ×4 up to [`MAX_BLOCK_BYTES`] for a large block.
+const READ_BUFFER: usize = 64 * 1024;
 /// A capture block bigger than this is treated as corruption.
 const MAX_BLOCK_BYTES: usize = 64 << 20;
 
