@@ -41,6 +41,7 @@ pub mod optout;
 pub mod pcap;
 pub mod policy;
 pub mod relay;
+pub mod replication;
 pub mod session;
 pub mod sim;
 pub mod smpp;

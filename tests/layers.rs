@@ -26,7 +26,24 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // 4: process (complaints below admin, admin below gateway: the gateway opens the register
     // and spawns the admin API with a narrow handle on both)
     ("complaints", &["time", "smpp", "telemetry", "consent", "policy", "audit"]),
-    ("admin", &["time", "smpp", "telemetry", "consent", "policy", "optout", "audit", "capture", "relay", "complaints"]),
+    // replication below admin (its state is part of /readyz) and gateway (which starts it)
+    ("replication", &["time", "telemetry", "consent"]),
+    (
+        "admin",
+        &[
+            "time",
+            "smpp",
+            "telemetry",
+            "consent",
+            "policy",
+            "optout",
+            "audit",
+            "capture",
+            "relay",
+            "complaints",
+            "replication",
+        ],
+    ),
     (
         "gateway",
         &[
@@ -41,6 +58,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "relay",
             "session",
             "complaints",
+            "replication",
             "admin",
         ],
     ),

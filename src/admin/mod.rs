@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `GET /metrics` | – | Prometheus text exposition |
 //! | `GET /livez` | – | 200 while the process serves HTTP |
-//! | `GET /readyz` | – | 200 when a snapshot is loaded (or the config allows running without one) and the upstream SMSC accepts a TCP connection; else 503, with the failing checks in the JSON body |
+//! | `GET /readyz` | – | 200 when a snapshot is loaded (or the config allows running without one), the journal is writable, the upstream SMSC accepts a TCP connection and (with `[replication]`) the reader has caught up with the stream or, with `on_disconnect = "serve"`, Redis is unreachable; else 503, with the failing checks in the JSON body |
 //! | `GET /v1/snapshot` | – | the serving snapshot: id, counts, build/load time, source digests, live statements |
 //! | `POST /v1/snapshot/reload` | bearer | reload the configured file now; 200 with the new snapshot, or 422 with the exact validation error (the old one keeps serving) |
 //! | `GET /v1/consent/{msisdn}?entity=E` | – | statements held for the subscriber (snapshot and live) and the decision for a commercial message from `E` |
@@ -84,6 +84,8 @@ pub struct AdminState {
     pub capture: Option<Arc<Capture>>,
     /// The complaint register (`[complaints]`), if configured.
     pub complaints: Option<Arc<Complaints>>,
+    /// Replication's state (`[replication]`), if configured: part of `/readyz`.
+    pub replication: Option<Arc<crate::replication::Status>>,
     pub reload: mpsc::Sender<ReloadReply>,
     pub prometheus: metrics_exporter_prometheus::PrometheusHandle,
 }
@@ -184,7 +186,11 @@ async fn readyz(State(state): State<AdminState>) -> Response {
     let upstream = crate::relay::upstream::probe(&state.upstream).await;
     metrics::gauge!(m::UPSTREAM_REACHABLE).set(if upstream.is_ok() { 1.0 } else { 0.0 });
     let journal = state.store.journal_health();
-    let ready = snapshot_ok && upstream.is_ok() && journal.is_ok();
+    let (replication_ok, replication) = match &state.replication {
+        Some(r) => r.readiness(),
+        None => (true, Value::Null),
+    };
+    let ready = snapshot_ok && upstream.is_ok() && journal.is_ok() && replication_ok;
     let journal_error = match &journal {
         crate::consent::store::JournalHealth::Failing { last_error, .. } => Some(last_error.clone()),
         _ => None,
@@ -194,6 +200,7 @@ async fn readyz(State(state): State<AdminState>) -> Response {
         "snapshot": { "ok": snapshot_ok, "loaded": loaded },
         "journal": { "ok": journal.is_ok(), "state": journal.as_str(), "error": journal_error },
         "upstream": { "ok": upstream.is_ok(), "address": state.upstream.address, "error": upstream.err().map(|e| e.to_string()) },
+        "replication": replication,
     });
     let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, Json(body)).into_response()

@@ -29,9 +29,19 @@ pub struct RawConfig {
     pub capture: Option<RawCapture>,
     pub audit: Option<RawAudit>,
     pub complaints: Option<RawComplaints>,
+    pub replication: Option<RawReplication>,
     pub limits: Option<RawLimits>,
     #[serde(default)]
     pub account: Vec<RawAccount>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReplication {
+    pub redis: Option<String>,
+    pub stream: Option<String>,
+    pub on_disconnect: Option<String>,
+    pub timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -315,6 +325,7 @@ impl RawConfig {
         let capture = validate_capture(self.capture.unwrap_or_default(), &accounts, &mut p);
         let audit = validate_audit(self.audit.unwrap_or_default(), &mut p);
         let complaints = self.complaints.and_then(|c| validate_complaints(c, &policy, &mut p));
+        let replication = self.replication.and_then(|r| validate_replication(r, &consent, &mut p));
         if p.0.is_empty() {
             Ok(Config {
                 listen,
@@ -328,6 +339,7 @@ impl RawConfig {
                 capture,
                 audit,
                 complaints,
+                replication,
             })
         } else {
             Err(p.0)
@@ -968,4 +980,46 @@ fn validate_complaints(
         p.range("complaints.respond_within", c.respond_within, DEFAULT_RESPOND_WITHIN as usize, 1, 365) as u32;
     let suspend_after = p.range("complaints.suspend_after", c.suspend_after, 0, 0, 1_000_000) as u32;
     Some(ComplaintsConfig { db: db?, calendar: calendar?, respond_within, suspend_after })
+}
+
+/// `[replication]` (DESIGN §8): `redis` required; the journal is the outbox, so
+/// `consent.journal` is required too.
+fn validate_replication(
+    r: RawReplication,
+    consent: &ConsentConfig,
+    p: &mut Problems,
+) -> Option<crate::replication::ReplicationConfig> {
+    use crate::replication::{OnDisconnect, RedisUrl, ReplicationConfig, DEFAULT_STREAM, DEFAULT_TIMEOUT};
+    let redis = match r.redis.as_deref() {
+        None => {
+            p.push("replication.redis", "required: the Redis server's URL (e.g. redis://127.0.0.1:6379/0)");
+            None
+        }
+        Some(u) => match RedisUrl::parse(u) {
+            Ok(u) => Some(u),
+            Err(e) => {
+                p.push("replication.redis", e);
+                None
+            }
+        },
+    };
+    let stream = r.stream.unwrap_or_else(|| DEFAULT_STREAM.to_owned());
+    if stream.is_empty() || stream.len() > 200 || stream.chars().any(|c| c.is_control() || c == ' ') {
+        p.push("replication.stream", "must be 1 to 200 characters without spaces or control characters");
+    }
+    let on_disconnect = match r.on_disconnect.as_deref() {
+        None => OnDisconnect::Serve,
+        Some(v) => OnDisconnect::parse(v).unwrap_or_else(|| {
+            p.push("replication.on_disconnect", format!("`{v}`: expected serve | unready"));
+            OnDisconnect::Serve
+        }),
+    };
+    let timeout = p.duration("replication.timeout", r.timeout.as_deref(), DEFAULT_TIMEOUT);
+    if consent.journal.is_none() {
+        p.push(
+            "replication",
+            "needs consent.journal: the journal is what the publisher sends from (and what survives Redis losing data)",
+        );
+    }
+    Some(ReplicationConfig { redis: redis?, stream, on_disconnect, timeout })
 }

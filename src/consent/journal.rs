@@ -390,6 +390,33 @@ pub fn read_dir(dir: impl AsRef<Path>) -> Result<Vec<Statement>> {
     Ok(out)
 }
 
+/// The statements of origin `node` with an origin seq in `(after, through]`, in order: what
+/// the replication publisher has yet to send (DESIGN §8; a local statement's origin seq is its
+/// journal seq). Segments that end at or below `after` are not read. Safe while the writer
+/// appends: only records at or below `through` (durable) are returned.
+pub fn read_local(dir: impl AsRef<Path>, node: &NodeId, after: u64, through: u64) -> Result<Vec<Statement>> {
+    let dir = dir.as_ref();
+    let segments = list_segments(dir)?;
+    let mut out = Vec::new();
+    let mut last_seq = 0;
+    for (i, (first, path)) in segments.iter().enumerate() {
+        // Segment i holds seqs [first, next first); skip it if all of them are <= after.
+        if segments.get(i + 1).is_some_and(|(next, _)| *next <= after + 1) {
+            continue;
+        }
+        if *first > through {
+            break;
+        }
+        let data = fs::read(path).map_err(io_at(path))?;
+        let mut sts = Vec::new();
+        // A skipped segment's last seq is unknown: start the order check from this name.
+        last_seq = last_seq.max(first.saturating_sub(1));
+        replay_segment(path, *first, &data, i + 1 == segments.len(), &mut last_seq, &mut sts)?;
+        out.extend(sts.into_iter().filter(|st| &st.id.origin == node && st.id.seq > after && st.id.seq <= through));
+    }
+    Ok(out)
+}
+
 fn segment_name(first: u64) -> String {
     format!("{SEGMENT_PREFIX}{first:0SEGMENT_DIGITS$}{SEGMENT_SUFFIX}")
 }

@@ -37,7 +37,7 @@ use super::config::ConsentConfig;
 use super::delta::Delta;
 use super::journal::{AppendError, Journal, JournalError};
 use super::snapshot::{Snapshot, SnapshotError};
-use super::statement::{NewStatement, NodeId, Statement, StatementError, StatementId};
+use super::statement::{NewStatement, NodeId, Statement, StatementError, StatementId, Watermarks};
 use crate::telemetry::metrics as m;
 
 /// First back-off after a failed journal append; doubled per failure up to [`MAX_BACKOFF`].
@@ -45,6 +45,95 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// Statements per group commit, at most.
 const MAX_BATCH: usize = 4096;
+/// Local durable statements the [`Outbox`] holds for the publisher, at most; past that it
+/// drops them and says so (the publisher re-reads the journal, the source of truth).
+const OUTBOX_CAP: usize = 1 << 20;
+
+/// Local statements that became durable, in journal order, for the replication publisher
+/// (DESIGN §8, outbox pattern). The journal stays the source of truth: the outbox is only
+/// the fast path between two reads of it. Inactive (nothing kept) until
+/// [`Outbox::reset`] is first called.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    inner: Mutex<OutboxInner>,
+    ready: tokio::sync::Notify,
+}
+
+#[derive(Debug, Default)]
+struct OutboxInner {
+    active: bool,
+    queue: std::collections::VecDeque<Statement>,
+    /// Something was dropped since the last reset: re-read the journal.
+    overflowed: bool,
+}
+
+/// What [`Outbox::take`] found.
+#[derive(Debug)]
+pub enum OutboxTake {
+    /// Statements in journal order (possibly none).
+    Statements(Vec<Statement>),
+    /// More became durable than the outbox holds: read the journal from the last published seq.
+    Overflowed,
+}
+
+impl Outbox {
+    /// Empties the outbox and starts keeping every local statement that becomes durable from
+    /// now on. Call it *before* reading the journal, so that nothing durable falls between
+    /// the read and the outbox (the overlap is filtered by seq).
+    pub fn reset(&self) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.active = true;
+        g.queue.clear();
+        g.overflowed = false;
+    }
+
+    /// Takes up to `max` statements, waiting up to `wait` for the first.
+    pub async fn take(&self, max: usize, wait: Duration) -> OutboxTake {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.ready.notified();
+            {
+                let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+                if g.overflowed {
+                    return OutboxTake::Overflowed;
+                }
+                if !g.queue.is_empty() {
+                    let n = g.queue.len().min(max);
+                    return OutboxTake::Statements(g.queue.drain(..n).collect());
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return OutboxTake::Statements(Vec::new());
+            }
+        }
+    }
+
+    /// How many statements are waiting.
+    pub fn len(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).queue.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&self, batch: &[Statement], node: &NodeId) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if !g.active || g.overflowed {
+            return;
+        }
+        for st in batch.iter().filter(|s| &s.id.origin == node) {
+            if g.queue.len() >= OUTBOX_CAP {
+                g.queue.clear();
+                g.overflowed = true;
+                break;
+            }
+            g.queue.push_back(st.clone());
+        }
+        drop(g);
+        self.ready.notify_one();
+    }
+}
 
 /// A loaded snapshot with its load metadata.
 #[derive(Debug)]
@@ -148,6 +237,8 @@ struct Submit {
 }
 
 struct JournalWriter {
+    dir: PathBuf,
+    outbox: Arc<Outbox>,
     /// A std Mutex: held only for an increment, a delta apply and a channel send, never across
     /// an await.
     submit: Mutex<Submit>,
@@ -165,6 +256,9 @@ pub struct ConsentStore {
     journal: Option<JournalWriter>,
     /// This node: the origin of the statements recorded here.
     node: NodeId,
+    /// The highest origin seq per origin among the statements replayed from the journal at
+    /// open (replication's starting knowledge, with the snapshot's watermarks).
+    replayed: Watermarks,
     /// Sequence for live statements when no journal is configured.
     volatile_seq: AtomicU64,
     generation: AtomicU64,
@@ -200,6 +294,7 @@ impl ConsentStore {
             delta: Delta::new(),
             journal: None,
             node,
+            replayed: Watermarks::new(),
             volatile_seq: AtomicU64::new(1),
             generation: AtomicU64::new(0),
             swaps: AtomicU64::new(0),
@@ -220,8 +315,9 @@ impl ConsentStore {
             for st in &replayed {
                 store.delta.apply(st);
             }
+            store.replayed = Watermarks::of(&replayed);
             info!(journal = %dir.display(), statements = replayed.len(), node = %cfg.node, "journal replayed");
-            store.journal = Some(JournalWriter::start(journal));
+            store.journal = Some(JournalWriter::start(journal, cfg.node.clone()));
         } else {
             warn!("no consent.journal configured: live opt-outs are kept in memory only and lost on restart");
         }
@@ -345,6 +441,63 @@ impl ConsentStore {
         }
     }
 
+    /// Records statements made on other nodes (replication, DESIGN §8) with the identity they
+    /// carry: each is checked, applied to the delta and journalled at the next local journal
+    /// position (its origin and origin seq kept). Idempotent in effect — the delta keeps the
+    /// greatest by precedence — but each call journals what it is given: the caller filters
+    /// what it already holds ([`Self::replayed_marks`]). Returns the last journal ticket
+    /// (durable once [`Self::durable`] reaches it), `None` without a journal or for an empty
+    /// batch. A malformed statement is refused before anything of the batch is applied.
+    pub fn record_replicated(&self, sts: Vec<Statement>) -> Result<Option<u64>, RecordError> {
+        for st in &sts {
+            st.check()?;
+        }
+        let Some(j) = &self.journal else {
+            for st in &sts {
+                self.delta.apply(st);
+            }
+            return Ok(None);
+        };
+        let mut g = j.submit.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = None;
+        for st in sts {
+            self.delta.apply(&st);
+            let sent = g.tx.as_ref().is_some_and(|tx| tx.send(st).is_ok());
+            if !sent {
+                error!("journal writer is gone; replicated statement applied in memory only");
+                return Err(RecordError::JournalUnavailable);
+            }
+            last = Some(g.next);
+            g.next += 1;
+        }
+        Ok(last)
+    }
+
+    /// The highest origin seq per origin among the statements the journal held at open.
+    pub fn replayed_marks(&self) -> &Watermarks {
+        &self.replayed
+    }
+
+    /// The journal directory, if one is configured.
+    pub fn journal_dir(&self) -> Option<&Path> {
+        self.journal.as_ref().map(|j| j.dir.as_path())
+    }
+
+    /// Local statements as they become durable (replication's publisher); `None` without a
+    /// journal.
+    pub fn outbox(&self) -> Option<Arc<Outbox>> {
+        self.journal.as_ref().map(|j| j.outbox.clone())
+    }
+
+    /// The highest durable journal sequence now (0 when nothing is; `u64::MAX` without a
+    /// journal).
+    pub fn durable_seq(&self) -> u64 {
+        match &self.journal {
+            Some(j) => *j.durable.borrow(),
+            None => u64::MAX,
+        }
+    }
+
     /// [`record`](Self::record), then waits up to `wait` until the statement is durable: what
     /// every caller that acknowledges a statement to someone does (the admin API, the
     /// complaint register). The journal sequence, or `None` without a journal.
@@ -401,19 +554,30 @@ impl ConsentStore {
 }
 
 impl JournalWriter {
-    fn start(journal: Journal) -> JournalWriter {
+    fn start(journal: Journal, node: NodeId) -> JournalWriter {
         let (tx, rx) = mpsc::channel::<Statement>();
+        let dir = journal.dir().to_owned();
+        let outbox = Arc::new(Outbox::default());
         let next = journal.next_seq();
         let (durable, _) = watch::channel(next.saturating_sub(1));
         let health = Arc::new(Mutex::new(JournalHealth::Healthy));
         let closing = Arc::new(AtomicBool::new(false));
         metrics::gauge!(m::JOURNAL_HEALTHY).set(1.0);
-        let writer = Writer { journal, publish: durable.clone(), health: health.clone(), closing: closing.clone() };
+        let writer = Writer {
+            journal,
+            publish: durable.clone(),
+            health: health.clone(),
+            closing: closing.clone(),
+            outbox: outbox.clone(),
+            node,
+        };
         let thread = std::thread::Builder::new()
             .name("consentgate-journal".into())
             .spawn(move || writer.run(rx))
             .expect("spawn journal writer thread");
         JournalWriter {
+            dir,
+            outbox,
             submit: Mutex::new(Submit { next, tx: Some(tx) }),
             durable,
             health,
@@ -429,6 +593,9 @@ struct Writer {
     publish: watch::Sender<u64>,
     health: Arc<Mutex<JournalHealth>>,
     closing: Arc<AtomicBool>,
+    outbox: Arc<Outbox>,
+    /// Statements of this origin go to the outbox once durable.
+    node: NodeId,
 }
 
 impl Writer {
@@ -459,9 +626,13 @@ impl Writer {
         loop {
             match self.journal.append_batch(batch) {
                 Ok(first_seq) => {
-                    let expect = batch[0].id.seq;
-                    if first_seq != expect {
-                        error!(expected = expect, got = first_seq, "journal sequence mismatch");
+                    // A local statement's origin seq is its journal position (its ticket).
+                    let mismatch = batch
+                        .iter()
+                        .enumerate()
+                        .find(|(i, st)| st.id.origin == self.node && st.id.seq != first_seq + *i as u64);
+                    if let Some((i, st)) = mismatch {
+                        error!(expected = first_seq + i as u64, got = st.id.seq, "journal sequence mismatch");
                     }
                     if failures > 0 {
                         info!(failures, statements = batch.len(), "journal writable again; statements durable");
@@ -470,6 +641,7 @@ impl Writer {
                     }
                     // send_replace: the value must advance even while nobody is subscribed (is_durable reads it).
                     self.publish.send_replace(first_seq + batch.len() as u64 - 1);
+                    self.outbox.push(batch, &self.node);
                     return true;
                 }
                 Err(AppendError::Invalid { index, error }) => {

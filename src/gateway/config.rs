@@ -44,6 +44,8 @@ pub struct GatewayConfig {
     pub audit: AuditConfig,
     /// The complaint register (`[complaints]`; `None` when the section is absent).
     pub complaints: Option<crate::complaints::ComplaintsConfig>,
+    /// Live statements shared with other nodes (`[replication]`; `None` when absent).
+    pub replication: Option<crate::replication::ReplicationConfig>,
 }
 
 impl GatewayConfig {

@@ -244,6 +244,13 @@ impl Gateway {
         let upkeep = tokio::spawn(m::upkeep(prometheus.clone()));
         let prober = tokio::spawn(probe_upstream_loop(config.upstream.clone()));
         let (stop_tx, stop_rx) = watch::channel(false);
+        // Replication stops after the sessions (their last opt-outs still get published) and
+        // before the store closes.
+        let (repl_stop_tx, repl_stop_rx) = watch::channel(false);
+        let replication = config
+            .replication
+            .clone()
+            .map(|r| crate::replication::Replication::start(r, shared.store.clone(), repl_stop_rx));
         let admin_addr = admin.local_addr()?;
         // The admin API's narrow handle: what its endpoints read, and a way to ask for a reload.
         let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadReply>(4);
@@ -255,6 +262,7 @@ impl Gateway {
             upstream: config.upstream.clone(),
             capture: shared.capture.clone(),
             complaints,
+            replication: replication.as_ref().map(|r| r.status.clone()),
             reload: reload_tx,
             prometheus,
         };
@@ -338,6 +346,10 @@ impl Gateway {
         if drained.is_err() {
             warn!(remaining = sessions.len(), "drain cut short; aborting remaining sessions");
             sessions.abort_all();
+        }
+        if let Some(r) = replication {
+            let _ = repl_stop_tx.send(true);
+            r.join(Duration::from_secs(3)).await;
         }
         let store = shared.store.clone();
         let _ = tokio::task::spawn_blocking(move || store.close()).await;

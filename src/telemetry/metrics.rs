@@ -90,6 +90,22 @@ pub const LIMITS_TOTAL: &str = "consentgate_limits_total";
 pub const TLS_HANDSHAKES_TOTAL: &str = "consentgate_tls_handshakes_total";
 /// `{result}` — certificate reloads (SIGHUP): `ok` | `refused` (the previous ones keep serving).
 pub const TLS_RELOADS_TOTAL: &str = "consentgate_tls_reloads_total";
+/// Gauge `{conn}` — 1 while replication's connection to Redis is up (DESIGN §8): `conn` =
+/// `publisher` | `reader`.
+pub const REPLICATION_CONNECTED: &str = "consentgate_replication_connected";
+/// Gauge: how far the reader is behind the stream: now minus the time of the newest entry
+/// it applied while it still has more to read, 0 when caught up; while disconnected, the time
+/// since it was last caught up.
+pub const REPLICATION_LAG_SECONDS: &str = "consentgate_replication_lag_seconds";
+/// `{direction}` — statements through the stream: `published` (this node's, sent), `applied`
+/// (another node's, applied and journalled here), `duplicate` (another node's, already held),
+/// `invalid` (an entry that is not a statement; skipped and logged).
+pub const REPLICATION_STATEMENTS_TOTAL: &str = "consentgate_replication_statements_total";
+/// Gauge: this node's durable statements not yet confirmed in the stream.
+pub const REPLICATION_UNPUBLISHED: &str = "consentgate_replication_unpublished_statements";
+/// `{conn, kind}` — replication errors: `connect`, `timeout`, `io`, `protocol`, `server`,
+/// `journal`; each is followed by a reconnect with back-off.
+pub const REPLICATION_ERRORS_TOTAL: &str = "consentgate_replication_errors_total";
 /// Gauge `{version}` = 1.
 pub const BUILD_INFO: &str = "consentgate_build_info";
 
@@ -213,5 +229,10 @@ fn describe() {
     describe_counter!(LIMITS_TOTAL, Unit::Count, "limits that acted: bind back-off, pdu timeout, session caps");
     describe_counter!(TLS_HANDSHAKES_TOTAL, Unit::Count, "TLS handshakes by leg and result");
     describe_counter!(TLS_RELOADS_TOTAL, Unit::Count, "TLS certificate reloads by result");
+    describe_gauge!(REPLICATION_CONNECTED, Unit::Count, "1 while the replication connection (publisher, reader) is up");
+    describe_gauge!(REPLICATION_LAG_SECONDS, Unit::Seconds, "how far the replication reader is behind the stream");
+    describe_counter!(REPLICATION_STATEMENTS_TOTAL, Unit::Count, "statements published, applied, duplicate or invalid");
+    describe_gauge!(REPLICATION_UNPUBLISHED, Unit::Count, "durable local statements not yet confirmed in the stream");
+    describe_counter!(REPLICATION_ERRORS_TOTAL, Unit::Count, "replication errors by connection and kind");
     describe_gauge!(BUILD_INFO, Unit::Count, "build information");
 }

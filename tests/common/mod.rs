@@ -3,6 +3,8 @@
 //! SMPP over a real TCP socket.
 #![allow(dead_code)]
 
+pub mod node;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

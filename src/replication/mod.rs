@@ -1,0 +1,305 @@
+//! Several nodes (DESIGN §8): live statements shared through one Redis stream.
+//!
+//! Each node's fsynced journal stays the source of truth for what that node captured
+//! (transactional outbox). Two tasks per node, each with its own connection and reconnect
+//! loop (back-off 100 ms doubling to 5 s), every command bounded by `replication.timeout`:
+//!
+//! * the **publisher** ([`publisher`]) sends this node's durable statements in
+//!   `MULTI … XADD … HSET <stream>:published <node> <seq> … EXEC` batches: the entries and
+//!   the node's *published-through* marker move together, so after a Redis restart, a
+//!   wipe or a failover to a replica that missed writes, the node republishes exactly what
+//!   the stream lacks (from its journal; duplicates are harmless). A lease
+//!   (`<stream>:lease:<node>`, `SET NX PX`) keeps two processes with one `[node] id` from
+//!   fighting over the marker.
+//! * the **reader** ([`reader`]) follows the whole stream with its own cursor (`XREAD BLOCK`,
+//!   no consumer groups) and applies other origins' statements to the delta and journal
+//!   ([`ConsentStore::record_replicated`]). It skips what the node already holds — per
+//!   origin, statements arrive in origin-seq order (each publisher sends in order and only
+//!   ever re-sends a prefix), so the highest origin seq held per origin (journal replay and
+//!   snapshot watermarks, [`Watermarks`]) is enough to make apply idempotent.
+//!
+//! Readiness ([`Status`]): not ready until the reader has caught up with the stream's head as
+//! seen at connect; while Redis is unreachable `on_disconnect` decides — `serve` (keep
+//! deciding on local state; ready) or `unready` (`/readyz` 503 so the balancer drains the
+//! node). A condition only an operator can clear (the node id held by another process, a
+//! journal behind its own published marker, a stream trimmed past what this node holds)
+//! makes the node unready in either mode, with the reason in `/readyz`.
+//!
+//! Decisions never wait for Redis: the hot path reads the delta, which the reader feeds.
+
+pub mod entry;
+mod publisher;
+mod reader;
+pub mod resp;
+
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::consent::store::ConsentStore;
+use crate::consent::Watermarks;
+use crate::telemetry::metrics as m;
+
+pub use resp::RedisUrl;
+
+/// Default stream key.
+pub const DEFAULT_STREAM: &str = "consentgate:statements";
+/// Default bound on a Redis reply (connect, and every command but the reader's `XREAD BLOCK`,
+/// which gets its block time on top).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the reader's `XREAD` blocks on the server.
+const BLOCK: Duration = Duration::from_millis(1000);
+/// Statements per publisher batch (one MULTI/EXEC).
+const PUBLISH_BATCH: usize = 512;
+/// Entries per reader `XREAD`.
+const READ_COUNT: usize = 1000;
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// `replication.on_disconnect`: what a node does while it cannot reach Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDisconnect {
+    /// Keep deciding on local state and stay ready (availability).
+    Serve,
+    /// Report not ready (`/readyz` 503) so the balancer drains the node (compliance: other
+    /// nodes' opt-outs cannot reach it).
+    Unready,
+}
+
+impl OnDisconnect {
+    pub fn parse(s: &str) -> Option<OnDisconnect> {
+        match s {
+            "serve" => Some(OnDisconnect::Serve),
+            "unready" => Some(OnDisconnect::Unready),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnDisconnect::Serve => "serve",
+            OnDisconnect::Unready => "unready",
+        }
+    }
+}
+
+/// `[replication]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicationConfig {
+    /// `replication.redis`: `redis://[[user]:password@]host[:port][/db]`.
+    pub redis: RedisUrl,
+    /// `replication.stream`: the stream key; the marker, lease and epoch keys are derived
+    /// from it (`<stream>:published`, `<stream>:lease:<node>`, `<stream>:epoch`).
+    pub stream: String,
+    pub on_disconnect: OnDisconnect,
+    /// `replication.timeout`: bound on connect and on each reply.
+    pub timeout: Duration,
+}
+
+/// The Redis keys of one deployment.
+#[derive(Debug, Clone)]
+pub(crate) struct Keys {
+    pub stream: String,
+    pub published: String,
+    pub epoch: String,
+    pub lease: String,
+}
+
+impl Keys {
+    fn new(stream: &str, node: &str) -> Keys {
+        Keys {
+            stream: stream.to_owned(),
+            published: format!("{stream}:published"),
+            epoch: format!("{stream}:epoch"),
+            lease: format!("{stream}:lease:{node}"),
+        }
+    }
+}
+
+/// Replication's state, shared with `/readyz` and the metrics.
+#[derive(Debug)]
+pub struct Status {
+    on_disconnect: OnDisconnect,
+    publisher: AtomicBool,
+    reader: AtomicBool,
+    /// The reader has tried to connect at least once.
+    attempted: AtomicBool,
+    /// 0 not yet, 1 caught up with the head seen at the last connect.
+    caught_up: AtomicU8,
+    /// Conditions an operator must clear, by who raised them (`publisher`, `reader`).
+    blocked: Mutex<Vec<(&'static str, String)>>,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Status {
+    fn new(on_disconnect: OnDisconnect) -> Status {
+        Status {
+            on_disconnect,
+            publisher: AtomicBool::new(false),
+            reader: AtomicBool::new(false),
+            attempted: AtomicBool::new(false),
+            caught_up: AtomicU8::new(0),
+            blocked: Mutex::new(Vec::new()),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    fn set_connected(&self, conn: &'static str, up: bool) {
+        let flag = if conn == "publisher" { &self.publisher } else { &self.reader };
+        flag.store(up, Ordering::Release);
+        metrics::gauge!(m::REPLICATION_CONNECTED, "conn" => conn).set(if up { 1.0 } else { 0.0 });
+    }
+
+    fn set_caught_up(&self, yes: bool) {
+        self.caught_up.store(yes as u8, Ordering::Release);
+    }
+
+    fn set_blocked(&self, who: &'static str, why: Option<String>) {
+        let mut b = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        b.retain(|(w, _)| *w != who);
+        if let Some(why) = why {
+            b.push((who, why));
+        }
+    }
+
+    fn set_error(&self, e: Option<String>) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e;
+    }
+
+    /// Whether the reader has caught up with the stream (since its last connect).
+    pub fn caught_up(&self) -> bool {
+        self.caught_up.load(Ordering::Acquire) == 1
+    }
+
+    /// Whether both connections are up.
+    pub fn connected(&self) -> bool {
+        self.publisher.load(Ordering::Acquire) && self.reader.load(Ordering::Acquire)
+    }
+
+    /// Ready as far as replication is concerned, and the JSON `/readyz` shows.
+    pub fn readiness(&self) -> (bool, Value) {
+        let publisher = self.publisher.load(Ordering::Acquire);
+        let reader = self.reader.load(Ordering::Acquire);
+        let caught_up = self.caught_up();
+        let blocked: Vec<String> =
+            self.blocked.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(_, w)| w.clone()).collect();
+        let ok = blocked.is_empty()
+            && match self.on_disconnect {
+                OnDisconnect::Unready => publisher && reader && caught_up,
+                // Reachable: wait for the catch-up; unreachable: serve on local state.
+                OnDisconnect::Serve => self.attempted.load(Ordering::Acquire) && (caught_up || !reader),
+            };
+        let body = json!({
+            "ok": ok,
+            "on_disconnect": self.on_disconnect.as_str(),
+            "publisher_connected": publisher,
+            "reader_connected": reader,
+            "caught_up": caught_up,
+            "blocked": blocked,
+            "error": self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        });
+        (ok, body)
+    }
+}
+
+/// The running replication tasks.
+pub struct Replication {
+    pub status: Arc<Status>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// What both tasks share.
+pub(crate) struct Ctx {
+    pub cfg: ReplicationConfig,
+    pub keys: Keys,
+    pub store: Arc<ConsentStore>,
+    pub status: Arc<Status>,
+}
+
+impl Replication {
+    /// Starts the publisher and the reader. `stop` turning true ends them (the publisher
+    /// first sends what is already durable, within `replication.timeout`).
+    ///
+    /// Needs the store's journal (config validation requires `consent.journal`).
+    pub fn start(cfg: ReplicationConfig, store: Arc<ConsentStore>, stop: watch::Receiver<bool>) -> Replication {
+        let status = Arc::new(Status::new(cfg.on_disconnect));
+        for conn in ["publisher", "reader"] {
+            metrics::gauge!(m::REPLICATION_CONNECTED, "conn" => conn).set(0.0);
+        }
+        for d in ["published", "applied", "duplicate", "invalid"] {
+            metrics::counter!(m::REPLICATION_STATEMENTS_TOTAL, "direction" => d).increment(0);
+        }
+        let keys = Keys::new(&cfg.stream, store.node().as_str());
+        tracing::info!(redis = %cfg.redis, stream = %cfg.stream, node = %store.node(), on_disconnect = cfg.on_disconnect.as_str(), "replication starting");
+        let ctx = Arc::new(Ctx { cfg, keys, store, status: status.clone() });
+        let tasks = vec![tokio::spawn(publisher::run(ctx.clone(), stop.clone())), tokio::spawn(reader::run(ctx, stop))];
+        Replication { status, tasks }
+    }
+
+    /// Waits for both tasks to end (after `stop`), at most `limit`.
+    pub async fn join(self, limit: Duration) {
+        let all = async {
+            for t in self.tasks {
+                let _ = t.await;
+            }
+        };
+        if tokio::time::timeout(limit, all).await.is_err() {
+            tracing::warn!("replication tasks did not stop in time");
+        }
+    }
+}
+
+/// What the reader starts from: the journal's per-origin marks raised by the serving
+/// snapshot's.
+pub(crate) fn known_marks(store: &ConsentStore) -> Watermarks {
+    let mut w = store.replayed_marks().clone();
+    if let Some(l) = store.current().as_deref() {
+        for (origin, seq) in l.snapshot.info().watermarks.iter() {
+            if seq > w.get(origin) {
+                w.insert(origin.clone(), seq);
+            }
+        }
+    }
+    w
+}
+
+/// A bounded label for an error.
+pub(crate) fn error_kind(e: &resp::RedisError) -> &'static str {
+    match e {
+        resp::RedisError::Connect { .. } => "connect",
+        resp::RedisError::Timeout(_) => "timeout",
+        resp::RedisError::Io(_) => "io",
+        resp::RedisError::Protocol(_) => "protocol",
+        resp::RedisError::Server(_) => "server",
+    }
+}
+
+/// Sleeps `d` unless `stop` turns true first; true if stopping.
+pub(crate) async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    if *stop.borrow() {
+        return true;
+    }
+    let stopped = tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = stop.wait_for(|s| *s) => true,
+    };
+    stopped || *stop.borrow()
+}
+
+/// A random token (lease values, epochs).
+pub(crate) fn token() -> String {
+    let mut b = [0u8; 16];
+    // SAFETY: `b` is writable for its length; getrandom writes at most that many bytes.
+    #[allow(unsafe_code)]
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != b.len() as isize {
+        // No entropy source: time and pid are unique enough for a lease holder.
+        let t = crate::time::Clock::system().now().unix_ms as u128 ^ ((std::process::id() as u128) << 64);
+        b = t.to_le_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

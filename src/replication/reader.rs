@@ -1,0 +1,217 @@
+//! The reader: the whole stream, with this node's own cursor, applied to the delta and journal
+//! (module docs of [`super`]).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use super::entry::{self, EntryId};
+use super::resp::{Conn, RedisError, Value};
+use super::{error_kind, known_marks, sleep_or_stop, token, Ctx, BLOCK, FIRST_BACKOFF, MAX_BACKOFF, READ_COUNT};
+use crate::consent::{Statement, Watermarks};
+use crate::telemetry::metrics as m;
+
+/// Clock difference to Redis above which a warning is logged (latest-wins compares `at`).
+const SKEW_WARN_MS: i64 = 100;
+
+/// What survives a reconnect.
+struct Follow {
+    cursor: EntryId,
+    /// Highest origin seq held, per origin.
+    known: Watermarks,
+    epoch: Option<String>,
+    /// When the reader was last caught up (lag while disconnected).
+    caught_up_at: Instant,
+}
+
+pub(super) async fn run(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
+    let mut f =
+        Follow { cursor: EntryId::ZERO, known: known_marks(&ctx.store), epoch: None, caught_up_at: Instant::now() };
+    info!(known = %f.known, "replication reader starting from the stream's beginning; statements held are skipped");
+    let mut backoff = FIRST_BACKOFF;
+    let mut failures = 0u64;
+    loop {
+        let mut connected = false;
+        let r = session(&ctx, &mut f, &mut stop, &mut connected).await;
+        ctx.status.attempted.store(true, std::sync::atomic::Ordering::Release);
+        ctx.status.set_connected("reader", false);
+        ctx.status.set_caught_up(false);
+        let e = match r {
+            Ok(()) => break,
+            Err(e) => e,
+        };
+        if connected {
+            backoff = FIRST_BACKOFF;
+            failures = 0;
+        }
+        failures += 1;
+        metrics::counter!(m::REPLICATION_ERRORS_TOTAL, "conn" => "reader", "kind" => error_kind(&e)).increment(1);
+        ctx.status.set_error(Some(format!("reader: {e}")));
+        if failures == 1 || failures % 6 == 0 {
+            warn!(error = %e, failures, retry_in_ms = backoff.as_millis() as u64, "replication reader disconnected; deciding on local state");
+        }
+        metrics::gauge!(m::REPLICATION_LAG_SECONDS).set(f.caught_up_at.elapsed().as_secs_f64());
+        if sleep_or_stop(backoff, &mut stop).await {
+            break;
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+async fn session(
+    ctx: &Ctx,
+    f: &mut Follow,
+    stop: &mut watch::Receiver<bool>,
+    connected: &mut bool,
+) -> Result<(), RedisError> {
+    let k = &ctx.keys;
+    let mut c = Conn::connect(&ctx.cfg.redis, ctx.cfg.timeout).await?;
+    // The stream's epoch: created once; a new one means the data was wiped.
+    c.cmd(&[b"SET", k.epoch.as_bytes(), token().as_bytes(), b"NX"]).await?;
+    let epoch = c.cmd(&[b"GET", k.epoch.as_bytes()]).await?.as_str().map(str::to_owned);
+    if f.epoch.is_some() && f.epoch != epoch {
+        warn!(old = ?f.epoch, new = ?epoch, "replication stream epoch changed (Redis wiped?): re-reading from the start");
+        f.cursor = EntryId::ZERO;
+    }
+    f.epoch = epoch;
+    let head = match c.cmd(&[b"XREVRANGE", k.stream.as_bytes(), b"+", b"-", b"COUNT", b"1"]).await? {
+        Value::Array(v) => v.first().and_then(entry_id),
+        _ => None,
+    };
+    if head.is_some_and(|h| h < f.cursor) {
+        warn!(cursor = %f.cursor, head = ?head.map(|h| h.to_string()), "replication stream is behind this reader's cursor (recreated?): re-reading from the start");
+        f.cursor = EntryId::ZERO;
+    }
+    check_clock(&mut c).await?;
+    *connected = true;
+    ctx.status.attempted.store(true, std::sync::atomic::Ordering::Release);
+    ctx.status.set_connected("reader", true);
+    ctx.status.set_error(None);
+    let head = head.unwrap_or(EntryId::ZERO);
+    let mut caught_up = f.cursor >= head;
+    ctx.status.set_caught_up(caught_up);
+    info!(cursor = %f.cursor, head = %head, "replication reader connected");
+    let block_ms = BLOCK.as_millis().to_string();
+    let count = READ_COUNT.to_string();
+    loop {
+        if *stop.borrow() {
+            return Ok(());
+        }
+        let cursor = f.cursor.to_string();
+        let args: [&[u8]; 8] = [
+            b"XREAD",
+            b"COUNT",
+            count.as_bytes(),
+            b"BLOCK",
+            block_ms.as_bytes(),
+            b"STREAMS",
+            k.stream.as_bytes(),
+            cursor.as_bytes(),
+        ];
+        let reply = tokio::select! {
+            r = c.cmd_within(&args, Some(BLOCK + ctx.cfg.timeout)) => r?,
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+        };
+        let entries = match &reply {
+            Value::Nil => Vec::new(),
+            Value::Array(streams) => streams
+                .first()
+                .and_then(|s| match s {
+                    Value::Array(pair) if pair.len() == 2 => match &pair[1] {
+                        Value::Array(es) => Some(es.as_slice()),
+                        _ => None,
+                    },
+                    _ => None,
+                })
+                .ok_or_else(|| RedisError::Protocol("XREAD reply is not [[stream, entries]]".into()))?
+                .iter()
+                .collect(),
+            other => return Err(RedisError::Protocol(format!("XREAD answered {other:?}"))),
+        };
+        let n = entries.len();
+        if n > 0 {
+            apply(ctx, f, &entries)?;
+        }
+        if !caught_up && f.cursor >= head {
+            caught_up = true;
+            ctx.status.set_caught_up(true);
+            info!(cursor = %f.cursor, "replication reader caught up");
+        }
+        let lag = if n >= READ_COUNT {
+            let now = crate::time::Clock::system().now().unix_ms.max(0) as u64;
+            now.saturating_sub(f.cursor.ms) as f64 / 1000.0
+        } else {
+            f.caught_up_at = Instant::now();
+            0.0
+        };
+        metrics::gauge!(m::REPLICATION_LAG_SECONDS).set(lag);
+    }
+}
+
+fn entry_id(v: &Value) -> Option<EntryId> {
+    match v {
+        Value::Array(e) => e.first()?.as_str().and_then(EntryId::parse),
+        _ => None,
+    }
+}
+
+/// Applies a batch of entries: other origins' statements this node does not hold yet.
+fn apply(ctx: &Ctx, f: &mut Follow, entries: &[&Value]) -> Result<(), RedisError> {
+    let me = ctx.store.node();
+    let mut fresh: Vec<Statement> = Vec::new();
+    let (mut dup, mut invalid) = (0u64, 0u64);
+    for e in entries {
+        let Value::Array(parts) = e else { return Err(RedisError::Protocol("stream entry is not an array".into())) };
+        let id = parts.first().and_then(Value::as_str).unwrap_or("?").to_owned();
+        let eid = EntryId::parse(&id).ok_or_else(|| RedisError::Protocol(format!("entry id `{id}`")))?;
+        f.cursor = f.cursor.max(eid);
+        let kv: Vec<(&[u8], &[u8])> = match parts.get(1) {
+            Some(Value::Array(kv)) => {
+                kv.chunks(2).filter_map(|p| Some((p.first()?.as_bytes()?, p.get(1)?.as_bytes()?))).collect()
+            }
+            _ => Vec::new(),
+        };
+        match entry::decode(&id, &kv) {
+            Ok(st) if &st.id.origin == me => {}
+            Ok(st) if f.known.covers(&st.id) => dup += 1,
+            Ok(st) => {
+                f.known.observe(&st.id);
+                fresh.push(st);
+            }
+            Err(e) => {
+                invalid += 1;
+                error!(error = %e, "replication: stream entry skipped");
+            }
+        }
+    }
+    let applied = fresh.len() as u64;
+    if !fresh.is_empty() {
+        if let Err(e) = ctx.store.record_replicated(fresh) {
+            // Applied in memory; the journal writer is gone (shutting down).
+            warn!(error = %e, "replicated statements not journalled");
+        }
+    }
+    metrics::counter!(m::REPLICATION_STATEMENTS_TOTAL, "direction" => "applied").increment(applied);
+    metrics::counter!(m::REPLICATION_STATEMENTS_TOTAL, "direction" => "duplicate").increment(dup);
+    metrics::counter!(m::REPLICATION_STATEMENTS_TOTAL, "direction" => "invalid").increment(invalid);
+    Ok(())
+}
+
+/// Compares this node's clock with Redis's `TIME`; latest-wins needs them close (NTP).
+async fn check_clock(c: &mut Conn) -> Result<(), RedisError> {
+    let t0 = crate::time::Clock::system().now().unix_ms;
+    let v = c.cmd(&[b"TIME"]).await?;
+    let t1 = crate::time::Clock::system().now().unix_ms;
+    if let Value::Array(p) = v {
+        if let (Some(s), Some(us)) = (p.first().and_then(Value::as_int), p.get(1).and_then(Value::as_int)) {
+            let redis_ms = s * 1000 + us / 1000;
+            let skew = redis_ms - (t0 + t1) / 2;
+            if skew.abs() > SKEW_WARN_MS {
+                warn!(skew_ms = skew, "this node's clock differs from Redis's: statements from several nodes are ordered by time; check NTP");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,530 @@
+//! Several nodes (issue #15, DESIGN §8): real `consentgate run` processes sharing live
+//! statements through a real `redis-server` (Debian's 7.0, started here on a loopback port
+//! with `appendonly yes`, `appendfsync always`, `noeviction`), each gateway with its own
+//! simulator, journal and `[node] id`.
+//!
+//! What the cases check: an MO opt-out acknowledged on A refuses the next submit on B (and a
+//! statement posted to B's admin API refuses on A); Redis down — both keep deciding, A's
+//! statements wait in its journal and reach B when Redis is back; Redis killed with
+//! statements in flight and restarted from its AOF — nothing lost; Redis wiped — the nodes
+//! republish from their journals and a new node learns everything; a restarted node is not
+//! ready until it has caught up; two processes with one node id, and a node whose journal
+//! was lost, are refused readiness with the reason.
+//!
+//! Without `redis-server` on PATH the tests print a notice and return, except under CI, where
+//! they fail (`.ci/run` installs it). Each prints `REPL|…` lines for README's table.
+
+mod common;
+mod tools;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::node::{free_addr, wait_for, Node, NodeOpts, REVOKED};
+use common::{Esme, Kill};
+use consentgate::replication::resp::{Conn, RedisUrl, Value};
+use consentgate::sim::{SimConfig, SimHandle};
+use consentgate::smpp::pdu::put_resp_with_id;
+use consentgate::smpp::{self, cmd, BindType};
+
+const TOKEN: &str = "replication-test-token";
+const STREAM: &str = "cg:test";
+
+/// A `redis-server` child on a loopback port with its data in a temp dir.
+struct Redis {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Kill>,
+}
+
+impl Redis {
+    fn start() -> Option<Redis> {
+        let bin = tools::debian_tool("redis-server", "redis-server")?;
+        let port = free_addr().port();
+        let mut r = Redis { bin, dir: tempfile::tempdir().unwrap(), port, child: None };
+        r.spawn();
+        Some(r)
+    }
+
+    fn spawn(&mut self) {
+        assert!(self.child.is_none());
+        let child = std::process::Command::new(&self.bin)
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--dir"])
+            .arg(self.dir.path())
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+                "--maxmemory-policy",
+                "noeviction",
+                "--daemonize",
+                "no",
+                "--logfile",
+                "redis.log",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(Kill(child));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not listen on {}: {}", self.port, self.log());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// SIGKILL: no shutdown save, no flush beyond what `appendfsync always` already did.
+    fn kill9(&mut self) {
+        self.child = None;
+    }
+
+    /// Killed and started again on the same port and directory (the AOF replays).
+    fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// Killed, its data deleted, started empty.
+    fn wipe(&mut self) {
+        self.kill9();
+        for e in std::fs::read_dir(self.dir.path()).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                std::fs::remove_dir_all(&p).unwrap();
+            } else if !p.ends_with("redis.log") {
+                std::fs::remove_file(&p).unwrap();
+            }
+        }
+        self.spawn();
+    }
+
+    async fn cmd(&self, args: &[&str]) -> Value {
+        let url = RedisUrl::parse(&self.url()).unwrap();
+        let mut c = Conn::connect(&url, Duration::from_secs(2)).await.expect("connect to test redis");
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        c.cmd(&args).await.expect("redis command")
+    }
+
+    async fn stream_len(&self) -> i64 {
+        self.cmd(&["XLEN", STREAM]).await.as_int().unwrap_or(-1)
+    }
+}
+
+/// The `[node]` and `[replication]` tables of node `id`.
+fn tail(id: &str, redis: &str, on_disconnect: &str) -> String {
+    format!(
+        "[node]\nid = \"{id}\"\n\n[replication]\nredis = \"{redis}\"\nstream = \"{STREAM}\"\non_disconnect = \"{on_disconnect}\"\ntimeout = \"500ms\"\n"
+    )
+}
+
+/// A gateway node with its own simulator.
+struct Gw {
+    node: Node,
+    sim: SimHandle,
+}
+
+impl Gw {
+    async fn new(id: &str, redis: &Redis, on_disconnect: &str) -> Gw {
+        Gw::with_journal(id, redis, on_disconnect, None).await
+    }
+
+    async fn with_journal(id: &str, redis: &Redis, on_disconnect: &str, journal: Option<PathBuf>) -> Gw {
+        let sim = consentgate::sim::start(SimConfig { listen: "127.0.0.1:0".parse().unwrap(), ..Default::default() })
+            .await
+            .expect("sim");
+        let t = tail(id, &redis.url(), on_disconnect);
+        let mut node = Node::new(NodeOpts { tail: &t, journal, ..NodeOpts::new(sim.local_addr) });
+        node.start_with_env(&[("CONSENTGATE_ADMIN_TOKEN", TOKEN)]).await;
+        Gw { node, sim }
+    }
+
+    async fn restart(&mut self) {
+        self.node.stop().await;
+        self.node.start_with_env(&[("CONSENTGATE_ADMIN_TOKEN", TOKEN)]).await;
+    }
+
+    async fn ready_within(&self, within: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let (code, body) = self.node.ready().await;
+            if code == 200 {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "not ready within {within:?}: {body}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Posts a revoke of `msisdn` for acme's entity; the statement is durable when it returns.
+    async fn post_revoke(&self, msisdn: &str) {
+        let body = format!(r#"{{"msisdn":"{msisdn}","kind":"revoke","entity":"acme-retail"}}"#);
+        let (code, resp) =
+            consentgate::admin::request(self.node.admin, "POST", "/v1/consent", Some(TOKEN), Some(&body))
+                .await
+                .expect("POST /v1/consent");
+        assert_eq!(code, 201, "{resp}");
+    }
+
+    async fn metric(&self, series: &str) -> f64 {
+        self.node.metric(series).await.unwrap_or(0.0)
+    }
+}
+
+/// An acme transceiver on `addr` that answers every deliver_sm and enquire_link (so MOs
+/// injected by the simulator are captured and acknowledged); aborted when dropped.
+struct MoReceiver(tokio::task::JoinHandle<()>);
+
+impl MoReceiver {
+    async fn bind(addr: SocketAddr) -> MoReceiver {
+        let mut e = Esme::bound(addr, "acme").await;
+        MoReceiver(tokio::spawn(async move {
+            loop {
+                let f = match e.recv_within(Duration::from_secs(1)).await {
+                    Err(()) => continue,
+                    Ok(None) => return,
+                    Ok(Some(f)) => f,
+                };
+                let seq = smpp::sequence(&f);
+                let id = match smpp::command_id(&f) {
+                    cmd::DELIVER_SM => cmd::DELIVER_SM_RESP,
+                    cmd::ENQUIRE_LINK => cmd::ENQUIRE_LINK_RESP,
+                    _ => continue,
+                };
+                let mut r = bytes::BytesMut::new();
+                put_resp_with_id(&mut r, id, 0, seq, b"");
+                if tokio::io::AsyncWriteExt::write_all(&mut e.stream, &r).await.is_err() {
+                    return;
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for MoReceiver {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Injects "TD" from `who` at A's simulator and waits until A acknowledged it (the SMSC got
+/// deliver_sm_resp 0): the opt-out is durable on A.
+async fn mo_optout(a: &Gw, who: &str) -> Instant {
+    let acks = &a.sim.stats.deliver_acks;
+    let before = acks.load(Ordering::SeqCst);
+    assert!(a.sim.inject_mo(Some("acme"), who, "1069012345", 0, b"TD"), "no acme session at A's simulator");
+    wait_for("A acknowledges the MO", Duration::from_secs(5), || acks.load(Ordering::SeqCst) > before).await;
+    Instant::now()
+}
+
+/// An acme transmitter: the simulator never delivers an MO to it (it would pick any acme
+/// session otherwise, and the MO receiver must be the only one).
+async fn transmitter(node: &Node) -> Esme {
+    let mut e = Esme::connect(node.smpp).await;
+    assert_eq!(e.bind(BindType::Transmitter, "acme", "pw").await, 0, "bind acme");
+    e
+}
+
+/// Submits to `dest` on one session every 2 ms until it is refused REVOKED; the time of the
+/// refusal, or a panic after `within`.
+async fn refused_on(node: &Node, dest: &str, within: Duration) -> Instant {
+    let mut e = transmitter(node).await;
+    let deadline = Instant::now() + within;
+    loop {
+        let seq = e.submit(&common::submit_to(dest)).await;
+        let r = e.recv_where(|f| smpp::command_id(f) == cmd::SUBMIT_SM_RESP && smpp::sequence(f) == seq).await;
+        if smpp::command_status(&r) == REVOKED {
+            return Instant::now();
+        }
+        assert!(Instant::now() < deadline, "{dest} still accepted on {} after {within:?}", node.smpp);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Whether `dest` is refused REVOKED now (one submit).
+async fn is_refused(node: &Node, dest: &str) -> bool {
+    let mut e = transmitter(node).await;
+    let seq = e.submit(&common::submit_to(dest)).await;
+    let r = e.recv_where(|f| smpp::command_id(f) == cmd::SUBMIT_SM_RESP && smpp::sequence(f) == seq).await;
+    smpp::command_status(&r) == REVOKED
+}
+
+fn subscriber(t: u32, i: u32) -> String {
+    format!("86137{t:02}{i:06}")
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optout_on_a_refuses_on_b_and_the_admin_api_on_b_reaches_a() {
+    let Some(redis) = Redis::start() else { return };
+    let a = Gw::new("a", &redis, "serve").await;
+    let b = Gw::new("b", &redis, "serve").await;
+    a.ready_within(Duration::from_secs(10)).await;
+    let ready = b.ready_within(Duration::from_secs(10)).await;
+    assert_eq!(ready["replication"]["caught_up"], true, "{ready}");
+    let _rx = MoReceiver::bind(a.node.smpp).await;
+    let mut lat = Vec::new();
+    for i in 0..20 {
+        let who = subscriber(1, i);
+        assert!(!is_refused(&b.node, &who).await, "{who} refused before its opt-out");
+        let acked = mo_optout(&a, &who).await;
+        let refused = refused_on(&b.node, &who, Duration::from_secs(5)).await;
+        lat.push(refused.saturating_duration_since(acked));
+    }
+    // The other way: the admin API on B.
+    let who = subscriber(1, 999);
+    b.post_revoke(&who).await;
+    let t0 = Instant::now();
+    refused_on(&a.node, &who, Duration::from_secs(5)).await;
+    let api_lat = t0.elapsed();
+    lat.sort();
+    assert_eq!(a.metric("consentgate_replication_statements_total{direction=\"published\"}").await, 20.0);
+    assert_eq!(b.metric("consentgate_replication_statements_total{direction=\"applied\"}").await, 20.0);
+    assert_eq!(a.metric("consentgate_replication_statements_total{direction=\"applied\"}").await, 1.0);
+    assert_eq!(redis.stream_len().await, 21);
+    let marker = redis.cmd(&["HGET", &format!("{STREAM}:published"), "a"]).await;
+    assert_eq!(marker.as_int(), Some(20), "A's published-through marker");
+    eprintln!(
+        "REPL|MO on A, next submit on B refused|20|20|p50 {:.1} ms, max {:.1} ms (idle); B's admin API → A {:.1} ms",
+        pct(&lat, 0.5).as_secs_f64() * 1e3,
+        lat[lat.len() - 1].as_secs_f64() * 1e3,
+        api_lat.as_secs_f64() * 1e3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_statements_wait_in_the_journal_and_arrive_when_it_is_back() {
+    let Some(mut redis) = Redis::start() else { return };
+    let a = Gw::new("a", &redis, "serve").await;
+    let b = Gw::new("b", &redis, "unready").await;
+    a.ready_within(Duration::from_secs(10)).await;
+    b.ready_within(Duration::from_secs(10)).await;
+    let _rx = MoReceiver::bind(a.node.smpp).await;
+    redis.kill9();
+    // Both notice; A (serve) stays ready, B (unready) drops out of the balancer.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (code, body) = b.node.ready().await;
+        if code == 503 {
+            assert_eq!(body["replication"]["reader_connected"], false, "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "B (unready) still ready with Redis down: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, body) = a.node.ready().await;
+    assert_eq!(code, 200, "A (serve) must stay ready on local state: {body}");
+    // Opt-outs on A while Redis is down: acknowledged and refused on A at once.
+    let whos: Vec<String> = (0..10).map(|i| subscriber(2, i)).collect();
+    for w in &whos {
+        mo_optout(&a, w).await;
+        assert!(is_refused(&a.node, w).await, "A refuses {w} on local state");
+    }
+    assert!(!is_refused(&b.node, &whos[0]).await, "B cannot know yet");
+    // Redis back (its AOF replayed): A publishes the queue, B catches up and is ready again.
+    redis.restart();
+    let t0 = Instant::now();
+    for w in &whos {
+        refused_on(&b.node, w, Duration::from_secs(15)).await;
+    }
+    let back = t0.elapsed();
+    b.ready_within(Duration::from_secs(10)).await;
+    assert_eq!(redis.stream_len().await, 10);
+    eprintln!(
+        "REPL|Redis down: 10 MO opt-outs on A, then Redis back|10|10|all refused on B {:.2} s after Redis restarted (reconnect back-off included); B (unready) 503 while down, A (serve) 200",
+        back.as_secs_f64()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_with_statements_in_flight_and_restarted_loses_nothing() {
+    let Some(mut redis) = Redis::start() else { return };
+    let a = Gw::new("a", &redis, "serve").await;
+    let b = Gw::new("b", &redis, "serve").await;
+    a.ready_within(Duration::from_secs(10)).await;
+    b.ready_within(Duration::from_secs(10)).await;
+    // 300 statements posted on A from 6 concurrent clients; Redis is killed after the first
+    // ~100 are in and restarted from its AOF a moment later.
+    let admin = a.node.admin;
+    let mut posts = tokio::task::JoinSet::new();
+    for c in 0..6u32 {
+        posts.spawn(async move {
+            for i in 0..50u32 {
+                let who = subscriber(3, c * 50 + i);
+                let body = format!(r#"{{"msisdn":"{who}","kind":"revoke","entity":"acme-retail"}}"#);
+                let (code, resp) = consentgate::admin::request(admin, "POST", "/v1/consent", Some(TOKEN), Some(&body))
+                    .await
+                    .expect("POST");
+                assert_eq!(code, 201, "{resp}");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while redis.stream_len().await < 100 {
+        assert!(Instant::now() < deadline, "statements did not reach the stream");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    redis.kill9();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.restart();
+    while posts.join_next().await.is_some() {}
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let applied = b.metric("consentgate_replication_statements_total{direction=\"applied\"}").await;
+        if applied >= 300.0 {
+            assert_eq!(applied, 300.0, "each statement applied once");
+            break;
+        }
+        assert!(Instant::now() < deadline, "B applied {applied} of 300");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for i in (0..300).step_by(37) {
+        assert!(is_refused(&b.node, &subscriber(3, i)).await, "statement {i} lost");
+    }
+    let len = redis.stream_len().await;
+    assert!(len >= 300, "the stream holds {len}");
+    eprintln!("REPL|Redis SIGKILLed with statements in flight, restarted from its AOF|300|300|0 lost; stream {len} entries (re-sent duplicates skipped by B)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_wiped_nodes_republish_and_a_new_node_learns_everything() {
+    let Some(mut redis) = Redis::start() else { return };
+    let a = Gw::new("a", &redis, "serve").await;
+    let b = Gw::new("b", &redis, "serve").await;
+    a.ready_within(Duration::from_secs(10)).await;
+    b.ready_within(Duration::from_secs(10)).await;
+    for i in 0..5 {
+        a.post_revoke(&subscriber(4, i)).await;
+        b.post_revoke(&subscriber(4, 100 + i)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while redis.stream_len().await < 10 {
+        assert!(Instant::now() < deadline, "statements did not reach the stream");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    redis.wipe();
+    // Both reconnect, find no marker, and republish their own statements from their journals.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while redis.stream_len().await < 10 {
+        assert!(Instant::now() < deadline, "not republished after the wipe: {}", redis.stream_len().await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A node that never saw the old stream gets everything.
+    let c = Gw::new("c", &redis, "unready").await;
+    c.ready_within(Duration::from_secs(10)).await;
+    for i in 0..5 {
+        assert!(is_refused(&c.node, &subscriber(4, i)).await, "A's statement {i} missing on C");
+        assert!(is_refused(&c.node, &subscriber(4, 100 + i)).await, "B's statement {i} missing on C");
+    }
+    assert_eq!(c.metric("consentgate_replication_statements_total{direction=\"applied\"}").await, 10.0);
+    eprintln!("REPL|Redis wiped (data deleted, restarted empty)|10|10|A and B republished from their journals; new node C ready with all 10");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_catches_up_before_it_is_ready() {
+    let Some(redis) = Redis::start() else { return };
+    let a = Gw::new("a", &redis, "serve").await;
+    let mut b = Gw::new("b", &redis, "unready").await;
+    a.ready_within(Duration::from_secs(10)).await;
+    b.ready_within(Duration::from_secs(10)).await;
+    b.node.stop().await;
+    const N: u32 = 2000;
+    let admin = a.node.admin;
+    let mut posts = tokio::task::JoinSet::new();
+    for c in 0..8u32 {
+        posts.spawn(async move {
+            for i in 0..N / 8 {
+                let who = subscriber(5, c * (N / 8) + i);
+                let body = format!(r#"{{"msisdn":"{who}","kind":"revoke","entity":"acme-retail"}}"#);
+                let (code, _) = consentgate::admin::request(admin, "POST", "/v1/consent", Some(TOKEN), Some(&body))
+                    .await
+                    .expect("POST");
+                assert_eq!(code, 201);
+            }
+        });
+    }
+    while posts.join_next().await.is_some() {}
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while redis.stream_len().await < N as i64 {
+        assert!(Instant::now() < deadline, "A did not publish all {N}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    b.node.start_with_env(&[("CONSENTGATE_ADMIN_TOKEN", TOKEN)]).await;
+    let t0 = Instant::now();
+    // The moment B says ready, it holds every statement.
+    b.ready_within(Duration::from_secs(15)).await;
+    let ready_in = t0.elapsed();
+    assert_eq!(
+        b.metric("consentgate_replication_statements_total{direction=\"applied\"}").await,
+        N as f64,
+        "ready before it had caught up"
+    );
+    for i in (0..N).step_by(97) {
+        assert!(is_refused(&b.node, &subscriber(5, i)).await);
+    }
+    // Restarted again: the statements are in its journal now, and the stream's copies are skipped.
+    b.restart().await;
+    b.ready_within(Duration::from_secs(15)).await;
+    assert_eq!(b.metric("consentgate_replication_statements_total{direction=\"applied\"}").await, 0.0);
+    assert_eq!(b.metric("consentgate_replication_statements_total{direction=\"duplicate\"}").await, N as f64);
+    eprintln!(
+        "REPL|Node B restarted after A published {N}|{N}|{N}|ready {:.0} ms after start, every statement applied first; restarted again: 0 applied, {N} skipped (in its journal)",
+        ready_in.as_secs_f64() * 1e3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_node_id_and_a_lost_journal_are_refused_readiness() {
+    let Some(redis) = Redis::start() else { return };
+    let a = Gw::new("a", &redis, "serve").await;
+    a.ready_within(Duration::from_secs(10)).await;
+    a.post_revoke(&subscriber(6, 1)).await;
+    // A second process with the same node id.
+    let twin = Gw::new("a", &redis, "serve").await;
+    let blocked = blocked_reason(&twin.node).await;
+    assert!(blocked.contains("share one [node] id"), "{blocked}");
+    let (code, _) = a.node.ready().await;
+    assert_eq!(code, 200, "the first holder keeps its lease");
+    drop(twin);
+    // A node whose journal is gone (a new disk) but whose id has published before.
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = a;
+    a.node.stop().await;
+    let fresh = Gw::with_journal("a", &redis, "serve", Some(dir.path().join("empty-journal"))).await;
+    let blocked = blocked_reason(&fresh.node).await;
+    assert!(blocked.contains("journal was lost"), "{blocked}");
+    eprintln!("REPL|Two processes with one [node] id; a node's journal lost|–|–|both refused readiness with the reason in /readyz");
+}
+
+async fn blocked_reason(node: &Node) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, body) = node.ready().await;
+        if let Some(b) = body["replication"]["blocked"].as_array().and_then(|v| v.first()) {
+            assert_eq!(code, 503, "{body}");
+            return b.as_str().unwrap_or_default().to_owned();
+        }
+        assert!(Instant::now() < deadline, "not blocked: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
