@@ -64,6 +64,9 @@ enum Command {
     /// Read the 12321 complaint register.
     #[command(subcommand)]
     Complaints(ComplaintsCmd),
+    /// Inspect and trim the stream that replicates live statements between nodes.
+    #[command(subcommand)]
+    Replication(cli::replication::ReplicationCmd),
     /// Plain frame-forwarding TCP relay: the benchmark baseline (no SMPP logic).
     Relay(RelayArgs),
 }
@@ -112,6 +115,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Snapshot(cmd) => cli::snapshot::run(cmd),
         Command::Audit(cmd) => cli::audit::run(cmd),
         Command::Complaints(cmd) => cli::complaints::run(cmd),
+        Command::Replication(cmd) => cli::replication::run(cmd).await,
         Command::Relay(a) => cli::tools::relay(a).await,
     }
 }

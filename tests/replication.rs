@@ -528,3 +528,74 @@ async fn blocked_reason(node: &Node) -> String {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trimming_to_a_snapshot_and_a_node_too_old_for_the_stream() {
+    let Some(redis) = Redis::start() else { return };
+    let a = Gw::new("a", &redis, "serve").await;
+    a.ready_within(Duration::from_secs(10)).await;
+    for i in 0..5 {
+        a.post_revoke(&subscriber(7, i)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while redis.stream_len().await < 5 {
+        assert!(Instant::now() < deadline, "statements did not reach the stream");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The daily build folds A's journal in; its watermark says a:5.
+    let snap = a.node.dir.path().join("day1.cgsnap");
+    tools::run_ok(
+        std::process::Command::new(env!("CARGO_BIN_EXE_consentgate"))
+            .args(["snapshot", "build", "--journal"])
+            .arg(a.node.dir.path().join("journal"))
+            .arg("--out")
+            .arg(&snap),
+    );
+    // One more statement after the build: it must stay in the stream.
+    a.post_revoke(&subscriber(7, 5)).await;
+    while redis.stream_len().await < 6 {
+        assert!(Instant::now() < deadline, "statement 6 did not reach the stream");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let out = tools::run_ok(
+        std::process::Command::new(env!("CARGO_BIN_EXE_consentgate"))
+            .args(["replication", "trim", "--config"])
+            .arg(&a.node.conf)
+            .arg("--snapshot")
+            .arg(&snap),
+    );
+    let rep: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((rep["removed"].as_u64(), rep["left"].as_u64()), (Some(5), Some(1)), "{rep}");
+    assert_eq!(rep["through"]["a"], 5, "{rep}");
+    let status: serde_json::Value = serde_json::from_str(&tools::run_ok(
+        std::process::Command::new(env!("CARGO_BIN_EXE_consentgate"))
+            .args(["replication", "status", "--config"])
+            .arg(&a.node.conf),
+    ))
+    .unwrap();
+    assert_eq!(
+        (status["length"].as_i64(), &status["trimmed_through"]["a"]),
+        (Some(1), &serde_json::json!(5)),
+        "{status}"
+    );
+    assert_eq!(status["published_through"]["a"], 6, "{status}");
+    // A new node without that snapshot cannot catch up from what is left: refused readiness.
+    let c = Gw::new("c", &redis, "serve").await;
+    let why = blocked_reason(&c.node).await;
+    assert!(why.contains("trimmed through a's statement 5"), "{why}");
+    drop(c);
+    // With the snapshot it is ready and holds all six.
+    let sim = consentgate::sim::start(SimConfig { listen: "127.0.0.1:0".parse().unwrap(), ..Default::default() })
+        .await
+        .expect("sim");
+    let t = tail("c2", &redis.url(), "unready");
+    let consent = format!("snapshot = \"{}\"", snap.display());
+    let mut c2 = Node::new(NodeOpts { tail: &t, consent_extra: &consent, ..NodeOpts::new(sim.local_addr) });
+    c2.start().await;
+    let c2 = Gw { node: c2, sim };
+    c2.ready_within(Duration::from_secs(10)).await;
+    for i in 0..6 {
+        assert!(is_refused(&c2.node, &subscriber(7, i)).await, "statement {i} missing on the new node");
+    }
+    eprintln!("REPL|Stream trimmed to a snapshot's watermarks|6|6|5 removed, 1 kept; a new node without the snapshot refused readiness (reason named), with it ready holding all 6");
+}

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod complaints;
+pub mod replication;
 pub mod run;
 pub mod snapshot;
 pub mod tools;

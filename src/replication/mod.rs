@@ -28,6 +28,7 @@
 //! Decisions never wait for Redis: the hot path reads the delta, which the reader feeds.
 
 pub mod entry;
+pub mod ops;
 mod publisher;
 mod reader;
 pub mod resp;
@@ -158,12 +159,16 @@ impl Status {
         self.caught_up.store(yes as u8, Ordering::Release);
     }
 
-    fn set_blocked(&self, who: &'static str, why: Option<String>) {
+    /// Sets or clears `who`'s blocking condition; true if it is newly set or changed.
+    fn set_blocked(&self, who: &'static str, why: Option<String>) -> bool {
         let mut b = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        let before = b.iter().find(|(w, _)| *w == who).map(|(_, r)| r.clone());
         b.retain(|(w, _)| *w != who);
+        let changed = why.is_some() && before != why;
         if let Some(why) = why {
             b.push((who, why));
         }
+        changed
     }
 
     fn set_error(&self, e: Option<String>) {

@@ -2,7 +2,7 @@
 //! (module docs of [`super`]).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tracing::{error, info, warn};
@@ -24,11 +24,19 @@ struct Follow {
     epoch: Option<String>,
     /// When the reader was last caught up (lag while disconnected).
     caught_up_at: Instant,
+    /// The store's snapshot swap count when `known` last took the snapshot's marks.
+    swaps: u64,
 }
 
 pub(super) async fn run(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
-    let mut f =
-        Follow { cursor: EntryId::ZERO, known: known_marks(&ctx.store), epoch: None, caught_up_at: Instant::now() };
+    let swaps = ctx.store.swaps();
+    let mut f = Follow {
+        cursor: EntryId::ZERO,
+        known: known_marks(&ctx.store),
+        epoch: None,
+        caught_up_at: Instant::now(),
+        swaps,
+    };
     info!(known = %f.known, "replication reader starting from the stream's beginning; statements held are skipped");
     let mut backoff = FIRST_BACKOFF;
     let mut failures = 0u64;
@@ -85,6 +93,26 @@ async fn session(
         f.cursor = EntryId::ZERO;
     }
     check_clock(&mut c).await?;
+    // Trimmed past what this node holds: it cannot catch up from the stream. Apply nothing
+    // (that would leave a gap in its journal) until a newer snapshot covers the trim.
+    let trimmed = super::ops::read_marks(&mut c, &super::ops::trimmed_key(&k.stream)).await?;
+    loop {
+        refresh_known(ctx, f);
+        match super::ops::uncovered(&f.known, &trimmed, ctx.store.node()) {
+            None => break,
+            Some(why) => {
+                if ctx.status.set_blocked("reader", Some(why.clone())) {
+                    error!(reason = %why, "replication reader blocked");
+                }
+                if sleep_or_stop(Duration::from_secs(1), stop).await {
+                    return Ok(());
+                }
+                // Keep the connection honest while waiting.
+                c.cmd(&[b"PING"]).await?;
+            }
+        }
+    }
+    ctx.status.set_blocked("reader", None);
     *connected = true;
     ctx.status.attempted.store(true, std::sync::atomic::Ordering::Release);
     ctx.status.set_connected("reader", true);
@@ -131,6 +159,7 @@ async fn session(
             other => return Err(RedisError::Protocol(format!("XREAD answered {other:?}"))),
         };
         let n = entries.len();
+        refresh_known(ctx, f);
         if n > 0 {
             apply(ctx, f, &entries)?;
         }
@@ -147,6 +176,20 @@ async fn session(
             0.0
         };
         metrics::gauge!(m::REPLICATION_LAG_SECONDS).set(lag);
+    }
+}
+
+/// Raises `known` by the serving snapshot's marks after a reload.
+fn refresh_known(ctx: &Ctx, f: &mut Follow) {
+    let swaps = ctx.store.swaps();
+    if swaps != f.swaps {
+        f.swaps = swaps;
+        let now = known_marks(&ctx.store);
+        for (o, s) in now.iter() {
+            if s > f.known.get(o) {
+                f.known.insert(o.clone(), s);
+            }
+        }
     }
 }
 
