@@ -236,7 +236,11 @@ fn dashboard_is_importable_with_the_expected_panels() {
 // ---- Kubernetes ------------------------------------------------------------------------
 
 fn k8s() -> Vec<(String, Value)> {
-    let mut files: Vec<_> = std::fs::read_dir(path(K8S))
+    k8s_in(K8S)
+}
+
+fn k8s_in(dir: &str) -> Vec<(String, Value)> {
+    let mut files: Vec<_> = std::fs::read_dir(path(dir))
         .expect("deploy/kubernetes")
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .filter(|n| n.ends_with(".yaml") || n.ends_with(".yml"))
@@ -244,7 +248,7 @@ fn k8s() -> Vec<(String, Value)> {
     files.sort();
     let mut docs = Vec::new();
     for f in files {
-        let rel = format!("{K8S}/{f}");
+        let rel = format!("{dir}/{f}");
         let parsed = yaml_documents(&rel);
         assert!(!parsed.is_empty(), "{rel}: no document");
         docs.extend(parsed.into_iter().map(|d| (rel.clone(), d)));
@@ -386,6 +390,72 @@ fn kubernetes_config_passes_check_config() {
     std::fs::write(&bad, text.replace("regime = \"opt-in\"", "regime = \"opt-maybe\"")).unwrap();
     let out = run(Command::new(BIN).arg("check-config").arg(&bad));
     assert_eq!(out.status.code(), Some(64), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `deploy/kubernetes/cluster`: N pods with a volume each, Redis with the settings the
+/// outbox relies on, the config pointing at that Redis and accepted by `check-config`.
+#[test]
+fn kubernetes_cluster_runs_several_nodes_on_redis() {
+    let dir = format!("{K8S}/cluster");
+    let docs = k8s_in(&dir);
+    let kust = kind(&docs, "Kustomization");
+    for r in kust["resources"].as_array().expect("resources") {
+        let r = r.as_str().unwrap();
+        assert!(path(&format!("{dir}/{r}")).exists(), "kustomization lists missing {r}");
+    }
+    let sts: Vec<&Value> = docs.iter().filter(|(_, d)| d["kind"] == "StatefulSet").map(|(_, d)| d).collect();
+    let gw = sts.iter().find(|d| d["metadata"]["name"] == "consentgate").expect("consentgate StatefulSet");
+    let redis = sts.iter().find(|d| d["metadata"]["name"] == "consentgate-redis").expect("Redis StatefulSet");
+    assert!(gw["spec"]["replicas"].as_u64().unwrap() >= 2, "several nodes");
+    let pod = &gw["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    // One volume per pod, holding snapshot and journal.
+    let claim = gw["spec"]["volumeClaimTemplates"][0]["metadata"]["name"].as_str().expect("volumeClaimTemplates");
+    let state = c["volumeMounts"].as_array().unwrap().iter().find(|m| m["name"] == claim).expect("claim mounted")
+        ["mountPath"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        !pod["volumes"].as_array().unwrap().iter().any(|v| v["persistentVolumeClaim"].is_object()),
+        "no shared PVC"
+    );
+    let gov = docs
+        .iter()
+        .find(|(_, d)| d["kind"] == "Service" && d["metadata"]["name"] == gw["spec"]["serviceName"])
+        .expect("governing Service");
+    assert_eq!(gov.1["spec"]["clusterIP"], "None");
+    // The config: [replication] at the Redis Service, node id left to the pod's host name.
+    let cm_name = pod["volumes"].as_array().unwrap().iter().find_map(|v| v["configMap"]["name"].as_str()).unwrap();
+    let cm =
+        docs.iter().find(|(_, d)| d["kind"] == "ConfigMap" && d["metadata"]["name"] == cm_name).expect("ConfigMap");
+    let text = cm.1["data"]["consentgate.toml"].as_str().unwrap();
+    assert!(!text.contains("[node]"), "each pod's id must be its own host name");
+    let cfg = Config::parse(text).expect("the cluster config parses");
+    let r = cfg.replication.expect("[replication]");
+    let redis_svc = docs
+        .iter()
+        .find(|(_, d)| d["kind"] == "Service" && d["spec"]["selector"] == redis["spec"]["selector"]["matchLabels"])
+        .expect("Redis Service");
+    assert_eq!(r.redis.host, redis_svc.1["metadata"]["name"].as_str().unwrap());
+    assert_eq!(u64::from(r.redis.port), redis_svc.1["spec"]["ports"][0]["port"].as_u64().unwrap());
+    for p in [cfg.consent.snapshot.as_ref().unwrap(), cfg.consent.journal.as_ref().unwrap()] {
+        assert!(p.starts_with(&state), "{} not on the pod's volume {state}", p.display());
+    }
+    // Redis: durable before it answers, never evicting, data on its own volume.
+    let rconf = docs
+        .iter()
+        .find_map(|(_, d)| d["data"]["redis.conf"].as_str().map(str::to_owned))
+        .expect("redis.conf ConfigMap");
+    for line in ["appendonly yes", "appendfsync always", "maxmemory-policy noeviction"] {
+        assert!(rconf.lines().any(|l| l.trim() == line), "redis.conf lacks `{line}`");
+    }
+    assert!(redis["spec"]["volumeClaimTemplates"][0]["metadata"]["name"].is_string());
+    let good = tempfile::tempdir().unwrap();
+    let f = good.path().join("c.toml");
+    std::fs::write(&f, text).unwrap();
+    run_ok(Command::new(BIN).arg("check-config").arg(&f));
 }
 
 // ---- systemd ---------------------------------------------------------------------------
