@@ -18,12 +18,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use consentgate::load::client::Client;
 use consentgate::sim::{SimConfig, SimHandle};
-use consentgate::smpp::pdu::{encode_bind, put_resp_with_id, SubmitBuilder};
-use consentgate::smpp::{self, cmd, BindType};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use consentgate::smpp::BindType;
 
 const BIN: &str = env!("CARGO_BIN_EXE_consentgate");
 const REVOKED: u32 = 0x401;
@@ -44,70 +41,6 @@ fn free_port() -> u16 {
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
-}
-
-/// A raw SMPP connection: whole PDUs in, bytes out.
-struct Smpp {
-    s: TcpStream,
-    buf: BytesMut,
-    seq: u32,
-}
-
-impl Smpp {
-    async fn bind(addr: SocketAddr, bt: BindType, system_id: &str) -> Smpp {
-        let s = TcpStream::connect(addr).await.expect("connect");
-        s.set_nodelay(true).unwrap();
-        let mut c = Smpp { s, buf: BytesMut::with_capacity(64 * 1024), seq: 1 };
-        c.s.write_all(&encode_bind(bt, 1, system_id, "pw")).await.unwrap();
-        let r = c.read().await.expect("bind_resp");
-        assert_eq!(smpp::command_status(&r), 0, "bind {system_id}");
-        c
-    }
-
-    async fn read(&mut self) -> Option<BytesMut> {
-        loop {
-            if self.buf.len() >= 4 {
-                let n = u32::from_be_bytes(self.buf[..4].try_into().unwrap()) as usize;
-                if self.buf.len() >= n {
-                    return Some(self.buf.split_to(n));
-                }
-            }
-            if self.s.read_buf(&mut self.buf).await.ok()? == 0 {
-                return None;
-            }
-        }
-    }
-
-    /// One submit to `dest`; its command_status.
-    async fn submit(&mut self, dest: &str) -> u32 {
-        self.seq += 1;
-        let seq = self.seq;
-        let pdu = SubmitBuilder::new("1069012345", dest).short_message(b"probe").build(seq);
-        self.s.write_all(&pdu).await.unwrap();
-        loop {
-            let f = self.read().await.expect("submit_sm_resp");
-            if smpp::command_id(&f) == cmd::SUBMIT_SM_RESP && smpp::sequence(&f) == seq {
-                return smpp::command_status(&f);
-            }
-        }
-    }
-}
-
-/// Answers deliver_sm and enquire_link on an acme receiver until the connection ends.
-async fn mo_receiver(addr: SocketAddr) {
-    let mut c = Smpp::bind(addr, BindType::Receiver, "acme").await;
-    while let Some(f) = c.read().await {
-        let id = match smpp::command_id(&f) {
-            cmd::DELIVER_SM => cmd::DELIVER_SM_RESP,
-            cmd::ENQUIRE_LINK => cmd::ENQUIRE_LINK_RESP,
-            _ => continue,
-        };
-        let mut r = BytesMut::new();
-        put_resp_with_id(&mut r, id, 0, smpp::sequence(&f), b"");
-        if c.s.write_all(&r).await.is_err() {
-            return;
-        }
-    }
 }
 
 fn config(
@@ -221,12 +154,13 @@ async fn main() {
     ready(b_admin, Duration::from_secs(120)).await;
     let a_addr: SocketAddr = format!("127.0.0.1:{a_smpp}").parse().unwrap();
     let b_addr: SocketAddr = format!("127.0.0.1:{b_smpp}").parse().unwrap();
-    let rx = tokio::spawn(mo_receiver(a_addr));
+    let rx =
+        tokio::spawn(Client::bind(a_addr, BindType::Receiver, "acme", "pw").await.expect("bind").answer_delivers());
     // Wait for the receiver's bind to reach A's simulator.
     while sim_a.sessions() < 1 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let mut probe = Smpp::bind(b_addr, BindType::Transmitter, "acme").await;
+    let mut probe = Client::bind(b_addr, BindType::Transmitter, "acme", "pw").await.expect("bind probe");
     // The loads: as long as the probes take, plus a margin.
     let secs = (probes as u64 / 10 + 10).to_string();
     let load = |port: u16, tag: &str| {
@@ -263,7 +197,7 @@ async fn main() {
             slow_ack += 1;
         }
         loop {
-            if probe.submit(&who).await == REVOKED {
+            if probe.submit("1069012345", &who, b"probe").await.expect("probe submit") == REVOKED {
                 break;
             }
             assert!(acked.elapsed() < Duration::from_secs(10), "B never refused {who}");

@@ -350,6 +350,14 @@ async fn run_in(dir: &std::path::Path, count: u64) -> anyhow::Result<()> {
         Err(e) => println!("6. complaint: admin API unreachable: {e}"),
     }
 
+    match two_nodes(dir, &sim, &snap).await {
+        Ok(Some(line)) => println!("{line}"),
+        Ok(None) => println!(
+            "7. two nodes: skipped — no `redis-server` on PATH (apt-get install redis-server): with it, an opt-out on one node is refused on another"
+        ),
+        Err(e) => println!("7. two nodes: FAILED: {e:#}"),
+    }
+
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(15), gw_task).await;
     sim.shutdown().await;
@@ -368,4 +376,110 @@ fn print_report(r: &Report, name: &dyn Fn(&str) -> String) {
         "       unanswered {}   receipts {}   {:.0} submit_sm/s   latency p50 {:.0} µs  p99 {:.0} µs",
         r.unanswered, r.receipts, r.submit_per_second, r.latency_us.p50, r.latency_us.p99
     );
+}
+
+/// Step 7 (DESIGN §8): two more gateway nodes, `demo-a` and `demo-b`, sharing live opt-outs
+/// through a `redis-server` started here on a free loopback port. A subscriber replies
+/// "退订" through node A; node B refuses the next message to them. `None` without
+/// `redis-server` on PATH.
+async fn two_nodes(
+    dir: &std::path::Path,
+    sim: &crate::sim::SimHandle,
+    snap: &std::path::Path,
+) -> anyhow::Result<Option<String>> {
+    use crate::load::client::Client;
+    use crate::smpp::BindType;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let data = dir.join("redis");
+    std::fs::create_dir_all(&data)?;
+    let spawned = std::process::Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--appendonly", "yes", "--appendfsync", "always"])
+        .args(["--save", "", "--logfile", "redis.log", "--dir"])
+        .arg(&data)
+        .stdout(std::process::Stdio::null())
+        .spawn();
+    let mut redis = match spawned {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(anyhow::anyhow!("redis-server: {e}")),
+    };
+    let result = async {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            anyhow::ensure!(std::time::Instant::now() < deadline, "redis-server did not listen on {port}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut nodes = Vec::new();
+        for id in ["demo-a", "demo-b"] {
+            let mut cfg = Config::parse(DEMO_CONFIG).map_err(|e| anyhow::anyhow!("config/demo.toml: {e:?}"))?;
+            cfg.upstream.address = sim.local_addr.to_string();
+            cfg.listen.smpp = "127.0.0.1:0".parse()?;
+            cfg.listen.admin = "127.0.0.1:0".parse()?;
+            cfg.consent.snapshot = Some(snap.to_owned());
+            cfg.consent.journal = Some(dir.join(format!("journal-{id}")));
+            cfg.consent.node = crate::consent::NodeId::parse(id)?;
+            cfg.replication = Some(crate::replication::ReplicationConfig {
+                redis: crate::replication::RedisUrl::parse(&format!("redis://127.0.0.1:{port}/0"))
+                    .map_err(|e| anyhow::anyhow!(e))?,
+                stream: "consentgate:demo".into(),
+                on_disconnect: crate::replication::OnDisconnect::Serve,
+                timeout: crate::replication::DEFAULT_TIMEOUT,
+            });
+            let gw = crate::Gateway::bind(cfg).await?;
+            let (addr, admin) = (gw.local_addr(), gw.admin_addr());
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(gw.serve(async {
+                let _ = rx.await;
+            }));
+            nodes.push((addr, admin, tx, task));
+        }
+        for (_, admin, _, _) in &nodes {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !matches!(crate::admin::request(*admin, "GET", "/readyz", None, None).await, Ok((200, _))) {
+                anyhow::ensure!(std::time::Instant::now() < deadline, "node on {admin} not ready");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let (a, b) = (nodes[0].0, nodes[1].0);
+        // A granted subscriber (i % 4 == 0) the earlier steps left alone.
+        let who = (BASE + 8).to_string();
+        let mut on_b = Client::bind(b, BindType::Transmitter, "demo-mkt", "demo").await?;
+        let before = on_b.submit("1069012345", &who, b"Member day offer").await?;
+        // demo-mkt's receiver on node A takes the reply; the simulator delivers MOs only to
+        // receiver sessions, and this is the only demo-mkt one bound now.
+        let rx = tokio::spawn(Client::bind(a, BindType::Receiver, "demo-mkt", "demo").await?.answer_delivers());
+        let acks = sim.stats.deliver_acks.load(std::sync::atomic::Ordering::SeqCst);
+        let tuiding: Vec<u8> = "退订".encode_utf16().flat_map(|u| u.to_be_bytes()).collect();
+        anyhow::ensure!(sim.inject_mo(Some("demo-mkt"), &who, "1069012345", 8, &tuiding), "no demo-mkt receiver");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while sim.stats.deliver_acks.load(std::sync::atomic::Ordering::SeqCst) == acks {
+            anyhow::ensure!(std::time::Instant::now() < deadline, "node A did not acknowledge the MO");
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        let acked = std::time::Instant::now();
+        let after = loop {
+            let st = on_b.submit("1069012345", &who, b"Member day offer").await?;
+            if st != 0 || acked.elapsed() > Duration::from_secs(5) {
+                break st;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        let took = acked.elapsed();
+        rx.abort();
+        for (_, _, tx, task) in nodes {
+            let _ = tx.send(());
+            let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
+        }
+        Ok(Some(format!(
+            "7. two nodes, demo-a and demo-b, sharing live opt-outs through redis-server 127.0.0.1:{port}:\n     \
+             to {who} through B: status 0x{before:08x}; {who} replies \"退订\" through A (acknowledged by A);\n     \
+             through B again: {} (status 0x{after:08x}) {:.1} ms after A acknowledged the opt-out",
+            if after == crate::policy::Reason::Revoked.default_status() { "rejected revoked" } else { "NOT refused" },
+            took.as_secs_f64() * 1e3
+        )))
+    }
+    .await;
+    let _ = redis.kill();
+    let _ = redis.wait();
+    result
 }

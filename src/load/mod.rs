@@ -35,6 +35,7 @@
 //! | `rate.rs` | the token bucket behind `--rate` |
 //! | `report.rs` | [`Report`], [`ReplayReport`] and the human-readable table |
 
+pub mod client;
 mod rate;
 mod report;
 mod scenario;
