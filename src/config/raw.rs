@@ -39,6 +39,7 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub struct RawReplication {
     pub redis: Option<String>,
+    pub password_env: Option<String>,
     pub stream: Option<String>,
     pub on_disconnect: Option<String>,
     pub timeout: Option<String>,
@@ -1002,6 +1003,20 @@ fn validate_replication(
                 None
             }
         },
+    };
+    // The password from the environment rather than the config file (like the admin token).
+    let redis = match (redis, r.password_env.as_deref()) {
+        (Some(mut u), Some(var)) => match std::env::var(var).ok().filter(|v| !v.is_empty()) {
+            Some(pw) => {
+                u.password = Some(pw);
+                Some(u)
+            }
+            None => {
+                p.push("replication.password_env", format!("the environment variable {var} is not set or empty"));
+                None
+            }
+        },
+        (u, _) => u,
     };
     let stream = r.stream.unwrap_or_else(|| DEFAULT_STREAM.to_owned());
     if stream.is_empty() || stream.len() > 200 || stream.chars().any(|c| c.is_control() || c == ' ') {

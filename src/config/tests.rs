@@ -212,3 +212,31 @@ fn complaints_section_and_its_calendar_file() {
     assert!(errs[0].message.contains("/nonexistent/cal.toml: cannot read"), "{errs:?}");
     assert!(with("db = \"x.db\"\nsuspend = 3").is_err(), "unknown keys refused");
 }
+
+#[test]
+fn replication_section_is_validated_with_its_keys() {
+    let with = |body: &str| Config::parse(&format!("{MINIMAL}\n[replication]\n{body}\n"));
+    let r = with("redis = \"redis://:pw@10.0.0.5:6380/2\"").unwrap().replication.unwrap();
+    assert_eq!((r.redis.host.as_str(), r.redis.port, r.redis.db), ("10.0.0.5", 6380, 2));
+    assert_eq!(
+        (r.stream.as_str(), r.on_disconnect),
+        ("consentgate:statements", crate::replication::OnDisconnect::Serve)
+    );
+    assert!(!format!("{r:?}").contains("pw"), "the password is never printed: {r:?}");
+    let keys = |e: Vec<ConfigError>| e.into_iter().map(|e| e.key).collect::<Vec<_>>();
+    assert_eq!(keys(with("stream = \"s\"").unwrap_err()), ["replication.redis"]);
+    assert_eq!(
+        keys(
+            with("redis = \"rediss://x\"\non_disconnect = \"maybe\"\ntimeout = \"0s\"\nstream = \"a b\"").unwrap_err()
+        ),
+        ["replication.redis", "replication.stream", "replication.on_disconnect", "replication.timeout"]
+    );
+    assert_eq!(
+        keys(with("redis = \"redis://h\"\npassword_env = \"CONSENTGATE_TEST_UNSET_REDIS_PW\"").unwrap_err()),
+        ["replication.password_env"]
+    );
+    // The journal is the outbox: replication without one is refused.
+    let no_journal = MINIMAL.replace("journal = \"/var/lib/consentgate/journal\"\n", "");
+    let e = Config::parse(&format!("{no_journal}\n[replication]\nredis = \"redis://h\"\n")).unwrap_err();
+    assert_eq!(keys(e), ["replication"]);
+}
