@@ -47,7 +47,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BATCH: usize = 4096;
 /// Local durable statements the [`Outbox`] holds for the publisher, at most; past that it
 /// drops them and says so (the publisher re-reads the journal, the source of truth).
-const OUTBOX_CAP: usize = 1 << 20;
+const OUTBOX_CAP: usize = 100_000;
 
 /// Local statements that became durable, in journal order, for the replication publisher
 /// (DESIGN §8, outbox pattern). The journal stays the source of truth: the outbox is only

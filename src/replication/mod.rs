@@ -4,13 +4,14 @@
 //! (transactional outbox). Two tasks per node, each with its own connection and reconnect
 //! loop (back-off 100 ms doubling to 5 s), every command bounded by `replication.timeout`:
 //!
-//! * the **publisher** ([`publisher`]) sends this node's durable statements in
-//!   `MULTI … XADD … HSET <stream>:published <node> <seq> … EXEC` batches: the entries and
-//!   the node's *published-through* marker move together, so after a Redis restart, a
-//!   wipe or a failover to a replica that missed writes, the node republishes exactly what
-//!   the stream lacks (from its journal; duplicates are harmless). A lease
+//! * the **publisher** ([`publisher`]) sends this node's durable statements in batches, one
+//!   script each (an `XADD` per statement, then `HSET <stream>:published <node> <seq>`): the
+//!   entries and the node's *published-through* marker move together, so after a Redis
+//!   restart, a wipe or a failover to a replica that missed writes, the node republishes
+//!   exactly what the stream lacks (from its journal; duplicates are harmless). A lease
 //!   (`<stream>:lease:<node>`, `SET NX PX`) keeps two processes with one `[node] id` from
-//!   fighting over the marker.
+//!   fighting over the marker; its token is kept in the journal directory, so the same node
+//!   restarted after a crash takes its lease back at once.
 //! * the **reader** ([`reader`]) follows the whole stream with its own cursor (`XREAD BLOCK`,
 //!   no consumer groups) and applies other origins' statements to the delta and journal
 //!   ([`ConsentStore::record_replicated`]). It skips what the node already holds — per
@@ -54,7 +55,7 @@ pub const DEFAULT_STREAM: &str = "consentgate:statements";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the reader's `XREAD` blocks on the server.
 const BLOCK: Duration = Duration::from_millis(1000);
-/// Statements per publisher batch (one MULTI/EXEC).
+/// Statements per publisher batch (one script).
 const PUBLISH_BATCH: usize = 512;
 /// Entries per reader `XREAD`.
 const READ_COUNT: usize = 1000;

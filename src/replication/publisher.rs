@@ -1,5 +1,5 @@
 //! The publisher: this node's durable statements into the stream, with the node's
-//! published-through marker in the same MULTI/EXEC (module docs of [`super`]).
+//! published-through marker in the same script (module docs of [`super`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,7 +44,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
         error!("replication needs consent.journal; publisher not started");
         return;
     };
-    let lease = token();
+    let lease = lease_token(&ctx);
     let mut backoff = FIRST_BACKOFF;
     let mut failures = 0u64;
     loop {
@@ -159,16 +159,50 @@ async fn session(
                 Ok(_) => return End::Blocked(lease_lost(ctx)),
                 Err(e) => return e.into(),
             }
+            // The marker behind what was sent (FLUSHALL, a failover with the connection kept):
+            // reconnect, which republishes from the marker.
+            let m = match c.cmd(&[b"HGET", ctx.keys.published.as_bytes(), node.as_str().as_bytes()]).await {
+                Ok(v) => v.as_int().unwrap_or(0).max(0) as u64,
+                Err(e) => return e.into(),
+            };
+            if m < through {
+                warn!(
+                    marker = m,
+                    sent_through = through,
+                    "the stream lost statements this node published; republishing"
+                );
+                return End::Redis(RedisError::Protocol(format!("published-through marker {m} behind {through}")));
+            }
         }
     }
 }
 
 fn lease_lost(ctx: &Ctx) -> String {
     format!(
-        "another process holds the lease {} for node `{}`: two gateways share one [node] id",
+        "another process holds the lease {} for node `{}`: two gateways share one [node] id (each needs its own, and its own journal)",
         ctx.keys.lease,
         ctx.store.node()
     )
+}
+
+/// The lease token: kept in the journal directory (`replication.lease`), so this node —
+/// this journal — restarted after a crash holds its lease again at once, while another
+/// process with the same node id and another journal does not. A fresh random one if the
+/// file cannot be read or written (the lease then waits out its TTL after a crash).
+fn lease_token(ctx: &Ctx) -> String {
+    let Some(dir) = ctx.store.journal_dir() else { return token() };
+    let path = dir.join("replication.lease");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        let t = t.trim();
+        if t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return t.to_owned();
+        }
+    }
+    let t = token();
+    if let Err(e) = std::fs::write(&path, format!("{t}\n")) {
+        warn!(file = %path.display(), error = %e, "cannot keep the replication lease token; after a crash this node waits for its lease to expire");
+    }
+    t
 }
 
 async fn take_lease(c: &mut Conn, ctx: &Ctx, lease: &str) -> Result<(), End> {
@@ -210,38 +244,36 @@ async fn republish(ctx: &Ctx, c: &mut Conn, through: &mut u64) -> Result<(), End
     Ok(())
 }
 
-/// `MULTI; XADD …; HSET published node last; EXEC`, checked reply by reply.
+/// Appends a batch's entries and then moves the node's marker, in one script: Redis runs it
+/// atomically (and replicates its effects as one unit), and an entry that fails stops it
+/// *before* the marker moves — the entries already added are re-sent later (duplicates are
+/// harmless), none is skipped. (A MULTI/EXEC would run the HSET even after a failed XADD.)
+/// ARGV: node, last seq, then per entry its field count and its fields.
+const PUBLISH: &[u8] = b"local i = 3 \
+while i <= #ARGV do \
+  local n = tonumber(ARGV[i]) \
+  redis.call('XADD', KEYS[1], '*', unpack(ARGV, i + 1, i + n)) \
+  i = i + n + 1 \
+end \
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2]) \
+return 1";
+
 async fn send(ctx: &Ctx, c: &mut Conn, sts: &[Statement]) -> Result<(), RedisError> {
     let k = &ctx.keys;
-    c.queue(&[b"MULTI"]);
-    for st in sts {
-        let f = entry::fields(st);
-        let mut args: Vec<&[u8]> = Vec::with_capacity(3 + 2 * f.len());
-        args.extend_from_slice(&[b"XADD", k.stream.as_bytes(), b"*"]);
-        for (name, v) in &f {
+    let fields: Vec<Vec<(&'static str, String)>> = sts.iter().map(entry::fields).collect();
+    let counts: Vec<String> = fields.iter().map(|f| (2 * f.len()).to_string()).collect();
+    let last = sts[sts.len() - 1].id.seq.to_string();
+    let mut args: Vec<&[u8]> = Vec::with_capacity(7 + sts.len() * 17);
+    args.extend_from_slice(&[b"EVAL", PUBLISH, b"2", k.stream.as_bytes(), k.published.as_bytes()]);
+    args.extend_from_slice(&[ctx.store.node().as_str().as_bytes(), last.as_bytes()]);
+    for (f, n) in fields.iter().zip(&counts) {
+        args.push(n.as_bytes());
+        for (name, v) in f {
             args.push(name.as_bytes());
             args.push(v.as_bytes());
         }
-        c.queue(&args);
     }
-    let last = sts[sts.len() - 1].id.seq.to_string();
-    c.queue(&[b"HSET", k.published.as_bytes(), ctx.store.node().as_str().as_bytes(), last.as_bytes()]);
-    c.queue(&[b"EXEC"]);
-    let replies = c.replies(None).await?;
-    for r in &replies[..replies.len() - 1] {
-        if let Value::Error(e) = r {
-            return Err(RedisError::Server(e.clone()));
-        }
-    }
-    match replies.last() {
-        Some(Value::Array(items)) => {
-            if let Some(Value::Error(e)) = items.iter().find(|v| matches!(v, Value::Error(_))) {
-                return Err(RedisError::Server(e.clone()));
-            }
-        }
-        Some(Value::Error(e)) => return Err(RedisError::Server(e.clone())),
-        other => return Err(RedisError::Protocol(format!("EXEC answered {other:?}"))),
-    }
+    c.cmd(&args).await?;
     metrics::counter!(m::REPLICATION_STATEMENTS_TOTAL, "direction" => "published").increment(sts.len() as u64);
     Ok(())
 }
