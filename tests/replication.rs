@@ -125,6 +125,19 @@ impl Redis {
     async fn stream_len(&self) -> i64 {
         self.cmd(&["XLEN", STREAM]).await.as_int().unwrap_or(-1)
     }
+
+    /// Waits (bounded) until the stream holds at least `n` entries.
+    async fn wait_len(&self, n: i64, within: Duration, what: &str) {
+        let deadline = Instant::now() + within;
+        loop {
+            let len = self.stream_len().await;
+            if len >= n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{what}: the stream holds {len} of {n} within {within:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
 
 /// The `[node]` and `[replication]` tables of node `id`.
@@ -379,11 +392,7 @@ async fn redis_killed_with_statements_in_flight_and_restarted_loses_nothing() {
             }
         });
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while redis.stream_len().await < 100 {
-        assert!(Instant::now() < deadline, "statements did not reach the stream");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    redis.wait_len(100, Duration::from_secs(10), "statements did not reach the stream").await;
     redis.kill9();
     tokio::time::sleep(Duration::from_millis(300)).await;
     redis.restart();
@@ -417,18 +426,10 @@ async fn redis_wiped_nodes_republish_and_a_new_node_learns_everything() {
         a.post_revoke(&subscriber(4, i)).await;
         b.post_revoke(&subscriber(4, 100 + i)).await;
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while redis.stream_len().await < 10 {
-        assert!(Instant::now() < deadline, "statements did not reach the stream");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    redis.wait_len(10, Duration::from_secs(10), "statements did not reach the stream").await;
     redis.wipe();
     // Both reconnect, find no marker, and republish their own statements from their journals.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while redis.stream_len().await < 10 {
-        assert!(Instant::now() < deadline, "not republished after the wipe: {}", redis.stream_len().await);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    redis.wait_len(10, Duration::from_secs(15), "not republished after the wipe").await;
     // A node that never saw the old stream gets everything.
     let c = Gw::new("c", &redis, "unready").await;
     c.ready_within(Duration::from_secs(10)).await;
@@ -464,11 +465,7 @@ async fn a_restarted_node_catches_up_before_it_is_ready() {
         });
     }
     while posts.join_next().await.is_some() {}
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while redis.stream_len().await < N as i64 {
-        assert!(Instant::now() < deadline, "A did not publish all {N}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    redis.wait_len(N as i64, Duration::from_secs(10), "A did not publish everything").await;
     b.node.start_with_env(&[("CONSENTGATE_ADMIN_TOKEN", TOKEN)]).await;
     let t0 = Instant::now();
     // The moment B says ready, it holds every statement.
@@ -537,11 +534,7 @@ async fn trimming_to_a_snapshot_and_a_node_too_old_for_the_stream() {
     for i in 0..5 {
         a.post_revoke(&subscriber(7, i)).await;
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while redis.stream_len().await < 5 {
-        assert!(Instant::now() < deadline, "statements did not reach the stream");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    redis.wait_len(5, Duration::from_secs(10), "statements did not reach the stream").await;
     // The daily build folds A's journal in; its watermark says a:5.
     let snap = a.node.dir.path().join("day1.cgsnap");
     tools::run_ok(
@@ -553,10 +546,7 @@ async fn trimming_to_a_snapshot_and_a_node_too_old_for_the_stream() {
     );
     // One more statement after the build: it must stay in the stream.
     a.post_revoke(&subscriber(7, 5)).await;
-    while redis.stream_len().await < 6 {
-        assert!(Instant::now() < deadline, "statement 6 did not reach the stream");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    redis.wait_len(6, Duration::from_secs(10), "statement 6 did not reach the stream").await;
     let out = tools::run_ok(
         std::process::Command::new(env!("CARGO_BIN_EXE_consentgate"))
             .args(["replication", "trim", "--config"])
@@ -624,11 +614,7 @@ async fn a_crashed_node_takes_its_lease_back_and_a_flushall_is_repaired() {
     // (every 5 s) and republish from their journals.
     redis.cmd(&["FLUSHALL"]).await;
     let t1 = Instant::now();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while redis.stream_len().await < 2 {
-        assert!(Instant::now() < deadline, "not republished after FLUSHALL: {}", redis.stream_len().await);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    redis.wait_len(2, Duration::from_secs(15), "not republished after FLUSHALL").await;
     let repaired = t1.elapsed();
     eprintln!(
         "REPL|Node SIGKILLed and restarted; then FLUSHALL under connected nodes|2|2|restarted node published again {:.0} ms after the kill (lease TTL 15 s not waited); stream repaired {:.1} s after FLUSHALL",
