@@ -510,6 +510,12 @@ async fn a_shared_node_id_and_a_lost_journal_are_refused_readiness() {
     let fresh = Gw::with_journal("a", &redis, "serve", Some(dir.path().join("empty-journal"))).await;
     let blocked = blocked_reason(&fresh.node).await;
     assert!(blocked.contains("journal was lost"), "{blocked}");
+    // Kept across restarts until an operator deletes the file.
+    let file = dir.path().join("empty-journal").join("replication.blocked");
+    assert!(std::fs::read_to_string(&file).is_ok_and(|t| t.contains("journal was lost")), "{}", file.display());
+    let mut fresh = fresh;
+    fresh.restart().await;
+    assert!(blocked_reason(&fresh.node).await.contains("delete"), "still blocked after a restart");
     eprintln!("REPL|Two processes with one [node] id; a node's journal lost|–|–|both refused readiness with the reason in /readyz");
 }
 
@@ -547,14 +553,23 @@ async fn trimming_to_a_snapshot_and_a_node_too_old_for_the_stream() {
     // One more statement after the build: it must stay in the stream.
     a.post_revoke(&subscriber(7, 5)).await;
     redis.wait_len(6, Duration::from_secs(10), "statement 6 did not reach the stream").await;
-    let out = tools::run_ok(
-        std::process::Command::new(env!("CARGO_BIN_EXE_consentgate"))
-            .args(["replication", "trim", "--config"])
-            .arg(&a.node.conf)
-            .arg("--snapshot")
-            .arg(&snap),
-    );
-    let rep: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let trim = || {
+        let out = tools::run_ok(
+            std::process::Command::new(env!("CARGO_BIN_EXE_consentgate"))
+                .args(["replication", "trim", "--config"])
+                .arg(&a.node.conf)
+                .arg("--snapshot")
+                .arg(&snap),
+        );
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    // A live reader that has not read past the first entry holds the trim back.
+    let now = consentgate::time::Clock::system().now().unix_ms;
+    redis.cmd(&["HSET", &format!("{STREAM}:cursors"), "lagger", &format!("0-1 {now}")]).await;
+    let held = trim();
+    assert_eq!((held["removed"].as_u64(), held["held_by_reader"].as_str()), (Some(0), Some("lagger")), "{held}");
+    redis.cmd(&["HDEL", &format!("{STREAM}:cursors"), "lagger"]).await;
+    let rep = trim();
     assert_eq!((rep["removed"].as_u64(), rep["left"].as_u64()), (Some(5), Some(1)), "{rep}");
     assert_eq!(rep["through"]["a"], 5, "{rep}");
     let status: serde_json::Value = serde_json::from_str(&tools::run_ok(

@@ -81,6 +81,7 @@ pub async fn run(cmd: ReplicationCmd) -> anyhow::Result<ExitCode> {
                             "left": rep.left,
                             "min_id": rep.min_id,
                             "through": rep.through,
+                            "held_by_reader": rep.held_by,
                             "snapshot_watermarks": marks.iter().map(|(n, s)| (n.to_string(), s)).collect::<std::collections::BTreeMap<_, _>>(),
                         }))?
                     );

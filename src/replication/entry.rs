@@ -71,11 +71,13 @@ pub fn fields(st: &Statement) -> Vec<(&'static str, String)> {
 pub struct EntryError {
     pub id: String,
     pub what: String,
+    /// The entry is of a schema this build does not know (written by a newer version).
+    pub newer_schema: bool,
 }
 
 /// Decodes one entry's field/value list.
 pub fn decode(id: &str, kv: &[(&[u8], &[u8])]) -> Result<Statement, EntryError> {
-    let err = |what: String| EntryError { id: id.to_owned(), what };
+    let err = |what: String| EntryError { id: id.to_owned(), what, newer_schema: false };
     let get = |name: &str| kv.iter().find(|(k, _)| *k == name.as_bytes()).map(|(_, v)| *v);
     let text = |name: &str| -> Result<&str, EntryError> {
         let v = get(name).ok_or_else(|| err(format!("no `{name}` field")))?;
@@ -86,7 +88,10 @@ pub fn decode(id: &str, kv: &[(&[u8], &[u8])]) -> Result<Statement, EntryError> 
     };
     let v = text("v")?;
     if v != SCHEMA {
-        return Err(err(format!("schema `{v}` (this build reads {SCHEMA})")));
+        return Err(EntryError {
+            newer_schema: v.parse::<u32>().is_ok_and(|n| n > 1),
+            ..err(format!("schema `{v}` (this build reads {SCHEMA})"))
+        });
     }
     let origin = NodeId::parse(text("o")?).map_err(|e| err(e.to_string()))?;
     let seq = num("q")?;
@@ -158,7 +163,8 @@ mod tests {
         let e = decode("5-1", &kv).unwrap_err();
         assert_eq!(e.to_string(), "entry 5-1: `q` is not a number");
         let kv: Vec<(&[u8], &[u8])> = vec![(b"v", b"2")];
-        assert!(decode("5-2", &kv).unwrap_err().what.contains("schema"));
+        let e = decode("5-2", &kv).unwrap_err();
+        assert!(e.what.contains("schema") && e.newer_schema, "{e:?}");
         let mut dnc_with_entity = fields(&st(StatementKind::Dnc, None));
         dnc_with_entity.push(("e", "acme".into()));
         let kv: Vec<(&[u8], &[u8])> = dnc_with_entity.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())).collect();

@@ -248,13 +248,17 @@ impl Replication {
 
     /// Waits for both tasks to end (after `stop`), at most `limit`.
     pub async fn join(self, limit: Duration) {
+        let aborts: Vec<_> = self.tasks.iter().map(|t| t.abort_handle()).collect();
         let all = async {
             for t in self.tasks {
                 let _ = t.await;
             }
         };
         if tokio::time::timeout(limit, all).await.is_err() {
-            tracing::warn!("replication tasks did not stop in time");
+            tracing::warn!("replication tasks did not stop in time; aborted");
+            for a in aborts {
+                a.abort();
+            }
         }
     }
 }

@@ -30,6 +30,37 @@ if tonumber(ARGV[2]) > c then redis.call('hset', KEYS[1], ARGV[1], ARGV[2]) end 
 /// Entries per `XRANGE` while scanning.
 const SCAN: usize = 1000;
 
+/// How often a reader reports its cursor (`<stream>:cursors`, node → `<id> <unix ms>`).
+pub(crate) const CURSOR_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// A reader whose cursor report is older than this is taken to be down: [`trim`] does not
+/// wait for it (a node restarted later is checked against the trim marks instead).
+pub const CURSOR_STALE_MS: i64 = 10 * 60 * 1000;
+
+/// The key of the readers' cursors.
+pub(crate) fn cursors_key(stream: &str) -> String {
+    format!("{stream}:cursors")
+}
+
+/// The readers' cursors reported within [`CURSOR_STALE_MS`] of `now_ms`, by node.
+async fn live_cursors(c: &mut Conn, stream: &str, now_ms: i64) -> Result<BTreeMap<String, EntryId>, RedisError> {
+    let mut out = BTreeMap::new();
+    if let R::Array(kv) = c.cmd(&[b"HGETALL", cursors_key(stream).as_bytes()]).await? {
+        for p in kv.chunks(2) {
+            let (Some(node), Some(v)) = (p.first().and_then(R::as_str), p.get(1).and_then(R::as_str)) else { continue };
+            let mut it = v.split(' ');
+            let (Some(id), Some(at)) =
+                (it.next().and_then(EntryId::parse), it.next().and_then(|t| t.parse::<i64>().ok()))
+            else {
+                continue;
+            };
+            if now_ms - at <= CURSOR_STALE_MS {
+                out.insert(node.to_owned(), id);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The key of the trim marks.
 pub(crate) fn trimmed_key(stream: &str) -> String {
     format!("{stream}:trimmed")
@@ -73,12 +104,19 @@ pub struct TrimReport {
     pub min_id: Option<String>,
     /// Highest origin seq removed, per origin.
     pub through: BTreeMap<String, u64>,
+    /// The live reader that stopped the trim (it had not read further yet), if one did.
+    pub held_by: Option<String>,
 }
 
-/// Removes the prefix of the stream that `marks` covers (module docs).
+/// Removes the prefix of the stream that `marks` covers (module docs) and that every live
+/// reader (cursor reported within [`CURSOR_STALE_MS`]) has already read.
 pub async fn trim(cfg: &ReplicationConfig, marks: &Watermarks) -> Result<TrimReport, RedisError> {
     let keys = Keys::new(&cfg.stream, "-");
     let mut c = Conn::connect(&cfg.redis, cfg.timeout).await?;
+    let now = crate::time::Clock::system().now().unix_ms;
+    let cursors = live_cursors(&mut c, &cfg.stream, now).await?;
+    let slowest = cursors.iter().min_by_key(|(_, id)| **id).map(|(n, id)| (n.clone(), *id));
+    let mut held_by = None;
     let mut from = "-".to_owned();
     let mut last: Option<EntryId> = None;
     let mut through: BTreeMap<String, u64> = BTreeMap::new();
@@ -94,6 +132,12 @@ pub async fn trim(cfg: &ReplicationConfig, marks: &Watermarks) -> Result<TrimRep
             let R::Array(parts) = e else { return Err(RedisError::Protocol("XRANGE entry is not an array".into())) };
             let id = parts.first().and_then(R::as_str).and_then(EntryId::parse);
             let Some(id) = id else { return Err(RedisError::Protocol("XRANGE entry id".into())) };
+            if let Some((node, at)) = &slowest {
+                if id > *at {
+                    held_by = Some(node.clone());
+                    break 'scan;
+                }
+            }
             let field = |name: &[u8]| -> Option<&R> {
                 match parts.get(1) {
                     Some(R::Array(kv)) => kv.chunks(2).find(|p| p[0].as_bytes() == Some(name)).and_then(|p| p.get(1)),
@@ -119,7 +163,7 @@ pub async fn trim(cfg: &ReplicationConfig, marks: &Watermarks) -> Result<TrimRep
     }
     let Some(last) = last else {
         let left = c.cmd(&[b"XLEN", keys.stream.as_bytes()]).await?.as_int().unwrap_or(0).max(0) as u64;
-        return Ok(TrimReport { removed: 0, left, min_id: None, through });
+        return Ok(TrimReport { removed: 0, left, min_id: None, through, held_by });
     };
     let tk = trimmed_key(&cfg.stream);
     for (o, q) in &through {
@@ -128,7 +172,7 @@ pub async fn trim(cfg: &ReplicationConfig, marks: &Watermarks) -> Result<TrimRep
     let min = last.next().to_string();
     let removed = c.cmd(&[b"XTRIM", keys.stream.as_bytes(), b"MINID", min.as_bytes()]).await?.as_int().unwrap_or(0);
     let left = c.cmd(&[b"XLEN", keys.stream.as_bytes()]).await?.as_int().unwrap_or(0).max(0) as u64;
-    Ok(TrimReport { removed: removed.max(0) as u64, left, min_id: Some(min), through })
+    Ok(TrimReport { removed: removed.max(0) as u64, left, min_id: Some(min), through, held_by })
 }
 
 /// The stream as operators see it: length, first and last ids, each node's published-through
@@ -153,6 +197,9 @@ pub async fn status(cfg: &ReplicationConfig) -> Result<Value, RedisError> {
     };
     let published = read_marks(&mut c, &keys.published).await?;
     let trimmed = read_marks(&mut c, &trimmed_key(&cfg.stream)).await?;
+    let now = crate::time::Clock::system().now().unix_ms;
+    let cursors: BTreeMap<String, String> =
+        live_cursors(&mut c, &cfg.stream, now).await?.into_iter().map(|(n, id)| (n, id.to_string())).collect();
     let pattern = format!("{}:lease:*", cfg.stream);
     let mut leases = Vec::new();
     let mut cursor = "0".to_owned();
@@ -179,6 +226,7 @@ pub async fn status(cfg: &ReplicationConfig) -> Result<Value, RedisError> {
         "last_id": last,
         "published_through": marks(&published),
         "trimmed_through": marks(&trimmed),
+        "reader_cursors": cursors,
         "nodes_with_lease": leases,
     }))
 }

@@ -28,8 +28,12 @@ const RELEASE_LEASE: &[u8] =
 enum End {
     Stop,
     Redis(RedisError),
-    /// Needs an operator: the reason goes to `/readyz`.
+    /// Needs an operator: the reason goes to `/readyz`; retried (another process may let the
+    /// lease go).
     Blocked(String),
+    /// Needs an operator and is not retried: kept in the journal directory
+    /// ([`BLOCKED_FILE`]) so a restart does not clear it either.
+    Fatal(String),
     Journal(String),
 }
 
@@ -39,11 +43,18 @@ impl From<RedisError> for End {
     }
 }
 
+/// In the journal directory: why this node must not publish, until an operator deletes it.
+pub const BLOCKED_FILE: &str = "replication.blocked";
+
 pub(super) async fn run(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
     let Some(outbox) = ctx.store.outbox() else {
         error!("replication needs consent.journal; publisher not started");
         return;
     };
+    let blocked_file = ctx.store.journal_dir().map(|d| d.join(BLOCKED_FILE));
+    if let Some(why) = blocked_file.as_ref().and_then(|f| std::fs::read_to_string(f).ok()) {
+        return fatal(&ctx, why.trim().to_owned(), blocked_file.as_deref(), &mut stop).await;
+    }
     let lease = lease_token(&ctx);
     let mut backoff = FIRST_BACKOFF;
     let mut failures = 0u64;
@@ -59,6 +70,15 @@ pub(super) async fn run(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
                 error!(reason = %why, "replication publisher blocked; retrying");
                 ctx.status.set_blocked("publisher", Some(why.clone()));
                 ("blocked", why)
+            }
+            End::Fatal(why) => {
+                if let Some(f) = &blocked_file {
+                    if let Err(e) = std::fs::write(f, format!("{why}\n")) {
+                        error!(file = %f.display(), error = %e, "cannot record why replication is blocked");
+                    }
+                }
+                metrics::counter!(m::REPLICATION_ERRORS_TOTAL, "conn" => "publisher", "kind" => "blocked").increment(1);
+                return fatal(&ctx, why, blocked_file.as_deref(), &mut stop).await;
             }
         };
         if connected {
@@ -77,6 +97,18 @@ pub(super) async fn run(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
+}
+
+/// Publishes nothing until the process stops, with the reason (and the file to delete once
+/// it is fixed) in `/readyz`.
+async fn fatal(ctx: &Ctx, why: String, file: Option<&std::path::Path>, stop: &mut watch::Receiver<bool>) {
+    let why = match file {
+        Some(f) => format!("{why} (publishing stopped; delete {} once fixed, then restart)", f.display()),
+        None => why,
+    };
+    error!(reason = %why, "replication publisher stopped");
+    ctx.status.set_blocked("publisher", Some(why));
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// One connection's life: connect, lease, republish from the marker, then follow the outbox.
@@ -102,10 +134,12 @@ async fn session(
     };
     let durable = ctx.store.durable_seq();
     if marker > durable {
-        return End::Blocked(format!(
+        let why = format!(
             "the stream says node `{node}` published through seq {marker} but its journal is durable only through {durable}: \
-             the journal was lost or replaced, or another node uses the same [node] id"
-        ));
+             the journal was lost or replaced by an older copy, or another node uses the same [node] id; \
+             statements recorded here now would reuse published identities"
+        );
+        return End::Fatal(why);
     }
     ctx.status.set_blocked("publisher", None);
     *connected = true;
@@ -115,7 +149,7 @@ async fn session(
     // Reset the outbox before reading the journal: anything durable after this is in both.
     outbox.reset();
     let mut through = marker;
-    if let Err(e) = republish(ctx, &mut c, &mut through).await {
+    if let Err(e) = republish(ctx, &mut c, lease, &mut through).await {
         return e;
     }
     let mut lease_at = Instant::now();
@@ -130,15 +164,15 @@ async fn session(
             OutboxTake::Overflowed => {
                 warn!(through, "replication outbox overflowed; re-reading the journal");
                 outbox.reset();
-                if let Err(e) = republish(ctx, &mut c, &mut through).await {
+                if let Err(e) = republish(ctx, &mut c, lease, &mut through).await {
                     return e;
                 }
             }
             OutboxTake::Statements(v) => {
                 let v: Vec<Statement> = v.into_iter().filter(|s| s.id.seq > through).collect();
                 if !v.is_empty() {
-                    if let Err(e) = send(ctx, &mut c, &v).await {
-                        return e.into();
+                    if let Err(e) = send(ctx, &mut c, lease, &v).await {
+                        return e;
                     }
                     through = v[v.len() - 1].id.seq;
                 } else if stopping {
@@ -220,7 +254,7 @@ async fn take_lease(c: &mut Conn, ctx: &Ctx, lease: &str) -> Result<(), End> {
 }
 
 /// Sends every durable local statement above `through` from the journal.
-async fn republish(ctx: &Ctx, c: &mut Conn, through: &mut u64) -> Result<(), End> {
+async fn republish(ctx: &Ctx, c: &mut Conn, lease: &str, through: &mut u64) -> Result<(), End> {
     let Some(dir) = ctx.store.journal_dir().map(|d| d.to_owned()) else {
         return Err(End::Journal("no journal".into()));
     };
@@ -238,7 +272,7 @@ async fn republish(ctx: &Ctx, c: &mut Conn, through: &mut u64) -> Result<(), End
         info!(from = after + 1, statements = read.len(), "replication: publishing from the journal");
     }
     for chunk in read.chunks(PUBLISH_BATCH) {
-        send(ctx, c, chunk).await?;
+        send(ctx, c, lease, chunk).await?;
         *through = chunk[chunk.len() - 1].id.seq;
     }
     Ok(())
@@ -248,8 +282,13 @@ async fn republish(ctx: &Ctx, c: &mut Conn, through: &mut u64) -> Result<(), End
 /// atomically (and replicates its effects as one unit), and an entry that fails stops it
 /// *before* the marker moves — the entries already added are re-sent later (duplicates are
 /// harmless), none is skipped. (A MULTI/EXEC would run the HSET even after a failed XADD.)
-/// ARGV: node, last seq, then per entry its field count and its fields.
-const PUBLISH: &[u8] = b"local i = 3 \
+/// It runs only while this process holds the node's lease (a process paused past the TTL
+/// while another took the id over writes nothing: fencing), and renews the lease.
+/// KEYS: stream, markers, lease. ARGV: node, last seq, lease token, lease TTL ms, then per
+/// entry its field count and its fields.
+const PUBLISH: &[u8] = b"if redis.call('get', KEYS[3]) ~= ARGV[3] then return redis.error_reply('LEASE lost') end \
+redis.call('pexpire', KEYS[3], ARGV[4]) \
+local i = 5 \
 while i <= #ARGV do \
   local n = tonumber(ARGV[i]) \
   redis.call('XADD', KEYS[1], '*', unpack(ARGV, i + 1, i + n)) \
@@ -258,14 +297,15 @@ end \
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2]) \
 return 1";
 
-async fn send(ctx: &Ctx, c: &mut Conn, sts: &[Statement]) -> Result<(), RedisError> {
+async fn send(ctx: &Ctx, c: &mut Conn, lease: &str, sts: &[Statement]) -> Result<(), End> {
     let k = &ctx.keys;
     let fields: Vec<Vec<(&'static str, String)>> = sts.iter().map(entry::fields).collect();
     let counts: Vec<String> = fields.iter().map(|f| (2 * f.len()).to_string()).collect();
     let last = sts[sts.len() - 1].id.seq.to_string();
     let mut args: Vec<&[u8]> = Vec::with_capacity(7 + sts.len() * 17);
-    args.extend_from_slice(&[b"EVAL", PUBLISH, b"2", k.stream.as_bytes(), k.published.as_bytes()]);
-    args.extend_from_slice(&[ctx.store.node().as_str().as_bytes(), last.as_bytes()]);
+    let ttl = LEASE_TTL.as_millis().to_string();
+    args.extend_from_slice(&[b"EVAL", PUBLISH, b"3", k.stream.as_bytes(), k.published.as_bytes(), k.lease.as_bytes()]);
+    args.extend_from_slice(&[ctx.store.node().as_str().as_bytes(), last.as_bytes(), lease.as_bytes(), ttl.as_bytes()]);
     for (f, n) in fields.iter().zip(&counts) {
         args.push(n.as_bytes());
         for (name, v) in f {
@@ -273,7 +313,11 @@ async fn send(ctx: &Ctx, c: &mut Conn, sts: &[Statement]) -> Result<(), RedisErr
             args.push(v.as_bytes());
         }
     }
-    c.cmd(&args).await?;
+    match c.cmd(&args).await {
+        Ok(_) => {}
+        Err(RedisError::Server(e)) if e.starts_with("LEASE") => return Err(End::Blocked(lease_lost(ctx))),
+        Err(e) => return Err(e.into()),
+    }
     metrics::counter!(m::REPLICATION_STATEMENTS_TOTAL, "direction" => "published").increment(sts.len() as u64);
     Ok(())
 }

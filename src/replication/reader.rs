@@ -84,14 +84,6 @@ async fn session(
         f.cursor = EntryId::ZERO;
     }
     f.epoch = epoch;
-    let head = match c.cmd(&[b"XREVRANGE", k.stream.as_bytes(), b"+", b"-", b"COUNT", b"1"]).await? {
-        Value::Array(v) => v.first().and_then(entry_id),
-        _ => None,
-    };
-    if head.is_some_and(|h| h < f.cursor) {
-        warn!(cursor = %f.cursor, head = ?head.map(|h| h.to_string()), "replication stream is behind this reader's cursor (recreated?): re-reading from the start");
-        f.cursor = EntryId::ZERO;
-    }
     check_clock(&mut c).await?;
     // Trimmed past what this node holds: it cannot catch up from the stream. Apply nothing
     // (that would leave a gap in its journal) until a newer snapshot covers the trim.
@@ -113,6 +105,15 @@ async fn session(
         }
     }
     ctx.status.set_blocked("reader", None);
+    // The head to catch up with, read now (the wait above can be long).
+    let head = match c.cmd(&[b"XREVRANGE", k.stream.as_bytes(), b"+", b"-", b"COUNT", b"1"]).await? {
+        Value::Array(v) => v.first().and_then(entry_id),
+        _ => None,
+    };
+    if head.is_some_and(|h| h < f.cursor) {
+        warn!(cursor = %f.cursor, head = ?head.map(|h| h.to_string()), "replication stream is behind this reader's cursor (recreated?): re-reading from the start");
+        f.cursor = EntryId::ZERO;
+    }
     *connected = true;
     ctx.status.attempted.store(true, std::sync::atomic::Ordering::Release);
     ctx.status.set_connected("reader", true);
@@ -123,7 +124,16 @@ async fn session(
     info!(cursor = %f.cursor, head = %head, "replication reader connected");
     let block_ms = BLOCK.as_millis().to_string();
     let count = READ_COUNT.to_string();
+    let cursors = super::ops::cursors_key(&k.stream);
+    let mut reported: Option<(EntryId, Instant)> = None;
     loop {
+        // Where this reader is, for `replication trim` (which never removes what a live
+        // reader has yet to read): on change, and at least every CURSOR_EVERY.
+        if reported.is_none_or(|(at, t)| at != f.cursor || t.elapsed() >= super::ops::CURSOR_EVERY) {
+            let v = format!("{} {}", f.cursor, crate::time::Clock::system().now().unix_ms);
+            c.cmd(&[b"HSET", cursors.as_bytes(), ctx.store.node().as_str().as_bytes(), v.as_bytes()]).await?;
+            reported = Some((f.cursor, Instant::now()));
+        }
         if *stop.borrow() {
             return Ok(());
         }
@@ -161,7 +171,15 @@ async fn session(
         let n = entries.len();
         refresh_known(ctx, f);
         if n > 0 {
-            apply(ctx, f, &entries)?;
+            if let Err(why) = apply(ctx, f, &entries)? {
+                // An entry this build cannot read (a newer schema): apply nothing more, so no
+                // statement is skipped, until the node is upgraded and restarted.
+                error!(reason = %why, "replication reader stopped");
+                ctx.status.set_blocked("reader", Some(why));
+                ctx.status.set_caught_up(false);
+                let _ = stop.wait_for(|s| *s).await;
+                return Ok(());
+            }
         }
         if !caught_up && f.cursor >= head {
             caught_up = true;
@@ -200,16 +218,20 @@ fn entry_id(v: &Value) -> Option<EntryId> {
     }
 }
 
-/// Applies a batch of entries: other origins' statements this node does not hold yet.
-fn apply(ctx: &Ctx, f: &mut Follow, entries: &[&Value]) -> Result<(), RedisError> {
+/// Applies a batch of entries: other origins' statements this node does not hold yet. The
+/// cursor and the known marks move only once the batch is recorded. `Ok(Err(reason))`: an
+/// entry of a schema this build does not read; nothing of the batch from it on is applied.
+fn apply(ctx: &Ctx, f: &mut Follow, entries: &[&Value]) -> Result<Result<(), String>, RedisError> {
     let me = ctx.store.node();
     let mut fresh: Vec<Statement> = Vec::new();
     let (mut dup, mut invalid) = (0u64, 0u64);
+    let mut known = f.known.clone();
+    let mut cursor = f.cursor;
+    let mut stopped = None;
     for e in entries {
         let Value::Array(parts) = e else { return Err(RedisError::Protocol("stream entry is not an array".into())) };
         let id = parts.first().and_then(Value::as_str).unwrap_or("?").to_owned();
         let eid = EntryId::parse(&id).ok_or_else(|| RedisError::Protocol(format!("entry id `{id}`")))?;
-        f.cursor = f.cursor.max(eid);
         let kv: Vec<(&[u8], &[u8])> = match parts.get(1) {
             Some(Value::Array(kv)) => {
                 kv.chunks(2).filter_map(|p| Some((p.first()?.as_bytes()?, p.get(1)?.as_bytes()?))).collect()
@@ -218,16 +240,21 @@ fn apply(ctx: &Ctx, f: &mut Follow, entries: &[&Value]) -> Result<(), RedisError
         };
         match entry::decode(&id, &kv) {
             Ok(st) if &st.id.origin == me => {}
-            Ok(st) if f.known.covers(&st.id) => dup += 1,
+            Ok(st) if known.covers(&st.id) => dup += 1,
             Ok(st) => {
-                f.known.observe(&st.id);
+                known.observe(&st.id);
                 fresh.push(st);
+            }
+            Err(e) if e.newer_schema => {
+                stopped = Some(format!("{e}: a node of a newer version wrote it; upgrade this node"));
+                break;
             }
             Err(e) => {
                 invalid += 1;
                 error!(error = %e, "replication: stream entry skipped");
             }
         }
+        cursor = cursor.max(eid);
     }
     let applied = fresh.len() as u64;
     if !fresh.is_empty() {
@@ -236,10 +263,12 @@ fn apply(ctx: &Ctx, f: &mut Follow, entries: &[&Value]) -> Result<(), RedisError
             warn!(error = %e, "replicated statements not journalled");
         }
     }
+    f.known = known;
+    f.cursor = cursor;
     metrics::counter!(m::REPLICATION_STATEMENTS_TOTAL, "direction" => "applied").increment(applied);
     metrics::counter!(m::REPLICATION_STATEMENTS_TOTAL, "direction" => "duplicate").increment(dup);
     metrics::counter!(m::REPLICATION_STATEMENTS_TOTAL, "direction" => "invalid").increment(invalid);
-    Ok(())
+    Ok(stopped.map_or(Ok(()), Err))
 }
 
 /// Compares this node's clock with Redis's `TIME`; latest-wins needs them close (NTP).
