@@ -637,3 +637,34 @@ async fn a_crashed_node_takes_its_lease_back_and_a_flushall_is_repaired() {
         repaired.as_secs_f64()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_redis_refuses_writes_and_the_statements_wait_in_the_journal() {
+    let Some(redis) = Redis::start() else { return };
+    let a = Gw::new("a", &redis, "serve").await;
+    let b = Gw::new("b", &redis, "unready").await;
+    a.ready_within(Duration::from_secs(10)).await;
+    b.ready_within(Duration::from_secs(10)).await;
+    // noeviction with no room: every XADD is refused (OOM), nothing is evicted.
+    redis.cmd(&["CONFIG", "SET", "maxmemory", "1"]).await;
+    let whos: Vec<String> = (0..5).map(|i| subscriber(9, i)).collect();
+    for w in &whos {
+        a.post_revoke(w).await;
+        assert!(is_refused(&a.node, w).await, "A refuses {w} on its own state");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(redis.stream_len().await, 0, "nothing fitted");
+    assert!(a.metric("consentgate_replication_errors_total{conn=\"publisher\",kind=\"server\"}").await >= 1.0);
+    // B still reads (its writes are best effort) and stays ready.
+    let (code, body) = b.node.ready().await;
+    assert_eq!(code, 200, "{body}");
+    redis.cmd(&["CONFIG", "SET", "maxmemory", "0"]).await;
+    let t0 = Instant::now();
+    for w in &whos {
+        refused_on(&b.node, w, Duration::from_secs(10)).await;
+    }
+    eprintln!(
+        "REPL|Redis full (noeviction, maxmemory reached)|5|5|XADDs refused, nothing evicted; the 5 waited in A's journal and were refused on B {:.2} s after room came back",
+        t0.elapsed().as_secs_f64()
+    );
+}

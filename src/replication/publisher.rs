@@ -283,11 +283,12 @@ async fn republish(ctx: &Ctx, c: &mut Conn, lease: &str, through: &mut u64) -> R
 /// *before* the marker moves — the entries already added are re-sent later (duplicates are
 /// harmless), none is skipped. (A MULTI/EXEC would run the HSET even after a failed XADD.)
 /// It runs only while this process holds the node's lease (a process paused past the TTL
-/// while another took the id over writes nothing: fencing), and renews the lease.
+/// while another took the id over writes nothing: fencing), and renews the lease last: Redis
+/// checks maxmemory only at a script's first write, so the first write must be an XADD (a
+/// full Redis then refuses the batch instead of growing past its limit).
 /// KEYS: stream, markers, lease. ARGV: node, last seq, lease token, lease TTL ms, then per
 /// entry its field count and its fields.
 const PUBLISH: &[u8] = b"if redis.call('get', KEYS[3]) ~= ARGV[3] then return redis.error_reply('LEASE lost') end \
-redis.call('pexpire', KEYS[3], ARGV[4]) \
 local i = 5 \
 while i <= #ARGV do \
   local n = tonumber(ARGV[i]) \
@@ -295,6 +296,7 @@ while i <= #ARGV do \
   i = i + n + 1 \
 end \
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2]) \
+redis.call('pexpire', KEYS[3], ARGV[4]) \
 return 1";
 
 async fn send(ctx: &Ctx, c: &mut Conn, lease: &str, sts: &[Statement]) -> Result<(), End> {

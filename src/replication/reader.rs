@@ -77,7 +77,12 @@ async fn session(
     let k = &ctx.keys;
     let mut c = Conn::connect(&ctx.cfg.redis, ctx.cfg.timeout).await?;
     // The stream's epoch: created once; a new one means the data was wiped.
-    c.cmd(&[b"SET", k.epoch.as_bytes(), token().as_bytes(), b"NX"]).await?;
+    // A write: a full Redis (noeviction) refuses it, which must not stop the reading.
+    match c.cmd(&[b"SET", k.epoch.as_bytes(), token().as_bytes(), b"NX"]).await {
+        Ok(_) => {}
+        Err(RedisError::Server(e)) => warn!(error = %e, "replication: cannot create the stream epoch; reading on"),
+        Err(e) => return Err(e),
+    }
     let epoch = c.cmd(&[b"GET", k.epoch.as_bytes()]).await?.as_str().map(str::to_owned);
     if f.epoch.is_some() && f.epoch != epoch {
         warn!(old = ?f.epoch, new = ?epoch, "replication stream epoch changed (Redis wiped?): re-reading from the start");
@@ -131,7 +136,12 @@ async fn session(
         // reader has yet to read): on change, and at least every CURSOR_EVERY.
         if reported.is_none_or(|(at, t)| at != f.cursor || t.elapsed() >= super::ops::CURSOR_EVERY) {
             let v = format!("{} {}", f.cursor, crate::time::Clock::system().now().unix_ms);
-            c.cmd(&[b"HSET", cursors.as_bytes(), ctx.store.node().as_str().as_bytes(), v.as_bytes()]).await?;
+            match c.cmd(&[b"HSET", cursors.as_bytes(), ctx.store.node().as_str().as_bytes(), v.as_bytes()]).await {
+                // Best effort (a full Redis refuses writes; reading goes on): trim then sees
+                // this reader as stale after 10 minutes, and a restart is checked by the marks.
+                Ok(_) | Err(RedisError::Server(_)) => {}
+                Err(e) => return Err(e),
+            }
             reported = Some((f.cursor, Instant::now()));
         }
         if *stop.borrow() {
