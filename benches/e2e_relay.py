@@ -34,6 +34,13 @@ caps (10 per entity and 20 per subscriber per local day, the same text within 60
 hours (a one-minute window at 03:00 Shanghai, so the verdicts stay those of consent), and
 every message carries the text --text (UCS-2): the gateway decodes and folds every message.
 
+With --tls the gateway also listens on `listen.smpp_tls` (a certificate of a throw-away CA
+made by `openssl`) and a fourth forwarder joins the alternation: the same gateway process
+reached through TLS (`load --tls-ca`; TLS 1.3 between the load generator and the gateway,
+plain TCP to the simulator), so the cost of TLS on the ESME leg is measured side by side
+with the same process on plain TCP (CPU per message at half load is the figure to read: at
+maximum rate the load generator, which encrypts too, shares its core with the simulator).
+
 Then (unless --half-rate-runs 0) the added latency at half load: every forwarder again,
 alternating, with the load capped at half the relay's median maximum rate; the p99 difference
 consentgate − relay is the latency consentgate adds (issue #5 target: <= 50 us).
@@ -45,7 +52,7 @@ Usage: benches/e2e_relay.py [--runs 7] [--seconds 2] [--sessions 4] [--window 10
                             [--no-receipts] [--no-pin] [--gw-cores 1|0,1]
                             [--policy [--records 2000000] [--regime opt-out|opt-in] [--refused 0.01]]
                             [--baseline-bin PATH] [--extra-toml FILE] [--half-rate-runs 5]
-                            [--out NAME]
+                            [--tls] [--out NAME]
 """
 import argparse
 import json
@@ -208,6 +215,8 @@ def main():
                     help="every step on: content rules, commercial checks, caps, quiet hours (issue #12)")
     ap.add_argument("--text", default="【Bench】本周会员日全场八折，详情见官网，回T退订",
                     help="with --all-steps: the text of every message")
+    ap.add_argument("--tls", action="store_true",
+                    help="also measure the gateway through its TLS listener (forwarder consentgate-tls)")
     ap.add_argument("--out", default=None, help="report base name under target/bench/")
     ap.add_argument("--pcap", default=None,
                     help="also replay this capture (load --pcap --speed max) through every forwarder")
@@ -222,7 +231,11 @@ def main():
         subprocess.run(["cargo", "build", "--release"], cwd=ROOT, check=True)
 
     tmp = tempfile.mkdtemp(prefix="cg-bench-")
-    sim_p, gw_p, relay_p, base_p = free_port(), free_port(), free_port(), free_port()
+    sim_p, gw_p, relay_p, base_p, tls_p = free_port(), free_port(), free_port(), free_port(), free_port()
+    tls_toml, tls_ca = "", None
+    if a.tls:
+        tls_ca, cert, key = make_certs(tmp)
+        tls_toml = f'smpp_tls = "127.0.0.1:{tls_p}"\n[listen.tls]\ncert = "{cert}"\nkey = "{key}"\n'
     # Without --policy there is no consent data: let commercial traffic through so both
     # forwarders carry the same messages (the default, `reject`, would answer all locally).
     policy_toml = "[policy]\non_snapshot_unavailable = \"allow\"\n"
@@ -261,6 +274,7 @@ snapshot = "{snap}"
 [listen]
 smpp = "127.0.0.1:{port}"
 admin = "127.0.0.1:0"
+{tls_toml if path == cfg else ""}
 [upstream]
 address = "127.0.0.1:{sim_p}"
 [session]
@@ -291,6 +305,10 @@ licence = "B2-BENCH"
         wait_port(relay_p, relay)
         targets = {"consentgate": gw_p, "relay": relay_p}
         pids = {"consentgate": gw.pid, "relay": relay.pid}
+        if a.tls:
+            wait_port(tls_p, gw)
+            targets["consentgate-tls"] = tls_p
+            pids["consentgate-tls"] = gw.pid
         if a.baseline_bin:
             base = subprocess.Popen(pin(a.gw_cores, [a.baseline_bin, "run", "--config", base_cfg], use_pin), env=env,
                                     stdout=subprocess.DEVNULL)
@@ -317,6 +335,8 @@ licence = "B2-BENCH"
                         cmd += ["--destinations", dest_range]
                     if a.all_steps:
                         cmd += ["--text", a.text]
+                    if name == "consentgate-tls":
+                        cmd += ["--tls-ca", tls_ca]
                     cpu0 = cpu_seconds(pids[name])
                     subprocess.run(pin(0, cmd, use_pin), env=env, check=True, stdout=subprocess.DEVNULL)
                     cpu = cpu_seconds(pids[name]) - cpu0
@@ -394,6 +414,9 @@ licence = "B2-BENCH"
             print(f"  refused by consentgate: {refused['consentgate']:.4f} of the submits "
                   f"(the data refuses {expect_refused:.4f}); regime {a.regime}, "
                   f"destinations {dest_range}")
+        if "consentgate-tls" in med and med["consentgate"]:
+            print(f"  ratio consentgate-tls/consentgate (the same process through TLS): "
+                  f"{med['consentgate-tls'] / med['consentgate']:.3f}")
         if "baseline" in med and med["baseline"]:
             print(f"  ratio consentgate/baseline ({a.baseline_bin}): {med['consentgate'] / med['baseline']:.3f}"
                   f"  (baseline/relay {med['baseline'] / med['relay']:.3f})")
@@ -435,6 +458,21 @@ licence = "B2-BENCH"
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def make_certs(tmp):
+    """A throw-away CA and a gateway certificate for 127.0.0.1 (EC P-256), made by openssl."""
+    def ossl(*args):
+        subprocess.run(["openssl", *args], cwd=tmp, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ossl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "ca.key")
+    ossl("req", "-x509", "-new", "-key", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=bench-ca")
+    ossl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "gw.key")
+    ossl("req", "-new", "-key", "gw.key", "-out", "gw.csr", "-subj", "/CN=127.0.0.1")
+    with open(os.path.join(tmp, "ext.cnf"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\n")
+    ossl("x509", "-req", "-in", "gw.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+         "-out", "gw.pem", "-days", "2", "-extfile", "ext.cnf")
+    return tuple(os.path.join(tmp, n) for n in ("ca.pem", "gw.pem", "gw.key"))
+
+
 # --all-steps: every step of the pipeline but the content rules (content_rules.toml adds them).
 ALL_STEPS_TOML = """
 [policy.commercial]
@@ -458,7 +496,7 @@ timezone = "Asia/Shanghai"
 """
 
 
-COLORS = {"consentgate": "#1f77b4", "relay": "#7f7f7f", "baseline": "#ff7f0e"}
+COLORS = {"consentgate": "#1f77b4", "relay": "#7f7f7f", "baseline": "#ff7f0e", "consentgate-tls": "#9467bd"}
 
 
 def svg(rep):
@@ -538,6 +576,9 @@ def markdown(rep):
         lines.append(f"- regime {c.get('regime', 'opt-in')}, destinations {rep.get('destinations')} "
                      f"(one random number per message); refused by consentgate: "
                      f"{rep['refused_share']['consentgate']:.2%} of the submits")
+    if "consentgate-tls" in med and med["consentgate"]:
+        lines.append(f"- consentgate through TLS / the same process on plain TCP: "
+                     f"**{med['consentgate-tls'] / med['consentgate']:.3f}**")
     if "baseline" in med and med["baseline"]:
         lines.append(f"- consentgate / baseline build: **{med['consentgate'] / med['baseline']:.3f}**")
     cpu = rep.get("median_cpu_us_per_msg") or {}

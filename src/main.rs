@@ -54,7 +54,7 @@ enum Command {
     /// SMSC simulator for tests, demos and benchmarks.
     SmscSim(SmscSimArgs),
     /// ESME load generator.
-    Load(LoadArgs),
+    Load(Box<LoadArgs>),
     /// Build, inspect and query consent snapshots.
     #[command(subcommand)]
     Snapshot(SnapshotCmd),
@@ -111,7 +111,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::CheckConfig { file } => Ok(cli::run::check_config(file)),
         Command::Demo { count } => consentgate::demo::run(count).await.map(|()| ExitCode::SUCCESS),
         Command::SmscSim(a) => cli::tools::smsc_sim(a).await,
-        Command::Load(a) => cli::tools::load(a).await,
+        Command::Load(a) => cli::tools::load(*a).await,
         Command::Snapshot(cmd) => cli::snapshot::run(cmd),
         Command::Audit(cmd) => cli::audit::run(cmd),
         Command::Complaints(cmd) => cli::complaints::run(cmd),

@@ -64,7 +64,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     // tools: never imported by the layers above
     ("sim", &["time", "smpp", "telemetry", "pcap"]),
-    ("load", &["time", "smpp", "telemetry", "pcap"]),
+    ("load", &["time", "smpp", "telemetry", "pcap", "relay"]),
 ];
 
 /// Composition: may import anything.

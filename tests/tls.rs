@@ -359,6 +359,55 @@ async fn client_certificates_required_by_client_ca() {
     wait_metric(admin, "consentgate_tls_handshakes_total{leg=\"esme\",result=\"failed\"}", 1.0).await;
 }
 
+/// `consentgate load --tls-ca` (the load generator the TLS benchmark uses, a separate process)
+/// through the TLS listener with a client certificate (`client_ca`): a window of 2 000 per
+/// session puts more ciphertext in flight than rustls buffers (64 KiB), so both sides go
+/// through "socket full, records still queued"; every submit answered once, every receipt
+/// back. Without the client certificate the same run gets nothing through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_generator_over_tls_with_a_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "esme-ca");
+    let (gw, gw_key) = ca.issue("gateway");
+    let (esme, esme_key) = ca.issue("esme-acme");
+    let sim = consentgate::sim::start(SimConfig::default()).await.unwrap();
+    // The [session] table after [listen.tls]'s lines: the gateway's window as large as the load's.
+    let tls = format!("{}\nclient_ca = \"{}\"\n[session]\nwindow = 2000", listen_tls(&gw, &gw_key), ca.pem().display());
+    let conf = write_config(dir.path(), &tls, &format!("address = \"{}\"", sim.local_addr));
+    let (smpp_tls, admin) = (conf.smpp_tls, conf.admin);
+    let _gw = start(&conf.path, admin).await;
+    let report = dir.path().join("load.json");
+    let run = |client_cert: bool| {
+        let mut c = Command::new(BIN);
+        c.args(["load", "--target", &smpp_tls.to_string(), "--system-id", "acme", "--password", "pw"])
+            .args(["--sessions", "2", "--window", "2000", "--count", "40000", "--duration", "60s", "--receipts"])
+            .args(["--tls-ca", &ca.pem().display().to_string(), "--tls-server-name", "localhost"])
+            .arg("--report")
+            .arg(&report);
+        if client_cert {
+            c.arg("--tls-cert").arg(&esme).arg("--tls-key").arg(&esme_key);
+        }
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "load: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&std::fs::read(&report).unwrap()).unwrap()
+    };
+    let r = run(true);
+    assert_eq!(r["tls"], true, "{r}");
+    assert_eq!(r["sent"], 40_000, "{r}");
+    assert_eq!(r["responses"], 40_000, "{r}");
+    assert_eq!(r["unanswered"], 0, "{r}");
+    assert_eq!(r["statuses"]["0x00000000"], 40_000, "{r}");
+    assert_eq!(r["receipts"], 40_000, "every receipt back through TLS: {r}");
+    assert_eq!(r["errors"].as_array().unwrap().len(), 0, "{r}");
+    assert_eq!(sim.stats.submits.load(std::sync::atomic::Ordering::SeqCst), 40_000);
+    assert_eq!(metric(admin, "consentgate_tls_handshakes_total{leg=\"esme\",result=\"ok\"}").await, 2.0);
+
+    let r = run(false);
+    assert_eq!(r["responses"], 0, "no client certificate, nothing answered: {r}");
+    assert!(!r["errors"].as_array().unwrap().is_empty(), "{r}");
+    assert_eq!(sim.stats.submits.load(std::sync::atomic::Ordering::SeqCst), 40_000, "nothing more reached the SMSC");
+}
+
 /// Bad TLS settings are refused before anything starts, naming the key and the file.
 #[test]
 fn check_config_names_the_tls_key_and_file() {

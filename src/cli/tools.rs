@@ -87,6 +87,19 @@ pub struct LoadArgs {
     /// window allows.
     #[arg(long, default_value = "1x", requires = "pcap")]
     speed: consentgate::load::pcap::Speed,
+    /// Connect over TLS (to the gateway's `listen.smpp_tls` port), trusting the CA
+    /// certificates in this PEM file.
+    #[arg(long, value_name = "PEM")]
+    tls_ca: Option<PathBuf>,
+    /// With --tls-ca: the name the server's certificate must carry [default: the --target IP].
+    #[arg(long, value_name = "NAME", requires = "tls_ca")]
+    tls_server_name: Option<String>,
+    /// With --tls-ca: a client certificate (PEM), for a listener with `client_ca`.
+    #[arg(long, value_name = "PEM", requires_all = ["tls_ca", "tls_key"])]
+    tls_cert: Option<PathBuf>,
+    /// With --tls-cert: its private key (PEM).
+    #[arg(long, value_name = "PEM", requires_all = ["tls_ca", "tls_cert"])]
+    tls_key: Option<PathBuf>,
     /// Write the JSON report here.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -170,7 +183,19 @@ pub async fn load(a: LoadArgs) -> anyhow::Result<ExitCode> {
         report,
         destinations,
         text,
+        tls_ca,
+        tls_server_name,
+        tls_cert,
+        tls_key,
     } = a;
+    let tls = match tls_ca {
+        Some(ca) => {
+            let server_name = tls_server_name.unwrap_or_else(|| target.ip().to_string());
+            let cfg = consentgate::relay::tls::ClientTlsConfig { ca, server_name, cert: tls_cert, key: tls_key };
+            Some(std::sync::Arc::new(consentgate::relay::tls::TlsClient::new(cfg)?))
+        }
+        None => None,
+    };
     let replay = match &pcap {
         Some(p) => {
             let opts = consentgate::load::pcap::ExtractOptions { port, server, ..Default::default() };
@@ -210,6 +235,7 @@ pub async fn load(a: LoadArgs) -> anyhow::Result<ExitCode> {
         speed,
         destinations,
         text,
+        tls,
         ..Default::default()
     };
     let r = consentgate::load::run(cfg).await?;

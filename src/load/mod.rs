@@ -114,6 +114,9 @@ pub struct LoadConfig {
     /// Random traffic: this text in every message instead of a verification code (GSM 7-bit
     /// when it can be, else UCS-2).
     pub text: Option<String>,
+    /// Connect over TLS (`--tls-ca`): each session completes a handshake with this client
+    /// configuration before it binds, as an ESME on the gateway's `smpp_tls` port would.
+    pub tls: Option<Arc<crate::relay::tls::TlsClient>>,
 }
 
 impl Default for LoadConfig {
@@ -136,6 +139,7 @@ impl Default for LoadConfig {
             speed: Speed::Factor(1.0),
             destinations: None,
             text: None,
+            tls: None,
         }
     }
 }
@@ -398,6 +402,7 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<Report> {
     Ok(Report {
         sessions,
         window: cfg.window,
+        tls: cfg.tls.is_some(),
         sent: total.sent,
         messages: total.messages,
         responses: total.responses,

@@ -20,6 +20,8 @@ pub struct Latency {
 pub struct Report {
     pub sessions: usize,
     pub window: usize,
+    /// The sessions ran over TLS (`--tls-ca`).
+    pub tls: bool,
     /// submit_sm PDUs written.
     pub sent: u64,
     /// Logical messages (a multi-part message counts once).
@@ -79,7 +81,13 @@ impl Report {
     pub fn print_human(&self) {
         let l = &self.latency_us;
         println!("load report");
-        println!("  {:<22} {} × {}", "sessions × window", self.sessions, self.window);
+        println!(
+            "  {:<22} {} × {}{}",
+            "sessions × window",
+            self.sessions,
+            self.window,
+            if self.tls { " over TLS" } else { "" }
+        );
         println!("  {:<22} {} ({} messages)", "sent submit_sm", self.sent, self.messages);
         println!("  {:<22} {} (unanswered {})", "responses", self.responses, self.unanswered);
         println!("  {:<22} {:.0} over {:.3} s", "submit_sm/s", self.submit_per_second, self.elapsed_seconds);

@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use hdrhistogram::Histogram;
-use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
 
 use super::rate::Bucket;
 use super::templates::{write_digits, Templates, XorShift, RANDOM_POOL};
 use super::*;
+use crate::relay::transport::Transport;
 use crate::smpp::frame::{Framer, Next};
 use crate::smpp::pdu::{encode_bind, put_header_only, put_resp_with_id};
 use crate::smpp::{cmd, peek, set_sequence, status, Header, RESP_BIT};
@@ -146,7 +146,16 @@ pub(super) async fn session_task(
             return st;
         }
     };
-    let _ = stream.set_nodelay(true);
+    let stream = match &cfg.tls {
+        None => Transport::tcp(stream),
+        Some(client) => match client.connect(stream, CONNECT_TIMEOUT).await {
+            Ok(t) => Transport::Tls(Box::new(t)),
+            Err(e) => {
+                st.errors.push(format!("session {idx}: TLS handshake with {}: {e}", cfg.target));
+                return st;
+            }
+        },
+    };
     let mut s = Session::new(idx, &cfg, &tpl, &shared, stream, st);
     if let Err(e) = s.drive(guard).await {
         s.st.errors.push(format!("session {idx}: {e}"));
@@ -186,7 +195,7 @@ struct Session<'a> {
     cfg: &'a LoadConfig,
     tpl: &'a Templates,
     shared: &'a Shared,
-    stream: TcpStream,
+    stream: Transport,
     inbuf: BytesMut,
     out: BytesMut,
     framer: Framer,
@@ -219,7 +228,7 @@ impl<'a> Session<'a> {
         cfg: &'a LoadConfig,
         tpl: &'a Templates,
         shared: &'a Shared,
-        stream: TcpStream,
+        stream: Transport,
         st: Stats,
     ) -> Session<'a> {
         let ring_len = (cfg.window.next_power_of_two() * 4).max(64);
@@ -610,33 +619,49 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Writes all of `out`. While the socket is full, keeps reading (into `inbuf`, processed
-    /// later) so that a peer blocked on its own writes cannot deadlock us.
+    /// Writes all of `out` (and, over TLS, every record it became). While the socket is full,
+    /// keeps reading (into `inbuf`, processed later) so that a peer blocked on its own writes
+    /// cannot deadlock us.
     async fn flush(&mut self) -> Result<(), String> {
         let mut pos = 0;
-        while pos < self.out.len() {
-            match self.stream.try_write(&self.out[pos..]) {
-                Ok(n) => pos += n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    let ready = tokio::time::timeout(
-                        WRITE_STALL_TIMEOUT,
-                        self.stream.ready(Interest::READABLE | Interest::WRITABLE),
-                    )
-                    .await
-                    .map_err(|_| format!("write stalled for {WRITE_STALL_TIMEOUT:?}"))?
-                    .map_err(|e| format!("write: {e}"))?;
-                    if ready.is_readable() {
-                        self.inbuf.reserve(READ_CHUNK);
-                        match self.stream.try_read_buf(&mut self.inbuf) {
-                            Ok(0) => return Err("peer closed the connection".into()),
-                            Ok(_) => {}
-                            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
-                            Err(e) => return Err(format!("read: {e}")),
-                        }
+        loop {
+            let stuck = if pos < self.out.len() {
+                match self.stream.try_write(&self.out[pos..]) {
+                    Ok(n) => {
+                        pos += n;
+                        false
                     }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => true,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => false,
+                    Err(e) => return Err(format!("write: {e}")),
                 }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(format!("write: {e}")),
+            } else if self.stream.wants_write() {
+                self.stream.flush_own().map_err(|e| format!("write: {e}"))?;
+                self.stream.wants_write()
+            } else {
+                break;
+            };
+            if !stuck {
+                continue;
+            }
+            let stream = &self.stream;
+            let readable = tokio::time::timeout(WRITE_STALL_TIMEOUT, async {
+                tokio::select! {
+                    r = stream.writable() => r.map(|()| false),
+                    r = stream.readable() => r.map(|()| true),
+                }
+            })
+            .await
+            .map_err(|_| format!("write stalled for {WRITE_STALL_TIMEOUT:?}"))?
+            .map_err(|e| format!("write: {e}"))?;
+            if readable {
+                self.inbuf.reserve(READ_CHUNK);
+                match self.stream.try_read_buf(&mut self.inbuf) {
+                    Ok(0) => return Err("peer closed the connection".into()),
+                    Ok(_) => {}
+                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
+                    Err(e) => return Err(format!("read: {e}")),
+                }
             }
         }
         self.out.clear();
