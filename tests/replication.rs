@@ -18,7 +18,7 @@ mod common;
 mod tools;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -602,7 +602,94 @@ async fn trimming_to_a_snapshot_and_a_node_too_old_for_the_stream() {
     for i in 0..6 {
         assert!(is_refused(&c2.node, &subscriber(7, i)).await, "statement {i} missing on the new node");
     }
-    eprintln!("REPL|Stream trimmed to a snapshot's watermarks|6|6|5 removed, 1 kept; a new node without the snapshot refused readiness (reason named), with it ready holding all 6");
+    // The next daily build from C2's journal: it lacks a's 1-5 (trimmed before C2 joined; the
+    // snapshot it started from holds them) and says so. Built from that journal alone the new
+    // snapshot would claim a:6 and hold only the sixth: refused. With the snapshot as base it
+    // holds all six.
+    let journal = c2.node.dir.path().join("journal");
+    let partial = std::fs::read_to_string(journal.join("replication.partial")).expect("the journal's gap recorded");
+    assert!(partial.lines().any(|l| l == "a 5"), "{partial}");
+    let day2 = c2.node.dir.path().join("day2.cgsnap");
+    let refused = build_snapshot(&journal, &day2, None);
+    let text = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && text.contains("lacks statements of a through seq 5"), "{text}");
+    let built = build_snapshot(&journal, &day2, Some(&snap));
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    for i in 0..6 {
+        assert!(revoked_in(&day2, &subscriber(7, i)), "statement {i} missing from the next build");
+    }
+    eprintln!("REPL|Stream trimmed to a snapshot's watermarks|6|6|5 removed, 1 kept; a new node without the snapshot refused readiness (reason named), with it ready holding all 6; the next build from its journal refused without --base, with it holding all 6");
+}
+
+/// `snapshot build --journal DIR --out OUT [--base BASE]`.
+fn build_snapshot(journal: &Path, out: &Path, base: Option<&Path>) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_consentgate"));
+    cmd.args(["snapshot", "build", "--journal"]).arg(journal).arg("--out").arg(out);
+    if let Some(b) = base {
+        cmd.arg("--base").arg(b);
+    }
+    cmd.output().unwrap()
+}
+
+/// Whether snapshot `snap` holds a revoke of (`who`, acme-retail) (`snapshot lookup`).
+fn revoked_in(snap: &Path, who: &str) -> bool {
+    tools::run_ok(
+        std::process::Command::new(env!("CARGO_BIN_EXE_consentgate"))
+            .args(["snapshot", "lookup"])
+            .arg(snap)
+            .arg(who)
+            .args(["--entity", "acme-retail"]),
+    )
+    .contains("entity acme-retail: revoked")
+}
+
+/// A node started from a snapshot skips the statements it holds, so its journal lacks them;
+/// the next daily build from that journal alone would claim them and not hold them (every
+/// node would then drop them: opt-outs lost). The journal records the gap, the build refuses
+/// it without a base and, with the snapshot as base, holds everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_from_a_snapshot_records_its_journal_gap_for_the_next_build() {
+    let Some(redis) = Redis::start() else { return };
+    let a = Gw::new("a", &redis, "serve").await;
+    a.ready_within(Duration::from_secs(10)).await;
+    for i in 0..3 {
+        a.post_revoke(&subscriber(9, i)).await;
+    }
+    redis.wait_len(3, Duration::from_secs(10), "statements did not reach the stream").await;
+    let day1 = a.node.dir.path().join("day1.cgsnap");
+    let built = build_snapshot(&a.node.dir.path().join("journal"), &day1, None);
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    // B joins with day 1's snapshot and an empty journal; then one more statement on A.
+    let sim = consentgate::sim::start(SimConfig { listen: "127.0.0.1:0".parse().unwrap(), ..Default::default() })
+        .await
+        .expect("sim");
+    let t = tail("b", &redis.url(), "unready");
+    let consent = format!("snapshot = \"{}\"", day1.display());
+    let mut b = Node::new(NodeOpts { tail: &t, consent_extra: &consent, ..NodeOpts::new(sim.local_addr) });
+    b.start().await;
+    let b = Gw { node: b, sim };
+    b.ready_within(Duration::from_secs(10)).await;
+    a.post_revoke(&subscriber(9, 3)).await;
+    refused_on(&b.node, &subscriber(9, 3), Duration::from_secs(5)).await;
+    let journal = b.node.dir.path().join("journal");
+    let partial = std::fs::read_to_string(journal.join("replication.partial")).expect("the journal's gap recorded");
+    assert!(partial.lines().any(|l| l == "a 3"), "{partial}");
+    let day2 = b.node.dir.path().join("day2.cgsnap");
+    let refused = build_snapshot(&journal, &day2, None);
+    let text = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && text.contains("lacks statements of a through seq 3"), "{text}");
+    assert!(!day2.exists(), "nothing written");
+    let built = build_snapshot(&journal, &day2, Some(&day1));
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    for i in 0..4 {
+        assert!(revoked_in(&day2, &subscriber(9, i)), "statement {i} missing from the next build");
+    }
+    // Day 3 from the same journal with day 2 as base: still all four (day 2's `.live` carries them).
+    let day3 = b.node.dir.path().join("day3.cgsnap");
+    let built = build_snapshot(&journal, &day3, Some(&day2));
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    assert!((0..4).all(|i| revoked_in(&day3, &subscriber(9, i))));
+    eprintln!("REPL|Node B started from a snapshot, its journal then built from|4|4|the gap (a 1-3) recorded in replication.partial; the build refused without --base, with it and again a day later all 4 held");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

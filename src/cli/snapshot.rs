@@ -1,13 +1,14 @@
 //! `snapshot build | inspect | lookup`: compile, check and query consent snapshots offline.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Subcommand, ValueEnum};
 use consentgate::consent::delta::Delta;
 use consentgate::consent::journal::read_dir;
-use consentgate::consent::snapshot::{build, BuildOptions, Snapshot};
+use consentgate::consent::snapshot::{build, live, BuildOptions, Snapshot};
+use consentgate::consent::statement::{Statement, Watermarks};
 use consentgate::policy::{self, ConsentView, Engine, PolicyConfig, Regime};
 
 use super::EX_USAGE;
@@ -26,9 +27,15 @@ pub enum SnapshotCmd {
         /// the carrier's right under Order No. 74 Art. 21 to refuse what the sender cannot prove.
         #[arg(long)]
         require_proof: bool,
-        /// Fold the live journal (MO opt-outs, admin statements) of this directory in.
+        /// Fold the live journal (MO opt-outs, admin statements, other nodes' statements) of
+        /// this directory in.
         #[arg(long)]
         journal: Option<PathBuf>,
+        /// The newest snapshot built so far: its live statements (`<base>.live/`) are folded in
+        /// again with the journal's, each once. Needed whenever the journal may lack some (a
+        /// node that started from a snapshot; its journal then has `replication.partial`).
+        #[arg(long, requires = "journal")]
+        base: Option<PathBuf>,
         #[arg(long)]
         out: PathBuf,
         /// Skip up to N bad rows (reported) instead of failing.
@@ -95,7 +102,17 @@ pub enum RegimeArg {
 
 pub fn run(cmd: SnapshotCmd) -> anyhow::Result<ExitCode> {
     match cmd {
-        SnapshotCmd::Build { dnc, consent, require_proof, journal, out, max_invalid, default_country_code, memory } => {
+        SnapshotCmd::Build {
+            dnc,
+            consent,
+            require_proof,
+            journal,
+            base,
+            out,
+            max_invalid,
+            default_country_code,
+            memory,
+        } => {
             if dnc.is_none() && consent.is_none() && journal.is_none() {
                 eprintln!("snapshot build: give at least one of --dnc, --consent, --journal");
                 return Ok(ExitCode::from(EX_USAGE));
@@ -111,8 +128,13 @@ pub fn run(cmd: SnapshotCmd) -> anyhow::Result<ExitCode> {
                 ..Default::default()
             };
             if let Some(dir) = journal {
-                let sts = read_dir(&dir).map_err(|e| anyhow::anyhow!("journal {}: {e}", dir.display()))?;
-                opts.journal_records = sts;
+                match live_statements(&dir, base.as_deref()) {
+                    Ok(sts) => opts.journal_records = sts,
+                    Err(e) => {
+                        eprintln!("snapshot build: {e}");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                }
             }
             let mut last = std::time::Instant::now();
             let report = build(&opts, |p| {
@@ -201,6 +223,39 @@ pub fn run(cmd: SnapshotCmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The statements a build folds in: the journal of `dir`, and with `base` the base snapshot's
+/// live statements too (each once). A journal that declares a gap (`replication.partial`)
+/// needs a base that covers it, or the new snapshot would claim statements it lacks.
+fn live_statements(dir: &Path, base: Option<&Path>) -> Result<Vec<Statement>, String> {
+    let sts = read_dir(dir).map_err(|e| format!("journal {}: {e}", dir.display()))?;
+    let gaps = live::read_partial(dir)?;
+    let (base_sts, base_marks) = match base {
+        Some(b) => {
+            let snap = Snapshot::open(b).map_err(|e| format!("--base {}: {e}", b.display()))?;
+            let (id, marks) = (snap.info().checksum, snap.info().watermarks.clone());
+            drop(snap);
+            (live::read_base(b, id, &marks)?, marks)
+        }
+        None => (Vec::new(), Watermarks::new()),
+    };
+    let missing = live::uncovered(&gaps, &base_marks);
+    if !missing.is_empty() {
+        let list: Vec<String> = missing
+            .iter()
+            .map(|(o, through, has)| format!("{o} through seq {through} (the base holds through {has})"))
+            .collect();
+        return Err(format!(
+            "journal {} lacks statements of {} (its node started from a snapshot that held them; see {}): \
+             give --base with the newest snapshot built, or build from the journal of a node that has \
+             run since before it",
+            dir.display(),
+            list.join(", "),
+            dir.join(live::PARTIAL_FILE).display()
+        ));
+    }
+    Ok(live::union(base_sts, sts))
 }
 
 #[cfg(test)]

@@ -19,8 +19,13 @@ const SKEW_WARN_MS: i64 = 100;
 /// What survives a reconnect.
 struct Follow {
     cursor: EntryId,
-    /// Highest origin seq held, per origin.
+    /// Highest origin seq held (journal or serving snapshot), per origin.
     known: Watermarks,
+    /// Highest origin seq in this node's journal, per origin: a statement the snapshot holds
+    /// but the journal does not is skipped and recorded as the journal's gap
+    /// ([`crate::consent::snapshot::live::PARTIAL_FILE`]), so a build from this journal asks
+    /// for the snapshot as its base.
+    journaled: Watermarks,
     epoch: Option<String>,
     /// When the reader was last caught up (lag while disconnected).
     caught_up_at: Instant,
@@ -33,6 +38,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
     let mut f = Follow {
         cursor: EntryId::ZERO,
         known: known_marks(&ctx.store),
+        journaled: ctx.store.replayed_marks().clone(),
         epoch: None,
         caught_up_at: Instant::now(),
         swaps,
@@ -110,6 +116,15 @@ async fn session(
         }
     }
     ctx.status.set_blocked("reader", None);
+    // What was trimmed before this journal held it is covered by the snapshot (checked above)
+    // and will never be read: the journal's gap.
+    let mut gaps = Watermarks::new();
+    for (o, t) in trimmed.iter() {
+        if o != ctx.store.node() && t > f.journaled.get(o) {
+            gaps.insert(o.clone(), t);
+        }
+    }
+    note_gaps(ctx, &gaps);
     // The head to catch up with, read now (the wait above can be long).
     let head = match c.cmd(&[b"XREVRANGE", k.stream.as_bytes(), b"+", b"-", b"COUNT", b"1"]).await? {
         Value::Array(v) => v.first().and_then(entry_id),
@@ -236,6 +251,8 @@ fn apply(ctx: &Ctx, f: &mut Follow, entries: &[&Value]) -> Result<Result<(), Str
     let mut fresh: Vec<Statement> = Vec::new();
     let (mut dup, mut invalid) = (0u64, 0u64);
     let mut known = f.known.clone();
+    let mut journaled = f.journaled.clone();
+    let mut gaps = Watermarks::new();
     let mut cursor = f.cursor;
     let mut stopped = None;
     for e in entries {
@@ -250,9 +267,16 @@ fn apply(ctx: &Ctx, f: &mut Follow, entries: &[&Value]) -> Result<Result<(), Str
         };
         match entry::decode(&id, &kv) {
             Ok(st) if &st.id.origin == me => {}
-            Ok(st) if known.covers(&st.id) => dup += 1,
+            Ok(st) if journaled.covers(&st.id) => dup += 1,
+            Ok(st) if known.covers(&st.id) => {
+                // In the serving snapshot, not in the journal: not applied again, but the
+                // journal now lacks it.
+                dup += 1;
+                gaps.observe(&st.id);
+            }
             Ok(st) => {
                 known.observe(&st.id);
+                journaled.observe(&st.id);
                 fresh.push(st);
             }
             Err(e) if e.newer_schema => {
@@ -266,6 +290,7 @@ fn apply(ctx: &Ctx, f: &mut Follow, entries: &[&Value]) -> Result<Result<(), Str
         }
         cursor = cursor.max(eid);
     }
+    note_gaps(ctx, &gaps);
     let applied = fresh.len() as u64;
     if !fresh.is_empty() {
         if let Err(e) = ctx.store.record_replicated(fresh) {
@@ -274,11 +299,25 @@ fn apply(ctx: &Ctx, f: &mut Follow, entries: &[&Value]) -> Result<Result<(), Str
         }
     }
     f.known = known;
+    f.journaled = journaled;
     f.cursor = cursor;
     metrics::counter!(m::REPLICATION_STATEMENTS_TOTAL, "direction" => "applied").increment(applied);
     metrics::counter!(m::REPLICATION_STATEMENTS_TOTAL, "direction" => "duplicate").increment(dup);
     metrics::counter!(m::REPLICATION_STATEMENTS_TOTAL, "direction" => "invalid").increment(invalid);
     Ok(stopped.map_or(Ok(()), Err))
+}
+
+/// Records statements this node's journal lacks (held by the serving snapshot) in the journal
+/// directory, for `snapshot build` ([`crate::consent::snapshot::live`]).
+fn note_gaps(ctx: &Ctx, gaps: &Watermarks) {
+    if gaps.is_empty() {
+        return;
+    }
+    if let Some(dir) = ctx.store.journal_dir() {
+        if let Err(e) = crate::consent::snapshot::live::note_partial(dir, gaps) {
+            error!(error = %e, "replication: could not record the journal's gap; build the next snapshot with --base");
+        }
+    }
 }
 
 /// Compares this node's clock with Redis's `TIME`; latest-wins needs them close (NTP).

@@ -22,7 +22,8 @@ pub struct BuildOptions {
     pub consent: Option<PathBuf>,
     /// Journal statements to fold in (latest wins across CSV and journal). Their highest
     /// origin seq per origin node is stored as the snapshot's watermarks, so the gateway knows
-    /// which live statements the snapshot already contains.
+    /// which live statements the snapshot already contains; they are also written to
+    /// `<out>.live/` ([`super::live`]) for the next build's `--base`.
     pub journal_records: Vec<Statement>,
     /// Where to write the snapshot (via a temporary file in the same directory and a rename).
     pub out: PathBuf,
@@ -154,6 +155,14 @@ impl fmt::Display for BuildReport {
         if r.proofs > 0 {
             write!(f, "\n  proofs:       {} pair(s), in {}", r.proofs, proofs::path_for(&r.out).display())?;
         }
+        if r.journal_records > 0 {
+            write!(
+                f,
+                "\n  live:         {} statement(s) kept in {} (the next build's --base)",
+                r.journal_records,
+                live::path_for(&r.out).display()
+            )?;
+        }
         if r.grants_without_proof > 0 {
             write!(f, "\n  grants without proof, compiled as no grant (--require-proof): {}", r.grants_without_proof)?;
         }
@@ -229,12 +238,17 @@ pub fn build(opts: &BuildOptions, mut progress: impl FnMut(Progress)) -> Result<
     let mut invalid = RowErrors::default();
     let mut b = SnapshotBuilder::new();
 
+    // The journal statements the builder took, kept in `<out>.live/` (a bad one skipped under
+    // --max-invalid is not).
+    let mut folded: Vec<&Statement> = Vec::with_capacity(opts.journal_records.len());
     for (i, st) in opts.journal_records.iter().enumerate() {
         if let Err(e) = b.add(st) {
             invalid.record("journal", i as u64 + 1, e.field(), e);
             if !budget.charge() {
                 return Err(BuildError::TooManyInvalid { max: opts.max_invalid, errors: invalid });
             }
+        } else {
+            folded.push(st);
         }
     }
     let journal_good = b.len() as u64;
@@ -442,6 +456,15 @@ pub fn build(opts: &BuildOptions, mut progress: impl FnMut(Progress)) -> Result<
     let proofs_path = proofs::path_for(&opts.out);
     let proof_pairs =
         proofs::write(&opts.out, snapshot_id, proof_rows).map_err(|source| io_err(&proofs_path, source))?;
+    let live_path = live::path_for(&opts.out);
+    if folded.is_empty() {
+        if live_path.exists() {
+            fs::remove_dir_all(&live_path).map_err(|source| io_err(&live_path, source))?;
+        }
+    } else {
+        let folded: Vec<Statement> = folded.into_iter().cloned().collect();
+        live::write(&opts.out, snapshot_id, &folded).map_err(|source| io_err(&live_path, source))?;
+    }
     phases.push((last_phase, phase_start.elapsed()));
     progress(Progress { phase: Phase::Done, rows: rows_total, bytes: total_bytes, total_bytes });
     drop(spill);

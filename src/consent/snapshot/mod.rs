@@ -102,6 +102,7 @@ mod compile;
 mod external;
 mod format;
 mod image;
+pub mod live;
 mod load;
 pub mod proofs;
 mod table;
