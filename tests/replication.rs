@@ -725,6 +725,53 @@ async fn a_crashed_node_takes_its_lease_back_and_a_flushall_is_repaired() {
     );
 }
 
+/// A failover behind a stable address with the connection kept open: the promoted replica
+/// lacks A's last two statements and its published-through marker is behind. A's next batch,
+/// sent at once (before any lease refresh could notice), must not move the marker over them:
+/// the publish script refuses it, A reconnects and republishes from the marker, and a node
+/// that joins later learns all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_marker_set_back_under_a_connected_publisher_is_republished_from() {
+    let Some(redis) = Redis::start() else { return };
+    let a = Gw::new("a", &redis, "serve").await;
+    a.ready_within(Duration::from_secs(10)).await;
+    for i in 0..3 {
+        a.post_revoke(&subscriber(10, i)).await;
+    }
+    redis.wait_len(3, Duration::from_secs(10), "statements did not reach the stream").await;
+    let ids: Vec<String> = match redis.cmd(&["XRANGE", STREAM, "-", "+"]).await {
+        Value::Array(v) => v
+            .iter()
+            .filter_map(|e| match e {
+                Value::Array(p) => p.first().and_then(Value::as_str).map(str::to_owned),
+                _ => None,
+            })
+            .collect(),
+        v => panic!("XRANGE: {v:?}"),
+    };
+    assert_eq!(ids.len(), 3);
+    let published = format!("{STREAM}:published");
+    assert_eq!(redis.cmd(&["HGET", &published, "a"]).await.as_int(), Some(3));
+    // The "replica": the last two entries missing, the marker at the first.
+    redis.cmd(&["XDEL", STREAM, &ids[1], &ids[2]]).await;
+    redis.cmd(&["HSET", &published, "a", "1"]).await;
+    let t0 = Instant::now();
+    a.post_revoke(&subscriber(10, 3)).await;
+    redis.wait_len(4, Duration::from_secs(10), "not republished").await;
+    let repaired = t0.elapsed();
+    assert!(repaired < Duration::from_secs(4), "repaired by the publish script, not the lease refresh: {repaired:?}");
+    assert_eq!(redis.cmd(&["HGET", &published, "a"]).await.as_int(), Some(4));
+    let c = Gw::new("c", &redis, "unready").await;
+    c.ready_within(Duration::from_secs(10)).await;
+    for i in 0..4 {
+        assert!(is_refused(&c.node, &subscriber(10, i)).await, "statement {i} lost from the stream");
+    }
+    eprintln!(
+        "REPL|Marker set back under a connected publisher (failover behind a proxy)|4|4|next batch refused by the script, republished from the marker in {:.0} ms; a new node holds all 4",
+        repaired.as_secs_f64() * 1e3
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_redis_refuses_writes_and_the_statements_wait_in_the_journal() {
     let Some(redis) = Redis::start() else { return };

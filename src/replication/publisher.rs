@@ -171,7 +171,7 @@ async fn session(
             OutboxTake::Statements(v) => {
                 let v: Vec<Statement> = v.into_iter().filter(|s| s.id.seq > through).collect();
                 if !v.is_empty() {
-                    if let Err(e) = send(ctx, &mut c, lease, &v).await {
+                    if let Err(e) = send(ctx, &mut c, lease, through, &v).await {
                         return e;
                     }
                     through = v[v.len() - 1].id.seq;
@@ -272,7 +272,7 @@ async fn republish(ctx: &Ctx, c: &mut Conn, lease: &str, through: &mut u64) -> R
         info!(from = after + 1, statements = read.len(), "replication: publishing from the journal");
     }
     for chunk in read.chunks(PUBLISH_BATCH) {
-        send(ctx, c, lease, chunk).await?;
+        send(ctx, c, lease, *through, chunk).await?;
         *through = chunk[chunk.len() - 1].id.seq;
     }
     Ok(())
@@ -285,11 +285,22 @@ async fn republish(ctx: &Ctx, c: &mut Conn, lease: &str, through: &mut u64) -> R
 /// It runs only while this process holds the node's lease (a process paused past the TTL
 /// while another took the id over writes nothing: fencing), and renews the lease last: Redis
 /// checks maxmemory only at a script's first write, so the first write must be an XADD (a
-/// full Redis then refuses the batch instead of growing past its limit).
-/// KEYS: stream, markers, lease. ARGV: node, last seq, lease token, lease TTL ms, then per
-/// entry its field count and its fields.
-const PUBLISH: &[u8] = b"if redis.call('get', KEYS[3]) ~= ARGV[3] then return redis.error_reply('LEASE lost') end \
-local i = 5 \
+/// full Redis then refuses the batch instead of growing past its limit). And only while the
+/// marker is where this publisher left it: a marker that moved back under a connection that
+/// stayed open (a failover to a replica that missed writes, behind a proxy) would otherwise be
+/// moved past the statements the stream lost, and they would never be sent again; instead
+/// the batch is refused (`MARKER n`) and the publisher reconnects and republishes from `n`.
+/// A missing lease (expired, or the data wiped) is `LEASE expired`: reconnect and take it.
+/// KEYS: stream, markers, lease. ARGV: node, last seq, lease token, lease TTL ms, the marker
+/// expected now, then per entry its field count and its fields.
+const PUBLISH: &[u8] = b"local l = redis.call('get', KEYS[3]) \
+if l ~= ARGV[3] then \
+  if l then return redis.error_reply('LEASE lost') end \
+  return redis.error_reply('LEASE expired') \
+end \
+local m = tonumber(redis.call('hget', KEYS[2], ARGV[1]) or '0') \
+if m ~= tonumber(ARGV[5]) then return redis.error_reply('MARKER ' .. m) end \
+local i = 6 \
 while i <= #ARGV do \
   local n = tonumber(ARGV[i]) \
   redis.call('XADD', KEYS[1], '*', unpack(ARGV, i + 1, i + n)) \
@@ -299,15 +310,24 @@ redis.call('HSET', KEYS[2], ARGV[1], ARGV[2]) \
 redis.call('pexpire', KEYS[3], ARGV[4]) \
 return 1";
 
-async fn send(ctx: &Ctx, c: &mut Conn, lease: &str, sts: &[Statement]) -> Result<(), End> {
+/// Publishes `sts` (local statements above `marker`, in order) if the node's marker in Redis
+/// is still `marker`.
+async fn send(ctx: &Ctx, c: &mut Conn, lease: &str, marker: u64, sts: &[Statement]) -> Result<(), End> {
     let k = &ctx.keys;
     let fields: Vec<Vec<(&'static str, String)>> = sts.iter().map(entry::fields).collect();
     let counts: Vec<String> = fields.iter().map(|f| (2 * f.len()).to_string()).collect();
     let last = sts[sts.len() - 1].id.seq.to_string();
-    let mut args: Vec<&[u8]> = Vec::with_capacity(7 + sts.len() * 17);
+    let mut args: Vec<&[u8]> = Vec::with_capacity(8 + sts.len() * 17);
     let ttl = LEASE_TTL.as_millis().to_string();
+    let expected = marker.to_string();
     args.extend_from_slice(&[b"EVAL", PUBLISH, b"3", k.stream.as_bytes(), k.published.as_bytes(), k.lease.as_bytes()]);
-    args.extend_from_slice(&[ctx.store.node().as_str().as_bytes(), last.as_bytes(), lease.as_bytes(), ttl.as_bytes()]);
+    args.extend_from_slice(&[
+        ctx.store.node().as_str().as_bytes(),
+        last.as_bytes(),
+        lease.as_bytes(),
+        ttl.as_bytes(),
+        expected.as_bytes(),
+    ]);
     for (f, n) in fields.iter().zip(&counts) {
         args.push(n.as_bytes());
         for (name, v) in f {
@@ -317,7 +337,11 @@ async fn send(ctx: &Ctx, c: &mut Conn, lease: &str, sts: &[Statement]) -> Result
     }
     match c.cmd(&args).await {
         Ok(_) => {}
-        Err(RedisError::Server(e)) if e.starts_with("LEASE") => return Err(End::Blocked(lease_lost(ctx))),
+        Err(RedisError::Server(e)) if e.starts_with("LEASE lost") => return Err(End::Blocked(lease_lost(ctx))),
+        Err(RedisError::Server(e)) if e.starts_with("MARKER") || e.starts_with("LEASE expired") => {
+            warn!(reply = %e, expected_marker = marker, "replication: the stream is not where this node left it; reconnecting to republish");
+            return Err(End::Redis(RedisError::Protocol(format!("publish refused: {e}"))));
+        }
         Err(e) => return Err(e.into()),
     }
     metrics::counter!(m::REPLICATION_STATEMENTS_TOTAL, "direction" => "published").increment(sts.len() as u64);
