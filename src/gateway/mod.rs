@@ -347,13 +347,15 @@ impl Gateway {
             warn!(remaining = sessions.len(), "drain cut short; aborting remaining sessions");
             sessions.abort_all();
         }
+        // The admin API stopped with the sessions; its last statements (a POST in flight) must
+        // be journalled before the publisher makes its last pass.
+        let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
         if let Some(r) = replication {
             let _ = repl_stop_tx.send(true);
             r.join(Duration::from_secs(3)).await;
         }
         let store = shared.store.clone();
         let _ = tokio::task::spawn_blocking(move || store.close()).await;
-        let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
         if let Some(c) = shared.capture.clone() {
             let _ = tokio::task::spawn_blocking(move || c.shutdown()).await;
         }

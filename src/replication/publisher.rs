@@ -176,7 +176,12 @@ async fn session(
                     }
                     through = v[v.len() - 1].id.seq;
                 } else if stopping {
-                    // Everything durable before the stop is in the stream.
+                    // The outbox is empty, but a statement can be durable and not yet in it
+                    // (the writer marks a batch durable, then hands it over): send what the
+                    // journal holds up to the durable point before letting the lease go.
+                    if let Err(e) = republish(ctx, &mut c, lease, &mut through).await {
+                        return e;
+                    }
                     let _ = c.cmd(&[b"EVAL", RELEASE_LEASE, b"1", ctx.keys.lease.as_bytes(), lease.as_bytes()]).await;
                     return End::Stop;
                 }
