@@ -516,7 +516,34 @@ async fn a_shared_node_id_and_a_lost_journal_are_refused_readiness() {
     let mut fresh = fresh;
     fresh.restart().await;
     assert!(blocked_reason(&fresh.node).await.contains("delete"), "still blocked after a restart");
-    eprintln!("REPL|Two processes with one [node] id; a node's journal lost|–|–|both refused readiness with the reason in /readyz");
+    drop(fresh);
+    // Another journal that has grown past A's marker (here: 20 statements replicated from
+    // another node) under A's id, once A has stopped: the marker no longer tells, the journal's
+    // lease token does (`<stream>:owners`).
+    let other = dir.path().join("other-journal");
+    {
+        use consentgate::consent::{EntityName, NewStatement, NodeId, StatementId, StatementKind, StatementSource};
+        let (mut j, _) = consentgate::consent::journal::Journal::open(&other).unwrap();
+        let sts: Vec<_> = (1..=20u64)
+            .map(|seq| {
+                NewStatement {
+                    kind: StatementKind::Revoke,
+                    source: StatementSource::Replica,
+                    msisdn: 8613900000000 + seq,
+                    entity: Some(EntityName::parse("acme-retail").unwrap()),
+                    at: 1_780_000_000_000,
+                }
+                .with_id(StatementId { origin: NodeId::parse("z").unwrap(), seq })
+            })
+            .collect();
+        j.append_batch(&sts).unwrap();
+    }
+    // The blocked process above held the lease until killed; as if its TTL had run out:
+    redis.cmd(&["DEL", &format!("{STREAM}:lease:a")]).await;
+    let twin = Gw::with_journal("a", &redis, "serve", Some(other)).await;
+    let blocked = blocked_reason(&twin.node).await;
+    assert!(blocked.contains("published from another journal"), "{blocked}");
+    eprintln!("REPL|Two processes with one [node] id; a node's journal lost; another journal under its id|–|–|each refused readiness with the reason in /readyz");
 }
 
 async fn blocked_reason(node: &Node) -> String {

@@ -109,6 +109,8 @@ pub(crate) struct Keys {
     pub published: String,
     pub epoch: String,
     pub lease: String,
+    /// Node → the lease token of the journal that published as that node.
+    pub owners: String,
 }
 
 impl Keys {
@@ -118,6 +120,7 @@ impl Keys {
             published: format!("{stream}:published"),
             epoch: format!("{stream}:epoch"),
             lease: format!("{stream}:lease:{node}"),
+            owners: format!("{stream}:owners"),
         }
     }
 }

@@ -55,12 +55,12 @@ pub(super) async fn run(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
     if let Some(why) = blocked_file.as_ref().and_then(|f| std::fs::read_to_string(f).ok()) {
         return fatal(&ctx, why.trim().to_owned(), blocked_file.as_deref(), &mut stop).await;
     }
-    let lease = lease_token(&ctx);
+    let (lease, kept) = lease_token(&ctx);
     let mut backoff = FIRST_BACKOFF;
     let mut failures = 0u64;
     loop {
         let mut connected = false;
-        let end = session(&ctx, &outbox, &lease, &mut stop, &mut connected).await;
+        let end = session(&ctx, &outbox, &lease, kept, &mut stop, &mut connected).await;
         ctx.status.set_connected("publisher", false);
         let (kind, msg) = match end {
             End::Stop => break,
@@ -116,6 +116,7 @@ async fn session(
     ctx: &Ctx,
     outbox: &crate::consent::store::Outbox,
     lease: &str,
+    lease_kept: bool,
     stop: &mut watch::Receiver<bool>,
     connected: &mut bool,
 ) -> End {
@@ -140,6 +141,32 @@ async fn session(
              statements recorded here now would reuse published identities"
         );
         return End::Fatal(why);
+    }
+    // The journal that published as this node before, named by its lease token (kept in the
+    // journal directory): another one with the same id would publish statements whose
+    // identities the first already used, and once its seqs pass the marker the check above
+    // no longer sees it.
+    if lease_kept {
+        let owners = ctx.keys.owners.as_bytes();
+        match c.cmd(&[b"HGET", owners, node.as_str().as_bytes()]).await {
+            Ok(v) if v.as_bytes().is_some_and(|t| t != lease.as_bytes()) => {
+                return End::Fatal(format!(
+                    "node `{node}` has published from another journal (its lease token differs from this journal's \
+                     replication.lease): two journals with one [node] id would reuse statement identities; give this \
+                     node its own id"
+                ));
+            }
+            Ok(Value::Nil) => match c.cmd(&[b"HSET", owners, node.as_str().as_bytes(), lease.as_bytes()]).await {
+                Ok(_) => {}
+                // A full Redis (noeviction) refuses writes; publishing is refused too until room comes back.
+                Err(RedisError::Server(e)) => {
+                    warn!(error = %e, "replication: cannot record this journal as node's owner")
+                }
+                Err(e) => return e.into(),
+            },
+            Ok(_) => {}
+            Err(e) => return e.into(),
+        }
     }
     ctx.status.set_blocked("publisher", None);
     *connected = true;
@@ -227,21 +254,23 @@ fn lease_lost(ctx: &Ctx) -> String {
 /// The lease token: kept in the journal directory (`replication.lease`), so this node —
 /// this journal — restarted after a crash holds its lease again at once, while another
 /// process with the same node id and another journal does not. A fresh random one if the
-/// file cannot be read or written (the lease then waits out its TTL after a crash).
-fn lease_token(ctx: &Ctx) -> String {
-    let Some(dir) = ctx.store.journal_dir() else { return token() };
+/// file cannot be read or written (the lease then waits out its TTL after a crash). The
+/// token also names the journal in `<stream>:owners`; `false` = not kept (no owner check).
+fn lease_token(ctx: &Ctx) -> (String, bool) {
+    let Some(dir) = ctx.store.journal_dir() else { return (token(), false) };
     let path = dir.join("replication.lease");
     if let Ok(t) = std::fs::read_to_string(&path) {
         let t = t.trim();
         if t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return t.to_owned();
+            return (t.to_owned(), true);
         }
     }
     let t = token();
-    if let Err(e) = std::fs::write(&path, format!("{t}\n")) {
+    let kept = std::fs::write(&path, format!("{t}\n")).and_then(|()| std::fs::File::open(&path)?.sync_all());
+    if let Err(e) = &kept {
         warn!(file = %path.display(), error = %e, "cannot keep the replication lease token; after a crash this node waits for its lease to expire");
     }
-    t
+    (t, kept.is_ok())
 }
 
 async fn take_lease(c: &mut Conn, ctx: &Ctx, lease: &str) -> Result<(), End> {
