@@ -7,7 +7,8 @@
 //! opposite of what an outbox needs.
 //!
 //! The parser ([`parse`]) is a pure function over a buffer, bounded in nesting, element
-//! counts and bulk sizes, so a hostile or broken server gets an error, not an allocation.
+//! counts and bulk sizes, and a connection never buffers more than [`MAX_REPLY`] of one
+//! reply, so a hostile or broken server gets an error, not unbounded memory.
 
 use std::fmt;
 use std::io;
@@ -16,8 +17,11 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Largest bulk string accepted from the server.
-const MAX_BULK: usize = 64 << 20;
+/// Largest bulk string accepted from the server (what replication stores are short fields).
+const MAX_BULK: usize = 1 << 20;
+/// Largest reply a connection buffers (an `XREAD COUNT 1000` of statements is well under
+/// 1 MiB).
+pub const MAX_REPLY: usize = 16 << 20;
 /// Most elements in one array reply.
 const MAX_ARRAY: usize = 1 << 20;
 /// Deepest array nesting accepted (an XREAD reply is 4 deep).
@@ -302,8 +306,14 @@ impl Conn {
                     out.push(v);
                 }
                 None => {
+                    if self.rbuf.len() >= MAX_REPLY {
+                        return Err(RedisError::Protocol(format!(
+                            "a reply of more than {MAX_REPLY} bytes (a broken or hostile server)"
+                        )));
+                    }
                     if self.rbuf.capacity() - self.rbuf.len() < 4096 {
-                        self.rbuf.reserve(16 * 1024);
+                        // Doubling: a large reply arrives in few reads (each one re-parses).
+                        self.rbuf.reserve(self.rbuf.len().clamp(16 * 1024, MAX_REPLY));
                     }
                     let n = self.stream.read_buf(&mut self.rbuf).await?;
                     if n == 0 {
@@ -376,6 +386,39 @@ mod tests {
         assert!(parse(deep.as_bytes()).is_err());
         // A large declared array with nothing behind it is just incomplete.
         assert_eq!(parse(b"*1000000\r\n").unwrap(), None);
+    }
+
+    /// A server whose reply never ends (a million 100-byte strings): the connection errors at
+    /// [`MAX_REPLY`] buffered instead of growing.
+    #[tokio::test]
+    async fn an_endless_reply_is_refused_at_the_cap() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut cmd = [0u8; 64];
+            let _ = s.read(&mut cmd).await;
+            let mut chunk = Vec::new();
+            for _ in 0..1000 {
+                chunk.extend_from_slice(b"$100\r\n");
+                chunk.extend_from_slice(&[b'x'; 100]);
+                chunk.extend_from_slice(b"\r\n");
+            }
+            let _ = s.write_all(b"*1000000\r\n").await;
+            for _ in 0..1000 {
+                if s.write_all(&chunk).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let mut c = Conn { stream, rbuf: Vec::new(), wbuf: Vec::new(), owed: 0, timeout: Duration::from_secs(20) };
+        match c.cmd(&[b"PING"]).await {
+            Err(RedisError::Protocol(e)) => assert!(e.contains("more than"), "{e}"),
+            other => panic!("expected the cap, got {other:?}"),
+        }
+        assert!(c.rbuf.len() < MAX_REPLY + (1 << 20), "buffered {}", c.rbuf.len());
+        server.abort();
     }
 
     #[test]
