@@ -231,7 +231,7 @@ pub(crate) struct Ctx {
 
 impl Replication {
     /// Starts the publisher and the reader. `stop` turning true ends them (the publisher
-    /// first sends what is already durable, within `replication.timeout`).
+    /// first sends what is already durable; the gateway waits 3 s for both, then aborts them).
     ///
     /// Needs the store's journal (config validation requires `consent.journal`).
     pub fn start(cfg: ReplicationConfig, store: Arc<ConsentStore>, stop: watch::Receiver<bool>) -> Replication {

@@ -158,6 +158,15 @@ async fn session(
                 Err(e) => return Err(e),
             }
             reported = Some((f.cursor, Instant::now()));
+            // A trim that ran between the check at connect and this reader's first report
+            // (or on the cursor of this node's previous run) can have removed entries not read
+            // yet: checked again with every report; uncovered → reconnect, which blocks.
+            let trimmed_now = super::ops::read_marks(&mut c, &super::ops::trimmed_key(&k.stream)).await?;
+            if trimmed_now != trimmed {
+                if let Some(why) = super::ops::uncovered(&f.known, &trimmed_now, ctx.store.node()) {
+                    return Err(RedisError::Protocol(format!("the stream was trimmed under this reader: {why}")));
+                }
+            }
         }
         if *stop.borrow() {
             return Ok(());
