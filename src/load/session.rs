@@ -351,6 +351,7 @@ impl<'a> Session<'a> {
     fn peer_unbind(&mut self) -> Result<(), String> {
         // Best effort: the answer is small and the socket writable in practice.
         let _ = self.stream.try_write(&self.out);
+        let _ = self.stream.flush_own();
         self.out.clear();
         Err("peer sent unbind".into())
     }

@@ -176,7 +176,8 @@ pub async fn trim(cfg: &ReplicationConfig, marks: &Watermarks) -> Result<TrimRep
 }
 
 /// The stream as operators see it: length, first and last ids, each node's published-through
-/// marker, the trim marks, which node ids hold a lease now.
+/// marker, the trim marks, which node ids hold a lease now, and which journal (its lease
+/// token) published as each node.
 pub async fn status(cfg: &ReplicationConfig) -> Result<Value, RedisError> {
     let keys = Keys::new(&cfg.stream, "-");
     let mut c = Conn::connect(&cfg.redis, cfg.timeout).await?;
@@ -216,6 +217,14 @@ pub async fn status(cfg: &ReplicationConfig) -> Result<Value, RedisError> {
     }
     leases.sort();
     let epoch = c.cmd(&[b"GET", keys.epoch.as_bytes()]).await?.as_str().map(str::to_owned);
+    let mut owners = BTreeMap::new();
+    if let R::Array(kv) = c.cmd(&[b"HGETALL", keys.owners.as_bytes()]).await? {
+        for p in kv.chunks(2) {
+            if let (Some(n), Some(t)) = (p.first().and_then(R::as_str), p.get(1).and_then(R::as_str)) {
+                owners.insert(n.to_owned(), t.to_owned());
+            }
+        }
+    }
     let marks = |w: &Watermarks| w.iter().map(|(n, s)| (n.to_string(), s)).collect::<BTreeMap<_, _>>();
     Ok(json!({
         "redis": cfg.redis.to_string(),
@@ -228,5 +237,6 @@ pub async fn status(cfg: &ReplicationConfig) -> Result<Value, RedisError> {
         "trimmed_through": marks(&trimmed),
         "reader_cursors": cursors,
         "nodes_with_lease": leases,
+        "journal_owners": owners,
     }))
 }

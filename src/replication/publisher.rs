@@ -156,29 +156,25 @@ async fn session(
                      node its own id"
                 ));
             }
-            Ok(Value::Nil) => match c.cmd(&[b"HSET", owners, node.as_str().as_bytes(), lease.as_bytes()]).await {
-                Ok(_) => {}
-                // A full Redis (noeviction) refuses writes; publishing is refused too until room comes back.
-                Err(RedisError::Server(e)) => {
-                    warn!(error = %e, "replication: cannot record this journal as node's owner")
-                }
-                Err(e) => return e.into(),
-            },
+            // None yet: the first batch this journal publishes names it (in the script).
             Ok(_) => {}
             Err(e) => return e.into(),
         }
     }
     ctx.status.set_blocked("publisher", None);
-    *connected = true;
     ctx.status.set_connected("publisher", true);
+    let owner = if lease_kept { lease } else { "" };
     ctx.status.set_error(None);
     info!(marker, durable, "replication publisher connected");
     // Reset the outbox before reading the journal: anything durable after this is in both.
     outbox.reset();
     let mut through = marker;
-    if let Err(e) = republish(ctx, &mut c, lease, &mut through).await {
+    if let Err(e) = republish(ctx, &mut c, lease, owner, &mut through).await {
         return e;
     }
+    // Only now does the back-off start over: a session that fails before it has republished
+    // (a full Redis, a marker the script refuses) keeps backing off.
+    *connected = true;
     let mut lease_at = Instant::now();
     let mut stopping = false;
     loop {
@@ -191,14 +187,14 @@ async fn session(
             OutboxTake::Overflowed => {
                 warn!(through, "replication outbox overflowed; re-reading the journal");
                 outbox.reset();
-                if let Err(e) = republish(ctx, &mut c, lease, &mut through).await {
+                if let Err(e) = republish(ctx, &mut c, lease, owner, &mut through).await {
                     return e;
                 }
             }
             OutboxTake::Statements(v) => {
                 let v: Vec<Statement> = v.into_iter().filter(|s| s.id.seq > through).collect();
                 if !v.is_empty() {
-                    if let Err(e) = send(ctx, &mut c, lease, through, &v).await {
+                    if let Err(e) = send(ctx, &mut c, lease, owner, through, &v).await {
                         return e;
                     }
                     through = v[v.len() - 1].id.seq;
@@ -206,7 +202,7 @@ async fn session(
                     // The outbox is empty, but a statement can be durable and not yet in it
                     // (the writer marks a batch durable, then hands it over): send what the
                     // journal holds up to the durable point before letting the lease go.
-                    if let Err(e) = republish(ctx, &mut c, lease, &mut through).await {
+                    if let Err(e) = republish(ctx, &mut c, lease, owner, &mut through).await {
                         return e;
                     }
                     let _ = c.cmd(&[b"EVAL", RELEASE_LEASE, b"1", ctx.keys.lease.as_bytes(), lease.as_bytes()]).await;
@@ -288,7 +284,7 @@ async fn take_lease(c: &mut Conn, ctx: &Ctx, lease: &str) -> Result<(), End> {
 }
 
 /// Sends every durable local statement above `through` from the journal.
-async fn republish(ctx: &Ctx, c: &mut Conn, lease: &str, through: &mut u64) -> Result<(), End> {
+async fn republish(ctx: &Ctx, c: &mut Conn, lease: &str, owner: &str, through: &mut u64) -> Result<(), End> {
     let Some(dir) = ctx.store.journal_dir().map(|d| d.to_owned()) else {
         return Err(End::Journal("no journal".into()));
     };
@@ -306,7 +302,7 @@ async fn republish(ctx: &Ctx, c: &mut Conn, lease: &str, through: &mut u64) -> R
         info!(from = after + 1, statements = read.len(), "replication: publishing from the journal");
     }
     for chunk in read.chunks(PUBLISH_BATCH) {
-        send(ctx, c, lease, *through, chunk).await?;
+        send(ctx, c, lease, owner, *through, chunk).await?;
         *through = chunk[chunk.len() - 1].id.seq;
     }
     Ok(())
@@ -325,42 +321,54 @@ async fn republish(ctx: &Ctx, c: &mut Conn, lease: &str, through: &mut u64) -> R
 /// moved past the statements the stream lost, and they would never be sent again; instead
 /// the batch is refused (`MARKER n`) and the publisher reconnects and republishes from `n`.
 /// A missing lease (expired, or the data wiped) is `LEASE expired`: reconnect and take it.
-/// KEYS: stream, markers, lease. ARGV: node, last seq, lease token, lease TTL ms, the marker
-/// expected now, then per entry its field count and its fields.
+/// Each batch also names this journal as the node's owner (its lease token, when kept in the
+/// journal directory; `''` = not kept), after the entries (the first write stays an XADD).
+/// KEYS: stream, markers, lease, owners. ARGV: node, last seq, lease token, lease TTL ms, the
+/// marker expected now, the owner token, then per entry its field count and its fields.
 const PUBLISH: &[u8] = b"local l = redis.call('get', KEYS[3]) \
 if l ~= ARGV[3] then \
   if l then return redis.error_reply('LEASE lost') end \
   return redis.error_reply('LEASE expired') \
 end \
 local m = tonumber(redis.call('hget', KEYS[2], ARGV[1]) or '0') \
-if m ~= tonumber(ARGV[5]) then return redis.error_reply('MARKER ' .. m) end \
-local i = 6 \
+if m ~= tonumber(ARGV[5]) then return redis.error_reply('MARKER ' .. tostring(m)) end \
+local i = 7 \
 while i <= #ARGV do \
   local n = tonumber(ARGV[i]) \
   redis.call('XADD', KEYS[1], '*', unpack(ARGV, i + 1, i + n)) \
   i = i + n + 1 \
 end \
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2]) \
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[4], ARGV[1], ARGV[6]) end \
 redis.call('pexpire', KEYS[3], ARGV[4]) \
 return 1";
 
 /// Publishes `sts` (local statements above `marker`, in order) if the node's marker in Redis
 /// is still `marker`.
-async fn send(ctx: &Ctx, c: &mut Conn, lease: &str, marker: u64, sts: &[Statement]) -> Result<(), End> {
+async fn send(ctx: &Ctx, c: &mut Conn, lease: &str, owner: &str, marker: u64, sts: &[Statement]) -> Result<(), End> {
     let k = &ctx.keys;
     let fields: Vec<Vec<(&'static str, String)>> = sts.iter().map(entry::fields).collect();
     let counts: Vec<String> = fields.iter().map(|f| (2 * f.len()).to_string()).collect();
     let last = sts[sts.len() - 1].id.seq.to_string();
-    let mut args: Vec<&[u8]> = Vec::with_capacity(8 + sts.len() * 17);
+    let mut args: Vec<&[u8]> = Vec::with_capacity(10 + sts.len() * 17);
     let ttl = LEASE_TTL.as_millis().to_string();
     let expected = marker.to_string();
-    args.extend_from_slice(&[b"EVAL", PUBLISH, b"3", k.stream.as_bytes(), k.published.as_bytes(), k.lease.as_bytes()]);
+    args.extend_from_slice(&[
+        b"EVAL",
+        PUBLISH,
+        b"4",
+        k.stream.as_bytes(),
+        k.published.as_bytes(),
+        k.lease.as_bytes(),
+        k.owners.as_bytes(),
+    ]);
     args.extend_from_slice(&[
         ctx.store.node().as_str().as_bytes(),
         last.as_bytes(),
         lease.as_bytes(),
         ttl.as_bytes(),
         expected.as_bytes(),
+        owner.as_bytes(),
     ]);
     for (f, n) in fields.iter().zip(&counts) {
         args.push(n.as_bytes());

@@ -21,11 +21,14 @@ struct Follow {
     cursor: EntryId,
     /// Highest origin seq held (journal or serving snapshot), per origin.
     known: Watermarks,
-    /// Highest origin seq in this node's journal, per origin: a statement the snapshot holds
-    /// but the journal does not is skipped and recorded as the journal's gap
-    /// ([`crate::consent::snapshot::live::PARTIAL_FILE`]), so a build from this journal asks
-    /// for the snapshot as its base.
+    /// Highest origin seq in this node's journal, per origin. Where the serving snapshot or
+    /// the stream's trim marks are above it, the journal lacks statements (the reader skips
+    /// what the snapshot holds, and cannot read what was trimmed): recorded as the journal's
+    /// gap ([`crate::consent::snapshot::live::PARTIAL_FILE`]), so a build from this journal
+    /// asks for a base that holds them.
     journaled: Watermarks,
+    /// The gaps recorded so far.
+    noted: Watermarks,
     epoch: Option<String>,
     /// When the reader was last caught up (lag while disconnected).
     caught_up_at: Instant,
@@ -39,6 +42,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
         cursor: EntryId::ZERO,
         known: known_marks(&ctx.store),
         journaled: ctx.store.replayed_marks().clone(),
+        noted: Watermarks::new(),
         epoch: None,
         caught_up_at: Instant::now(),
         swaps,
@@ -98,7 +102,7 @@ async fn session(
     check_clock(&mut c).await?;
     // Trimmed past what this node holds: it cannot catch up from the stream. Apply nothing
     // (that would leave a gap in its journal) until a newer snapshot covers the trim.
-    let trimmed = super::ops::read_marks(&mut c, &super::ops::trimmed_key(&k.stream)).await?;
+    let mut trimmed = super::ops::read_marks(&mut c, &super::ops::trimmed_key(&k.stream)).await?;
     loop {
         refresh_known(ctx, f);
         match super::ops::uncovered(&f.known, &trimmed, ctx.store.node()) {
@@ -116,15 +120,7 @@ async fn session(
         }
     }
     ctx.status.set_blocked("reader", None);
-    // What was trimmed before this journal held it is covered by the snapshot (checked above)
-    // and will never be read: the journal's gap.
-    let mut gaps = Watermarks::new();
-    for (o, t) in trimmed.iter() {
-        if o != ctx.store.node() && t > f.journaled.get(o) {
-            gaps.insert(o.clone(), t);
-        }
-    }
-    note_gaps(ctx, &gaps);
+    record_gaps(ctx, f, &trimmed)?;
     // The head to catch up with, read now (the wait above can be long).
     let head = match c.cmd(&[b"XREVRANGE", k.stream.as_bytes(), b"+", b"-", b"COUNT", b"1"]).await? {
         Value::Array(v) => v.first().and_then(entry_id),
@@ -158,15 +154,6 @@ async fn session(
                 Err(e) => return Err(e),
             }
             reported = Some((f.cursor, Instant::now()));
-            // A trim that ran between the check at connect and this reader's first report
-            // (or on the cursor of this node's previous run) can have removed entries not read
-            // yet: checked again with every report; uncovered → reconnect, which blocks.
-            let trimmed_now = super::ops::read_marks(&mut c, &super::ops::trimmed_key(&k.stream)).await?;
-            if trimmed_now != trimmed {
-                if let Some(why) = super::ops::uncovered(&f.known, &trimmed_now, ctx.store.node()) {
-                    return Err(RedisError::Protocol(format!("the stream was trimmed under this reader: {why}")));
-                }
-            }
         }
         if *stop.borrow() {
             return Ok(());
@@ -204,6 +191,21 @@ async fn session(
         };
         let n = entries.len();
         refresh_known(ctx, f);
+        if n > 0 {
+            // A trim that ran after the check at connect, before this reader's first cursor
+            // report (or on the cursor of this node's previous run), can have removed entries
+            // it had not read; this batch would then start past them. Trim marks are raised
+            // before entries are removed, so reading them after the XREAD sees any such trim:
+            // uncovered by what this node holds → reconnect, which refuses readiness.
+            let now = super::ops::read_marks(&mut c, &super::ops::trimmed_key(&k.stream)).await?;
+            if now != trimmed {
+                if let Some(why) = super::ops::uncovered(&f.known, &now, ctx.store.node()) {
+                    return Err(RedisError::Protocol(format!("the stream was trimmed under this reader: {why}")));
+                }
+                trimmed = now;
+            }
+        }
+        record_gaps(ctx, f, &trimmed)?;
         if n > 0 {
             if let Err(why) = apply(ctx, f, &entries)? {
                 // An entry this build cannot read (a newer schema): apply nothing more, so no
@@ -261,7 +263,6 @@ fn apply(ctx: &Ctx, f: &mut Follow, entries: &[&Value]) -> Result<Result<(), Str
     let (mut dup, mut invalid) = (0u64, 0u64);
     let mut known = f.known.clone();
     let mut journaled = f.journaled.clone();
-    let mut gaps = Watermarks::new();
     let mut cursor = f.cursor;
     let mut stopped = None;
     for e in entries {
@@ -276,13 +277,8 @@ fn apply(ctx: &Ctx, f: &mut Follow, entries: &[&Value]) -> Result<Result<(), Str
         };
         match entry::decode(&id, &kv) {
             Ok(st) if &st.id.origin == me => {}
-            Ok(st) if journaled.covers(&st.id) => dup += 1,
-            Ok(st) if known.covers(&st.id) => {
-                // In the serving snapshot, not in the journal: not applied again, but the
-                // journal now lacks it.
-                dup += 1;
-                gaps.observe(&st.id);
-            }
+            // In the journal, or in the serving snapshot (then the journal's gap is recorded).
+            Ok(st) if known.covers(&st.id) => dup += 1,
             Ok(st) => {
                 known.observe(&st.id);
                 journaled.observe(&st.id);
@@ -299,7 +295,6 @@ fn apply(ctx: &Ctx, f: &mut Follow, entries: &[&Value]) -> Result<Result<(), Str
         }
         cursor = cursor.max(eid);
     }
-    note_gaps(ctx, &gaps);
     let applied = fresh.len() as u64;
     if !fresh.is_empty() {
         if let Err(e) = ctx.store.record_replicated(fresh) {
@@ -316,17 +311,33 @@ fn apply(ctx: &Ctx, f: &mut Follow, entries: &[&Value]) -> Result<Result<(), Str
     Ok(stopped.map_or(Ok(()), Err))
 }
 
-/// Records statements this node's journal lacks (held by the serving snapshot) in the journal
-/// directory, for `snapshot build` ([`crate::consent::snapshot::live`]).
-fn note_gaps(ctx: &Ctx, gaps: &Watermarks) {
-    if gaps.is_empty() {
-        return;
-    }
-    if let Some(dir) = ctx.store.journal_dir() {
-        if let Err(e) = crate::consent::snapshot::live::note_partial(dir, gaps) {
-            error!(error = %e, "replication: could not record the journal's gap; build the next snapshot with --base");
+/// Records in the journal directory what this node's journal lacks, for `snapshot build`
+/// ([`crate::consent::snapshot::live`]): per other origin, the serving snapshot's mark and
+/// the stream's trim mark where they are above what the journal holds. Written before the
+/// reader applies anything past them; a failure to write it stops the reading (reconnect).
+fn record_gaps(ctx: &Ctx, f: &mut Follow, trimmed: &Watermarks) -> Result<(), RedisError> {
+    let me = ctx.store.node();
+    let snap = ctx.store.current().as_deref().map(|l| l.snapshot.info().watermarks.clone()).unwrap_or_default();
+    let mut gaps = Watermarks::new();
+    for marks in [&snap, trimmed] {
+        for (o, s) in marks.iter() {
+            if o != me && s > f.journaled.get(o) && s > f.noted.get(o) && s > gaps.get(o) {
+                gaps.insert(o.clone(), s);
+            }
         }
     }
+    if gaps.is_empty() {
+        return Ok(());
+    }
+    let Some(dir) = ctx.store.journal_dir() else { return Ok(()) };
+    if let Err(e) = crate::consent::snapshot::live::note_partial(dir, &gaps) {
+        error!(error = %e, "replication: cannot record what the journal lacks; reading stopped until it can");
+        return Err(RedisError::Io(std::io::Error::other(e)));
+    }
+    for (o, s) in gaps.iter() {
+        f.noted.insert(o.clone(), s);
+    }
+    Ok(())
 }
 
 /// Compares this node's clock with Redis's `TIME`; latest-wins needs them close (NTP).
