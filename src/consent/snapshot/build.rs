@@ -104,6 +104,9 @@ pub struct BuildReport {
     pub dnc_rows: u64,
     pub consent_rows: u64,
     pub journal_records: u64,
+    /// Live statements kept in `<out>.live/` for the next build: each key's winner and each
+    /// origin's newest ([`live::compact`]).
+    pub live_kept: u64,
     /// Data rows read (good and bad) from all sources.
     pub rows_read: u64,
     /// Rows skipped, with the first [`source::MAX_KEPT_ERRORS`] and counts per field.
@@ -158,7 +161,8 @@ impl fmt::Display for BuildReport {
         if r.journal_records > 0 {
             write!(
                 f,
-                "\n  live:         {} statement(s) kept in {} (the next build's --base)",
+                "\n  live:         {} of {} statement(s) kept in {} (the next build's --base; superseded ones dropped)",
+                r.live_kept,
                 r.journal_records,
                 live::path_for(&r.out).display()
             )?;
@@ -457,13 +461,15 @@ pub fn build(opts: &BuildOptions, mut progress: impl FnMut(Progress)) -> Result<
     let proof_pairs =
         proofs::write(&opts.out, snapshot_id, proof_rows).map_err(|source| io_err(&proofs_path, source))?;
     let live_path = live::path_for(&opts.out);
+    let mut live_kept = 0;
     if folded.is_empty() {
         if live_path.exists() {
             fs::remove_dir_all(&live_path).map_err(|source| io_err(&live_path, source))?;
         }
     } else {
-        let folded: Vec<Statement> = folded.into_iter().cloned().collect();
-        live::write(&opts.out, snapshot_id, &folded).map_err(|source| io_err(&live_path, source))?;
+        let kept = live::compact(folded.into_iter().cloned().collect());
+        live_kept = kept.len() as u64;
+        live::write(&opts.out, snapshot_id, &kept).map_err(|source| io_err(&live_path, source))?;
     }
     phases.push((last_phase, phase_start.elapsed()));
     progress(Progress { phase: Phase::Done, rows: rows_total, bytes: total_bytes, total_bytes });
@@ -476,6 +482,7 @@ pub fn build(opts: &BuildOptions, mut progress: impl FnMut(Progress)) -> Result<
         dnc_rows: good(&dnc_sum),
         consent_rows: good(&consent_sum),
         journal_records: opts.journal_records.len() as u64,
+        live_kept,
         rows_read: good(&dnc_sum) + good(&consent_sum) + journal_good + invalid.count,
         invalid,
         max_invalid: opts.max_invalid,

@@ -16,7 +16,7 @@
 //! [`PARTIAL_FILE`] (written by the replication reader), and the build refuses it without a
 //! base that covers the gap.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -107,6 +107,44 @@ pub fn union(base: Vec<Statement>, more: Vec<Statement>) -> Vec<Statement> {
     out
 }
 
+/// What of `all` (the statements a build folded) the next build still needs, in their order:
+/// on each key — (subscriber, entity), or the subscriber alone for dnc — only the statement
+/// that wins it ([`Statement::precedence`]: the builder keeps the latest per key, so a
+/// superseded statement can never decide again, even when a journal brings it back by
+/// identity), and per origin its highest seq, so the kept statements carry the same
+/// watermarks as `all` (a later build's marks must not fall behind this one's: nodes skip
+/// replication entries and the stream is trimmed by them). Without this, `<snapshot>.live/`
+/// would grow by every statement ever taken (each repeated "TD" of one subscriber); with it,
+/// by the keys touched.
+pub fn compact(all: Vec<Statement>) -> Vec<Statement> {
+    let mut winner: HashMap<(u64, Option<&str>), usize> = HashMap::with_capacity(all.len());
+    let mut newest: HashMap<&NodeId, usize> = HashMap::new();
+    for (i, st) in all.iter().enumerate() {
+        let key = (st.msisdn, st.entity.as_ref().map(|e| e.as_str()));
+        winner
+            .entry(key)
+            .and_modify(|w| {
+                if st.precedence() > all[*w].precedence() {
+                    *w = i;
+                }
+            })
+            .or_insert(i);
+        newest
+            .entry(&st.id.origin)
+            .and_modify(|w| {
+                if st.id.seq > all[*w].id.seq {
+                    *w = i;
+                }
+            })
+            .or_insert(i);
+    }
+    let mut keep = vec![false; all.len()];
+    for &i in winner.values().chain(newest.values()) {
+        keep[i] = true;
+    }
+    all.into_iter().zip(keep).filter_map(|(st, k)| k.then_some(st)).collect()
+}
+
 /// The gaps a journal directory declares ([`PARTIAL_FILE`]); none when the file is absent.
 pub fn read_partial(journal_dir: &Path) -> Result<Watermarks, String> {
     let file = journal_dir.join(PARTIAL_FILE);
@@ -179,6 +217,78 @@ mod tests {
             at: 1_700_000_000_000 + seq as i64,
         }
         .with_id(StatementId { origin: NodeId::parse(origin).unwrap(), seq })
+    }
+
+    fn on(msisdn: u64, entity: Option<&str>, kind: StatementKind, at: i64, origin: &str, seq: u64) -> Statement {
+        NewStatement {
+            kind,
+            source: StatementSource::Mo,
+            msisdn,
+            entity: entity.map(|e| EntityName::parse(e).unwrap()),
+            at,
+        }
+        .with_id(StatementId { origin: NodeId::parse(origin).unwrap(), seq })
+    }
+
+    #[test]
+    fn compaction_keeps_each_keys_winner_and_each_origins_newest() {
+        use StatementKind::{Dnc, Grant, Revoke};
+        let all = vec![
+            on(1, Some("acme"), Grant, 100, "a", 1),
+            on(1, Some("acme"), Revoke, 200, "a", 2), // wins (1, acme)
+            on(1, Some("acme"), Grant, 200, "b", 1),  // same instant: the revoke wins
+            on(1, Some("beta"), Grant, 150, "b", 2),  // wins (1, beta)
+            on(1, None, Dnc, 50, "a", 3),
+            on(1, None, Dnc, 60, "b", 3),             // wins (1, dnc)
+            on(2, Some("acme"), Revoke, 300, "a", 4), // wins (2, acme)
+            on(2, Some("acme"), Grant, 10, "a", 5),   // superseded, but a's newest: kept
+        ];
+        let kept = compact(all.clone());
+        let seqs: Vec<(&str, u64)> = kept.iter().map(|s| (s.id.origin.as_str(), s.id.seq)).collect();
+        assert_eq!(seqs, [("a", 2), ("b", 2), ("b", 3), ("a", 4), ("a", 5)]);
+        assert_eq!(Watermarks::of(&kept), Watermarks::of(&all));
+    }
+
+    #[test]
+    fn compaction_changes_no_keys_winner_nor_the_marks() {
+        // Pseudo-random statements over few keys (many superseded), origins and instants.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let mut seqs = [0u64; 3];
+        let all: Vec<Statement> = (0..5_000)
+            .map(|_| {
+                let o = next(3) as usize;
+                seqs[o] += 1;
+                let kind = [StatementKind::Grant, StatementKind::Revoke, StatementKind::Dnc][next(3) as usize];
+                let entity = kind.has_entity().then(|| ["acme", "beta"][next(2) as usize]);
+                on(next(50), entity, kind, next(400) as i64, ["a", "b", "c"][o], seqs[o])
+            })
+            .collect();
+        let kept = compact(all.clone());
+        assert!(kept.len() < all.len() / 10, "{} of {}", kept.len(), all.len());
+        let winners = |sts: &[Statement]| {
+            let mut w: HashMap<(u64, Option<String>), Statement> = HashMap::new();
+            for s in sts {
+                let key = (s.msisdn, s.entity.as_ref().map(|e| e.as_str().to_owned()));
+                match w.get(&key) {
+                    Some(cur) if cur.precedence() >= s.precedence() => {}
+                    _ => {
+                        w.insert(key, s.clone());
+                    }
+                }
+            }
+            w
+        };
+        assert_eq!(winners(&kept), winners(&all));
+        assert_eq!(Watermarks::of(&kept), Watermarks::of(&all));
+        // Compacting again, or with the same statements brought back by a journal, keeps it.
+        assert_eq!(compact(kept.clone()), kept);
+        assert_eq!(winners(&compact(union(kept.clone(), all.clone()))), winners(&all));
     }
 
     #[test]
