@@ -41,6 +41,15 @@ plain TCP to the simulator), so the cost of TLS on the ESME leg is measured side
 with the same process on plain TCP (CPU per message at half load is the figure to read: at
 maximum rate the load generator, which encrypts too, shares its core with the simulator).
 
+With --tls-upstream the cost of TLS on the SMSC leg, the same way: a third gateway process,
+the "terminator" (no consent data, the account transactional, so it forwards everything),
+listens on a plain and a TLS port in front of the simulator; two more gateways on the same
+config as the measured one forward to it, one over plain TCP (forwarder cg-smsc-plain) and
+one over TLS (`[upstream.tls]`, forwarder cg-smsc-tls). Both paths have the same extra hop;
+the difference is the measured gateway encrypting submits and decrypting their responses
+and receipts (the terminator, on the same core, pays for the other end). Read the gateway
+CPU per message of cg-smsc-tls against cg-smsc-plain.
+
 Then (unless --half-rate-runs 0) the added latency at half load: every forwarder again,
 alternating, with the load capped at half the relay's median maximum rate; the p99 difference
 consentgate − relay is the latency consentgate adds (issue #5 target: <= 50 us).
@@ -52,7 +61,7 @@ Usage: benches/e2e_relay.py [--runs 7] [--seconds 2] [--sessions 4] [--window 10
                             [--no-receipts] [--no-pin] [--gw-cores 1|0,1]
                             [--policy [--records 2000000] [--regime opt-out|opt-in] [--refused 0.01]]
                             [--baseline-bin PATH] [--extra-toml FILE] [--half-rate-runs 5]
-                            [--tls] [--out NAME]
+                            [--tls] [--tls-upstream] [--out NAME]
 """
 import argparse
 import json
@@ -217,6 +226,9 @@ def main():
                     help="with --all-steps: the text of every message")
     ap.add_argument("--tls", action="store_true",
                     help="also measure the gateway through its TLS listener (forwarder consentgate-tls)")
+    ap.add_argument("--tls-upstream", action="store_true",
+                    help="also measure TLS on the SMSC leg: forwarders cg-smsc-plain and cg-smsc-tls through a "
+                         "terminating gateway (see the docstring)")
     ap.add_argument("--out", default=None, help="report base name under target/bench/")
     ap.add_argument("--pcap", default=None,
                     help="also replay this capture (load --pcap --speed max) through every forwarder")
@@ -232,9 +244,11 @@ def main():
 
     tmp = tempfile.mkdtemp(prefix="cg-bench-")
     sim_p, gw_p, relay_p, base_p, tls_p = free_port(), free_port(), free_port(), free_port(), free_port()
+    term_p, term_tls_p, up_plain_p, up_tls_p = free_port(), free_port(), free_port(), free_port()
     tls_toml, tls_ca = "", None
-    if a.tls:
+    if a.tls or a.tls_upstream:
         tls_ca, cert, key = make_certs(tmp)
+    if a.tls:
         tls_toml = f'smpp_tls = "127.0.0.1:{tls_p}"\n[listen.tls]\ncert = "{cert}"\nkey = "{key}"\n'
     # Without --policy there is no consent data: let commercial traffic through so both
     # forwarders carry the same messages (the default, `reject`, would answer all locally).
@@ -268,15 +282,17 @@ snapshot = "{snap}"
         extra += ALL_STEPS_TOML + content_rules.toml(1000)
         account_more = 'signatures = ["Bench"]\n'
     base_extra = extra if a.baseline_same_config else ""
-    for path, port, more, pol in ((cfg, gw_p, extra, policy_toml), (base_cfg, base_p, base_extra, base_policy_toml or policy_toml)):
-      with open(path, "w") as f:
-        f.write(f"""
+    def write_config(path, port, more, pol, listen_more="", upstream=f"127.0.0.1:{sim_p}", upstream_more="",
+                     account="", cls="marketing"):
+        with open(path, "w") as f:
+            f.write(f"""
 [listen]
 smpp = "127.0.0.1:{port}"
 admin = "127.0.0.1:0"
-{tls_toml if path == cfg else ""}
+{listen_more}
 [upstream]
-address = "127.0.0.1:{sim_p}"
+address = "{upstream}"
+{upstream_more}
 [session]
 window = {a.window}
 {pol}
@@ -284,9 +300,26 @@ window = {a.window}
 [[account]]
 system_id = "bench"
 entity = "bench-brand"
-class = "marketing"
+class = "{cls}"
 licence = "B2-BENCH"
-{account_more if path == cfg or a.baseline_same_config else ""}""")
+{account}""")
+    write_config(cfg, gw_p, extra, policy_toml, listen_more=tls_toml, account=account_more)
+    write_config(base_cfg, base_p, base_extra, base_policy_toml or policy_toml,
+                 account=account_more if a.baseline_same_config else "")
+    chain = {}
+    if a.tls_upstream:
+        # The terminator forwards everything: no consent data, every message transactional.
+        term_cfg = os.path.join(tmp, "terminator.toml")
+        write_config(term_cfg, term_p, "", '[policy]\non_snapshot_unavailable = "allow"\n',
+                     listen_more=f'smpp_tls = "127.0.0.1:{term_tls_p}"\n[listen.tls]\ncert = "{cert}"\nkey = "{key}"\n',
+                     cls="transactional")
+        for name, port, up, up_more in (
+                ("cg-smsc-plain", up_plain_p, term_p, ""),
+                ("cg-smsc-tls", up_tls_p, term_tls_p, f'[upstream.tls]\nenabled = true\nca = "{tls_ca}"\n')):
+            path = os.path.join(tmp, f"{name}.toml")
+            write_config(path, port, extra, policy_toml, upstream=f"127.0.0.1:{up}", upstream_more=up_more,
+                         account=account_more)
+            chain[name] = (path, port)
     env = dict(os.environ, RUST_LOG="warn")
     procs = []
     try:
@@ -309,6 +342,18 @@ licence = "B2-BENCH"
             wait_port(tls_p, gw)
             targets["consentgate-tls"] = tls_p
             pids["consentgate-tls"] = gw.pid
+        if a.tls_upstream:
+            term = subprocess.Popen(pin(a.gw_cores, [BIN, "run", "--config", term_cfg], use_pin), env=env,
+                                    stdout=subprocess.DEVNULL)
+            procs.append(term)
+            wait_port(term_tls_p, term)
+            for name, (path, port) in chain.items():
+                p = subprocess.Popen(pin(a.gw_cores, [BIN, "run", "--config", path], use_pin), env=env,
+                                     stdout=subprocess.DEVNULL)
+                procs.append(p)
+                wait_port(port, p, timeout=180)
+                targets[name] = port
+                pids[name] = p.pid
         if a.baseline_bin:
             base = subprocess.Popen(pin(a.gw_cores, [a.baseline_bin, "run", "--config", base_cfg], use_pin), env=env,
                                     stdout=subprocess.DEVNULL)
@@ -417,6 +462,9 @@ licence = "B2-BENCH"
         if "consentgate-tls" in med and med["consentgate"]:
             print(f"  ratio consentgate-tls/consentgate (the same process through TLS): "
                   f"{med['consentgate-tls'] / med['consentgate']:.3f}")
+        if "cg-smsc-tls" in med and med["cg-smsc-plain"]:
+            print(f"  ratio cg-smsc-tls/cg-smsc-plain (TLS on the SMSC leg, the same chain): "
+                  f"{med['cg-smsc-tls'] / med['cg-smsc-plain']:.3f}")
         if "baseline" in med and med["baseline"]:
             print(f"  ratio consentgate/baseline ({a.baseline_bin}): {med['consentgate'] / med['baseline']:.3f}"
                   f"  (baseline/relay {med['baseline'] / med['relay']:.3f})")
@@ -496,7 +544,8 @@ timezone = "Asia/Shanghai"
 """
 
 
-COLORS = {"consentgate": "#1f77b4", "relay": "#7f7f7f", "baseline": "#ff7f0e", "consentgate-tls": "#9467bd"}
+COLORS = {"consentgate": "#1f77b4", "relay": "#7f7f7f", "baseline": "#ff7f0e", "consentgate-tls": "#9467bd",
+          "cg-smsc-plain": "#8c564b", "cg-smsc-tls": "#e377c2"}
 
 
 def svg(rep):
@@ -579,6 +628,9 @@ def markdown(rep):
     if "consentgate-tls" in med and med["consentgate"]:
         lines.append(f"- consentgate through TLS / the same process on plain TCP: "
                      f"**{med['consentgate-tls'] / med['consentgate']:.3f}**")
+    if "cg-smsc-tls" in med and med["cg-smsc-plain"]:
+        lines.append(f"- TLS on the SMSC leg, through the terminating gateway / the same chain on plain TCP: "
+                     f"**{med['cg-smsc-tls'] / med['cg-smsc-plain']:.3f}**")
     if "baseline" in med and med["baseline"]:
         lines.append(f"- consentgate / baseline build: **{med['consentgate'] / med['baseline']:.3f}**")
     cpu = rep.get("median_cpu_us_per_msg") or {}
