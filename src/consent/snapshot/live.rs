@@ -209,14 +209,7 @@ mod tests {
     use crate::consent::statement::{EntityName, NewStatement, StatementKind, StatementSource};
 
     fn st(origin: &str, seq: u64) -> Statement {
-        NewStatement {
-            kind: StatementKind::Revoke,
-            source: StatementSource::Mo,
-            msisdn: 8613800000000 + seq,
-            entity: Some(EntityName::parse("acme").unwrap()),
-            at: 1_700_000_000_000 + seq as i64,
-        }
-        .with_id(StatementId { origin: NodeId::parse(origin).unwrap(), seq })
+        on(8613800000000 + seq, Some("acme"), StatementKind::Revoke, 1_700_000_000_000 + seq as i64, origin, seq)
     }
 
     fn on(msisdn: u64, entity: Option<&str>, kind: StatementKind, at: i64, origin: &str, seq: u64) -> Statement {

@@ -373,10 +373,7 @@ fn the_kept_live_statements_build_the_same_snapshot() {
         (dir.path().join("consent.csv"), dir.path().join("all.snap"), dir.path().join("kept.snap"));
     fs::write(
         &cp,
-        "msisdn,entity,action,at
-8613800000001,acme,grant,2026-05-01
-8613800000002,beta,grant,2026-05-01
-",
+        "msisdn,entity,action,at\n8613800000001,acme,grant,2026-05-01\n8613800000002,beta,grant,2026-05-01\n",
     )
     .unwrap();
     let mut seed = 11;
