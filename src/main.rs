@@ -40,8 +40,13 @@ enum LogFmt {
 enum Command {
     /// Run the gateway.
     Run {
+        /// The config file (TOML); SIGHUP, `systemctl reload` and `POST /v1/config/reload` re-read it.
         #[arg(long)]
         config: PathBuf,
+        /// Reload the config when the file, or a file its `include` patterns match, changes
+        /// (polled every second, applied once the files have been still for a second).
+        #[arg(long)]
+        watch_config: bool,
     },
     /// Validate a config file; exit 64 and list every problem if it is bad.
     CheckConfig { file: PathBuf },
@@ -107,7 +112,7 @@ fn main() -> ExitCode {
 
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Run { config } => cli::run::run(config).await,
+        Command::Run { config, watch_config } => cli::run::run(config, watch_config).await,
         Command::CheckConfig { file } => Ok(cli::run::check_config(file)),
         Command::Demo { count } => consentgate::demo::run(count).await.map(|()| ExitCode::SUCCESS),
         Command::SmscSim(a) => cli::tools::smsc_sim(a).await,

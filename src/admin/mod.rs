@@ -4,11 +4,15 @@
 //! |---|---|---|
 //! | `GET /metrics` | – | Prometheus text exposition |
 //! | `GET /livez` | – | 200 while the process serves HTTP |
-//! | `GET /readyz` | – | 200 when a snapshot is loaded (or the config allows running without one), the journal is writable, the upstream SMSC accepts a TCP connection and (with `[replication]`) the reader has caught up with the stream or, with `on_disconnect = "serve"`, Redis is unreachable; else 503, with the failing checks in the JSON body |
+//! | `GET /readyz` | – | 503 while draining; else 200 when a snapshot is loaded (or the config allows running without one), the journal is writable, the upstream SMSC accepts a TCP connection and (with `[replication]`) the reader has caught up with the stream or, with `on_disconnect = "serve"`, Redis is unreachable; else 503, with the failing checks in the JSON body |
 //! | `GET /v1/snapshot` | – | the serving snapshot: id, counts, build/load time, source digests, live statements |
 //! | `POST /v1/snapshot/reload` | bearer | reload the configured file now; 200 with the new snapshot, or 422 with the exact validation error (the old one keeps serving) |
 //! | `GET /v1/consent/{msisdn}?entity=E` | – | statements held for the subscriber (snapshot and live) and the decision for a commercial message from `E` |
 //! | `POST /v1/consent` | bearer | record a grant / revoke / dnc statement; answered once it is durable in the journal |
+//! | `GET /v1/config` | – | the running config: SHA-256, files, every key (secrets masked) |
+//! | `POST /v1/config/reload` | bearer | re-read and validate the whole config; if valid, put it in force: 200 with what changed, what applied and what needs a restart; else 422 `config_invalid` with every problem (nothing changes) |
+//! | `GET /v1/drain` | – | `{"draining": bool, "sessions": n}` |
+//! | `POST /v1/drain` | bearer | stop taking binds and unbind every session (in-flight answered), process and admin API stay up, `/readyz` 503; `{"cancel": true}` takes binds again. 202 while draining, 200 after a cancel |
 //! | `PUT /v1/log-level` | bearer | replace the log filter (`{"filter": "consentgate=debug,info"}`) |
 //! | `POST /v1/complaints` | bearer | file a complaint (DESIGN §7, [`crate::complaints`]): 201 with id, due date, actions and evidence; 200 for a reference filed before; 422 `complaint_incomplete` naming every missing field or `complaint_invalid` naming the field |
 //! | `GET /v1/complaints?status=open\|overdue\|closed&entity=E&limit=N` | – | complaints, newest first (open includes overdue) |
@@ -23,6 +27,7 @@
 //! gateway's one control channel (STYLE §9), like SIGHUP and the file watch.
 
 mod config;
+mod ops;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,6 +45,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
 pub use config::{AdminConfig, Secret, DEFAULT_ADMIN_TOKEN_ENV};
+pub use ops::{ConfigReloadError, ConfigReply, ConfigReport, DrainStatus, Ops, Request};
 
 use crate::capture::Capture;
 use crate::complaints::{self, ComplaintIn, Complaints, FileError, Resolved, StatusFilter};
@@ -47,7 +53,7 @@ use crate::consent::msisdn;
 use crate::consent::snapshot::SnapshotError;
 use crate::consent::statement::{EntityName, NewStatement, StatementKind, StatementSource};
 use crate::consent::store::{ConsentStore, DurableError, Loaded, RecordError};
-use crate::policy::{self, ConsentView, Engine, Verdict};
+use crate::policy::{self, ConsentView, EngineCell, Verdict};
 use crate::relay::UpstreamConfig;
 use crate::telemetry::metrics as m;
 
@@ -76,7 +82,8 @@ pub type ReloadReply = oneshot::Sender<Result<Arc<Loaded>, ReloadError>>;
 #[derive(Clone)]
 pub struct AdminState {
     pub store: Arc<ConsentStore>,
-    pub engine: Arc<Engine>,
+    /// The engine in force (swapped by config reloads).
+    pub engine: Arc<EngineCell>,
     pub admin: AdminConfig,
     /// `consent.snapshot`, if configured.
     pub snapshot_configured: Option<PathBuf>,
@@ -87,6 +94,8 @@ pub struct AdminState {
     /// Replication's state (`[replication]`), if configured: part of `/readyz`.
     pub replication: Option<Arc<crate::replication::Status>>,
     pub reload: mpsc::Sender<ReloadReply>,
+    /// Config reload, drain, and the running config.
+    pub ops: Ops,
     pub prometheus: metrics_exporter_prometheus::PrometheusHandle,
 }
 
@@ -106,6 +115,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/readyz", get(readyz))
         .route("/v1/snapshot", get(snapshot))
         .route("/v1/snapshot/reload", post(reload))
+        .route("/v1/config", get(ops::config_get))
+        .route("/v1/config/reload", post(ops::config_reload))
+        .route("/v1/drain", get(ops::drain_get).post(ops::drain_post))
         .route("/v1/consent/{msisdn}", get(consent_lookup))
         .route("/v1/consent", post(consent_post))
         .route("/v1/log-level", put(log_level).get(log_level_get))
@@ -182,7 +194,7 @@ async fn readyz(State(state): State<AdminState>) -> Response {
     let loaded = state.store.current().is_some();
     let snapshot_ok = loaded
         || state.snapshot_configured.is_none()
-        || state.engine.config().on_snapshot_unavailable == policy::Unavailable::Allow;
+        || state.engine.load().config().on_snapshot_unavailable == policy::Unavailable::Allow;
     let upstream = crate::relay::upstream::probe(&state.upstream).await;
     metrics::gauge!(m::UPSTREAM_REACHABLE).set(if upstream.is_ok() { 1.0 } else { 0.0 });
     let journal = state.store.journal_health();
@@ -190,7 +202,8 @@ async fn readyz(State(state): State<AdminState>) -> Response {
         Some(r) => r.readiness(),
         None => (true, Value::Null),
     };
-    let ready = snapshot_ok && upstream.is_ok() && journal.is_ok() && replication_ok;
+    let draining = state.ops.draining();
+    let ready = snapshot_ok && upstream.is_ok() && journal.is_ok() && replication_ok && !draining;
     let journal_error = match &journal {
         crate::consent::store::JournalHealth::Failing { last_error, .. } => Some(last_error.clone()),
         _ => None,
@@ -201,6 +214,7 @@ async fn readyz(State(state): State<AdminState>) -> Response {
         "journal": { "ok": journal.is_ok(), "state": journal.as_str(), "error": journal_error },
         "upstream": { "ok": upstream.is_ok(), "address": state.upstream.address, "error": upstream.err().map(|e| e.to_string()) },
         "replication": replication,
+        "draining": draining,
     });
     let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, Json(body)).into_response()
@@ -291,7 +305,7 @@ async fn consent_lookup(
     Path(number): Path<String>,
     Query(q): Query<LookupQuery>,
 ) -> Response {
-    let engine = &state.engine;
+    let engine = state.engine.load();
     let policy = engine.config();
     let n = match msisdn::normalise_text(&number, &policy.default_country_code) {
         Ok(n) => n,
@@ -326,7 +340,9 @@ async fn consent_lookup(
         // Step 8's counts today, in the subscriber's local day (upper bounds: see
         // policy::frequency).
         let caps = &policy.frequency;
-        let usage = engine.frequency().map(|f| f.usage(n, live_entity, policy.zones.of(Some(n)).local(now).day));
+        let usage = engine
+            .frequency()
+            .map(|f| f.usage(n, Some(policy::frequency::entity_key(entity)), policy.zones.of(Some(n)).local(now).day));
         let capped = usage.is_some_and(|u| {
             (caps.per_entity_per_day > 0 && u.entity_today >= caps.per_entity_per_day)
                 || (caps.per_subscriber_per_day > 0 && u.subscriber_today >= caps.per_subscriber_per_day)
@@ -383,7 +399,7 @@ async fn consent_post(State(state): State<AdminState>, headers: HeaderMap, body:
         Ok(s) => s,
         Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()),
     };
-    let n = match msisdn::normalise_text(&input.msisdn, &state.engine.config().default_country_code) {
+    let n = match msisdn::normalise_text(&input.msisdn, &state.engine.load().config().default_country_code) {
         Ok(n) => n,
         Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_msisdn", format!("{}: {e}", input.msisdn)),
     };

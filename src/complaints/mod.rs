@@ -46,7 +46,7 @@ use crate::audit::search::{self, AuditLine};
 use crate::consent::msisdn;
 use crate::consent::statement::{EntityName, NewStatement, StatementKind, StatementSource};
 use crate::consent::store::{ConsentStore, DurableError};
-use crate::policy::{self, ConsentView, Engine};
+use crate::policy::{self, ConsentView, EngineCell};
 use crate::telemetry::metrics as m;
 use crate::time::{calendar, Calendar, Clock};
 pub use register::{Counts, Register, RegisterError, Resolved, Row, StatusFilter, Suspension};
@@ -128,7 +128,8 @@ pub struct Complaints {
     register: Arc<Register>,
     config: ComplaintsConfig,
     store: Arc<ConsentStore>,
-    engine: Arc<Engine>,
+    /// The engine in force (a config reload swaps it; suspensions follow the entity).
+    engine: Arc<EngineCell>,
     audit_dir: Option<PathBuf>,
     clock: Clock,
 }
@@ -138,14 +139,14 @@ impl Complaints {
     pub fn open(
         config: ComplaintsConfig,
         store: Arc<ConsentStore>,
-        engine: Arc<Engine>,
+        engine: Arc<EngineCell>,
         audit_dir: Option<PathBuf>,
         clock: Clock,
     ) -> Result<Complaints, RegisterError> {
         let register = Arc::new(Register::open(&config.db)?);
         let active = register.suspensions()?;
         for s in &active {
-            let n = engine.set_suspended(&s.entity, true);
+            let n = engine.load().set_suspended(&s.entity, true);
             tracing::warn!(entity = %s.entity, accounts = n, "entity suspended by complaints (from the register)");
         }
         let c = Complaints { register, config, store, engine, audit_dir, clock };
@@ -212,7 +213,8 @@ impl Complaints {
         if !missing.is_empty() {
             return Err(FileError::Incomplete(missing));
         }
-        let cc = &self.engine.config().default_country_code;
+        let engine = self.engine.load();
+        let cc = &engine.config().default_country_code;
         let msisdn = msisdn::normalise_text(&subscriber, cc)
             .map_err(|e| FileError::Invalid { field: "subscriber", message: format!("{subscriber}: {e}") })?;
         let now = self.now_ms();
@@ -242,7 +244,7 @@ impl Complaints {
             Some(e) => (e, "given"),
             None => {
                 let source = source.clone().unwrap_or_default();
-                match self.engine.entity_of_source(&source) {
+                match engine.entity_of_source(&source) {
                     Ok(e) => (e.to_owned(), "sender_id"),
                     Err(several) => {
                         let (audit, _, _) = audit_of(self.audit_dir.clone(), msisdn, since_us).await;
@@ -360,7 +362,7 @@ impl Complaints {
             })
             .await?;
         if suspended {
-            let accounts = self.engine.set_suspended(entity, true);
+            let accounts = self.engine.load().set_suspended(entity, true);
             tracing::warn!(entity, accounts, after, "entity suspended: complaints reached complaints.suspend_after");
         }
         Ok(suspended)
@@ -371,7 +373,7 @@ impl Complaints {
         let (e, now) = (entity.to_owned(), self.now_ms());
         let lifted = self.blocking(move |r| r.lift(&e, now)).await?;
         if lifted.is_some() {
-            let accounts = self.engine.set_suspended(entity, false);
+            let accounts = self.engine.load().set_suspended(entity, false);
             tracing::warn!(entity, accounts, "entity suspension lifted");
         }
         Ok(lifted)

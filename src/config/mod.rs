@@ -9,6 +9,9 @@
 //! piece of I/O: reading `admin.token_file`.
 
 pub mod raw;
+mod running;
+
+pub use running::load_for_gateway;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

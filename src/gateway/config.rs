@@ -59,3 +59,39 @@ impl GatewayConfig {
         Engine::new(self.policy.clone(), self.accounts.clone())
     }
 }
+
+/// A config as read from its files, with what a reload compares and reports. The
+/// composition layer (`crate::config`) makes it; the gateway only applies it.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    pub config: GatewayConfig,
+    /// SHA-256 (hex) over the files read, in order.
+    pub sha256: String,
+    /// Every setting of the effective config, dotted key → value text (secrets masked but
+    /// changing with the secret); accounts keyed by system_id (`account.acme.max_tps`).
+    pub keys: std::collections::BTreeMap<String, String>,
+    /// `GET /v1/config`'s body.
+    pub summary: serde_json::Value,
+    /// Every file read (the main file first) and the directories include patterns matched
+    /// in: what `--watch-config` watches.
+    pub files: Vec<std::path::PathBuf>,
+    pub include_dirs: Vec<std::path::PathBuf>,
+    /// Problems that do not stop the config (each `file:line: key: message`).
+    pub warnings: Vec<String>,
+}
+
+/// Reads and validates the config again (SIGHUP, `POST /v1/config/reload`, the file watch):
+/// every problem (`file:line: key: message`) when it is not valid.
+pub type ConfigSource = std::sync::Arc<dyn Fn() -> Result<LoadedConfig, Vec<String>> + Send + Sync>;
+
+/// Settings only a restart puts in force: a reload that changes one reports it
+/// (`restart_required`) and keeps the running value. Everything else — `[policy]` and its
+/// subsections, `[[account]]`, `[session]`, `[limits]`, `[upstream]` but its TLS — applies
+/// live.
+pub const RESTART_REQUIRED: &[&str] =
+    &["listen.", "node.", "consent.", "audit.", "capture.", "complaints.", "replication.", "upstream.tls.", "admin."];
+
+/// Whether a change to `key` needs a restart ([`RESTART_REQUIRED`]).
+pub fn needs_restart(key: &str) -> bool {
+    RESTART_REQUIRED.iter().any(|p| key.starts_with(p) || p.strip_suffix('.') == Some(key))
+}

@@ -15,27 +15,35 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 pub mod config;
+pub mod counters;
 
-use crate::admin::{AdminState, ReloadError, ReloadReply};
+use crate::admin::{AdminState, ConfigReloadError, ConfigReport, DrainStatus, Ops, ReloadError, ReloadReply};
 use crate::complaints::Complaints;
 use crate::consent::store::{ConsentStore, Loaded};
 use crate::optout::Keywords;
+use crate::policy::EngineCell;
 use crate::relay::{TlsClient, TlsServer, Transport};
-use crate::session::Context;
+use crate::session::{Context, Settings};
 use crate::telemetry::metrics as m;
 use crate::telemetry::RateLimit;
 use crate::time::Clock;
-pub use config::{GatewayConfig, ListenConfig};
+pub use config::{ConfigSource, GatewayConfig, ListenConfig, LoadedConfig};
 
-/// Everything that changes runtime state arrives as one of these (STYLE §9): SIGHUP and the
-/// snapshot file watch send [`Control::Reload`]. The admin API sits below the gateway and
-/// does not know this type: its reload requests come through its own handle's channel
-/// ([`crate::admin::AdminState::reload`]) into the same loop, handled like `Reload` plus a
-/// reply.
+/// Everything that changes runtime state arrives as one of these (STYLE §9): SIGHUP sends
+/// [`Control::Reload`], the snapshot file watch [`Control::ReloadSnapshot`], the config file
+/// watch [`Control::ReloadConfig`]. The admin API sits below the gateway and does not know
+/// this type: its requests come through its own handle's channels
+/// ([`crate::admin::AdminState::reload`], [`crate::admin::Ops`]) into the same loop, handled
+/// alike plus a reply.
 #[derive(Debug)]
 pub enum Control {
-    /// Load and validate the configured snapshot file, then swap it in.
+    /// SIGHUP: the config (when the gateway has a [`ConfigSource`]), then the snapshot file
+    /// and the TLS certificates, each validated and swapped on its own.
     Reload,
+    /// Load and validate the configured snapshot file, then swap it in.
+    ReloadSnapshot,
+    /// Re-read the config and put it in force if valid.
+    ReloadConfig,
     /// Stop accepting, drain every session, exit (like the `shutdown` future resolving).
     Shutdown,
 }
@@ -99,6 +107,16 @@ pub struct Gateway {
     control_tx: mpsc::Sender<Control>,
     control_rx: mpsc::Receiver<Control>,
     complaints: Option<Arc<Complaints>>,
+    /// Where a reload reads the config from, and the running config's description.
+    source: Option<ConfigSource>,
+    running: Running,
+}
+
+/// The running config as the reloads compare it.
+struct Running {
+    sha256: String,
+    keys: std::collections::BTreeMap<String, String>,
+    summary: Arc<arc_swap::ArcSwap<serde_json::Value>>,
 }
 
 impl Gateway {
@@ -155,7 +173,12 @@ impl Gateway {
             None => None,
         };
         let audit = crate::audit::Audit::open(&config.audit)?;
-        let engine = Arc::new(config.engine());
+        let engine = config.engine();
+        // The day's cap counts, before any session decides (and before /readyz says ready).
+        if let Some(j) = &config.consent.journal {
+            counters::restore(&engine, &counters::state_path(j));
+        }
+        let engine = Arc::new(EngineCell::new(engine));
         // The register sets its suspensions on the engine before any session decides.
         let complaints = match &config.complaints {
             Some(c) => Some(Arc::new(Complaints::open(
@@ -168,11 +191,9 @@ impl Gateway {
             None => None,
         };
         let sessions = Arc::new(Context {
-            session: config.session.clone(),
-            upstream: config.upstream.clone(),
+            settings: arc_swap::ArcSwap::from_pointee(settings_of(&config)),
             engine,
             store,
-            keywords: Arc::new(Keywords::new(&config.optout_keywords)),
             capture,
             audit,
             clock: Clock::system(),
@@ -190,7 +211,23 @@ impl Gateway {
             control_tx,
             control_rx,
             complaints,
+            source: None,
+            running: Running {
+                sha256: String::new(),
+                keys: Default::default(),
+                summary: Arc::new(arc_swap::ArcSwap::from_pointee(serde_json::json!({ "source": null }))),
+            },
         })
+    }
+
+    /// Makes the config reloadable: `loaded` is what the gateway was bound with (its keys and
+    /// SHA-256 are what the first reload compares against), `source` reads it again.
+    pub fn with_config_source(mut self, loaded: &LoadedConfig, source: ConfigSource) -> Gateway {
+        self.running.sha256 = loaded.sha256.clone();
+        self.running.keys = loaded.keys.clone();
+        self.running.summary.store(Arc::new(loaded.summary.clone()));
+        self.source = Some(source);
+        self
     }
 
     /// The consent store the sessions use.
@@ -230,6 +267,8 @@ impl Gateway {
             control_tx,
             mut control_rx,
             complaints,
+            source,
+            mut running,
         } = self;
         let (tls_listener, tls_server) = match tls_listener {
             Some((l, s)) => (Some(l), Some(s)),
@@ -242,8 +281,15 @@ impl Gateway {
             .filter(|_| config.consent.watch)
             .map(|path| tokio::spawn(watch_snapshot(path, control_tx.clone())));
         let upkeep = tokio::spawn(m::upkeep(prometheus.clone()));
-        let prober = tokio::spawn(probe_upstream_loop(config.upstream.clone()));
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let prober = tokio::spawn(probe_upstream_loop(shared.clone()));
+        let state_file = config.consent.journal.as_deref().map(counters::state_path);
+        let checkpoints = state_file.clone().map(|p| tokio::spawn(counters::checkpoints(shared.engine.clone(), p)));
+        // Sessions are told to drain through the stop channel of their epoch: a drain sends
+        // on it, a cancelled drain starts a new epoch for the sessions bound after it, and
+        // the shutdown sends on the current one (older epochs drained already).
+        let (mut stop_tx, mut stop_rx) = watch::channel(false);
+        // The admin API stops at shutdown only (it stays up while draining).
+        let (admin_stop_tx, mut admin_stop) = watch::channel(false);
         // Replication stops after the sessions (their last opt-outs still get published) and
         // before the store closes.
         let (repl_stop_tx, repl_stop_rx) = watch::channel(false);
@@ -254,6 +300,14 @@ impl Gateway {
         let admin_addr = admin.local_addr()?;
         // The admin API's narrow handle: what its endpoints read, and a way to ask for a reload.
         let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadReply>(4);
+        let (ops_tx, mut ops_rx) = mpsc::channel::<crate::admin::Request>(4);
+        let live = Arc::new(AtomicUsize::new(0));
+        let ops = Ops {
+            requests: ops_tx,
+            config: running.summary.clone(),
+            draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            sessions: live.clone(),
+        };
         let admin_state = AdminState {
             store: shared.store.clone(),
             engine: shared.engine.clone(),
@@ -264,9 +318,9 @@ impl Gateway {
             complaints,
             replication: replication.as_ref().map(|r| r.status.clone()),
             reload: reload_tx,
+            ops: ops.clone(),
             prometheus,
         };
-        let mut admin_stop = stop_rx.clone();
         let admin_task = tokio::spawn(async move {
             let stop = async move {
                 let _ = admin_stop.wait_for(|s| *s).await;
@@ -275,20 +329,29 @@ impl Gateway {
                 tracing::error!(error = %e, "admin listener failed");
             }
         });
+        if !running.sha256.is_empty() {
+            metrics::gauge!(m::CONFIG_INFO, "sha256" => running.sha256.clone()).set(1.0);
+        }
+        metrics::gauge!(m::CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP).set(crate::time::unix_us() as f64 / 1e6);
         let smpp_tls = tls_listener.as_ref().and_then(|l| l.local_addr().ok());
-        info!(smpp = %listener.local_addr()?, smpp_tls = ?smpp_tls, admin = %admin_addr, upstream = %config.upstream.address, upstream_tls = config.upstream.tls.is_some(), accounts = shared.engine.account_count(), "listening");
+        info!(smpp = %listener.local_addr()?, smpp_tls = ?smpp_tls, admin = %admin_addr, upstream = %config.upstream.address, upstream_tls = config.upstream.tls.is_some(), accounts = shared.engine().account_count(), "listening");
         let mut sessions = JoinSet::new();
-        let live = Arc::new(AtomicUsize::new(0));
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 r = accept_either(&listener, tls_listener.as_ref()) => match r {
                     Ok((stream, peer, tls)) => {
-                        if live.load(Ordering::Relaxed) >= config.session.max_sessions {
+                        if ops.draining() {
+                            metrics::counter!(m::LIMITS_TOTAL, "limit" => "draining").increment(1);
+                            drop(stream);
+                            continue;
+                        }
+                        let max_sessions = shared.settings().session.max_sessions;
+                        if live.load(Ordering::Relaxed) >= max_sessions {
                             metrics::counter!(m::LIMITS_TOTAL, "limit" => "sessions").increment(1);
                             static LIMIT: RateLimit = RateLimit::new(Duration::from_secs(10));
                             if let Some(suppressed) = LIMIT.allow() {
-                                warn!(peer = %peer, max = config.session.max_sessions, suppressed, "session limit reached; connection refused");
+                                warn!(peer = %peer, max = max_sessions, suppressed, "session limit reached; connection refused");
                             }
                             drop(stream);
                             continue;
@@ -299,7 +362,7 @@ impl Gateway {
                         sessions.spawn(async move {
                             let transport = match tls_server {
                                 None => Some(Transport::tcp(stream)),
-                                Some(t) => tls_accept(&t, stream, peer, sh.session.bind_timeout).await,
+                                Some(t) => tls_accept(&t, stream, peer, sh.settings().session.bind_timeout).await,
                             };
                             if let Some(transport) = transport {
                                 crate::session::serve(transport, peer, sh, rx).await;
@@ -319,14 +382,48 @@ impl Gateway {
                 Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
                 Some(c) = control_rx.recv() => match c {
                     Control::Reload => {
+                        if source.is_some() {
+                            let _ = reload_config(source.as_ref(), &mut running, &shared).await;
+                        }
                         let _ = reload(&shared).await;
                         reload_tls(tls_server.clone(), shared.upstream_tls.clone()).await;
+                    }
+                    Control::ReloadSnapshot => {
+                        let _ = reload(&shared).await;
+                    }
+                    Control::ReloadConfig => {
+                        let _ = reload_config(source.as_ref(), &mut running, &shared).await;
                     }
                     Control::Shutdown => break,
                 },
                 Some(reply) = reload_rx.recv() => {
                     let _ = reply.send(reload(&shared).await);
                 }
+                Some(req) = ops_rx.recv() => match req {
+                    crate::admin::Request::ReloadConfig(reply) => {
+                        let r = reload_config(source.as_ref(), &mut running, &shared).await;
+                        if r.is_ok() {
+                            reload_tls(tls_server.clone(), shared.upstream_tls.clone()).await;
+                        }
+                        let _ = reply.send(r);
+                    }
+                    crate::admin::Request::Drain { cancel, reply } => {
+                        let was = ops.draining.swap(!cancel, Ordering::Relaxed);
+                        match (was, cancel) {
+                            (false, false) => {
+                                info!(sessions = live.load(Ordering::Relaxed), "draining: binds refused, every session unbinding");
+                                let _ = stop_tx.send(true);
+                            }
+                            (true, true) => {
+                                info!("drain cancelled: taking binds again");
+                                (stop_tx, stop_rx) = watch::channel(false);
+                            }
+                            _ => {}
+                        }
+                        metrics::gauge!(m::DRAINING).set(if cancel { 0.0 } else { 1.0 });
+                        let _ = reply.send(DrainStatus { draining: !cancel, sessions: live.load(Ordering::Relaxed) });
+                    }
+                },
                 _ = &mut shutdown => break,
             }
         }
@@ -335,20 +432,30 @@ impl Gateway {
         if let Some(w) = watcher {
             w.abort();
         }
+        if let Some(c) = checkpoints {
+            c.abort();
+        }
         upkeep.abort();
         prober.abort();
         let n = sessions.len();
-        info!(sessions = n, grace_s = config.session.shutdown_grace.as_secs_f64(), "draining");
+        let grace = shared.settings().session.shutdown_grace;
+        info!(sessions = n, grace_s = grace.as_secs_f64(), "draining");
         let _ = stop_tx.send(true);
         // Sessions bound their own drain by shutdown_grace; allow the unbind exchange on top.
-        let limit = config.session.shutdown_grace + Duration::from_secs(3);
+        let limit = grace + Duration::from_secs(3);
         let drained = tokio::time::timeout(limit, async { while sessions.join_next().await.is_some() {} }).await;
         if drained.is_err() {
             warn!(remaining = sessions.len(), "drain cut short; aborting remaining sessions");
             sessions.abort_all();
         }
+        // The sessions are gone: the counts are final.
+        if let Some(p) = state_file {
+            let engine = shared.engine();
+            let _ = tokio::task::spawn_blocking(move || counters::save(&engine, &p)).await;
+        }
         // The admin API stopped with the sessions; its last statements (a POST in flight) must
         // be journalled before the publisher makes its last pass.
+        let _ = admin_stop_tx.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
         if let Some(r) = replication {
             let _ = repl_stop_tx.send(true);
@@ -364,6 +471,126 @@ impl Gateway {
         info!("stopped");
         Ok(())
     }
+}
+
+/// The settings sessions take from a config (see [`Settings`]).
+fn settings_of(config: &GatewayConfig) -> Settings {
+    Settings {
+        session: config.session.clone(),
+        upstream: config.upstream.clone(),
+        keywords: Arc::new(Keywords::new(&config.optout_keywords)),
+    }
+}
+
+/// A config reload: read and validate everything through `source` (off the async workers),
+/// change nothing if anything is wrong, else build the new engine carrying the running
+/// one's state, put the settings and then the engine in force, and report what changed and
+/// which changes wait for a restart. Counted and logged either way.
+async fn reload_config(
+    source: Option<&ConfigSource>,
+    running: &mut Running,
+    shared: &Arc<Context>,
+) -> Result<ConfigReport, ConfigReloadError> {
+    let Some(source) = source.cloned() else { return Err(ConfigReloadError::NoSource) };
+    let old = shared.engine();
+    let built = tokio::task::spawn_blocking(move || {
+        let loaded = source()?;
+        let (engine, carried) = old.reloaded(loaded.config.policy.clone(), loaded.config.accounts.clone());
+        Ok::<_, Vec<String>>((loaded, engine, carried))
+    })
+    .await;
+    let (loaded, engine, carried) = match built {
+        Ok(Ok(b)) => b,
+        Ok(Err(problems)) => {
+            metrics::counter!(m::CONFIG_RELOADS_TOTAL, "result" => "invalid").increment(1);
+            for p in &problems {
+                warn!(problem = %p, "config reload refused");
+            }
+            warn!(problems = problems.len(), "config reload refused; the running config stays");
+            return Err(ConfigReloadError::Invalid(problems));
+        }
+        Err(e) => {
+            metrics::counter!(m::CONFIG_RELOADS_TOTAL, "result" => "error").increment(1);
+            tracing::error!(error = %e, "config reload failed");
+            return Err(ConfigReloadError::Aborted(e.to_string()));
+        }
+    };
+    let report = report_of(running, &loaded, &carried);
+    // Settings first, the engine last: a session that sees the new generation finds both.
+    let mut settings = settings_of(&loaded.config);
+    // The TLS client of the SMSC leg is built at start (`upstream.tls` needs a restart).
+    settings.upstream.tls = shared.settings().upstream.tls.clone();
+    shared.settings.store(Arc::new(settings));
+    shared.bind_limiter.set_config(loaded.config.session.limits);
+    let _old = shared.engine.swap(engine);
+    if running.sha256 != loaded.sha256 {
+        if !running.sha256.is_empty() {
+            metrics::gauge!(m::CONFIG_INFO, "sha256" => running.sha256.clone()).set(0.0);
+        }
+        metrics::gauge!(m::CONFIG_INFO, "sha256" => loaded.sha256.clone()).set(1.0);
+    }
+    running.sha256 = loaded.sha256.clone();
+    running.keys = loaded.keys;
+    running.summary.store(Arc::new(loaded.summary));
+    metrics::counter!(m::CONFIG_RELOADS_TOTAL, "result" => "ok").increment(1);
+    metrics::gauge!(m::CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP).set(crate::time::unix_us() as f64 / 1e6);
+    for w in &report.warnings {
+        warn!(warning = %w, "config");
+    }
+    info!(
+        sha256 = %report.sha256,
+        applied = ?report.applied,
+        restart_required = ?report.restart_required,
+        accounts_added = ?report.accounts_added,
+        accounts_removed = ?report.accounts_removed,
+        accounts_changed = ?report.accounts_changed,
+        notes = ?report.notes,
+        "config reloaded"
+    );
+    if !report.restart_required.is_empty() {
+        warn!(keys = ?report.restart_required, "config reload: these changes need a restart to take effect");
+    }
+    Ok(report)
+}
+
+/// What changed between the running config and `new`.
+fn report_of(running: &Running, new: &LoadedConfig, carried: &crate::policy::Carried) -> ConfigReport {
+    let (old, next) = (&running.keys, &new.keys);
+    let mut changed: Vec<&String> = next.iter().filter(|(k, v)| old.get(*k) != Some(v)).map(|(k, _)| k).collect();
+    changed.extend(old.keys().filter(|k| !next.contains_key(*k)));
+    changed.sort();
+    changed.dedup();
+    let mut r = ConfigReport { sha256: new.sha256.clone(), changed: !changed.is_empty(), ..Default::default() };
+    for k in changed {
+        if config::needs_restart(k) {
+            r.restart_required.push(k.clone());
+        } else {
+            r.applied.push(k.clone());
+        }
+    }
+    let accounts = |m: &std::collections::BTreeMap<String, String>| -> std::collections::BTreeSet<String> {
+        m.keys()
+            .filter_map(|k| k.strip_prefix("account."))
+            .filter_map(|k| k.split('.').next())
+            .map(str::to_owned)
+            .collect()
+    };
+    let (before, after) = (accounts(old), accounts(next));
+    r.accounts_added = after.difference(&before).cloned().collect();
+    r.accounts_removed = before.difference(&after).cloned().collect();
+    r.accounts_changed = after
+        .intersection(&before)
+        .filter(|a| {
+            let p = format!("account.{a}.");
+            r.applied.iter().any(|k| k.starts_with(&p))
+        })
+        .cloned()
+        .collect();
+    for t in &carried.frequency_reset {
+        r.notes.push(format!("frequency caps: the {t} table changed size and starts empty"));
+    }
+    r.warnings = new.warnings.clone();
+    r
 }
 
 /// Loads and validates the configured snapshot off the async workers, swaps it in, and counts
@@ -450,11 +677,11 @@ async fn reload_tls(server: Option<Arc<TlsServer>>, client: Option<Arc<TlsClient
 /// Keeps `consentgate_upstream_reachable` current without anyone calling `/readyz` (systemd
 /// deployments have no readiness probe): a TCP connect to the SMSC every
 /// [`m::UPSTREAM_PROBE_EVERY`].
-async fn probe_upstream_loop(cfg: crate::relay::UpstreamConfig) {
+async fn probe_upstream_loop(ctx: Arc<Context>) {
     let mut t = tokio::time::interval(m::UPSTREAM_PROBE_EVERY);
     loop {
         t.tick().await;
-        let ok = crate::relay::upstream::probe(&cfg).await.is_ok();
+        let ok = crate::relay::upstream::probe(&ctx.settings().upstream).await.is_ok();
         metrics::gauge!(m::UPSTREAM_REACHABLE).set(if ok { 1.0 } else { 0.0 });
     }
 }
@@ -478,7 +705,7 @@ async fn watch_snapshot(path: std::path::PathBuf, control: mpsc::Sender<Control>
         let now = stamp(&path).await;
         if now.is_some() && now != last {
             last = now;
-            if control.send(Control::Reload).await.is_err() {
+            if control.send(Control::ReloadSnapshot).await.is_err() {
                 return;
             }
         }

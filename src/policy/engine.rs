@@ -5,9 +5,11 @@
 //! `decide`, and, if it keeps state, a field of [`Engine`]: nothing outside `policy/` changes.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+use arc_swap::ArcSwap;
 
 use crate::consent::delta::Delta;
 use crate::consent::msisdn;
@@ -148,8 +150,8 @@ pub struct Engine {
     accounts: Vec<Account>,
     by_system_id: HashMap<String, AccountIdx>,
     /// `max_tps` per account (step 3), shared by its sessions; clones of the engine share
-    /// them too.
-    rates: Arc<Vec<Option<Rate>>>,
+    /// them too, and so does the engine a reload builds while the limit stays the same.
+    rates: Vec<Option<Arc<Rate>>>,
     /// Bound sessions per account against `max_sessions`.
     sessions: Arc<Sessions>,
     /// Zero of the rates' monotonic clock.
@@ -162,25 +164,84 @@ pub struct Engine {
     scanner: content::Scanner,
     /// Whether any step reads the message text.
     reads_text: bool,
-    /// Step 1's complaint suspensions, one flag per account (set for every account of a
-    /// suspended entity); clones of the engine share them.
-    suspended: Arc<[AtomicBool]>,
+    /// Step 1's complaint suspensions: each account's entity's flag, shared by every account
+    /// of the entity, by clones of the engine and by the engines reloads build from it.
+    suspended: Vec<Arc<AtomicBool>>,
+    suspensions: Arc<Suspensions>,
+    /// Each account's entity under step 8's [`frequency::entity_key`].
+    cap_entity: Vec<u32>,
+}
+
+/// The complaint register's suspension flags by entity name (an entity named by no account
+/// yet keeps its flag for the account a reload may add).
+#[derive(Debug, Default)]
+struct Suspensions(Mutex<HashMap<String, Arc<AtomicBool>>>);
+
+impl Suspensions {
+    /// The entity's flag, created (off) when first asked. A std Mutex: no await inside, and
+    /// only engine builds and the complaint register take it.
+    fn flag(&self, entity: &str) -> Arc<AtomicBool> {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(entity.to_owned()).or_default().clone()
+    }
+}
+
+/// What a reload carried from the running engine into its successor
+/// ([`Engine::reloaded`]), for the reload's report.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Carried {
+    /// Step 8 tables that had to start empty (their size changed).
+    pub frequency_reset: Vec<&'static str>,
+}
+
+/// The engine in force, swapped whole by a config reload. Readers that keep an engine for a
+/// while (a session) compare [`EngineCell::generation`] — one relaxed load — and take the
+/// new one when it moved; others [`EngineCell::load`] it per use.
+#[derive(Debug)]
+pub struct EngineCell {
+    current: ArcSwap<Engine>,
+    generation: AtomicU64,
+}
+
+impl EngineCell {
+    pub fn new(engine: Engine) -> EngineCell {
+        EngineCell { current: ArcSwap::from_pointee(engine), generation: AtomicU64::new(1) }
+    }
+
+    /// The engine in force.
+    pub fn load(&self) -> Arc<Engine> {
+        self.current.load_full()
+    }
+
+    /// Moves by one with every swap.
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Puts `engine` in force; the previous one is returned.
+    pub fn swap(&self, engine: Engine) -> Arc<Engine> {
+        let old = self.current.swap(Arc::new(engine));
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        old
+    }
 }
 
 impl Engine {
     /// Builds the engine. `accounts` come validated (unique system_ids, non-empty entities).
     pub fn new(config: PolicyConfig, accounts: Vec<Account>) -> Engine {
         let n_accounts = accounts.len();
+        let accounts_entities: Vec<&str> = accounts.iter().map(|a| a.entity.as_str()).collect();
+        let cap_entity = accounts.iter().map(|a| frequency::entity_key(&a.entity)).collect();
         let by_system_id =
             accounts.iter().enumerate().map(|(i, a)| (a.system_id.clone(), AccountIdx(i as u32))).collect();
-        let rates = Arc::new(accounts.iter().map(|a| a.max_tps.map(Rate::per_second)).collect());
+        let rates = accounts.iter().map(|a| a.max_tps.map(|r| Arc::new(Rate::per_second(r)))).collect();
         let sessions = Arc::new(Sessions::new(accounts.iter().map(|a| a.max_sessions).collect()));
-        let mut freq = config.frequency;
-        // An account's own cap turns the table on even when the policy sets none.
-        if freq.per_entity_per_day == 0 {
-            freq.per_entity_per_day = accounts.iter().filter_map(|a| a.per_entity_per_day).max().unwrap_or(0);
-        }
+        let freq = Engine::frequency_config(&config, &accounts);
         let frequency = Frequency::new(freq).map(Arc::new);
+        let suspensions = Arc::new(Suspensions::default());
+        let suspended = accounts_suspended(&suspensions, n_accounts, &accounts_entities);
+        drop(accounts_entities);
         let signatures = accounts.iter().map(|a| content::bracketed_signatures(&a.signatures)).collect();
         // Validated with the config (each regex, the rules' own set): this set differs only
         // by the hints' literals.
@@ -198,22 +259,67 @@ impl Engine {
             signatures,
             scanner,
             reads_text,
-            suspended: (0..n_accounts).map(|_| AtomicBool::new(false)).collect(),
+            suspended,
+            suspensions,
+            cap_entity,
         }
+    }
+
+    /// Step 8's configuration: the policy's, where an account's own cap turns the table on
+    /// even when the policy sets none.
+    fn frequency_config(config: &PolicyConfig, accounts: &[Account]) -> frequency::FrequencyConfig {
+        let mut freq = config.frequency;
+        if freq.per_entity_per_day == 0 {
+            freq.per_entity_per_day = accounts.iter().filter_map(|a| a.per_entity_per_day).max().unwrap_or(0);
+        }
+        freq
+    }
+
+    /// The engine for a reloaded config, carrying this one's state: each kept account
+    /// (same `system_id`) keeps its bound-session count (against its new `max_sessions`)
+    /// and, when its `max_tps` is unchanged, its rate; step 8's counts and same-text marks
+    /// are kept (unless a table's size changed, see [`Carried`]); complaint suspensions
+    /// follow the entity; the rates' clock is the same.
+    pub fn reloaded(&self, config: PolicyConfig, accounts: Vec<Account>) -> (Engine, Carried) {
+        let mut next = Engine::new(config, accounts);
+        let mut carried = Carried::default();
+        next.epoch = self.epoch;
+        next.suspensions = self.suspensions.clone();
+        let entities: Vec<&str> = next.accounts.iter().map(|a| a.entity.as_str()).collect();
+        next.suspended = accounts_suspended(&next.suspensions, entities.len(), &entities);
+        let mut counts = Vec::with_capacity(next.accounts.len());
+        for (i, a) in next.accounts.iter().enumerate() {
+            let old = self.lookup(&a.system_id);
+            let count = match old.and_then(|o| self.sessions.count(o.get())) {
+                Some(c) => {
+                    c.set_max(a.max_sessions);
+                    c.clone()
+                }
+                None => super::limit::SessionCount::new(a.max_sessions),
+            };
+            counts.push(count);
+            if let (Some(o), Some(max)) = (old, a.max_tps) {
+                if let Some(r) = self.rates[o.get()].as_ref().filter(|r| r.max() == max) {
+                    next.rates[i] = Some(r.clone());
+                }
+            }
+        }
+        next.sessions = Arc::new(Sessions::of(counts));
+        let freq = Engine::frequency_config(&next.config, &next.accounts);
+        if let Some(old) = &self.frequency {
+            let (f, reset) = old.carried(freq);
+            next.frequency = f.map(Arc::new);
+            carried.frequency_reset = reset;
+        }
+        (next, carried)
     }
 
     /// Suspends (`on`) or reinstates every account of `entity` (step 1, `suspended`); the
     /// number of accounts it names. The complaint register owns the state and sets it at
     /// start and on every change.
     pub fn set_suspended(&self, entity: &str, on: bool) -> usize {
-        let mut n = 0;
-        for (i, a) in self.accounts.iter().enumerate() {
-            if a.entity == entity {
-                self.suspended[i].store(on, Ordering::Relaxed);
-                n += 1;
-            }
-        }
-        n
+        self.suspensions.flag(entity).store(on, Ordering::Relaxed);
+        self.accounts.iter().filter(|a| a.entity == entity).count()
     }
 
     /// Whether account `idx`'s entity is suspended.
@@ -241,6 +347,11 @@ impl Engine {
     /// ([`Message::text`]) and holds the parts of a concatenated message until all are in.
     pub fn reads_text(&self) -> bool {
         self.reads_text
+    }
+
+    /// Account `idx`'s entity as step 8 keys it ([`frequency::entity_key`]).
+    pub fn cap_entity(&self, idx: AccountIdx) -> u32 {
+        self.cap_entity[idx.get()]
     }
 
     /// Step 8's tables, when a cap is configured.
@@ -331,7 +442,7 @@ impl Engine {
                     Verdict::Accept => {
                         let local = self.config.zones.of(d.msisdn).local(now);
                         self.step_quiet_hours(a, local)
-                            .or_else(|| self.step_frequency(a, data, m, d.msisdn, local.day, now))
+                            .or_else(|| self.step_frequency(idx, a, m, d.msisdn, local.day, now))
                             .unwrap_or(Verdict::Accept)
                     }
                     refused => refused,
@@ -377,10 +488,11 @@ impl Engine {
     /// Step 8, frequency: the caps of [`Frequency`] for a message that passed every other
     /// step; an allowed one is counted (so only messages this step lets through count).
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     fn step_frequency(
         &self,
+        a_idx: AccountIdx,
         a: &Account,
-        data: &ConsentView,
         m: &Message,
         msisdn: Option<u64>,
         day: i64,
@@ -390,13 +502,7 @@ impl Engine {
         let msisdn = msisdn?;
         let per_entity = a.per_entity_per_day.unwrap_or(self.config.frequency.per_entity_per_day);
         let text = if f.config().same_text_window_s > 0 { text_hash(m) } else { 0 };
-        let key = frequency::Key {
-            msisdn,
-            entity: data.live_entity.unwrap_or(u32::MAX - 1),
-            day,
-            text,
-            unix_s: now.unix_s(),
-        };
+        let key = frequency::Key { msisdn, entity: self.cap_entity[a_idx.get()], day, text, unix_s: now.unix_s() };
         f.check_and_count(&key, per_entity).map(|_| Verdict::Reject(Reason::FrequencyCap))
     }
 
@@ -494,6 +600,12 @@ impl Engine {
             (Standing::Dnc, _) => Verdict::Reject(Reason::Dnc),
         }
     }
+}
+
+/// Each account's suspension flag (its entity's), in account order.
+fn accounts_suspended(s: &Suspensions, n: usize, entities: &[&str]) -> Vec<Arc<AtomicBool>> {
+    debug_assert_eq!(n, entities.len());
+    entities.iter().map(|e| s.flag(e)).collect()
 }
 
 /// The hash a same-text check keys on: the folded text when decoded, else the raw bytes.

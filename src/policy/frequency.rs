@@ -35,7 +35,9 @@
 //! a few seconds after start). At the load it is sized for, more than 99.9 % of subscribers reach their cap exactly (the
 //! `at_design_load` test); past it the caps tighten, they never loosen.
 
+use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// `[policy.frequency]` (and an account's `per_entity_per_day` override).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +89,7 @@ pub struct Usage {
 #[derive(Debug, Clone, Copy)]
 pub struct Key {
     pub msisdn: u64,
-    /// The entity's id (the delta's interned id: stable for the process).
+    /// The entity's [`entity_key`].
     pub entity: u32,
     /// The subscriber's local day (days since 1970-01-01).
     pub day: i64,
@@ -97,12 +99,27 @@ pub struct Key {
     pub unix_s: i64,
 }
 
-/// The caps' state (see the module docs). Shared by every session of the engine.
+/// The caps' state (see the module docs). Shared by every session of the engine; the tables
+/// are shared with the next engine a config reload builds ([`Frequency::carried`]).
 #[derive(Debug)]
 pub struct Frequency {
     config: FrequencyConfig,
-    days: Buckets,
-    texts: Buckets,
+    days: Arc<Buckets>,
+    texts: Arc<Buckets>,
+}
+
+/// The id an entity's counts are kept under: a hash of its name, so that the counts mean the
+/// same in every process (a restart restores them, [`Frequency::restore`]) and after any
+/// reload. Two entities sharing it (≈ 2⁻³² per pair) share their per-entity counts: an
+/// over-count, as everywhere in this table.
+pub fn entity_key(entity: &str) -> u32 {
+    let k = xxhash_rust::xxh3::xxh3_64(entity.as_bytes()) as u32;
+    // u32::MAX is "all entities" (ALL).
+    if k == ALL {
+        0
+    } else {
+        k
+    }
 }
 
 const SLOTS: usize = 7;
@@ -113,6 +130,38 @@ const ALL: u32 = u32::MAX;
 impl Frequency {
     /// Tables sized for `config.subscribers`; `None` when no cap is set.
     pub fn new(config: FrequencyConfig) -> Option<Frequency> {
+        let (days, texts) = Frequency::geometry(config)?;
+        Some(Frequency {
+            config,
+            days: Arc::new(Buckets::with_buckets(days)),
+            texts: Arc::new(Buckets::with_buckets(texts)),
+        })
+    }
+
+    /// The caps of `config` over this engine's tables (a config reload): every count and
+    /// same-text mark is kept. A table whose size `config` changes (`subscribers`,
+    /// `peak_rate`, `same_text_window`, or a cap turned on or off) starts empty — its counts
+    /// cannot be moved, their keys being hashed — and is named in the second value.
+    pub fn carried(&self, config: FrequencyConfig) -> (Option<Frequency>, Vec<&'static str>) {
+        let Some(fresh) = Frequency::geometry(config) else { return (None, Vec::new()) };
+        let mut reset = Vec::new();
+        let mut pick = |old: &Arc<Buckets>, n: usize, what| {
+            if old.buckets.len() == n {
+                old.clone()
+            } else {
+                if !old.buckets.is_empty() {
+                    reset.push(what);
+                }
+                Arc::new(Buckets::with_buckets(n))
+            }
+        };
+        let days = pick(&self.days, fresh.0, "day counts");
+        let texts = pick(&self.texts, fresh.1, "same-text marks");
+        (Some(Frequency { config, days, texts }), reset)
+    }
+
+    /// The bucket counts of the two tables `config` needs; `None` when no cap is set.
+    fn geometry(config: FrequencyConfig) -> Option<(usize, usize)> {
         if !config.is_active() {
             return None;
         }
@@ -120,7 +169,7 @@ impl Frequency {
         let day_slots =
             if config.per_entity_per_day > 0 || config.per_subscriber_per_day > 0 { subs * 5 / 2 } else { 0 };
         let text_slots = config.peak_rate.max(1) * u64::from(config.same_text_window_s);
-        Some(Frequency { config, days: Buckets::for_slots(day_slots), texts: Buckets::for_slots(text_slots) })
+        Some((Buckets::count_for(day_slots), Buckets::count_for(text_slots)))
     }
 
     pub fn config(&self) -> &FrequencyConfig {
@@ -204,6 +253,169 @@ impl Frequency {
     }
 }
 
+// ----- state file ---------------------------------------------------------------------------
+//
+// The counts outlive the process (a graceful stop saves them, a start restores them, and a
+// running gateway checkpoints them): a file of the tables' non-empty buckets.
+//
+// | bytes | field |
+// |---|---|
+// | 8 | magic `CGFREQ01` |
+// | 8 | day table buckets (u64 LE) |
+// | 8 | text table buckets |
+// | 8 | saved at, Unix seconds (i64) |
+// | 72 × n | records: `table << 63 \| bucket index` (u64), then the bucket's 8 words (header without the lock bit, 7 slots) |
+// | 8 | `u64::MAX` (end) |
+// | 8 | number of records n |
+// | 8 | xxh3-64 of every byte before it |
+//
+// 72 bytes per non-empty bucket: a subscriber counted today takes one or two buckets of the
+// day table (its entity's and the all-entities count share a bucket unless it overflowed),
+// so about 72–144 bytes per counted subscriber; a same-text mark 72 bytes or less (a bucket
+// holds seven). Every slot carries its own day or time, so a file from yesterday restores
+// nothing that counts today, and one from a minute ago restores what was counted until then.
+
+const STATE_MAGIC: &[u8; 8] = b"CGFREQ01";
+const STATE_END: u64 = u64::MAX;
+
+/// What [`Frequency::save`] wrote or [`Frequency::restore`] read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StateStats {
+    /// Non-empty buckets (records) in the file.
+    pub buckets: u64,
+    pub bytes: u64,
+    /// When the file was written, Unix seconds.
+    pub saved_at: i64,
+}
+
+/// Why a state file was not restored.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// Not a state file, or damaged (a bad checksum, a record out of range).
+    #[error("not a frequency state file or damaged: {0}")]
+    Format(&'static str),
+    /// Written for tables of another size (`policy.frequency.subscribers`, `peak_rate` or
+    /// `same_text_window` changed): its keys cannot be placed in these.
+    #[error("written for tables of {file_days}/{file_texts} buckets, these have {days}/{texts}: counts not restored")]
+    Geometry { file_days: u64, file_texts: u64, days: u64, texts: u64 },
+}
+
+/// Writes through to `inner` while hashing.
+struct Hashing<W> {
+    inner: W,
+    hash: xxhash_rust::xxh3::Xxh3,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(b)?;
+        self.hash.update(&b[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl Frequency {
+    /// Writes every non-empty bucket of both tables to `w` (see the format above). Each
+    /// bucket is copied under its lock, so the file holds no torn bucket; buckets are copied
+    /// one after another while the sessions keep counting, so it is a fuzzy checkpoint: each
+    /// count as it was at some moment of the save.
+    pub fn save(&self, w: impl Write, unix_s: i64) -> io::Result<StateStats> {
+        let mut h = Hashing { inner: io::BufWriter::with_capacity(1 << 20, w), hash: Default::default(), bytes: 0 };
+        h.write_all(STATE_MAGIC)?;
+        h.write_all(&(self.days.buckets.len() as u64).to_le_bytes())?;
+        h.write_all(&(self.texts.buckets.len() as u64).to_le_bytes())?;
+        h.write_all(&unix_s.to_le_bytes())?;
+        let mut n = 0u64;
+        for (t, table) in [(0u64, &self.days), (1u64, &self.texts)] {
+            for i in 0..table.buckets.len() {
+                let b = table.copy(i);
+                if b[1..].iter().all(|&w| w == 0) && b[0] == 0 {
+                    continue;
+                }
+                h.write_all(&((t << 63) | i as u64).to_le_bytes())?;
+                for w in b {
+                    h.write_all(&w.to_le_bytes())?;
+                }
+                n += 1;
+            }
+        }
+        h.write_all(&STATE_END.to_le_bytes())?;
+        h.write_all(&n.to_le_bytes())?;
+        let sum = h.hash.digest();
+        let bytes = h.bytes + 8;
+        h.inner.write_all(&sum.to_le_bytes())?;
+        h.inner.flush()?;
+        Ok(StateStats { buckets: n, bytes, saved_at: unix_s })
+    }
+
+    /// Reads a file [`Frequency::save`] wrote into these tables, before any session counts:
+    /// the file is checked whole (checksum, ranges) before a bucket is written, so a damaged
+    /// file changes nothing. A bucket is merged word by word with what the table holds by
+    /// taking the file's bucket only where the table's is empty — at start, every bucket.
+    pub fn restore(&self, mut r: impl Read) -> Result<StateStats, StateError> {
+        let mut all = Vec::new();
+        r.read_to_end(&mut all)?;
+        if all.len() < 32 + 24 || &all[..8] != STATE_MAGIC {
+            return Err(StateError::Format("no header"));
+        }
+        let (body, sum) = all.split_at(all.len() - 8);
+        if xxhash_rust::xxh3::xxh3_64(body) != u64::from_le_bytes(sum.try_into().expect("8 bytes")) {
+            return Err(StateError::Format("checksum mismatch"));
+        }
+        let word = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().expect("8 bytes"));
+        let (file_days, file_texts, saved_at) = (word(8), word(16), word(24) as i64);
+        let (days, texts) = (self.days.buckets.len() as u64, self.texts.buckets.len() as u64);
+        if (file_days, file_texts) != (days, texts) {
+            return Err(StateError::Geometry { file_days, file_texts, days, texts });
+        }
+        let records = &body[32..body.len() - 16];
+        if records.len() % 72 != 0 || word(body.len() - 16) != STATE_END {
+            return Err(StateError::Format("truncated"));
+        }
+        let n = (records.len() / 72) as u64;
+        if word(body.len() - 8) != n {
+            return Err(StateError::Format("record count mismatch"));
+        }
+        let mut parsed = Vec::with_capacity(n as usize);
+        for rec in records.chunks_exact(72) {
+            let w = |k: usize| u64::from_le_bytes(rec[k * 8..k * 8 + 8].try_into().expect("8 bytes"));
+            let (table, i) = (w(0) >> 63, (w(0) & !(1 << 63)) as usize);
+            let limit = if table == 0 { days } else { texts };
+            if i as u64 >= limit {
+                return Err(StateError::Format("bucket index out of range"));
+            }
+            let mut b = [0u64; 8];
+            for (k, v) in b.iter_mut().enumerate() {
+                *v = w(k + 1);
+            }
+            b[0] &= !LOCK;
+            parsed.push((table, i, b));
+        }
+        for (table, i, b) in parsed {
+            let t = if table == 0 { &self.days } else { &self.texts };
+            let words = &t.buckets[i].0;
+            let header = lock(&words[0]);
+            let empty = header == 0 && (1..8).all(|j| words[j].load(Ordering::Relaxed) == 0);
+            if empty {
+                for (j, v) in b.iter().enumerate().skip(1) {
+                    words[j].store(*v, Ordering::Relaxed);
+                }
+                words[0].store(b[0], Ordering::Release);
+            } else {
+                words[0].store(header, Ordering::Release);
+            }
+        }
+        Ok(StateStats { buckets: n, bytes: all.len() as u64, saved_at })
+    }
+}
+
 // ----- buckets ------------------------------------------------------------------------------
 
 /// One table: an array of buckets, each `[header, slot × 7]`. A subscriber's keys may sit in
@@ -225,12 +437,32 @@ type Pair = [[u64; 8]; 2];
 const LOAD: u64 = 80;
 
 impl Buckets {
-    fn for_slots(slots: u64) -> Buckets {
+    /// Buckets for `slots` keys at the design fill; 0 for none.
+    fn count_for(slots: u64) -> usize {
         if slots == 0 {
+            return 0;
+        }
+        (slots * 100 / LOAD / SLOTS as u64).max(2) as usize
+    }
+
+    fn with_buckets(n: usize) -> Buckets {
+        if n == 0 {
             return Buckets { buckets: Box::new([]) };
         }
-        let n = (slots * 100 / LOAD / SLOTS as u64).max(2) as usize;
         Buckets { buckets: zeroed(n) }
+    }
+
+    /// A copy of bucket `i` taken under its lock (never a torn bucket), without the lock bit.
+    fn copy(&self, i: usize) -> [u64; 8] {
+        let words = &self.buckets[i].0;
+        let header = lock(&words[0]);
+        let mut out = [0u64; 8];
+        out[0] = header;
+        for (j, w) in out.iter_mut().enumerate().skip(1) {
+            *w = words[j].load(Ordering::Relaxed);
+        }
+        words[0].store(header, Ordering::Release);
+        out
     }
 
     fn bytes(&self) -> u64 {
@@ -551,6 +783,69 @@ mod tests {
 
     fn key(msisdn: u64, entity: u32, day: i64, text: u64, unix_s: i64) -> Key {
         Key { msisdn, entity, day, text, unix_s }
+    }
+
+    /// Counts `n` messages to each of `subs` subscribers from entity 7 on day 100.
+    fn fill(f: &Frequency, subs: u64, n: u32) {
+        for m in 0..subs {
+            for i in 0..u64::from(n) {
+                assert_eq!(f.check_and_count(&key(8613800000000 + m, 7, 100, m * 16 + i, 1_000), 5), None);
+            }
+        }
+    }
+
+    #[test]
+    fn saved_counts_restore_exactly_into_empty_tables() {
+        let f = Frequency::new(cfg(5, 9, 3600)).unwrap();
+        fill(&f, 500, 3);
+        let mut file = Vec::new();
+        let st = f.save(&mut file, 1_234).unwrap();
+        assert_eq!(st.bytes, file.len() as u64);
+        assert!(st.buckets > 0 && st.buckets * 72 + 56 == st.bytes, "{st:?}");
+        let g = Frequency::new(cfg(5, 9, 3600)).unwrap();
+        let r = g.restore(&file[..]).unwrap();
+        assert_eq!((r.buckets, r.saved_at), (st.buckets, 1_234));
+        for m in 0..500 {
+            let u = g.usage(8613800000000 + m, Some(7), 100);
+            assert_eq!((u.entity_today, u.subscriber_today), (3, 3), "subscriber {m}");
+            // The same-text marks came too.
+            assert_eq!(g.check_and_count(&key(8613800000000 + m, 7, 100, m * 16, 1_010), 5), Some(Cap::SameText));
+        }
+        // Another day counts from zero (the slots carry their day).
+        assert_eq!(g.usage(8613800000000, Some(7), 101).entity_today, 0);
+    }
+
+    #[test]
+    fn a_damaged_or_foreign_state_file_changes_nothing() {
+        let f = Frequency::new(cfg(5, 0, 0)).unwrap();
+        fill(&f, 50, 2);
+        let mut file = Vec::new();
+        f.save(&mut file, 1).unwrap();
+        let g = Frequency::new(cfg(5, 0, 0)).unwrap();
+        let mut bad = file.clone();
+        bad[40] ^= 1;
+        assert!(matches!(g.restore(&bad[..]), Err(StateError::Format(_))));
+        assert!(matches!(g.restore(&file[..file.len() - 9]), Err(StateError::Format(_))));
+        assert!(matches!(g.restore(&b"not a state file at all, not at all, no"[..]), Err(StateError::Format(_))));
+        assert_eq!(g.usage(8613800000000, Some(7), 100).entity_today, 0, "nothing restored");
+        let other = Frequency::new(FrequencyConfig { subscribers: 100_000, ..cfg(5, 0, 0) }).unwrap();
+        assert!(matches!(other.restore(&file[..]), Err(StateError::Geometry { .. })));
+    }
+
+    #[test]
+    fn a_reload_carries_the_tables_unless_their_size_changes() {
+        let f = Frequency::new(cfg(3, 0, 60)).unwrap();
+        fill(&f, 10, 2);
+        // New caps, same sizes: counts kept, the new cap applies.
+        let (g, reset) = f.carried(cfg(2, 0, 60));
+        let g = g.unwrap();
+        assert!(reset.is_empty());
+        assert_eq!(g.check_and_count(&key(8613800000000, 7, 100, 99, 2_000), 2), Some(Cap::PerEntity));
+        // The text table resized: it starts empty, the day counts stay.
+        let (h, reset) = f.carried(cfg(3, 0, 120));
+        assert_eq!(reset, vec!["same-text marks"]);
+        assert_eq!(h.unwrap().usage(8613800000001, Some(7), 100).entity_today, 2);
+        assert!(f.carried(cfg(0, 0, 0)).0.is_none(), "no cap: no table");
     }
 
     #[test]

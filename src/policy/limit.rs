@@ -19,6 +19,8 @@ const BURST_DIVISOR: u64 = 20;
 /// A per-second rate limit (see the module docs).
 #[derive(Debug)]
 pub struct Rate {
+    /// The `max_tps` it was built for (a reload keeps a rate whose limit did not change).
+    max: u32,
     interval_ns: u64,
     tolerance_ns: u64,
     /// Theoretical arrival time of the next PDU, ns on the caller's monotonic clock.
@@ -28,10 +30,15 @@ pub struct Rate {
 impl Rate {
     /// `max` PDUs per second (at least 1).
     pub fn per_second(max: u32) -> Rate {
-        let max = u64::from(max.max(1));
-        let interval_ns = 1_000_000_000 / max;
-        let burst = (max / BURST_DIVISOR).max(2);
-        Rate { interval_ns, tolerance_ns: interval_ns * (burst - 1), tat_ns: AtomicU64::new(0) }
+        let per_s = u64::from(max.max(1));
+        let interval_ns = 1_000_000_000 / per_s;
+        let burst = (per_s / BURST_DIVISOR).max(2);
+        Rate { max, interval_ns, tolerance_ns: interval_ns * (burst - 1), tat_ns: AtomicU64::new(0) }
+    }
+
+    /// The `max_tps` this rate enforces.
+    pub fn max(&self) -> u32 {
+        self.max
     }
 
     /// Takes one PDU's place at `now_ns` (a monotonic clock shared by every caller); false =
@@ -53,45 +60,79 @@ impl Rate {
     }
 }
 
-/// Bound sessions per account on this node, against `[[account]] max_sessions`.
+/// Bound sessions per account on this node, against `[[account]] max_sessions`. Each
+/// account's count lives in its own [`SessionCount`], which a config reload hands from the
+/// old engine to the new one by `system_id` (the sessions bound before a reload keep their
+/// slot, and the limit they count against is the new one).
 #[derive(Debug)]
 pub struct Sessions {
-    max: Vec<Option<u32>>,
-    active: Vec<AtomicU32>,
+    accounts: Vec<Arc<SessionCount>>,
+}
+
+/// One account's bound sessions and its limit.
+#[derive(Debug)]
+pub struct SessionCount {
+    /// `max_sessions`; `u32::MAX` = none. Changed in place by a reload.
+    max: AtomicU32,
+    active: AtomicU32,
+}
+
+impl SessionCount {
+    pub fn new(max: Option<u32>) -> Arc<SessionCount> {
+        Arc::new(SessionCount { max: AtomicU32::new(max.unwrap_or(u32::MAX)), active: AtomicU32::new(0) })
+    }
+
+    /// Sets the limit (a reload); sessions over a lowered limit stay, new binds are refused.
+    pub fn set_max(&self, max: Option<u32>) {
+        self.max.store(max.unwrap_or(u32::MAX), Ordering::Relaxed);
+    }
+
+    /// Sessions bound now.
+    pub fn active(&self) -> u32 {
+        self.active.load(Ordering::Relaxed)
+    }
 }
 
 /// One bound session of an account; the count goes down when it is dropped (the session
 /// ended, however).
 #[derive(Debug)]
 pub struct SessionSlot {
-    sessions: Arc<Sessions>,
-    idx: usize,
+    count: Arc<SessionCount>,
 }
 
 impl Sessions {
     /// `max[i]`: the limit of account `i` (`None` = none).
     pub fn new(max: Vec<Option<u32>>) -> Sessions {
-        let active = max.iter().map(|_| AtomicU32::new(0)).collect();
-        Sessions { max, active }
+        Sessions { accounts: max.into_iter().map(SessionCount::new).collect() }
+    }
+
+    /// The given counts, in account order (a reload: kept accounts bring their own).
+    pub fn of(accounts: Vec<Arc<SessionCount>>) -> Sessions {
+        Sessions { accounts }
+    }
+
+    /// Account `idx`'s count.
+    pub fn count(&self, idx: usize) -> Option<&Arc<SessionCount>> {
+        self.accounts.get(idx)
     }
 
     /// A slot for one more session of account `idx`, unless it has `max_sessions` already.
-    pub fn open(self: &Arc<Self>, idx: usize) -> Option<SessionSlot> {
-        let max = self.max.get(idx).copied().flatten().unwrap_or(u32::MAX);
-        let n = self.active.get(idx)?;
-        n.fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| (c < max).then_some(c + 1)).ok()?;
-        Some(SessionSlot { sessions: Arc::clone(self), idx })
+    pub fn open(&self, idx: usize) -> Option<SessionSlot> {
+        let count = self.accounts.get(idx)?;
+        let max = count.max.load(Ordering::Relaxed);
+        count.active.fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| (c < max).then_some(c + 1)).ok()?;
+        Some(SessionSlot { count: Arc::clone(count) })
     }
 
     /// Sessions of account `idx` bound now.
     pub fn active(&self, idx: usize) -> u32 {
-        self.active.get(idx).map_or(0, |n| n.load(Ordering::Relaxed))
+        self.accounts.get(idx).map_or(0, |n| n.active())
     }
 }
 
 impl Drop for SessionSlot {
     fn drop(&mut self) {
-        self.sessions.active[self.idx].fetch_sub(1, Ordering::AcqRel);
+        self.count.active.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -58,8 +58,8 @@ pub use config::{
     pattern_matches, Account, BindRefusal, DailyWindow, MessageClass, Pattern, PolicyConfig, PolicyMode, Regime,
     Unavailable, Zones,
 };
-pub use engine::{classify, standing, AccountIdx, ConsentView, Engine, Message, QuietHoursState};
-pub use limit::{Rate, SessionSlot, Sessions};
+pub use engine::{classify, standing, AccountIdx, Carried, ConsentView, Engine, EngineCell, Message, QuietHoursState};
+pub use limit::{Rate, SessionCount, SessionSlot, Sessions};
 pub use reason::{Decision, Reason, Standing, Verdict};
 pub use session::{Part, SessionPolicy, SnapshotStamp, PREFETCH_DISTANCE, PREFETCH_GROUP};
 

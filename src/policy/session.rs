@@ -100,6 +100,17 @@ impl SessionPolicy {
         &self.engine
     }
 
+    /// After a config reload: decide with `engine` for its account `account` (the same
+    /// `system_id`) from the next message. The entity's ids are resolved again (its entity
+    /// may have changed); concatenated messages in progress keep their verdicts and parts.
+    pub fn rebind(&mut self, engine: Arc<Engine>, account: AccountIdx) {
+        self.live_entity = self.store.delta.intern(&engine.account(account).entity);
+        self.engine = engine;
+        self.account = account;
+        // Re-resolves the snapshot's entity id at the next decision.
+        self.swaps_seen = u64::MAX;
+    }
+
     pub fn account(&self) -> AccountIdx {
         self.account
     }

@@ -617,3 +617,52 @@ fn the_entity_of_a_source_address() {
     assert_eq!(e.entity_of_source("10690123459"), Ok(ENTITY));
     assert_eq!(e.entity_of_source("12345"), Err(vec![]));
 }
+
+/// A config reload builds the next engine from the running one: a kept account keeps its
+/// bound-session count (against its new limit) and, with the same `max_tps`, its rate; a
+/// suspension follows the entity; the cap counts are the same tables.
+#[test]
+fn a_reload_carries_sessions_rates_suspensions_and_counts() {
+    const FREQ: &str = "[policy.frequency]\nper_entity_per_day = 1\nsubscribers = 1024";
+    // One PDU a second: the bucket cannot refill between the two engines' checks.
+    let old = config(FREQ, "max_tps = 1\nmax_sessions = 2").engine();
+    let acme = old.lookup("acme").unwrap();
+    let s1 = old.open_session(acme).unwrap();
+    let _s2 = old.open_session(acme).unwrap();
+    assert!(old.open_session(acme).is_err());
+    // Spend acme's burst.
+    while old.throttle(acme).is_none() {}
+    old.set_suspended(ENTITY, true);
+    let f = old.frequency().unwrap();
+    let k = frequency::Key { msisdn: 8613800000001, entity: old.cap_entity(acme), day: 9, text: 0, unix_s: 1 };
+    assert_eq!(f.check_and_count(&k, 1), None);
+
+    // The reloaded config puts a new account first (acme's index moves) and raises the limit.
+    let new = config(FREQ, "max_tps = 1\nmax_sessions = 3");
+    let mut accounts = new.accounts.clone();
+    let mut first = accounts[1].clone();
+    first.system_id = "first".into();
+    first.entity = "first-co".into();
+    accounts.insert(0, first);
+    let (next, carried) = old.reloaded(new.policy.clone(), accounts);
+    assert!(carried.frequency_reset.is_empty());
+    let acme2 = next.lookup("acme").unwrap();
+    assert_ne!(acme2, acme);
+    assert_eq!(next.active_sessions(acme2), 2, "bound sessions carried");
+    let s3 = next.open_session(acme2).expect("the raised limit applies");
+    assert!(next.open_session(acme2).is_err());
+    drop((s1, s3));
+    assert_eq!(next.active_sessions(acme2), 1, "a slot from the old engine frees the carried count");
+    assert!(next.throttle(acme2).is_some(), "the rate's bucket was carried");
+    assert!(next.is_suspended(acme2), "the suspension follows the entity");
+    assert!(!next.is_suspended(next.lookup("first").unwrap()));
+    // Lifted through either engine, lifted in both.
+    next.set_suspended(ENTITY, false);
+    assert!(!old.is_suspended(acme));
+    let f2 = next.frequency().unwrap();
+    assert_eq!(f2.check_and_count(&k, 1), Some(frequency::Cap::PerEntity), "the counts were carried");
+    // A changed max_tps starts a fresh bucket.
+    let changed = config("", "max_tps = 50");
+    let (third, _) = next.reloaded(changed.policy.clone(), changed.accounts.clone());
+    assert!(third.throttle(third.lookup("acme").unwrap()).is_none());
+}

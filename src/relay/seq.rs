@@ -53,6 +53,29 @@ impl SeqTable {
         self.slots.len()
     }
 
+    /// Makes room for at least `capacity` pending requests (a window raised by a config
+    /// reload), keeping every pending one under its sequence number. Never shrinks; `false`
+    /// when two pending numbers would share a slot of the larger table (the table keeps its
+    /// size; the next call, with fewer pending, may succeed).
+    pub fn grow(&mut self, capacity: usize) -> bool {
+        let n = capacity.max(64).next_power_of_two();
+        if n <= self.slots.len() {
+            return true;
+        }
+        let mut slots: Vec<Option<Pending>> = vec![None; n];
+        let mask = (n - 1) as u32;
+        for p in self.slots.iter().flatten() {
+            let slot = &mut slots[(p.seq & mask) as usize];
+            if slot.is_some() {
+                return false;
+            }
+            *slot = Some(*p);
+        }
+        self.slots = slots;
+        self.mask = mask;
+        true
+    }
+
     /// Pending requests of any origin.
     pub fn len(&self) -> usize {
         self.len

@@ -28,6 +28,11 @@ impl SessionAudit {
         }
     }
 
+    /// The account's names after a config reload changed its entity.
+    pub fn set_account(&mut self, audit: &Audit, system_id: &str, entity: &str) {
+        self.account = audit.account(system_id, entity);
+    }
+
     /// Whether this verdict is recorded under the configured mode.
     #[inline]
     pub fn wants(&self, verdict: Verdict) -> bool {

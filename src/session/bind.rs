@@ -6,6 +6,7 @@
 //! bind leaves the connection open so the ESME may retry, until `session.bind_timeout`.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
 use tokio::sync::watch;
@@ -27,6 +28,8 @@ pub(super) struct Bound {
     pub up_rest: BytesMut,
     /// The ESME leg's framer (it may be skipping an oversized PDU).
     pub down_framer: Framer,
+    /// The engine that admitted the bind: `account` is an index into it.
+    pub engine: Arc<crate::policy::Engine>,
     pub account: AccountIdx,
     /// The account's session count, held while the session lives (`max_sessions`).
     pub slot: SessionSlot,
@@ -38,6 +41,8 @@ pub(super) struct Bound {
 
 /// An accepted bind: the upstream leg, the account and the bind type.
 struct Admitted {
+    /// The engine that admitted the bind (the account index is its).
+    engine: Arc<crate::policy::Engine>,
     up: Transport,
     up_rest: BytesMut,
     account: AccountIdx,
@@ -52,8 +57,9 @@ pub(super) async fn accept_bind(
     ctx: &Context,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<Bound> {
-    let deadline = tokio::time::Instant::now() + ctx.session.bind_timeout;
-    let mut framer = Framer::new(ctx.session.max_pdu_bytes);
+    let settings = ctx.settings();
+    let deadline = tokio::time::Instant::now() + settings.session.bind_timeout;
+    let mut framer = Framer::new(settings.session.max_pdu_bytes);
     let mut rbuf = BytesMut::with_capacity(4096);
     let mut out = BytesMut::new();
     loop {
@@ -79,6 +85,7 @@ pub(super) async fn accept_bind(
                                         down_rest: rbuf,
                                         down_framer: framer,
                                         up_rest: a.up_rest,
+                                        engine: a.engine,
                                         account: a.account,
                                         slot: a.slot,
                                         bind_type: a.bind_type,
@@ -163,7 +170,8 @@ async fn bind_one(
             static LIMIT: crate::telemetry::RateLimit =
                 crate::telemetry::RateLimit::new(std::time::Duration::from_secs(10));
             if let Some(suppressed) = LIMIT.allow() {
-                warn!(peer = %peer, failures = ctx.session.limits.bind_failures_per_ip, window = ?ctx.session.limits.bind_failure_window, backoff = ?ctx.session.limits.bind_backoff, suppressed, "source IP backing off: too many failed binds");
+                let l = ctx.bind_limiter.config();
+                warn!(peer = %peer, failures = l.bind_failures_per_ip, window = ?l.bind_failure_window, backoff = ?l.bind_backoff, suppressed, "source IP backing off: too many failed binds");
             }
         }
     };
@@ -175,7 +183,11 @@ async fn bind_one(
             return Err(encode_bind_resp(bind_type, status::ESME_RBINDFAIL, seq, ""));
         }
     };
-    let label = if ctx.engine.lookup(&req.system_id).is_some() { req.system_id.clone() } else { "unknown".to_owned() };
+    // One engine for the whole admission (a reload may swap it meanwhile: the session takes
+    // the new one at its first read).
+    let engine = ctx.engine();
+    let settings = ctx.settings();
+    let label = if engine.lookup(&req.system_id).is_some() { req.system_id.clone() } else { "unknown".to_owned() };
     let count = |result: &'static str| {
         metrics::counter!(crate::telemetry::metrics::BINDS_TOTAL, "account" => label.clone(), "result" => result)
             .increment(1)
@@ -195,10 +207,12 @@ async fn bind_one(
         }
         encode_bind_resp(bind_type, refusal.status(), seq, "")
     };
-    let account = ctx.engine.admit(&req.system_id, bind_type, ctx.clock.now().utc_day()).map_err(refused)?;
+    let account = engine.admit(&req.system_id, bind_type, ctx.clock.now().utc_day()).map_err(refused)?;
     // Counted from here: a second bind racing this one sees the slot taken.
-    let slot = ctx.engine.open_session(account).map_err(refused)?;
-    let up = match bind_upstream(&ctx.upstream, ctx.upstream_tls.as_deref(), frame, ctx.session.max_pdu_bytes).await {
+    let slot = engine.open_session(account).map_err(refused)?;
+    let up = match bind_upstream(&settings.upstream, ctx.upstream_tls.as_deref(), frame, settings.session.max_pdu_bytes)
+        .await
+    {
         Ok(u) => u,
         Err(e) => {
             count("upstream_unreachable");
@@ -231,5 +245,5 @@ async fn bind_one(
     }
     count("ok");
     ctx.bind_limiter.success(ip);
-    Ok((Admitted { up: up.stream, up_rest: up.rest, account, bind_type, slot }, resp))
+    Ok((Admitted { engine, up: up.stream, up_rest: up.rest, account, bind_type, slot }, resp))
 }

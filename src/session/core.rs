@@ -18,8 +18,8 @@ use super::audit::SessionAudit;
 use super::lifecycle::{Lifecycle, Step};
 use super::metrics::{self, ErrorKind, SessionStats};
 use super::optout_gate::OptoutGate;
-use super::Context;
-use crate::policy::{Account, AccountIdx, SessionPolicy, PREFETCH_DISTANCE, PREFETCH_GROUP};
+use super::{Context, Settings};
+use crate::policy::{Account, AccountIdx, Engine, SessionPolicy, PREFETCH_DISTANCE, PREFETCH_GROUP};
 use crate::relay::seq::{Pending, SeqTable};
 use crate::relay::LegState;
 use crate::smpp::frame::Next;
@@ -43,6 +43,10 @@ const CLOSE_WAIT_MS: u64 = 2_000;
 /// One bound session's state and behaviour.
 pub struct Session {
     pub(super) ctx: Arc<Context>,
+    /// The settings in force for this session, and the engine generation they (and the
+    /// policy's engine) were taken at: both are re-taken when a config reload moves it.
+    pub(super) settings: Arc<Settings>,
+    generation: u64,
     pub(super) policy: SessionPolicy,
     pub(super) optout: OptoutGate,
     pub(super) audit: SessionAudit,
@@ -70,21 +74,26 @@ pub struct Session {
 }
 
 impl Session {
+    /// A session of `account` of `engine` (the engine that admitted the bind; a reload since
+    /// is taken at the first read).
     pub(crate) fn new(
         ctx: Arc<Context>,
+        engine: Arc<Engine>,
         account: AccountIdx,
         bind_type: BindType,
         peer: SocketAddr,
         down_rbuf: BytesMut,
         up_rbuf: BytesMut,
     ) -> Session {
-        let cap = (ctx.session.window * 2).max(64);
-        let max = ctx.session.max_pdu_bytes;
-        let a = ctx.engine.account(account);
+        // The generation first: a swap after this read is seen at the next check.
+        let generation = ctx.engine.generation();
+        let settings = ctx.settings();
+        let cap = (settings.session.window * 2).max(64);
+        let max = settings.session.max_pdu_bytes;
+        let a = engine.account(account);
         let session_id = ctx.next_session.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Session {
-            policy: SessionPolicy::new(ctx.engine.clone(), ctx.store.clone(), account),
-            optout: OptoutGate::new(ctx.store.clone(), ctx.keywords.clone()),
+            optout: OptoutGate::new(ctx.store.clone(), settings.keywords.clone()),
             audit: SessionAudit::new(&ctx.audit, &a.system_id, &a.entity, session_id),
             stats: SessionStats::default(),
             metrics: metrics::SessionMetrics::new(&a.system_id),
@@ -101,7 +110,63 @@ impl Session {
             now_ms: 0,
             now: Now { unix_ms: ctx.clock.unix_ms(), mono_ms: 0 },
             expired: Vec::new(),
+            policy: SessionPolicy::new(engine, ctx.store.clone(), account),
+            settings,
+            generation,
             ctx,
+        }
+    }
+
+    /// Takes a reloaded config (engine and settings) if one was swapped in since the last
+    /// look: one relaxed load otherwise. Called before every read batch and on every tick.
+    #[inline]
+    pub(super) fn check_reload(&mut self) {
+        if self.ctx.engine.generation() != self.generation {
+            self.reload();
+        }
+    }
+
+    /// A reload: the account is looked up again by `system_id` in the new engine. Kept, the
+    /// session goes on under its new settings from the next PDU (nothing in flight is
+    /// touched). Removed, its licence expired or its bind type no longer allowed, the
+    /// session drains — new requests refused, every one in flight answered — and unbinds
+    /// both legs.
+    #[cold]
+    fn reload(&mut self) {
+        self.generation = self.ctx.engine.generation();
+        let engine = self.ctx.engine.load();
+        self.settings = self.ctx.settings();
+        self.optout.set_keywords(self.settings.keywords.clone());
+        let want = (self.settings.session.window * 2).max(64);
+        self.up_table.grow(want);
+        self.down_table.grow(want);
+        let system_id = self.account().system_id.clone();
+        let kept = match engine.lookup(&system_id) {
+            None => Err("account removed by a config reload"),
+            Some(idx) => {
+                let a = engine.account(idx);
+                if a.licence_valid_on(self.ctx.clock.now().utc_day()).is_err() {
+                    Err("licence expired (config reload)")
+                } else if !a.bind_types.contains(&self.bind_type) {
+                    Err("bind type no longer allowed (config reload)")
+                } else {
+                    Ok(idx)
+                }
+            }
+        };
+        match kept {
+            Ok(idx) => {
+                let entity_changed = engine.account(idx).entity != self.account().entity;
+                self.policy.rebind(engine, idx);
+                if entity_changed {
+                    let a = self.policy.engine().account(self.policy.account());
+                    self.audit.set_account(&self.ctx.audit, &a.system_id, &a.entity);
+                }
+            }
+            Err(why) => {
+                tracing::info!(peer = %self.peer, system_id = %system_id, why, "session unbinding");
+                self.begin_drain(why);
+            }
         }
     }
 
@@ -150,6 +215,7 @@ impl Session {
     /// maximum is answered generic_nack and skipped; under 16 the stream cannot be
     /// resynchronised and the leg is dropped (the ESME is told first).
     fn process(&mut self, side: Side) {
+        self.check_reload();
         let mut rbuf = std::mem::take(&mut self.leg(side).rbuf);
         // Submits from the ESME: their snapshot lines are prefetched about PREFETCH_DISTANCE
         // frames ahead of the one being handled, PREFETCH_GROUP at a time (`ahead` = offset
@@ -199,10 +265,11 @@ impl Session {
 
     // ----- lifecycle -----------------------------------------------------------------------
 
-    /// Shutdown: stop taking new requests and let in-flight ones finish within the grace.
-    pub fn begin_drain(&mut self) {
-        let grace = self.ctx.session.shutdown_grace.as_millis() as u64;
-        if self.life.begin_drain(self.now_ms + grace) {
+    /// Shutdown, drain or an account gone (`why`, the close reason): stop taking new
+    /// requests and let in-flight ones finish within the grace.
+    pub fn begin_drain(&mut self, why: &'static str) {
+        let grace = self.settings.session.shutdown_grace.as_millis() as u64;
+        if self.life.begin_drain(self.now_ms + grace, why) {
             debug!(peer = %self.peer, "session draining");
             // New parts are refused from now on: held messages are decided on what came.
             self.release_holds(true);
@@ -217,7 +284,7 @@ impl Session {
                     tracing::warn!(peer = %self.peer, pending = self.up_table.relayed(), "drain grace expired; answering in-flight requests with ESME_RSYSERR");
                 }
                 self.answer_all_up(status::ESME_RSYSERR);
-                self.start_closing("shutdown");
+                self.start_closing(self.life.drain_reason());
             }
             Some(Step::Finish) => self.finish(self.life.close_reason()),
             None => {}
@@ -225,7 +292,7 @@ impl Session {
     }
 
     fn close_deadline(&self) -> u64 {
-        self.now_ms + CLOSE_WAIT_MS.min(self.ctx.session.response_timeout.as_millis() as u64)
+        self.now_ms + CLOSE_WAIT_MS.min(self.settings.session.response_timeout.as_millis() as u64)
     }
 
     /// Sends consentgate's own unbind on every open leg not yet unbound and waits (bounded)

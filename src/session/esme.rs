@@ -45,8 +45,8 @@ impl Session {
             State::Bound if !self.up.open => Some(status::ESME_RSYSERR),
             // DESIGN step 3: the window is a throughput limit, answered with the `throttled`
             // status (policy.reject_status.throttled, default ESME_RTHROTTLED).
-            State::Bound if self.up_table.relayed() >= self.ctx.session.window => {
-                Some(self.ctx.engine.status(crate::policy::Reason::Throttled))
+            State::Bound if self.up_table.relayed() >= self.settings.session.window => {
+                Some(self.policy.engine().status(crate::policy::Reason::Throttled))
             }
             State::Bound => None,
             State::Draining { .. } => Some(status::ESME_RTHROTTLED),

@@ -49,11 +49,19 @@ pub struct Lifecycle {
     /// The SMSC leg is unbound.
     pub smsc_unbound: bool,
     close_reason: &'static str,
+    /// Why the session drains (`begin_drain`): the close reason once the drain ends.
+    drain_reason: &'static str,
 }
 
 impl Default for Lifecycle {
     fn default() -> Lifecycle {
-        Lifecycle { state: State::Bound, esme_unbound: false, smsc_unbound: false, close_reason: "" }
+        Lifecycle {
+            state: State::Bound,
+            esme_unbound: false,
+            smsc_unbound: false,
+            close_reason: "",
+            drain_reason: "shutdown",
+        }
     }
 }
 
@@ -68,6 +76,11 @@ impl Lifecycle {
 
     pub fn close_reason(&self) -> &'static str {
         self.close_reason
+    }
+
+    /// Why the session drains (see [`Lifecycle::begin_drain`]).
+    pub fn drain_reason(&self) -> &'static str {
+        self.drain_reason
     }
 
     /// Whether the session takes new requests and routes MOs (bound, or draining for MOs).
@@ -94,9 +107,11 @@ impl Lifecycle {
         }
     }
 
-    /// Shutdown: from `Bound`, stop taking new requests until `deadline_ms`.
-    pub fn begin_drain(&mut self, deadline_ms: u64) -> bool {
+    /// Shutdown (or a drain, or the account gone: `why`): from `Bound`, stop taking new
+    /// requests until `deadline_ms`.
+    pub fn begin_drain(&mut self, deadline_ms: u64, why: &'static str) -> bool {
         if self.state == State::Bound {
+            self.drain_reason = why;
             self.state = State::Draining { deadline_ms };
             return true;
         }
@@ -162,8 +177,8 @@ mod tests {
     #[test]
     fn drain_ends_when_nothing_is_in_flight_or_the_grace_is_over() {
         let mut l = Lifecycle::default();
-        assert!(l.begin_drain(1_000));
-        assert!(!l.begin_drain(5_000), "draining twice keeps the first deadline");
+        assert!(l.begin_drain(1_000, "shutdown"));
+        assert!(!l.begin_drain(5_000, "shutdown"), "draining twice keeps the first deadline");
         assert_eq!(l.progress(10, 3, true, true), None);
         assert_eq!(l.progress(10, 0, true, true), Some(Step::EndDrain));
         assert_eq!(l.progress(1_000, 3, true, true), Some(Step::EndDrain));
@@ -199,7 +214,7 @@ mod tests {
                 "esme-unbinding" => l.esme_unbinding(),
                 "smsc-unbinding" => l.smsc_unbinding(),
                 "draining" => {
-                    l.begin_drain(1_000);
+                    l.begin_drain(1_000, "shutdown");
                 }
                 _ => {}
             }
@@ -221,7 +236,7 @@ mod tests {
     #[test]
     fn unbinding_states_are_entered_only_from_bound() {
         let mut l = Lifecycle::default();
-        l.begin_drain(1);
+        l.begin_drain(1, "shutdown");
         l.esme_unbinding();
         assert!(matches!(l.state(), State::Draining { .. }));
         let mut l = Lifecycle::default();

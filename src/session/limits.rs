@@ -38,17 +38,29 @@ pub enum Failure {
 
 #[derive(Debug)]
 pub struct BindLimiter {
-    cfg: LimitsConfig,
+    /// The limits in force: a config reload replaces them ([`BindLimiter::set_config`]); the
+    /// failures counted so far are kept. A std Mutex, no await inside: taken once per bind.
+    cfg: Mutex<LimitsConfig>,
     ips: Mutex<HashMap<IpAddr, Entry>>,
 }
 
 impl BindLimiter {
     pub fn new(cfg: LimitsConfig) -> BindLimiter {
-        BindLimiter { cfg, ips: Mutex::new(HashMap::new()) }
+        BindLimiter { cfg: Mutex::new(cfg), ips: Mutex::new(HashMap::new()) }
+    }
+
+    /// The limits in force.
+    pub fn config(&self) -> LimitsConfig {
+        *self.cfg.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Replaces the limits (a config reload).
+    pub fn set_config(&self, cfg: LimitsConfig) {
+        *self.cfg.lock().unwrap_or_else(|p| p.into_inner()) = cfg;
     }
 
     fn on(&self) -> bool {
-        self.cfg.bind_failures_per_ip > 0
+        self.config().bind_failures_per_ip > 0
     }
 
     /// How long `ip` stays in back-off, if it is in one.
@@ -65,6 +77,7 @@ impl BindLimiter {
         if !self.on() {
             return Failure::Counted;
         }
+        let cfg = self.config();
         let mut ips = self.ips.lock().unwrap_or_else(|p| p.into_inner());
         if ips.len() >= MAX_TRACKED && !ips.contains_key(&ip) {
             self.make_room(&mut ips, now);
@@ -73,13 +86,13 @@ impl BindLimiter {
         if e.blocked_until.is_some_and(|u| u <= now) {
             *e = Entry { window_start: now, failures: 0, blocked_until: None };
         }
-        if now.duration_since(e.window_start) > self.cfg.bind_failure_window {
+        if now.duration_since(e.window_start) > cfg.bind_failure_window {
             e.window_start = now;
             e.failures = 0;
         }
         e.failures += 1;
-        if e.failures > self.cfg.bind_failures_per_ip && e.blocked_until.is_none() {
-            e.blocked_until = Some(now + self.cfg.bind_backoff);
+        if e.failures > cfg.bind_failures_per_ip && e.blocked_until.is_none() {
+            e.blocked_until = Some(now + cfg.bind_backoff);
             return Failure::BackoffStarted;
         }
         Failure::Counted
@@ -98,7 +111,7 @@ impl BindLimiter {
     }
 
     fn make_room(&self, ips: &mut HashMap<IpAddr, Entry>, now: Instant) {
-        let window = self.cfg.bind_failure_window;
+        let window = self.config().bind_failure_window;
         ips.retain(|_, e| e.blocked_until.is_some_and(|u| u > now) || now.duration_since(e.window_start) <= window);
         if ips.len() >= MAX_TRACKED {
             if let Some(oldest) = ips

@@ -47,7 +47,7 @@ use tracing::info;
 use crate::capture::{Capture, Flow, SessionCapture};
 use crate::consent::store::ConsentStore;
 use crate::optout::Keywords;
-use crate::policy::Engine;
+use crate::policy::{Engine, EngineCell};
 use crate::relay::{leg, Transport, UpstreamConfig, OUT_HIGH_WATER};
 use crate::time::Clock;
 
@@ -59,13 +59,24 @@ pub use metrics::{ErrorKind, SessionStats};
 /// How often timers (response timeouts, keep-alives, drain progress) are checked.
 const TICK: Duration = Duration::from_millis(100);
 
-/// What every session shares, built once by the gateway.
-pub struct Context {
+/// What a config reload replaces for the sessions besides the engine: the `[session]` and
+/// `[upstream]` settings and the opt-out keywords. A session takes these with the engine
+/// whenever [`EngineCell::generation`] moves (the gateway stores them first, then swaps the
+/// engine), so one reload is seen whole, from the session's next read batch.
+#[derive(Debug, Clone)]
+pub struct Settings {
     pub session: SessionConfig,
     pub upstream: UpstreamConfig,
-    pub engine: Arc<Engine>,
-    pub store: Arc<ConsentStore>,
     pub keywords: Arc<Keywords>,
+}
+
+/// What every session shares, built once by the gateway.
+pub struct Context {
+    /// The decision engine in force (swapped by a config reload).
+    pub engine: Arc<EngineCell>,
+    /// The settings in force (replaced by a config reload, before the engine).
+    pub settings: arc_swap::ArcSwap<Settings>,
+    pub store: Arc<ConsentStore>,
     /// `[capture]` recording, when enabled.
     pub capture: Option<Arc<Capture>>,
     /// The decision audit log (`Audit::disabled()` when off).
@@ -78,6 +89,18 @@ pub struct Context {
     pub bind_limiter: limits::BindLimiter,
     /// `[upstream.tls]`: the TLS client configuration in force (None = plain TCP).
     pub upstream_tls: Option<Arc<crate::relay::TlsClient>>,
+}
+
+impl Context {
+    /// The settings in force now.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings.load_full()
+    }
+
+    /// The engine in force now.
+    pub fn engine(&self) -> Arc<Engine> {
+        self.engine.load()
+    }
 }
 
 /// Hands `bytes` seen on `flow` to the session's recorder, if `[capture]` records it.
@@ -95,7 +118,7 @@ pub async fn serve(stream: Transport, peer: SocketAddr, ctx: Arc<Context>, shutd
     let Some(b) = bind::accept_bind(stream, peer, &ctx, &mut shutdown).await else { return };
     // The account's session count (`max_sessions`) goes down when this function returns.
     let _slot = b.slot;
-    let system_id = ctx.engine.account(b.account).system_id.clone();
+    let system_id = b.engine.account(b.account).system_id.clone();
     let mut rec = ctx.capture.as_ref().and_then(|c| c.session(&system_id));
     let base_us = crate::time::unix_us() as u64;
     if let Some(c) = rec.as_mut() {
@@ -105,7 +128,7 @@ pub async fn serve(stream: Transport, peer: SocketAddr, ctx: Arc<Context>, shutd
         c.record(Flow::GatewayToEsme, &b.bind_resp, base_us);
     }
     info!(peer = %peer, system_id = %system_id, bind = b.bind_type.as_str(), "session bound");
-    let mut core = Session::new(ctx.clone(), b.account, b.bind_type, peer, b.down_rest, b.up_rest);
+    let mut core = Session::new(ctx.clone(), b.engine, b.account, b.bind_type, peer, b.down_rest, b.up_rest);
     core.down.framer = b.down_framer;
     let mut d = Driver { core, down: b.down, up: b.up, capture: rec, capture_base_us: base_us, epoch: Instant::now() };
     d.run(&mut shutdown).await;
@@ -140,7 +163,7 @@ impl Driver {
         self.flush();
         let mut shutdown_seen = *shutdown.borrow();
         if shutdown_seen {
-            self.core.begin_drain();
+            self.core.begin_drain("shutdown");
         }
         while !self.core.is_done() {
             enum Ev {
@@ -184,7 +207,7 @@ impl Driver {
                 Ev::Tick => self.core.on_tick(),
                 Ev::Shutdown => {
                     shutdown_seen = true;
-                    self.core.begin_drain();
+                    self.core.begin_drain("shutdown");
                 }
             }
             self.flush();

@@ -42,6 +42,11 @@ pub struct OptoutGate {
 }
 
 impl OptoutGate {
+    /// The keywords in force after a config reload.
+    pub fn set_keywords(&mut self, keywords: Arc<Keywords>) {
+        self.keywords = keywords;
+    }
+
     pub fn new(store: Arc<ConsentStore>, keywords: Arc<Keywords>) -> OptoutGate {
         let durable = store.durable();
         OptoutGate {

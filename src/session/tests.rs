@@ -42,11 +42,13 @@ fn session_with(extra: &str) -> Session {
 fn session_on(text: &str) -> Session {
     let cfg = Config::parse(text).expect("config");
     let ctx = Arc::new(Context {
-        session: cfg.session.clone(),
-        upstream: cfg.upstream.clone(),
-        engine: Arc::new(cfg.engine()),
+        settings: arc_swap::ArcSwap::from_pointee(Settings {
+            session: cfg.session.clone(),
+            upstream: cfg.upstream.clone(),
+            keywords: Arc::new(crate::optout::Keywords::new(&cfg.optout_keywords)),
+        }),
+        engine: Arc::new(crate::policy::EngineCell::new(cfg.engine())),
         store: Arc::new(crate::consent::store::ConsentStore::in_memory()),
-        keywords: Arc::new(crate::optout::Keywords::new(&cfg.optout_keywords)),
         capture: None,
         audit: crate::audit::Audit::disabled(),
         clock: crate::time::Clock::manual(1_780_000_000_000),
@@ -55,8 +57,9 @@ fn session_on(text: &str) -> Session {
         upstream_tls: None,
     });
     let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
-    let account = ctx.engine.lookup("acme").unwrap();
-    let mut s = Session::new(ctx, account, BindType::Transceiver, peer, BytesMut::new(), BytesMut::new());
+    let engine = ctx.engine();
+    let account = engine.lookup("acme").unwrap();
+    let mut s = Session::new(ctx, engine, account, BindType::Transceiver, peer, BytesMut::new(), BytesMut::new());
     s.set_clock(0);
     s
 }
@@ -187,7 +190,7 @@ fn smsc_unbind_is_relayed_to_the_esme() {
 fn drain_refuses_new_requests_and_answers_in_flight_ones_when_the_grace_ends() {
     let mut s = session();
     from_esme(&mut s, &submit(1, "8613800000001"));
-    s.begin_drain();
+    s.begin_drain("shutdown");
     assert!(from_esme(&mut s, &submit(2, "8613800000002")).is_empty());
     assert_eq!(take(&mut s.down.out)[0].command_status, status::ESME_RTHROTTLED);
     s.set_clock(3_100_000);
@@ -263,7 +266,7 @@ fn a_concatenated_message_is_one_decision() {
 #[test]
 fn losing_a_leg_while_closing_unbinds_the_other_again_and_ends_on_its_answer() {
     let mut s = session();
-    s.begin_drain();
+    s.begin_drain("shutdown");
     s.progress(); // nothing in flight: closing, unbind sent both ways
     let first = take(&mut s.down.out);
     assert_eq!(first[0].command_id, cmd::UNBIND);
@@ -350,7 +353,7 @@ fn held_parts_are_answered_when_the_smsc_goes_and_released_when_draining() {
     assert!(down.iter().any(|h| h.sequence_number == 1 && h.command_status == status::ESME_RSYSERR), "{down:?}");
     let mut d = holding_session();
     from_esme(&mut d, &part_text(5, 1, 2, "hello"));
-    d.begin_drain();
+    d.begin_drain("shutdown");
     assert_eq!(take(&mut d.up.out).len(), 1, "no more parts will come: decided and relayed");
 }
 

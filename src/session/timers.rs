@@ -24,7 +24,7 @@ impl Session {
             }
             Some((_, seen)) if seen != frames => self.down.partial = Some((now, frames)),
             None => self.down.partial = Some((now, frames)),
-            Some((since, _)) if now.saturating_sub(since) >= self.ctx.session.pdu_timeout.as_millis() as u64 => {
+            Some((since, _)) if now.saturating_sub(since) >= self.settings.session.pdu_timeout.as_millis() as u64 => {
                 metrics::counter!(crate::telemetry::metrics::LIMITS_TOTAL, "limit" => "pdu_timeout").increment(1);
                 static LIMIT: crate::telemetry::RateLimit =
                     crate::telemetry::RateLimit::new(std::time::Duration::from_secs(10));
@@ -32,7 +32,7 @@ impl Session {
                     tracing::warn!(
                         peer = %self.peer,
                         buffered = self.down.rbuf.len(),
-                        timeout = ?self.ctx.session.pdu_timeout,
+                        timeout = ?self.settings.session.pdu_timeout,
                         suppressed,
                         "closing session: a PDU left unfinished past session.pdu_timeout"
                     );
@@ -45,9 +45,11 @@ impl Session {
     }
 
     pub fn on_tick(&mut self) {
+        // An idle session takes a reload (or learns its account is gone) within a tick.
+        self.check_reload();
         let now = self.now_ms;
-        let up_to = self.ctx.upstream.response_timeout.as_millis() as u64;
-        let down_to = self.ctx.session.response_timeout.as_millis() as u64;
+        let up_to = self.settings.upstream.response_timeout.as_millis() as u64;
+        let down_to = self.settings.session.response_timeout.as_millis() as u64;
         let mut expired = std::mem::take(&mut self.expired);
         self.up_table.expire(now.saturating_sub(up_to), &mut expired);
         for p in expired.drain(..) {
@@ -59,7 +61,7 @@ impl Session {
                 }
                 (Origin::Relayed, id) => {
                     self.stats.error(ErrorKind::SmscTimeout);
-                    let st = self.ctx.upstream.response_timeout_status;
+                    let st = self.settings.upstream.response_timeout_status;
                     self.audit.local_answer(p.seq, st);
                     put_local_error_resp(&mut self.down.out, id, st, p.peer_seq);
                 }
@@ -94,7 +96,7 @@ impl Session {
         self.optout.prune(self.down_table.is_empty());
         self.release_held();
         if self.life.is_bound() {
-            let up_idle = self.ctx.upstream.enquire_link_interval.as_millis() as u64;
+            let up_idle = self.settings.upstream.enquire_link_interval.as_millis() as u64;
             if self.up.open
                 && now.saturating_sub(self.up.last_rx_ms) >= up_idle
                 && !self.up_table.has_local(cmd::ENQUIRE_LINK)
@@ -102,7 +104,7 @@ impl Session {
                 self.send_local_up(cmd::ENQUIRE_LINK);
                 self.up.last_rx_ms = now; // next probe one interval later
             }
-            let down_idle = self.ctx.session.enquire_link_interval.as_millis() as u64;
+            let down_idle = self.settings.session.enquire_link_interval.as_millis() as u64;
             if self.down.open
                 && now.saturating_sub(self.down.last_rx_ms) >= down_idle
                 && !self.down_table.has_local(cmd::ENQUIRE_LINK)
@@ -115,7 +117,7 @@ impl Session {
 
     /// Releases held deliver_sm_resp whose opt-out is durable (and gives up on overdue ones).
     pub fn release_held(&mut self) {
-        let limit = self.ctx.session.response_timeout.as_millis() as u64;
+        let limit = self.settings.session.response_timeout.as_millis() as u64;
         for _ in 0..self.optout.release(self.now_ms, limit, &mut self.up, self.peer) {
             self.stats.error(ErrorKind::OptoutNotDurable);
         }

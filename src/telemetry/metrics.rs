@@ -47,6 +47,20 @@ pub const SNAPSHOT_LOADED_TIMESTAMP: &str = "consentgate_snapshot_loaded_timesta
 pub const SNAPSHOT_BUILT_TIMESTAMP: &str = "consentgate_snapshot_built_timestamp_seconds";
 /// `{result}` — reload attempts: `ok` | `refused` (the previous snapshot keeps serving).
 pub const SNAPSHOT_RELOADS_TOTAL: &str = "consentgate_snapshot_reloads_total";
+/// `{result}` — config reloads (SIGHUP, `POST /v1/config/reload`, `--watch-config`): `ok`
+/// (in force), `invalid` (refused with problems; the running config stays), `error` (could
+/// not finish).
+pub const CONFIG_RELOADS_TOTAL: &str = "consentgate_config_reloads_total";
+/// Gauge: unix time of the last successful config load (the start, then each reload).
+pub const CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP: &str = "consentgate_config_last_reload_success_timestamp_seconds";
+/// Gauge `{sha256}`: 1 for the running config's SHA-256, 0 for configs it replaced.
+pub const CONFIG_INFO: &str = "consentgate_config_info";
+/// `{result}` — frequency-cap state saves (checkpoints and the save at stop): `ok` | `failed`.
+pub const FREQUENCY_STATE_SAVES_TOTAL: &str = "consentgate_frequency_state_saves_total";
+/// Gauge: unix time of the last frequency-cap state save that succeeded.
+pub const FREQUENCY_STATE_SAVED_TIMESTAMP: &str = "consentgate_frequency_state_saved_timestamp_seconds";
+/// Gauge: 1 while the gateway drains (`POST /v1/drain`): binds refused, `/readyz` 503.
+pub const DRAINING: &str = "consentgate_draining";
 /// Gauge: live statements held in memory on top of the snapshot (journalled since the
 /// snapshot's watermark).
 pub const DELTA_STATEMENTS: &str = "consentgate_delta_statements";
@@ -173,6 +187,13 @@ fn register_alerting_series() {
     for result in ["ok", "refused"] {
         metrics::counter!(SNAPSHOT_RELOADS_TOTAL, "result" => result).increment(0);
     }
+    for result in ["ok", "invalid", "error"] {
+        metrics::counter!(CONFIG_RELOADS_TOTAL, "result" => result).increment(0);
+    }
+    for result in ["ok", "failed"] {
+        metrics::counter!(FREQUENCY_STATE_SAVES_TOTAL, "result" => result).increment(0);
+    }
+    metrics::gauge!(DRAINING).set(0.0);
     for result in ["written", "dropped"] {
         metrics::counter!(AUDIT_RECORDS_TOTAL, "result" => result).increment(0);
     }
@@ -214,6 +235,16 @@ fn describe() {
     describe_gauge!(SNAPSHOT_LOADED_TIMESTAMP, Unit::Seconds, "unix time the serving snapshot was loaded");
     describe_gauge!(SNAPSHOT_BUILT_TIMESTAMP, Unit::Seconds, "unix time the serving snapshot was built");
     describe_counter!(SNAPSHOT_RELOADS_TOTAL, Unit::Count, "snapshot reload attempts by result");
+    describe_counter!(CONFIG_RELOADS_TOTAL, Unit::Count, "config reloads by result");
+    describe_gauge!(
+        CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP,
+        Unit::Seconds,
+        "unix time of the last successful config load"
+    );
+    describe_gauge!(CONFIG_INFO, Unit::Count, "1 for the running config's SHA-256");
+    describe_counter!(FREQUENCY_STATE_SAVES_TOTAL, Unit::Count, "frequency-cap state saves by result");
+    describe_gauge!(FREQUENCY_STATE_SAVED_TIMESTAMP, Unit::Seconds, "unix time of the last frequency-cap state save");
+    describe_gauge!(DRAINING, Unit::Count, "1 while the gateway drains");
     describe_gauge!(DELTA_STATEMENTS, Unit::Count, "live consent statements held on top of the snapshot");
     describe_counter!(OPTOUTS_TOTAL, Unit::Count, "refusals recorded, by source");
     describe_counter!(STATEMENTS_TOTAL, Unit::Count, "consent statements recorded, by source and kind");

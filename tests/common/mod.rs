@@ -3,6 +3,7 @@
 //! SMPP over a real TCP socket.
 #![allow(dead_code)]
 
+pub mod conf;
 pub mod node;
 
 use std::net::SocketAddr;
