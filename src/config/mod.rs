@@ -8,7 +8,15 @@
 //! every problem at once, each naming its key; `check-config` exits 64 on any. It does one
 //! piece of I/O: reading `admin.token_file`.
 
+mod accounts;
+mod admin;
+mod consent;
+mod listen;
+mod policy;
 pub mod raw;
+mod session;
+mod sinks;
+mod upstream;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
