@@ -31,7 +31,9 @@ pub struct RawAccount {
 pub(super) fn validate_accounts(raw: Vec<RawAccount>, p: &mut Problems) -> Vec<Account> {
     let mut accounts: Vec<Account> = Vec::new();
     for (i, a) in raw.into_iter().enumerate() {
-        let key = |f: &str| format!("account[{i}].{f}");
+        // Named by system_id (`account[acme].max_tps`), by position when it has none.
+        let name = a.system_id.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| i.to_string());
+        let key = |f: &str| format!("account[{name}].{f}");
         let Some(system_id) = a.system_id.filter(|s| !s.is_empty()) else {
             p.push(key("system_id"), "required");
             continue;
@@ -52,6 +54,16 @@ pub(super) fn validate_accounts(raw: Vec<RawAccount>, p: &mut Problems) -> Vec<A
                 None
             })
         });
+        // Not an error: the account stays configured and its binds are refused until renewed.
+        if let Some(last) = licence_expires.filter(|&d| d < today()) {
+            p.warn(
+                key("licence_expires"),
+                format!(
+                    "the licence expired on {}: binds are refused (ESME_RBINDFAIL) until it is renewed",
+                    crate::time::calendar::fmt_date(last)
+                ),
+            );
+        }
         let bind_types = match a.bind_types {
             None => vec![BindType::Transmitter, BindType::Receiver, BindType::Transceiver],
             Some(v) => v.iter().filter_map(|t| p.choice(&key("bind_types"), t, BIND_TYPES)).collect(),

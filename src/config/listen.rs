@@ -52,8 +52,13 @@ pub(super) fn validate_listen(l: RawListen, p: &mut Problems) -> ListenConfig {
                         key: key.into(),
                         client_ca: t.client_ca.map(PathBuf::from),
                     };
-                    // Read now, so that `check-config` and a start refuse bad files.
-                    if let Err(e) = crate::relay::tls::server_config(&cfg) {
+                    // Read now, so that `check-config` and a start refuse bad files. A file
+                    // that cannot be read is a warning here; the start refuses it.
+                    let files = [("listen.tls.cert", Some(&cfg.cert)), ("listen.tls.key", Some(&cfg.key))];
+                    let files = files.into_iter().chain([("listen.tls.client_ca", cfg.client_ca.as_ref())]);
+                    let readable =
+                        files.filter_map(|(k, f)| Some((k, f?))).fold(true, |ok, (k, f)| p.readable(k, f) && ok);
+                    if let Some(e) = readable.then(|| crate::relay::tls::server_config(&cfg).err()).flatten() {
                         let key =
                             tls_error_key(&e, &[(&cfg.cert, "cert"), (&cfg.key, "key")], cfg.client_ca.as_deref());
                         p.push(format!("listen.tls.{key}"), e.to_string());

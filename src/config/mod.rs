@@ -12,6 +12,7 @@ mod accounts;
 mod admin;
 mod consent;
 mod listen;
+mod load;
 mod policy;
 pub mod raw;
 mod session;
@@ -22,6 +23,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use crate::time::parse_duration;
+
+pub use load::{load, summary, Diagnostic, Loaded, Severity, NEEDED_AT_START};
 
 pub use crate::admin::{AdminConfig, Secret, DEFAULT_ADMIN_TOKEN_ENV};
 pub use crate::capture::{
@@ -43,63 +46,42 @@ pub use crate::session::config::{
     DEFAULT_RESPONSE_TIMEOUT, DEFAULT_SHUTDOWN_GRACE, DEFAULT_WINDOW,
 };
 
-/// One problem found in a config file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// Dotted key path, e.g. `account[1].licence_expires`; `""` for whole-file errors.
-    pub key: String,
-    pub message: String,
-}
+/// One problem found in a config file (the name existing callers use).
+pub type ConfigError = Diagnostic;
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.key.is_empty() {
-            write!(f, "{}", self.message)
-        } else {
-            write!(f, "{}: {}", self.key, self.message)
-        }
-    }
-}
-
-/// Every problem in one file, with the file's name.
+/// Every error in a config, with the main file's name (each error names its own file too).
 #[derive(Debug, Clone, thiserror::Error)]
 pub struct ConfigErrors {
     pub file: PathBuf,
-    pub errors: Vec<ConfigError>,
+    pub errors: Vec<Diagnostic>,
 }
 
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {} problem(s)", self.file.display(), self.errors.len())?;
         for e in &self.errors {
-            write!(f, "\n  {}: {e}", self.file.display())?;
+            write!(f, "\n  {e}")?;
         }
         Ok(())
     }
 }
 
 impl Config {
-    /// Reads and validates a config file.
+    /// Reads and validates a config file and its includes ([`load`] without the warnings).
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+        load(path).map(|l| l.config).map_err(|d| ConfigErrors {
             file: path.to_owned(),
-            errors: vec![ConfigError { key: String::new(), message: format!("cannot read: {e}") }],
-        })?;
-        Config::parse(&text).map_err(|errors| ConfigErrors { file: path.to_owned(), errors })
+            errors: d.into_iter().filter(Diagnostic::is_error).collect(),
+        })
     }
 
-    /// Parses and validates config text.
+    /// Parses and validates config text, named `<config>` in its problems; an `include` is
+    /// relative to the current directory. Warnings are dropped.
     pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
-        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
-            let key = e.span().map(|s| line_of(text, s.start)).map(|l| format!("line {l}")).unwrap_or_default();
-            vec![ConfigError { key, message: e.message().to_owned() }]
-        })?;
-        raw.validate()
+        load::load_text(Path::new("<config>"), text.to_owned())
+            .map(|l| l.config)
+            .map_err(|d| d.into_iter().filter(Diagnostic::is_error).collect())
     }
-}
-
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
 }
 
 pub use crate::time::{civil_from_days, days_from_civil, parse_date, today};

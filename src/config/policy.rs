@@ -207,11 +207,14 @@ pub(super) fn validate_frequency(f: RawFrequency, p: &mut Problems) -> Frequency
     }
 }
 
-/// `[[policy.content_rule]]`, compiled; a bad regex names `policy.content_rule[i].regex[j]`.
+/// `[[policy.content_rule]]`, compiled; a bad regex names `policy.content_rule[name].regex[j]`.
 pub(super) fn validate_content_rules(raw: Vec<RawContentRule>, p: &mut Problems) -> ContentRules {
     let mut rules = Vec::with_capacity(raw.len());
+    let mut names = Vec::with_capacity(raw.len());
     for (i, r) in raw.into_iter().enumerate() {
-        let key = |f: &str| format!("policy.content_rule[{i}].{f}");
+        // Named by name (`policy.content_rule[casino].action`), by position when it has none.
+        let label = r.name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| i.to_string());
+        let key = |f: &str| format!("policy.content_rule[{label}].{f}");
         let name = r.name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| {
             p.push(key("name"), "required: it labels the audit record of every message the rule decides");
             format!("rule{i}")
@@ -235,9 +238,11 @@ pub(super) fn validate_content_rules(raw: Vec<RawContentRule>, p: &mut Problems)
             Some(w) => p.choice(&key("action"), &w, RULE_ACTIONS).unwrap_or(RuleAction::Marketing),
         };
         rules.push(ContentRule { name, literals, regex, action });
+        names.push(label);
     }
     ContentRules::new(rules).unwrap_or_else(|e| {
-        p.push(format!("policy.content_rule[{}].regex[{}]", e.rule, e.regex), e.message);
+        let rule = names.get(e.rule).cloned().unwrap_or_else(|| e.rule.to_string());
+        p.push(format!("policy.content_rule[{rule}].regex[{}]", e.regex), e.message);
         ContentRules::default()
     })
 }

@@ -35,7 +35,7 @@ pub struct RawConfig {
 }
 
 /// Collects problems while validating.
-pub(super) struct Problems(pub(super) Vec<ConfigError>);
+pub(super) struct Problems(pub(super) Vec<Diagnostic>);
 
 /// The words a closed-set key takes, and what each means.
 pub(super) const MODES: &[(&str, PolicyMode)] = &[("enforce", PolicyMode::Enforce), ("monitor", PolicyMode::Monitor)];
@@ -61,7 +61,30 @@ impl Problems {
     }
 
     pub(super) fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ConfigError { key: key.into(), message: message.into() });
+        self.0.push(Diagnostic::new(key, message, Severity::Error));
+    }
+    /// A problem that does not fail the check (see [`Severity::Warning`]).
+    pub(super) fn warn(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Diagnostic::new(key, message, Severity::Warning));
+    }
+    /// Whether the file `path` (the value of `key`) can be opened; a warning under `key` when
+    /// not (a referenced file that is missing is not a mistake in the config: it may be
+    /// provisioned later, and the component that reads it at start refuses or reports it).
+    pub(super) fn readable(&mut self, key: &str, path: &std::path::Path) -> bool {
+        let r = std::fs::File::open(path).and_then(|f| f.metadata()).and_then(|m| {
+            if m.is_dir() {
+                Err(std::io::Error::other("is a directory"))
+            } else {
+                Ok(())
+            }
+        });
+        match r {
+            Ok(()) => true,
+            Err(e) => {
+                self.warn(key, format!("{}: cannot read: {e}", path.display()));
+                false
+            }
+        }
     }
     /// `v`, or a problem naming `key` when it is missing.
     pub(super) fn required(&mut self, key: &str, v: Option<String>) -> Option<String> {
@@ -104,8 +127,9 @@ impl Problems {
 }
 
 impl RawConfig {
-    /// Validates everything, reporting every problem with its key.
-    pub fn validate(self) -> Result<Config, Vec<ConfigError>> {
+    /// Validates everything, reporting every problem with its key (not yet its file and line:
+    /// [`super::load`] places them). The config is there when no problem is an error.
+    pub fn validate(self) -> (Option<Config>, Vec<Diagnostic>) {
         let mut p = Problems(Vec::new());
         let listen = validate_listen(self.listen.unwrap_or_default(), &mut p);
         let upstream = validate_upstream(self.upstream.unwrap_or_default(), &mut p);
@@ -120,6 +144,9 @@ impl RawConfig {
                 crate::consent::NodeId::from_hostname()
             }),
         };
+        if let Some(s) = &c.snapshot {
+            p.readable("consent.snapshot", std::path::Path::new(s));
+        }
         let consent = ConsentConfig {
             snapshot: c.snapshot.map(Into::into),
             journal: c.journal.map(Into::into),
@@ -132,23 +159,21 @@ impl RawConfig {
         let audit = validate_audit(self.audit.unwrap_or_default(), &mut p);
         let complaints = self.complaints.and_then(|c| validate_complaints(c, &policy, &mut p));
         let replication = self.replication.and_then(|r| validate_replication(r, &consent, &mut p));
-        if p.0.is_empty() {
-            Ok(Config {
-                listen,
-                upstream,
-                session,
-                policy,
-                accounts,
-                optout_keywords,
-                consent,
-                admin,
-                capture,
-                audit,
-                complaints,
-                replication,
-            })
-        } else {
-            Err(p.0)
-        }
+        let ok = !p.0.iter().any(Diagnostic::is_error);
+        let config = ok.then_some(Config {
+            listen,
+            upstream,
+            session,
+            policy,
+            accounts,
+            optout_keywords,
+            consent,
+            admin,
+            capture,
+            audit,
+            complaints,
+            replication,
+        });
+        (config, p.0)
     }
 }

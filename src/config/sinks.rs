@@ -148,9 +148,11 @@ pub(super) fn validate_complaints(
     let calendar = match c.calendar.as_deref() {
         None => Some(crate::time::Calendar::weekends_only(policy.zones.of(None).clone())),
         Some(f) => match std::fs::read_to_string(f) {
+            // A warning for check-config (the file may be provisioned later); `run` refuses
+            // to start on it (`Diagnostic::refuses_start`). Meanwhile: weekends only.
             Err(e) => {
-                p.push("complaints.calendar", format!("{f}: cannot read: {e}"));
-                None
+                p.warn("complaints.calendar", format!("{f}: cannot read: {e}"));
+                Some(crate::time::Calendar::weekends_only(policy.zones.of(None).clone()))
             }
             Ok(text) => match crate::time::Calendar::parse(&text) {
                 Ok(cal) => Some(cal),

@@ -81,6 +81,13 @@ pub(super) fn validate_upstream_tls(
         cert: t.cert.map(PathBuf::from),
         key: t.key.map(PathBuf::from),
     };
+    // A file that cannot be read is a warning here; the start refuses it.
+    let files = [("upstream.tls.ca", Some(&cfg.ca)), ("upstream.tls.cert", cfg.cert.as_ref())];
+    let files = files.into_iter().chain([("upstream.tls.key", cfg.key.as_ref())]);
+    let readable = files.filter_map(|(k, f)| Some((k, f?))).fold(true, |ok, (k, f)| p.readable(k, f) && ok);
+    if !readable {
+        return Some(cfg);
+    }
     if let Err(e) = crate::relay::tls::client_config(&cfg) {
         let key = match &e {
             crate::relay::tls::TlsError::File { path, .. } if Some(path) == cfg.cert.as_ref() => "cert",
