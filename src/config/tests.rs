@@ -166,6 +166,14 @@ fn bundled_example_configs_parse() {
             panic!("{name}: {e:?}");
         }
     }
+    // The example with its include line on, reading config/accounts.d/.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let text = std::fs::read_to_string(dir.join("consentgate.example.toml")).unwrap();
+    let on = text.replace("# include = [\"accounts.d/*.toml\"]", "include = [\"accounts.d/*.toml\"]");
+    assert_ne!(on, text, "the example shows the include line");
+    let l = load::load_text(&dir.join("consentgate.example.toml"), on).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(l.files[1], dir.join("accounts.d/example.toml"));
+    assert!(l.config.account("shop").is_some() && l.keys.contains_key("policy.content_rule.loans.action"));
 }
 
 #[test]
