@@ -1,13 +1,16 @@
 //! Configuration in two layers (STYLE §6): [`raw`] serde structs that mirror the TOML file
-//! (`deny_unknown_fields`), validated into the types their owner modules define
-//! ([`PolicyConfig`] and [`Account`] in `policy`, [`UpstreamConfig`] in `relay`,
-//! [`SessionConfig`] in `session`, [`ConsentConfig`] in `consent`, `AuditConfig` in `audit`,
-//! `CaptureConfig` in `capture`, [`AdminConfig`] in `admin`) and composed into [`Config`]
-//! (`gateway::GatewayConfig`). This module sits at the top of the layers (DESIGN §6): it
-//! imports every component's config type, and no component imports it. Validation reports
-//! every problem at once, each naming its key; `check-config` exits 64 on any. It does one
-//! piece of I/O: reading `admin.token_file`.
-
+//! (`deny_unknown_fields`), one file per section beside its validator (`listen`, `upstream`,
+//! `session`, `policy`, `accounts`, `sinks`, `consent`, `admin`), validated into the types
+//! their owner modules define ([`PolicyConfig`] and [`Account`] in `policy`, [`UpstreamConfig`]
+//! in `relay`, [`SessionConfig`] in `session`, [`ConsentConfig`] in `consent`, `AuditConfig` in
+//! `audit`, `CaptureConfig` in `capture`, [`AdminConfig`] in `admin`) and composed into
+//! [`Config`] (`gateway::GatewayConfig`). This module sits at the top of the layers (DESIGN
+//! §6): it imports every component's config type, and no component imports it.
+//!
+//! [`load`] reads the main file and its `include`s and reports every problem of every stage in
+//! one run as a [`Diagnostic`] (`file:line: key: message`); missing referenced files and
+//! expired licences are warnings. `check-config` exits 64 on any error. Its I/O: the config
+//! files, `admin.token_file`, `complaints.calendar`, and opening the TLS files and the snapshot.
 mod accounts;
 mod admin;
 mod consent;

@@ -1,9 +1,8 @@
 //! The TOML file as written: every section and key, with `deny_unknown_fields` so a typo is
-//! an error rather than a silently ignored setting. Each section's raw struct and validator live in
-//! its own file (`listen`, `upstream`, `session`, `policy`, `accounts`, `sinks`, `consent`,
-//! `admin`); this file holds the whole file's [`RawConfig`] and the [`Problems`] collector.
-//! [`RawConfig::validate`] turns it into a
-//! [`Config`], collecting every problem.
+//! an error rather than a silently ignored setting. Each section's raw struct and validator
+//! live in its own file (`listen`, `upstream`, `session`, `policy`, `accounts`, `sinks`,
+//! `consent`, `admin`); this file holds the whole file's [`RawConfig`] and the [`Problems`]
+//! collector. [`RawConfig::validate`] turns it into a [`Config`], collecting every problem.
 
 use std::net::SocketAddr;
 use std::time::Duration;
