@@ -55,3 +55,45 @@ fn snapshot_lookup_decides_like_the_gateway() {
     assert_eq!(code, 64, "{err}");
     assert!(err.contains("opt-out"), "{err}");
 }
+
+/// `check-config` as an operator runs it: every problem of the file and its includes in one
+/// run, each `file:line: key: message`, exit 64; warnings alone exit 0 with the counts; `run`
+/// refuses a calendar it cannot read (check-config only warns about it).
+#[test]
+fn check_config_reports_everything_once_and_warnings_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("accounts.d")).unwrap();
+    let main = dir.path().join("consentgate.toml");
+    let account = |id: &str, extra: &str| format!("[[account]]\nsystem_id = \"{id}\"\nclass = \"marketing\"\n{extra}");
+    std::fs::write(
+        &main,
+        "include = [\"accounts.d/*.toml\", \"more.d/*.toml\"]\n[upstream]\naddress = \"127.0.0.1:2775\"\n\
+         [session]\nwindow = \"many\"\n[consent]\nsnapshot = \"/nonexistent/c.snap\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("accounts.d/a.toml"), account("acme", "max_tpss = 5\n")).unwrap();
+    std::fs::write(dir.path().join("accounts.d/b.toml"), account("bank", "")).unwrap();
+    let m = main.to_str().unwrap();
+    let (code, _, err) = consentgate(&["check-config", m]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains(&format!("{m}:5: session.window: invalid type")), "{err}");
+    let a = dir.path().join("accounts.d/a.toml");
+    assert!(err.contains(&format!("{}:4: account[acme].max_tpss: unknown key", a.display())), "{err}");
+    assert!(err.contains(&format!("warning: {m}:1: include[1]: `more.d/*.toml` matches no file")), "{err}");
+    assert!(err.contains(&format!("warning: {m}:7: consent.snapshot")), "{err}");
+    // Fixed: warnings only, exit 0.
+    std::fs::write(&main, std::fs::read_to_string(&main).unwrap().replace("\"many\"", "10")).unwrap();
+    std::fs::write(dir.path().join("accounts.d/a.toml"), account("acme", "max_tps = 5\n")).unwrap();
+    let (code, out, err) = consentgate(&["check-config", m]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ok, 2 accounts, 3 files, 2 warning(s)"), "{out}");
+    assert_eq!(err.lines().filter(|l| l.starts_with("warning: ")).count(), 2, "{err}");
+    // A calendar that cannot be read: check-config warns, run refuses before binding anything.
+    let with_cal = std::fs::read_to_string(&main).unwrap()
+        + "[complaints]\ndb = \"/nonexistent/c.db\"\ncalendar = \"/nonexistent/cal.toml\"\n";
+    std::fs::write(&main, with_cal).unwrap();
+    assert_eq!(consentgate(&["check-config", m]).0, 0);
+    let (code, _, err) = consentgate(&["run", "--config", m]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("cannot start without complaints.calendar"), "{err}");
+}

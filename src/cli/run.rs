@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use consentgate::config::Config;
+use consentgate::config::{self, Diagnostic};
 use consentgate::gateway::{Control, LoadedConfig};
 
 use super::{shutdown_signal, EX_USAGE};
@@ -17,18 +17,22 @@ const WATCH_EVERY: Duration = Duration::from_secs(1);
 /// `consentgate run --config FILE`: binds, serves until SIGTERM / SIGINT, drains, exits 0.
 /// SIGHUP reloads the config, the snapshot and the TLS certificates.
 pub async fn run(config: PathBuf, watch_config: bool) -> anyhow::Result<ExitCode> {
-    let loaded = match load(&config) {
-        Ok(l) => l,
-        Err(problems) => {
-            for p in &problems {
-                eprintln!("{p}");
-            }
+    // Diagnostics go to stderr before logging is about the gateway: they are about the file.
+    let loaded = match config::load(&config) {
+        Err(diags) => {
+            print_diagnostics(&diags);
             return Ok(ExitCode::from(EX_USAGE));
         }
+        Ok(l) => {
+            print_diagnostics(&l.warnings);
+            // A file needed at start that no later step reads (and so refuses) stops the start.
+            if let Some(w) = l.warnings.iter().find(|w| w.refuses_start()) {
+                eprintln!("{}: cannot start without {}", config.display(), w.key);
+                return Ok(ExitCode::from(EX_USAGE));
+            }
+            config::for_gateway(l)
+        }
     };
-    for w in &loaded.warnings {
-        tracing::warn!(warning = %w, "config");
-    }
     // What --watch-config watches: the files of the config last read.
     let watched = Arc::new(Mutex::new((loaded.files.clone(), loaded.include_dirs.clone())));
     let source: consentgate::gateway::ConfigSource = {
@@ -124,23 +128,42 @@ async fn watch(watched: Arc<Mutex<(Vec<PathBuf>, Vec<PathBuf>)>>, control: tokio
     }
 }
 
-/// `consentgate check-config FILE`: every problem with its key, exit 64 if any.
+/// Prints diagnostics to stderr, errors as `file:line: key: message`, warnings prefixed.
+fn print_diagnostics(diags: &[Diagnostic]) {
+    for d in diags {
+        if d.is_error() {
+            eprintln!("{d}");
+        } else {
+            eprintln!("warning: {d}");
+        }
+    }
+}
+
+/// `consentgate check-config FILE`: every problem of the file and its includes, each with its
+/// file, line and key; exit 64 if any is an error (warnings alone exit 0).
 pub fn check_config(file: PathBuf) -> ExitCode {
-    match Config::load(&file) {
-        Ok(c) => {
+    match config::load(&file) {
+        Ok(l) => {
+            print_diagnostics(&l.warnings);
+            let c = &l.config;
             println!(
-                "{}: ok ({} account(s), upstream {}, smpp {}, admin {}, node {})",
+                "{}: ok, {} accounts, {} files, {} warning(s) (upstream {}, smpp {}, admin {}, node {}, sha256 {})",
                 file.display(),
                 c.accounts.len(),
+                l.files.len(),
+                l.warnings.len(),
                 c.upstream.address,
                 c.listen.smpp,
                 c.listen.admin,
-                c.consent.node
+                c.consent.node,
+                l.sha256
             );
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("{e}");
+        Err(diags) => {
+            print_diagnostics(&diags);
+            let errors = diags.iter().filter(|d| d.is_error()).count();
+            eprintln!("{}: {errors} error(s), {} warning(s)", file.display(), diags.len() - errors);
             ExitCode::from(EX_USAGE)
         }
     }

@@ -1,22 +1,36 @@
 //! Configuration in two layers (STYLE §6): [`raw`] serde structs that mirror the TOML file
-//! (`deny_unknown_fields`), validated into the types their owner modules define
-//! ([`PolicyConfig`] and [`Account`] in `policy`, [`UpstreamConfig`] in `relay`,
-//! [`SessionConfig`] in `session`, [`ConsentConfig`] in `consent`, `AuditConfig` in `audit`,
-//! `CaptureConfig` in `capture`, [`AdminConfig`] in `admin`) and composed into [`Config`]
-//! (`gateway::GatewayConfig`). This module sits at the top of the layers (DESIGN §6): it
-//! imports every component's config type, and no component imports it. Validation reports
-//! every problem at once, each naming its key; `check-config` exits 64 on any. It does one
-//! piece of I/O: reading `admin.token_file`.
-
+//! (`deny_unknown_fields`), one file per section beside its validator (`listen`, `upstream`,
+//! `session`, `policy`, `accounts`, `sinks`, `consent`, `admin`), validated into the types
+//! their owner modules define ([`PolicyConfig`] and [`Account`] in `policy`, [`UpstreamConfig`]
+//! in `relay`, [`SessionConfig`] in `session`, [`ConsentConfig`] in `consent`, `AuditConfig` in
+//! `audit`, `CaptureConfig` in `capture`, [`AdminConfig`] in `admin`) and composed into
+//! [`Config`] (`gateway::GatewayConfig`). This module sits at the top of the layers (DESIGN
+//! §6): it imports every component's config type, and no component imports it.
+//!
+//! [`load`] reads the main file and its `include`s and reports every problem of every stage in
+//! one run as a [`Diagnostic`] (`file:line: key: message`); missing referenced files and
+//! expired licences are warnings. `check-config` exits 64 on any error. Its I/O: the config
+//! files, `admin.token_file`, `complaints.calendar`, and opening the TLS files and the snapshot.
+mod accounts;
+mod admin;
+mod consent;
+mod listen;
+mod load;
+mod policy;
 pub mod raw;
 mod running;
+mod session;
+mod sinks;
+mod upstream;
 
-pub use running::load_for_gateway;
+pub use running::{for_gateway, load_for_gateway};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use crate::time::parse_duration;
+
+pub use load::{load, summary, Diagnostic, Loaded, Severity, NEEDED_AT_START};
 
 pub use crate::admin::{AdminConfig, Secret, DEFAULT_ADMIN_TOKEN_ENV};
 pub use crate::capture::{
@@ -38,63 +52,42 @@ pub use crate::session::config::{
     DEFAULT_RESPONSE_TIMEOUT, DEFAULT_SHUTDOWN_GRACE, DEFAULT_WINDOW,
 };
 
-/// One problem found in a config file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// Dotted key path, e.g. `account[1].licence_expires`; `""` for whole-file errors.
-    pub key: String,
-    pub message: String,
-}
+/// One problem found in a config file (the name existing callers use).
+pub type ConfigError = Diagnostic;
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.key.is_empty() {
-            write!(f, "{}", self.message)
-        } else {
-            write!(f, "{}: {}", self.key, self.message)
-        }
-    }
-}
-
-/// Every problem in one file, with the file's name.
+/// Every error in a config, with the main file's name (each error names its own file too).
 #[derive(Debug, Clone, thiserror::Error)]
 pub struct ConfigErrors {
     pub file: PathBuf,
-    pub errors: Vec<ConfigError>,
+    pub errors: Vec<Diagnostic>,
 }
 
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {} problem(s)", self.file.display(), self.errors.len())?;
         for e in &self.errors {
-            write!(f, "\n  {}: {e}", self.file.display())?;
+            write!(f, "\n  {e}")?;
         }
         Ok(())
     }
 }
 
 impl Config {
-    /// Reads and validates a config file.
+    /// Reads and validates a config file and its includes ([`load`] without the warnings).
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+        load(path).map(|l| l.config).map_err(|d| ConfigErrors {
             file: path.to_owned(),
-            errors: vec![ConfigError { key: String::new(), message: format!("cannot read: {e}") }],
-        })?;
-        Config::parse(&text).map_err(|errors| ConfigErrors { file: path.to_owned(), errors })
+            errors: d.into_iter().filter(Diagnostic::is_error).collect(),
+        })
     }
 
-    /// Parses and validates config text.
+    /// Parses and validates config text, named `<config>` in its problems; an `include` is
+    /// relative to the current directory. Warnings are dropped.
     pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
-        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
-            let key = e.span().map(|s| line_of(text, s.start)).map(|l| format!("line {l}")).unwrap_or_default();
-            vec![ConfigError { key, message: e.message().to_owned() }]
-        })?;
-        raw.validate()
+        load::load_text(Path::new("<config>"), text.to_owned())
+            .map(|l| l.config)
+            .map_err(|d| d.into_iter().filter(Diagnostic::is_error).collect())
     }
-}
-
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
 }
 
 pub use crate::time::{civil_from_days, days_from_civil, parse_date, today};

@@ -1,5 +1,6 @@
 use super::*;
 use crate::smpp::BindType;
+use std::path::Path;
 use std::time::Duration;
 
 const MINIMAL: &str = r#"
@@ -60,9 +61,9 @@ bind_types = ["tx"]
         "upstream.address",
         "upstream.response_timeout",
         "session.window",
-        "account[0].class",
-        "account[0].licence_expires",
-        "account[0].bind_types",
+        "account[a].class",
+        "account[a].licence_expires",
+        "account[a].bind_types",
     ] {
         assert!(keys.contains(&k), "missing {k} in {keys:?}");
     }
@@ -80,7 +81,7 @@ fn node_id_and_entity_are_validated() {
     let bad = format!("{MINIMAL}\n[node]\nid = \"gw 1\"\n").replace("entity = \"acme-retail\"", "entity = \"\"");
     let errs = Config::parse(&bad).unwrap_err();
     let keys: Vec<_> = errs.iter().map(|e| e.key.as_str()).collect();
-    assert!(keys.contains(&"node.id") && keys.contains(&"account[0].entity"), "{keys:?}");
+    assert!(keys.contains(&"node.id") && keys.contains(&"account[acme].entity"), "{keys:?}");
     let msg = errs.iter().find(|e| e.key == "node.id").unwrap().message.clone();
     assert!(msg.contains("`gw 1`"), "{msg}");
 }
@@ -89,8 +90,8 @@ fn node_id_and_entity_are_validated() {
 fn unknown_keys_are_refused_with_line() {
     let errs = Config::parse("[upstream]\naddress = \"h:1\"\nadress = \"x\"\n").unwrap_err();
     assert_eq!(errs.len(), 1);
-    assert_eq!(errs[0].key, "line 3");
-    assert!(errs[0].message.contains("adress"), "{}", errs[0].message);
+    assert_eq!((errs[0].key.as_str(), errs[0].line), ("upstream.adress", Some(3)));
+    assert!(errs[0].message.starts_with("unknown key (expected one of address,"), "{}", errs[0].message);
 }
 
 #[test]
@@ -138,10 +139,13 @@ fn bad_entities_are_refused_with_their_key() {
     for (entity, why) in [("", "empty"), ("a\\u0007b", "control character")] {
         let text = MINIMAL.replace("entity = \"acme-retail\"", &format!("entity = \"{entity}\""));
         let errs = Config::parse(&text).unwrap_err();
-        assert!(errs.iter().any(|e| e.key == "account[0].entity" && e.message.contains(why)), "{entity:?}: {errs:?}");
+        assert!(
+            errs.iter().any(|e| e.key == "account[acme].entity" && e.message.contains(why)),
+            "{entity:?}: {errs:?}"
+        );
     }
     let long = MINIMAL.replace("acme-retail", &"x".repeat(256));
-    assert!(Config::parse(&long).unwrap_err().iter().any(|e| e.key == "account[0].entity"));
+    assert!(Config::parse(&long).unwrap_err().iter().any(|e| e.key == "account[acme].entity"));
 }
 
 #[test]
@@ -162,6 +166,14 @@ fn bundled_example_configs_parse() {
             panic!("{name}: {e:?}");
         }
     }
+    // The example with its include line on, reading config/accounts.d/.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let text = std::fs::read_to_string(dir.join("consentgate.example.toml")).unwrap();
+    let on = text.replace("# include = [\"accounts.d/*.toml\"]", "include = [\"accounts.d/*.toml\"]");
+    assert_ne!(on, text, "the example shows the include line");
+    let l = load::load_text(&dir.join("consentgate.example.toml"), on).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(l.files[1], dir.join("accounts.d/example.toml"));
+    assert!(l.config.account("shop").is_some() && l.keys.contains_key("policy.content_rule.loans.action"));
 }
 
 #[test]
@@ -208,8 +220,12 @@ fn complaints_section_and_its_calendar_file() {
     assert_eq!(keys, ["complaints.db", "complaints.calendar", "complaints.respond_within", "complaints.suspend_after"]);
     let cal_err = &errs[1].message;
     assert!(cal_err.contains("cal.toml") && cal_err.contains("line 4") && cal_err.contains("holidays"), "{cal_err}");
-    let errs = with("db = \"x.db\"\ncalendar = \"/nonexistent/cal.toml\"").unwrap_err();
-    assert!(errs[0].message.contains("/nonexistent/cal.toml: cannot read"), "{errs:?}");
+    // A calendar that cannot be read is a warning (`run` refuses to start on it).
+    let text = format!("{MINIMAL}\n[complaints]\ndb = \"x.db\"\ncalendar = \"/nonexistent/cal.toml\"\n");
+    let w = load::load_text(Path::new("c.toml"), text).unwrap().warnings;
+    let w: Vec<_> = w.into_iter().filter(|w| w.key == "complaints.calendar").collect();
+    assert!(w.len() == 1 && w[0].refuses_start(), "{w:?}");
+    assert!(w[0].message.contains("/nonexistent/cal.toml: cannot read"), "{w:?}");
     assert!(with("db = \"x.db\"\nsuspend = 3").is_err(), "unknown keys refused");
 }
 
@@ -229,7 +245,7 @@ fn replication_section_is_validated_with_its_keys() {
         keys(
             with("redis = \"rediss://x\"\non_disconnect = \"maybe\"\ntimeout = \"0s\"\nstream = \"a b\"").unwrap_err()
         ),
-        ["replication.redis", "replication.stream", "replication.on_disconnect", "replication.timeout"]
+        ["replication.redis", "replication.on_disconnect", "replication.timeout", "replication.stream"]
     );
     assert_eq!(
         keys(with("redis = \"redis://h\"\npassword_env = \"CONSENTGATE_TEST_UNSET_REDIS_PW\"").unwrap_err()),
@@ -239,4 +255,228 @@ fn replication_section_is_validated_with_its_keys() {
     let no_journal = MINIMAL.replace("journal = \"/var/lib/consentgate/journal\"\n", "");
     let e = Config::parse(&format!("{no_journal}\n[replication]\nredis = \"redis://h\"\n")).unwrap_err();
     assert_eq!(keys(e), ["replication"]);
+}
+
+/// Writes `files` (name → text) into a fresh directory and loads its `main.toml`.
+fn load_dir(files: &[(&str, &str)]) -> (tempfile::TempDir, Result<Loaded, Vec<Diagnostic>>) {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        let p = dir.path().join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    let r = load(&dir.path().join("main.toml"));
+    (dir, r)
+}
+
+/// (file name, line, key) of each error, in order.
+fn places(d: &[Diagnostic]) -> Vec<(String, Option<usize>, String)> {
+    d.iter()
+        .filter(|d| d.is_error())
+        .map(|d| (d.file.file_name().unwrap().to_string_lossy().into_owned(), d.line, d.key.clone()))
+        .collect()
+}
+
+/// An unknown key, a wrong type and a bad time zone (parse stage and meaning stage) come out
+/// of one run, each with its line and dotted key, printed `file:line: key: message`.
+#[test]
+fn three_mistakes_in_one_run() {
+    let text = "[upstream]\naddress = \"10.1.2.3:2775\"\n[session]\nwindow = \"many\"\n[policy.frequency]\n\
+                per_entity_per_dya = 3\n[policy.quiet_hours]\nstart = \"21:00\"\nend = \"08:00\"\ntimezone = \"Mars/Olympus\"\n";
+    let (_d, r) = load_dir(&[("main.toml", text)]);
+    let errs = r.unwrap_err();
+    assert_eq!(
+        places(&errs),
+        [
+            ("main.toml".into(), Some(4), "session.window".into()),
+            ("main.toml".into(), Some(6), "policy.frequency.per_entity_per_dya".into()),
+            ("main.toml".into(), Some(10), "policy.quiet_hours.timezone".into()),
+        ]
+    );
+    assert!(errs[0].message.contains("invalid type: string \"many\""), "{}", errs[0]);
+    let unknown = errs[1].to_string();
+    assert!(unknown.ends_with(
+        "main.toml:6: policy.frequency.per_entity_per_dya: unknown key (expected one of per_entity_per_day, \
+         per_subscriber_per_day, same_text_window, subscribers, peak_rate)"
+    ));
+    assert!(errs[2].message.contains("Mars/Olympus"), "{}", errs[2]);
+}
+
+/// An unknown key and a bad value inside `[[account]]` name the account by its system_id.
+#[test]
+fn account_problems_are_named_by_system_id() {
+    let text = format!(
+        "{MINIMAL}\n[[account]]\nsystem_id = \"bank\"\nclass = \"transactional\"\nmax_tpss = 5\nmax_sessions = 0\n"
+    );
+    let errs = Config::parse(&text).unwrap_err();
+    let keys: Vec<(&str, Option<usize>)> = errs.iter().map(|e| (e.key.as_str(), e.line)).collect();
+    assert_eq!(keys, [("account[bank].max_tpss", Some(29)), ("account[bank].max_sessions", Some(30))]);
+    assert!(errs[0].message.starts_with("unknown key (expected one of system_id,"), "{}", errs[0]);
+}
+
+const MAIN_WITH_INCLUDE: &str = "include = [\"accounts.d/*.toml\"]\n[upstream]\naddress = \"10.1.2.3:2775\"\n";
+
+/// Two account files, one with an error: the error names that file, its line and the account.
+#[test]
+fn an_error_in_an_included_file_names_that_file() {
+    let a = "[[account]]\nsystem_id = \"acme\"\nclass = \"marketing\"\nmax_tps = 500\n";
+    let b = "# bank\n[[account]]\nsystem_id = \"bank\"\nclass = \"transactional\"\nmax_tps = \"fast\"\nlicence_expires = \"2027-02-30\"\n";
+    let (dir, r) = load_dir(&[("main.toml", MAIN_WITH_INCLUDE), ("accounts.d/a.toml", a), ("accounts.d/b.toml", b)]);
+    let errs = r.unwrap_err();
+    assert_eq!(
+        places(&errs),
+        [
+            ("b.toml".into(), Some(5), "account[bank].max_tps".into()),
+            ("b.toml".into(), Some(6), "account[bank].licence_expires".into()),
+        ]
+    );
+    assert_eq!(errs[0].file, dir.path().join("accounts.d/b.toml"));
+    // Fixed, both files load, in order, after the main file.
+    std::fs::write(dir.path().join("accounts.d/b.toml"), b.replace("\"fast\"", "50").replace("02-30", "02-28"))
+        .unwrap();
+    let l = load(&dir.path().join("main.toml")).unwrap();
+    let ids: Vec<&str> = l.config.accounts.iter().map(|a| a.system_id.as_str()).collect();
+    assert_eq!(ids, ["acme", "bank"]);
+    let names: Vec<_> = l.files.iter().map(|f| f.strip_prefix(dir.path()).unwrap().to_owned()).collect();
+    assert_eq!(names, [Path::new("main.toml"), Path::new("accounts.d/a.toml"), Path::new("accounts.d/b.toml")]);
+    assert_eq!(l.include_dirs, [dir.path().join("accounts.d")]);
+    assert_eq!(l.config.account("bank").unwrap().max_tps, Some(50));
+}
+
+/// Anything but accounts and content rules in an included file is an error naming the file.
+#[test]
+fn an_included_file_holds_only_accounts_and_content_rules() {
+    let a = "[[account]]\nsystem_id = \"acme\"\nclass = \"marketing\"\n[[policy.content_rule]]\nname = \"casino\"\n\
+             literals = [\"casino\"]\naction = \"reject\"\n[listen]\nsmpp = \"0.0.0.0:1\"\n";
+    let (_d, r) = load_dir(&[("main.toml", MAIN_WITH_INCLUDE), ("accounts.d/a.toml", a)]);
+    assert_eq!(places(&r.unwrap_err()), [("a.toml".into(), Some(8), "listen".into())]);
+    let (_d, r) = load_dir(&[
+        ("main.toml", MAIN_WITH_INCLUDE),
+        ("accounts.d/a.toml", &a.replace("[listen]\nsmpp = \"0.0.0.0:1\"\n", "")),
+    ]);
+    let l = r.unwrap();
+    assert_eq!(l.keys["policy.content_rule.casino.literals"], "[\"casino\"]");
+}
+
+/// A system_id defined twice, in two files or in one, is an error naming both places.
+#[test]
+fn a_system_id_defined_twice_names_both_places() {
+    let a = "[[account]]\nsystem_id = \"acme\"\nclass = \"marketing\"\n";
+    let b = "\n\n[[account]]\nclass = \"marketing\"\nsystem_id = \"acme\"\n";
+    let (dir, r) = load_dir(&[("main.toml", MAIN_WITH_INCLUDE), ("accounts.d/a.toml", a), ("accounts.d/b.toml", b)]);
+    let errs = r.unwrap_err();
+    assert_eq!(places(&errs), [("b.toml".into(), Some(5), "account[acme].system_id".into())]);
+    let first = format!("first at {}:2", dir.path().join("accounts.d/a.toml").display());
+    assert!(errs[0].message.contains(&first), "{}", errs[0]);
+    let (_d, r) = load_dir(&[("main.toml", &format!("{MINIMAL}{}", &MINIMAL[MINIMAL.find("[[account]]").unwrap()..]))]);
+    let errs = r.unwrap_err();
+    assert_eq!(places(&errs), [("main.toml".into(), Some(26), "account[acme].system_id".into())]);
+    assert!(errs[0].message.contains("main.toml:19"), "{}", errs[0]);
+}
+
+/// Warnings do not fail the load: an include pattern matching nothing, a snapshot file that
+/// is not there, an expired licence.
+#[test]
+fn missing_files_and_expired_licences_are_warnings() {
+    let text =
+        MINIMAL.replace("2027-12-31", "2020-01-01").replace("[listen]", "include = [\"none.d/*.toml\"]\n[listen]");
+    let (_d, r) = load_dir(&[("main.toml", &text)]);
+    let l = r.unwrap();
+    let w: Vec<(&str, Option<usize>)> = l.warnings.iter().map(|w| (w.key.as_str(), w.line)).collect();
+    assert_eq!(
+        w,
+        [("include[0]", Some(2)), ("consent.snapshot", Some(16)), ("account[acme].licence_expires", Some(24))]
+    );
+    assert!(l.warnings.iter().all(|w| w.severity == Severity::Warning && !w.refuses_start()));
+    assert!(l.warnings[1].message.contains("/var/lib/consentgate/consent.snap: cannot read"), "{}", l.warnings[1]);
+    assert!(l.warnings[2].message.contains("expired on 2020-01-01"), "{}", l.warnings[2]);
+    // The same warnings ride along with an error.
+    let (_d, r) = load_dir(&[("main.toml", &text.replace("class = \"marketing\"", "class = \"spam\""))]);
+    let d = r.unwrap_err();
+    assert_eq!(d.iter().filter(|d| d.is_error()).count(), 1);
+    assert_eq!(d.len(), 4);
+}
+
+/// A TLS file that is not there is a warning; one that is there but is not PEM is an error.
+#[test]
+fn missing_tls_files_are_warnings_bad_ones_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate").unwrap();
+    let tls = |cert: &Path| {
+        MINIMAL.replace(
+            "admin = \"127.0.0.1:9775\"\n",
+            &format!(
+                "admin = \"127.0.0.1:9775\"\nsmpp_tls = \"0.0.0.0:3550\"\n[listen.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+                cert.display(),
+                cert.display()
+            ),
+        )
+    };
+    let l = load::load_text(&dir.path().join("c.toml"), tls(&dir.path().join("nowhere.pem"))).unwrap();
+    let w: Vec<&str> = l.warnings.iter().map(|w| w.key.as_str()).filter(|k| k.starts_with("listen")).collect();
+    assert_eq!(w, ["listen.tls.cert", "listen.tls.key"]);
+    let e = load::load_text(&dir.path().join("c.toml"), tls(&junk)).unwrap_err();
+    assert!(e.iter().any(|e| e.is_error() && e.key.starts_with("listen.tls.")), "{e:?}");
+}
+
+/// `keys`: every leaf under its dotted key, accounts by system_id; the admin token masked but
+/// changing with the token. `summary` groups them by section.
+#[test]
+fn keys_name_accounts_by_system_id_and_mask_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "0123456789abcdef-secret").unwrap();
+    let text = format!("{MINIMAL}max_tps = 500\n[admin]\ntoken_file = \"{}\"\n", token.display());
+    // [admin] after [[account]] would belong to the account table: put it first.
+    let (body, admin) = text.split_at(text.find("[admin]").unwrap());
+    let text = format!("{admin}{body}");
+    let main = dir.path().join("main.toml");
+    std::fs::write(&main, &text).unwrap();
+    let l = load(&main).unwrap();
+    assert_eq!(l.keys["account.acme.max_tps"], "500");
+    assert_eq!(l.keys["account.acme.sender_id"], "[\"1069012345*\"]");
+    assert_eq!(l.keys["upstream.address"], "\"10.1.2.3:2775\"");
+    let masked = l.keys["admin.token"].clone();
+    assert!(masked.starts_with("*** (sha256:") && !masked.contains("secret"), "{masked}");
+    assert!(l.keys.values().all(|v| !v.contains("0123456789abcdef")), "{:?}", l.keys);
+    std::fs::write(&token, "0123456789abcdef-changed").unwrap();
+    let again = load(&main).unwrap();
+    assert!(again.keys["admin.token"] != masked && again.keys["admin.token"].starts_with("*** (sha256:"));
+    assert_eq!(again.sha256, l.sha256, "the token file is not a config file");
+    let s = summary(&l);
+    assert_eq!(s["sections"]["account"]["acme.max_tps"], "500");
+    assert_eq!(s["sections"]["admin"]["token"], masked);
+    assert_eq!(s["sha256"], l.sha256);
+    assert_eq!(s["files"][0], main.display().to_string());
+}
+
+/// The SHA-256 covers the included files: changing one changes it (and a single file's is the
+/// file's own).
+#[test]
+fn sha256_changes_when_an_included_file_changes() {
+    let a = "[[account]]\nsystem_id = \"acme\"\nclass = \"marketing\"\n";
+    let (dir, r) = load_dir(&[("main.toml", MAIN_WITH_INCLUDE), ("accounts.d/a.toml", a)]);
+    let before = r.unwrap().sha256;
+    let both = format!("{MAIN_WITH_INCLUDE}{a}");
+    let plain = load::load_text(Path::new("x.toml"), both.clone()).unwrap().sha256;
+    assert_eq!(before, plain, "the files' contents in order, as if one file");
+    use sha2::Digest;
+    assert_eq!(plain, sha2::Sha256::digest(both.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>());
+    std::fs::write(dir.path().join("accounts.d/a.toml"), a.replace("marketing", "transactional")).unwrap();
+    let after = load(&dir.path().join("main.toml")).unwrap();
+    assert_ne!(after.sha256, before);
+    assert_eq!(after.keys["account.acme.class"], "\"transactional\"");
+}
+
+#[test]
+fn include_patterns_match_file_names() {
+    assert!(load::glob_match("*.toml", "acme.toml"));
+    assert!(!load::glob_match("*.toml", "acme.toml.bak"));
+    assert!(!load::glob_match("*.toml", ".acme.toml"), "hidden files only by a leading dot");
+    assert!(load::glob_match(".*.toml", ".acme.toml"));
+    assert!(load::glob_match("a?c*", "abc"));
+    assert!(!load::glob_match("a?c", "ac"));
+    assert!(load::glob_match("*a*b*", "xxaxxbxx"));
+    assert!(!load::glob_match("*a*b", "xxbxxa"));
 }

@@ -434,8 +434,8 @@ fn quiet_hours_config_errors_name_the_key() {
         ("[policy.quiet_hours]\nstart = \"08:00\"\nend = \"08:00\"", "policy.quiet_hours.end", "empty"),
         ("[policy.timezones]\n\"086\" = \"Asia/Shanghai\"", "policy.timezones.\"086\"", "country code"),
         ("[policy.timezones]\n\"86\" = \"Asia/Shangai\"", "policy.timezones.\"86\"", "Asia/Shangai"),
-        ("[[account]]\nsystem_id = \"a\"\nclass = \"marketing\"\nquiet_hours = { start = \"9:00\", end = \"10:00\" }", "account[0].quiet_hours.start", "HH:MM"),
-        ("[[account]]\nsystem_id = \"a\"\nclass = \"marketing\"\nquiet_hours = { start = \"09:00\", end = \"10:00\", timezone = \"UTC\" }", "account[0].quiet_hours.timezone", "once"),
+        ("[[account]]\nsystem_id = \"a\"\nclass = \"marketing\"\nquiet_hours = { start = \"9:00\", end = \"10:00\" }", "account[a].quiet_hours.start", "HH:MM"),
+        ("[[account]]\nsystem_id = \"a\"\nclass = \"marketing\"\nquiet_hours = { start = \"09:00\", end = \"10:00\", timezone = \"UTC\" }", "account[a].quiet_hours.timezone", "once"),
     ] {
         let errs = Config::parse(&format!("{base}{text}")).expect_err(text);
         assert!(errs.iter().any(|e| e.key == key && e.message.contains(what)), "{text}: {errs:?}");
@@ -560,11 +560,11 @@ fn text_step_config_errors_name_the_key() {
     let base = "[upstream]\naddress = \"10.1.2.3:2775\"\n";
     let acct = "[[account]]\nsystem_id = \"a\"\nclass = \"marketing\"\n";
     for (text, key, what) in [
-        ("[[policy.content_rule]]\nname = \"x\"\nregex = [\"ok\", \"(unclosed\"]\naction = \"reject\"", "policy.content_rule[0].regex[1]", "unclosed"),
-        ("[[policy.content_rule]]\nname = \"x\"\nliterals = [\"a\"]\naction = \"block\"", "policy.content_rule[0].action", "marketing | reject"),
+        ("[[policy.content_rule]]\nname = \"x\"\nregex = [\"ok\", \"(unclosed\"]\naction = \"reject\"", "policy.content_rule[x].regex[1]", "unclosed"),
+        ("[[policy.content_rule]]\nname = \"x\"\nliterals = [\"a\"]\naction = \"block\"", "policy.content_rule[x].action", "marketing | reject"),
         ("[[policy.content_rule]]\nliterals = [\"a\"]\naction = \"reject\"", "policy.content_rule[0].name", "required"),
-        ("[[policy.content_rule]]\nname = \"x\"\naction = \"reject\"", "policy.content_rule[0].literals", "at least one"),
-        ("[[policy.content_rule]]\nname = \"x\"\nliterals = [\"a\"]\naction = \"reject\"\n[[policy.content_rule]]\nname = \"x\"\nliterals = [\"b\"]\naction = \"reject\"", "policy.content_rule[1].name", "twice"),
+        ("[[policy.content_rule]]\nname = \"x\"\naction = \"reject\"", "policy.content_rule[x].literals", "at least one"),
+        ("[[policy.content_rule]]\nname = \"x\"\nliterals = [\"a\"]\naction = \"reject\"\n[[policy.content_rule]]\nname = \"x\"\nliterals = [\"b\"]\naction = \"reject\"", "policy.content_rule[x].name", "twice"),
         ("[policy.frequency]\nper_entity_per_day = 255", "policy.frequency.per_entity_per_day", "1..=254"),
         ("[policy.frequency]\nper_subscriber_per_day = 0", "policy.frequency.per_subscriber_per_day", "1..=254"),
         ("[policy.frequency]\nsame_text_window = \"soon\"", "policy.frequency.same_text_window", "soon"),
@@ -576,9 +576,9 @@ fn text_step_config_errors_name_the_key() {
         assert!(errs.iter().any(|e| e.key == key && e.message.contains(what)), "{text}: {errs:?}");
     }
     for (text, key, what) in [
-        ("signatures = [\"【Acme】\"]", "account[0].signatures", "brackets"),
-        ("[account.frequency]\nper_entity_per_day = 300", "account[0].frequency.per_entity_per_day", "1..=254"),
-        ("[account.frequency]\nper_subscriber_per_day = 3", "account[0].frequency", "only per_entity_per_day"),
+        ("signatures = [\"【Acme】\"]", "account[a].signatures", "brackets"),
+        ("[account.frequency]\nper_entity_per_day = 300", "account[a].frequency.per_entity_per_day", "1..=254"),
+        ("[account.frequency]\nper_subscriber_per_day = 3", "account[a].frequency", "only per_entity_per_day"),
     ] {
         let errs = Config::parse(&format!("{base}{acct}{text}")).expect_err(text);
         assert!(errs.iter().any(|e| e.key == key && e.message.contains(what)), "{text}: {errs:?}");
