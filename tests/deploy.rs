@@ -577,6 +577,25 @@ fn systemd_unit_has_the_lifecycle_and_hardening() {
     assert!(one("LimitNOFILE").parse::<u64>().unwrap() >= 20_000);
     let rw = one("ReadWritePaths");
     assert!(rw.contains("/var/lib/consentgate") && rw.contains("/var/log/consentgate"), "{rw}");
+    // The header's drain example (drain, then --cancel) is a command the binary takes: at a
+    // closed port it reports the admin API unreachable (69), not bad usage (64).
+    let examples: Vec<Vec<&str>> = unit
+        .lines()
+        .filter_map(|l| {
+            l.split_once("exec consentgate drain").map(|(_, r)| r.trim_end_matches('\'').split_whitespace().collect())
+        })
+        .collect();
+    assert_eq!(examples.len(), 2, "the header shows drain and drain --cancel: {examples:?}");
+    assert!(examples[1].contains(&"--cancel"), "{examples:?}");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    for args in examples {
+        let out = run(Command::new(BIN)
+            .arg("drain")
+            .args(&args)
+            .args(["--admin", &closed])
+            .env("CONSENTGATE_ADMIN_TOKEN", "deploy-test-token-0123"));
+        assert_eq!(out.status.code(), Some(69), "drain {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
 }
 
 /// `systemd-analyze verify` with the binary path pointed at the built binary: no unknown
