@@ -48,6 +48,12 @@ enum Command {
         #[arg(long)]
         watch_config: bool,
     },
+    /// Unbind every ESME of a running gateway and wait until they are gone (POST /v1/drain).
+    ///
+    /// The gateway refuses binds until `drain --cancel`; its process and admin API stay up.
+    /// Exit 0 drained (or resumed), 1 sessions left at the end of --wait, 64 bad usage,
+    /// 69 admin API unreachable, 77 token refused.
+    Drain(cli::drain::DrainArgs),
     /// Validate a config file; exit 64 and list every problem if it is bad.
     CheckConfig { file: PathBuf },
     /// Run everything on loopback: SMSC simulator, gateway, a short load through it.
@@ -113,6 +119,7 @@ fn main() -> ExitCode {
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run { config, watch_config } => cli::run::run(config, watch_config).await,
+        Command::Drain(a) => cli::drain::drain(a).await,
         Command::CheckConfig { file } => Ok(cli::run::check_config(file)),
         Command::Demo { count } => consentgate::demo::run(count).await.map(|()| ExitCode::SUCCESS),
         Command::SmscSim(a) => cli::tools::smsc_sim(a).await,

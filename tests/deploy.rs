@@ -315,13 +315,12 @@ fn kubernetes_manifests_parse_and_fit_together() {
     assert_eq!(c["securityContext"]["capabilities"]["drop"], serde_json::json!(["ALL"]));
     assert!(c["resources"]["requests"]["memory"].is_string() && c["resources"]["limits"]["memory"].is_string());
 
-    // Drain: terminationGracePeriodSeconds > preStop sleep + shutdown_grace + 3 s unbind.
-    let sleep: u64 = c["lifecycle"]["preStop"]["exec"]["command"]
-        .as_array()
-        .and_then(|a| (a[0] == "sleep").then(|| a[1].as_str().unwrap().parse().unwrap()))
-        .expect("preStop: exec sleep N");
-    let grace = pod["terminationGracePeriodSeconds"].as_u64().expect("terminationGracePeriodSeconds");
-    assert!(sleep > 0 && grace > sleep + cfg.session.shutdown_grace.as_secs() + 3, "grace {grace} vs sleep {sleep}");
+    check_drain_and_reload(K8S, pod, &cfg);
+    // One replica: a PodDisruptionBudget that protects it would block every node drain.
+    for (file, pdb) in docs.iter().filter(|(_, d)| d["kind"] == "PodDisruptionBudget") {
+        let blocks = pdb["spec"]["maxUnavailable"] == 0 || pdb["spec"]["minAvailable"].as_u64().is_some_and(|m| m >= 1);
+        assert!(!blocks, "{file}: a PDB that blocks the eviction of the only replica: {pdb}");
+    }
 
     // Token from the Secret, under the variable the config names.
     assert!(cfg.admin.token_source.contains("CONSENTGATE_ADMIN_TOKEN"), "{}", cfg.admin.token_source);
@@ -375,6 +374,53 @@ fn kubernetes_manifests_parse_and_fit_together() {
     }
     assert_eq!(pm["spec"]["podMetricsEndpoints"][0]["port"], "admin");
     assert_eq!(pm["spec"]["podMetricsEndpoints"][0]["path"], "/metrics");
+}
+
+/// The pod's shutdown and reload path: the preStop hook runs `consentgate drain` against
+/// the pod's own admin port and waits long enough for a drain to finish (its --wait at least
+/// shutdown_grace + the 2 s close wait), terminationGracePeriodSeconds (counted from the
+/// start of preStop) covers that wait + the SIGTERM drain (shutdown_grace) + 3 s unbind, the
+/// real binary accepts the hook's arguments, and the gateway runs with --watch-config.
+fn check_drain_and_reload(dir: &str, pod: &Value, cfg: &Config) {
+    let c = &pod["containers"][0];
+    let cmd: Vec<&str> = c["lifecycle"]["preStop"]["exec"]["command"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{dir}: preStop exec command"))
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(cmd[..2], ["consentgate", "drain"], "{dir}: preStop {cmd:?}");
+    assert!(!cmd.contains(&"--cancel"), "{dir}: preStop {cmd:?}");
+    let flag = |f: &str| cmd.iter().position(|a| *a == f).map(|i| cmd[i + 1]);
+    let admin: std::net::SocketAddr =
+        flag("--admin").unwrap_or_else(|| panic!("{dir}: preStop without --admin")).parse().expect("--admin ADDR");
+    assert!(admin.ip().is_loopback(), "{dir}: the hook drains its own pod, not {admin}");
+    assert_eq!(admin.port(), cfg.listen.admin.port(), "{dir}: --admin port vs listen.admin");
+    let wait =
+        consentgate::config::parse_duration(flag("--wait").unwrap_or_else(|| panic!("{dir}: preStop without --wait")))
+            .expect("--wait DURATION");
+    let shutdown_grace = cfg.session.shutdown_grace;
+    assert!(
+        wait >= shutdown_grace + Duration::from_secs(2),
+        "{dir}: --wait {wait:?} ends before a drain can ({shutdown_grace:?} + 2 s)"
+    );
+    let tgp =
+        Duration::from_secs(pod["terminationGracePeriodSeconds"].as_u64().expect("terminationGracePeriodSeconds"));
+    assert!(
+        wait + shutdown_grace + Duration::from_secs(3) < tgp,
+        "{dir}: terminationGracePeriodSeconds {tgp:?} vs drain --wait {wait:?} + shutdown_grace {shutdown_grace:?} + 3 s"
+    );
+    // The binary takes the hook's arguments: pointed at a closed port it reports the admin
+    // API unreachable (69), not bad usage (64).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let args: Vec<&str> =
+        cmd[1..].iter().map(|a| if *a == flag("--admin").unwrap() { closed.as_str() } else { *a }).collect();
+    let out = run(Command::new(BIN).args(&args).env("CONSENTGATE_ADMIN_TOKEN", "deploy-test-token-0123"));
+    assert_eq!(out.status.code(), Some(69), "{dir}: {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+
+    let args: Vec<&str> = c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    let run_at = args.iter().position(|a| *a == "run").unwrap_or_else(|| panic!("{dir}: args {args:?}"));
+    assert!(args[run_at..].contains(&"--watch-config"), "{dir}: ConfigMap edits need --watch-config: {args:?}");
 }
 
 /// The real binary accepts the ConfigMap's config (`check-config` exits 0) — and refuses a
@@ -433,7 +479,7 @@ fn kubernetes_cluster_runs_several_nodes_on_redis() {
     let text = cm.1["data"]["consentgate.toml"].as_str().unwrap();
     assert!(!text.contains("[node]"), "each pod's id must be its own host name");
     let cfg = Config::parse(text).expect("the cluster config parses");
-    let r = cfg.replication.expect("[replication]");
+    let r = cfg.replication.as_ref().expect("[replication]");
     let redis_svc = docs
         .iter()
         .find(|(_, d)| d["kind"] == "Service" && d["spec"]["selector"] == redis["spec"]["selector"]["matchLabels"])
@@ -452,6 +498,32 @@ fn kubernetes_cluster_runs_several_nodes_on_redis() {
         assert!(rconf.lines().any(|l| l.trim() == line), "redis.conf lacks `{line}`");
     }
     assert!(redis["spec"]["volumeClaimTemplates"][0]["metadata"]["name"].is_string());
+
+    check_drain_and_reload(&dir, pod, &cfg);
+    // Evictions (node drains) take one pod at a time; the pods prefer distinct nodes.
+    let labels = &gw["spec"]["template"]["metadata"]["labels"];
+    let selects = |sel: &Value| {
+        let m = sel["matchLabels"].as_object().expect("matchLabels");
+        !m.is_empty() && m.iter().all(|(k, v)| labels[k] == *v)
+    };
+    let pdbs: Vec<&Value> = docs.iter().filter(|(_, d)| d["kind"] == "PodDisruptionBudget").map(|(_, d)| d).collect();
+    let pdb = pdbs.iter().find(|p| selects(&p["spec"]["selector"])).expect("a PodDisruptionBudget selecting the pods");
+    assert_eq!(pdb["apiVersion"], "policy/v1");
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1, "{pdb}");
+    assert!(pdb["spec"]["minAvailable"].is_null(), "maxUnavailable or minAvailable, not both: {pdb}");
+    let anti = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+        .as_array()
+        .expect("preferred pod anti-affinity");
+    assert!(
+        anti.iter().any(|t| t["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+            && selects(&t["podAffinityTerm"]["labelSelector"])
+            && t["weight"].as_u64().is_some_and(|w| (1..=100).contains(&w))),
+        "no anti-affinity by kubernetes.io/hostname on the pods' labels: {anti:?}"
+    );
+    for t in pod["topologySpreadConstraints"].as_array().into_iter().flatten() {
+        assert!(selects(&t["labelSelector"]), "topology spread on other pods: {t}");
+        assert_eq!(t["whenUnsatisfiable"], "ScheduleAnyway", "a hard spread can leave pods pending: {t}");
+    }
     let good = tempfile::tempdir().unwrap();
     let f = good.path().join("c.toml");
     std::fs::write(&f, text).unwrap();
@@ -505,6 +577,25 @@ fn systemd_unit_has_the_lifecycle_and_hardening() {
     assert!(one("LimitNOFILE").parse::<u64>().unwrap() >= 20_000);
     let rw = one("ReadWritePaths");
     assert!(rw.contains("/var/lib/consentgate") && rw.contains("/var/log/consentgate"), "{rw}");
+    // The header's drain example (drain, then --cancel) is a command the binary takes: at a
+    // closed port it reports the admin API unreachable (69), not bad usage (64).
+    let examples: Vec<Vec<&str>> = unit
+        .lines()
+        .filter_map(|l| {
+            l.split_once("exec consentgate drain").map(|(_, r)| r.trim_end_matches('\'').split_whitespace().collect())
+        })
+        .collect();
+    assert_eq!(examples.len(), 2, "the header shows drain and drain --cancel: {examples:?}");
+    assert!(examples[1].contains(&"--cancel"), "{examples:?}");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    for args in examples {
+        let out = run(Command::new(BIN)
+            .arg("drain")
+            .args(&args)
+            .args(["--admin", &closed])
+            .env("CONSENTGATE_ADMIN_TOKEN", "deploy-test-token-0123"));
+        assert_eq!(out.status.code(), Some(69), "drain {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
 }
 
 /// `systemd-analyze verify` with the binary path pointed at the built binary: no unknown

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod complaints;
+pub mod drain;
 pub mod replication;
 pub mod run;
 pub mod snapshot;
@@ -9,6 +10,12 @@ pub mod tools;
 
 /// Exit status for bad usage or a bad config (sysexits EX_USAGE).
 pub const EX_USAGE: u8 = 64;
+
+/// Exit status when a service the command needs cannot be reached (sysexits EX_UNAVAILABLE).
+pub const EX_UNAVAILABLE: u8 = 69;
+
+/// Exit status when the gateway refuses the admin token (sysexits EX_NOPERM).
+pub const EX_NOPERM: u8 = 77;
 
 /// Resolves on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
