@@ -467,3 +467,34 @@ async fn watch_config_reloads_an_edited_file() {
     println!("WATCH|reloaded {:.1} s after the edit", t0.elapsed().as_secs_f64());
     gw.stop().await;
 }
+
+/// kill -9: the counts of the last checkpoint survive; what was counted after it is lost (at
+/// most one `checkpoint_interval`, the documented bound), never more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_9_the_last_checkpoint_holds() {
+    let sim = sim(SimConfig { listen: "127.0.0.1:0".parse().unwrap(), ..Default::default() }).await;
+    let mut gw = Live::new(sim.local_addr, |c| {
+        c.set("policy.frequency", "per_entity_per_day = 2")
+            .set("policy.frequency", "subscribers = 100000")
+            .set("policy.frequency", "checkpoint_interval = \"1s\"")
+    });
+    gw.start().await;
+    let state = gw.dir.path().join("journal/frequency.state");
+    let (a, b) = ("8613900000011", "8613900000012");
+    // a reaches its cap before a checkpoint.
+    assert_eq!(gw.status("acme", &text(a, "one")).await, 0);
+    assert_eq!(gw.status("acme", &text(a, "two")).await, 0);
+    let saved = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let before = saved(&state);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while saved(&state) == before {
+        assert!(Instant::now() < deadline, "no checkpoint within 10 s at checkpoint_interval = 1s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    gw.signal("-KILL");
+    let _ = gw.child.take();
+    gw.start().await;
+    assert_eq!(gw.status("acme", &text(a, "three")).await, FREQUENCY_CAP, "checkpointed count lost after kill -9");
+    assert_eq!(gw.status("acme", &text(b, "one")).await, 0);
+    gw.stop().await;
+}

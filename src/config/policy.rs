@@ -39,6 +39,7 @@ pub struct RawFrequency {
     pub same_text_window: Option<String>,
     pub subscribers: Option<i64>,
     pub peak_rate: Option<i64>,
+    pub checkpoint_interval: Option<String>,
 }
 
 /// `[policy.commercial]`.
@@ -204,6 +205,14 @@ pub(super) fn validate_frequency(f: RawFrequency, p: &mut Problems) -> Frequency
             1,
             10_000_000,
         ) as u64,
+        checkpoint_s: {
+            let key = "policy.frequency.checkpoint_interval";
+            let d = p.duration(key, f.checkpoint_interval.as_deref(), Duration::from_secs(60));
+            if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&d) {
+                p.push(key, "must be between 1s and 1h");
+            }
+            d.as_secs().clamp(1, 3600) as u32
+        },
     }
 }
 

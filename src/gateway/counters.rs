@@ -1,6 +1,6 @@
 //! Step 8's counts outlive the process: restored from `<consent.journal>/frequency.state`
 //! before the gateway serves, checkpointed while it runs (every
-//! [`CHECKPOINT_EVERY`]), saved once more at a graceful stop. A crash loses at most the counts
+//! `policy.frequency.checkpoint_interval`, 60 s by default), saved once more at a graceful stop. A crash loses at most the counts
 //! of one checkpoint interval (those messages may be counted again: a subscriber can get up
 //! to one interval's worth of messages over a cap); a graceful stop loses none. Restoring
 //! never lowers a count that a running engine holds and never raises one above what was
@@ -15,9 +15,6 @@ use tracing::{info, warn};
 
 use crate::policy::{Engine, EngineCell};
 use crate::telemetry::metrics as m;
-
-/// How often a running gateway saves the counts.
-pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
 
 /// The state file in the journal directory.
 pub fn state_path(journal: &Path) -> PathBuf {
@@ -76,13 +73,12 @@ pub fn save(engine: &Engine, path: &Path) {
     }
 }
 
-/// Saves the counts of the engine in force every [`CHECKPOINT_EVERY`], until aborted.
+/// Saves the counts of the engine in force every `checkpoint_interval` (read from the
+/// engine in force before each wait, so a reload changes it), until aborted.
 pub async fn checkpoints(engine: Arc<EngineCell>, path: PathBuf) {
-    let mut t = tokio::time::interval(CHECKPOINT_EVERY);
-    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    t.tick().await;
     loop {
-        t.tick().await;
+        let every = engine.load().frequency().map_or(60, |f| f.config().checkpoint_s);
+        tokio::time::sleep(Duration::from_secs(u64::from(every))).await;
         let (e, p) = (engine.load(), path.clone());
         let _ = tokio::task::spawn_blocking(move || save(&e, &p)).await;
     }

@@ -53,6 +53,7 @@ impl Default for PolicyConfig {
                 same_text_window_s: 0,
                 subscribers: FrequencyConfig::DEFAULT_SUBSCRIBERS,
                 peak_rate: FrequencyConfig::DEFAULT_PEAK_RATE,
+                checkpoint_s: FrequencyConfig::DEFAULT_CHECKPOINT_S,
             },
             reassembly_timeout_ms: 2_000,
         }

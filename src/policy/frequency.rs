@@ -55,11 +55,15 @@ pub struct FrequencyConfig {
     /// (subscriber, entity, text) sent within `same_text_window_s`, so
     /// `peak_rate × window` keys.
     pub peak_rate: u64,
+    /// How often a running gateway saves the counts (`checkpoint_interval`): a crash loses
+    /// at most this long's counts.
+    pub checkpoint_s: u32,
 }
 
 impl FrequencyConfig {
     pub const DEFAULT_SUBSCRIBERS: u64 = 10_000_000;
     pub const DEFAULT_PEAK_RATE: u64 = 2_000;
+    pub const DEFAULT_CHECKPOINT_S: u32 = 60;
     /// The largest cap a slot can count to (8-bit counts, saturating).
     pub const MAX_CAP: u32 = 254;
 
@@ -778,6 +782,7 @@ mod tests {
             same_text_window_s: w,
             subscribers: 1024,
             peak_rate: 1024,
+            checkpoint_s: FrequencyConfig::DEFAULT_CHECKPOINT_S,
         }
     }
 
