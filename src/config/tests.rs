@@ -297,7 +297,7 @@ fn three_mistakes_in_one_run() {
     let unknown = errs[1].to_string();
     assert!(unknown.ends_with(
         "main.toml:6: policy.frequency.per_entity_per_dya: unknown key (expected one of per_entity_per_day, \
-         per_subscriber_per_day, same_text_window, subscribers, peak_rate)"
+         per_subscriber_per_day, same_text_window, subscribers, peak_rate, checkpoint_interval)"
     ));
     assert!(errs[2].message.contains("Mars/Olympus"), "{}", errs[2]);
 }
