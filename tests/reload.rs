@@ -345,6 +345,12 @@ async fn each_kind_of_change_applies_and_a_bad_edit_changes_nothing() {
     let (code, r) = gw.reload().await;
     assert_eq!(code, 200, "{r}");
     assert_eq!(r["restart_required"], serde_json::json!(["listen.smpp"]), "{r}");
+    assert_eq!(gw.metric("consentgate_config_restart_required").await, Some(1.0));
+    // Still pending at the next reload and in GET /v1/config, until a restart.
+    let (_, r) = gw.reload().await;
+    assert_eq!(r["restart_required"], serde_json::json!(["listen.smpp"]), "{r}");
+    let (_, now) = gw.get("/v1/config").await.unwrap();
+    assert_eq!(serde_json::from_str::<Value>(&now).unwrap()["restart_required"], serde_json::json!(["listen.smpp"]));
     gw.c.smpp = old_smpp;
     assert_eq!(status_of(&mut acme, &text("8613800000004", "casino")).await, 0, "rule removal applied");
 

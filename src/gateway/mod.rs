@@ -530,8 +530,23 @@ async fn reload_config(
         metrics::gauge!(m::CONFIG_INFO, "sha256" => loaded.sha256.clone()).set(1.0);
     }
     running.sha256 = loaded.sha256.clone();
-    running.keys = loaded.keys;
-    running.summary.store(Arc::new(loaded.summary));
+    // Keys waiting for a restart keep their running value here, so every later reload (and
+    // GET /v1/config) still reports them until the restart.
+    let mut keys = loaded.keys;
+    for k in &report.restart_required {
+        match running.keys.get(k) {
+            Some(v) => keys.insert(k.clone(), v.clone()),
+            None => keys.remove(k),
+        };
+    }
+    running.keys = keys;
+    let pending: Vec<&String> = report.restart_required.iter().collect();
+    metrics::gauge!(m::CONFIG_RESTART_REQUIRED).set(pending.len() as f64);
+    let mut summary = loaded.summary;
+    if let Some(o) = summary.as_object_mut() {
+        o.insert("restart_required".into(), serde_json::json!(pending));
+    }
+    running.summary.store(Arc::new(summary));
     metrics::counter!(m::CONFIG_RELOADS_TOTAL, "result" => "ok").increment(1);
     metrics::gauge!(m::CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP).set(crate::time::unix_us() as f64 / 1e6);
     for w in &report.warnings {

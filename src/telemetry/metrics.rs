@@ -53,6 +53,9 @@ pub const SNAPSHOT_RELOADS_TOTAL: &str = "consentgate_snapshot_reloads_total";
 pub const CONFIG_RELOADS_TOTAL: &str = "consentgate_config_reloads_total";
 /// Gauge: unix time of the last successful config load (the start, then each reload).
 pub const CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP: &str = "consentgate_config_last_reload_success_timestamp_seconds";
+/// Gauge: settings changed in the config file that only a restart puts in force (listen
+/// addresses, directories, node id, …); 0 when the process runs what the file says.
+pub const CONFIG_RESTART_REQUIRED: &str = "consentgate_config_restart_required";
 /// Gauge `{sha256}`: 1 for the running config's SHA-256, 0 for configs it replaced.
 pub const CONFIG_INFO: &str = "consentgate_config_info";
 /// `{result}` — frequency-cap state saves (checkpoints and the save at stop): `ok` | `failed`.
@@ -194,6 +197,7 @@ fn register_alerting_series() {
         metrics::counter!(FREQUENCY_STATE_SAVES_TOTAL, "result" => result).increment(0);
     }
     metrics::gauge!(DRAINING).set(0.0);
+    metrics::gauge!(CONFIG_RESTART_REQUIRED).set(0.0);
     for result in ["written", "dropped"] {
         metrics::counter!(AUDIT_RECORDS_TOTAL, "result" => result).increment(0);
     }
@@ -242,6 +246,7 @@ fn describe() {
         "unix time of the last successful config load"
     );
     describe_gauge!(CONFIG_INFO, Unit::Count, "1 for the running config's SHA-256");
+    describe_gauge!(CONFIG_RESTART_REQUIRED, Unit::Count, "config changes waiting for a restart");
     describe_counter!(FREQUENCY_STATE_SAVES_TOTAL, Unit::Count, "frequency-cap state saves by result");
     describe_gauge!(FREQUENCY_STATE_SAVED_TIMESTAMP, Unit::Seconds, "unix time of the last frequency-cap state save");
     describe_gauge!(DRAINING, Unit::Count, "1 while the gateway drains");
