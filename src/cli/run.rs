@@ -16,6 +16,7 @@ pub async fn run(config: PathBuf) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EX_USAGE));
         }
     };
+    raise_nofile_limit();
     let gw = consentgate::Gateway::bind(cfg).await?;
     // Signals become messages on the gateway's one control channel (STYLE §9), like the file
     // watch: SIGHUP → Reload, SIGTERM / SIGINT → Shutdown.
@@ -39,6 +40,27 @@ pub async fn run(config: PathBuf) -> anyhow::Result<ExitCode> {
     });
     gw.serve(std::future::pending()).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit (a gateway holds two descriptors per
+/// session; the usual soft default of 1 024 is far too few) and logs the result. Accepting
+/// then pauses within a reserve of that limit (`relay::fds`).
+fn raise_nofile_limit() {
+    use consentgate::relay::fds;
+    match fds::raise_nofile_limit() {
+        Ok(l) => {
+            let reserve = fds::reserve(l.soft);
+            tracing::info!(
+                soft = l.soft,
+                hard = l.hard,
+                before = l.before,
+                reserve,
+                "RLIMIT_NOFILE: accepting pauses with fewer than `reserve` descriptors left"
+            );
+        }
+        Err(e) => tracing::warn!(error = %e, "RLIMIT_NOFILE could not be raised; keeping the limit in force"),
+    }
+    fds::FdBudget::global().refresh_limit();
 }
 
 /// `consentgate check-config FILE`: every problem with its key, exit 64 if any.

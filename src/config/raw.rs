@@ -516,6 +516,7 @@ fn validate_limits(l: RawLimits, p: &mut Problems) -> crate::session::config::Li
             DEFAULT_BIND_FAILURE_WINDOW,
         ),
         bind_backoff: p.duration("limits.bind_backoff", l.bind_backoff.as_deref(), DEFAULT_BIND_BACKOFF),
+        ..LimitsConfig::default()
     }
 }
 
