@@ -23,6 +23,7 @@
 //! gateway's one control channel (STYLE §9), like SIGHUP and the file watch.
 
 mod config;
+pub mod listener;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,7 +40,10 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
-pub use config::{AdminConfig, Secret, DEFAULT_ADMIN_TOKEN_ENV};
+pub use config::{
+    AdminConfig, Secret, DEFAULT_ADMIN_HEADER_TIMEOUT, DEFAULT_ADMIN_IDLE_TIMEOUT, DEFAULT_ADMIN_MAX_CONNECTIONS,
+    DEFAULT_ADMIN_TOKEN_ENV,
+};
 
 use crate::capture::Capture;
 use crate::complaints::{self, ComplaintIn, Complaints, FileError, Resolved, StatusFilter};
@@ -90,13 +94,20 @@ pub struct AdminState {
     pub prometheus: metrics_exporter_prometheus::PrometheusHandle,
 }
 
-/// Serves the admin API on `listener` until `shutdown` resolves.
+/// Serves the admin API on `listener` until `shutdown` resolves, under the connection
+/// limits of `[admin]` (see [`listener`]): requests in flight then finish, idle
+/// connections close.
 pub async fn serve(
     listener: TcpListener,
     state: AdminState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    let limits = listener::Limits {
+        max_connections: state.admin.max_connections,
+        header_timeout: state.admin.header_timeout,
+        idle_timeout: state.admin.idle_timeout,
+    };
+    listener::serve(listener, router(state), limits, shutdown).await
 }
 
 pub fn router(state: AdminState) -> Router {

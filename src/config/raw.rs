@@ -746,6 +746,7 @@ fn validate_admin(ad: RawAdmin, p: &mut Problems) -> AdminConfig {
     AdminConfig {
         token,
         token_source: ad.token_file.map(|f| format!("file {f}")).unwrap_or(format!("env {token_env}")),
+        ..AdminConfig::default()
     }
 }
 
