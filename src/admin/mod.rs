@@ -36,6 +36,7 @@ mod complaints;
 mod config;
 mod consent;
 mod health;
+pub mod listener;
 mod ops;
 mod snapshot;
 
@@ -53,7 +54,10 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 pub use client::request;
-pub use config::{AdminConfig, Secret, DEFAULT_ADMIN_TOKEN_ENV};
+pub use config::{
+    AdminConfig, Secret, DEFAULT_ADMIN_HEADER_TIMEOUT, DEFAULT_ADMIN_IDLE_TIMEOUT, DEFAULT_ADMIN_MAX_CONNECTIONS,
+    DEFAULT_ADMIN_TOKEN_ENV,
+};
 pub use ops::{ConfigReloadError, ConfigReply, ConfigReport, DrainStatus, Ops, Request};
 pub use snapshot::{snapshot_json, ReloadError, ReloadReply};
 
@@ -85,13 +89,20 @@ pub struct AdminState {
     pub prometheus: metrics_exporter_prometheus::PrometheusHandle,
 }
 
-/// Serves the admin API on `listener` until `shutdown` resolves.
+/// Serves the admin API on `listener` until `shutdown` resolves, under the connection
+/// limits of `[admin]` (see [`listener`]): requests in flight then finish, idle
+/// connections close.
 pub async fn serve(
     listener: TcpListener,
     state: AdminState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    let limits = listener::Limits {
+        max_connections: state.admin.max_connections,
+        header_timeout: state.admin.header_timeout,
+        idle_timeout: state.admin.idle_timeout,
+    };
+    listener::serve(listener, router(state), limits, shutdown).await
 }
 
 /// The endpoints. Every mutating one goes through [`guarded`], which puts the bearer-token

@@ -43,6 +43,7 @@ pub async fn run(config: PathBuf, watch_config: bool) -> anyhow::Result<ExitCode
             Ok(l)
         })
     };
+    raise_nofile_limit();
     let gw = consentgate::Gateway::bind(loaded.config.clone()).await?.with_config_source(&loaded, source);
     // Signals become messages on the gateway's one control channel (STYLE §9), like the file
     // watches: SIGHUP → Reload, SIGTERM / SIGINT → Shutdown.
@@ -141,6 +142,28 @@ fn print_diagnostics(diags: &[Diagnostic]) {
 
 /// `consentgate check-config FILE`: every problem of the file and its includes, each with its
 /// file, line and key; exit 64 if any is an error (warnings alone exit 0).
+/// Raises the soft RLIMIT_NOFILE to the hard limit (a gateway holds two descriptors per
+/// session; the usual soft default of 1 024 is far too few) and logs the result. Accepting
+/// then pauses within a reserve of that limit (`relay::fds`).
+fn raise_nofile_limit() {
+    use consentgate::relay::fds;
+    match fds::raise_nofile_limit() {
+        Ok(l) => {
+            let reserve = fds::reserve(l.soft);
+            tracing::info!(
+                soft = l.soft,
+                hard = l.hard,
+                before = l.before,
+                reserve,
+                "RLIMIT_NOFILE: accepting pauses with fewer than `reserve` descriptors left"
+            );
+        }
+        Err(e) => tracing::warn!(error = %e, "RLIMIT_NOFILE could not be raised; keeping the limit in force"),
+    }
+    fds::FdBudget::global().refresh_limit();
+}
+
+/// `consentgate check-config FILE`: every problem with its key, exit 64 if any.
 pub fn check_config(file: PathBuf) -> ExitCode {
     match config::load(&file) {
         Ok(l) => {

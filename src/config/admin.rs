@@ -1,4 +1,4 @@
-//! `[admin]`: the admin API's bearer token.
+//! `[admin]`: the admin API's bearer token and its listener's connection limits.
 
 use serde::Deserialize;
 
@@ -10,6 +10,9 @@ use super::*;
 pub struct RawAdmin {
     pub token_file: Option<String>,
     pub token_env: Option<String>,
+    pub max_connections: Option<i64>,
+    pub header_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
 }
 
 pub(super) fn validate_admin(ad: RawAdmin, p: &mut Problems) -> AdminConfig {
@@ -37,5 +40,22 @@ pub(super) fn validate_admin(ad: RawAdmin, p: &mut Problems) -> AdminConfig {
     AdminConfig {
         token,
         token_source: ad.token_file.map(|f| format!("file {f}")).unwrap_or(format!("env {token_env}")),
+        max_connections: p.range(
+            "admin.max_connections",
+            ad.max_connections,
+            crate::admin::DEFAULT_ADMIN_MAX_CONNECTIONS,
+            0,
+            100_000,
+        ),
+        header_timeout: p.duration(
+            "admin.header_timeout",
+            ad.header_timeout.as_deref(),
+            crate::admin::DEFAULT_ADMIN_HEADER_TIMEOUT,
+        ),
+        idle_timeout: p.duration(
+            "admin.idle_timeout",
+            ad.idle_timeout.as_deref(),
+            crate::admin::DEFAULT_ADMIN_IDLE_TIMEOUT,
+        ),
     }
 }

@@ -24,6 +24,8 @@ pub struct RawLimits {
     pub bind_failures_per_ip: Option<i64>,
     pub bind_failure_window: Option<String>,
     pub bind_backoff: Option<String>,
+    pub unbound_per_ip: Option<i64>,
+    pub unbound_total: Option<i64>,
 }
 
 pub(super) fn validate_session(s: RawSession, p: &mut Problems) -> SessionConfig {
@@ -56,6 +58,7 @@ pub(super) fn validate_session(s: RawSession, p: &mut Problems) -> SessionConfig
 pub(super) fn validate_limits(l: RawLimits, p: &mut Problems) -> crate::session::config::LimitsConfig {
     use crate::session::config::{
         LimitsConfig, DEFAULT_BIND_BACKOFF, DEFAULT_BIND_FAILURES_PER_IP, DEFAULT_BIND_FAILURE_WINDOW,
+        DEFAULT_UNBOUND_PER_IP, DEFAULT_UNBOUND_TOTAL,
     };
     LimitsConfig {
         bind_failures_per_ip: p.range(
@@ -71,5 +74,7 @@ pub(super) fn validate_limits(l: RawLimits, p: &mut Problems) -> crate::session:
             DEFAULT_BIND_FAILURE_WINDOW,
         ),
         bind_backoff: p.duration("limits.bind_backoff", l.bind_backoff.as_deref(), DEFAULT_BIND_BACKOFF),
+        unbound_per_ip: p.range("limits.unbound_per_ip", l.unbound_per_ip, DEFAULT_UNBOUND_PER_IP, 0, 1_000_000),
+        unbound_total: p.range("limits.unbound_total", l.unbound_total, DEFAULT_UNBOUND_TOTAL, 0, 1_000_000),
     }
 }

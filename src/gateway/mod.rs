@@ -22,7 +22,9 @@ use crate::complaints::Complaints;
 use crate::consent::store::{ConsentStore, Loaded};
 use crate::optout::Keywords;
 use crate::policy::EngineCell;
+use crate::relay::fds::{AcceptBackoff, FdBudget};
 use crate::relay::{TlsClient, TlsServer, Transport};
+use crate::session::limits::UnboundRefusal;
 use crate::session::{Context, Settings};
 use crate::telemetry::metrics as m;
 use crate::telemetry::RateLimit;
@@ -199,6 +201,7 @@ impl Gateway {
             clock: Clock::system(),
             next_session: std::sync::atomic::AtomicU64::new(1),
             bind_limiter: crate::session::limits::BindLimiter::new(config.session.limits),
+            unbound: crate::session::limits::UnboundLimiter::new(&config.session.limits),
             upstream_tls,
         });
         Ok(Gateway {
@@ -336,17 +339,21 @@ impl Gateway {
         let smpp_tls = tls_listener.as_ref().and_then(|l| l.local_addr().ok());
         info!(smpp = %listener.local_addr()?, smpp_tls = ?smpp_tls, admin = %admin_addr, upstream = %config.upstream.address, upstream_tls = config.upstream.tls.is_some(), accounts = shared.engine().account_count(), "listening");
         let mut sessions = JoinSet::new();
+        let (fds, mut backoff) = (FdBudget::global(), AcceptBackoff::new("smpp"));
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
-                r = accept_either(&listener, tls_listener.as_ref()) => match r {
+                // Paused while descriptors are within the reserve (relay::fds).
+                r = async { fds.room("smpp").await; accept_either(&listener, tls_listener.as_ref()).await } => match r {
                     Ok((stream, peer, tls)) => {
+                        backoff.reset();
                         if ops.draining() {
                             metrics::counter!(m::LIMITS_TOTAL, "limit" => "draining").increment(1);
                             drop(stream);
                             continue;
                         }
-                        let max_sessions = shared.settings().session.max_sessions;
+                        let settings = shared.settings();
+                        let max_sessions = settings.session.max_sessions;
                         if live.load(Ordering::Relaxed) >= max_sessions {
                             metrics::counter!(m::LIMITS_TOTAL, "limit" => "sessions").increment(1);
                             static LIMIT: RateLimit = RateLimit::new(Duration::from_secs(10));
@@ -356,28 +363,31 @@ impl Gateway {
                             drop(stream);
                             continue;
                         }
+                        let unbound = match shared.unbound.admit(peer.ip()) {
+                            Ok(g) => g,
+                            Err(cap) => {
+                                unbound_refused(cap, peer, &settings.session.limits);
+                                continue;
+                            }
+                        };
                         let (sh, rx, live) = (shared.clone(), stop_rx.clone(), live.clone());
                         let tls_server = if tls { tls_server.clone() } else { None };
                         live.fetch_add(1, Ordering::Relaxed);
+                        let fd = fds.track();
                         sessions.spawn(async move {
                             let transport = match tls_server {
                                 None => Some(Transport::tcp(stream)),
                                 Some(t) => tls_accept(&t, stream, peer, sh.settings().session.bind_timeout).await,
                             };
                             if let Some(transport) = transport {
-                                crate::session::serve(transport, peer, sh, rx).await;
+                                crate::session::serve(transport, peer, sh, rx, unbound).await;
                             }
                             live.fetch_sub(1, Ordering::Relaxed);
+                            drop(fd);
                         });
                     }
-                    // Transient accept errors (EMFILE, ECONNABORTED): back off briefly.
-                    Err(e) => {
-                        static LIMIT: RateLimit = RateLimit::new(Duration::from_secs(10));
-                        if let Some(suppressed) = LIMIT.allow() {
-                            warn!(error = %e, suppressed, "accept failed");
-                        }
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
+                    // Transient accept errors (EMFILE, ECONNABORTED): back off, 100 ms doubling to 1 s.
+                    Err(e) => tokio::time::sleep(backoff.failed(&e)).await,
                 },
                 Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
                 Some(c) = control_rx.recv() => match c {
@@ -522,6 +532,7 @@ async fn reload_config(
     settings.upstream.tls = shared.settings().upstream.tls.clone();
     shared.settings.store(Arc::new(settings));
     shared.bind_limiter.set_config(loaded.config.session.limits);
+    shared.unbound.set_limits(&loaded.config.session.limits);
     let _old = shared.engine.swap(engine);
     if running.sha256 != loaded.sha256 {
         if !running.sha256.is_empty() {
@@ -626,6 +637,16 @@ async fn reload(shared: &Arc<Context>) -> Result<Arc<Loaded>, ReloadError> {
         }
     }
     r
+}
+
+/// A connection closed at once at `limits.unbound_per_ip` / `unbound_total`: counted, and
+/// logged once per burst.
+fn unbound_refused(cap: UnboundRefusal, peer: SocketAddr, limits: &crate::session::config::LimitsConfig) {
+    metrics::counter!(m::LIMITS_TOTAL, "limit" => cap.label()).increment(1);
+    static LIMIT: RateLimit = RateLimit::new(Duration::from_secs(10));
+    if let Some(suppressed) = LIMIT.allow() {
+        warn!(peer = %peer, limit = cap.label(), per_ip = limits.unbound_per_ip, total = limits.unbound_total, suppressed, "too many connections not bound yet; connection closed");
+    }
 }
 
 /// The next connection on the plain or the TLS listener; `true` = TLS.

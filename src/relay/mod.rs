@@ -3,6 +3,7 @@
 //! and the reachability probe: [`upstream`]), sequence remapping ([`seq`]) and the plain frame
 //! relay used as the benchmark baseline ([`plain`]), and TLS on either leg ([`tls`]).
 
+pub mod fds;
 pub mod leg;
 pub mod plain;
 pub mod seq;

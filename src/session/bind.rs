@@ -51,11 +51,14 @@ struct Admitted {
 }
 
 /// Runs the bind phase; returns the bound session, or `None` when the connection ended.
+/// The connection's place under the unbound caps (`unbound`) is given back as soon as a
+/// bind succeeds, and when the connection ends unbound (the guard drops).
 pub(super) async fn accept_bind(
     mut stream: Transport,
     peer: SocketAddr,
     ctx: &Context,
     shutdown: &mut watch::Receiver<bool>,
+    mut unbound: super::limits::UnboundGuard,
 ) -> Option<Bound> {
     let settings = ctx.settings();
     let deadline = tokio::time::Instant::now() + settings.session.bind_timeout;
@@ -75,6 +78,8 @@ pub(super) async fn accept_bind(
                             let bind_type = BindType::from_command(id).expect("a bind command id");
                             match bind_one(&frame, bind_type, peer, ctx).await {
                                 Ok((a, resp)) => {
+                                    // Bound: no longer counted against the unbound caps.
+                                    unbound.release();
                                     out.extend_from_slice(&resp);
                                     if stream.write_all(&out).await.is_err() {
                                         return None;

@@ -23,6 +23,12 @@ pub const DEFAULT_BIND_FAILURES_PER_IP: u32 = 10;
 pub const DEFAULT_BIND_FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// Default time binds from such an IP are refused without asking the SMSC.
 pub const DEFAULT_BIND_BACKOFF: Duration = Duration::from_secs(300);
+/// Default cap on connections from one source IP that have not bound yet
+/// (`limits.unbound_per_ip`).
+pub const DEFAULT_UNBOUND_PER_IP: usize = 32;
+/// Default cap on connections that have not bound yet, all source IPs together
+/// (`limits.unbound_total`).
+pub const DEFAULT_UNBOUND_TOTAL: usize = 512;
 
 /// The validated `[session]` section.
 #[derive(Debug, Clone)]
@@ -50,11 +56,20 @@ pub struct SessionConfig {
 /// wrong passwords are the SMSC's answer) within `bind_failure_window` beyond
 /// `bind_failures_per_ip` start a back-off of `bind_backoff`, during which its binds are
 /// refused at once (ESME_RBINDFAIL) and never reach the SMSC. 0 failures = no limit.
+///
+/// Connections that have not bound yet (connected, TLS handshake, bind in progress) are
+/// capped per source IP (`unbound_per_ip`) and in total (`unbound_total`): beyond either a
+/// new connection is closed at once (see [`super::limits::UnboundLimiter`]). Bound sessions
+/// do not count. 0 = no cap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LimitsConfig {
     pub bind_failures_per_ip: u32,
     pub bind_failure_window: Duration,
     pub bind_backoff: Duration,
+    /// Unbound connections from one source IP (default [`DEFAULT_UNBOUND_PER_IP`]).
+    pub unbound_per_ip: usize,
+    /// Unbound connections in total (default [`DEFAULT_UNBOUND_TOTAL`]).
+    pub unbound_total: usize,
 }
 
 impl Default for LimitsConfig {
@@ -63,6 +78,8 @@ impl Default for LimitsConfig {
             bind_failures_per_ip: DEFAULT_BIND_FAILURES_PER_IP,
             bind_failure_window: DEFAULT_BIND_FAILURE_WINDOW,
             bind_backoff: DEFAULT_BIND_BACKOFF,
+            unbound_per_ip: DEFAULT_UNBOUND_PER_IP,
+            unbound_total: DEFAULT_UNBOUND_TOTAL,
         }
     }
 }

@@ -10,10 +10,18 @@
 //! dropped first; if that frees nothing, the oldest window goes — an attacker with more
 //! addresses than that can age out its own entries, never anyone's back-off ahead of time
 //! by more than it already has.
+//!
+//! [`UnboundLimiter`] caps connections that have not bound yet (`limits.unbound_per_ip`,
+//! `limits.unbound_total`): an idle TCP connection costs a descriptor until
+//! `session.bind_timeout`, so without a cap a thousand of them from one host exhaust the
+//! process's descriptors and nobody can bind. The accept loop takes an [`UnboundGuard`]
+//! for each connection (or closes it at once when a cap is reached); the bind phase
+//! releases it when the bind succeeds, and dropping it (the connection closed) releases it
+//! otherwise.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::config::LimitsConfig;
@@ -126,16 +134,209 @@ impl BindLimiter {
     }
 }
 
+/// Which cap refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnboundRefusal {
+    /// `limits.unbound_per_ip`.
+    PerIp,
+    /// `limits.unbound_total`.
+    Total,
+}
+
+impl UnboundRefusal {
+    /// The `limit` label of `consentgate_limits_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            UnboundRefusal::PerIp => "unbound_per_ip",
+            UnboundRefusal::Total => "unbound_total",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Unbound {
+    /// Unbound connections per source IP; an IP leaves the map at 0, so the map never holds
+    /// more entries than there are unbound connections.
+    per_ip: HashMap<IpAddr, usize>,
+    total: usize,
+}
+
+/// Connections accepted and not bound yet, per source IP and in total. One mutex, touched
+/// twice per connection (admit, release), never per message.
+#[derive(Debug)]
+pub struct UnboundLimiter {
+    /// The caps; a config reload replaces them ([`UnboundLimiter::set_limits`]).
+    per_ip: std::sync::atomic::AtomicUsize,
+    total: std::sync::atomic::AtomicUsize,
+    state: Mutex<Unbound>,
+}
+
+impl UnboundLimiter {
+    /// The caps of `cfg` (0 = no cap).
+    pub fn new(cfg: &LimitsConfig) -> Arc<UnboundLimiter> {
+        Arc::new(UnboundLimiter {
+            per_ip: cfg.unbound_per_ip.into(),
+            total: cfg.unbound_total.into(),
+            state: Mutex::new(Unbound::default()),
+        })
+    }
+
+    /// The caps of a reloaded config; connections already counted stay.
+    pub fn set_limits(&self, cfg: &LimitsConfig) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.per_ip.store(cfg.unbound_per_ip, Relaxed);
+        self.total.store(cfg.unbound_total, Relaxed);
+    }
+
+    /// Counts a new connection from `ip`, or says which cap it would pass.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<UnboundGuard, UnboundRefusal> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let n = s.per_ip.get(&ip).copied().unwrap_or(0);
+        let (per_ip, total) = {
+            use std::sync::atomic::Ordering::Relaxed;
+            (self.per_ip.load(Relaxed), self.total.load(Relaxed))
+        };
+        if per_ip > 0 && n >= per_ip {
+            return Err(UnboundRefusal::PerIp);
+        }
+        if total > 0 && s.total >= total {
+            return Err(UnboundRefusal::Total);
+        }
+        s.per_ip.insert(ip, n + 1);
+        s.total += 1;
+        Ok(UnboundGuard { limiter: Some(self.clone()), ip })
+    }
+
+    /// Unbound connections now: (from `ip`, in total).
+    pub fn count(&self, ip: IpAddr) -> (usize, usize) {
+        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        (s.per_ip.get(&ip).copied().unwrap_or(0), s.total)
+    }
+
+    /// Source IPs with unbound connections now.
+    pub fn ips(&self) -> usize {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).per_ip.len()
+    }
+
+    fn release(&self, ip: IpAddr) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.total = s.total.saturating_sub(1);
+        if let Some(n) = s.per_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                s.per_ip.remove(&ip);
+            }
+        }
+    }
+}
+
+/// One unbound connection's place under the caps: given back by [`UnboundGuard::release`]
+/// (the bind succeeded) or when dropped (the connection closed unbound).
+#[derive(Debug)]
+pub struct UnboundGuard {
+    limiter: Option<Arc<UnboundLimiter>>,
+    ip: IpAddr,
+}
+
+impl UnboundGuard {
+    /// A guard that counts nothing (a connection no limiter watches).
+    pub fn none(ip: IpAddr) -> UnboundGuard {
+        UnboundGuard { limiter: None, ip }
+    }
+
+    /// Gives the place back now; later calls and the drop do nothing.
+    pub fn release(&mut self) {
+        if let Some(l) = self.limiter.take() {
+            l.release(self.ip);
+        }
+    }
+}
+
+impl Drop for UnboundGuard {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn cfg(n: u32) -> LimitsConfig {
-        LimitsConfig {
-            bind_failures_per_ip: n,
-            bind_failure_window: Duration::from_secs(60),
-            bind_backoff: Duration::from_secs(300),
+        LimitsConfig { bind_failures_per_ip: n, ..LimitsConfig::default() }
+    }
+
+    fn caps(per_ip: usize, total: usize) -> Arc<UnboundLimiter> {
+        UnboundLimiter::new(&LimitsConfig { unbound_per_ip: per_ip, unbound_total: total, ..LimitsConfig::default() })
+    }
+
+    #[test]
+    fn unbound_per_ip_cap_refuses_that_ip_only_and_release_frees_a_place() {
+        let l = caps(3, 100);
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let mut held: Vec<_> = (0..3).map(|_| l.admit(a).expect("under the cap")).collect();
+        assert_eq!(l.admit(a).unwrap_err(), UnboundRefusal::PerIp);
+        assert_eq!(l.count(a), (3, 3), "a refusal takes no place");
+        let other = l.admit(b).expect("another IP is not affected");
+        // A bind succeeds: its place is free at once, and releasing twice (or dropping after)
+        // does not free a second one.
+        held[0].release();
+        held[0].release();
+        assert_eq!(l.count(a), (2, 3));
+        let again = l.admit(a).expect("a place was freed");
+        drop(held);
+        assert_eq!(l.count(a), (1, 2), "the released guard's drop gave nothing back twice");
+        drop((again, other));
+        assert_eq!(l.count(a), (0, 0));
+        assert_eq!(l.ips(), 0, "IPs leave the map at zero");
+    }
+
+    #[test]
+    fn unbound_total_cap_counts_every_ip_and_zero_means_no_cap() {
+        let l = caps(2, 5);
+        let ip = |i: u8| IpAddr::from([10, 0, 1, i]);
+        let held: Vec<_> = (0..5).map(|i| l.admit(ip(i)).expect("under the total")).collect();
+        assert_eq!(l.admit(ip(9)).unwrap_err(), UnboundRefusal::Total);
+        // The per-IP cap is checked first: it names the narrower cause.
+        let l2 = caps(1, 1);
+        let _g = l2.admit(ip(1)).unwrap();
+        assert_eq!(l2.admit(ip(1)).unwrap_err(), UnboundRefusal::PerIp);
+        assert_eq!(l2.admit(ip(2)).unwrap_err(), UnboundRefusal::Total);
+        drop(held);
+        assert_eq!(l.count(ip(0)), (0, 0));
+        assert!(l.admit(ip(9)).is_ok(), "room again once they closed");
+        let off = caps(0, 0);
+        let many: Vec<_> = (0..1000).map(|_| off.admit(ip(1)).expect("no cap")).collect();
+        assert_eq!(off.count(ip(1)), (1000, 1000));
+        drop(many);
+        assert_eq!(off.ips(), 0);
+        let mut none = UnboundGuard::none(ip(1));
+        none.release();
+    }
+
+    #[test]
+    fn unbound_guards_across_threads_balance() {
+        let l = caps(64, 1000);
+        let threads: Vec<_> = (0..4u8)
+            .map(|t| {
+                let l = l.clone();
+                std::thread::spawn(move || {
+                    for i in 0..10_000u32 {
+                        let ip = IpAddr::from([10, t, 0, (i % 7) as u8]);
+                        if let Ok(mut g) = l.admit(ip) {
+                            if i % 2 == 0 {
+                                g.release();
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
         }
+        assert_eq!(l.count(IpAddr::from([10, 0, 0, 0])), (0, 0));
+        assert_eq!(l.ips(), 0);
     }
 
     #[test]

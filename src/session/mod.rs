@@ -87,6 +87,8 @@ pub struct Context {
     pub next_session: AtomicU64,
     /// Failed binds per source IP (`[limits]`).
     pub bind_limiter: limits::BindLimiter,
+    /// Connections not bound yet, per source IP and in total (`[limits]`).
+    pub unbound: Arc<limits::UnboundLimiter>,
     /// `[upstream.tls]`: the TLS client configuration in force (None = plain TCP).
     pub upstream_tls: Option<Arc<crate::relay::TlsClient>>,
 }
@@ -112,10 +114,17 @@ fn capture(cap: &mut Option<SessionCapture>, flow: Flow, bytes: &[u8], ts_us: u6
 }
 
 /// Serves one ESME connection (plain TCP or an established TLS channel) until it ends.
-/// Never panics on peer input.
-pub async fn serve(stream: Transport, peer: SocketAddr, ctx: Arc<Context>, shutdown: watch::Receiver<bool>) {
+/// `unbound` is the connection's place under the unbound caps ([`limits::UnboundLimiter`]):
+/// released when the bind succeeds. Never panics on peer input.
+pub async fn serve(
+    stream: Transport,
+    peer: SocketAddr,
+    ctx: Arc<Context>,
+    shutdown: watch::Receiver<bool>,
+    unbound: limits::UnboundGuard,
+) {
     let mut shutdown = shutdown;
-    let Some(b) = bind::accept_bind(stream, peer, &ctx, &mut shutdown).await else { return };
+    let Some(b) = bind::accept_bind(stream, peer, &ctx, &mut shutdown, unbound).await else { return };
     // The account's session count (`max_sessions`) goes down when this function returns.
     let _slot = b.slot;
     let system_id = b.engine.account(b.account).system_id.clone();

@@ -54,6 +54,7 @@ fn session_on(text: &str) -> Session {
         clock: crate::time::Clock::manual(1_780_000_000_000),
         next_session: Default::default(),
         bind_limiter: crate::session::limits::BindLimiter::new(cfg.session.limits),
+        unbound: crate::session::limits::UnboundLimiter::new(&cfg.session.limits),
         upstream_tls: None,
     });
     let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();

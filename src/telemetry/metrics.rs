@@ -101,7 +101,13 @@ pub const ENTITIES_SUSPENDED: &str = "consentgate_entities_suspended";
 /// IP is backing off), `bind_backoff_started` (an IP passed `limits.bind_failures_per_ip`),
 /// `pdu_timeout` (a session closed with a PDU unfinished past `session.pdu_timeout`),
 /// `sessions` (a connection refused at `session.max_sessions`), `account_sessions` (a bind
-/// refused at an account's `max_sessions`).
+/// refused at an account's `max_sessions`), `unbound_per_ip` / `unbound_total` (an SMPP
+/// connection closed at once at `limits.unbound_per_ip` / `limits.unbound_total`: too many
+/// connections not bound yet), `admin_connections` (an admin connection closed at once at
+/// `admin.max_connections`), `admin_header_timeout` (an admin connection closed without a
+/// complete request head within `admin.header_timeout`), `fd_reserve` (an accept loop paused
+/// with open descriptors within the reserve of RLIMIT_NOFILE), `accept_error` (accept
+/// failed — EMFILE, ENFILE, … — and the loop backed off).
 pub const LIMITS_TOTAL: &str = "consentgate_limits_total";
 /// `{leg, result}` — TLS handshakes: `leg` = `esme` | `smsc`, `result` = `ok` | `failed`.
 pub const TLS_HANDSHAKES_TOTAL: &str = "consentgate_tls_handshakes_total";
@@ -204,7 +210,19 @@ fn register_alerting_series() {
     for source in ["mo", "api"] {
         metrics::counter!(OPTOUTS_TOTAL, "source" => source).increment(0);
     }
-    for limit in ["bind_backoff", "bind_backoff_started", "pdu_timeout", "sessions", "account_sessions"] {
+    for limit in [
+        "bind_backoff",
+        "bind_backoff_started",
+        "pdu_timeout",
+        "sessions",
+        "account_sessions",
+        "unbound_per_ip",
+        "unbound_total",
+        "admin_connections",
+        "admin_header_timeout",
+        "fd_reserve",
+        "accept_error",
+    ] {
         metrics::counter!(LIMITS_TOTAL, "limit" => limit).increment(0);
     }
     for result in ["accepted", "duplicate", "incomplete", "invalid", "failed"] {
@@ -262,7 +280,11 @@ fn describe() {
     describe_gauge!(COMPLAINTS, Unit::Count, "complaints in the register: open (overdue included), overdue, closed");
     describe_counter!(COMPLAINTS_TOTAL, Unit::Count, "complaints posted, by result");
     describe_gauge!(ENTITIES_SUSPENDED, Unit::Count, "entities suspended by complaints");
-    describe_counter!(LIMITS_TOTAL, Unit::Count, "limits that acted: bind back-off, pdu timeout, session caps");
+    describe_counter!(
+        LIMITS_TOTAL,
+        Unit::Count,
+        "limits that acted: bind back-off, pdu timeout, session and connection caps, descriptors"
+    );
     describe_counter!(TLS_HANDSHAKES_TOTAL, Unit::Count, "TLS handshakes by leg and result");
     describe_counter!(TLS_RELOADS_TOTAL, Unit::Count, "TLS certificate reloads by result");
     describe_gauge!(REPLICATION_CONNECTED, Unit::Count, "1 while the replication connection (publisher, reader) is up");

@@ -170,7 +170,11 @@ pub struct Esme {
 
 impl Esme {
     pub async fn connect(addr: SocketAddr) -> Esme {
-        let stream = TcpStream::connect(addr).await.expect("connect");
+        Esme::from_stream(TcpStream::connect(addr).await.expect("connect"))
+    }
+
+    /// An ESME on a connection the test made (e.g. from a chosen source address).
+    pub fn from_stream(stream: TcpStream) -> Esme {
         stream.set_nodelay(true).unwrap();
         Esme { stream, rbuf: BytesMut::with_capacity(65536), framer: Framer::new(1 << 20), next_seq: 1 }
     }
