@@ -33,7 +33,8 @@ pub async fn run(config: PathBuf, watch_config: bool) -> anyhow::Result<ExitCode
             config::for_gateway(l)
         }
     };
-    // What --watch-config watches: the files of the config last read.
+    // What --watch-config watches: the files of the config last read, as they were when read.
+    let first_stamp = stamp(&loaded.files, &loaded.include_dirs);
     let watched = Arc::new(Mutex::new((loaded.files.clone(), loaded.include_dirs.clone())));
     let source: consentgate::gateway::ConfigSource = {
         let (path, watched) = (config.clone(), watched.clone());
@@ -62,7 +63,7 @@ pub async fn run(config: PathBuf, watch_config: bool) -> anyhow::Result<ExitCode
         });
     }
     if watch_config {
-        tokio::spawn(watch(watched, control.clone()));
+        tokio::spawn(watch(watched, first_stamp, control.clone()));
     }
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -81,29 +82,37 @@ fn load(path: &Path) -> Result<LoadedConfig, Vec<String>> {
 /// listing of every include directory; when they change and then stay still for
 /// [`WATCH_EVERY`], asks for a config reload. Polling works on every filesystem, including
 /// the symlink swaps of a Kubernetes ConfigMap volume (the `stat` follows the link).
-async fn watch(watched: Arc<Mutex<(Vec<PathBuf>, Vec<PathBuf>)>>, control: tokio::sync::mpsc::Sender<Control>) {
-    type Stamp = Vec<(PathBuf, Option<(Option<SystemTime>, u64)>)>;
-    fn stamp(files: &[PathBuf], dirs: &[PathBuf]) -> Stamp {
-        let mut out: Stamp = files
-            .iter()
-            .map(|f| (f.clone(), std::fs::metadata(f).ok().map(|m| (m.modified().ok(), m.len()))))
-            .collect();
-        for d in dirs {
-            let mut names: Vec<PathBuf> =
-                std::fs::read_dir(d).map(|r| r.flatten().map(|e| e.path()).collect()).unwrap_or_default();
-            names.sort();
-            for n in names {
-                let st = std::fs::metadata(&n).ok().map(|m| (m.modified().ok(), m.len()));
-                out.push((n, st));
-            }
+/// What `--watch-config` compares: each watched file's (modification time, size), and every
+/// file in each include directory.
+type Stamp = Vec<(PathBuf, Option<(Option<SystemTime>, u64)>)>;
+
+fn stamp(files: &[PathBuf], dirs: &[PathBuf]) -> Stamp {
+    let mut out: Stamp =
+        files.iter().map(|f| (f.clone(), std::fs::metadata(f).ok().map(|m| (m.modified().ok(), m.len())))).collect();
+    for d in dirs {
+        let mut names: Vec<PathBuf> =
+            std::fs::read_dir(d).map(|r| r.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+        names.sort();
+        for n in names {
+            let st = std::fs::metadata(&n).ok().map(|m| (m.modified().ok(), m.len()));
+            out.push((n, st));
         }
-        out
     }
+    out
+}
+
+/// `--watch-config`: from `last` (taken right after the config was read, so an edit made
+/// while the gateway starts is not missed), polls the files every [`WATCH_EVERY`]; when they
+/// changed and then stayed still for one interval, asks for a config reload.
+async fn watch(
+    watched: Arc<Mutex<(Vec<PathBuf>, Vec<PathBuf>)>>,
+    mut last: Stamp,
+    control: tokio::sync::mpsc::Sender<Control>,
+) {
     let current = || {
         let (f, d) = watched.lock().unwrap_or_else(|e| e.into_inner()).clone();
         tokio::task::spawn_blocking(move || stamp(&f, &d))
     };
-    let Ok(mut last) = current().await else { return };
     let mut pending: Option<Stamp> = None;
     let mut t = tokio::time::interval(WATCH_EVERY);
     loop {
@@ -117,10 +126,6 @@ async fn watch(watched: Arc<Mutex<(Vec<PathBuf>, Vec<PathBuf>)>>, control: tokio
                 tracing::info!("config files changed: reloading");
                 if control.send(Control::ReloadConfig).await.is_err() {
                     return;
-                }
-                // The reload may have read other include files: look again from them.
-                if let Ok(s) = current().await {
-                    last = s;
                 }
             }
             _ if now != last => pending = Some(now),
