@@ -6,6 +6,8 @@ mod common;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use common::conf::{AccountConf, GwConf};
+use common::node::free_addr;
 use common::{sim_cfg, submit_to, Esme};
 use consentgate::admin::request;
 use consentgate::config::Config;
@@ -50,15 +52,15 @@ impl Stack {
         let token_file = dir.path().join("admin.token");
         std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
         let sim = consentgate::sim::start(sim_cfg()).await.expect("sim");
-        let admin_section = if with_token {
-            format!("[admin]\ntoken_file = \"{}\"\n", token_file.display())
+        let admin_line = if with_token {
+            format!("token_file = \"{}\"", token_file.display())
         } else {
-            "[admin]\ntoken_env = \"CONSENTGATE_TEST_TOKEN_THAT_IS_NOT_SET\"\n".to_owned()
+            "token_env = \"CONSENTGATE_TEST_TOKEN_THAT_IS_NOT_SET\"".to_owned()
         };
         let consent =
             format!("snapshot = \"{}\"\njournal = \"{}\"", snap.display(), dir.path().join("journal").display());
-        let text = common::consent_config_text("127.0.0.1:0", sim.local_addr, "", &consent) + &admin_section;
-        let cfg = Config::parse(&text).expect("config");
+        let conf = common::consent_conf("127.0.0.1:0".parse().unwrap(), sim.local_addr, "", &consent);
+        let cfg = Config::parse(&conf.set("admin", &admin_line).text()).expect("config");
         let g = Gateway::bind(cfg).await.expect("gateway");
         let (smpp, admin) = (g.local_addr(), g.admin_addr());
         let (stop, rx) = oneshot::channel();
@@ -278,19 +280,13 @@ async fn real_binary_reloads_on_sighup_and_drains_on_sigterm() {
     let snap = dir.path().join("consent.snap");
     build_snapshot(dir.path(), &snap, None);
     let sim = consentgate::sim::start(sim_cfg()).await.expect("sim");
-    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let (smpp, admin) = (free(), free());
+    let (smpp, admin) = (free_addr(), free_addr());
     let conf = dir.path().join("gateway.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "[listen]\nsmpp = \"{smpp}\"\nadmin = \"{admin}\"\n[upstream]\naddress = \"{}\"\n[session]\nshutdown_grace = \"2s\"\n\
-             [consent]\nsnapshot = \"{}\"\n[[account]]\nsystem_id = \"acme\"\nentity = \"acme-retail\"\nclass = \"marketing\"\nlicence = \"B2-1\"\n",
-            sim.local_addr,
-            snap.display()
-        ),
-    )
-    .unwrap();
+    GwConf::new(smpp, admin, sim.local_addr)
+        .set("session", "shutdown_grace = \"2s\"")
+        .set("consent", &format!("snapshot = \"{}\"", snap.display()))
+        .account(AccountConf::marketing("acme").entity("acme-retail").licence("B2-1"))
+        .write(&conf);
     let mut child = common::Kill(common::spawn_gateway(&conf));
     let mut up = false;
     for _ in 0..200 {

@@ -7,6 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
+use common::conf::{AccountConf, GwConf};
 use consentgate::config::Config;
 use consentgate::consent::snapshot::{build, BuildOptions};
 use consentgate::load::{Encoding, LoadConfig, ScenarioLine};
@@ -25,15 +26,12 @@ async fn run(dir: &Path, mode: &str) -> consentgate::load::Report {
     build(&BuildOptions { dnc: Some(dnc), consent: Some(consent), out: snap.clone(), ..Default::default() }, |_| {})
         .unwrap();
     let sim = consentgate::sim::start(common::sim_cfg()).await.unwrap();
-    let text = format!(
-        "[listen]\nsmpp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n[upstream]\naddress = \"{}\"\n\
-         [consent]\nsnapshot = \"{}\"\n[audit]\nmode = \"{mode}\"\ndir = \"{}\"\n\
-         [[account]]\nsystem_id = \"acme\"\nentity = \"acme-retail\"\nclass = \"marketing\"\nlicence = \"B2-1\"\n",
-        sim.local_addr,
-        snap.display(),
-        dir.join("audit").display()
-    );
-    let g = Gateway::bind(Config::parse(&text).unwrap()).await.unwrap();
+    let conf = GwConf::ephemeral(sim.local_addr)
+        .set("consent", &format!("snapshot = \"{}\"", snap.display()))
+        .set("audit", &format!("mode = \"{mode}\""))
+        .set("audit", &format!("dir = \"{}\"", dir.join("audit").display()))
+        .account(AccountConf::marketing("acme").entity("acme-retail").licence("B2-1"));
+    let g = Gateway::bind(Config::parse(&conf.text()).unwrap()).await.unwrap();
     let addr = g.local_addr();
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(g.serve(async {

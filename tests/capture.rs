@@ -7,6 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::conf::{AccountConf, GwConf};
 use consentgate::config::Config;
 use consentgate::consent::snapshot::{build, BuildOptions};
 use consentgate::load::{Encoding, LoadConfig, ScenarioLine};
@@ -29,15 +30,12 @@ async fn gateway_records_both_legs_and_the_capture_replays() {
     let cap_dir = dir.path().join("capture");
     let sim =
         consentgate::sim::start(consentgate::sim::SimConfig { receipts: true, ..common::sim_cfg() }).await.unwrap();
-    let text = format!(
-        "[listen]\nsmpp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n[upstream]\naddress = \"{}\"\n\
-         [consent]\nsnapshot = \"{}\"\n[capture]\nenabled = true\ndir = \"{}\"\n\
-         [[account]]\nsystem_id = \"acme\"\nentity = \"acme-retail\"\nclass = \"marketing\"\nlicence = \"B2-1\"\n",
-        sim.local_addr,
-        snap.display(),
-        cap_dir.display()
-    );
-    let g = Gateway::bind(Config::parse(&text).unwrap()).await.unwrap();
+    let conf = GwConf::ephemeral(sim.local_addr)
+        .set("consent", &format!("snapshot = \"{}\"", snap.display()))
+        .set("capture", "enabled = true")
+        .set("capture", &format!("dir = \"{}\"", cap_dir.display()))
+        .account(AccountConf::marketing("acme").entity("acme-retail").licence("B2-1"));
+    let g = Gateway::bind(Config::parse(&conf.text()).unwrap()).await.unwrap();
     let addr = g.local_addr();
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(g.serve(async {

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::conf::{AccountConf, GwConf};
+use common::node::{free_addr, metric};
 use common::{Esme, Kill};
 use consentgate::smpp::{self, cmd};
 use serde_json::{json, Value};
@@ -23,10 +25,6 @@ const TOKEN: &str = "complaints-test-token-0123456789";
 const D1: &str = "8613800000001";
 const D2: &str = "8613800000002";
 const D3: &str = "8613800000003";
-
-fn port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 struct Setup {
     dir: tempfile::TempDir,
@@ -43,57 +41,29 @@ fn setup(upstream: SocketAddr, suspend_after: u32) -> Setup {
 /// [`setup`] with the regime and more `[consent]` lines.
 fn setup_with(upstream: SocketAddr, suspend_after: u32, regime: &str, consent: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let (smpp, admin) = (port(), port());
+    let (smpp, admin) = (free_addr(), free_addr());
     let token = dir.path().join("token");
     std::fs::write(&token, TOKEN).unwrap();
     let calendar = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/calendar-cn-2026.toml");
     let d = dir.path().display();
     let conf = dir.path().join("gw.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            r#"
-[listen]
-smpp = "127.0.0.1:{smpp}"
-admin = "127.0.0.1:{admin}"
-[upstream]
-address = "{upstream}"
-[policy]
-regime = "{regime}"
-on_snapshot_unavailable = "allow"
-[consent]
-journal = "{d}/journal"
-{consent}
-[audit]
-dir = "{d}/audit"
-mode = "all"
-[admin]
-token_file = "{}"
-[complaints]
-db = "{d}/complaints.db"
-calendar = "{}"
-respond_within = 15
-suspend_after = {suspend_after}
-[[account]]
-system_id = "acme"
-entity = "acme-retail"
-class = "marketing"
-licence = "B2-1"
-sender_id = ["1069*"]
-# Its sender ids overlap acme's: a complaint naming only 1069012345 needs the audit log.
-[[account]]
-system_id = "beta"
-entity = "beta-brand"
-class = "marketing"
-licence = "B2-2"
-sender_id = ["10690*"]
-"#,
-            token.display(),
-            calendar.display()
-        ),
-    )
-    .unwrap();
-    Setup { dir, conf, smpp: ([127, 0, 0, 1], smpp).into(), admin: ([127, 0, 0, 1], admin).into() }
+    GwConf::new(smpp, admin, upstream)
+        .set("policy", &format!("regime = \"{regime}\""))
+        .set("policy", "on_snapshot_unavailable = \"allow\"")
+        .set("consent", &format!("journal = \"{d}/journal\""))
+        .set_lines("consent", consent)
+        .set("audit", &format!("dir = \"{d}/audit\""))
+        .set("audit", "mode = \"all\"")
+        .set("admin", &format!("token_file = \"{}\"", token.display()))
+        .set("complaints", &format!("db = \"{d}/complaints.db\""))
+        .set("complaints", &format!("calendar = \"{}\"", calendar.display()))
+        .set("complaints", "respond_within = 15")
+        .set("complaints", &format!("suspend_after = {suspend_after}"))
+        .account(AccountConf::marketing("acme").entity("acme-retail").licence("B2-1").sender_id(&["1069*"]))
+        // Its sender ids overlap acme's: a complaint naming only 1069012345 needs the audit log.
+        .account(AccountConf::marketing("beta").entity("beta-brand").licence("B2-2").sender_id(&["10690*"]))
+        .write(&conf);
+    Setup { dir, conf, smpp, admin }
 }
 
 async fn start(s: &Setup) -> Kill {
@@ -133,10 +103,6 @@ async fn shown_complete(s: &Setup, id: i64) -> Value {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines().find(|l| l.starts_with(series)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
 }
 
 fn cli(args: &[&str], conf: &Path) -> (bool, String) {

@@ -84,7 +84,8 @@ fn build_snapshot_file(dir: &Path) -> PathBuf {
 }
 
 fn gw_config(upstream: SocketAddr, policy: &str, consent: &str) -> Config {
-    Config::parse(&common::consent_config_text("127.0.0.1:0", upstream, policy, consent)).expect("gateway config")
+    Config::parse(&common::consent_conf("127.0.0.1:0".parse().unwrap(), upstream, policy, consent).text())
+        .expect("gateway config")
 }
 
 /// Simulator + gateway running on a store the test keeps.
@@ -508,7 +509,7 @@ async fn journalled_optout_survives_kill_9() {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let conf = dir.path().join("gateway.toml");
     let consent = format!("snapshot = \"{}\"\njournal = \"{}\"", snap.display(), dir.path().join("journal").display());
-    std::fs::write(&conf, common::consent_config_text(&addr.to_string(), sim.local_addr, "", &consent)).unwrap();
+    common::consent_conf(addr, sim.local_addr, "", &consent).write(&conf);
     let spawn = || spawn_gateway(&conf);
     let wait_listening = || async move {
         for _ in 0..200 {

@@ -169,9 +169,10 @@ async fn real_prometheus_scrapes_the_gateway() {
     let snap = build_snapshot(dir.path());
     let sim = consentgate::sim::start(sim_cfg()).await.expect("sim");
     let consent = format!("snapshot = \"{}\"\njournal = \"{}\"", snap.display(), dir.path().join("journal").display());
-    let cfg =
-        Config::parse(&common::consent_config_text("127.0.0.1:0", sim.local_addr, "regime = \"opt-in\"", &consent))
-            .expect("config");
+    let cfg = Config::parse(
+        &common::consent_conf("127.0.0.1:0".parse().unwrap(), sim.local_addr, "regime = \"opt-in\"", &consent).text(),
+    )
+    .expect("config");
     let gw = Gateway::bind(cfg).await.expect("gateway");
     let (smpp_addr, admin) = (gw.local_addr(), gw.admin_addr());
     let (stop, stop_rx) = oneshot::channel::<()>();

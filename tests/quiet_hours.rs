@@ -4,13 +4,16 @@
 //! (0x403), transactional traffic passes, and the admin lookup shows the subscriber's local
 //! time. Skipped (with a notice) without `faketime` on a developer machine; a failure under CI.
 
+mod common;
 mod tools;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::conf::{AccountConf, GwConf};
+use common::node::free_addr;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_consentgate");
@@ -29,10 +32,6 @@ impl Drop for Kill {
 fn spawn(cmd: &mut Command) -> Kill {
     use std::os::unix::process::CommandExt;
     Kill(cmd.process_group(0).spawn().unwrap_or_else(|e| panic!("start {cmd:?}: {e}")))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn wait_port(port: u16, child: &mut Kill, what: &str) {
@@ -65,43 +64,21 @@ fn load(gw: u16, system_id: &str, count: u32, dir: &Path) -> Value {
 fn the_real_binary_at_22_30_in_shanghai_refuses_marketing_only() {
     let Some(faketime) = tools::debian_tool("faketime", "faketime") else { return };
     let dir = tempfile::tempdir().unwrap();
-    let (sim_p, gw_p, admin_p) = (free_port(), free_port(), free_port());
-    let mut sim =
-        spawn(Command::new(BIN).args(["smsc-sim", "--listen", &format!("127.0.0.1:{sim_p}")]).stdout(Stdio::null()));
+    let (sim_a, gw_a, admin) = (free_addr(), free_addr(), free_addr());
+    let (sim_p, gw_p) = (sim_a.port(), gw_a.port());
+    let mut sim = spawn(Command::new(BIN).args(["smsc-sim", "--listen", &sim_a.to_string()]).stdout(Stdio::null()));
     wait_port(sim_p, &mut sim, "smsc-sim");
     let cfg = dir.path().join("gw.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"
-[listen]
-smpp = "127.0.0.1:{gw_p}"
-admin = "127.0.0.1:{admin_p}"
-[upstream]
-address = "127.0.0.1:{sim_p}"
-[policy]
-regime = "opt-out"
-on_snapshot_unavailable = "allow"
-[policy.quiet_hours]
-start = "21:00"
-end = "08:00"
-timezone = "Asia/Shanghai"
-[policy.timezones]
-"1" = "America/New_York"
-[[account]]
-system_id = "mkt"
-entity = "mkt-brand"
-class = "marketing"
-licence = "B2-1"
-[[account]]
-system_id = "otp"
-entity = "otp-brand"
-class = "transactional"
-licence = "B2-2"
-"#
-        ),
-    )
-    .unwrap();
+    GwConf::new(gw_a, admin, sim_a)
+        .set("policy", "regime = \"opt-out\"")
+        .set("policy", "on_snapshot_unavailable = \"allow\"")
+        .set("policy.quiet_hours", "start = \"21:00\"")
+        .set("policy.quiet_hours", "end = \"08:00\"")
+        .set("policy.quiet_hours", "timezone = \"Asia/Shanghai\"")
+        .set("policy.timezones", "\"1\" = \"America/New_York\"")
+        .account(AccountConf::marketing("mkt").entity("mkt-brand").licence("B2-1"))
+        .account(AccountConf::transactional("otp").entity("otp-brand").licence("B2-2"))
+        .write(&cfg);
     // '@': the fake clock starts at that instant and runs; the monotonic clock stays real
     // (tokio's timers).
     let mut gw = spawn(
@@ -123,7 +100,6 @@ licence = "B2-2"
     assert_eq!(transactional, serde_json::json!({ "0x00000000": 20 }), "transactional at 22:30 Shanghai");
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let admin: SocketAddr = ([127, 0, 0, 1], admin_p).into();
     let (code, body) = rt
         .block_on(consentgate::admin::request(admin, "GET", "/v1/consent/8613800138000?entity=mkt-brand", None, None))
         .expect("admin lookup");

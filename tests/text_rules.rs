@@ -6,16 +6,13 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::conf::{AccountConf, GwConf};
+use common::node::free_addr;
 use common::Kill;
 use consentgate::load::{Encoding, LoadConfig, ScenarioLine};
 use serde_json::Value;
-
-fn port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn line(dest: &str, text: &str, expect: &str) -> ScenarioLine {
     ScenarioLine {
@@ -34,44 +31,20 @@ const D2: &str = "8613800000002";
 async fn content_commercial_and_frequency_steps_through_the_real_binary() {
     let dir = tempfile::tempdir().unwrap();
     let sim = consentgate::sim::start(common::sim_cfg()).await.expect("sim");
-    let (gw, admin) = (port(), port());
+    let (addr, admin) = (free_addr(), free_addr());
     let conf = dir.path().join("gw.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            r#"
-[listen]
-smpp = "127.0.0.1:{gw}"
-admin = "127.0.0.1:{admin}"
-[upstream]
-address = "{up}"
-[policy]
-regime = "opt-out"
-on_snapshot_unavailable = "allow"
-reassembly_timeout = "3s"
-[policy.commercial]
-require_signature = true
-opt_out_hints = ["reply stop"]
-[policy.frequency]
-per_entity_per_day = 2
-same_text_window = "1h"
-[[policy.content_rule]]
-name = "gambling"
-literals = ["casino"]
-action = "reject"
-[[account]]
-system_id = "acme"
-entity = "acme-retail"
-class = "marketing"
-licence = "B2-1"
-signatures = ["Acme"]
-"#,
-            up = sim.local_addr
-        ),
-    )
-    .unwrap();
+    GwConf::new(addr, admin, sim.local_addr)
+        .set("policy", "regime = \"opt-out\"")
+        .set("policy", "on_snapshot_unavailable = \"allow\"")
+        .set("policy", "reassembly_timeout = \"3s\"")
+        .set("policy.commercial", "require_signature = true")
+        .set("policy.commercial", "opt_out_hints = [\"reply stop\"]")
+        .set("policy.frequency", "per_entity_per_day = 2")
+        .set("policy.frequency", "same_text_window = \"1h\"")
+        .rule("gambling", &["casino"], "reject")
+        .account(AccountConf::marketing("acme").entity("acme-retail").licence("B2-1").signatures(&["Acme"]))
+        .write(&conf);
     let _gw = Kill(common::spawn_gateway(&conf));
-    let addr: SocketAddr = ([127, 0, 0, 1], gw).into();
     assert!(
         common::eventually(|| std::net::TcpStream::connect(addr).is_ok()).await
             || common::eventually(|| std::net::TcpStream::connect(addr).is_ok()).await,
@@ -112,15 +85,10 @@ signatures = ["Acme"]
     .expect("load");
     assert_eq!((r.unanswered, r.expect_mismatches, r.responses), (0, 0, parts), "{r:?}");
 
-    let (code, body) = consentgate::admin::request(
-        ([127, 0, 0, 1], admin).into(),
-        "GET",
-        &format!("/v1/consent/{D1}?entity=acme-retail"),
-        None,
-        None,
-    )
-    .await
-    .expect("admin");
+    let (code, body) =
+        consentgate::admin::request(admin, "GET", &format!("/v1/consent/{D1}?entity=acme-retail"), None, None)
+            .await
+            .expect("admin");
     assert_eq!(code, 200, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
     let f = &v["decision"]["frequency"];

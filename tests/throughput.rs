@@ -5,22 +5,25 @@ mod common;
 
 use std::time::Duration;
 
+use common::conf::{AccountConf, GwConf};
 use consentgate::config::Config;
 use consentgate::load::{run, LoadConfig};
 use consentgate::smpp::status;
 use consentgate::smpp::BindType;
 
-/// The simulator and a gateway in front of it with these `[[account]]` tables (no snapshot;
-/// commercial traffic allowed).
-async fn gateway(accounts: &str) -> (consentgate::sim::SimHandle, common::Gw) {
+/// The simulator and a gateway in front of it with these accounts (no snapshot; commercial
+/// traffic allowed).
+async fn gateway(accounts: [AccountConf; 2]) -> (consentgate::sim::SimHandle, common::Gw) {
     let sim = consentgate::sim::start(common::sim_cfg()).await.expect("sim");
-    let text = format!(
-        "[listen]\nsmpp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n[upstream]\naddress = \"{}\"\n\
-         [policy]\non_snapshot_unavailable = \"allow\"\n{accounts}",
-        sim.local_addr
-    );
-    let gw = common::Gw::start(Config::parse(&text).expect("config")).await;
+    let base = GwConf::ephemeral(sim.local_addr).set("policy", "on_snapshot_unavailable = \"allow\"");
+    let conf = accounts.into_iter().fold(base, GwConf::account);
+    let gw = common::Gw::start(Config::parse(&conf.text()).expect("config")).await;
     (sim, gw)
+}
+
+/// A licensed transactional account without an entity.
+fn transactional(system_id: &str, licence: &str) -> AccountConf {
+    AccountConf::transactional(system_id).no_entity().licence(licence)
 }
 
 /// Four sessions send as fast as their windows allow for 2 s; the account may send 400/s.
@@ -28,20 +31,10 @@ async fn gateway(accounts: &str) -> (consentgate::sim::SimHandle, common::Gw) {
 /// `throttled` (0x58) at once; a second account on the same gateway is not limited.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_tps_caps_the_account_over_all_its_sessions() {
-    let (_sim, gw) = gateway(
-        r#"
-[[account]]
-system_id = "capped"
-class = "transactional"
-licence = "B2-1"
-max_tps = 400
-max_sessions = 4
-[[account]]
-system_id = "free"
-class = "transactional"
-licence = "B2-2"
-"#,
-    )
+    let (_sim, gw) = gateway([
+        transactional("capped", "B2-1").set("max_tps = 400").set("max_sessions = 4"),
+        transactional("free", "B2-2"),
+    ])
     .await;
     let secs = 2.0;
     let load = |system_id: &str, count: u64| LoadConfig {
@@ -82,20 +75,8 @@ licence = "B2-2"
 /// its sessions ends, a new bind is taken again. Other accounts are not counted against it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_sessions_refuses_the_bind_beyond_the_limit() {
-    let (_sim, gw) = gateway(
-        r#"
-[[account]]
-system_id = "two"
-class = "transactional"
-licence = "B2-1"
-max_sessions = 2
-[[account]]
-system_id = "other"
-class = "transactional"
-licence = "B2-2"
-"#,
-    )
-    .await;
+    let (_sim, gw) =
+        gateway([transactional("two", "B2-1").set("max_sessions = 2"), transactional("other", "B2-2")]).await;
     let mut a = common::Esme::connect(gw.addr).await;
     let mut b = common::Esme::connect(gw.addr).await;
     assert_eq!(a.bind(BindType::Transceiver, "two", "pw").await, status::ESME_ROK);

@@ -19,15 +19,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::conf::{AccountConf, GwConf};
+use common::node::free_addr;
 use common::Kill;
 use consentgate::sim::SimConfig;
 use consentgate::smpp::{self, cmd};
 
 const BIN: &str = env!("CARGO_BIN_EXE_consentgate");
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
 
 fn openssl(dir: &Path, args: &[&str]) {
     let out =
@@ -142,49 +140,22 @@ struct Conf {
     admin: SocketAddr,
 }
 
-/// The gateway's config: plain and TLS listeners (`listen_tls` = the `[listen.tls]` lines),
-/// the upstream per the `upstream` lines.
-fn write_config(dir: &Path, listen_tls: &str, upstream: &str) -> Conf {
+/// The gateway's config: plain and TLS listeners (on free ports) serving `cert`/`key`, the
+/// upstream at `upstream`; `f` adds the rest (`[upstream.tls]`, `client_ca`, ...).
+fn write_config(dir: &Path, cert: &Path, key: &Path, upstream: SocketAddr, f: impl FnOnce(GwConf) -> GwConf) -> Conf {
     let (smpp, smpp_tls, admin) = (free_addr(), free_addr(), free_addr());
     let path = dir.join("gateway.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"
-[listen]
-smpp = "{smpp}"
-smpp_tls = "{smpp_tls}"
-admin = "{admin}"
-
-[listen.tls]
-{listen_tls}
-
-[upstream]
-{upstream}
-
-[policy]
-on_snapshot_unavailable = "allow"
-
-[[account]]
-system_id = "acme"
-entity = "acme-retail"
-class = "marketing"
-licence = "B2-1"
-"#
-        ),
-    )
-    .unwrap();
+    let c = GwConf::new(smpp, admin, upstream)
+        .listen_tls(smpp_tls, cert, key)
+        .set("policy", "on_snapshot_unavailable = \"allow\"")
+        .account(AccountConf::marketing("acme").entity("acme-retail").licence("B2-1"));
+    f(c).write(&path);
     Conf { path, smpp, smpp_tls, admin }
 }
 
-/// `[listen.tls]` lines.
-fn listen_tls(cert: &Path, key: &Path) -> String {
-    format!("cert = \"{}\"\nkey = \"{}\"", cert.display(), key.display())
-}
-
-/// `[upstream]` lines for TLS to `addr`, trusting `ca`, expecting the name localhost.
-fn upstream_tls(addr: SocketAddr, ca: &Path) -> String {
-    format!("address = \"{addr}\"\n[upstream.tls]\nca = \"{}\"\nserver_name = \"localhost\"", ca.display())
+/// `client_ca` in `[listen.tls]`: ESMEs must show a certificate from `ca`.
+fn client_ca(c: GwConf, ca: &Path) -> GwConf {
+    c.set("listen.tls", &format!("client_ca = \"{}\"", ca.display()))
 }
 
 async fn start(conf: &Path, admin: SocketAddr) -> Kill {
@@ -239,7 +210,7 @@ async fn smpplib_over_tls_through_to_a_tls_smsc_and_certificates_reloaded_on_sig
 
     let sim = consentgate::sim::start(SimConfig { record: true, ..SimConfig::default() }).await.unwrap();
     let term = terminator(&smsc, &smsc_key, sim.local_addr);
-    let conf = write_config(dir.path(), &listen_tls(&cert, &key), &upstream_tls(term.addr, &ca.pem()));
+    let conf = write_config(dir.path(), &cert, &key, term.addr, |c| c.upstream_tls(&ca.pem(), "localhost"));
     let (smpp, smpp_tls, admin) = (conf.smpp, conf.smpp_tls, conf.admin);
     let gw = start(&conf.path, admin).await;
 
@@ -304,7 +275,7 @@ async fn an_untrusted_smsc_certificate_refuses_the_bind() {
     let (smsc, smsc_key) = other.issue("smsc-elsewhere");
     let sim = consentgate::sim::start(SimConfig::default()).await.unwrap();
     let term = terminator(&smsc, &smsc_key, sim.local_addr);
-    let conf = write_config(dir.path(), &listen_tls(&gw, &gw_key), &upstream_tls(term.addr, &ca.pem()));
+    let conf = write_config(dir.path(), &gw, &gw_key, term.addr, |c| c.upstream_tls(&ca.pem(), "localhost"));
     let (smpp, admin) = (conf.smpp, conf.admin);
     let _gw = start(&conf.path, admin).await;
     let mut e = common::Esme::connect(smpp).await;
@@ -322,8 +293,7 @@ async fn client_certificates_required_by_client_ca() {
     let (gw, gw_key) = ca.issue("gateway");
     let (esme, esme_key) = ca.issue("esme-acme");
     let sim = consentgate::sim::start(SimConfig::default()).await.unwrap();
-    let tls = format!("{}\nclient_ca = \"{}\"", listen_tls(&gw, &gw_key), ca.pem().display());
-    let conf = write_config(dir.path(), &tls, &format!("address = \"{}\"", sim.local_addr));
+    let conf = write_config(dir.path(), &gw, &gw_key, sim.local_addr, |c| client_ca(c, &ca.pem()));
     let (smpp_tls, admin) = (conf.smpp_tls, conf.admin);
     let _gw = start(&conf.path, admin).await;
     let client = |cert: Option<(&Path, &Path)>| {
@@ -371,9 +341,10 @@ async fn the_load_generator_over_tls_with_a_client_certificate() {
     let (gw, gw_key) = ca.issue("gateway");
     let (esme, esme_key) = ca.issue("esme-acme");
     let sim = consentgate::sim::start(SimConfig::default()).await.unwrap();
-    // The [session] table after [listen.tls]'s lines: the gateway's window as large as the load's.
-    let tls = format!("{}\nclient_ca = \"{}\"\n[session]\nwindow = 2000", listen_tls(&gw, &gw_key), ca.pem().display());
-    let conf = write_config(dir.path(), &tls, &format!("address = \"{}\"", sim.local_addr));
+    // The gateway's window as large as the load's.
+    let conf = write_config(dir.path(), &gw, &gw_key, sim.local_addr, |c| {
+        client_ca(c, &ca.pem()).set("session", "window = 2000")
+    });
     let (smpp_tls, admin) = (conf.smpp_tls, conf.admin);
     let _gw = start(&conf.path, admin).await;
     let report = dir.path().join("load.json");
@@ -413,11 +384,9 @@ async fn the_load_generator_over_tls_with_a_client_certificate() {
 fn check_config_names_the_tls_key_and_file() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nowhere.pem");
-    let conf = write_config(
-        dir.path(),
-        &listen_tls(&missing, &missing),
-        "address = \"127.0.0.1:1\"\n[upstream.tls]\nserver_name = \"smsc\"",
-    );
+    let conf = write_config(dir.path(), &missing, &missing, "127.0.0.1:1".parse().unwrap(), |c| {
+        c.set("upstream.tls", "server_name = \"smsc\"")
+    });
     let out = Command::new(BIN).arg("check-config").arg(&conf.path).output().unwrap();
     assert_eq!(out.status.code(), Some(64));
     let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);

@@ -38,6 +38,49 @@ impl AccountConf {
         self
     }
 
+    /// No `entity` key (an account without a brand of its own).
+    pub fn no_entity(mut self) -> AccountConf {
+        self.entity = None;
+        self
+    }
+
+    pub fn licence(mut self, l: &str) -> AccountConf {
+        self.licence = Some(l.to_owned());
+        self
+    }
+
+    /// No `licence` key (an unlicensed account).
+    pub fn no_licence(mut self) -> AccountConf {
+        self.licence = None;
+        self
+    }
+
+    /// `licence_expires = "<date>"` (`YYYY-MM-DD`).
+    pub fn licence_expires(self, date: &str) -> AccountConf {
+        self.set(&format!("licence_expires = {date:?}"))
+    }
+
+    /// `sender_id = [...]`: the source addresses (patterns) the account may use.
+    pub fn sender_id(self, patterns: &[&str]) -> AccountConf {
+        self.set(&format!("sender_id = {patterns:?}"))
+    }
+
+    /// `bind_types = [...]` (`"transmitter"`, `"receiver"`, `"transceiver"`).
+    pub fn bind_types(self, types: &[&str]) -> AccountConf {
+        self.set(&format!("bind_types = {types:?}"))
+    }
+
+    /// `signatures = [...]`: the 【signature】s its commercial messages may carry.
+    pub fn signatures(self, names: &[&str]) -> AccountConf {
+        self.set(&format!("signatures = {names:?}"))
+    }
+
+    /// `source_class = { "<pattern>" = "<class>", ... }`: the class by source address.
+    pub fn source_class(self, by_pattern: &[(&str, &str)]) -> AccountConf {
+        let pairs: Vec<String> = by_pattern.iter().map(|(p, c)| format!("{p:?} = {c:?}")).collect();
+        self.set(&format!("source_class = {{ {} }}", pairs.join(", ")))
+    }
+
     pub fn set(mut self, line: &str) -> AccountConf {
         self.extra.push(line.to_owned());
         self
@@ -59,13 +102,16 @@ impl AccountConf {
     }
 }
 
-/// The gateway's config: `[listen]` and `[upstream]` from the constructor, every other
-/// section as lines set by name, then the accounts, then free text.
+/// The gateway's config: `[listen]` and `[upstream]` from the constructor (more lines for
+/// them by `set("listen" | "upstream", ..)`), every other section as lines set by name, then
+/// the content rules, then the accounts, then free text.
 #[derive(Debug, Clone)]
 pub struct GwConf {
     pub smpp: SocketAddr,
     pub admin: SocketAddr,
     pub upstream: SocketAddr,
+    /// `listen.smpp_tls`: the TLS listener, if any (its `[listen.tls]` by [`GwConf::listen_tls`]).
+    pub smpp_tls: Option<SocketAddr>,
     sections: BTreeMap<String, Vec<String>>,
     /// `[[policy.content_rule]]` tables (name, literals, action).
     rules: Vec<(String, Vec<String>, &'static str)>,
@@ -79,11 +125,33 @@ impl GwConf {
             smpp,
             admin,
             upstream,
+            smpp_tls: None,
             sections: BTreeMap::new(),
             rules: Vec::new(),
             accounts: Vec::new(),
             tail: String::new(),
         }
+    }
+
+    /// SMPP and admin listeners on ephemeral loopback ports (`127.0.0.1:0`): for a gateway
+    /// bound in process, which reports the ports it got.
+    pub fn ephemeral(upstream: SocketAddr) -> GwConf {
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        GwConf::new(any, any, upstream)
+    }
+
+    /// A TLS listener on `addr` with this certificate chain and key (`[listen.tls]`; more
+    /// lines, e.g. `client_ca`, by `set("listen.tls", ..)`).
+    pub fn listen_tls(mut self, addr: SocketAddr, cert: &Path, key: &Path) -> GwConf {
+        self.smpp_tls = Some(addr);
+        self.set("listen.tls", &format!("cert = {:?}", cert.display().to_string()))
+            .set("listen.tls", &format!("key = {:?}", key.display().to_string()))
+    }
+
+    /// TLS to the SMSC (`[upstream.tls]`), trusting `ca`, expecting `server_name`.
+    pub fn upstream_tls(self, ca: &Path, server_name: &str) -> GwConf {
+        self.set("upstream.tls", &format!("ca = {:?}", ca.display().to_string()))
+            .set("upstream.tls", &format!("server_name = {server_name:?}"))
     }
 
     /// A `key = value` line in `[section]` (dotted for subsections: `policy.frequency`).
@@ -92,7 +160,15 @@ impl GwConf {
         self
     }
 
-    /// The same, in place.
+    /// [`GwConf::set`] for each line of `lines` (a caller's free-form table body).
+    pub fn set_lines(mut self, section: &str, lines: &str) -> GwConf {
+        for l in lines.lines() {
+            self.put(section, l);
+        }
+        self
+    }
+
+    /// The same as [`GwConf::set`], in place.
     pub fn put(&mut self, section: &str, line: &str) {
         self.sections.entry(section.to_owned()).or_default().push(line.to_owned());
     }
@@ -128,16 +204,21 @@ impl GwConf {
     }
 
     pub fn text(&self) -> String {
-        let mut t = format!(
-            "[listen]\nsmpp = \"{}\"\nadmin = \"{}\"\n\n[upstream]\naddress = \"{}\"\n",
-            self.smpp, self.admin, self.upstream
-        );
+        let mut t = format!("[listen]\nsmpp = \"{}\"\nadmin = \"{}\"\n", self.smpp, self.admin);
+        if let Some(a) = self.smpp_tls {
+            t += &format!("smpp_tls = \"{a}\"\n");
+        }
+        for l in self.sections.get("listen").into_iter().flatten() {
+            t += l;
+            t.push('\n');
+        }
+        t += &format!("\n[upstream]\naddress = \"{}\"\n", self.upstream);
         for l in self.sections.get("upstream").into_iter().flatten() {
             t += l;
             t.push('\n');
         }
         for (name, lines) in &self.sections {
-            if name == "upstream" {
+            if name == "listen" || name == "upstream" {
                 continue;
             }
             t += &format!("\n[{name}]\n");

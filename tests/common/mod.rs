@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use conf::{AccountConf, GwConf};
 use consentgate::config::Config;
 use consentgate::sim::{SimConfig, SimHandle};
 use consentgate::smpp::frame::{Framer, Next};
@@ -24,97 +25,36 @@ use tokio::task::JoinHandle;
 /// Default wait for anything a test expects to arrive.
 pub const WAIT: Duration = Duration::from_secs(5);
 
-/// Gateway config text for the consent tests: accounts `acme` (marketing, sender ids `1069*`),
-/// `bank` (transactional) and `promo` (marketing, `106900*` transactional), with the given
-/// `[policy]` and `[consent]` bodies. Append more tables (e.g. `[admin]`) to the text.
-pub fn consent_config_text(smpp: &str, upstream: SocketAddr, policy: &str, consent: &str) -> String {
-    format!(
-        r#"
-[listen]
-smpp = "{smpp}"
-admin = "127.0.0.1:0"
-
-[upstream]
-address = "{upstream}"
-
-[policy]
-default_country_code = "86"
-{policy}
-
-[consent]
-{consent}
-
-[[account]]
-system_id = "acme"
-entity = "acme-retail"
-class = "marketing"
-licence = "B2-1"
-sender_id = ["1069*"]
-
-[[account]]
-system_id = "bank"
-class = "transactional"
-licence = "B2-2"
-
-[[account]]
-system_id = "promo"
-entity = "promo-co"
-class = "marketing"
-licence = "B2-5"
-source_class = {{ "106900*" = "transactional" }}
-"#
-    )
+/// Gateway config for the consent tests: accounts `acme` (marketing, entity `acme-retail`,
+/// sender ids `1069*`), `bank` (transactional, no entity) and `promo` (marketing, `106900*`
+/// transactional), with the given `[policy]` and `[consent]` lines. Set more with the builder
+/// (e.g. `[admin]`); `.text()` for the TOML.
+pub fn consent_conf(smpp: SocketAddr, upstream: SocketAddr, policy: &str, consent: &str) -> GwConf {
+    GwConf::new(smpp, "127.0.0.1:0".parse().unwrap(), upstream)
+        .set("policy", "default_country_code = \"86\"")
+        .set_lines("policy", policy)
+        .set_lines("consent", consent)
+        .account(AccountConf::marketing("acme").entity("acme-retail").licence("B2-1").sender_id(&["1069*"]))
+        .account(AccountConf::transactional("bank").no_entity().licence("B2-2"))
+        .account(AccountConf::marketing("promo").licence("B2-5").source_class(&[("106900*", "transactional")]))
 }
 
-/// Gateway config used by the tests; `extra` is appended (e.g. a [session] table).
+/// Gateway config used by the tests: accounts `acme` (licensed), `bank` (transactional),
+/// `nolicence`, `expired` (licence expired) and `rxonly` (receiver binds only), commercial
+/// traffic allowed without a snapshot. `upstream_extra` and `session_extra` are lines for
+/// `[upstream]` and `[session]` (they may go on with more tables of their own).
 pub fn config(upstream: SocketAddr, upstream_extra: &str, session_extra: &str) -> Config {
-    let text = format!(
-        r#"
-[listen]
-smpp = "127.0.0.1:0"
-admin = "127.0.0.1:0"
-
-[upstream]
-address = "{upstream}"
-{upstream_extra}
-
-[session]
-{session_extra}
-
-[policy]
-# The proxy tests run without a consent snapshot; let commercial traffic through.
-on_snapshot_unavailable = "allow"
-
-[[account]]
-system_id = "acme"
-entity = "acme-retail"
-class = "marketing"
-licence = "B2-1"
-licence_expires = "2099-12-31"
-
-[[account]]
-system_id = "bank"
-class = "transactional"
-licence = "B2-2"
-
-[[account]]
-system_id = "nolicence"
-class = "marketing"
-
-[[account]]
-system_id = "expired"
-class = "marketing"
-licence = "B2-3"
-licence_expires = "2020-01-01"
-
-[[account]]
-system_id = "rxonly"
-class = "marketing"
-licence = "B2-4"
-bind_types = ["receiver"]
-"#
-    );
-    Config::parse(&text).expect("test config")
+    let conf = GwConf::ephemeral(upstream)
+        .set_lines("upstream", upstream_extra)
+        .set_lines("session", session_extra)
+        // The proxy tests run without a consent snapshot; let commercial traffic through.
+        .set("policy", "on_snapshot_unavailable = \"allow\"")
+        .account(AccountConf::marketing("acme").entity("acme-retail").licence("B2-1").licence_expires("2099-12-31"))
+        .account(AccountConf::transactional("bank").no_entity().licence("B2-2"))
+        .account(AccountConf::marketing("nolicence").no_entity().no_licence())
+        .account(AccountConf::marketing("expired").no_entity().licence("B2-3").licence_expires("2020-01-01"))
+        .account(AccountConf::marketing("rxonly").no_entity().licence("B2-4").bind_types(&["receiver"]));
+    Config::parse(&conf.text()).expect("test config")
 }
 
 /// A running gateway with its shutdown trigger.

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use consentgate::sim::{SimConfig, SimHandle};
 use consentgate::smpp::{self, cmd};
 
+use super::conf::{AccountConf, GwConf};
 use super::{submit_to, Esme, Kill};
 
 /// `consent::revoked`: the reject status of a subscriber who opted out.
@@ -30,8 +31,8 @@ pub struct Node {
 
 pub struct NodeOpts<'a> {
     pub upstream: SocketAddr,
-    /// Lines for `[upstream]`, `[session]`, `[consent]`, a trailing `[audit]` table and
-    /// trailing tables of the test's own (`tail`: `[node]`, `[replication]`).
+    /// Lines for `[upstream]`, `[session]`, `[consent]`, an `[audit]` table (every decision,
+    /// into `audit`) and trailing tables of the test's own (`tail`: `[node]`, `[replication]`).
     pub upstream_extra: &'a str,
     pub session_extra: &'a str,
     pub consent_extra: &'a str,
@@ -59,54 +60,22 @@ impl Node {
         let dir = tempfile::tempdir().unwrap();
         let (smpp, admin) = (free_addr(), free_addr());
         let journal = o.journal.unwrap_or_else(|| dir.path().join("journal"));
-        let audit =
-            o.audit.map(|a| format!("[audit]\ndir = \"{}\"\nmode = \"all\"\n", a.display())).unwrap_or_default();
-        let text = format!(
-            r#"
-[listen]
-smpp = "{smpp}"
-admin = "{admin}"
-
-[upstream]
-address = "{upstream}"
-{upstream_extra}
-
-[session]
-window = 1000
-{session_extra}
-
-[policy]
-default_country_code = "86"
-on_snapshot_unavailable = "allow"
-
-[consent]
-journal = "{journal}"
-{consent_extra}
-
-[[account]]
-system_id = "acme"
-entity = "acme-retail"
-class = "marketing"
-licence = "B2-1"
-sender_id = ["1069*"]
-
-[[account]]
-system_id = "bank"
-class = "transactional"
-licence = "B2-2"
-
-{audit}
-{tail}
-"#,
-            upstream = o.upstream,
-            upstream_extra = o.upstream_extra,
-            session_extra = o.session_extra,
-            consent_extra = o.consent_extra,
-            journal = journal.display(),
-            tail = o.tail,
-        );
+        let mut c = GwConf::new(smpp, admin, o.upstream)
+            .set_lines("upstream", o.upstream_extra)
+            .set("session", "window = 1000")
+            .set_lines("session", o.session_extra)
+            .set("policy", "default_country_code = \"86\"")
+            .set("policy", "on_snapshot_unavailable = \"allow\"")
+            .set("consent", &format!("journal = \"{}\"", journal.display()))
+            .set_lines("consent", o.consent_extra)
+            .account(AccountConf::marketing("acme").entity("acme-retail").licence("B2-1").sender_id(&["1069*"]))
+            .account(AccountConf::transactional("bank").no_entity().licence("B2-2"))
+            .tail(o.tail);
+        if let Some(a) = o.audit {
+            c = c.set("audit", &format!("dir = \"{}\"", a.display())).set("audit", "mode = \"all\"");
+        }
         let conf = dir.path().join("gateway.toml");
-        std::fs::write(&conf, text).unwrap();
+        c.write(&conf);
         Node { dir, conf, smpp, admin, child: None }
     }
 
