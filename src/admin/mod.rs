@@ -14,7 +14,7 @@
 //! | `GET /v1/complaints?status=open\|overdue\|closed&entity=E&limit=N` | – | complaints, newest first (open includes overdue) |
 //! | `GET /v1/complaints/{id}` | – | one complaint with its evidence |
 //! | `POST /v1/complaints/{id}/resolution` | bearer | close it: `{"outcome": "upheld" \| "not_upheld" \| "withdrawn", "note": "…"}`; 409 if closed |
-//! | `DELETE /v1/entities/{entity}/suspension` | bearer | lift a complaint suspension (404 `not_suspended`) |
+//! | `DELETE /v1/entities/{entity}/suspension` | bearer | lift a complaint suspension (404 `not_suspended`; 400 `invalid_entity` for a name no entity can have) |
 //! | `GET /v1/suspensions` | – | entities suspended now |
 //!
 //! Errors are JSON `{"error": "<stable code>", "message": "<human text>"}`. The token comes
@@ -647,7 +647,13 @@ async fn suspension_lift(State(state): State<AdminState>, headers: HeaderMap, Pa
             "complaints": s.complaints,
         }))
         .into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, "not_suspended", format!("entity `{entity}` is not suspended")),
+        // Lifting only removes what the register holds (a suspension filed under the looser
+        // entity rule of an earlier version can still be lifted); a name no entity can have
+        // is told apart from one that is merely not suspended.
+        Ok(None) => match EntityName::parse(&entity) {
+            Err(e) => error(StatusCode::BAD_REQUEST, "invalid_entity", format!("`{entity}`: {e}")),
+            Ok(_) => error(StatusCode::NOT_FOUND, "not_suspended", format!("entity `{entity}` is not suspended")),
+        },
         Err(e) => register_error(e),
     }
 }
