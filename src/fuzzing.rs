@@ -134,12 +134,27 @@ pub fn journal(data: &[u8]) {
     let _ = crate::consent::journal::replay_bytes(data, false);
 }
 
-/// The source readers (dnc.csv, consent.csv with and without the proof column).
+/// The source readers (dnc.csv, consent.csv with and without the proof column). Invariants:
+/// a read that ends well has hashed and counted every byte; every error names a line after
+/// the header and within the file; every good row's entity passes the one entity rule.
 pub fn csv(data: &[u8]) {
-    use crate::consent::source::{read_consent, read_dnc, InvalidBudget};
+    use crate::consent::source::{read_consent, read_dnc, InvalidBudget, SourceSummary};
+    use sha2::{Digest, Sha256};
+    let check = |s: &SourceSummary| {
+        assert_eq!(s.bytes, data.len() as u64);
+        assert_eq!(s.sha256, <[u8; 32]>::from(Sha256::digest(data)));
+        assert!(s.errors.first.iter().all(|e| (2..=s.lines).contains(&e.line)), "{:?} of {} lines", s.errors, s.lines);
+    };
     let budget = InvalidBudget::unlimited();
-    let _ = read_dnc(data, "dnc.csv", "86", &budget, |_| {}, |_, _| {});
-    let _ = read_consent(data, "consent.csv", "86", &budget, |_| {}, |_, _| {});
+    if let Ok(s) = read_dnc(data, "dnc.csv", "86", &budget, |_| {}, |_, _| {}) {
+        check(&s);
+    }
+    let entity_ok = |r: crate::consent::source::ConsentRow<'_>| {
+        assert!(crate::consent::statement::check_entity(r.entity.as_bytes()).is_ok(), "{:?}", r.entity);
+    };
+    if let Ok(s) = read_consent(data, "consent.csv", "86", &budget, entity_ok, |_, _| {}) {
+        check(&s);
+    }
 }
 
 /// pcap / pcapng reading for replay.

@@ -97,3 +97,36 @@ fn check_config_reports_everything_once_and_warnings_pass() {
     assert_eq!(code, 64, "{err}");
     assert!(err.contains("cannot start without complaints.calendar"), "{err}");
 }
+
+/// A consent.csv exported as spreadsheets and databases write CSV (RFC 4180: quoted fields, a
+/// BOM, CRLF): the quoted `acme-retail` revocation is acme-retail's, and refuses its next
+/// message to that subscriber even under opt-out (it used to build an entity `"acme-retail"`,
+/// quotes included, that no account names, and nothing warned).
+#[test]
+fn a_quoted_revocation_reaches_its_entity() {
+    let dir = tempfile::tempdir().unwrap();
+    let (consent, snap) = (dir.path().join("consent.csv"), dir.path().join("q.snap"));
+    std::fs::write(
+        &consent,
+        "\u{feff}\"msisdn\",\"entity\",\"action\",\"at\",\"proof\"\r\n\
+         8613800000001,acme-retail,grant,2026-10-01,\"urn:acme:optin:1, web form \"\"A\"\"\"\r\n\
+         8613800000001,\"acme-bank\",grant,2026-10-01,\r\n\
+         \"8613800000001\",\"acme-retail\",\"revoke\",\"2026-11-01\",\"\"\r\n",
+    )
+    .unwrap();
+    let (code, out, err) =
+        consentgate(&["snapshot", "build", "--consent", consent.to_str().unwrap(), "--out", snap.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("entities:     2") && !out.contains("skipped"), "{out}");
+    let s = snap.to_str().unwrap();
+    for (entity, want) in [("acme-retail", "reject: revoked"), ("acme-bank", "accept")] {
+        let (code, out, err) =
+            consentgate(&["snapshot", "lookup", s, "8613800000001", "--entity", entity, "--regime", "opt-out"]);
+        assert_eq!(code, 0, "{err}");
+        let line = out.lines().find(|l| l.contains("decision (")).unwrap_or_else(|| panic!("{out}"));
+        assert!(line.contains(want), "{entity}: {line}");
+    }
+    // The entity with its quotes is no entity at all now.
+    let (code, out, _) = consentgate(&["snapshot", "lookup", s, "8613800000001", "--entity", "\"acme-retail\""]);
+    assert!(code != 0 || !out.contains("revoked"), "{out}");
+}

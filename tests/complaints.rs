@@ -227,6 +227,9 @@ async fn a_complaint_revokes_carries_evidence_suspends_and_survives_kill_9() {
     assert_eq!((code, v["complaints"].as_i64()), (200, Some(2)), "{v}");
     let (code, _) = call(&s, "DELETE", "/v1/entities/acme-retail/suspension", None).await;
     assert_eq!(code, 404);
+    // A name no entity can have (the entity rule): told apart from one not suspended.
+    let (code, v) = call(&s, "DELETE", "/v1/entities/%22acme-retail%22/suspension", None).await;
+    assert_eq!((code, v["error"].as_str()), (400, Some("invalid_entity")), "{v}");
     assert_eq!((submit(&s, D3).await, submit(&s, D1).await, submit(&s, D2).await), (0, 0x401, 0x401));
 
     // Resolution: closed once, with the outcome; a second close is a conflict.

@@ -170,7 +170,13 @@ pub(super) async fn suspension_lift(State(state): State<AdminState>, Path(entity
             "complaints": s.complaints,
         }))
         .into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, "not_suspended", format!("entity `{entity}` is not suspended")),
+        // Lifting only removes what the register holds (a suspension filed under the looser
+        // entity rule of an earlier version can still be lifted); a name no entity can have
+        // is told apart from one that is merely not suspended.
+        Ok(None) => match crate::consent::statement::EntityName::parse(&entity) {
+            Err(e) => error(StatusCode::BAD_REQUEST, "invalid_entity", format!("`{entity}`: {e}")),
+            Ok(_) => error(StatusCode::NOT_FOUND, "not_suspended", format!("entity `{entity}` is not suspended")),
+        },
         Err(e) => register_error(e),
     }
 }

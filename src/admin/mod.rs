@@ -18,7 +18,7 @@
 //! | `GET /v1/complaints?status=open\|overdue\|closed&entity=E&limit=N` | – | complaints, newest first (open includes overdue) |
 //! | `GET /v1/complaints/{id}` | – | one complaint with its evidence |
 //! | `POST /v1/complaints/{id}/resolution` | bearer | close it: `{"outcome": "upheld" \| "not_upheld" \| "withdrawn", "note": "…"}`; 409 if closed |
-//! | `DELETE /v1/entities/{entity}/suspension` | bearer | lift a complaint suspension (404 `not_suspended`) |
+//! | `DELETE /v1/entities/{entity}/suspension` | bearer | lift a complaint suspension (404 `not_suspended`; 400 `invalid_entity` for a name no entity can have) |
 //! | `GET /v1/suspensions` | – | entities suspended now |
 //!
 //! One file per resource: `health` (metrics, probes, log level), `snapshot`, `consent`,

@@ -17,10 +17,11 @@ use super::EX_USAGE;
 pub enum SnapshotCmd {
     /// Compile dnc.csv / consent.csv (and journalled live statements) into a binary snapshot.
     Build {
-        /// Do-not-call registry: `msisdn,registered_at`.
+        /// Do-not-call registry, RFC 4180 CSV: `msisdn,registered_at`.
         #[arg(long)]
         dnc: Option<PathBuf>,
-        /// Consent statements: `msisdn,entity,action,at[,proof]` (action grant | revoke).
+        /// Consent statements, RFC 4180 CSV: `msisdn,entity,action,at[,proof]` (action grant |
+        /// revoke).
         #[arg(long)]
         consent: Option<PathBuf>,
         /// Compile a consent.csv grant without a proof as no grant (counted in the report):

@@ -595,7 +595,10 @@ fn decode(b: &[u8]) -> std::result::Result<(u64, Statement, usize), &'static str
     let origin = NodeId::parse_bytes(&b[FIXED_LEN..FIXED_LEN + origin_len]).map_err(|_| "invalid origin node id")?;
     let entity = match entity_len {
         0 => None,
-        _ => Some(EntityName::parse_bytes(&b[FIXED_LEN + origin_len..body]).map_err(|_| "invalid entity id")?),
+        // Records written under the looser entity rule of earlier versions (e.g. `品牌 A`) are
+        // replayed as they are: a journalled statement is never dropped because the rule got
+        // stricter (statement.rs, `EntityName::parse_stored`).
+        _ => Some(EntityName::parse_stored(&b[FIXED_LEN + origin_len..body]).map_err(|_| "invalid entity id")?),
     };
     let st = Statement {
         kind,
@@ -665,6 +668,27 @@ mod tests {
         assert_eq!(&buf[44..52], &xxh3_64(&buf[..44]).to_le_bytes());
         assert_eq!(decode(&buf), Ok((7, s, 52)));
         assert_eq!(header()[..12], *b"CGJRNL\0\0\x02\0\0\0");
+    }
+
+    /// A record written under the looser entity rule of earlier versions (`品牌 A`, an entity
+    /// still in its CSV quotes) replays as it was written, and a build folds it in: a
+    /// journalled revocation is never lost because the rule got stricter.
+    #[test]
+    fn records_of_the_earlier_entity_rule_replay() {
+        for old in ["品牌 A", "\"acme-retail\""] {
+            assert!(EntityName::parse(old).is_err(), "{old}");
+            let mut s = st(1);
+            s.entity = Some(EntityName::parse_stored(old.as_bytes()).unwrap());
+            let mut buf = Vec::new();
+            encode(&s, 2, &mut buf);
+            let (seq, back, len) = decode(&buf).unwrap();
+            assert_eq!((seq, &back, len), (2, &s, buf.len()));
+            let mut b = crate::consent::snapshot::SnapshotBuilder::new();
+            b.add(&back).unwrap();
+            let snap = b.into_snapshot().unwrap();
+            let e = snap.entity_id(old).expect("the entity as written");
+            assert_eq!(snap.pair(s.msisdn, e), Some(crate::consent::PairState::Revoked));
+        }
     }
 
     #[test]

@@ -5,29 +5,42 @@
 //! | `dnc.csv` | `msisdn,registered_at` | `8613812345678,2026-05-01T08:00:00+08:00` |
 //! | `consent.csv` | `msisdn,entity,action,at` or `msisdn,entity,action,at,proof` | `13812345678,acme-retail,grant,2026-05-01,urn:acme:optin:8812` |
 //!
-//! * UTF-8; an optional BOM; `\n` or `\r\n` line ends; blank lines are skipped. The header row is
-//!   required and its names are checked (case-insensitive). No quoting: fields cannot contain
-//!   commas. Spaces and tabs around a field are ignored.
+//! * CSV as RFC 4180 has it, read by the `csv` crate: a field may be quoted (`"acme-retail"`
+//!   is `acme-retail`), a quote inside a quoted field is doubled (`"say ""yes"""`), and a quoted
+//!   field may hold commas. As spreadsheets and databases export it: UTF-8, an optional BOM,
+//!   `\n` or `\r\n` line ends. Blank lines are skipped. The header row is required (quoted or
+//!   not) and its names are checked (case-insensitive). Spaces and tabs around a field (inside
+//!   its quotes too) are ignored.
+//! * What RFC 4180 would accept but these files cannot hold is a row error, never a silently
+//!   different row: a quote inside an unquoted field (`acme"s`) or a quote left open (an
+//!   unclosed `"` would swallow the rows after it), a line break inside a quoted field (no
+//!   column may contain one), a wrong number of fields. A record longer than
+//!   [`MAX_RECORD_BYTES`] is fatal. One leniency of the `csv` crate is kept: text right after
+//!   a closing quote joins the field (`"acme" ,` is `acme`, and so is `"ac"me`).
 //! * `msisdn` goes through [`normalise`] with the TON-unknown rules and the configured country
-//!   code. `action` is `grant` or `revoke` (case-insensitive). `entity` follows
-//!   [`EntityName`](super::statement::EntityName)'s rule: 1–255 bytes of UTF-8 without control
+//!   code. `action` is `grant` or `revoke` (case-insensitive). `entity` follows the one entity
+//!   rule, [`check_entity`]: 1–255 bytes of UTF-8, letters and digits of any script (with their
+//!   combining marks) and `- _ . : @ / + &`; no spaces, quotes, commas, backslashes or control
 //!   characters.
 //! * `proof` (optional column, DESIGN §4): the sender's reference to its evidence of the
 //!   subscriber's consent (Order No. 74 Art. 21) — an id, URI or hash, up to [`MAX_PROOF_BYTES`]
-//!   of UTF-8 without control characters; empty = none.
+//!   of UTF-8 without control characters (commas and quotes are fine, in a quoted field);
+//!   empty = none.
 //! * Timestamps: RFC 3339 (`2026-05-01T08:00:00Z`, `2026-05-01T08:00:00.250+08:00`, `T` or a
 //!   space between date and time, fractions truncated) or a bare `YYYY-MM-DD` (midnight UTC).
 //!   Parsed by [`crate::time::parse_timestamp_ms`] into Unix milliseconds, the unit of every
 //!   statement's `at`.
 //!
-//! A bad row does not stop the read: it becomes a [`RowError`] (`file:line: field: message`),
-//! counted per field, the first [`MAX_KEPT_ERRORS`] kept. A shared [`InvalidBudget`] lets the
-//! caller cap bad rows across files (`max_invalid`); exceeding it stops the read with
-//! [`SourceError::TooManyInvalid`]. Header, I/O and over-long-line problems are fatal.
+//! A bad row does not stop the read: it becomes a [`RowError`] (`file:line: field: message`,
+//! the line where the record starts), counted per field, the first [`MAX_KEPT_ERRORS`] kept.
+//! A shared [`InvalidBudget`] lets the caller cap bad rows across files (`max_invalid`);
+//! exceeding it stops the read with [`SourceError::TooManyInvalid`]. Header, I/O and
+//! over-long-record problems are fatal.
 //!
-//! Speed: the readers parse bytes in place over one 4 MiB buffer (no `String` per line), hash
-//! every byte with SHA-256 as it streams past (the snapshot records the digest of each source)
-//! and hand each good row to a callback.
+//! Speed: `csv::ByteRecord`s reused row after row (no `String` per line) over a
+//! [`CSV_BUFFER`] buffer; a `Read` wrapper hashes every byte the CSV reader consumes with
+//! SHA-256 (the snapshot records the digest of each source); each good row goes to a
+//! callback.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -42,15 +55,18 @@ use super::statement::{check_entity, StatementKind, MAX_ENTITY_BYTES};
 /// name it here (admin, audit).
 pub use crate::time::parse_timestamp;
 
-/// Bytes read from a source file per `read` call at most; also the longest line accepted.
-pub const READ_BUFFER: usize = 4 << 20;
-/// The read buffer's first size: it doubles (up to [`READ_BUFFER`]) while reads fill it or a
-/// line does not fit, so a small file (or a fuzz input) does not pay for 4 MiB.
-const FIRST_READ_BUFFER: usize = 64 << 10;
+/// The CSV reader's buffer: bytes asked of the file per `read`, hashed and then parsed while
+/// they are still in cache.
+pub const CSV_BUFFER: usize = 256 << 10;
+/// Longest record accepted, in bytes (quoted line breaks included): past it the file is not a
+/// source of this kind, or a quote left open swallows the rest of it.
+pub const MAX_RECORD_BYTES: usize = 4 << 20;
 /// How many row errors are kept with their text (the rest are only counted).
 pub const MAX_KEPT_ERRORS: usize = 20;
 /// Longest entity id accepted, in bytes ([`MAX_ENTITY_BYTES`]).
 pub const MAX_ENTITY_LEN: usize = MAX_ENTITY_BYTES;
+/// Good rows between two `on_progress` calls.
+const PROGRESS_ROWS: u64 = 1 << 16;
 
 /// Header of `dnc.csv`.
 pub const DNC_HEADER: [&str; 2] = ["msisdn", "registered_at"];
@@ -60,6 +76,8 @@ pub const CONSENT_HEADER: [&str; 4] = ["msisdn", "entity", "action", "at"];
 pub const CONSENT_HEADER_PROOF: [&str; 5] = ["msisdn", "entity", "action", "at", "proof"];
 /// Longest consent proof accepted, in bytes.
 pub const MAX_PROOF_BYTES: usize = 512;
+/// The most columns of any header above.
+const MAX_FIELDS: usize = 5;
 
 /// One good row of `dnc.csv`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +105,7 @@ pub struct ConsentRow<'a> {
 pub struct RowError {
     /// The file's name as given to the reader (`journal` for journal records).
     pub file: String,
-    /// 1-based line number (the header is line 1).
+    /// 1-based line number where the record starts (the header is line 1).
     pub line: u64,
     /// The column at fault, or `row` for a wrong number of fields.
     pub field: &'static str,
@@ -172,11 +190,12 @@ pub enum SourceError {
         #[source]
         source: io::Error,
     },
-    /// The first line is not the expected header row.
+    /// The first record is not the expected header row.
     #[error("{file}:1: header: expected `{expected}`, found `{found}`")]
     Header { file: String, expected: String, found: String },
-    /// A line longer than [`READ_BUFFER`]: not a CSV of this kind.
-    #[error("{file}:{line}: line longer than {max} bytes")]
+    /// A record longer than [`MAX_RECORD_BYTES`]: not a CSV of this kind, or a quote left
+    /// open. `line` is where the record starts (after any blank lines before it).
+    #[error("{file}:{line}: record longer than {max} bytes (not a CSV source, or a quote left open)")]
     LineTooLong { file: String, line: u64, max: usize },
     /// The shared [`InvalidBudget`] ran out while reading this file.
     #[error("{file}: more than {max} invalid rows (max_invalid); first: {}", first_error(.errors))]
@@ -202,7 +221,7 @@ pub struct SourceSummary {
 }
 
 /// Reads `dnc.csv` from `input` (named `file` in messages). `on_progress(bytes, rows)` is
-/// called after each buffer.
+/// called every few thousand rows and at the end.
 pub fn read_dnc<R: Read>(
     input: R,
     file: &str,
@@ -211,10 +230,9 @@ pub fn read_dnc<R: Read>(
     mut on_row: impl FnMut(DncRow),
     on_progress: impl FnMut(u64, u64),
 ) -> Result<SourceSummary, SourceError> {
-    read_csv(input, file, &[&DNC_HEADER], budget, on_progress, |line, _| {
-        let [m, at] = split_fields(line, &DNC_HEADER)?;
-        let msisdn = field_msisdn(m, default_cc)?;
-        let registered_at = field_time(at, "registered_at")?;
+    read_csv(input, file, &[&DNC_HEADER], budget, on_progress, |f, _| {
+        let msisdn = field_msisdn(f[0], default_cc)?;
+        let registered_at = field_time(f[1], "registered_at")?;
         on_row(DncRow { msisdn, registered_at });
         Ok(())
     })
@@ -229,21 +247,17 @@ pub fn read_consent<R: Read>(
     mut on_row: impl FnMut(ConsentRow<'_>),
     on_progress: impl FnMut(u64, u64),
 ) -> Result<SourceSummary, SourceError> {
-    read_csv(input, file, &[&CONSENT_HEADER, &CONSENT_HEADER_PROOF], budget, on_progress, |line, header| {
-        let ([m, e, a, at], proof) = if header == 0 {
-            (split_fields(line, &CONSENT_HEADER)?, None)
-        } else {
-            let [m, e, a, at, p] = split_fields(line, &CONSENT_HEADER_PROOF)?;
-            ([m, e, a, at], field_proof(p)?)
-        };
-        let msisdn = field_msisdn(m, default_cc)?;
-        let entity = field_entity(e)?;
+    read_csv(input, file, &[&CONSENT_HEADER, &CONSENT_HEADER_PROOF], budget, on_progress, |f, header| {
+        let proof = if header == 0 { None } else { field_proof(f[4])? };
+        let msisdn = field_msisdn(f[0], default_cc)?;
+        let entity = field_entity(f[1])?;
+        let a = f[2];
         let action = match a {
             _ if a.eq_ignore_ascii_case(b"grant") => StatementKind::Grant,
             _ if a.eq_ignore_ascii_case(b"revoke") => StatementKind::Revoke,
             _ => return Err(("action", format!("`{}` is not grant or revoke", lossy(a)))),
         };
-        let at = field_time(at, "at")?;
+        let at = field_time(f[3], "at")?;
         on_row(ConsentRow { msisdn, entity, action, at, proof });
         Ok(())
     })
@@ -251,31 +265,6 @@ pub fn read_consent<R: Read>(
 
 /// A field-level failure: (field, message).
 type FieldResult<T> = Result<T, (&'static str, String)>;
-
-/// Splits a line into exactly `N` trimmed fields.
-#[inline]
-fn split_fields<'a, const N: usize>(line: &'a [u8], names: &[&'static str; N]) -> FieldResult<[&'a [u8]; N]> {
-    let mut out: [&[u8]; N] = [&[]; N];
-    let mut rest = line;
-    for (i, slot) in out.iter_mut().enumerate() {
-        if i + 1 == N {
-            if rest.contains(&b',') {
-                let found = line.iter().filter(|&&b| b == b',').count() + 1;
-                return Err(("row", format!("expected {N} fields, found {found}")));
-            }
-            *slot = trim(rest);
-        } else {
-            match rest.iter().position(|&b| b == b',') {
-                Some(p) => {
-                    *slot = trim(&rest[..p]);
-                    rest = &rest[p + 1..];
-                }
-                None => return Err((names[i + 1], "missing".to_owned())),
-            }
-        }
-    }
-    Ok(out)
-}
 
 #[inline]
 fn field_msisdn(f: &[u8], default_cc: &str) -> FieldResult<u64> {
@@ -290,7 +279,7 @@ fn field_time(f: &[u8], name: &'static str) -> FieldResult<i64> {
 
 #[inline]
 fn field_entity(f: &[u8]) -> FieldResult<&str> {
-    check_entity(f).map_err(|e| ("entity", e.to_string()))
+    check_entity(f).map_err(|e| ("entity", format!("`{}`: {e}", lossy(f))))
 }
 
 #[inline]
@@ -328,126 +317,258 @@ fn trim(mut b: &[u8]) -> &[u8] {
     b
 }
 
-/// The shared line loop: buffer management, hashing, header check, blank lines, errors.
-/// `headers` are the header rows the file may have; `on_line` gets the index of the one it has.
-fn read_csv<R: Read>(
-    mut input: R,
-    file: &str,
-    headers: &[&[&str]],
-    budget: &InvalidBudget,
-    mut on_progress: impl FnMut(u64, u64),
-    mut on_line: impl FnMut(&[u8], usize) -> FieldResult<()>,
-) -> Result<SourceSummary, SourceError> {
-    let mut variant = 0;
-    let mut sum = SourceSummary { file: file.to_owned(), ..SourceSummary::default() };
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; FIRST_READ_BUFFER];
-    let (mut start, mut filled) = (0usize, 0usize);
-    let mut eof = false;
-    let mut header_seen = false;
-    while !eof {
+/// The file as the CSV reader consumes it: every byte hashed (SHA-256) and counted on its
+/// way, and a bound on how far one record may run ([`MAX_RECORD_BYTES`]: without it, a quote
+/// left open would make the rest of the file one record in memory).
+struct Hashed<R> {
+    inner: R,
+    hasher: Sha256,
+    /// Bytes read so far.
+    bytes: u64,
+    /// Whether a read returned 0 (end of file), and the last byte read before it.
+    eof: bool,
+    last: u8,
+    /// Where the record being parsed starts (set by the reader loop after each record).
+    record_start: u64,
+    /// A read was refused because the current record ran past [`MAX_RECORD_BYTES`].
+    too_long: bool,
+}
+
+impl<R: Read> Read for Hashed<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // The CSV reader buffers at most CSV_BUFFER bytes ahead of the record it parses.
+        if self.bytes - self.record_start > (MAX_RECORD_BYTES + CSV_BUFFER) as u64 {
+            self.too_long = true;
+            return Err(io::Error::other("record too long"));
+        }
         let n = loop {
-            match input.read(&mut buf[filled..]) {
-                Ok(n) => break n,
+            match self.inner.read(buf) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(source) => return Err(SourceError::Io { file: file.to_owned(), source }),
+                r => break r?,
             }
         };
-        hasher.update(&buf[filled..filled + n]);
-        sum.bytes += n as u64;
-        let full = filled + n == buf.len();
-        filled += n;
-        eof = n == 0;
-        loop {
-            let line = match find_newline(&buf[start..filled]) {
-                Some(p) => {
-                    let l = &buf[start..start + p];
-                    start += p + 1;
-                    l
-                }
-                None if eof && start < filled => {
-                    let l = &buf[start..filled];
-                    start = filled;
-                    l
-                }
-                None => break,
-            };
-            sum.lines += 1;
-            if !header_seen {
-                variant = check_header(file, line, headers)?;
-                header_seen = true;
-                continue;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        match n {
+            0 => self.eof = true,
+            _ => self.last = buf[n - 1],
+        }
+        Ok(n)
+    }
+}
+
+/// Why a record's quoting is not RFC 4180 as these files need it: `None` when fine.
+///
+/// The `csv` crate is lenient: a quote inside an unquoted field is kept as data (`acme"s`),
+/// and a quote left open runs on to the next closing quote or the end of the file. Neither is
+/// an error for it. We see each record's raw length (`raw`, without its line end and the
+/// blank lines before it) and its parsed fields: the bytes the parser dropped besides the
+/// commas are quotes. A field holding a quote, comma or line break must have been quoted
+/// whole (2 quotes plus one per quote inside, doubled); any other field may have been (2).
+/// Quotes that do not add up to that are a stray or unclosed quote.
+#[cold]
+fn bad_quoting(rec: &csv::ByteRecord, raw: u64, names: &[&'static str], span: &str) -> Option<(&'static str, String)> {
+    let n = rec.len() as u64;
+    let Some(dropped) = raw.checked_sub(rec.as_slice().len() as u64 + n - 1) else {
+        return Some(("row", format!("the record is shorter than its fields (a quote left open?){span}")));
+    };
+    let (mut must, mut needed, mut culprit) = (0u64, 0u64, None);
+    for (i, f) in rec.iter().enumerate() {
+        let quotes = f.iter().filter(|&&b| b == b'"').count() as u64;
+        if quotes > 0 || f.contains(&b',') || f.contains(&b'\n') {
+            must += 1;
+            needed += 2 + quotes;
+            if culprit.is_none() || quotes > 0 && culprit.is_some_and(|(_, q)| q == 0) {
+                culprit = Some((i, quotes));
             }
-            let line = trim(line);
-            if line.is_empty() {
-                continue;
+        }
+    }
+    let spare = dropped.checked_sub(needed);
+    if spare.is_some_and(|s| s % 2 == 0 && s / 2 <= n - must) {
+        return None;
+    }
+    let field = culprit.map_or("row", |(i, _)| names.get(i).copied().unwrap_or("row"));
+    Some((
+        field,
+        format!(
+            "a stray or unclosed quote: a field with a quote, comma or line break is quoted whole, \
+             a quote inside it doubled (RFC 4180: `\"say \"\"yes\"\"\"`){span}"
+        ),
+    ))
+}
+
+/// The shared record loop: the CSV reader, hashing, header check, blank lines, quoting,
+/// field count, errors. `headers` are the header rows the file may have; `on_record` gets the
+/// record's fields (trimmed; as many as that header has) and the index of the header.
+fn read_csv<R: Read>(
+    input: R,
+    file: &str,
+    headers: &[&[&'static str]],
+    budget: &InvalidBudget,
+    mut on_progress: impl FnMut(u64, u64),
+    mut on_record: impl FnMut(&[&[u8]], usize) -> FieldResult<()>,
+) -> Result<SourceSummary, SourceError> {
+    let mut sum = SourceSummary { file: file.to_owned(), ..SourceSummary::default() };
+    let hashed =
+        Hashed { inner: input, hasher: Sha256::new(), bytes: 0, eof: false, last: 0, record_start: 0, too_long: false };
+    // Records end at `\n` alone: a `\r` before it is trimmed with the last field, so `\r\n`
+    // and `\n` files read the same and the line numbers below stay exact. `flexible`: a wrong
+    // field count is our own error, with the line.
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .terminator(csv::Terminator::Any(b'\n'))
+        .quoting(true)
+        .double_quote(true)
+        .trim(csv::Trim::None)
+        .buffer_capacity(CSV_BUFFER)
+        .from_reader(hashed);
+    let io_err = |rdr: &csv::Reader<Hashed<R>>, e: csv::Error, line: u64| match e.into_kind() {
+        _ if rdr.get_ref().too_long => SourceError::LineTooLong { file: file.to_owned(), line, max: MAX_RECORD_BYTES },
+        csv::ErrorKind::Io(source) => SourceError::Io { file: file.to_owned(), source },
+        other => SourceError::Io { file: file.to_owned(), source: io::Error::other(format!("{other:?}")) },
+    };
+    let header = match rdr.byte_headers() {
+        Ok(h) => h.clone(),
+        Err(e) => return Err(io_err(&rdr, e, 1)),
+    };
+    let variant = check_header(file, &header, headers)?;
+    let names = headers[variant];
+    let mut rec = csv::ByteRecord::new();
+    let mut next_progress = PROGRESS_ROWS;
+    loop {
+        let (prev_end, prev_line) = (rdr.position().byte(), rdr.position().line());
+        rdr.get_mut().record_start = prev_end;
+        match rdr.read_byte_record(&mut rec) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => return Err(io_err(&rdr, e, prev_line)),
+        }
+        // Where the record lies: it starts after the previous record's `\n` (at `start`,
+        // `start_line`), after k blank lines, and ends at `end` (`end_line`), after its own
+        // `\n` unless it is the last line of a file without one. The line breaks in between
+        // are k, those inside its quoted fields and its own.
+        let (start, start_line) = rec.position().map_or((prev_end, prev_line), |p| (p.byte(), p.line()));
+        let (end, end_line) = (rdr.position().byte(), rdr.position().line());
+        let h = rdr.get_ref();
+        let own_nl = u64::from(!(h.eof && end == h.bytes && h.last != b'\n'));
+        if end - start > MAX_RECORD_BYTES as u64 {
+            return Err(SourceError::LineTooLong { file: file.to_owned(), line: start_line, max: MAX_RECORD_BYTES });
+        }
+        let mut line = start_line;
+        let fields = rec.len();
+        let mut quoting = None;
+        let raw = (end - start).saturating_sub(own_nl);
+        // The usual record has no quote, no line break inside and no blank line before it:
+        // `raw` is its fields and commas. A quote in it then is data: a stray quote. Only the
+        // proof column could take one as valid; in any other a quote fails the field's own
+        // check, and the message is made below.
+        if end_line - start_line != own_nl
+            || raw != (rec.as_slice().len() + fields - 1) as u64
+            || rec.get(4).is_some_and(|proof| proof.contains(&b'"'))
+        {
+            // Blank lines before it, quotes or line breaks inside: the exact account.
+            let inner_nl = rec.as_slice().iter().filter(|&&b| b == b'\n').count() as u64;
+            let blank = (end_line - start_line).saturating_sub(inner_nl + own_nl);
+            line = start_line + blank;
+            quoting = Some(raw.saturating_sub(blank));
+        }
+        // A blank line (spaces, or a `\r` of a `\r\n` file): nothing.
+        if fields == 1 && trim(&rec[0]).is_empty() {
+            continue;
+        }
+        let checked = check_record(&rec, names, quoting, line, end_line - own_nl);
+        let result = checked.and_then(|()| {
+            let mut f: [&[u8]; MAX_FIELDS] = [&[]; MAX_FIELDS];
+            for (slot, field) in f.iter_mut().zip(rec.iter()) {
+                *slot = trim(field);
             }
-            match on_line(line, variant) {
-                Ok(()) => sum.rows += 1,
-                Err((field, message)) => {
-                    sum.errors.record(file, sum.lines, field, message);
-                    if !budget.charge() {
-                        return Err(SourceError::TooManyInvalid {
-                            file: file.to_owned(),
-                            max: budget.max(),
-                            errors: std::mem::take(&mut sum.errors),
-                        });
-                    }
+            on_record(&f[..names.len()], variant)
+        });
+        // A field refused with a stray quote in the record: say so (cold path).
+        let result = match result {
+            Err(e) if quoting.is_none() && rec.as_slice().contains(&b'"') => {
+                Err(bad_quoting(&rec, raw, names, "").unwrap_or(e))
+            }
+            r => r,
+        };
+        match result {
+            Ok(()) => {
+                sum.rows += 1;
+                if sum.rows == next_progress {
+                    next_progress += PROGRESS_ROWS;
+                    on_progress(end, sum.rows);
+                }
+            }
+            Err((field, message)) => {
+                sum.errors.record(file, line, field, message);
+                if !budget.charge() {
+                    return Err(SourceError::TooManyInvalid {
+                        file: file.to_owned(),
+                        max: budget.max(),
+                        errors: std::mem::take(&mut sum.errors),
+                    });
                 }
             }
         }
-        if !eof {
-            if start == 0 && filled == buf.len() && buf.len() >= READ_BUFFER {
-                return Err(SourceError::LineTooLong { file: file.to_owned(), line: sum.lines + 1, max: READ_BUFFER });
-            }
-            if full && buf.len() < READ_BUFFER {
-                buf.resize(buf.len() * 2, 0);
-            }
-            buf.copy_within(start..filled, 0);
-            filled -= start;
-            start = 0;
-        }
-        on_progress(sum.bytes, sum.rows);
     }
-    if !header_seen {
-        return Err(SourceError::Header { file: file.to_owned(), expected: expected(headers), found: String::new() });
-    }
-    sum.sha256 = hasher.finalize().into();
+    let final_line = rdr.position().line();
+    let h = rdr.into_inner();
+    sum.bytes = h.bytes;
+    // Line breaks seen, and a last line without one.
+    sum.lines = final_line - 1 + u64::from(h.bytes > 0 && h.last != b'\n');
+    on_progress(sum.bytes, sum.rows);
+    sum.sha256 = h.hasher.finalize().into();
     Ok(sum)
 }
 
-/// Position of the first `\n`: eight bytes at a time (SWAR), as lines are ~30–60 bytes.
+/// The record-level checks before the fields': quoting (when the record had any, `raw`
+/// being its length), line breaks inside quotes, the field count.
 #[inline]
-fn find_newline(hay: &[u8]) -> Option<usize> {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    const NL: u64 = LO * b'\n' as u64;
-    let mut chunks = hay.chunks_exact(8);
-    let mut base = 0;
-    for c in &mut chunks {
-        let x = u64::from_le_bytes(c.try_into().expect("8 bytes")) ^ NL;
-        let found = x.wrapping_sub(LO) & !x & HI;
-        if found != 0 {
-            return Some(base + (found.trailing_zeros() / 8) as usize);
+fn check_record(
+    rec: &csv::ByteRecord,
+    names: &[&'static str],
+    raw: Option<u64>,
+    line: u64,
+    last_line: u64,
+) -> FieldResult<()> {
+    if let Some(raw) = raw {
+        let span = match last_line > line {
+            true => format!("; the record runs over lines {line}–{last_line}"),
+            false => String::new(),
+        };
+        if let Some(e) = bad_quoting(rec, raw, names, &span) {
+            return Err(e);
         }
-        base += 8;
+        if let Some(i) = rec.iter().position(|f| f.contains(&b'\n')) {
+            return Err((
+                names.get(i).copied().unwrap_or("row"),
+                format!(
+                    "a line break inside a quoted field (the record runs over lines {line}–{last_line}); \
+                     no column of this file may hold one"
+                ),
+            ));
+        }
     }
-    chunks.remainder().iter().position(|&b| b == b'\n').map(|p| base + p)
+    let (n, want) = (rec.len(), names.len());
+    if n < want {
+        return Err((names[n], "missing".to_owned()));
+    }
+    if n > want {
+        return Err(("row", format!("expected {want} fields, found {n}")));
+    }
+    Ok(())
 }
 
-/// Which of `headers` the line is.
-fn check_header(file: &str, line: &[u8], headers: &[&[&str]]) -> Result<usize, SourceError> {
-    let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
-    let line = trim(line);
+/// Which of `headers` the header record is.
+fn check_header(file: &str, header: &csv::ByteRecord, headers: &[&[&str]]) -> Result<usize, SourceError> {
     let is = |expected: &[&str]| {
-        let mut names = line.split(|&b| b == b',').map(trim);
-        expected.iter().all(|want| names.next().is_some_and(|n| n.eq_ignore_ascii_case(want.as_bytes())))
-            && names.next().is_none()
+        header.len() == expected.len()
+            && header.iter().zip(expected).all(|(n, want)| trim(n).eq_ignore_ascii_case(want.as_bytes()))
     };
-    headers.iter().position(|h| is(h)).ok_or_else(|| SourceError::Header {
-        file: file.to_owned(),
-        expected: expected(headers),
-        found: lossy(line),
+    headers.iter().position(|h| is(h)).ok_or_else(|| {
+        let found: Vec<String> = header.iter().map(|n| lossy(trim(n))).collect();
+        SourceError::Header { file: file.to_owned(), expected: expected(headers), found: found.join(",") }
     })
 }
 
@@ -513,6 +634,126 @@ mod tests {
         )
         .unwrap();
         (r, rows)
+    }
+
+    /// The consent rows of `text` (msisdn, entity, action, proof) and its errors as shown.
+    #[allow(clippy::type_complexity)]
+    fn consent_rows_shown(
+        text: &str,
+    ) -> (Vec<(u64, String, StatementKind, Option<String>)>, Vec<String>, SourceSummary) {
+        let mut rows = Vec::new();
+        let s = read_consent(
+            text.as_bytes(),
+            "consent.csv",
+            "86",
+            &InvalidBudget::unlimited(),
+            |r| rows.push((r.msisdn, r.entity.to_owned(), r.action, r.proof.map(str::to_owned))),
+            |_, _| {},
+        )
+        .unwrap();
+        let shown = s.errors.first.iter().map(|e| e.to_string()).collect();
+        (rows, shown, s)
+    }
+
+    /// The issue's case: an RFC 4180 export quotes the entity; it is the same entity, and its
+    /// revocation reaches it.
+    #[test]
+    fn a_quoted_field_is_the_same_as_unquoted() {
+        let want = vec![(8613800000001, "acme-retail".to_owned(), StatementKind::Revoke, None)];
+        for text in [
+            "msisdn,entity,action,at\n8613800000001,acme-retail,revoke,2026-11-01\n",
+            "msisdn,entity,action,at\n8613800000001,\"acme-retail\",revoke,2026-11-01\n",
+            "\"msisdn\",\"entity\",\"action\",\"at\"\n\"8613800000001\",\"acme-retail\",\"revoke\",\"2026-11-01\"\n",
+            "msisdn,entity,action,at,proof\n\"+8613800000001\",\"acme-retail\" ,REVOKE,\"2026-11-01\",\"\"\n",
+        ] {
+            let (rows, errors, _) = consent_rows_shown(text);
+            assert_eq!((&rows, errors.len()), (&want, 0), "{text:?}: {errors:?}");
+        }
+    }
+
+    /// Doubled quotes and a comma inside a quoted proof are the proof's; a line break inside one
+    /// is an error at the line where the record starts, and the record after it keeps its own
+    /// line number.
+    #[test]
+    fn quoted_proofs() {
+        let text = "msisdn,entity,action,at,proof\n\
+                    8613800000001,acme,grant,2026-01-01,\"urn:acme:\"\"double\"\" opt-in, by SMS\"\n\
+                    8613800000002,acme,grant,2026-01-01,\"first line\n\
+                    second line\"\n\
+                    8613800000003,acme,grant,2026-01-01,\"x,y\"\n\
+                    8613800000004,acme,grant,2026-01-01,bad\"quote\n\
+                    8613800000005,acme,grant,2026-01-01,\"unclosed\n\
+                    8613800000006,acme,grant,2026-01-01,z\n";
+        let (rows, errors, s) = consent_rows_shown(text);
+        let proofs: Vec<(u64, Option<&str>)> = rows.iter().map(|r| (r.0, r.3.as_deref())).collect();
+        assert_eq!(
+            proofs,
+            [(8613800000001, Some("urn:acme:\"double\" opt-in, by SMS")), (8613800000003, Some("x,y"))],
+            "{errors:?}"
+        );
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert_eq!(
+            errors[0],
+            "consent.csv:3: proof: a line break inside a quoted field (the record runs over lines 3–4); \
+             no column of this file may hold one"
+        );
+        assert!(errors[1].starts_with("consent.csv:6: proof: a stray or unclosed quote:"), "{errors:?}");
+        // The quote left open on line 7 runs to the end of the file: one error that says so,
+        // not a proof holding the next row.
+        assert!(errors[2].starts_with("consent.csv:7: proof: a stray or unclosed quote:"), "{errors:?}");
+        assert!(errors[2].ends_with("; the record runs over lines 7–8"), "{errors:?}");
+        assert_eq!((s.rows, s.errors.count, s.lines), (2, 3, 8));
+    }
+
+    /// A BOM, `\r\n` line ends and a blank line, with quoted and multi-line records: the rows,
+    /// the line numbers and the digest of the bytes as read.
+    #[test]
+    fn bom_crlf_and_line_numbers() {
+        let text = "\u{feff}msisdn,entity,action,at\r\n\
+                    8613800000001,\"acme-retail\",revoke,2026-11-01\r\n\
+                    \r\n\
+                    \n\
+                    8613800000002,\"品牌\",grant,2026-11-01\r\n\
+                    8613800000003,\"a\r\nb\",grant,2026-11-01\r\n\
+                    8613800000004,acme\"x,grant,2026-11-01\r\n\
+                    8613800000005,\"acme,retail\",grant,2026-11-01\r\n\
+                    8613800000006,acme,grant\r\n\
+                    8613800000007,acme,grant,2026-11-01,x,y\r\n\
+                    \r\n\
+                    8613800000008,acme,grant,2026-11-01";
+        let (rows, errors, s) = consent_rows_shown(text);
+        let got: Vec<(u64, &str)> = rows.iter().map(|r| (r.0, r.1.as_str())).collect();
+        assert_eq!(got, [(8613800000001, "acme-retail"), (8613800000002, "品牌"), (8613800000008, "acme")]);
+        assert_eq!(errors.len(), 5, "{errors:?}");
+        assert!(
+            errors[0].starts_with(
+                "consent.csv:6: entity: a line break inside a quoted field (the record runs over lines 6–7)"
+            ),
+            "{errors:?}"
+        );
+        assert!(errors[1].starts_with("consent.csv:8: entity: a stray or unclosed quote"), "{errors:?}");
+        assert!(errors[2].starts_with("consent.csv:9: entity: `acme,retail`: entity id contains `,`"), "{errors:?}");
+        assert_eq!(errors[3], "consent.csv:10: at: missing");
+        assert_eq!(errors[4], "consent.csv:11: row: expected 4 fields, found 6");
+        assert_eq!((s.bytes, s.lines), (text.len() as u64, 13));
+        assert_eq!(s.sha256, <[u8; 32]>::from(Sha256::digest(text.as_bytes())));
+    }
+
+    /// An entity outside the one rule is refused with the rule, in the file's own words.
+    #[test]
+    fn entity_rule_in_csv() {
+        let text = "msisdn,entity,action,at\n\
+                    8613800000001,acme retail,grant,2026-11-01\n\
+                    8613800000002,'acme',grant,2026-11-01\n\
+                    8613800000003, \"acme\",grant,2026-11-01\n\
+                    8613800000004,ヤマト運輸,grant,2026-11-01\n";
+        let (rows, errors, _) = consent_rows_shown(text);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].1, "ヤマト運輸");
+        assert!(errors[0].starts_with("consent.csv:2: entity: `acme retail`: entity id contains U+0020, not allowed; an entity id is 1 to 255 bytes"), "{errors:?}");
+        assert!(errors[1].starts_with("consent.csv:3: entity: `'acme'`: entity id contains `'`"), "{errors:?}");
+        // A space before the opening quote makes the quote data (RFC 4180): a stray quote.
+        assert!(errors[2].starts_with("consent.csv:4: entity: a stray or unclosed quote"), "{errors:?}");
     }
 
     #[test]
@@ -639,9 +880,9 @@ mod tests {
 
     #[test]
     fn lines_across_buffer_boundaries() {
-        // Enough rows that lines straddle several READ_BUFFER refills.
+        // Enough rows that records straddle many CSV_BUFFER refills.
         let mut text = String::from("msisdn,registered_at\n");
-        let n = 3 * READ_BUFFER / 30;
+        let n = 3 * MAX_RECORD_BYTES / 30;
         for i in 0..n {
             text.push_str(&format!("86138{:08},2026-05-01\n", i));
         }
@@ -667,9 +908,24 @@ mod tests {
     #[test]
     fn over_long_line_is_fatal() {
         let mut text = String::from("msisdn,registered_at\n");
-        text.push_str(&"1".repeat(READ_BUFFER + 10));
+        text.push_str(&"1".repeat(MAX_RECORD_BYTES + 10));
         let (r, _) = dnc(&text, &InvalidBudget::unlimited());
         assert!(matches!(r, Err(SourceError::LineTooLong { line: 2, .. })), "{r:?}");
+        // A quote left open on line 3 of a long file: refused before the rest of the file is
+        // one record in memory.
+        let mut text = String::from("msisdn,registered_at\n13812345678,2026-05-01\n\"13812345679,2026-05-01\n");
+        while text.len() < 3 * MAX_RECORD_BYTES {
+            text.push_str("13812345679,2026-05-01\n");
+        }
+        let mut input = text.as_bytes();
+        let mut rows = 0;
+        let r = read_dnc(&mut input, "dnc.csv", "86", &InvalidBudget::unlimited(), |_| rows += 1, |_, _| {});
+        assert_eq!(
+            r.unwrap_err().to_string(),
+            format!("dnc.csv:3: record longer than {MAX_RECORD_BYTES} bytes (not a CSV source, or a quote left open)")
+        );
+        assert_eq!(rows, 1);
+        assert!(input.len() > MAX_RECORD_BYTES, "stopped early: {} bytes left", input.len());
     }
 }
 
@@ -724,23 +980,6 @@ mod read_probe {
                 s.rows as f64 / el.as_secs_f64() / 1e6,
                 text.len() as f64 / el.as_secs_f64() / 1e6
             );
-        }
-    }
-}
-
-#[cfg(test)]
-mod newline_tests {
-    #[test]
-    fn find_newline_matches_position() {
-        let mut v = vec![b'a'; 40];
-        assert_eq!(super::find_newline(&v), None);
-        for i in 0..40 {
-            v[i] = b'\n';
-            assert_eq!(super::find_newline(&v), Some(i));
-            assert_eq!(super::find_newline(&v[..i]), None);
-            v[i] = 0x8A; // high bit set, low bits of '\n'
-            assert_eq!(super::find_newline(&v), None);
-            v[i] = b'a';
         }
     }
 }

@@ -21,10 +21,12 @@
 //!
 //! # Validation
 //!
-//! [`EntityName::parse`] and [`NodeId::parse`] are the only places their rules live: config,
-//! the CSV sources, the builder, the journal and the admin API all call them, so a value one
-//! of them accepts is accepted by all (review §4.1: an entity the journal refused used to stop
-//! the journal writer).
+//! [`EntityName::parse`] (its rule: [`check_entity`]) and [`NodeId::parse`] are the only places
+//! their rules live: config, the CSV sources, the builder, the admin API, complaints and MO
+//! opt-outs all call them, so a value one of them accepts is accepted by all (review §4.1: an
+//! entity the journal refused used to stop the journal writer). What was stored under the
+//! earlier, looser entity rule (journal records, replication entries) is read back with
+//! [`EntityName::parse_stored`], so that no statement already written is lost.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -142,35 +144,76 @@ impl StatementSource {
 /// Longest entity id, in bytes.
 pub const MAX_ENTITY_BYTES: usize = 255;
 
+/// The characters an entity id may hold besides letters, digits and combining marks.
+pub const ENTITY_PUNCTUATION: &str = "-_.:@/+&";
+
+/// The entity rule in words, for messages and docs.
+pub const ENTITY_RULE: &str = "1 to 255 bytes of UTF-8: letters and digits of any script (with their combining \
+     marks) and - _ . : @ / + &; no spaces, quotes, commas, backslashes or control characters";
+
 /// Why a string is not an entity id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum EntityError {
-    #[error("entity id is empty")]
+    #[error("entity id is empty; an entity id is {ENTITY_RULE}")]
     Empty,
-    #[error("entity id is {0} bytes; at most {MAX_ENTITY_BYTES} are allowed")]
+    #[error("entity id is {0} bytes; an entity id is {ENTITY_RULE}")]
     TooLong(usize),
     #[error("entity id is not valid UTF-8")]
     NotUtf8,
+    /// A character outside the rule, e.g. the `"` of a CSV field quoted twice.
+    #[error("entity id contains {}, not allowed; an entity id is {ENTITY_RULE}", show_char(*.0))]
+    Char(char),
+    /// Only from [`EntityName::parse_stored`] (the rule stored records were written under).
     #[error("entity id contains a control character")]
     Control,
 }
 
-/// A validated entity id (brand / sender organisation, DESIGN §4): 1 to
-/// [`MAX_ENTITY_BYTES`] bytes of UTF-8 without control characters. Cheap to clone.
+/// `'"' (U+0022)`, or only the code point for an invisible character.
+fn show_char(c: char) -> String {
+    if c.is_control() || c.is_whitespace() {
+        format!("U+{:04X}", c as u32)
+    } else {
+        format!("`{c}` (U+{:04X})", c as u32)
+    }
+}
+
+/// A validated entity id (brand / sender organisation, DESIGN §4): see [`check_entity`] for
+/// the rule. Cheap to clone.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EntityName(Arc<str>);
 
 impl EntityName {
-    /// Validates `s` as an entity id. The one rule, used by config, sources, builder, journal
-    /// and admin API.
+    /// Validates `s` as an entity id ([`check_entity`]). The one rule for every entity that
+    /// enters the gateway: config, CSV sources, the snapshot builder, the admin API,
+    /// complaints, MO opt-outs.
     pub fn parse(s: &str) -> Result<EntityName, EntityError> {
         check_entity(s.as_bytes())?;
         Ok(EntityName(s.into()))
     }
 
-    /// [`EntityName::parse`] for raw bytes (CSV fields, journal records).
+    /// [`EntityName::parse`] for raw bytes (CSV fields).
     pub fn parse_bytes(b: &[u8]) -> Result<EntityName, EntityError> {
         Ok(EntityName(check_entity(b)?.into()))
+    }
+
+    /// An entity read back from what this program (or another node of the cluster) already
+    /// stored: journal records, replication stream entries. These were accepted under the
+    /// rule before the strict one (1 to 255 bytes of UTF-8 without control characters, so
+    /// e.g. `品牌 A` or `"acme"`), and a journalled revocation must not be dropped on replay
+    /// because the rule got stricter since it was written: such records keep being read under
+    /// that old rule. New input never goes through here.
+    pub fn parse_stored(b: &[u8]) -> Result<EntityName, EntityError> {
+        if b.is_empty() {
+            return Err(EntityError::Empty);
+        }
+        if b.len() > MAX_ENTITY_BYTES {
+            return Err(EntityError::TooLong(b.len()));
+        }
+        let s = std::str::from_utf8(b).map_err(|_| EntityError::NotUtf8)?;
+        if s.chars().any(char::is_control) {
+            return Err(EntityError::Control);
+        }
+        Ok(EntityName(s.into()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -178,7 +221,19 @@ impl EntityName {
     }
 }
 
-/// The entity rule on bytes, without allocating: the validated `&str`.
+/// The entity rule, the only one (config, CSV sources, snapshot builder, admin API,
+/// complaints and MO opt-outs call it, through [`EntityName::parse`] or directly):
+/// 1 to [`MAX_ENTITY_BYTES`] bytes of UTF-8 made of
+///
+/// * letters and digits of any script ([`char::is_alphanumeric`]: `acme`, `品牌`, `Ünïcødé`,
+///   `한국`), with the combining marks some scripts write them with (Unicode category M:
+///   `हिन्दी`'s virama),
+/// * and the ASCII punctuation `- _ . : @ / + &` ([`ENTITY_PUNCTUATION`]).
+///
+/// No spaces, quotes, commas, backslashes, control characters or other punctuation: an entity
+/// that arrives with the quotes of a CSV field (`"acme-retail"`) or a stray space would
+/// otherwise become a different entity that no account names, and its revocations would
+/// reach nobody. Returns the validated `&str` without allocating.
 #[inline]
 pub fn check_entity(b: &[u8]) -> Result<&str, EntityError> {
     if b.is_empty() {
@@ -188,11 +243,33 @@ pub fn check_entity(b: &[u8]) -> Result<&str, EntityError> {
         return Err(EntityError::TooLong(b.len()));
     }
     let s = std::str::from_utf8(b).map_err(|_| EntityError::NotUtf8)?;
-    // Printable ASCII, the usual entity id, needs no char decoding.
-    if !b.iter().all(|&c| (0x20..0x7F).contains(&c)) && s.chars().any(char::is_control) {
-        return Err(EntityError::Control);
+    // The usual entity id is ASCII: no char decoding.
+    if b.iter().all(|&c| c.is_ascii_alphanumeric() || is_entity_punctuation(c)) {
+        return Ok(s);
     }
-    Ok(s)
+    match s.chars().find(|&c| !is_entity_char(c)) {
+        Some(c) => Err(EntityError::Char(c)),
+        None => Ok(s),
+    }
+}
+
+#[inline]
+fn is_entity_punctuation(c: u8) -> bool {
+    matches!(c, b'-' | b'_' | b'.' | b':' | b'@' | b'/' | b'+' | b'&')
+}
+
+fn is_entity_char(c: char) -> bool {
+    if c.is_ascii() {
+        return c.is_ascii_alphanumeric() || is_entity_punctuation(c as u8);
+    }
+    c.is_alphanumeric() || is_combining_mark(c)
+}
+
+/// Unicode general category M (Mn, Mc, Me), which `char` has no method for.
+fn is_combining_mark(c: char) -> bool {
+    static MARK: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let re = MARK.get_or_init(|| regex::Regex::new(r"^\p{M}$").expect("a valid regex"));
+    re.is_match(c.encode_utf8(&mut [0; 4]))
 }
 
 /// The traits of a validated string id: it reads as `&str` (`Debug` quoted, `Display` bare),
@@ -497,17 +574,90 @@ mod tests {
         assert_eq!(e.to_string(), "`Grant`: expected grant | revoke | dnc");
     }
 
+    /// The one entity rule: what it accepts and what it refuses, with the character named.
     #[test]
     fn entity_rules() {
-        assert_eq!(EntityName::parse("acme-retail").unwrap().as_str(), "acme-retail");
-        assert_eq!(&*EntityName::parse("品牌 A").unwrap(), "品牌 A");
-        assert_eq!(EntityName::parse(""), Err(EntityError::Empty));
+        let accept = [
+            "acme-retail",
+            "acme",
+            "demo-unlicensed",
+            "brand-007",
+            "A",
+            "7",
+            "acme_retail.cn",
+            "acme:retail",
+            "ops@acme",
+            "acme/retail",
+            "a+b",
+            "M&S",
+            "品牌",
+            "华为技术",
+            "品牌-A",
+            "中国移动10086",
+            "ヤマト運輸",
+            "카카오",
+            "Ünïcødé",
+            "Москва",
+            "हिन्दी",
+            "ไทย",
+            "٣٤",
+        ];
+        for a in accept {
+            assert_eq!(EntityName::parse(a).map(|e| e.as_str().to_owned()), Ok(a.to_owned()), "{a}");
+            assert_eq!(check_entity(a.as_bytes()), Ok(a), "{a}");
+        }
         assert_eq!(EntityName::parse(&"x".repeat(255)).map(|e| e.len()), Ok(255));
+        assert_eq!(EntityName::parse(&"品".repeat(85)).map(|e| e.len()), Ok(255));
+        let refuse: [(&str, EntityError); 19] = [
+            ("", EntityError::Empty),
+            ("\"acme-retail\"", EntityError::Char('"')),
+            ("acme\"s", EntityError::Char('"')),
+            ("'acme'", EntityError::Char('\'')),
+            ("acme retail", EntityError::Char(' ')),
+            (" acme", EntityError::Char(' ')),
+            ("品牌 A", EntityError::Char(' ')),
+            ("acme,retail", EntityError::Char(',')),
+            ("acme;retail", EntityError::Char(';')),
+            ("acme\\retail", EntityError::Char('\\')),
+            ("a\tb", EntityError::Char('\t')),
+            ("a\nb", EntityError::Char('\n')),
+            ("a\u{85}b", EntityError::Char('\u{85}')),
+            ("a\u{a0}b", EntityError::Char('\u{a0}')),
+            ("a\u{3000}b", EntityError::Char('\u{3000}')),
+            ("“acme”", EntityError::Char('“')),
+            ("品牌（深圳）", EntityError::Char('（')),
+            ("a\u{200b}b", EntityError::Char('\u{200b}')),
+            ("acme™", EntityError::Char('™')),
+        ];
+        for (r, want) in refuse {
+            assert_eq!(EntityName::parse(r), Err(want), "{r:?}");
+        }
         assert_eq!(EntityName::parse(&"x".repeat(256)), Err(EntityError::TooLong(256)));
-        assert_eq!(EntityName::parse("a\tb"), Err(EntityError::Control));
-        assert_eq!(EntityName::parse("a\u{85}b"), Err(EntityError::Control));
         assert_eq!(EntityName::parse_bytes(b"a\xffb"), Err(EntityError::NotUtf8));
         assert!(serde_json::from_str::<EntityName>("\"\"").is_err());
+        assert!(serde_json::from_str::<EntityName>("\"a b\"").is_err());
+        // The message names the character and states the rule.
+        let m = EntityName::parse("\"acme\"").unwrap_err().to_string();
+        assert_eq!(
+            m,
+            "entity id contains `\"` (U+0022), not allowed; an entity id is 1 to 255 bytes of UTF-8: letters \
+             and digits of any script (with their combining marks) and - _ . : @ / + &; no spaces, quotes, \
+             commas, backslashes or control characters"
+        );
+        assert!(EntityName::parse("a b").unwrap_err().to_string().starts_with("entity id contains U+0020,"));
+    }
+
+    /// What earlier versions stored is read back under the rule it was written with.
+    #[test]
+    fn stored_entities_are_read_leniently() {
+        for old in ["品牌 A", "\"acme\"", "acme, inc", "a\\b"] {
+            assert!(EntityName::parse(old).is_err(), "{old}");
+            assert_eq!(EntityName::parse_stored(old.as_bytes()).unwrap().as_str(), old);
+        }
+        assert_eq!(EntityName::parse_stored(b""), Err(EntityError::Empty));
+        assert_eq!(EntityName::parse_stored(b"a\tb"), Err(EntityError::Control));
+        assert_eq!(EntityName::parse_stored(b"a\xffb"), Err(EntityError::NotUtf8));
+        assert_eq!(EntityName::parse_stored(&[b'x'; 256]), Err(EntityError::TooLong(256)));
     }
 
     #[test]

@@ -110,7 +110,10 @@ pub fn decode(id: &str, kv: &[(&[u8], &[u8])]) -> Result<Statement, EntryError> 
     }
     let entity = match get("e") {
         None => None,
-        Some(b) => Some(EntityName::parse_bytes(b).map_err(|e| err(e.to_string()))?),
+        // A statement some node already journalled, perhaps under the looser rule of an
+        // earlier version: read leniently, or a rolling upgrade would drop its revocations
+        // here. The strict rule applies where statements are made (`EntityName::parse`).
+        Some(b) => Some(EntityName::parse_stored(b).map_err(|e| err(e.to_string()))?),
     };
     let at = num("a")?;
     let source = match text("s")? {
@@ -155,6 +158,17 @@ mod tests {
         ] {
             assert_eq!(roundtrip(&s).unwrap(), s);
         }
+        // An entry a node of an earlier version published, its entity under the looser rule:
+        // applied as it is, not skipped (its revocation would be lost on this node).
+        let mut old = st(StatementKind::Revoke, None);
+        old.entity = Some(EntityName::parse_stored("品牌 A".as_bytes()).unwrap());
+        assert!(EntityName::parse("品牌 A").is_err());
+        assert_eq!(roundtrip(&old).unwrap(), old);
+        // Control characters were never allowed.
+        let mut f = fields(&st(StatementKind::Revoke, Some("acme")));
+        f.iter_mut().filter(|(k, _)| *k == "e").for_each(|(_, v)| *v = "a\tb".into());
+        let kv: Vec<(&[u8], &[u8])> = f.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())).collect();
+        assert!(decode("5-4", &kv).is_err());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::thread;
 
 use super::*;
 use crate::consent::msisdn::{MAX_MSISDN, MIN_MSISDN};
-use crate::consent::statement::{check_entity, Statement, StatementKind};
+use crate::consent::statement::{check_entity, EntityError, Statement, StatementKind};
 
 /// Timestamps the builder accepts, Unix milliseconds: ±2^44 ms (±557 years) around the epoch.
 pub const MIN_AT: i64 = -(1 << 44);
@@ -25,11 +25,9 @@ pub enum StatementError {
     At(i64),
     #[error("grant/revoke without an entity")]
     MissingEntity,
-    #[error(
-        "entity empty, longer than {} bytes or with a control character",
-        crate::consent::statement::MAX_ENTITY_BYTES
-    )]
-    BadEntity,
+    /// An entity outside the rule ([`check_entity`]).
+    #[error("{0}")]
+    BadEntity(EntityError),
 }
 
 impl StatementError {
@@ -38,7 +36,7 @@ impl StatementError {
         match self {
             StatementError::Msisdn(_) => "msisdn",
             StatementError::At(_) => "at",
-            StatementError::MissingEntity | StatementError::BadEntity => "entity",
+            StatementError::MissingEntity | StatementError::BadEntity(_) => "entity",
         }
     }
 }
@@ -127,7 +125,7 @@ impl SnapshotBuilder {
     }
 
     /// Adds a statement made at `at` (Unix ms); for [`StatementKind::Dnc`] the entity is
-    /// ignored.
+    /// ignored. `entity` is new input: it must pass the entity rule ([`check_entity`]).
     pub fn add_statement(
         &mut self,
         msisdn: u64,
@@ -138,8 +136,13 @@ impl SnapshotBuilder {
         if kind == StatementKind::Dnc {
             return self.add_dnc(msisdn, at);
         }
+        check_entity(entity.as_bytes()).map_err(StatementError::BadEntity)?;
+        self.add_pair(msisdn, entity, kind, at)
+    }
+
+    /// A grant or revoke whose entity is already validated.
+    fn add_pair(&mut self, msisdn: u64, entity: &str, kind: StatementKind, at: i64) -> Result<(), StatementError> {
         check_statement(msisdn, at)?;
-        check_entity(entity.as_bytes()).map_err(|_| StatementError::BadEntity)?;
         let id = self.entities.intern(entity);
         self.pairs.push(pack_pair(msisdn, id, at, kind == StatementKind::Revoke));
         Ok(())
@@ -151,7 +154,10 @@ impl SnapshotBuilder {
     pub fn add(&mut self, s: &Statement) -> Result<(), StatementError> {
         match (s.kind, &s.entity) {
             (StatementKind::Dnc, _) => self.add_dnc(s.msisdn, s.at),
-            (_, Some(e)) => self.add_statement(s.msisdn, e, s.kind, s.at),
+            // An `EntityName` is valid by construction: by the rule for statements made since,
+            // by the earlier looser one for journal records written before
+            // (`EntityName::parse_stored`), which a build must fold in, not drop.
+            (_, Some(e)) => self.add_pair(s.msisdn, e, s.kind, s.at),
             (_, None) => Err(StatementError::MissingEntity),
         }
     }

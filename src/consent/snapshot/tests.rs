@@ -476,7 +476,13 @@ fn no_sources_and_key_width() {
     let mut b = SnapshotBuilder::new();
     assert_eq!(b.add_dnc(123, T0), Err(StatementError::Msisdn(123)));
     assert_eq!(b.add_dnc(A, MAX_AT + 1), Err(StatementError::At(MAX_AT + 1)));
-    assert_eq!(b.add_statement(A, "", StatementKind::Grant, T0), Err(StatementError::BadEntity));
+    use crate::consent::statement::EntityError;
+    assert_eq!(b.add_statement(A, "", StatementKind::Grant, T0), Err(StatementError::BadEntity(EntityError::Empty)));
+    // The builder takes the one entity rule: a name still in its CSV quotes is refused.
+    assert_eq!(
+        b.add_statement(A, "\"acme\"", StatementKind::Revoke, T0),
+        Err(StatementError::BadEntity(EntityError::Char('"')))
+    );
     assert!(b.is_empty());
 }
 
