@@ -136,7 +136,10 @@ fn text(dest: &str, t: &str) -> consentgate::smpp::pdu::SubmitBuilder {
 /// connection or unbound. Bounded by `within`.
 async fn pump(addr: SocketAddr, n: u32, window: u32, within: Duration) -> (HashMap<u32, u32>, bool) {
     let e = Esme::bound(addr, "acme").await;
-    let (mut rd, mut wr) = e.stream.into_split();
+    let (mut rd, wr) = e.stream.into_split();
+    // The reader answers the receipts (deliver_sm) the simulator sends for every submit.
+    let wr = std::sync::Arc::new(tokio::sync::Mutex::new(wr));
+    let answer = wr.clone();
     let first = e.next_seq;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
     let reader = tokio::spawn(async move {
@@ -159,6 +162,20 @@ async fn pump(addr: SocketAddr, n: u32, window: u32, within: Duration) -> (HashM
                             cmd::UNBIND => {
                                 closed = true;
                                 break 'outer;
+                            }
+                            cmd::DELIVER_SM | cmd::ENQUIRE_LINK => {
+                                let mut r = BytesMut::new();
+                                let id = smpp::command_id(&f) | smpp::RESP_BIT;
+                                if id == cmd::DELIVER_SM_RESP {
+                                    // deliver_sm_resp carries an empty message_id.
+                                    consentgate::smpp::pdu::put_header_only(&mut r, id, 0, smpp::sequence(&f));
+                                    r.extend_from_slice(&[0]);
+                                    let len = r.len() as u32;
+                                    r[..4].copy_from_slice(&len.to_be_bytes());
+                                } else {
+                                    consentgate::smpp::pdu::put_header_only(&mut r, id, 0, smpp::sequence(&f));
+                                }
+                                let _ = answer.lock().await.write_all(&r).await;
                             }
                             _ => {}
                         }
@@ -195,7 +212,7 @@ async fn pump(addr: SocketAddr, n: u32, window: u32, within: Duration) -> (HashM
         out.extend_from_slice(&submit_to(&dest).build(first + i));
         in_flight += 1;
         if out.len() > 16 * 1024 || in_flight >= window || i + 1 == n {
-            if wr.write_all(&out).await.is_err() {
+            if wr.lock().await.write_all(&out).await.is_err() {
                 break;
             }
             out.clear();
@@ -215,7 +232,7 @@ async fn a_kept_session_loses_nothing_across_reloads_under_load() {
     gw.start().await;
     const N: u32 = 200_000;
     let t0 = Instant::now();
-    let load = tokio::spawn(pump(gw.c.smpp, N, 500, Duration::from_secs(120)));
+    let load = tokio::spawn(pump(gw.c.smpp, N, 2000, Duration::from_secs(120)));
     let mut reloads = 0;
     for i in 0..8 {
         tokio::time::sleep(Duration::from_millis(300)).await;

@@ -395,7 +395,10 @@ impl Gateway {
                         if source.is_some() {
                             let _ = reload_config(source.as_ref(), &mut running, &shared).await;
                         }
-                        let _ = reload(&shared).await;
+                        // A gateway run without a snapshot has none to reload: not a refusal.
+                        if config.consent.snapshot.is_some() {
+                            let _ = reload(&shared).await;
+                        }
                         reload_tls(tls_server.clone(), shared.upstream_tls.clone()).await;
                     }
                     Control::ReloadSnapshot => {

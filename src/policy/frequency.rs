@@ -820,6 +820,26 @@ mod tests {
         assert_eq!(g.usage(8613800000000, Some(7), 101).entity_today, 0);
     }
 
+    /// The state file's size per subscriber counted today, at 10 % of the design load (one
+    /// entity each: its count and the all-entities count) and at the design load.
+    #[test]
+    fn the_state_file_costs_at_most_two_buckets_per_counted_subscriber() {
+        for (design, counted) in [(100_000u64, 10_000u64), (100_000, 100_000)] {
+            let f = Frequency::new(FrequencyConfig { subscribers: design, ..cfg(5, 9, 0) }).unwrap();
+            for m in 0..counted {
+                assert_eq!(f.check_and_count(&key(8613000000000 + m * 7919, 7, 100, 0, 1_000), 5), None);
+            }
+            let mut file = Vec::new();
+            let st = f.save(&mut file, 1).unwrap();
+            let per = st.bytes as f64 / counted as f64;
+            println!(
+                "STATE|{counted} subscribers counted, tables for {design}: {} bytes, {per:.1} bytes each",
+                st.bytes
+            );
+            assert!((20.0..=145.0).contains(&per), "{per} bytes per counted subscriber");
+        }
+    }
+
     #[test]
     fn a_damaged_or_foreign_state_file_changes_nothing() {
         let f = Frequency::new(cfg(5, 0, 0)).unwrap();
