@@ -55,7 +55,8 @@ pub(super) async fn readyz(State(state): State<AdminState>) -> Response {
     let snapshot_ok = loaded
         || state.snapshot_configured.is_none()
         || state.engine.load().config().on_snapshot_unavailable == policy::Unavailable::Allow;
-    let upstream = crate::relay::upstream::probe(&state.upstream).await;
+    let upstream_cfg = state.upstream.load_full();
+    let upstream = crate::relay::upstream::probe(&upstream_cfg).await;
     metrics::gauge!(m::UPSTREAM_REACHABLE).set(if upstream.is_ok() { 1.0 } else { 0.0 });
     let journal = state.store.journal_health();
     let (replication_ok, replication) = match &state.replication {
@@ -72,7 +73,7 @@ pub(super) async fn readyz(State(state): State<AdminState>) -> Response {
         "ready": ready,
         "snapshot": { "ok": snapshot_ok, "loaded": loaded },
         "journal": { "ok": journal.is_ok(), "state": journal.as_str(), "error": journal_error },
-        "upstream": { "ok": upstream.is_ok(), "address": state.upstream.address, "error": upstream.err().map(|e| e.to_string()) },
+        "upstream": { "ok": upstream.is_ok(), "address": upstream_cfg.address, "error": upstream.err().map(|e| e.to_string()) },
         "replication": replication,
         "draining": draining,
     });

@@ -77,7 +77,8 @@ pub struct AdminState {
     pub admin: AdminConfig,
     /// `consent.snapshot`, if configured.
     pub snapshot_configured: Option<PathBuf>,
-    pub upstream: UpstreamConfig,
+    /// The upstream SMSC in force (`/readyz` probes it; a config reload replaces it).
+    pub upstream: Arc<arc_swap::ArcSwap<UpstreamConfig>>,
     pub capture: Option<Arc<Capture>>,
     /// The complaint register (`[complaints]`), if configured.
     pub complaints: Option<Arc<Complaints>>,

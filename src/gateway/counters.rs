@@ -46,6 +46,11 @@ pub fn restore(engine: &Engine, path: &Path) {
 /// workers.
 pub fn save(engine: &Engine, path: &Path) {
     let Some(f) = engine.frequency() else { return };
+    // One save at a time: a checkpoint still running when the stop's final save starts
+    // (aborting its task does not stop its blocking closure) would write the same temporary
+    // file. A std Mutex: no await inside.
+    static SAVING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = SAVING.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = path.with_extension("state.tmp");
     let r = (|| -> std::io::Result<crate::policy::frequency::StateStats> {
         let file = std::fs::File::create(&tmp)?;

@@ -119,6 +119,8 @@ struct Running {
     sha256: String,
     keys: std::collections::BTreeMap<String, String>,
     summary: Arc<arc_swap::ArcSwap<serde_json::Value>>,
+    /// The upstream SMSC in force, shared with the admin API's `/readyz`.
+    upstream: Arc<arc_swap::ArcSwap<crate::relay::UpstreamConfig>>,
 }
 
 impl Gateway {
@@ -204,6 +206,7 @@ impl Gateway {
             unbound: crate::session::limits::UnboundLimiter::new(&config.session.limits),
             upstream_tls,
         });
+        let upstream = Arc::new(arc_swap::ArcSwap::from_pointee(config.upstream.clone()));
         Ok(Gateway {
             listener,
             tls_listener,
@@ -219,6 +222,7 @@ impl Gateway {
                 sha256: String::new(),
                 keys: Default::default(),
                 summary: Arc::new(arc_swap::ArcSwap::from_pointee(serde_json::json!({ "source": null }))),
+                upstream,
             },
         })
     }
@@ -316,7 +320,7 @@ impl Gateway {
             engine: shared.engine.clone(),
             admin: config.admin.clone(),
             snapshot_configured: config.consent.snapshot.clone(),
-            upstream: config.upstream.clone(),
+            upstream: running.upstream.clone(),
             capture: shared.capture.clone(),
             complaints,
             replication: replication.as_ref().map(|r| r.status.clone()),
@@ -533,6 +537,7 @@ async fn reload_config(
     let mut settings = settings_of(&loaded.config);
     // The TLS client of the SMSC leg is built at start (`upstream.tls` needs a restart).
     settings.upstream.tls = shared.settings().upstream.tls.clone();
+    running.upstream.store(Arc::new(settings.upstream.clone()));
     shared.settings.store(Arc::new(settings));
     shared.bind_limiter.set_config(loaded.config.session.limits);
     shared.unbound.set_limits(&loaded.config.session.limits);

@@ -30,6 +30,8 @@ pub(super) struct Bound {
     pub down_framer: Framer,
     /// The engine that admitted the bind: `account` is an index into it.
     pub engine: Arc<crate::policy::Engine>,
+    /// [`crate::policy::EngineCell::generation`] read before `engine` was loaded.
+    pub generation: u64,
     pub account: AccountIdx,
     /// The account's session count, held while the session lives (`max_sessions`).
     pub slot: SessionSlot,
@@ -43,6 +45,8 @@ pub(super) struct Bound {
 struct Admitted {
     /// The engine that admitted the bind (the account index is its).
     engine: Arc<crate::policy::Engine>,
+    /// The engine generation read before `engine` was loaded.
+    generation: u64,
     up: Transport,
     up_rest: BytesMut,
     account: AccountIdx,
@@ -91,6 +95,7 @@ pub(super) async fn accept_bind(
                                         down_framer: framer,
                                         up_rest: a.up_rest,
                                         engine: a.engine,
+                                        generation: a.generation,
                                         account: a.account,
                                         slot: a.slot,
                                         bind_type: a.bind_type,
@@ -188,8 +193,10 @@ async fn bind_one(
             return Err(encode_bind_resp(bind_type, status::ESME_RBINDFAIL, seq, ""));
         }
     };
-    // One engine for the whole admission (a reload may swap it meanwhile: the session takes
-    // the new one at its first read).
+    // One engine for the whole admission. The generation is read first: a reload that swaps
+    // the engine while the bind waits on the SMSC moves it past this value, and the session
+    // takes the new engine at its first read.
+    let generation = ctx.engine.generation();
     let engine = ctx.engine();
     let settings = ctx.settings();
     let label = if engine.lookup(&req.system_id).is_some() { req.system_id.clone() } else { "unknown".to_owned() };
@@ -250,5 +257,5 @@ async fn bind_one(
     }
     count("ok");
     ctx.bind_limiter.success(ip);
-    Ok((Admitted { engine, up: up.stream, up_rest: up.rest, account, bind_type, slot }, resp))
+    Ok((Admitted { engine, generation, up: up.stream, up_rest: up.rest, account, bind_type, slot }, resp))
 }

@@ -74,19 +74,17 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session of `account` of `engine` (the engine that admitted the bind; a reload since
-    /// is taken at the first read).
+    /// A session of `account` of `engine` (the engine that admitted the bind, and the
+    /// generation read before it was loaded: a reload since is taken at the first read).
     pub(crate) fn new(
         ctx: Arc<Context>,
-        engine: Arc<Engine>,
+        (engine, generation): (Arc<Engine>, u64),
         account: AccountIdx,
         bind_type: BindType,
         peer: SocketAddr,
         down_rbuf: BytesMut,
         up_rbuf: BytesMut,
     ) -> Session {
-        // The generation first: a swap after this read is seen at the next check.
-        let generation = ctx.engine.generation();
         let settings = ctx.settings();
         let cap = (settings.session.window * 2).max(64);
         let max = settings.session.max_pdu_bytes;

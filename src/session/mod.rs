@@ -137,7 +137,8 @@ pub async fn serve(
         c.record(Flow::GatewayToEsme, &b.bind_resp, base_us);
     }
     info!(peer = %peer, system_id = %system_id, bind = b.bind_type.as_str(), "session bound");
-    let mut core = Session::new(ctx.clone(), b.engine, b.account, b.bind_type, peer, b.down_rest, b.up_rest);
+    let mut core =
+        Session::new(ctx.clone(), (b.engine, b.generation), b.account, b.bind_type, peer, b.down_rest, b.up_rest);
     core.down.framer = b.down_framer;
     let mut d = Driver { core, down: b.down, up: b.up, capture: rec, capture_base_us: base_us, epoch: Instant::now() };
     d.run(&mut shutdown).await;

@@ -58,9 +58,11 @@ fn session_on(text: &str) -> Session {
         upstream_tls: None,
     });
     let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let generation = ctx.engine.generation();
     let engine = ctx.engine();
     let account = engine.lookup("acme").unwrap();
-    let mut s = Session::new(ctx, engine, account, BindType::Transceiver, peer, BytesMut::new(), BytesMut::new());
+    let mut s =
+        Session::new(ctx, (engine, generation), account, BindType::Transceiver, peer, BytesMut::new(), BytesMut::new());
     s.set_clock(0);
     s
 }
