@@ -35,7 +35,10 @@ pub fn restore(engine: &Engine, path: &Path) {
     };
     match f.restore(std::io::BufReader::new(file)) {
         Ok(s) => {
-            info!(path = %path.display(), buckets = s.buckets, bytes = s.bytes, saved_at = s.saved_at, "frequency-cap counts restored")
+            info!(path = %path.display(), buckets = s.buckets, bytes = s.bytes, saved_at = s.saved_at, "frequency-cap counts restored");
+            if let Some(t) = s.skipped {
+                warn!(path = %path.display(), table = t, "frequency-cap counts: this table was not restored, its size changed (policy.frequency subscribers, peak_rate or same_text_window)");
+            }
         }
         Err(e) => warn!(path = %path.display(), error = %e, "frequency-cap counts not restored"),
     }

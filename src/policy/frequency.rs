@@ -290,6 +290,9 @@ pub struct StateStats {
     pub bytes: u64,
     /// When the file was written, Unix seconds.
     pub saved_at: i64,
+    /// [`Frequency::restore`]: the table the file held for another size and that was not
+    /// restored (the other one was).
+    pub skipped: Option<&'static str>,
 }
 
 /// Why a state file was not restored.
@@ -356,7 +359,7 @@ impl Frequency {
         let bytes = h.bytes + 8;
         h.inner.write_all(&sum.to_le_bytes())?;
         h.inner.flush()?;
-        Ok(StateStats { buckets: n, bytes, saved_at: unix_s })
+        Ok(StateStats { buckets: n, bytes, saved_at: unix_s, skipped: None })
     }
 
     /// Reads a file [`Frequency::save`] wrote into these tables, before any session counts:
@@ -376,9 +379,17 @@ impl Frequency {
         let word = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().expect("8 bytes"));
         let (file_days, file_texts, saved_at) = (word(8), word(16), word(24) as i64);
         let (days, texts) = (self.days.buckets.len() as u64, self.texts.buckets.len() as u64);
-        if (file_days, file_texts) != (days, texts) {
+        // Table by table: a table of another size (its key hashes place differently) is
+        // skipped, the other restored; neither fits → nothing is.
+        let fits = [file_days == days, file_texts == texts];
+        if !fits[0] && !fits[1] {
             return Err(StateError::Geometry { file_days, file_texts, days, texts });
         }
+        let skipped = match fits {
+            [false, _] => Some("day counts"),
+            [_, false] => Some("same-text marks"),
+            _ => None,
+        };
         let records = &body[32..body.len() - 16];
         if records.len() % 72 != 0 || word(body.len() - 16) != STATE_END {
             return Err(StateError::Format("truncated"));
@@ -391,9 +402,12 @@ impl Frequency {
         for rec in records.chunks_exact(72) {
             let w = |k: usize| u64::from_le_bytes(rec[k * 8..k * 8 + 8].try_into().expect("8 bytes"));
             let (table, i) = (w(0) >> 63, (w(0) & !(1 << 63)) as usize);
-            let limit = if table == 0 { days } else { texts };
+            let limit = if table == 0 { file_days } else { file_texts };
             if i as u64 >= limit {
                 return Err(StateError::Format("bucket index out of range"));
+            }
+            if !fits[table as usize] {
+                continue;
             }
             let mut b = [0u64; 8];
             for (k, v) in b.iter_mut().enumerate() {
@@ -416,7 +430,7 @@ impl Frequency {
                 words[0].store(header, Ordering::Release);
             }
         }
-        Ok(StateStats { buckets: n, bytes: all.len() as u64, saved_at })
+        Ok(StateStats { buckets: n, bytes: all.len() as u64, saved_at, skipped })
     }
 }
 
@@ -853,8 +867,28 @@ mod tests {
         assert!(matches!(g.restore(&file[..file.len() - 9]), Err(StateError::Format(_))));
         assert!(matches!(g.restore(&b"not a state file at all, not at all, no"[..]), Err(StateError::Format(_))));
         assert_eq!(g.usage(8613800000000, Some(7), 100).entity_today, 0, "nothing restored");
+        // The day table resized (no text table either side): nothing fits, nothing restored.
         let other = Frequency::new(FrequencyConfig { subscribers: 100_000, ..cfg(5, 0, 0) }).unwrap();
-        assert!(matches!(other.restore(&file[..]), Err(StateError::Geometry { .. })));
+        let st = other.restore(&file[..]).unwrap();
+        assert_eq!(st.skipped, Some("day counts"));
+        assert_eq!(other.usage(8613800000000, Some(7), 100).entity_today, 0);
+        // Both tables of other sizes: refused.
+        let both = Frequency::new(FrequencyConfig { subscribers: 100_000, ..cfg(5, 0, 60) }).unwrap();
+        assert!(matches!(both.restore(&file[..]), Err(StateError::Geometry { .. })));
+    }
+
+    /// A restart that resized one table (here the same-text table) restores the other.
+    #[test]
+    fn a_state_file_restores_the_table_whose_size_still_fits() {
+        let f = Frequency::new(cfg(5, 0, 60)).unwrap();
+        fill(&f, 50, 2);
+        let mut file = Vec::new();
+        f.save(&mut file, 1).unwrap();
+        let g = Frequency::new(FrequencyConfig { peak_rate: 4096, ..cfg(5, 0, 60) }).unwrap();
+        let st = g.restore(&file[..]).unwrap();
+        assert_eq!(st.skipped, Some("same-text marks"));
+        assert_eq!(g.usage(8613800000000, Some(7), 100).entity_today, 2, "day counts restored");
+        assert_eq!(g.check_and_count(&key(8613800000000, 7, 100, 0, 1_010), 5), None, "marks not restored");
     }
 
     #[test]
