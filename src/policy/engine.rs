@@ -230,6 +230,16 @@ impl EngineCell {
 impl Engine {
     /// Builds the engine. `accounts` come validated (unique system_ids, non-empty entities).
     pub fn new(config: PolicyConfig, accounts: Vec<Account>) -> Engine {
+        Engine::assemble(config, accounts, |f| Frequency::new(f).map(Arc::new))
+    }
+
+    /// [`Engine::new`] with step 8's tables from `frequency` (given the caps in force): new
+    /// ones at start, the running engine's at a reload (no table is allocated to be dropped).
+    fn assemble(
+        config: PolicyConfig,
+        accounts: Vec<Account>,
+        frequency: impl FnOnce(frequency::FrequencyConfig) -> Option<Arc<Frequency>>,
+    ) -> Engine {
         let n_accounts = accounts.len();
         let accounts_entities: Vec<&str> = accounts.iter().map(|a| a.entity.as_str()).collect();
         let cap_entity = accounts.iter().map(|a| frequency::entity_key(&a.entity)).collect();
@@ -238,7 +248,7 @@ impl Engine {
         let rates = accounts.iter().map(|a| a.max_tps.map(|r| Arc::new(Rate::per_second(r)))).collect();
         let sessions = Arc::new(Sessions::new(accounts.iter().map(|a| a.max_sessions).collect()));
         let freq = Engine::frequency_config(&config, &accounts);
-        let frequency = Frequency::new(freq).map(Arc::new);
+        let frequency = frequency(freq);
         let suspensions = Arc::new(Suspensions::default());
         let suspended = accounts_suspended(&suspensions, n_accounts, &accounts_entities);
         drop(accounts_entities);
@@ -281,8 +291,15 @@ impl Engine {
     /// are kept (unless a table's size changed, see [`Carried`]); complaint suspensions
     /// follow the entity; the rates' clock is the same.
     pub fn reloaded(&self, config: PolicyConfig, accounts: Vec<Account>) -> (Engine, Carried) {
-        let mut next = Engine::new(config, accounts);
         let mut carried = Carried::default();
+        let mut next = Engine::assemble(config, accounts, |f| match &self.frequency {
+            Some(old) => {
+                let (table, reset) = old.carried(f);
+                carried.frequency_reset = reset;
+                table.map(Arc::new)
+            }
+            None => Frequency::new(f).map(Arc::new),
+        });
         next.epoch = self.epoch;
         next.suspensions = self.suspensions.clone();
         let entities: Vec<&str> = next.accounts.iter().map(|a| a.entity.as_str()).collect();
@@ -305,12 +322,6 @@ impl Engine {
             }
         }
         next.sessions = Arc::new(Sessions::of(counts));
-        let freq = Engine::frequency_config(&next.config, &next.accounts);
-        if let Some(old) = &self.frequency {
-            let (f, reset) = old.carried(freq);
-            next.frequency = f.map(Arc::new);
-            carried.frequency_reset = reset;
-        }
         (next, carried)
     }
 

@@ -572,7 +572,10 @@ fn zeroed(n: usize) -> Box<[Bucket]> {
                     while at < end {
                         let n = CHUNK.min(end - at);
                         // Advice only, as above (inside the outer unsafe block), on pages of the
-                        // table, which lives as long as the engine (the process).
+                        // table. It normally lives as long as the process (reloads carry it); if
+                        // it is freed first (a reload that resizes it, tests), the advice lands on
+                        // pages no longer ours: populate and collapse change no contents, so the
+                        // worst is memory touched in vain.
                         let q = at as *mut libc::c_void;
                         libc::madvise(q, n, libc::MADV_POPULATE_WRITE);
                         libc::madvise(q, n, libc::MADV_COLLAPSE);
