@@ -5,12 +5,12 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+
 use std::time::{Duration, Instant};
 
 use common::conf::{AccountConf, GwConf};
-use common::node::{free_addr, metric, sim};
-use common::{Esme, Kill};
+use common::node::{free_addr, sim, Node};
+use common::Esme;
 use consentgate::sim::SimConfig;
 use consentgate::smpp::{self, cmd, BindType};
 use serde_json::Value;
@@ -21,12 +21,10 @@ const THROTTLED: u32 = 0x58;
 const FREQUENCY_CAP: u32 = 0x404;
 const BIND_INVALID_SYSTEM_ID: u32 = 0x0F;
 
-/// The real `consentgate run` on a config file the test edits.
+/// The real `consentgate run` ([`Node`]) on a config the test edits.
 struct Live {
-    dir: tempfile::TempDir,
-    conf: PathBuf,
+    node: Node,
     c: GwConf,
-    child: Option<Kill>,
     watch: bool,
 }
 
@@ -42,60 +40,29 @@ impl Live {
             .account(AccountConf::marketing("acme").entity("acme-retail"))
             .account(AccountConf::transactional("bank"));
         let c = f(c);
-        let conf = dir.path().join("gateway.toml");
-        c.write(&conf);
-        Live { dir, conf, c, child: None, watch: false }
+        Live { node: Node::with_conf(dir, &c), c, watch: false }
     }
 
     async fn start(&mut self) {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_consentgate"));
-        cmd.args(["run", "--config"]).arg(&self.conf);
-        if self.watch {
-            cmd.arg("--watch-config");
-        }
-        let child = cmd
-            .env("RUST_LOG", "warn")
-            .env("CONSENTGATE_ADMIN_TOKEN", TOKEN)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn consentgate");
-        self.child = Some(Kill(child));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok((200, _)) = self.get("/livez").await {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("consentgate did not come up");
+        let args: &[&str] = if self.watch { &["--watch-config"] } else { &[] };
+        self.node.start_with(&[("CONSENTGATE_ADMIN_TOKEN", TOKEN)], args).await;
     }
 
     fn edit(&mut self, f: impl FnOnce(&mut GwConf)) {
         f(&mut self.c);
-        self.c.write(&self.conf);
+        self.c.write(&self.node.conf);
     }
 
     fn signal(&self, sig: &str) {
-        let pid = self.child.as_ref().unwrap().0.id().to_string();
-        assert!(std::process::Command::new("kill").args([sig, &pid]).status().unwrap().success());
+        self.node.signal(sig);
     }
 
     async fn stop(&mut self) {
-        self.signal("-TERM");
-        let mut child = self.child.take().unwrap();
-        let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_secs(20) {
-            if let Some(st) = child.0.try_wait().unwrap() {
-                assert!(st.success(), "exit {st}");
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("no exit after SIGTERM");
+        self.node.stop().await;
     }
 
     async fn get(&self, path: &str) -> std::io::Result<(u16, String)> {
-        consentgate::admin::request(self.c.admin, "GET", path, None, None).await
+        self.node.get(path).await
     }
 
     async fn post(&self, path: &str, body: Option<&str>) -> (u16, Value) {
@@ -108,7 +75,7 @@ impl Live {
     }
 
     async fn metric(&self, series: &str) -> Option<f64> {
-        metric(&self.get("/metrics").await.unwrap().1, series)
+        self.node.metric(series).await
     }
 
     async fn status(&self, system_id: &str, b: &consentgate::smpp::pdu::SubmitBuilder) -> u32 {
@@ -372,7 +339,7 @@ async fn cap_counts_survive_a_reload_and_a_restart() {
     assert_eq!(gw.status("acme", &text(sub, "three")).await, 0);
     assert_eq!(gw.status("acme", &text(sub, "four")).await, FREQUENCY_CAP, "count lost by the reload");
     gw.stop().await;
-    assert!(gw.dir.path().join("journal/frequency.state").exists(), "no state saved at the stop");
+    assert!(gw.node.dir.path().join("journal/frequency.state").exists(), "no state saved at the stop");
     gw.start().await;
     assert_eq!(gw.status("acme", &text(sub, "five")).await, FREQUENCY_CAP, "count lost by the restart");
     assert_eq!(gw.status("acme", &text("8613900000002", "one")).await, 0);
@@ -421,7 +388,7 @@ async fn after_kill_9_the_last_checkpoint_holds() {
             .set("policy.frequency", "checkpoint_interval = \"1s\"")
     });
     gw.start().await;
-    let state = gw.dir.path().join("journal/frequency.state");
+    let state = gw.node.dir.path().join("journal/frequency.state");
     let (a, b) = ("8613900000011", "8613900000012");
     // a reaches its cap before a checkpoint.
     assert_eq!(gw.status("acme", &text(a, "one")).await, 0);
@@ -434,7 +401,7 @@ async fn after_kill_9_the_last_checkpoint_holds() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     gw.signal("-KILL");
-    let _ = gw.child.take();
+    let _ = gw.node.child.take();
     gw.start().await;
     assert_eq!(gw.status("acme", &text(a, "three")).await, FREQUENCY_CAP, "checkpointed count lost after kill -9");
     assert_eq!(gw.status("acme", &text(b, "one")).await, 0);

@@ -137,11 +137,7 @@ async fn watch(
 /// Prints diagnostics to stderr, errors as `file:line: key: message`, warnings prefixed.
 fn print_diagnostics(diags: &[Diagnostic]) {
     for d in diags {
-        if d.is_error() {
-            eprintln!("{d}");
-        } else {
-            eprintln!("warning: {d}");
-        }
+        eprintln!("{}", d.report());
     }
 }
 

@@ -55,6 +55,16 @@ impl Diagnostic {
         self.severity == Severity::Error
     }
 
+    /// How it is reported (check-config, run, a reload): `file:line: key: message`, a warning
+    /// prefixed `warning: `.
+    pub fn report(&self) -> String {
+        if self.is_error() {
+            self.to_string()
+        } else {
+            format!("warning: {self}")
+        }
+    }
+
     /// A warning that `run` does not accept: the file is needed at start and no later step
     /// reads it (the TLS files and the snapshot are read again by the gateway, which refuses
     /// or reports them itself; the complaints calendar is read only here).

@@ -10,7 +10,7 @@ use super::{load, summary, Diagnostic, Loaded};
 /// Reads and validates `path` (and its includes) for the gateway: on any error, every
 /// problem as `file:line: key: message` (warnings prefixed `warning: `).
 pub fn load_for_gateway(path: &Path) -> Result<LoadedConfig, Vec<String>> {
-    let l = load(path).map_err(|diags| diags.iter().map(describe).collect::<Vec<_>>())?;
+    let l = load(path).map_err(|diags| diags.iter().map(Diagnostic::report).collect::<Vec<_>>())?;
     Ok(for_gateway(l))
 }
 
@@ -22,15 +22,7 @@ pub fn for_gateway(l: Loaded) -> LoadedConfig {
         keys: l.keys,
         files: l.files,
         include_dirs: l.include_dirs,
-        warnings: l.warnings.iter().map(describe).collect(),
+        warnings: l.warnings.iter().map(Diagnostic::report).collect(),
         config: l.config,
-    }
-}
-
-fn describe(d: &Diagnostic) -> String {
-    if d.is_error() {
-        d.to_string()
-    } else {
-        format!("warning: {d}")
     }
 }

@@ -247,9 +247,15 @@ pub fn spawn_gateway(conf: &std::path::Path) -> std::process::Child {
 
 /// [`spawn_gateway`] with more environment variables.
 pub fn spawn_gateway_with_env(conf: &std::path::Path, env: &[(&str, &str)]) -> std::process::Child {
+    spawn_gateway_with(conf, env, &[])
+}
+
+/// [`spawn_gateway`] with more environment variables and more `run` arguments.
+pub fn spawn_gateway_with(conf: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> std::process::Child {
     std::process::Command::new(env!("CARGO_BIN_EXE_consentgate"))
         .args(["run", "--config"])
         .arg(conf)
+        .args(args)
         .env("RUST_LOG", "warn")
         .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())

@@ -74,9 +74,14 @@ impl Node {
         if let Some(a) = o.audit {
             c = c.set("audit", &format!("dir = \"{}\"", a.display())).set("audit", "mode = \"all\"");
         }
+        Node::with_conf(dir, &c)
+    }
+
+    /// A node on a config of the test's own, written to `dir`/gateway.toml.
+    pub fn with_conf(dir: tempfile::TempDir, c: &GwConf) -> Node {
         let conf = dir.path().join("gateway.toml");
         c.write(&conf);
-        Node { dir, conf, smpp, admin, child: None }
+        Node { dir, conf, smpp: c.smpp, admin: c.admin, child: None }
     }
 
     pub async fn start(&mut self) {
@@ -84,8 +89,14 @@ impl Node {
     }
 
     pub async fn start_with_env(&mut self, env: &[(&str, &str)]) {
+        self.start_with(env, &[]).await
+    }
+
+    /// Starts `consentgate run` with more environment variables and `run` arguments, and
+    /// waits (bounded) for its admin API.
+    pub async fn start_with(&mut self, env: &[(&str, &str)], args: &[&str]) {
         assert!(self.child.is_none(), "already running");
-        self.child = Some(Kill(super::spawn_gateway_with_env(&self.conf, env)));
+        self.child = Some(Kill(super::spawn_gateway_with(&self.conf, env, args)));
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok((200, _)) = self.get("/livez").await {
