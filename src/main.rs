@@ -7,7 +7,7 @@ mod cli;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 use consentgate::telemetry::{init_logging, LogFormat};
 
@@ -19,11 +19,17 @@ use cli::tools::{LoadArgs, RelayArgs, SmscSimArgs};
 #[derive(Parser)]
 #[command(
     name = "consentgate",
-    version,
-    about = "Inline SMPP gateway filter: consent / do-not-call enforcement for commercial SMS"
+    version = consentgate::telemetry::LONG_VERSION,
+    about = "Inline SMPP gateway filter: consent / do-not-call enforcement for commercial SMS",
+    long_about = "Inline SMPP gateway filter: consent / do-not-call enforcement for commercial SMS.\n\n\
+        Sits between sender platforms (ESMEs) and the carrier's SMSC, decides every submit_sm \
+        against an in-memory consent / do-not-call snapshot and captures MO opt-outs.",
+    after_help = "Exit status: 0 success, 1 failure, 64 bad usage or a bad config/input file, \
+        69 a service the command needs is unreachable, 77 the admin token was refused."
 )]
 struct Cli {
-    /// Log output format.
+    /// Log output format: human (colour only on a terminal, and not with NO_COLOR set) or
+    /// json (one object per line). RUST_LOG sets the level (default info).
     #[arg(long, global = true, value_enum, default_value = "human")]
     log_format: LogFmt,
     #[command(subcommand)]
@@ -32,7 +38,9 @@ struct Cli {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFmt {
+    /// Text lines for people.
     Human,
+    /// One JSON object per line, for a log pipeline.
     Json,
 }
 
@@ -55,7 +63,10 @@ enum Command {
     /// 69 admin API unreachable, 77 token refused.
     Drain(cli::drain::DrainArgs),
     /// Validate a config file; exit 64 and list every problem if it is bad.
-    CheckConfig { file: PathBuf },
+    CheckConfig {
+        /// The config file (TOML), with the files its `include` patterns name.
+        file: PathBuf,
+    },
     /// Run everything on loopback: SMSC simulator, gateway, a short load through it.
     Demo {
         /// Messages to send through the gateway.
@@ -64,7 +75,11 @@ enum Command {
     },
     /// SMSC simulator for tests, demos and benchmarks.
     SmscSim(SmscSimArgs),
-    /// ESME load generator.
+    /// ESME load generator: binds, sends, reports latency and statuses.
+    ///
+    /// Exit 0 when every bind succeeded, every submit was answered and (with --scenario)
+    /// every status was the expected one; 1 otherwise, with the reasons on stderr (and in
+    /// --report); 64 bad usage.
     Load(Box<LoadArgs>),
     /// Build, inspect and query consent snapshots.
     #[command(subcommand)]
@@ -80,6 +95,28 @@ enum Command {
     Replication(cli::replication::ReplicationCmd),
     /// Plain frame-forwarding TCP relay: the benchmark baseline (no SMPP logic).
     Relay(RelayArgs),
+    /// Print a shell completion script, e.g. `consentgate completions bash > /etc/bash_completion.d/consentgate`.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Write the man pages (consentgate.1 and one per command), or print consentgate.1.
+    Man {
+        /// Write every page into this directory instead of printing the main page.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// Print the command-line reference as Markdown (the book's reference/cli.md).
+    #[command(hide = true)]
+    Reference,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Shell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 fn main() -> ExitCode {
@@ -129,5 +166,47 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Complaints(cmd) => cli::complaints::run(cmd),
         Command::Replication(cmd) => cli::replication::run(cmd).await,
         Command::Relay(a) => cli::tools::relay(a).await,
+        Command::Completions { shell } => {
+            let shell = match shell {
+                Shell::Bash => clap_complete::Shell::Bash,
+                Shell::Zsh => clap_complete::Shell::Zsh,
+                Shell::Fish => clap_complete::Shell::Fish,
+            };
+            clap_complete::generate(shell, &mut Cli::command(), "consentgate", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { out } => cli::manual::man(Cli::command(), out.as_deref()),
+        Command::Reference => {
+            print!("{}", cli::manual::markdown(Cli::command()));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every argument and every command says what it is for: `--help`, the man pages and the
+    /// book's CLI reference all come from these texts.
+    #[test]
+    fn every_argument_and_command_has_help() {
+        let mut missing = Vec::new();
+        cli::manual::walk(&Cli::command(), &mut |path, cmd| {
+            if cmd.get_about().is_none() && path.len() > 1 {
+                missing.push(path.join(" "));
+            }
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{} {id}", path.join(" ")));
+                }
+            }
+        });
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
+        Cli::command().debug_assert();
     }
 }

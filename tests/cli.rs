@@ -130,3 +130,88 @@ fn a_quoted_revocation_reaches_its_entity() {
     let (code, out, _) = consentgate(&["snapshot", "lookup", s, "8613800000001", "--entity", "\"acme-retail\""]);
     assert!(code != 0 || !out.contains("revoked"), "{out}");
 }
+
+fn listing(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        walk(dir).into_iter().map(|p| p.strip_prefix(dir).unwrap().display().to_string()).collect();
+    v.sort();
+    v
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
+}
+
+/// The read-only commands create nothing: `complaints list` on a gateway that never ran made
+/// the register's directory and an empty database; on an existing register nothing is added
+/// (no migration, no WAL files left behind), and the rows are read.
+#[test]
+fn read_only_commands_create_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state/complaints.db");
+    let conf = dir.path().join("gw.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[listen]\nsmpp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n[upstream]\naddress = \"127.0.0.1:1\"\n\
+             [policy]\non_snapshot_unavailable = \"allow\"\n[complaints]\ndb = \"{}\"\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    let c = conf.to_str().unwrap();
+    let before = listing(dir.path());
+    let (code, out, err) = consentgate(&["complaints", "list", "--config", c]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("0 complaint(s)"), "{out}{err}");
+    let (code, _, err) = consentgate(&["complaints", "show", "--config", c, "1"]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(listing(dir.path()), before, "a read created files");
+
+    // A register the gateway made: read, and left as it was.
+    drop(consentgate::complaints::Register::open(&db).unwrap());
+    let before = listing(dir.path());
+    let (code, out, err) = consentgate(&["complaints", "list", "--config", c, "--status", "open"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("reference"), "{out}");
+    assert_eq!(listing(dir.path()), before, "a read changed the register's directory");
+}
+
+/// `--version` names the commit and the build date; the completions and the man pages come
+/// from the same definitions as `--help`; the book's CLI reference is what the binary prints.
+#[test]
+fn version_completions_man_pages_and_the_reference_page() {
+    let (code, out, _) = consentgate(&["--version"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with(&format!("consentgate {} (commit ", env!("CARGO_PKG_VERSION"))) && out.contains(", built 20"),
+        "{out}"
+    );
+    for shell in ["bash", "zsh", "fish"] {
+        let (code, out, err) = consentgate(&["completions", shell]);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("snapshot") && out.contains("check-config") && out.len() > 1000, "{shell}: {out}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = consentgate(&["man", "--out", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let page = std::fs::read_to_string(dir.path().join("consentgate-snapshot-build.1")).unwrap();
+    assert!(page.starts_with(".ie") || page.contains(".TH"), "{page}");
+    assert!(page.contains("consentgate snapshot build") || page.contains("consentgate\\-snapshot\\-build"), "{page}");
+    let (code, reference, _) = consentgate(&["reference"]);
+    assert_eq!(code, 0);
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/src/reference/cli.md");
+    let book = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        book == reference,
+        "docs/src/reference/cli.md is not what the binary prints: run `cargo run -- reference > docs/src/reference/cli.md`"
+    );
+}

@@ -190,3 +190,43 @@ async fn unreachable_refused_and_bad_usage() {
     }
     gw.stop().await;
 }
+
+/// The systemd unit is `Type=notify`: `READY=1` reaches the socket in `NOTIFY_SOCKET` once
+/// the SMPP and admin ports are bound (so `systemctl start` returns when they are), and
+/// `STOPPING=1` at SIGTERM, before the drain. A path socket and an abstract one (`@name`,
+/// which systemd uses) both work.
+#[tokio::test]
+async fn the_service_manager_hears_ready_when_the_ports_are_bound_and_stopping_at_sigterm() {
+    use std::os::unix::net::UnixDatagram;
+    let sim = sim(SimConfig { listen: "127.0.0.1:0".parse().unwrap(), ..Default::default() }).await;
+    for abstract_name in [false, true] {
+        let mut gw = Node::new(NodeOpts::new(sim.local_addr));
+        let (sock, name) = if abstract_name {
+            use std::os::linux::net::SocketAddrExt;
+            let name = format!("consentgate-test-{}-{}", std::process::id(), gw.smpp.port());
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+            (UnixDatagram::bind_addr(&addr).unwrap(), format!("@{name}"))
+        } else {
+            let path = gw.dir.path().join("notify.sock");
+            (UnixDatagram::bind(&path).unwrap(), path.display().to_string())
+        };
+        sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let child = common::spawn_gateway_with_env(&gw.conf, &[("NOTIFY_SOCKET", &name)]);
+        gw.child = Some(common::Kill(child));
+        let mut buf = [0u8; 512];
+        let n = sock.recv(&mut buf).expect("READY=1 within 20 s");
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(msg.lines().any(|l| l == "READY=1"), "{msg}");
+        // Ready means bound: both ports take a connection at once.
+        std::net::TcpStream::connect(gw.smpp).expect("SMPP port bound at READY=1");
+        std::net::TcpStream::connect(gw.admin).expect("admin port bound at READY=1");
+        gw.signal("-TERM");
+        let n = sock.recv(&mut buf).expect("STOPPING=1 at SIGTERM");
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(msg.lines().any(|l| l == "STOPPING=1"), "{msg}");
+        let mut child = gw.child.take().unwrap();
+        let st = tokio::task::spawn_blocking(move || child.0.wait()).await.unwrap().unwrap();
+        assert!(st.success(), "{st}");
+    }
+    sim.shutdown().await;
+}

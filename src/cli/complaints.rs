@@ -23,6 +23,7 @@ pub enum ComplaintsCmd {
         /// Only complaints about this entity.
         #[arg(long)]
         entity: Option<String>,
+        /// At most this many complaints.
         #[arg(long, default_value_t = 100)]
         limit: u32,
         /// One JSON object per line instead of a table.
@@ -31,13 +32,17 @@ pub enum ComplaintsCmd {
     },
     /// One complaint with its evidence, as JSON.
     Show {
+        /// The gateway's config (its `complaints.db`).
         #[arg(long)]
         config: PathBuf,
+        /// The complaint's id (as `complaints list` and the API show it).
         id: i64,
     },
 }
 
-fn open(config: &std::path::Path) -> Result<Register, ExitCode> {
+/// The register the config names, opened read-only; `Ok(None)` when the gateway has not
+/// created it yet (a read creates nothing).
+fn open(config: &std::path::Path) -> Result<Option<Register>, ExitCode> {
     let cfg = Config::load(config).map_err(|e| {
         eprintln!("{e}");
         ExitCode::from(EX_USAGE)
@@ -46,7 +51,7 @@ fn open(config: &std::path::Path) -> Result<Register, ExitCode> {
         eprintln!("{}: no [complaints] section: there is no register", config.display());
         return Err(ExitCode::from(EX_USAGE));
     };
-    Register::open(&c.db).map_err(|e| {
+    Register::open_read_only(&c.db).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::FAILURE
     })
@@ -60,11 +65,11 @@ pub fn run(cmd: ComplaintsCmd) -> anyhow::Result<ExitCode> {
                 eprintln!("complaints list: --status {status}: expected open | overdue | closed | all");
                 return Ok(ExitCode::from(EX_USAGE));
             };
-            let r = match open(&config) {
-                Ok(r) => r,
+            let rows = match open(&config) {
+                Ok(Some(r)) => r.list(filter, entity.as_deref(), now, limit.clamp(1, 100_000))?,
+                Ok(None) => Vec::new(),
                 Err(code) => return Ok(code),
             };
-            let rows = r.list(filter, entity.as_deref(), now, limit.clamp(1, 100_000))?;
             if json {
                 for row in &rows {
                     println!("{}", row_json(row, now));
@@ -88,7 +93,11 @@ pub fn run(cmd: ComplaintsCmd) -> anyhow::Result<ExitCode> {
         }
         ComplaintsCmd::Show { config, id } => {
             let r = match open(&config) {
-                Ok(r) => r,
+                Ok(Some(r)) => r,
+                Ok(None) => {
+                    eprintln!("complaints show: no complaint {id}: the register does not exist yet");
+                    return Ok(ExitCode::FAILURE);
+                }
                 Err(code) => return Ok(code),
             };
             match r.get(id)? {

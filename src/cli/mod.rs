@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod complaints;
 pub mod drain;
+pub mod manual;
 pub mod replication;
 pub mod run;
 pub mod snapshot;

@@ -16,6 +16,7 @@ pub enum ReplicationCmd {
     /// The stream: length, first and last ids, each node's published-through marker, the
     /// trim marks and the node ids holding a lease, as JSON.
     Status {
+        /// The gateway's config (its `[replication]` Redis address and stream).
         #[arg(long)]
         config: PathBuf,
     },
@@ -23,8 +24,10 @@ pub enum ReplicationCmd {
     /// at or below its origin's watermark in SNAPSHOT. Give it the oldest snapshot any node
     /// may still start from (after a new daily build has reached every node: the previous one).
     Trim {
+        /// The gateway's config (its `[replication]` Redis address and stream).
         #[arg(long)]
         config: PathBuf,
+        /// The oldest snapshot any node may still start from.
         #[arg(long)]
         snapshot: PathBuf,
     },

@@ -67,10 +67,44 @@ pub async fn run(config: PathBuf, watch_config: bool) -> anyhow::Result<ExitCode
     }
     tokio::spawn(async move {
         shutdown_signal().await;
+        notify_service_manager("STOPPING=1\nSTATUS=draining");
         let _ = control.send(Control::Shutdown).await;
     });
+    // The listeners are bound and the snapshot loaded: a `Type=notify` unit's `systemctl
+    // start` returns now (connections made before the accept loops run wait in the backlog).
+    notify_service_manager(&format!("READY=1\nSTATUS=serving\nMAINPID={}", std::process::id()));
     gw.serve(std::future::pending()).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// sd_notify(3) without libsystemd: one datagram to the socket named by `NOTIFY_SOCKET` (a
+/// path, or `@name` in the abstract namespace). Nothing happens when it is unset (not run by
+/// systemd with `Type=notify`); a failure is logged, never fatal.
+fn notify_service_manager(state: &str) {
+    let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    if let Err(e) = send_notify(&socket, state) {
+        tracing::warn!(socket = %socket.to_string_lossy(), error = %e, "cannot notify the service manager");
+    }
+}
+
+#[cfg(unix)]
+fn send_notify(socket: &std::ffi::OsStr, state: &str) -> std::io::Result<()> {
+    use std::os::unix::net::UnixDatagram;
+    let sock = UnixDatagram::unbound()?;
+    let bytes = socket.as_encoded_bytes();
+    #[cfg(target_os = "linux")]
+    if let Some(name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+        return sock.send_to_addr(state.as_bytes(), &addr).map(|_| ());
+    }
+    let _ = bytes;
+    sock.send_to(state.as_bytes(), socket).map(|_| ())
+}
+
+#[cfg(not(unix))]
+fn send_notify(_socket: &std::ffi::OsStr, _state: &str) -> std::io::Result<()> {
+    Ok(())
 }
 
 /// Reads and validates the config with everything a reload compares.

@@ -37,6 +37,8 @@ pub enum SnapshotCmd {
         /// node that started from a snapshot; its journal then has `replication.partial`).
         #[arg(long, requires = "journal")]
         base: Option<PathBuf>,
+        /// The snapshot file to write (written to a temporary name, then renamed: a reader
+        /// never sees half a file).
         #[arg(long)]
         out: PathBuf,
         /// Skip up to N bad rows (reported) instead of failing.
@@ -53,16 +55,23 @@ pub enum SnapshotCmd {
         memory: Option<u64>,
     },
     /// Print a snapshot's header and counts (validates it completely first).
-    Inspect { file: PathBuf },
+    Inspect {
+        /// The snapshot file.
+        file: PathBuf,
+    },
     /// Print what a snapshot holds for one subscriber, and the decision for an entity.
     Lookup {
+        /// The snapshot file.
         file: PathBuf,
+        /// The subscriber: +8613800138000, 008613800138000 or national 13800138000.
         msisdn: String,
+        /// The sending entity to decide for (a commercial message from it).
         #[arg(long)]
         entity: Option<String>,
         /// Regime for the decision line.
         #[arg(long, value_enum, default_value = "opt-in")]
         regime: RegimeArg,
+        /// Country code for a national MSISDN.
         #[arg(long, default_value = "86")]
         default_country_code: String,
     },

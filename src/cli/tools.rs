@@ -16,7 +16,8 @@ use super::{shutdown_signal, EX_USAGE};
 /// `smsc-sim`: SMSC simulator for tests, demos and benchmarks.
 #[derive(Args)]
 pub struct SmscSimArgs {
-    #[arg(long, default_value = "127.0.0.1:2776")]
+    /// Address to accept SMPP binds on (the gateway's `upstream.address`).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:2776")]
     listen: SocketAddr,
     /// Do not send delivery receipts.
     #[arg(long)]
@@ -32,19 +33,27 @@ pub struct SmscSimArgs {
     mo_every: Option<Duration>,
 }
 
-/// `load`: ESME load generator.
+/// `load`: ESME load generator. Exit 0 when every bind succeeded, every submit was answered
+/// and (with --scenario) every status was the expected one; 1 otherwise (the reasons on
+/// stderr); 64 bad usage.
 #[derive(Args)]
 pub struct LoadArgs {
-    #[arg(long)]
+    /// The gateway's (or an SMSC's) SMPP address.
+    #[arg(long, value_name = "ADDR")]
     target: SocketAddr,
+    /// system_id of every bind (the gateway's `[[account]] system_id`).
     #[arg(long)]
     system_id: String,
+    /// Password of every bind (the gateway relays it; the SMSC checks it).
     #[arg(long, default_value = "")]
     password: String,
+    /// Bind type of every session.
     #[arg(long, value_enum, default_value = "transceiver")]
     bind_type: BindArg,
+    /// SMPP sessions to open, in parallel.
     #[arg(long, default_value_t = 4)]
     sessions: usize,
+    /// Submits in flight per session (unanswered at once).
     #[arg(long, default_value_t = 100)]
     window: usize,
     /// Total submit_sm to send (0 = until --duration) [default: 100000; with --pcap: every
@@ -108,9 +117,11 @@ pub struct LoadArgs {
 /// `relay`: plain frame-forwarding TCP relay (no SMPP logic).
 #[derive(Args)]
 pub struct RelayArgs {
-    #[arg(long)]
+    /// Address to accept ESME connections on.
+    #[arg(long, value_name = "ADDR")]
     listen: SocketAddr,
-    #[arg(long)]
+    /// Address every connection is relayed to (one upstream connection each).
+    #[arg(long, value_name = "ADDR")]
     upstream: SocketAddr,
 }
 
@@ -243,7 +254,14 @@ pub async fn load(a: LoadArgs) -> anyhow::Result<ExitCode> {
     if let Some(p) = report {
         std::fs::write(&p, serde_json::to_vec_pretty(&r)?).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
     }
-    Ok(ExitCode::SUCCESS)
+    // A pipeline step: exit 1 when the run did not go as asked (the report says the same).
+    let failures = r.failures();
+    if failures.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("load failed: {}", failures.join("; "));
+        Ok(ExitCode::FAILURE)
+    }
 }
 
 pub async fn relay(a: RelayArgs) -> anyhow::Result<ExitCode> {

@@ -70,6 +70,8 @@ pub enum RegisterError {
     },
     #[error("{}: schema version {found} is newer than this build's {SCHEMA_VERSION}: refusing to touch it (run the newer consentgate)", path.display())]
     NewerSchema { path: PathBuf, found: usize },
+    #[error("{}: schema version {found} is older than this build's {SCHEMA_VERSION}: start the gateway once (it migrates the register), then read it", path.display())]
+    OlderSchema { path: PathBuf, found: usize },
 }
 
 /// A row of `complaints`, evidence left out unless asked for.
@@ -206,6 +208,18 @@ pub struct NewRow<'a> {
     pub evidence: &'a str,
 }
 
+/// `path` escaped for a `file:` URI (RFC 3986 path characters kept, the rest %-encoded).
+fn uri_path(path: &Path) -> String {
+    let mut out = String::new();
+    for b in path.as_os_str().as_encoded_bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'-' | b'.' | b'_' | b'~' => out.push(*b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
 impl Register {
     /// Opens (creating if absent) and migrates the register at `path`.
     pub fn open(path: &Path) -> Result<Register, RegisterError> {
@@ -233,6 +247,40 @@ impl Register {
             tracing::info!(path = %path.display(), version = v + 1, "complaint register migrated");
         }
         Ok(Register { path: path.to_owned(), conn: Mutex::new(conn) })
+    }
+
+    /// Opens an existing register for reading only (the `complaints` commands): creates no
+    /// directory, file or table, migrates nothing. `Ok(None)` when there is no register at
+    /// `path` yet (the gateway creates it when it first runs with `[complaints]`). A register
+    /// of another schema version is refused: older ones are migrated by the gateway at start.
+    pub fn open_read_only(path: &Path) -> Result<Option<Register>, RegisterError> {
+        let sq = |source| RegisterError::Sqlite { path: path.to_owned(), source };
+        if !path.exists() {
+            return Ok(None);
+        }
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        // A read-only connection to a WAL database makes `-wal` and `-shm` files when they do
+        // not exist and leaves them. They exist while a gateway has the register open: then
+        // share them. Else no process is writing and the file is opened immutable (no
+        // locking, no side files).
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let conn = if Path::new(&wal).exists() {
+            Connection::open_with_flags(path, flags).map_err(sq)?
+        } else {
+            let uri = format!("file:{}?immutable=1", uri_path(path));
+            Connection::open_with_flags(uri, flags | rusqlite::OpenFlags::SQLITE_OPEN_URI).map_err(sq)?
+        };
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(sq)?;
+        let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sq)?;
+        let found = found.max(0) as usize;
+        if found > SCHEMA_VERSION {
+            return Err(RegisterError::NewerSchema { path: path.to_owned(), found });
+        }
+        if found < SCHEMA_VERSION {
+            return Err(RegisterError::OlderSchema { path: path.to_owned(), found });
+        }
+        Ok(Some(Register { path: path.to_owned(), conn: Mutex::new(conn) }))
     }
 
     pub fn path(&self) -> &Path {

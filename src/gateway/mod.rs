@@ -171,7 +171,7 @@ impl Gateway {
             Some(c) => {
                 let cap = crate::capture::Capture::start(c.clone())
                     .map_err(|source| GatewayError::Capture { dir: c.dir.clone(), source })?;
-                info!(dir = %c.dir.display(), accounts = ?c.accounts, "recording sessions to pcapng");
+                info!(dir = %c.dir.display(), accounts = %c.accounts.join(","), "recording sessions to pcapng");
                 Some(Arc::new(cap))
             }
             None => None,
@@ -341,7 +341,7 @@ impl Gateway {
         }
         metrics::gauge!(m::CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP).set(crate::time::unix_us() as f64 / 1e6);
         let smpp_tls = tls_listener.as_ref().and_then(|l| l.local_addr().ok());
-        info!(smpp = %listener.local_addr()?, smpp_tls = ?smpp_tls, admin = %admin_addr, upstream = %config.upstream.address, upstream_tls = config.upstream.tls.is_some(), accounts = shared.engine().account_count(), "listening");
+        info!(smpp = %listener.local_addr()?, smpp_tls = %smpp_tls.map_or_else(|| "off".to_string(), |a| a.to_string()), admin = %admin_addr, upstream = %config.upstream.address, upstream_tls = config.upstream.tls.is_some(), accounts = shared.engine().account_count(), "listening");
         let mut sessions = JoinSet::new();
         let (fds, mut backoff) = (FdBudget::global(), AcceptBackoff::new("smpp"));
         tokio::pin!(shutdown);
@@ -573,16 +573,16 @@ async fn reload_config(
     }
     info!(
         sha256 = %report.sha256,
-        applied = ?report.applied,
-        restart_required = ?report.restart_required,
-        accounts_added = ?report.accounts_added,
-        accounts_removed = ?report.accounts_removed,
-        accounts_changed = ?report.accounts_changed,
-        notes = ?report.notes,
+        applied = %report.applied.join(", "),
+        restart_required = %report.restart_required.join(", "),
+        accounts_added = %report.accounts_added.join(", "),
+        accounts_removed = %report.accounts_removed.join(", "),
+        accounts_changed = %report.accounts_changed.join(", "),
+        notes = %report.notes.join(", "),
         "config reloaded"
     );
     if !report.restart_required.is_empty() {
-        warn!(keys = ?report.restart_required, "config reload: these changes need a restart to take effect");
+        warn!(keys = %report.restart_required.join(", "), "config reload: these changes need a restart to take effect");
     }
     Ok(report)
 }

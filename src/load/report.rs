@@ -77,6 +77,27 @@ pub struct StatusPair {
 }
 
 impl Report {
+    /// Why the run failed, for `consentgate load`'s exit status: binds refused, submits
+    /// unanswered, statuses other than a scenario's `expect`, session errors. Empty when the
+    /// run went as asked. (Replayed statuses that differ from the recorded ones are a
+    /// finding, not a failure: a replay is often run against another config on purpose.)
+    pub fn failures(&self) -> Vec<String> {
+        let mut f = Vec::new();
+        if self.bind_failures > 0 {
+            f.push(format!("{} bind(s) refused", self.bind_failures));
+        }
+        if self.unanswered > 0 {
+            f.push(format!("{} submit(s) unanswered", self.unanswered));
+        }
+        if self.expect_mismatches > 0 {
+            f.push(format!("{} response(s) not as the scenario expects", self.expect_mismatches));
+        }
+        if !self.errors.is_empty() && self.bind_failures == 0 {
+            f.push(format!("{} session error(s): {}", self.errors.len(), self.errors.join("; ")));
+        }
+        f
+    }
+
     /// Prints a compact table to stdout.
     pub fn print_human(&self) {
         let l = &self.latency_us;

@@ -95,7 +95,11 @@ async fn session(
     }
     let epoch = c.cmd(&[b"GET", k.epoch.as_bytes()]).await?.as_str().map(str::to_owned);
     if f.epoch.is_some() && f.epoch != epoch {
-        warn!(old = ?f.epoch, new = ?epoch, "replication stream epoch changed (Redis wiped?): re-reading from the start");
+        warn!(
+            old = f.epoch.as_deref().unwrap_or("none"),
+            new = epoch.as_deref().unwrap_or("none"),
+            "replication stream epoch changed (Redis wiped?): re-reading from the start"
+        );
         f.cursor = EntryId::ZERO;
     }
     f.epoch = epoch;
@@ -127,7 +131,7 @@ async fn session(
         _ => None,
     };
     if head.is_some_and(|h| h < f.cursor) {
-        warn!(cursor = %f.cursor, head = ?head.map(|h| h.to_string()), "replication stream is behind this reader's cursor (recreated?): re-reading from the start");
+        warn!(cursor = %f.cursor, head = %head.map_or_else(|| "none".to_string(), |h| h.to_string()), "replication stream is behind this reader's cursor (recreated?): re-reading from the start");
         f.cursor = EntryId::ZERO;
     }
     *connected = true;

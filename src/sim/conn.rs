@@ -450,7 +450,7 @@ impl Conn {
                 debug!(conn = self.conn_id, system_id = %self.system_id, bind = bt.as_str(), "sim bind accepted");
             }
             req => {
-                debug!(conn = self.conn_id, system_id = ?req.map(|r| r.system_id), status = st, "sim bind refused");
+                debug!(conn = self.conn_id, system_id = %req.map(|r| r.system_id).unwrap_or_default(), status = st, "sim bind refused");
             }
         }
     }

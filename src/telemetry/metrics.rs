@@ -169,7 +169,8 @@ pub fn install() -> PrometheusHandle {
             // renders nothing, which /metrics makes visible, rather than panicking.
             let _ = metrics::set_global_recorder(recorder);
             describe();
-            metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "commit" => super::COMMIT, "built" => super::BUILD_DATE)
+                .set(1.0);
             register_alerting_series();
             handle
         })

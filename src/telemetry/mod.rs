@@ -17,6 +17,20 @@ pub enum LogFormat {
     Json,
 }
 
+/// The commit the binary was built from (12 hex digits; `unknown` outside a git checkout).
+pub const COMMIT: &str = env!("CONSENTGATE_COMMIT");
+/// The build date, `YYYY-MM-DD` UTC (`SOURCE_DATE_EPOCH` when the build set it).
+pub const BUILD_DATE: &str = env!("CONSENTGATE_BUILD_DATE");
+/// What `consentgate --version` prints after the name: `0.1.0 (commit 60730af6e1a2, built 2026-12-07)`.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("CONSENTGATE_COMMIT"),
+    ", built ",
+    env!("CONSENTGATE_BUILD_DATE"),
+    ")"
+);
+
 static FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
 
 /// Installs the global subscriber. `RUST_LOG` overrides `default_filter`.
@@ -25,7 +39,9 @@ pub fn init_logging(format: LogFormat, default_filter: &str) {
     let (filter, handle) = reload::Layer::new(filter);
     let registry = tracing_subscriber::registry().with(filter);
     let installed = match format {
-        LogFormat::Human => registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).try_init(),
+        LogFormat::Human => registry
+            .with(tracing_subscriber::fmt::layer().with_ansi(colour_on_stderr()).with_writer(std::io::stderr))
+            .try_init(),
         LogFormat::Json => registry
             .with(tracing_subscriber::fmt::layer().json().flatten_event(true).with_writer(std::io::stderr))
             .try_init(),
@@ -33,6 +49,17 @@ pub fn init_logging(format: LogFormat, default_filter: &str) {
     if installed.is_ok() {
         let _ = FILTER.set(handle);
     }
+}
+
+/// Colour (ANSI escapes) in human logs only when stderr is a terminal and `NO_COLOR` is unset
+/// or empty (<https://no-color.org>): a log file or the journal gets plain text.
+fn colour_on_stderr() -> bool {
+    use std::io::IsTerminal;
+    colour_allowed(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR").as_deref())
+}
+
+fn colour_allowed(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// Replaces the log filter (EnvFilter syntax: `info`, `consentgate=debug,warn`, …); used by
@@ -96,5 +123,27 @@ impl RateLimit {
             return None;
         }
         Some(self.skipped.swap(0, Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour_allowed(true, None));
+        assert!(colour_allowed(true, Some(OsStr::new(""))), "an empty NO_COLOR does not count");
+        assert!(!colour_allowed(true, Some(OsStr::new("1"))));
+        assert!(!colour_allowed(false, None), "a file or pipe gets no escape codes");
+    }
+
+    #[test]
+    fn long_version_names_the_commit_and_date() {
+        assert!(LONG_VERSION.starts_with(env!("CARGO_PKG_VERSION")));
+        assert_eq!(BUILD_DATE.len(), 10, "{BUILD_DATE}");
+        assert!(COMMIT == "unknown" || COMMIT.chars().all(|c| c.is_ascii_hexdigit()), "{COMMIT}");
     }
 }
