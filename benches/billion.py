@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""One node, 1 B records (issue #11, step 4): generates the consent data, builds the snapshot
+"""One node, 1 B records : generates the consent data, builds the snapshot
 with bounded memory, loads it, and measures `decide` on it. Not run in CI (an hour and ~60 GB
 of disk); run it once and copy the figures to README.md.
 
-Data (DESIGN §4 scale): 100 M do-not-call numbers (1 M on the traffic range 86138…, the rest
+Data (architecture §4 scale): 100 M do-not-call numbers (1 M on the traffic range 86138…, the rest
 elsewhere) and 900 M (msisdn, entity) pairs over 1 000 M numbers 8613… and 1000 entities,
 70 % grants. The CSVs are written once to DIR (default /work/data1b) and reused.
 

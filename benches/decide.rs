@@ -28,7 +28,7 @@
 //! `CONSENTGATE_BENCH_QUIET_HOURS=1` turns step 7 on (a window the bench never falls in, three
 //! zones), to price the subscriber's local time per decision.
 //!
-//! Group `decide_text` (issue #12): the same random queries with a 36-character UCS-2
+//! Group `decide_text`: the same random queries with a 36-character UCS-2
 //! marketing text that carries its 【signature】 and opt-out hint. `no_text_steps` is the
 //! engine above (the text is not read); `1000_content_rules` adds 1 000 content rules (the set
 //! of `benches/content_rules.py`: 2 000 literals, 100 regexes, none matching) and times what a

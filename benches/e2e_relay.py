@@ -14,8 +14,8 @@ between the two forwarders (order flipped each round) so drift on this shared, n
 both alike. Each run: `consentgate load --count 0 --duration Ns`. Prints every run, the
 medians and the ratio, and writes target/bench/e2e_relay.json.
 
-With --policy the gateway runs with a consent snapshot of --records records (issue #11:
-half DNC numbers, half (msisdn, entity) pairs of other entities, on the traffic's own number
+With --policy the gateway runs with a consent snapshot of --records records
+(half DNC numbers, half (msisdn, entity) pairs of other entities, on the traffic's own number
 range; --regime opt-out by default, --refused 0.01 of the traffic on the DNC list) and the
 load sends every message to a random number of a 100 M range (`load --destinations`), so
 every decision probes a random line of the whole table, as real traffic does. Every message
@@ -24,10 +24,10 @@ of it, consentgate answers the refused share itself.
 
 With --baseline-bin PATH a third forwarder joins the alternation: another consentgate
 binary (e.g. built from an earlier commit) on the same config, so the cost of a change is
-measured side by side (issue #4: metrics and the audit log must cost <= 3 %). --extra-toml
+measured side by side (metrics and the audit log must cost <= 3 %). --extra-toml
 FILE appends config (e.g. an [audit] section) to the current binary's config only.
 
-With --all-steps (issue #12) every step of the pipeline is on as well: 1 000 content rules
+With --all-steps every step of the pipeline is on as well: 1 000 content rules
 (benches/content_rules.py: 2 000 literals, 100 regexes, none matching the traffic), the
 commercial checks (a registered 【signature】 and an opt-out hint, both present), frequency
 caps (10 per entity and 20 per subscriber per local day, the same text within 60 s), quiet
@@ -52,7 +52,7 @@ CPU per message of cg-smsc-tls against cg-smsc-plain.
 
 Then (unless --half-rate-runs 0) the added latency at half load (or at --half-rate): every forwarder again,
 alternating, with the load capped at half the relay's median maximum rate; the p99 difference
-consentgate − relay is the latency consentgate adds (issue #5 target: <= 50 us).
+consentgate − relay is the latency consentgate adds (target: <= 50 us).
 
 Output: target/bench/e2e_relay[_policy].json (every run), .svg (throughput per run and
 latency percentiles of each forwarder) and .md (a short summary with the targets).
@@ -141,7 +141,7 @@ def policy_data(a):
     and the snapshot; 100 M rows take minutes to write). Returns (snapshot path,
     --destinations range, expected refused share).
 
-    opt-out (the issue #11 scenario): half the records are DNC numbers, `refused` x 100 M of
+    opt-out (the line-rate scenario): half the records are DNC numbers, `refused` x 100 M of
     them on the traffic range (those messages are refused) and the rest elsewhere; the other
     half are (msisdn, entity) pairs of 1000 other entities on the traffic range (grants and
     revokes), so the account entity's probe shares its line with real pairs.
@@ -224,7 +224,7 @@ def main():
                     help="the rate of the second phase (default: half the relay's median maximum); e.g. one "
                          "every forwarder sustains, so CPU per message compares at equal load")
     ap.add_argument("--all-steps", action="store_true",
-                    help="every step on: content rules, commercial checks, caps, quiet hours (issue #12)")
+                    help="every step on: content rules, commercial checks, caps, quiet hours")
     ap.add_argument("--text", default="【Bench】本周会员日全场八折，详情见官网，回T退订",
                     help="with --all-steps: the text of every message")
     ap.add_argument("--tls", action="store_true",

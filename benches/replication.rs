@@ -1,4 +1,4 @@
-//! A→B effect latency of live opt-outs across two nodes (issue #15, DESIGN §8), under load.
+//! A→B effect latency of live opt-outs across two nodes (architecture §8), under load.
 //!
 //! `cargo bench --bench replication [-- --rate 50000 --probes 300 --snapshot FILE]`
 //!
@@ -230,7 +230,7 @@ async fn main() {
         "load_b": { "msg_per_s": rb["submit_per_second"], "latency_us": rb["latency_us"], "unanswered": rb["unanswered"] },
     });
     let md = format!(
-        "# A→B effect latency of an MO opt-out (issue #15)\n\n\
+        "# A→B effect latency of an MO opt-out\n\n\
          Two gateway processes with a journal each and one redis-server 7.0 (`appendfsync always`) on this 2-core machine; \
          `consentgate load` at {rate} msg/s on each node ({} msg/s in all, random destinations over 10^8 numbers); {probes} MO opt-outs on A, about ten a second. \
          Snapshot: {}. \

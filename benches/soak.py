@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Soak (issue #14 part 5): the real gateway for --minutes (default 30) at half its maximum
+"""Soak: the real gateway for --minutes (default 30) at half its maximum
 rate, with a SIGHUP reload every --reload-every seconds (default 60: the consent snapshot and
 the TLS certificates, when configured, are re-read), MO opt-outs arriving from the simulator
 (one every 200 ms, journalled), and every --sample seconds (default 10) a row of: the

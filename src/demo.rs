@@ -378,7 +378,7 @@ fn print_report(r: &Report, name: &dyn Fn(&str) -> String) {
     );
 }
 
-/// Step 7 (DESIGN §8): two more gateway nodes, `demo-a` and `demo-b`, sharing live opt-outs
+/// Step 7 (architecture §8): two more gateway nodes, `demo-a` and `demo-b`, sharing live opt-outs
 /// through a `redis-server` started here on a free loopback port. A subscriber replies
 /// "退订" through node A; node B refuses the next message to them. `None` without
 /// `redis-server` on PATH.

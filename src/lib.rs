@@ -5,7 +5,7 @@
 //!                           ◄──────              ◄──────   (responses, DLRs, MO)
 //! ```
 //!
-//! Module map (DESIGN §6), by layer; each layer imports only the layers above it in this list
+//! Module map (architecture §6), by layer; each layer imports only the layers above it in this list
 //! (`tests/layers.rs` checks it):
 //!
 //! | layer | modules |
@@ -17,6 +17,9 @@
 //! | 4 process | [`admin`] the HTTP API through a narrow handle; [`gateway`] listener, lifecycle, control channel, the composed config type |
 //! | 5 composition | [`config`] TOML → each owner's validated type; [`demo`] everything on loopback |
 //! | tools | [`sim`] the SMSC simulator; [`load`] the ESME load generator and pcap replay |
+//!
+//! "architecture §N" in the code's comments is section N of the design document,
+//! `docs/src/architecture.md` (the book's Architecture chapter).
 //!
 //! The library entry point is [`run`] (or [`Gateway::bind`] + [`Gateway::serve`] when the
 //! caller needs the bound address first, as tests and the demo do).

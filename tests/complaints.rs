@@ -1,4 +1,4 @@
-//! The 12321 complaint loop with the real binary (DESIGN §7): `consentgate run` with a journal,
+//! The 12321 complaint loop with the real binary (architecture §7): `consentgate run` with a journal,
 //! an audit log and a register, the project's SMSC simulator behind it, SMPP over loopback.
 //! A complaint revokes consent at once and carries its evidence; the same reference twice is
 //! one complaint; an incomplete one is 422 naming each missing field; complaints past

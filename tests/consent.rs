@@ -1,6 +1,6 @@
 //! Consent enforcement end to end over real TCP on loopback: the gateway (with a consent
 //! store the test owns), the SMSC simulator behind it and raw ESMEs in front.
-//! Spec references are SMPP v3.4 (Issue 1.2); statuses are DESIGN §3 defaults.
+//! Spec references are SMPP v3.4 (Issue 1.2); statuses are architecture §3 defaults.
 
 mod common;
 
@@ -169,7 +169,7 @@ fn unix_now() -> i64 {
 // 1–3: the verdict table
 // ---------------------------------------------------------------------------------------------
 
-/// DESIGN §3, opt-in enforce: latest statement wins, DNC beats an older grant, rejected
+/// architecture §3, opt-in enforce: latest statement wins, DNC beats an older grant, rejected
 /// messages never reach the SMSC.
 #[tokio::test]
 async fn opt_in_enforce_verdict_table() {

@@ -1,4 +1,4 @@
-//! Fault injection against the real binary (issue #14, DESIGN §9): `consentgate run` on
+//! Fault injection against the real binary (architecture §9): `consentgate run` on
 //! loopback with the project's SMSC simulator behind it, switched into faults at run time
 //! (killed connections, silence, garbage), ESMEs that vanish or stop reading, SIGTERM and
 //! SIGHUP under load, and the journal's and the audit log's file system filled up (a small

@@ -1,7 +1,7 @@
-//! DESIGN §6: the module layers point one way. Each top-level module of `src/` may import
+//! architecture §6: the module layers point one way. Each top-level module of `src/` may import
 //! (`crate::<module>` in code, comments and test modules aside) only the modules listed for it
 //! here; `config`, `demo` and the binary compose everything and are imported by nobody but the
-//! binary. A new edge either belongs in this table (and in DESIGN §6) or is a layering bug.
+//! binary. A new edge either belongs in this table (and in architecture §6) or is a layering bug.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -147,7 +147,7 @@ fn modules_import_only_lower_layers() {
             }
         }
     }
-    assert!(bad.is_empty(), "layering violations (DESIGN §6):\n  {}", bad.join("\n  "));
+    assert!(bad.is_empty(), "layering violations (architecture §6):\n  {}", bad.join("\n  "));
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! The limits of DESIGN §9 against a real gateway on loopback: password guessing from one IP
+//! The limits of architecture §9 against a real gateway on loopback: password guessing from one IP
 //! is cut off after `limits.bind_failures_per_ip` failures (its binds then refused without
 //! reaching the SMSC, other IPs unaffected, lifted after `bind_backoff`); a session holding a
 //! half-sent PDU is closed at `session.pdu_timeout` while another session keeps working.

@@ -171,7 +171,7 @@ async fn unbind_from_smsc() {
     gw.stop().await;
 }
 
-/// Bind admission (DESIGN §3 step 1) and relaying the upstream's own bind refusal.
+/// Bind admission (architecture §3 step 1) and relaying the upstream's own bind refusal.
 #[tokio::test]
 async fn bind_refusals() {
     let (_sim, gw) = stack(sim_cfg(), "", "").await;

@@ -1,4 +1,4 @@
-//! Record and replay end to end (issue #5): the sample capture in `benches/data/` replayed by
+//! Record and replay end to end: the sample capture in `benches/data/` replayed by
 //! the load tool into the SMSC simulator and through the real gateway, statuses compared with
 //! the recorded ones; and the generator of that sample.
 //!

@@ -1,4 +1,4 @@
-//! Several nodes (issue #15, DESIGN §8): real `consentgate run` processes sharing live
+//! Several nodes (architecture §8): real `consentgate run` processes sharing live
 //! statements through a real `redis-server` (Debian's 7.0, started here on a loopback port
 //! with `appendonly yes`, `appendfsync always`, `noeviction`), each gateway with its own
 //! simulator, journal and `[node] id`.

@@ -1,4 +1,4 @@
-//! Descriptor starvation (DESIGN §9) against the real binary under a 4 096-descriptor limit
+//! Descriptor starvation (architecture §9) against the real binary under a 4 096-descriptor limit
 //! (`setrlimit` on the child, soft and hard, as `prlimit` would): thousands of idle TCP
 //! connections to the admin and SMPP ports from one host must not stop a bound session, a
 //! new ESME's bind from another address, `/readyz` or `/metrics`.

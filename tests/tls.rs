@@ -1,4 +1,4 @@
-//! TLS on both legs with the real binary (issue #14 part 4, DESIGN §9). Certificates are made
+//! TLS on both legs with the real binary (architecture §9). Certificates are made
 //! by the `openssl` command for each test (a CA, gateway certificates for 127.0.0.1 /
 //! localhost). The ESME side is Python `smpplib` over Python's `ssl` (OpenSSL), the SMSC side
 //! the project's simulator behind `tests/interop/tls_terminator.py` (Python `ssl` again), so

@@ -15,7 +15,7 @@ use super::{error, AdminState};
 use crate::complaints::{self, ComplaintIn, Complaints, FileError, Resolved, StatusFilter};
 use crate::telemetry::metrics as m;
 
-// ----- complaints (DESIGN §7) ----------------------------------------------------------------
+// ----- complaints (architecture §7) ----------------------------------------------------------------
 
 #[allow(clippy::result_large_err)]
 fn complaints_of(state: &AdminState) -> Result<&Arc<Complaints>, Response> {

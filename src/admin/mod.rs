@@ -1,4 +1,4 @@
-//! The admin HTTP listener (DESIGN §5): metrics, health, snapshot and consent administration.
+//! The admin HTTP listener (architecture §5): metrics, health, snapshot and consent administration.
 //!
 //! | endpoint | auth | what |
 //! |---|---|---|
@@ -14,7 +14,7 @@
 //! | `GET /v1/drain` | – | `{"draining": bool, "sessions": n}` |
 //! | `POST /v1/drain` | bearer | stop taking binds and unbind every session (in-flight answered), process and admin API stay up, `/readyz` 503; `{"cancel": true}` takes binds again. 202 while draining, 200 after a cancel |
 //! | `PUT /v1/log-level` | bearer | replace the log filter (`{"filter": "consentgate=debug,info"}`) |
-//! | `POST /v1/complaints` | bearer | file a complaint (DESIGN §7, [`crate::complaints`]): 201 with id, due date, actions and evidence; 200 for a reference filed before; 422 `complaint_incomplete` naming every missing field or `complaint_invalid` naming the field |
+//! | `POST /v1/complaints` | bearer | file a complaint (architecture §7, [`crate::complaints`]): 201 with id, due date, actions and evidence; 200 for a reference filed before; 422 `complaint_incomplete` naming every missing field or `complaint_invalid` naming the field |
 //! | `GET /v1/complaints?status=open\|overdue\|closed&entity=E&limit=N` | – | complaints, newest first (open includes overdue) |
 //! | `GET /v1/complaints/{id}` | – | one complaint with its evidence |
 //! | `POST /v1/complaints/{id}/resolution` | bearer | close it: `{"outcome": "upheld" \| "not_upheld" \| "withdrawn", "note": "…"}`; 409 if closed |

@@ -1,4 +1,4 @@
-//! Gateway-side traffic recording to pcapng (issue #5; DESIGN §5 "record and replay").
+//! Gateway-side traffic recording to pcapng ( architecture §5 "record and replay").
 //!
 //! The gateway sees SMPP PDUs, not packets. [`Capture`] turns them into a pcapng file that
 //! Wireshark / tshark decode as SMPP and that `consentgate load --pcap` replays: every PDU

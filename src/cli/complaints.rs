@@ -1,4 +1,4 @@
-//! `complaints list|show`: the complaint register (DESIGN §7) read from the shell, on the same
+//! `complaints list|show`: the complaint register (architecture §7) read from the shell, on the same
 //! SQLite file the running gateway writes (WAL: reading while it writes is safe).
 
 use std::path::PathBuf;

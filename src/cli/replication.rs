@@ -1,4 +1,4 @@
-//! `replication status | trim`: the shared statement stream (DESIGN §8) from the shell, with
+//! `replication status | trim`: the shared statement stream (architecture §8) from the shell, with
 //! the `[replication]` settings of a gateway config.
 
 use std::path::{Path, PathBuf};

@@ -1,4 +1,4 @@
-//! The 12321 complaint loop (DESIGN §7): the operator's side of it, in an embedded SQLite
+//! The 12321 complaint loop (architecture §7): the operator's side of it, in an embedded SQLite
 //! register ([`register`]).
 //!
 //! A subscriber complains to the 12321 centre; the centre passes a complete complaint to the

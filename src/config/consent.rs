@@ -30,7 +30,7 @@ pub struct RawReplication {
     pub timeout: Option<String>,
 }
 
-/// `[replication]` (DESIGN §8): `redis` required; the journal is the outbox, so
+/// `[replication]` (architecture §8): `redis` required; the journal is the outbox, so
 /// `consent.journal` is required too.
 pub(super) fn validate_replication(
     r: RawReplication,

@@ -4,7 +4,7 @@
 //! their owner modules define ([`PolicyConfig`] and [`Account`] in `policy`, [`UpstreamConfig`]
 //! in `relay`, [`SessionConfig`] in `session`, [`ConsentConfig`] in `consent`, `AuditConfig` in
 //! `audit`, `CaptureConfig` in `capture`, [`AdminConfig`] in `admin`) and composed into
-//! [`Config`] (`gateway::GatewayConfig`). This module sits at the top of the layers (DESIGN
+//! [`Config`] (`gateway::GatewayConfig`). This module sits at the top of the layers (architecture
 //! §6): it imports every component's config type, and no component imports it.
 //!
 //! [`load`] reads the main file and its `include`s and reports every problem of every stage in

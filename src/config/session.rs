@@ -54,7 +54,7 @@ pub(super) fn validate_session(s: RawSession, p: &mut Problems) -> SessionConfig
     }
 }
 
-/// `[limits]` (DESIGN §9).
+/// `[limits]` (architecture §9).
 pub(super) fn validate_limits(l: RawLimits, p: &mut Problems) -> crate::session::config::LimitsConfig {
     use crate::session::config::{
         LimitsConfig, DEFAULT_BIND_BACKOFF, DEFAULT_BIND_FAILURES_PER_IP, DEFAULT_BIND_FAILURE_WINDOW,

@@ -133,7 +133,7 @@ fn dates_and_patterns() {
 }
 
 /// An `[[account]] entity = ""` used to pass and then stop the journal writer at the
-/// account's first MO opt-out (issue #10): it is a config error now, naming the key.
+/// account's first MO opt-out: it is a config error now, naming the key.
 #[test]
 fn bad_entities_are_refused_with_their_key() {
     for (entity, why) in [("", "empty"), ("a\\u0007b", "control character")] {

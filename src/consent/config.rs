@@ -15,7 +15,7 @@ pub struct ConsentConfig {
     pub journal: Option<PathBuf>,
     /// `consent.watch`: reload the snapshot when its file changes.
     pub watch: bool,
-    /// `node.id`: the origin of the statements this node makes (DESIGN §8).
+    /// `node.id`: the origin of the statements this node makes (architecture §8).
     pub node: NodeId,
 }
 

@@ -1,4 +1,4 @@
-//! The live layer of consent data (DESIGN §4): statements journalled since the snapshot was
+//! The live layer of consent data (architecture §4): statements journalled since the snapshot was
 //! built (MO opt-outs, admin API), held in memory and consulted before the snapshot.
 //!
 //! Two concurrent maps over `foldhash` (`perf-anchors.md` §4.3: dashmap only for the small live

@@ -1,6 +1,6 @@
-//! The append-only journal of live consent statements (DESIGN §4): MO opt-outs captured by
+//! The append-only journal of live consent statements (architecture §4): MO opt-outs captured by
 //! [`crate::optout`], grants / revocations / do-not-call entries from the admin API, and
-//! (DESIGN §8) statements replicated from other nodes. It is replayed into the
+//! (architecture §8) statements replicated from other nodes. It is replayed into the
 //! [`super::delta::Delta`] on start and folded into the next snapshot by
 //! `consentgate snapshot build --journal DIR` ([`read_dir`]).
 //!
@@ -22,7 +22,7 @@
 //! | 12 | reserved | u32 | 0 |
 //!
 //! A segment without this header, or with another version, is refused with
-//! [`JournalError::Format`] naming the file (format 1, before issue #10, had no header). The
+//! [`JournalError::Format`] naming the file (format 1, the first, had no header). The
 //! one exception is the last segment shorter than a header whose bytes are a prefix of one
 //! (a crash while a rotation created it): it holds no record and is rewritten as empty.
 //!
@@ -124,7 +124,7 @@ pub enum JournalError {
     /// A segment does not start with the header of the format this build reads.
     #[error(
         "journal segment {file}: not a consentgate journal segment of format {FORMAT_VERSION} (found {found}); \
-         this build cannot read journals written before issue #10"
+         this build cannot read format 1 (no header, written by the earliest development builds)"
     )]
     Format { file: PathBuf, found: String },
     /// A record that is not a torn tail is damaged or out of order: acknowledged data is at
@@ -391,7 +391,7 @@ pub fn read_dir(dir: impl AsRef<Path>) -> Result<Vec<Statement>> {
 }
 
 /// The statements of origin `node` with an origin seq in `(after, through]`, in order: what
-/// the replication publisher has yet to send (DESIGN §8; a local statement's origin seq is its
+/// the replication publisher has yet to send (architecture §8; a local statement's origin seq is its
 /// journal seq). Segments that end at or below `after` are not read. Safe while the writer
 /// appends: only records at or below `through` (durable) are returned.
 pub fn read_local(dir: impl AsRef<Path>, node: &NodeId, after: u64, through: u64) -> Result<Vec<Statement>> {
@@ -900,7 +900,7 @@ mod tests {
                 assert!(msg.contains("journal-00000000000000000001.log"), "{msg}");
                 assert!(msg.contains(found), "{msg}");
                 assert!(msg.contains("not a consentgate journal segment of format 2"), "{msg}");
-                assert!(msg.contains("before issue #10"), "{msg}");
+                assert!(msg.contains("cannot read format 1"), "{msg}");
             }
             // Refused, not repaired.
             assert_eq!(fs::read(&path).unwrap(), bytes);

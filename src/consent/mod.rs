@@ -1,4 +1,4 @@
-//! Consent data (DESIGN §4): subscriber numbers, the operator's source files, and the binary
+//! Consent data (architecture §4): subscriber numbers, the operator's source files, and the binary
 //! snapshot the policy reads on the hot path.
 //!
 //! ```text

@@ -1,4 +1,4 @@
-//! Subscriber numbers as E.164 digits in a `u64` (DESIGN §4).
+//! Subscriber numbers as E.164 digits in a `u64` (architecture §4).
 //!
 //! Every MSISDN the gateway compares — a submit_sm destination, an MO source, a CSV row, a CLI
 //! argument — goes through [`normalise`] so that `+8613812345678`, `008613812345678` and the

@@ -1,4 +1,4 @@
-//! Streaming readers for the operator's source files (DESIGN §4).
+//! Streaming readers for the operator's source files (architecture §4).
 //!
 //! | file | header row | one row |
 //! |---|---|---|
@@ -22,7 +22,7 @@
 //!   rule, [`check_entity`]: 1–255 bytes of UTF-8, letters and digits of any script (with their
 //!   combining marks) and `- _ . : @ / + &`; no spaces, quotes, commas, backslashes or control
 //!   characters.
-//! * `proof` (optional column, DESIGN §4): the sender's reference to its evidence of the
+//! * `proof` (optional column, architecture §4): the sender's reference to its evidence of the
 //!   subscriber's consent (Order No. 74 Art. 21) — an id, URI or hash, up to [`MAX_PROOF_BYTES`]
 //!   of UTF-8 without control characters (commas and quotes are fine, in a quoted field);
 //!   empty = none.

@@ -1,10 +1,10 @@
-//! The one statement type of consent data (DESIGN §4, §8): what a subscriber said, about whom,
+//! The one statement type of consent data (architecture §4, §8): what a subscriber said, about whom,
 //! when, where it came from, and which node first made it.
 //!
 //! Everything that handles live statements uses these types: the journal writes and replays
 //! [`Statement`]s, the delta applies them, the snapshot builder folds them in
 //! ([`super::snapshot::SnapshotBuilder::add`]), the admin API and the MO capture make them, and
-//! replication (DESIGN §8) will carry them between nodes unchanged.
+//! replication (architecture §8) will carry them between nodes unchanged.
 //!
 //! # Identity and order
 //!
@@ -113,9 +113,9 @@ pub enum StatementSource {
     Mo = 1,
     /// The admin API.
     Api = 2,
-    /// A subscriber complaint (the 12321 loop, DESIGN §7).
+    /// A subscriber complaint (the 12321 loop, architecture §7).
     Complaint = 3,
-    /// Received from another node (DESIGN §8); its origin is that node.
+    /// Received from another node (architecture §8); its origin is that node.
     Replica = 4,
 }
 
@@ -177,7 +177,7 @@ fn show_char(c: char) -> String {
     }
 }
 
-/// A validated entity id (brand / sender organisation, DESIGN §4): see [`check_entity`] for
+/// A validated entity id (brand / sender organisation, architecture §4): see [`check_entity`] for
 /// the rule. Cheap to clone.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EntityName(Arc<str>);
@@ -328,7 +328,7 @@ pub const MAX_NODE_BYTES: usize = 64;
 #[error("node id `{0}` must be 1 to {MAX_NODE_BYTES} characters of A-Z a-z 0-9 . _ -")]
 pub struct NodeIdError(pub String);
 
-/// A validated node id (`[node] id`, DESIGN §8): 1 to [`MAX_NODE_BYTES`] bytes of
+/// A validated node id (`[node] id`, architecture §8): 1 to [`MAX_NODE_BYTES`] bytes of
 /// `[A-Za-z0-9._-]`. The origin of the statements a node makes. Cheap to clone.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeId(Arc<str>);
@@ -453,7 +453,7 @@ impl Statement {
     }
 }
 
-/// The cross-node order of statements on one key (DESIGN §4, module docs): the greater wins.
+/// The cross-node order of statements on one key (architecture §4, module docs): the greater wins.
 /// The derived `Ord` compares the fields in declaration order: `at`, then the kind's rank
 /// (revoke over grant), then the origin node name, then the origin seq. This is the only
 /// definition of that order; the delta uses it, and the snapshot builder's row order
@@ -473,7 +473,7 @@ impl<'a> Precedence<'a> {
     }
 }
 
-/// For each origin node, the highest origin seq folded into a snapshot (DESIGN §8: a
+/// For each origin node, the highest origin seq folded into a snapshot (architecture §8: a
 /// snapshot's watermark is per origin). Statements at or below their origin's mark are in the
 /// snapshot; [`super::delta::Delta::prune_through`] drops them from the delta.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -50,7 +50,7 @@ const MAX_BATCH: usize = 4096;
 const OUTBOX_CAP: usize = 100_000;
 
 /// Local statements that became durable, in journal order, for the replication publisher
-/// (DESIGN §8, outbox pattern). The journal stays the source of truth: the outbox is only
+/// (architecture §8, outbox pattern). The journal stays the source of truth: the outbox is only
 /// the fast path between two reads of it. Inactive (nothing kept) until
 /// [`Outbox::reset`] is first called.
 #[derive(Debug, Default)]
@@ -441,7 +441,7 @@ impl ConsentStore {
         }
     }
 
-    /// Records statements made on other nodes (replication, DESIGN §8) with the identity they
+    /// Records statements made on other nodes (replication, architecture §8) with the identity they
     /// carry: each is checked, applied to the delta and journalled at the next local journal
     /// position (its origin and origin seq kept). Idempotent in effect — the delta keeps the
     /// greatest by precedence — but each call journals what it is given: the caller filters

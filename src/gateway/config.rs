@@ -1,5 +1,5 @@
 //! The gateway's whole validated configuration: each part is the owning module's own type
-//! (DESIGN §6), and `crate::config` fills them from the TOML file. Nothing below the gateway
+//! (architecture §6), and `crate::config` fills them from the TOML file. Nothing below the gateway
 //! sees this struct; each component gets its part.
 
 use std::net::SocketAddr;

@@ -1,4 +1,4 @@
-//! ESME load generator: `consentgate load` (DESIGN §4).
+//! ESME load generator: `consentgate load` (architecture §4).
 //!
 //! ```text
 //!  run(cfg) ─┬─ session 0: connect → bind → [fill window → write → read → process]* → drain

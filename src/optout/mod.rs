@@ -1,4 +1,4 @@
-//! MO opt-out capture (DESIGN §1): is this mobile-originated message a subscriber saying
+//! MO opt-out capture (architecture §1): is this mobile-originated message a subscriber saying
 //! "stop"? Pure and allocation-free per call; the session calls [`detect`] on each deliver_sm /
 //! data_sm from the SMSC and, on a match, journals a revocation for (MO source_addr, entity of
 //! the session) and applies it to the delta. The MO itself is still delivered to the ESME.
@@ -18,7 +18,7 @@ use crate::smpp::peek::MessageView;
 use crate::smpp::text::half_width;
 use crate::smpp::{cmd, text};
 
-/// The default opt-out keywords (DESIGN §1): Chinese carrier practice (T, TD, R, 退订, 取消) and
+/// The default opt-out keywords (architecture §1): Chinese carrier practice (T, TD, R, 退订, 取消) and
 /// the international ones.
 pub const DEFAULT_KEYWORDS: &[&str] =
     &["T", "TD", "R", "退订", "取消", "STOP", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT"];

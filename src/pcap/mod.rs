@@ -1,4 +1,4 @@
-//! SMPP traffic in capture files (DESIGN §5, issue #5): the reader behind
+//! SMPP traffic in capture files (architecture §5): the reader behind
 //! `consentgate load --pcap FILE` and the packet/pcapng encoding the gateway's
 //! [`crate::capture`] recorder writes with.
 //!

@@ -1,4 +1,4 @@
-//! Concatenated messages (DESIGN §3: "all parts share the first part's verdict"), two ways:
+//! Concatenated messages (architecture §3: "all parts share the first part's verdict"), two ways:
 //!
 //! * [`ConcatCache`] — when no step reads the text, the first part to arrive (any order) is
 //!   decided and its verdict remembered for the others, which pass or fail with it unheld;

@@ -1,4 +1,4 @@
-//! The policy's validated configuration (DESIGN §3, §5): the `[policy]` settings and the
+//! The policy's validated configuration (architecture §3, §5): the `[policy]` settings and the
 //! `[[account]]` registry, as `crate::config` validates them from the TOML file. Nothing here
 //! reads a file; [`super::Engine`] is built from these types.
 

@@ -1,4 +1,4 @@
-//! Steps 4 and 5 on the message text (DESIGN §3): the content rules (`[[policy.content_rule]]`)
+//! Steps 4 and 5 on the message text (architecture §3): the content rules (`[[policy.content_rule]]`)
 //! and the commercial-message checks (`[policy.commercial]`: the registered 【signature】 and an
 //! opt-out hint).
 //!

@@ -1,4 +1,4 @@
-//! [`Engine`]: the decision pipeline of DESIGN §3, built once from the validated config, and
+//! [`Engine`]: the decision pipeline of architecture §3, built once from the validated config, and
 //! the steps it runs. Each step is a function of this file that returns `Some(verdict)` to end
 //! the pipeline or `None` to pass the message on; [`Engine::decide`] lists them in order. A new
 //! step (TPS, quiet hours, frequency caps, content rules) is a new function here, a new line in
@@ -432,7 +432,7 @@ impl Engine {
         msisdn::normalise(a.addr, a.ton, a.npi, &self.config.default_country_code).ok()
     }
 
-    /// Runs the pipeline for one destination of one message (DESIGN §3; the first step that
+    /// Runs the pipeline for one destination of one message (architecture §3; the first step that
     /// answers gives the verdict) and applies monitor mode.
     #[inline]
     pub fn decide(&self, idx: AccountIdx, data: &ConsentView, m: &Message, now: Now) -> Decision {
@@ -629,7 +629,7 @@ fn text_hash(m: &Message) -> u64 {
 
 /// Step 1, account: the licence is present and not expired today (a licence that expires
 /// during a session rejects with `unlicensed`; binds are checked by [`Engine::admit`]), and
-/// the entity is not suspended by complaints (DESIGN §7).
+/// the entity is not suspended by complaints (architecture §7).
 #[inline]
 fn step_account(a: &Account, now: Now, suspended: bool) -> Option<Verdict> {
     if a.licence_valid_on(now.utc_day()).is_err() {

@@ -1,4 +1,4 @@
-//! Step 8, frequency caps (DESIGN §3): commercial messages per subscriber per entity per local
+//! Step 8, frequency caps (architecture §3): commercial messages per subscriber per entity per local
 //! day, per subscriber per local day over all entities, and the same text from one entity to
 //! one subscriber again within a window.
 //!

@@ -1,4 +1,4 @@
-//! Limits shared by all of an account's sessions on this node (DESIGN §3 step 3).
+//! Limits shared by all of an account's sessions on this node (architecture §3 step 3).
 //!
 //! [`Rate`] is a GCRA (generic cell rate algorithm, the virtual-scheduling form of a token
 //! bucket): one atomic "theoretical arrival time". A PDU at `t` conforms when the schedule is

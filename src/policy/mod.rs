@@ -1,4 +1,4 @@
-//! The decision pipeline (DESIGN §3, STYLE §4–5): for every submit_sm, data_sm and submit_multi
+//! The decision pipeline (architecture §3, STYLE §4–5): for every submit_sm, data_sm and submit_multi
 //! destination, forward or reject, and why.
 //!
 //! ```text
@@ -16,7 +16,7 @@
 //! * [`SessionPolicy`] — one per session: what the session used to keep for the policy.
 //! * [`Reason`], [`Verdict`], [`Standing`], [`Decision`] — the closed set of outcomes.
 //!
-//! Decision order (DESIGN §3); the first step that answers gives the verdict:
+//! Decision order (architecture §3); the first step that answers gives the verdict:
 //!
 //! 1. **account** — licence present and not expired *today* (binds: [`Engine::admit`]);
 //! 2. **sender id** — source_addr matches one of the account's `sender_id` patterns;

@@ -33,7 +33,7 @@ pub enum Reason {
     MissingSignature = 10,
     /// Commercial without any of `policy.commercial.opt_out_hints` (step 5).
     MissingOptOutHint = 11,
-    /// The account's entity is suspended after too many complaints (step 1, DESIGN §7): any
+    /// The account's entity is suspended after too many complaints (step 1, architecture §7): any
     /// message, commercial or not, until an operator lifts it.
     Suspended = 12,
 }
@@ -83,7 +83,7 @@ impl Reason {
         Reason::ALL.iter().map(|r| r.label()).collect()
     }
 
-    /// DESIGN §3 default command_status: the vendor range 0x400– for policy rejects (never
+    /// architecture §3 default command_status: the vendor range 0x400– for policy rejects (never
     /// 0x0B, which senders read as "number does not exist").
     pub fn default_status(self) -> u32 {
         match self {

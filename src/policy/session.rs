@@ -269,7 +269,7 @@ impl SessionPolicy {
     /// frames later is on its way while it works on the ones before (a software pipeline). Frames are walked by command_length only;
     /// those that are not submit_sm / data_sm cost a header read. Changes no verdict.
     ///
-    /// Why a distance and not the whole batch at once (what this did until issue #11):
+    /// Why a distance and not the whole batch at once:
     /// measured in the gateway at 20 M records with every message to a random number, the
     /// cycles of a decision rose with its place in a ~60-frame batch prefetched up front —
     /// ≈ 210 (first), 140 (2nd–8th), 180 (9th–32nd) and 510 cycles (33rd on), about an

@@ -1,4 +1,4 @@
-//! File descriptors (DESIGN §9): the process's open-file limit and a reserve kept free for
+//! File descriptors (architecture §9): the process's open-file limit and a reserve kept free for
 //! what must never fail for want of one — bound sessions' upstream connects, the journal,
 //! the audit log, the admin API's own answers.
 //!

@@ -1,4 +1,4 @@
-//! Sequence-number remapping for one leg (DESIGN §1, smpp-tech §2.2).
+//! Sequence-number remapping for one leg (architecture §1, smpp-tech §2.2).
 //!
 //! consentgate allocates the sequence number of every request it writes on a leg and records
 //! what the answer must be matched to *before* the write, so a response that arrives at once

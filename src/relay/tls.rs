@@ -1,4 +1,4 @@
-//! TLS on either leg (DESIGN §9): the `[listen.tls]` / `[upstream.tls]` settings, the rustls
+//! TLS on either leg (architecture §9): the `[listen.tls]` / `[upstream.tls]` settings, the rustls
 //! configurations built from their PEM files (swapped in by [`TlsServer::reload`] /
 //! [`TlsClient::reload`] on SIGHUP; a bad file is refused and the previous certificates keep
 //! serving), and [`TlsStream`], the connection the session loop drives by hand.

@@ -1,4 +1,4 @@
-//! What carries a leg's bytes: plain TCP, or TLS ([`super::tls::TlsStream`], DESIGN §9). The
+//! What carries a leg's bytes: plain TCP, or TLS ([`super::tls::TlsStream`], architecture §9). The
 //! session loop only asks a transport four things — wait until it may read, wait until it may
 //! write, read what is there, write what it takes — all non-blocking, so one task keeps
 //! serving both legs (`session/mod.rs`). The TLS variant answers "may read" when the socket is

@@ -1,4 +1,4 @@
-//! A statement as a stream entry (DESIGN §8): short field names, readable with
+//! A statement as a stream entry (architecture §8): short field names, readable with
 //! `redis-cli XRANGE` — `v` schema (1), `o` origin node, `q` origin seq, `k` kind (`g` grant,
 //! `r` revoke, `d` dnc), `m` msisdn digits, `e` entity (absent for dnc), `a` when (Unix ms),
 //! `s` source (`mo`, `api`, `complaint`, `replica`). Entry ids are server-assigned `<ms>-<seq>`.

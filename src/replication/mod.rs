@@ -1,4 +1,4 @@
-//! Several nodes (DESIGN §8): live statements shared through one Redis stream.
+//! Several nodes (architecture §8): live statements shared through one Redis stream.
 //!
 //! Each node's fsynced journal stays the source of truth for what that node captured
 //! (transactional outbox). Two tasks per node, each with its own connection and reconnect

@@ -1,7 +1,7 @@
 //! Operator commands on the stream (`consentgate replication status | trim`), and the trim
 //! marks the reader checks.
 //!
-//! # Trimming (DESIGN §8: tied to snapshot watermarks)
+//! # Trimming (architecture §8: tied to snapshot watermarks)
 //!
 //! The stream only has to keep what some node could still need: everything a node's snapshot
 //! does not already hold. [`trim`] takes the per-origin watermarks of a snapshot — the

@@ -1,4 +1,4 @@
-//! A small Redis client for exactly what replication needs (DESIGN §8): RESP2 over one TCP
+//! A small Redis client for exactly what replication needs (architecture §8): RESP2 over one TCP
 //! connection, commands pipelined, every read bounded by an explicit timeout, no reconnects
 //! of its own (the publisher and the reader each own one connection and run their own
 //! reconnect loop). See `reference/scale-out.md` §2 for why not a general client: a

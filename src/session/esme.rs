@@ -43,7 +43,7 @@ impl Session {
         let refuse = match self.life.state() {
             State::Bound if !self.bind_type.can_submit() => Some(status::ESME_RINVBNDSTS),
             State::Bound if !self.up.open => Some(status::ESME_RSYSERR),
-            // DESIGN step 3: the window is a throughput limit, answered with the `throttled`
+            // Policy step 3 (architecture §3): the window is a throughput limit, answered with the `throttled`
             // status (policy.reject_status.throttled, default ESME_RTHROTTLED).
             State::Bound if self.up_table.relayed() >= self.settings.session.window => {
                 Some(self.policy.engine().status(crate::policy::Reason::Throttled))

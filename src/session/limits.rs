@@ -1,4 +1,4 @@
-//! Failed binds per source IP (DESIGN §9, `[limits]`): consentgate passes an ESME's
+//! Failed binds per source IP (architecture §9, `[limits]`): consentgate passes an ESME's
 //! credentials to the SMSC, so without a limit a client could try passwords as fast as the
 //! SMSC answers (≈ 1 700 binds a second here). More than `bind_failures_per_ip` failed binds
 //! from one IP within `bind_failure_window` start a back-off of `bind_backoff`: its binds are

@@ -1,4 +1,4 @@
-//! One task per ESME connection (DESIGN §1, §6): bind admission, the paired upstream bind,
+//! One task per ESME connection (architecture §1, §6): bind admission, the paired upstream bind,
 //! then the relay loop that serves *both* legs from one task.
 //!
 //! ```text

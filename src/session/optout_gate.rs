@@ -1,4 +1,4 @@
-//! The opt-out durability gate (DESIGN §1): an MO deliver_sm whose text is an opt-out keyword
+//! The opt-out durability gate (architecture §1): an MO deliver_sm whose text is an opt-out keyword
 //! records a revocation; the ESME's deliver_sm_resp for that MO is held until the revocation is
 //! durable in the journal, so the SMSC never sees the MO acknowledged before the opt-out is on
 //! disk (if it is not durable within the response timeout, the SMSC gets ESME_RX_T_APPN and

@@ -1,4 +1,4 @@
-//! The session's relay logic driven with PDUs and clock ticks, without sockets (DESIGN §1
+//! The session's relay logic driven with PDUs and clock ticks, without sockets (architecture §1
 //! invariant: every accepted request is answered exactly once). Sequence numbers follow SMPP
 //! v3.4 §2.3 (each side numbers its own requests; responses echo them).
 
@@ -139,7 +139,7 @@ fn a_full_window_is_answered_throttled_here() {
     assert!(from_esme(&mut s, &submit(3, "8613800000003")).is_empty(), "not relayed");
     let answered = take(&mut s.down.out);
     assert_eq!((answered[0].sequence_number, answered[0].command_status), (3, status::ESME_RTHROTTLED));
-    // The window is DESIGN step 3: its refusal takes the configured `throttled` status.
+    // The window is Policy step 3 (architecture §3): its refusal takes the configured `throttled` status.
     let mut s = session_with("[policy.reject_status]\nthrottled = 0x414\n");
     from_esme(&mut s, &[submit(1, "8613800000001"), submit(2, "8613800000002")].concat());
     assert!(from_esme(&mut s, &submit(3, "8613800000003")).is_empty());

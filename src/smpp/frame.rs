@@ -1,4 +1,4 @@
-//! Length-checked PDU framing (DESIGN §2).
+//! Length-checked PDU framing (architecture §2).
 //!
 //! The framer looks at `command_length` *before* anything is allocated: 16 ≤ length ≤
 //! `max_pdu_bytes`. A frame that is too long is answered (generic_nack ESME_RINVCMDLEN, by the

@@ -1,5 +1,5 @@
 //! Zero-copy views of the fields the policy and the tools need, read straight from a frame
-//! without a full decode (DESIGN §1 "hot path"). Every view borrows the frame; nothing is
+//! without a full decode (architecture §1 "hot path"). Every view borrows the frame; nothing is
 //! allocated. A malformed body yields a [`PeekError`] that maps to the command_status the
 //! sender gets back, and the stream stays in sync because framing used command_length.
 //!

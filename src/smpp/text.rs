@@ -1,4 +1,4 @@
-//! Message text for keyword matching and content rules (DESIGN §2 "Text"): the user data with
+//! Message text for keyword matching and content rules (architecture §2 "Text"): the user data with
 //! the UDH skipped, decoding per data_coding, and the concatenation info of a segment; and the
 //! other way, for the load generator: text encoded per [`Encoding`] and split into
 //! concatenated parts ([`split_text`]). Both directions use the one GSM 03.38 table here.
@@ -59,7 +59,7 @@ pub fn decode_into(data_coding: u8, bytes: &[u8], out: &mut String) {
     }
 }
 
-/// Clears `out` and appends `text` folded for content matching (DESIGN §3): full-width ASCII
+/// Clears `out` and appends `text` folded for content matching (architecture §3): full-width ASCII
 /// and the ideographic space to their half-width forms ([`half_width`]), then Unicode simple
 /// lower case (a no-op for CJK). Nothing is removed, so positions such as "starts with
 /// 【signature】" survive.

@@ -87,7 +87,7 @@ pub const AUDIT_RECORDS_TOTAL: &str = "consentgate_audit_records_total";
 /// `{result}` — `[capture]` records (the bytes of one read or write on a leg) `written` to a
 /// pcapng file or `dropped` (queue full, disk failing).
 pub const CAPTURE_RECORDS_TOTAL: &str = "consentgate_capture_records_total";
-/// Gauge `{status}` — complaints in the register (DESIGN §7), read at scrape time: `open`
+/// Gauge `{status}` — complaints in the register (architecture §7), read at scrape time: `open`
 /// (not yet resolved, overdue ones included), `overdue` (open past their due date: the
 /// subset an alert watches), `closed`.
 pub const COMPLAINTS: &str = "consentgate_complaints";
@@ -97,7 +97,7 @@ pub const COMPLAINTS: &str = "consentgate_complaints";
 pub const COMPLAINTS_TOTAL: &str = "consentgate_complaints_total";
 /// Gauge: entities suspended by complaints now (step 1, `suspended`).
 pub const ENTITIES_SUSPENDED: &str = "consentgate_entities_suspended";
-/// `{limit}` — a limit of DESIGN §9 acted: `bind_backoff` (a bind refused because its source
+/// `{limit}` — a limit of architecture §9 acted: `bind_backoff` (a bind refused because its source
 /// IP is backing off), `bind_backoff_started` (an IP passed `limits.bind_failures_per_ip`),
 /// `pdu_timeout` (a session closed with a PDU unfinished past `session.pdu_timeout`),
 /// `sessions` (a connection refused at `session.max_sessions`), `account_sessions` (a bind
@@ -113,7 +113,7 @@ pub const LIMITS_TOTAL: &str = "consentgate_limits_total";
 pub const TLS_HANDSHAKES_TOTAL: &str = "consentgate_tls_handshakes_total";
 /// `{result}` — certificate reloads (SIGHUP): `ok` | `refused` (the previous ones keep serving).
 pub const TLS_RELOADS_TOTAL: &str = "consentgate_tls_reloads_total";
-/// Gauge `{conn}` — 1 while replication's connection to Redis is up (DESIGN §8): `conn` =
+/// Gauge `{conn}` — 1 while replication's connection to Redis is up (architecture §8): `conn` =
 /// `publisher` | `reader`.
 pub const REPLICATION_CONNECTED: &str = "consentgate_replication_connected";
 /// Gauge: how far the reader is behind the stream: now minus the time of the newest entry

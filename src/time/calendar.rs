@@ -1,4 +1,4 @@
-//! Working days (DESIGN §7): the 12321 loop counts its deadlines — forwarded within 3, handled
+//! Working days (architecture §7): the 12321 loop counts its deadlines — forwarded within 3, handled
 //! within 15, answered within 3 — in working days of the country's official calendar, which
 //! moves days off and make-up working days every year (China's State Council publishes them
 //! each November). A [`Calendar`] is that list plus a time zone, read from a small TOML file:

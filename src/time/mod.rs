@@ -1,4 +1,4 @@
-//! Time, in one place (DESIGN §6 layer 0): the wall clock and how tests replace it, calendar
+//! Time, in one place (architecture §6 layer 0): the wall clock and how tests replace it, calendar
 //! days, civil date-times, local time in an IANA zone, and the timestamp formats consentgate
 //! reads (RFC 3339, `YYYY-MM-DD`).
 //!

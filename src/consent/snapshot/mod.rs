@@ -1,5 +1,5 @@
 //! The consent snapshot: an immutable file, read into memory, that the policy reads on every commercial
-//! submit_sm (DESIGN §3 step 5, §4), and the builder that compiles it from the operator's CSV
+//! submit_sm (architecture §3 step 5, §4), and the builder that compiles it from the operator's CSV
 //! exports and the live journal.
 //!
 //! # What is stored
@@ -19,7 +19,7 @@
 //! Statements from the CSVs and from the journal ([`BuildOptions::journal_records`]) compete on
 //! equal terms: latest wins across all of them. For each origin node the highest origin seq
 //! of the journal statements folded in is recorded (the *watermarks*), so the gateway can drop
-//! from its live delta what the snapshot already holds, per origin (DESIGN §8).
+//! from its live delta what the snapshot already holds, per origin (architecture §8).
 //!
 //! Both kinds live in **one hash table** (module `table`): every entry is a `u64`
 //! `msisdn << (entity_bits + 2) | entity_id << 2 | state`, with state 0–2 a pair's

@@ -1,4 +1,4 @@
-//! Consent proofs (DESIGN §4, Order No. 74 Art. 21): the `proof` column of `consent.csv`,
+//! Consent proofs (architecture §4, Order No. 74 Art. 21): the `proof` column of `consent.csv`,
 //! kept **outside** the snapshot — in a file next to it, `<snapshot>.proofs` — so the hot
 //! table's ≤ 10 bytes per record stand and a gateway's memory does not grow with them. Nothing
 //! on the message path reads it: the admin lookup, `snapshot lookup` and a complaint's evidence
