@@ -152,7 +152,9 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 /// The read-only commands create nothing: `complaints list` on a gateway that never ran made
 /// the register's directory and an empty database; on an existing register nothing is added
-/// (no migration, no WAL files left behind), and the rows are read.
+/// (no migration, no WAL files left behind), and the rows are read. Only `complaints.db` is
+/// read from the config: a shell without the gateway's environment (here the Redis password
+/// variable) can still read the register.
 #[test]
 fn read_only_commands_create_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -162,7 +164,8 @@ fn read_only_commands_create_nothing() {
         &conf,
         format!(
             "[listen]\nsmpp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n[upstream]\naddress = \"127.0.0.1:1\"\n\
-             [policy]\non_snapshot_unavailable = \"allow\"\n[complaints]\ndb = \"{}\"\n",
+             [policy]\non_snapshot_unavailable = \"allow\"\n[complaints]\ndb = \"{}\"\n\
+             [replication]\nredis = \"redis://127.0.0.1:1\"\npassword_env = \"CONSENTGATE_TEST_UNSET_PW\"\n",
             db.display()
         ),
     )

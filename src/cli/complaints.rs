@@ -43,15 +43,15 @@ pub enum ComplaintsCmd {
 /// The register the config names, opened read-only; `Ok(None)` when the gateway has not
 /// created it yet (a read creates nothing).
 fn open(config: &std::path::Path) -> Result<Option<Register>, ExitCode> {
-    let cfg = Config::load(config).map_err(|e| {
+    let db = Config::complaints_db(config).map_err(|e| {
         eprintln!("{e}");
         ExitCode::from(EX_USAGE)
     })?;
-    let Some(c) = cfg.complaints else {
+    let Some(db) = db else {
         eprintln!("{}: no [complaints] section: there is no register", config.display());
         return Err(ExitCode::from(EX_USAGE));
     };
-    Register::open_read_only(&c.db).map_err(|e| {
+    Register::open_read_only(&db).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::FAILURE
     })

@@ -115,6 +115,7 @@ pub(super) fn validate_accounts(raw: Vec<RawAccount>, p: &mut Problems) -> Vec<A
                 || f.same_text_window.is_some()
                 || f.subscribers.is_some()
                 || f.peak_rate.is_some()
+                || f.checkpoint_interval.is_some()
             {
                 p.push(key("frequency"), "an account sets only per_entity_per_day; the rest is [policy.frequency]");
             }

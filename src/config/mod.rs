@@ -81,6 +81,20 @@ impl Config {
         })
     }
 
+    /// The complaint register a config file names (`complaints.db`), read without validating
+    /// the rest: the `complaints` commands need only this path, and must work in a shell
+    /// that lacks the gateway's environment (a Redis password variable, say). `Ok(None)`:
+    /// the file has no `[complaints]` section.
+    pub fn complaints_db(path: &Path) -> Result<Option<PathBuf>, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        let v: toml::Value = toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
+        let Some(c) = v.get("complaints") else { return Ok(None) };
+        match c.get("db").and_then(toml::Value::as_str).map(str::trim) {
+            Some(db) if !db.is_empty() => Ok(Some(PathBuf::from(db))),
+            _ => Err(format!("{}: complaints.db: required: the register's SQLite file", path.display())),
+        }
+    }
+
     /// Parses and validates config text, named `<config>` in its problems; an `include` is
     /// relative to the current directory. Warnings are dropped.
     pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {

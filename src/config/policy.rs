@@ -141,10 +141,12 @@ pub(super) fn validate_policy(pol: RawPolicy, p: &mut Problems) -> (PolicyConfig
     }
     let commercial = CommercialConfig::new(commercial.require_signature.unwrap_or(false), hints);
     let frequency = validate_frequency(pol.frequency.unwrap_or_default(), p);
-    let reassembly_timeout_ms = p
-        .duration("policy.reassembly_timeout", pol.reassembly_timeout.as_deref(), Duration::from_secs(2))
-        .as_millis()
-        .min(60_000) as u64;
+    let reassembly = p.duration("policy.reassembly_timeout", pol.reassembly_timeout.as_deref(), Duration::from_secs(2));
+    // Parts are held in memory and the ESME waits for their responses: a minute is the most.
+    if reassembly > Duration::from_secs(60) {
+        p.push("policy.reassembly_timeout", "at most 60s (the parts of a message are held, unanswered, until then)");
+    }
+    let reassembly_timeout_ms = reassembly.as_millis().min(60_000) as u64;
     (
         PolicyConfig {
             mode,

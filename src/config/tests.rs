@@ -480,3 +480,87 @@ fn include_patterns_match_file_names() {
     assert!(load::glob_match("*a*b*", "xxaxxbxx"));
     assert!(!load::glob_match("*a*b", "xxbxxa"));
 }
+
+/// The book's key reference (docs/src/reference/config.md) names exactly the keys the parser
+/// accepts: for every section it documents, an unknown key makes serde list the section's
+/// fields, and those must be the documented ones (sub-tables included). A key added to a raw
+/// struct without a row, or a row for a key that is gone, fails here.
+#[test]
+fn the_key_reference_names_every_key_the_parser_accepts() {
+    let doc = include_str!("../../docs/src/reference/config.md");
+    let documented: std::collections::BTreeSet<String> = doc
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split_once('`').map(|(k, _)| k.to_owned()))
+        .filter(|k| !k.contains(' ') && !k.contains('"'))
+        .collect();
+    assert!(documented.len() > 100, "{documented:?}");
+    // Free-form maps: their children are names the operator chooses.
+    let maps = ["policy.timezones", "account.source_class", "account.service_type_class"];
+    let mut sections: std::collections::BTreeSet<String> = std::collections::BTreeSet::from([String::new()]);
+    for k in &documented {
+        let mut p = k.as_str();
+        while let Some((parent, _)) = p.rsplit_once('.') {
+            sections.insert(parent.to_owned());
+            p = parent;
+        }
+    }
+    // Its keys are the reason labels (validated against them, not by serde).
+    let reasons: std::collections::BTreeSet<String> =
+        crate::policy::Reason::labels().iter().map(|r| format!("policy.reject_status.{r}")).collect();
+    let documented_reasons: std::collections::BTreeSet<String> =
+        documented.iter().filter(|k| k.starts_with("policy.reject_status.")).cloned().collect();
+    assert_eq!(reasons, documented_reasons, "policy.reject_status: the reasons vs docs/src/reference/config.md");
+    let arrays = ["account", "policy.content_rule"];
+    for s in sections.iter().filter(|s| !maps.contains(&s.as_str()) && s.as_str() != "policy.reject_status") {
+        let header = match s.as_str() {
+            "" => String::new(),
+            a if arrays.contains(&a) => format!("[[{a}]]\n"),
+            nested if nested.starts_with("account.") => format!("[[account]]\n[{nested}]\n"),
+            other => format!("[{other}]\n"),
+        };
+        let text = format!("{header}zz_not_a_key = 1\n");
+        let err = toml::from_str::<raw::RawConfig>(&text).expect_err(&text).to_string();
+        let list = err.split_once("expected").map(|(_, l)| l).unwrap_or_else(|| panic!("{s}: {err}"));
+        let mut accepted: std::collections::BTreeSet<String> = list
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(|f| if s.is_empty() { f.to_owned() } else { format!("{s}.{f}") })
+            .collect();
+        if s.is_empty() {
+            // Read by the loader before the file is deserialized (config/load.rs).
+            accepted.insert("include".to_owned());
+        }
+        let doc_children: std::collections::BTreeSet<String> = documented
+            .iter()
+            .chain(sections.iter())
+            .filter(|k| !k.is_empty())
+            .filter(|k| match k.rsplit_once('.') {
+                Some((parent, _)) => parent == s,
+                None => s.is_empty(),
+            })
+            .cloned()
+            .collect();
+        assert_eq!(accepted, doc_children, "section `{s}`: the parser's keys vs docs/src/reference/config.md");
+    }
+}
+
+/// Values that used to be taken silently are refused with their key: an SMSC timeout
+/// answered as ESME_ROK, a reassembly wait past the one-minute cap, an account's own
+/// checkpoint interval (there is one per gateway).
+#[test]
+fn values_once_ignored_or_capped_are_refused() {
+    let text = MINIMAL
+        .replace("address = \"10.1.2.3:2775\"", "address = \"10.1.2.3:2775\"\nresponse_timeout_status = 0")
+        .replace("default_country_code = \"86\"", "default_country_code = \"86\"\nreassembly_timeout = \"90s\"")
+        + "[account.frequency]\nper_entity_per_day = 3\ncheckpoint_interval = \"10s\"\n";
+    let errs = Config::parse(&text).unwrap_err();
+    let keys: Vec<_> = errs.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["upstream.response_timeout_status", "policy.reassembly_timeout", "account[acme].frequency"],
+        "{errs:?}"
+    );
+    assert!(Config::parse(&MINIMAL.replace("[policy]", "[policy]\nreassembly_timeout = \"60s\"")).is_ok());
+}

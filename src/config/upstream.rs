@@ -49,7 +49,17 @@ pub(super) fn validate_upstream(u: RawUpstream, p: &mut Problems) -> UpstreamCon
             u.response_timeout.as_deref(),
             DEFAULT_UPSTREAM_RESPONSE_TIMEOUT,
         ),
-        response_timeout_status: u.response_timeout_status.unwrap_or(crate::smpp::status::ESME_RSYSERR),
+        response_timeout_status: match u.response_timeout_status {
+            // The ESME would read a request the SMSC never answered as delivered.
+            Some(0) => {
+                p.push(
+                    "upstream.response_timeout_status",
+                    "0 (ESME_ROK) would report an unanswered request as accepted",
+                );
+                crate::smpp::status::ESME_RSYSERR
+            }
+            s => s.unwrap_or(crate::smpp::status::ESME_RSYSERR),
+        },
         enquire_link_interval: p.duration(
             "upstream.enquire_link_interval",
             u.enquire_link_interval.as_deref(),
