@@ -1,6 +1,7 @@
 //! The deployment files under `deploy/` checked with the tools that consume them:
 //! `promtool check rules` / `test rules` / `check config` on the Prometheus files, metric
-//! names against `src/telemetry/metrics.rs`, the Grafana dashboard's structure, the
+//! names against `src/telemetry/metrics.rs`, every alert's runbook link against the headings
+//! of `docs/src/sre/alerts.md`, the Grafana dashboard's structure, the
 //! Kubernetes manifests parsed with PyYAML (and the ConfigMap's TOML through
 //! `consentgate check-config`), the systemd unit through `systemd-analyze verify`, and the
 //! Dockerfile's shape (Docker itself is not available to the tests).
@@ -17,13 +18,16 @@ use tools::*;
 
 const RULES: &str = "deploy/prometheus/consentgate-rules.yml";
 const RULE_TESTS: &str = "deploy/prometheus/consentgate-rules.test.yml";
+const ALERTS_DOC: &str = "docs/src/sre/alerts.md";
+/// Where the package installs the book; every `runbook_url` starts with it.
+const RUNBOOK_BASE: &str = "file:///usr/share/doc/consentgate/book/sre/alerts.html#";
 const PROM_CONFIG: &str = "deploy/prometheus/prometheus.example.yml";
 const DASHBOARD: &str = "deploy/grafana/consentgate-dashboard.json";
 const UNIT: &str = "deploy/systemd/consentgate.service";
 const K8S: &str = "deploy/kubernetes";
 const BIN: &str = env!("CARGO_BIN_EXE_consentgate");
 
-/// The alerts the deployment needs.
+/// Alerts that must exist (the SRE guide and the dashboard refer to them).
 const REQUIRED_ALERTS: &[&str] = &[
     "ConsentgateDown",
     "ConsentgateNoSnapshotLoaded",
@@ -35,6 +39,11 @@ const REQUIRED_ALERTS: &[&str] = &[
     "ConsentgateAuditRecordsDropped",
     "ConsentgateJournalFsyncSlow",
     "ConsentgateUpstreamSlow",
+    "ConsentgateReplicationBlocked",
+    "ConsentgateTlsHandshakeFailures",
+    "ConsentgateCertificateExpiresSoon",
+    "ConsentgateCertificateExpiryImminent",
+    "ConsentgateFileDescriptorsNearLimit",
 ];
 
 // ---- Prometheus ------------------------------------------------------------------------
@@ -104,6 +113,62 @@ fn every_alert_is_complete_and_unit_tested_both_ways() {
     }
 }
 
+/// mdBook's anchor for a heading (`normalize_id`): lowercased; letters, digits, `_` and `-`
+/// kept; whitespace to `-`; everything else dropped.
+fn mdbook_anchor(heading: &str) -> String {
+    heading
+        .chars()
+        .filter_map(|c| {
+            if c.is_alphanumeric() || c == '_' || c == '-' {
+                Some(c.to_ascii_lowercase())
+            } else if c.is_whitespace() {
+                Some('-')
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn mdbook_anchors_are_computed_as_mdbook_does() {
+    assert_eq!(mdbook_anchor("ConsentgateDown"), "consentgatedown");
+    assert_eq!(mdbook_anchor("Logs and the audit log"), "logs-and-the-audit-log");
+    assert_eq!(mdbook_anchor("`RUST_LOG`, levels (and rate limits)"), "rust_log-levels-and-rate-limits");
+}
+
+/// Every alert links its runbook: `runbook_url` is the installed book's alerts page with the
+/// anchor of a `##` heading of `docs/src/sre/alerts.md` that is the alert's name exactly;
+/// every `##` section of that page is an alert of the rule file (no runbook for an alert that
+/// no longer exists).
+#[test]
+fn every_alert_links_its_runbook_section() {
+    let rules = yaml_documents(RULES);
+    let doc = read(ALERTS_DOC);
+    let headings: Vec<&str> = doc.lines().filter_map(|l| l.strip_prefix("## ")).map(str::trim).collect();
+    let anchors: BTreeSet<String> = headings.iter().map(|h| mdbook_anchor(h)).collect();
+    assert_eq!(anchors.len(), headings.len(), "{ALERTS_DOC}: two headings with one anchor: {headings:?}");
+    let mut alerts = BTreeSet::new();
+    for group in rules[0]["groups"].as_array().expect("groups") {
+        for rule in group["rules"].as_array().expect("rules") {
+            let Some(name) = rule["alert"].as_str() else { continue };
+            alerts.insert(name.to_owned());
+            let url = rule["annotations"]["runbook_url"].as_str().unwrap_or_else(|| panic!("{name}: no runbook_url"));
+            let anchor =
+                url.strip_prefix(RUNBOOK_BASE).unwrap_or_else(|| panic!("{name}: {url} is not under {RUNBOOK_BASE}"));
+            assert!(anchors.contains(anchor), "{name}: {url}: no heading of {ALERTS_DOC} has the anchor #{anchor}");
+            assert!(headings.contains(&name), "{ALERTS_DOC} has no `## {name}` section");
+            assert_eq!(anchor, mdbook_anchor(name), "{name}: {url} links another alert's section");
+        }
+    }
+    assert!(alerts.len() >= 20, "{alerts:?}");
+    let orphans: Vec<_> = headings.iter().filter(|h| !alerts.contains(**h)).collect();
+    assert!(orphans.is_empty(), "{ALERTS_DOC}: sections for no alert of {RULES}: {orphans:?}");
+    // The header of the rule file tells how to point the links elsewhere.
+    let text = read(RULES);
+    assert!(text.contains("/usr/share/doc/consentgate/book") && text.contains("sed -i"), "{RULES}: header");
+}
+
 // ---- metric names ----------------------------------------------------------------------
 
 #[test]
@@ -113,11 +178,13 @@ fn metric_scanner_finds_names_and_flags_unknown_ones() {
         assert!(declared.iter().any(|d| d == must), "{must} not parsed from metrics.rs: {declared:?}");
     }
     assert!(declared.len() >= 19, "only {} metric consts parsed: {declared:?}", declared.len());
+    assert!(declared.iter().any(|d| d == "process_open_fds"), "{declared:?}");
     let expr = r#"rate(consentgate_submit_total{x="consentgate_not_a_label"}[5m]) + consentgate_nope_total
-        + consentgate_upstream_response_duration_seconds_bucket + consentgate:submit:rate5m"#;
+        + consentgate_upstream_response_duration_seconds_bucket + consentgate:submit:rate5m
+        + process_open_fds / process_nope"#;
     assert_eq!(
         unknown_metrics(expr, &declared),
-        vec!["consentgate_not_a_label".to_owned(), "consentgate_nope_total".to_owned()]
+        vec!["consentgate_not_a_label".to_owned(), "consentgate_nope_total".to_owned(), "process_nope".to_owned()]
     );
 }
 
@@ -225,6 +292,18 @@ fn dashboard_is_importable_with_the_expected_panels() {
     has("Errors by stage and kind", "sum by (stage, kind) (rate(consentgate_errors_total");
     has("Audit records", "consentgate_audit_records_total");
     has("Journal fsync latency", "consentgate_journal_fsync_duration_seconds_bucket");
+    has("Replication connections", "consentgate_replication_connected");
+    has("Replication lag", "consentgate_replication_lag_seconds");
+    has("Replication blocked", "consentgate_replication_blocked");
+    has("Replication statements", "sum by (direction) (rate(consentgate_replication_statements_total");
+    has("Unpublished statements", "consentgate_replication_unpublished_statements");
+    has("Replication errors", "consentgate_replication_errors_total");
+    has("Certificate expiry", "consentgate_tls_certificate_expiry_timestamp_seconds");
+    has("TLS handshakes", "sum by (leg, result) (rate(consentgate_tls_handshakes_total");
+    has("CPU", "rate(process_cpu_seconds_total");
+    has("Memory", "process_resident_memory_bytes");
+    has("File descriptors", "process_max_fds");
+    has("Uptime", "process_start_time_seconds");
     // Account-labelled series follow the account variable.
     for (title, e) in &exprs {
         if e.contains("consentgate_submit_total") || e.contains("consentgate_window_in_flight") {

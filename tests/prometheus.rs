@@ -2,7 +2,8 @@
 //! listener of a real gateway that relayed accepted and rejected traffic: the counters it
 //! stores must equal what was sent; it loads `deploy/prometheus/consentgate-rules.yml` and
 //! evaluates every rule without error; every expression of the Grafana dashboard runs on it;
-//! and `promtool check metrics` accepts the exposition of `/metrics`.
+//! `promtool check metrics` accepts the exposition of `/metrics`; and the process metrics
+//! (`process_*`, read from /proc) reach Prometheus with plausible values.
 //!
 //! Without `prometheus`/`promtool` on PATH the test prints a notice and returns, except
 //! under CI, where it fails (`.ci/run` installs them).
@@ -207,6 +208,9 @@ async fn real_prometheus_scrapes_the_gateway() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(exposition.contains("consentgate_submit_total"), "{exposition}");
+    for family in ["process_cpu_seconds_total counter", "process_open_fds gauge", "process_start_time_seconds gauge"] {
+        assert!(exposition.contains(&format!("\n# TYPE {family}\n")), "no `# TYPE {family}`:\n{exposition}");
+    }
     let mut lint = Command::new(&promtool)
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -250,6 +254,16 @@ async fn real_prometheus_scrapes_the_gateway() {
         r.first().is_some_and(|s| s["value"][1] == "1")
     })
     .await;
+    // The process metrics (this test process: the gateway runs in it), each a plausible value.
+    for q in [
+        r#"process_open_fds{job="consentgate"} > 0 and process_open_fds < process_max_fds"#,
+        r#"process_resident_memory_bytes{job="consentgate"} > 1024 * 1024"#,
+        r#"process_virtual_memory_bytes{job="consentgate"} >= process_resident_memory_bytes"#,
+        r#"time() - process_start_time_seconds{job="consentgate"} < 600 and time() - process_start_time_seconds > 0"#,
+        r#"rate(process_cpu_seconds_total{job="consentgate"}[10s]) > 0"#,
+    ] {
+        prom.wait_for(q, |r| r.len() == 1).await;
+    }
 
     // Every rule of the shipped rule file loads and evaluates without error.
     let deadline = tokio::time::Instant::now() + PROM_WAIT;

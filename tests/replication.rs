@@ -500,8 +500,10 @@ async fn a_shared_node_id_and_a_lost_journal_are_refused_readiness() {
     let twin = Gw::new("a", &redis, "serve").await;
     let blocked = blocked_reason(&twin.node).await;
     assert!(blocked.contains("share one [node] id"), "{blocked}");
+    blocked_metric(&twin.node, Some("lease_held")).await;
     let (code, _) = a.node.ready().await;
     assert_eq!(code, 200, "the first holder keeps its lease");
+    blocked_metric(&a.node, None).await;
     drop(twin);
     // A node whose journal is gone (a new disk) but whose id has published before.
     let dir = tempfile::tempdir().unwrap();
@@ -510,12 +512,14 @@ async fn a_shared_node_id_and_a_lost_journal_are_refused_readiness() {
     let fresh = Gw::with_journal("a", &redis, "serve", Some(dir.path().join("empty-journal"))).await;
     let blocked = blocked_reason(&fresh.node).await;
     assert!(blocked.contains("journal was lost"), "{blocked}");
+    blocked_metric(&fresh.node, Some("journal_behind_marker")).await;
     // Kept across restarts until an operator deletes the file.
     let file = dir.path().join("empty-journal").join("replication.blocked");
     assert!(std::fs::read_to_string(&file).is_ok_and(|t| t.contains("journal was lost")), "{}", file.display());
     let mut fresh = fresh;
     fresh.restart().await;
     assert!(blocked_reason(&fresh.node).await.contains("delete"), "still blocked after a restart");
+    blocked_metric(&fresh.node, Some("journal_behind_marker")).await;
     drop(fresh);
     // Another journal that has grown past A's marker (here: 20 statements replicated from
     // another node) under A's id, once A has stopped: the marker no longer tells, the journal's
@@ -543,7 +547,29 @@ async fn a_shared_node_id_and_a_lost_journal_are_refused_readiness() {
     let twin = Gw::with_journal("a", &redis, "serve", Some(other)).await;
     let blocked = blocked_reason(&twin.node).await;
     assert!(blocked.contains("published from another journal"), "{blocked}");
+    blocked_metric(&twin.node, Some("other_journal")).await;
     eprintln!("REPL|Two processes with one [node] id; a node's journal lost; another journal under its id|–|–|each refused readiness with the reason in /readyz");
+}
+
+/// `consentgate_replication_blocked`: 1 for `reason` (within 10 s), 0 for every other reason
+/// (every one when `reason` is None).
+async fn blocked_metric(node: &Node, reason: Option<&str>) {
+    const REASONS: [&str; 6] =
+        ["lease_held", "journal_behind_marker", "other_journal", "recorded", "stream_trimmed", "newer_schema"];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = node.metrics().await;
+        let got: Vec<Option<f64>> = REASONS
+            .iter()
+            .map(|r| common::node::metric(&text, &format!("consentgate_replication_blocked{{reason=\"{r}\"}} ")))
+            .collect();
+        let want: Vec<Option<f64>> = REASONS.iter().map(|r| Some(if Some(*r) == reason { 1.0 } else { 0.0 })).collect();
+        if got == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "consentgate_replication_blocked for {reason:?}: {got:?}\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn blocked_reason(node: &Node) -> String {
@@ -615,6 +641,7 @@ async fn trimming_to_a_snapshot_and_a_node_too_old_for_the_stream() {
     let c = Gw::new("c", &redis, "serve").await;
     let why = blocked_reason(&c.node).await;
     assert!(why.contains("trimmed through a's statement 5"), "{why}");
+    blocked_metric(&c.node, Some("stream_trimmed")).await;
     drop(c);
     // With the snapshot it is ready and holds all six.
     let sim = consentgate::sim::start(SimConfig { listen: "127.0.0.1:0".parse().unwrap(), ..Default::default() })

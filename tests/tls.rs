@@ -8,7 +8,11 @@
 //! both legs; the certificate swapped by SIGHUP (new connections see the new one, a bad file
 //! is refused and the current one kept); a plaintext client on the TLS port refused without
 //! harm; an SMSC certificate from an unknown CA refused at bind; client certificates required
-//! by `client_ca`; bad TLS settings refused by `check-config` naming the key and the file.
+//! by `client_ca`; bad TLS settings refused by `check-config` naming the key and the file;
+//! the notAfter the gateway reads from a certificate (`relay::x509`) equals what
+//! `openssl x509 -enddate` says, for EC, RSA and Ed25519 keys, UTCTime and GeneralizedTime;
+//! `consentgate_tls_certificate_expiry_timestamp_seconds` follows the certificates in force
+//! across reloads.
 
 mod common;
 mod tools;
@@ -72,6 +76,11 @@ impl Ca {
 
     /// A certificate for `cn` (SAN localhost and 127.0.0.1): (cert, key).
     fn issue(&self, cn: &str) -> (PathBuf, PathBuf) {
+        self.issue_days(cn, 30)
+    }
+
+    /// [`Ca::issue`] valid for `days`.
+    fn issue_days(&self, cn: &str, days: u32) -> (PathBuf, PathBuf) {
         let d = &self.dir;
         let (key, csr, pem, ext) = (format!("{cn}.key"), format!("{cn}.csr"), format!("{cn}.pem"), format!("{cn}.ext"));
         std::fs::write(
@@ -99,7 +108,7 @@ impl Ca {
                 "-out",
                 &pem,
                 "-days",
-                "30",
+                &days.to_string(),
                 "-extfile",
                 &ext,
             ],
@@ -393,4 +402,120 @@ fn check_config_names_the_tls_key_and_file() {
     let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("listen.tls.cert") && text.contains("nowhere.pem"), "{text}");
     assert!(text.contains("upstream.tls.ca"), "{text}");
+}
+
+/// `openssl x509 -enddate` of a PEM certificate, in Unix seconds.
+fn openssl_not_after(pem: &Path) -> i64 {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-enddate", "-dateopt", "iso_8601", "-in"])
+        .arg(pem)
+        .output()
+        .expect("run openssl");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let iso = text.trim().strip_prefix("notAfter=").unwrap_or_else(|| panic!("{text}"));
+    consentgate::time::parse_timestamp_ms(iso.as_bytes()).unwrap_or_else(|| panic!("{iso}")) / 1000
+}
+
+/// The DER of a PEM certificate, converted by openssl.
+fn der_of(dir: &Path, pem: &Path) -> Vec<u8> {
+    let der = dir.join("cert.der");
+    openssl(dir, &["x509", "-in", &pem.display().to_string(), "-outform", "DER", "-out", &der.display().to_string()]);
+    std::fs::read(der).unwrap()
+}
+
+/// `relay::x509::not_after` on certificates made by openssl agrees with openssl to the
+/// second: EC, RSA and Ed25519 keys, a CA-issued certificate with extensions, UTCTime
+/// (before 2050) and GeneralizedTime (from 2050) notAfter.
+#[test]
+fn not_after_agrees_with_openssl() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = Ca::new(d, "ca");
+    let mut pems = vec![(ca.pem(), 30), (ca.issue_days("leaf-ec", 45).0, 45)];
+    for (name, newkey, days) in [("rsa", "rsa:2048", 400), ("ed25519", "ed25519", 9000), ("far", "ed25519", 20000)] {
+        let pem = d.join(format!("{name}.pem"));
+        let key = d.join(format!("{name}.key"));
+        openssl(
+            d,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                newkey,
+                "-nodes",
+                "-keyout",
+                &key.display().to_string(),
+                "-out",
+                &pem.display().to_string(),
+                "-days",
+                &days.to_string(),
+                "-subj",
+                &format!("/CN={name}"),
+            ],
+        );
+        pems.push((pem, days));
+    }
+    let now = consentgate::time::unix_us() / 1_000_000;
+    for (pem, days) in pems {
+        let got =
+            consentgate::relay::x509::not_after(&der_of(d, &pem)).unwrap_or_else(|e| panic!("{}: {e}", pem.display()));
+        assert_eq!(got, openssl_not_after(&pem), "{}", pem.display());
+        // -days N from about now (openssl stamps notBefore at its own clock).
+        let expect = now + i64::from(days) * 86_400;
+        assert!((got - expect).abs() < 300, "{}: {got} vs now + {days} d = {expect}", pem.display());
+    }
+}
+
+/// The expiry gauges: the served certificate (`esme`) and the upstream client certificate
+/// (`smsc`) at start; a served chain counts by its earliest certificate; a SIGHUP with a new
+/// certificate moves the gauge, a refused reload leaves it. The handshake failure counters
+/// of both TLS legs exist at 0 from the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_expiry_gauges_follow_the_certificates_in_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = Ca::new(d, "expiry-ca");
+    let (short, short_key) = ca.issue_days("gw-short", 10);
+    let (long, long_key) = ca.issue_days("gw-long", 400);
+    let (client, client_key) = ca.issue_days("gw-client", 20);
+    let (cert, key) = (d.join("gw.pem"), d.join("gw.key"));
+    std::fs::copy(&short, &cert).unwrap();
+    std::fs::copy(&short_key, &key).unwrap();
+    let sim = consentgate::sim::start(SimConfig::default()).await.unwrap();
+    let conf = write_config(d, &cert, &key, sim.local_addr, |c| {
+        c.upstream_tls(&ca.pem(), "localhost")
+            .set("upstream.tls", &format!("cert = {:?}", client.display().to_string()))
+            .set("upstream.tls", &format!("key = {:?}", client_key.display().to_string()))
+    });
+    let gw = start(&conf.path, conf.admin).await;
+    let esme = "consentgate_tls_certificate_expiry_timestamp_seconds{leg=\"esme\"}";
+    let smsc = "consentgate_tls_certificate_expiry_timestamp_seconds{leg=\"smsc\"}";
+    assert_eq!(metric(conf.admin, esme).await, openssl_not_after(&short) as f64);
+    assert_eq!(metric(conf.admin, smsc).await, openssl_not_after(&client) as f64);
+    let (_, text) = consentgate::admin::request(conf.admin, "GET", "/metrics", None, None).await.unwrap();
+    for leg in ["esme", "smsc"] {
+        let series = format!("consentgate_tls_handshakes_total{{leg=\"{leg}\",result=\"failed\"}} 0\n");
+        assert!(text.contains(&series), "{series} missing:\n{text}");
+    }
+
+    // The 400-day certificate followed by its CA (30 days): the chain expires with the CA.
+    std::fs::write(&cert, std::fs::read_to_string(&long).unwrap() + &std::fs::read_to_string(ca.pem()).unwrap())
+        .unwrap();
+    std::fs::copy(&long_key, &key).unwrap();
+    signal(&gw, "-HUP");
+    wait_metric(conf.admin, "consentgate_tls_reloads_total{result=\"ok\"}", 2.0).await;
+    assert_eq!(metric(conf.admin, esme).await, openssl_not_after(&ca.pem()) as f64);
+    // The leaf alone: its own notAfter.
+    std::fs::copy(&long, &cert).unwrap();
+    signal(&gw, "-HUP");
+    wait_metric(conf.admin, "consentgate_tls_reloads_total{result=\"ok\"}", 4.0).await;
+    let long_after = openssl_not_after(&long) as f64;
+    assert_eq!(metric(conf.admin, esme).await, long_after);
+    // Refused: the certificate in force, and its gauge, stay.
+    std::fs::write(&cert, "not a certificate\n").unwrap();
+    signal(&gw, "-HUP");
+    wait_metric(conf.admin, "consentgate_tls_reloads_total{result=\"refused\"}", 1.0).await;
+    assert_eq!(metric(conf.admin, esme).await, long_after);
+    assert_eq!(metric(conf.admin, smsc).await, openssl_not_after(&client) as f64);
 }

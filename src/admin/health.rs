@@ -46,7 +46,8 @@ pub(super) async fn metrics(State(state): State<AdminState>) -> Response {
     if let Some(c) = state.complaints.clone() {
         let _ = tokio::task::spawn_blocking(move || c.refresh_gauges()).await;
     }
-    let body = state.prometheus.render();
+    let mut body = state.prometheus.render();
+    crate::telemetry::process::render(&mut body);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 

@@ -166,6 +166,15 @@ impl Gateway {
             )),
             None => None,
         };
+        // The handshake counters of the legs with TLS exist from the start, at 0 (an alert's
+        // rate() sees the first failure), and so do the certificate expiry gauges.
+        let tls_legs = [tls_listener.is_some().then_some("esme"), upstream_tls.is_some().then_some("smsc")];
+        for leg in tls_legs.into_iter().flatten() {
+            for result in ["ok", "failed"] {
+                metrics::counter!(m::TLS_HANDSHAKES_TOTAL, "leg" => leg, "result" => result).increment(0);
+            }
+        }
+        tls_expiry_gauges(tls_listener.as_ref().map(|(_, s)| &**s), upstream_tls.as_deref());
         let (control_tx, control_rx) = mpsc::channel(16);
         let capture = match &config.capture {
             Some(c) => {
@@ -698,10 +707,12 @@ async fn tls_accept(
 /// SIGHUP: re-reads the TLS certificates, keys and CAs of both legs (off the async workers).
 /// A file that does not load is refused and the previous configuration keeps serving.
 async fn reload_tls(server: Option<Arc<TlsServer>>, client: Option<Arc<TlsClient>>) {
+    let (s, c) = (server.clone(), client.clone());
     let r = tokio::task::spawn_blocking(move || {
-        [("listen.tls", server.map(|s| s.reload())), ("upstream.tls", client.map(|c| c.reload()))]
+        [("listen.tls", s.map(|s| s.reload())), ("upstream.tls", c.map(|c| c.reload()))]
     })
     .await;
+    tls_expiry_gauges(server.as_deref(), client.as_deref());
     let Ok(results) = r else { return };
     for (what, r) in results {
         match r {
@@ -714,6 +725,18 @@ async fn reload_tls(server: Option<Arc<TlsServer>>, client: Option<Arc<TlsClient
                 metrics::counter!(m::TLS_RELOADS_TOTAL, "result" => "refused").increment(1);
                 warn!(what, error = %e, "TLS reload refused; the previous certificates keep serving");
             }
+        }
+    }
+}
+
+/// `consentgate_tls_certificate_expiry_timestamp_seconds{leg}` from the certificates in
+/// force: at start and after every TLS reload (a refused one leaves them as they were).
+fn tls_expiry_gauges(server: Option<&TlsServer>, client: Option<&TlsClient>) {
+    for (leg, not_after) in
+        [("esme", server.and_then(TlsServer::not_after)), ("smsc", client.and_then(TlsClient::not_after))]
+    {
+        if let Some(t) = not_after {
+            metrics::gauge!(m::TLS_CERTIFICATE_EXPIRY, "leg" => leg).set(t as f64);
         }
     }
 }

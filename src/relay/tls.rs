@@ -1,7 +1,9 @@
 //! TLS on either leg (architecture §9): the `[listen.tls]` / `[upstream.tls]` settings, the rustls
 //! configurations built from their PEM files (swapped in by [`TlsServer::reload`] /
 //! [`TlsClient::reload`] on SIGHUP; a bad file is refused and the previous certificates keep
-//! serving), and [`TlsStream`], the connection the session loop drives by hand.
+//! serving), with the notAfter of the certificate chain each presents ([`TlsServer::not_after`],
+//! [`TlsClient::not_after`]: the gateway's expiry gauge, read by [`super::x509`]), and
+//! [`TlsStream`], the connection the session loop drives by hand.
 //!
 //! Why by hand rather than `tokio_rustls`: the session serves both legs from one task with
 //! non-blocking reads and writes on readiness (`session/mod.rs`), and socket readiness is not
@@ -88,6 +90,11 @@ fn roots(path: &Path) -> Result<rustls::RootCertStore, TlsError> {
 
 /// The rustls server configuration for `cfg` (reads its files).
 pub fn server_config(cfg: &ServerTlsConfig) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    server_loaded(cfg).map(|l| l.config)
+}
+
+/// [`server_config`] and the expiry of the chain it presents.
+fn server_loaded(cfg: &ServerTlsConfig) -> Result<Loaded<Arc<rustls::ServerConfig>>, TlsError> {
     let b = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
@@ -100,51 +107,95 @@ pub fn server_config(cfg: &ServerTlsConfig) -> Result<Arc<rustls::ServerConfig>,
             b.with_client_cert_verifier(v)
         }
     };
-    let c = b.with_single_cert(certs(&cfg.cert)?, key(&cfg.key)?).map_err(|e| TlsError::File {
+    let chain = certs(&cfg.cert)?;
+    let not_after = chain_not_after(&cfg.cert, &chain);
+    let c = b.with_single_cert(chain, key(&cfg.key)?).map_err(|e| TlsError::File {
         path: cfg.key.clone(),
         message: format!("does not match the certificate: {e}"),
     })?;
-    Ok(Arc::new(c))
+    Ok(Loaded { config: Arc::new(c), not_after })
 }
 
 /// The rustls client configuration and server name for `cfg` (reads its files).
 pub fn client_config(cfg: &ClientTlsConfig) -> Result<(Arc<rustls::ClientConfig>, ServerName<'static>), TlsError> {
+    client_loaded(cfg).map(|l| l.config)
+}
+
+/// [`client_config`] and the expiry of the client chain it presents, if it has one.
+fn client_loaded(cfg: &ClientTlsConfig) -> Result<Loaded<(Arc<rustls::ClientConfig>, ServerName<'static>)>, TlsError> {
     let name = ServerName::try_from(cfg.server_name.clone())
         .map_err(|e| TlsError::Rustls(format!("upstream.tls.server_name `{}`: {e}", cfg.server_name)))?;
     let b = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Rustls(e.to_string()))?
         .with_root_certificates(roots(&cfg.ca)?);
-    let c = match (&cfg.cert, &cfg.key) {
-        (Some(c), Some(k)) => b
-            .with_client_auth_cert(certs(c)?, key(k)?)
-            .map_err(|e| TlsError::File { path: k.clone(), message: format!("does not match the certificate: {e}") })?,
-        _ => b.with_no_client_auth(),
+    let (c, not_after) = match (&cfg.cert, &cfg.key) {
+        (Some(c), Some(k)) => {
+            let chain = certs(c)?;
+            let not_after = chain_not_after(c, &chain);
+            let config = b.with_client_auth_cert(chain, key(k)?).map_err(|e| TlsError::File {
+                path: k.clone(),
+                message: format!("does not match the certificate: {e}"),
+            })?;
+            (config, not_after)
+        }
+        _ => (b.with_no_client_auth(), None),
     };
-    Ok((Arc::new(c), name))
+    Ok(Loaded { config: (Arc::new(c), name), not_after })
+}
+
+/// A configuration built from its files, with the notAfter (Unix seconds) of the
+/// certificate chain it presents: the earliest of the chain's certificates, since a peer
+/// refuses the chain once any of them has expired. None when it presents none (a client
+/// without a certificate) or one could not be read (logged).
+struct Loaded<C> {
+    config: C,
+    not_after: Option<i64>,
+}
+
+/// The earliest notAfter of `chain` (read from `path`); None, with a warning, if a
+/// certificate's DER cannot be walked (rustls accepted it, so this is not a reason to refuse
+/// it, only to go without the expiry gauge).
+fn chain_not_after(path: &Path, chain: &[CertificateDer<'_>]) -> Option<i64> {
+    let mut earliest: Option<i64> = None;
+    for c in chain {
+        match super::x509::not_after(c) {
+            Ok(t) => earliest = Some(earliest.map_or(t, |e| e.min(t))),
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "cannot read a certificate's notAfter; its expiry is not exported");
+                return None;
+            }
+        }
+    }
+    earliest
 }
 
 /// The ESME-facing TLS configuration in force, swapped on reload.
 pub struct TlsServer {
     cfg: ServerTlsConfig,
-    current: ArcSwap<rustls::ServerConfig>,
+    current: ArcSwap<Loaded<Arc<rustls::ServerConfig>>>,
 }
 
 impl TlsServer {
     pub fn new(cfg: ServerTlsConfig) -> Result<TlsServer, TlsError> {
-        let c = server_config(&cfg)?;
-        Ok(TlsServer { cfg, current: ArcSwap::new(c) })
+        let c = server_loaded(&cfg)?;
+        Ok(TlsServer { cfg, current: ArcSwap::from_pointee(c) })
     }
 
     /// Re-reads the certificate, key and client CA; on error the current ones stay.
     pub fn reload(&self) -> Result<(), TlsError> {
-        self.current.store(server_config(&self.cfg)?);
+        self.current.store(Arc::new(server_loaded(&self.cfg)?));
         Ok(())
+    }
+
+    /// The notAfter (Unix seconds) of the certificate chain served now: its earliest.
+    pub fn not_after(&self) -> Option<i64> {
+        self.current.load().not_after
     }
 
     /// Completes the server handshake on `tcp` within `limit`.
     pub async fn accept(&self, tcp: TcpStream, limit: Duration) -> io::Result<TlsStream> {
-        let conn = rustls::ServerConnection::new(self.current.load_full()).map_err(io::Error::other)?;
+        let conn = rustls::ServerConnection::new(self.current.load().config.clone()).map_err(io::Error::other)?;
         TlsStream::handshake(tcp, rustls::Connection::Server(conn), limit).await
     }
 }
@@ -152,7 +203,7 @@ impl TlsServer {
 /// The upstream TLS configuration in force, swapped on reload.
 pub struct TlsClient {
     cfg: ClientTlsConfig,
-    current: ArcSwap<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+    current: ArcSwap<Loaded<(Arc<rustls::ClientConfig>, ServerName<'static>)>>,
 }
 
 impl std::fmt::Debug for TlsClient {
@@ -169,20 +220,27 @@ impl std::fmt::Debug for TlsServer {
 
 impl TlsClient {
     pub fn new(cfg: ClientTlsConfig) -> Result<TlsClient, TlsError> {
-        let c = client_config(&cfg)?;
-        Ok(TlsClient { cfg, current: ArcSwap::new(Arc::new(c)) })
+        let c = client_loaded(&cfg)?;
+        Ok(TlsClient { cfg, current: ArcSwap::from_pointee(c) })
     }
 
     /// Re-reads the CA (and client certificate); on error the current ones stay.
     pub fn reload(&self) -> Result<(), TlsError> {
-        self.current.store(Arc::new(client_config(&self.cfg)?));
+        self.current.store(Arc::new(client_loaded(&self.cfg)?));
         Ok(())
+    }
+
+    /// The notAfter (Unix seconds) of the client certificate chain presented now (its
+    /// earliest); None without a client certificate.
+    pub fn not_after(&self) -> Option<i64> {
+        self.current.load().not_after
     }
 
     /// Completes the client handshake on `tcp` within `limit`.
     pub async fn connect(&self, tcp: TcpStream, limit: Duration) -> io::Result<TlsStream> {
         let cur = self.current.load();
-        let conn = rustls::ClientConnection::new(cur.0.clone(), cur.1.clone()).map_err(io::Error::other)?;
+        let (config, name) = &cur.config;
+        let conn = rustls::ClientConnection::new(config.clone(), name.clone()).map_err(io::Error::other)?;
         TlsStream::handshake(tcp, rustls::Connection::Client(conn), limit).await
     }
 }

@@ -125,6 +125,54 @@ impl Keys {
     }
 }
 
+/// Why replication is blocked: a condition only an operator can clear (module docs). The
+/// `reason` label of `consentgate_replication_blocked`; the full text, naming the keys, ids
+/// and files involved, is in `/readyz` and the ERROR log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockReason {
+    /// Publisher: another process holds this node's lease — two gateways run with one
+    /// `[node] id`. Retried: clears once the other process stops.
+    LeaseHeld,
+    /// Publisher: the stream's published-through marker for this node is past what its
+    /// journal holds (the journal was lost or replaced by an older copy, or another node uses
+    /// the same id). Recorded in `<journal>/replication.blocked`.
+    JournalBehindMarker,
+    /// Publisher: another journal has published as this node (its lease token differs).
+    /// Recorded in `<journal>/replication.blocked`.
+    OtherJournal,
+    /// Publisher: `<journal>/replication.blocked`, left by an earlier run, holds a reason
+    /// this build does not recognise.
+    Recorded,
+    /// Reader: the stream was trimmed past what this node holds; cleared by loading a
+    /// snapshot built after the trim.
+    StreamTrimmed,
+    /// Reader: an entry written by a newer version; cleared by upgrading this node.
+    NewerSchema,
+}
+
+impl BlockReason {
+    pub const ALL: [BlockReason; 6] = [
+        BlockReason::LeaseHeld,
+        BlockReason::JournalBehindMarker,
+        BlockReason::OtherJournal,
+        BlockReason::Recorded,
+        BlockReason::StreamTrimmed,
+        BlockReason::NewerSchema,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            BlockReason::LeaseHeld => "lease_held",
+            BlockReason::JournalBehindMarker => "journal_behind_marker",
+            BlockReason::OtherJournal => "other_journal",
+            BlockReason::Recorded => "recorded",
+            BlockReason::StreamTrimmed => "stream_trimmed",
+            BlockReason::NewerSchema => "newer_schema",
+        }
+    }
+}
+
 /// Replication's state, shared with `/readyz` and the metrics.
 #[derive(Debug)]
 pub struct Status {
@@ -135,8 +183,10 @@ pub struct Status {
     attempted: AtomicBool,
     /// 0 not yet, 1 caught up with the head seen at the last connect.
     caught_up: AtomicU8,
-    /// Conditions an operator must clear, by who raised them (`publisher`, `reader`).
-    blocked: Mutex<Vec<(&'static str, String)>>,
+    /// Conditions an operator must clear, by who raised them (`publisher`, `reader`), with
+    /// the text `/readyz` shows. A std Mutex: held for a few assignments, never across an
+    /// await.
+    blocked: Mutex<Vec<(&'static str, BlockReason, String)>>,
     last_error: Mutex<Option<String>>,
 }
 
@@ -163,14 +213,19 @@ impl Status {
         self.caught_up.store(yes as u8, Ordering::Release);
     }
 
-    /// Sets or clears `who`'s blocking condition; true if it is newly set or changed.
-    fn set_blocked(&self, who: &'static str, why: Option<String>) -> bool {
+    /// Sets or clears `who`'s blocking condition, and `consentgate_replication_blocked`;
+    /// true if it is newly set or changed.
+    fn set_blocked(&self, who: &'static str, why: Option<(BlockReason, String)>) -> bool {
         let mut b = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
-        let before = b.iter().find(|(w, _)| *w == who).map(|(_, r)| r.clone());
-        b.retain(|(w, _)| *w != who);
+        let before = b.iter().find(|(w, ..)| *w == who).map(|(_, r, t)| (*r, t.clone()));
+        b.retain(|(w, ..)| *w != who);
         let changed = why.is_some() && before != why;
-        if let Some(why) = why {
-            b.push((who, why));
+        if let Some((reason, text)) = why {
+            b.push((who, reason, text));
+        }
+        for reason in BlockReason::ALL {
+            let on = b.iter().any(|(_, r, _)| *r == reason);
+            metrics::gauge!(m::REPLICATION_BLOCKED, "reason" => reason.label()).set(if on { 1.0 } else { 0.0 });
         }
         changed
     }
@@ -195,7 +250,7 @@ impl Status {
         let reader = self.reader.load(Ordering::Acquire);
         let caught_up = self.caught_up();
         let blocked: Vec<String> =
-            self.blocked.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(_, w)| w.clone()).collect();
+            self.blocked.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(.., t)| t.clone()).collect();
         let ok = blocked.is_empty()
             && match self.on_disconnect {
                 OnDisconnect::Unready => publisher && reader && caught_up,
@@ -241,6 +296,9 @@ impl Replication {
         }
         for d in ["published", "applied", "duplicate", "invalid"] {
             metrics::counter!(m::REPLICATION_STATEMENTS_TOTAL, "direction" => d).increment(0);
+        }
+        for reason in BlockReason::ALL {
+            metrics::gauge!(m::REPLICATION_BLOCKED, "reason" => reason.label()).set(0.0);
         }
         let keys = Keys::new(&cfg.stream, store.node().as_str());
         tracing::info!(redis = %cfg.redis, stream = %cfg.stream, node = %store.node(), on_disconnect = cfg.on_disconnect.as_str(), "replication starting");

@@ -8,7 +8,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use super::resp::{Conn, RedisError, Value};
-use super::{entry, error_kind, sleep_or_stop, token, Ctx, FIRST_BACKOFF, MAX_BACKOFF, PUBLISH_BATCH};
+use super::{entry, error_kind, sleep_or_stop, token, BlockReason, Ctx, FIRST_BACKOFF, MAX_BACKOFF, PUBLISH_BATCH};
 use crate::consent::store::OutboxTake;
 use crate::consent::Statement;
 use crate::telemetry::metrics as m;
@@ -33,7 +33,7 @@ enum End {
     Blocked(String),
     /// Needs an operator and is not retried: kept in the journal directory
     /// ([`BLOCKED_FILE`]) so a restart does not clear it either.
-    Fatal(String),
+    Fatal(BlockReason, String),
     Journal(String),
 }
 
@@ -53,7 +53,8 @@ pub(super) async fn run(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
     };
     let blocked_file = ctx.store.journal_dir().map(|d| d.join(BLOCKED_FILE));
     if let Some(why) = blocked_file.as_ref().and_then(|f| std::fs::read_to_string(f).ok()) {
-        return fatal(&ctx, why.trim().to_owned(), blocked_file.as_deref(), &mut stop).await;
+        let why = why.trim().to_owned();
+        return fatal(&ctx, recorded_reason(&why), why, blocked_file.as_deref(), &mut stop).await;
     }
     let (lease, kept) = lease_token(&ctx);
     let mut backoff = FIRST_BACKOFF;
@@ -68,17 +69,17 @@ pub(super) async fn run(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
             End::Journal(e) => ("journal", e),
             End::Blocked(why) => {
                 error!(reason = %why, "replication publisher blocked; retrying");
-                ctx.status.set_blocked("publisher", Some(why.clone()));
+                ctx.status.set_blocked("publisher", Some((BlockReason::LeaseHeld, why.clone())));
                 ("blocked", why)
             }
-            End::Fatal(why) => {
+            End::Fatal(reason, why) => {
                 if let Some(f) = &blocked_file {
                     if let Err(e) = std::fs::write(f, format!("{why}\n")) {
                         error!(file = %f.display(), error = %e, "cannot record why replication is blocked");
                     }
                 }
                 metrics::counter!(m::REPLICATION_ERRORS_TOTAL, "conn" => "publisher", "kind" => "blocked").increment(1);
-                return fatal(&ctx, why, blocked_file.as_deref(), &mut stop).await;
+                return fatal(&ctx, reason, why, blocked_file.as_deref(), &mut stop).await;
             }
         };
         if connected {
@@ -101,13 +102,19 @@ pub(super) async fn run(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
 
 /// Publishes nothing until the process stops, with the reason (and the file to delete once
 /// it is fixed) in `/readyz`.
-async fn fatal(ctx: &Ctx, why: String, file: Option<&std::path::Path>, stop: &mut watch::Receiver<bool>) {
+async fn fatal(
+    ctx: &Ctx,
+    reason: BlockReason,
+    why: String,
+    file: Option<&std::path::Path>,
+    stop: &mut watch::Receiver<bool>,
+) {
     let why = match file {
         Some(f) => format!("{why} (publishing stopped; delete {} once fixed, then restart)", f.display()),
         None => why,
     };
     error!(reason = %why, "replication publisher stopped");
-    ctx.status.set_blocked("publisher", Some(why));
+    ctx.status.set_blocked("publisher", Some((reason, why)));
     let _ = stop.wait_for(|s| *s).await;
 }
 
@@ -135,12 +142,7 @@ async fn session(
     };
     let durable = ctx.store.durable_seq();
     if marker > durable {
-        let why = format!(
-            "the stream says node `{node}` published through seq {marker} but its journal is durable only through {durable}: \
-             the journal was lost or replaced by an older copy, or another node uses the same [node] id; \
-             statements recorded here now would reuse published identities"
-        );
-        return End::Fatal(why);
+        return End::Fatal(BlockReason::JournalBehindMarker, journal_behind(&node, marker, durable));
     }
     // The journal that published as this node before, named by its lease token (kept in the
     // journal directory): another one with the same id would publish statements whose
@@ -150,11 +152,7 @@ async fn session(
         let owners = ctx.keys.owners.as_bytes();
         match c.cmd(&[b"HGET", owners, node.as_str().as_bytes()]).await {
             Ok(v) if v.as_bytes().is_some_and(|t| t != lease.as_bytes()) => {
-                return End::Fatal(format!(
-                    "node `{node}` has published from another journal (its lease token differs from this journal's \
-                     replication.lease): two journals with one [node] id would reuse statement identities; give this \
-                     node its own id"
-                ));
+                return End::Fatal(BlockReason::OtherJournal, other_journal(&node));
             }
             // None yet: the first batch this journal publishes names it (in the script).
             Ok(_) => {}
@@ -236,6 +234,36 @@ async fn session(
                 return End::Redis(RedisError::Protocol(format!("published-through marker {m} behind {through}")));
             }
         }
+    }
+}
+
+/// The text of [`BlockReason::JournalBehindMarker`].
+fn journal_behind(node: &crate::consent::NodeId, marker: u64, durable: u64) -> String {
+    format!(
+        "the stream says node `{node}` published through seq {marker} but its journal is durable only through {durable}: \
+         the journal was lost or replaced by an older copy, or another node uses the same [node] id; \
+         statements recorded here now would reuse published identities"
+    )
+}
+
+/// The text of [`BlockReason::OtherJournal`].
+fn other_journal(node: &crate::consent::NodeId) -> String {
+    format!(
+        "node `{node}` has published from another journal (its lease token differs from this journal's \
+         replication.lease): two journals with one [node] id would reuse statement identities; give this \
+         node its own id"
+    )
+}
+
+/// The reason a [`BLOCKED_FILE`] left by an earlier run records (the file holds the text
+/// only, as [`journal_behind`] and [`other_journal`] wrote it).
+fn recorded_reason(text: &str) -> BlockReason {
+    if text.contains("published through seq") {
+        BlockReason::JournalBehindMarker
+    } else if text.contains("has published from another journal") {
+        BlockReason::OtherJournal
+    } else {
+        BlockReason::Recorded
     }
 }
 
@@ -388,4 +416,18 @@ async fn send(ctx: &Ctx, c: &mut Conn, lease: &str, owner: &str, marker: u64, st
     }
     metrics::counter!(m::REPLICATION_STATEMENTS_TOTAL, "direction" => "published").increment(sts.len() as u64);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A restart that finds `replication.blocked` labels the block as the run that wrote it did.
+    #[test]
+    fn a_recorded_block_keeps_its_reason() {
+        let node = crate::consent::NodeId::parse("gw-1").unwrap();
+        assert_eq!(recorded_reason(&journal_behind(&node, 9, 3)), BlockReason::JournalBehindMarker);
+        assert_eq!(recorded_reason(&other_journal(&node)), BlockReason::OtherJournal);
+        assert_eq!(recorded_reason("written by hand"), BlockReason::Recorded);
+    }
 }

@@ -9,7 +9,9 @@ use tracing::{error, info, warn};
 
 use super::entry::{self, EntryId};
 use super::resp::{Conn, RedisError, Value};
-use super::{error_kind, known_marks, sleep_or_stop, token, Ctx, BLOCK, FIRST_BACKOFF, MAX_BACKOFF, READ_COUNT};
+use super::{
+    error_kind, known_marks, sleep_or_stop, token, BlockReason, Ctx, BLOCK, FIRST_BACKOFF, MAX_BACKOFF, READ_COUNT,
+};
 use crate::consent::{Statement, Watermarks};
 use crate::telemetry::metrics as m;
 
@@ -112,7 +114,7 @@ async fn session(
         match super::ops::uncovered(&f.known, &trimmed, ctx.store.node()) {
             None => break,
             Some(why) => {
-                if ctx.status.set_blocked("reader", Some(why.clone())) {
+                if ctx.status.set_blocked("reader", Some((BlockReason::StreamTrimmed, why.clone()))) {
                     error!(reason = %why, "replication reader blocked");
                 }
                 if sleep_or_stop(Duration::from_secs(1), stop).await {
@@ -215,7 +217,7 @@ async fn session(
                 // An entry this build cannot read (a newer schema): apply nothing more, so no
                 // statement is skipped, until the node is upgraded and restarted.
                 error!(reason = %why, "replication reader stopped");
-                ctx.status.set_blocked("reader", Some(why));
+                ctx.status.set_blocked("reader", Some((BlockReason::NewerSchema, why)));
                 ctx.status.set_caught_up(false);
                 let _ = stop.wait_for(|s| *s).await;
                 return Ok(());

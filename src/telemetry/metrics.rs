@@ -30,8 +30,9 @@ pub const UPSTREAM_RESPONSE_DURATION: &str = "consentgate_upstream_response_dura
 pub const PDUS_TOTAL: &str = "consentgate_pdus_total";
 /// Gauge `{side}` — bound ESME sessions (`esme`) and their paired SMSC binds (`smsc`).
 pub const SESSIONS: &str = "consentgate_sessions";
-/// `{account, result}` — bind attempts: `ok`, `refused` (by consentgate: credentials,
-/// licence, bind type), `upstream_refused`, `upstream_unreachable`.
+/// `{account, result}` — bind attempts: `ok`, `refused` (by consentgate: unknown system_id,
+/// licence, bind type, the account's `max_sessions`), `upstream_refused`,
+/// `upstream_unreachable`.
 pub const BINDS_TOTAL: &str = "consentgate_binds_total";
 /// Gauge `{account}` — requests relayed to the SMSC and not yet answered (window occupancy;
 /// the limit is `session.window` per session).
@@ -80,7 +81,7 @@ pub const JOURNAL_WRITE_FAILURES_TOTAL: &str = "consentgate_journal_write_failur
 /// after it stopped. Absent without a journal.
 pub const JOURNAL_HEALTHY: &str = "consentgate_journal_healthy";
 /// `{stage, kind}` — things that went wrong: stage `esme` | `smsc` | `journal` | `audit` |
-/// `snapshot` | `admin`; kind a short stable word (`malformed_pdu`, `timeout`, …).
+/// `admin`; kind a short stable word (`malformed_pdu`, `response_timeout`, …).
 pub const ERRORS_TOTAL: &str = "consentgate_errors_total";
 /// `{result}` — decision audit records: `written` | `dropped` (queue full or disk failing).
 pub const AUDIT_RECORDS_TOTAL: &str = "consentgate_audit_records_total";
@@ -111,8 +112,14 @@ pub const ENTITIES_SUSPENDED: &str = "consentgate_entities_suspended";
 pub const LIMITS_TOTAL: &str = "consentgate_limits_total";
 /// `{leg, result}` — TLS handshakes: `leg` = `esme` | `smsc`, `result` = `ok` | `failed`.
 pub const TLS_HANDSHAKES_TOTAL: &str = "consentgate_tls_handshakes_total";
-/// `{result}` — certificate reloads (SIGHUP): `ok` | `refused` (the previous ones keep serving).
+/// `{result}` — certificate reloads (SIGHUP, and a config reload through the admin API), one
+/// per leg configured: `ok` | `refused` (the previous ones keep serving).
 pub const TLS_RELOADS_TOTAL: &str = "consentgate_tls_reloads_total";
+/// Gauge `{leg}` — notAfter (unix time) of the certificate chain consentgate presents on a
+/// leg, the earliest of the chain's certificates: `esme` = the `[listen.tls]` certificate
+/// served to ESMEs, `smsc` = the `[upstream.tls]` client certificate (absent without one).
+/// Set at start and at each TLS reload that succeeds.
+pub const TLS_CERTIFICATE_EXPIRY: &str = "consentgate_tls_certificate_expiry_timestamp_seconds";
 /// Gauge `{conn}` — 1 while replication's connection to Redis is up (architecture §8): `conn` =
 /// `publisher` | `reader`.
 pub const REPLICATION_CONNECTED: &str = "consentgate_replication_connected";
@@ -127,10 +134,33 @@ pub const REPLICATION_STATEMENTS_TOTAL: &str = "consentgate_replication_statemen
 /// Gauge: this node's durable statements not yet confirmed in the stream.
 pub const REPLICATION_UNPUBLISHED: &str = "consentgate_replication_unpublished_statements";
 /// `{conn, kind}` — replication errors: `connect`, `timeout`, `io`, `protocol`, `server`,
-/// `journal`; each is followed by a reconnect with back-off.
+/// `journal`; each is followed by a reconnect with back-off. `blocked` (publisher): a
+/// condition only an operator can clear stopped it (see [`REPLICATION_BLOCKED`]).
 pub const REPLICATION_ERRORS_TOTAL: &str = "consentgate_replication_errors_total";
+/// Gauge `{reason}` — 1 while replication is blocked for that reason (a
+/// [`crate::replication::BlockReason`] label: `lease_held`, `journal_behind_marker`,
+/// `other_journal`, `recorded` on the publisher; `stream_trimmed`, `newer_schema` on the
+/// reader), else 0. The node is not ready meanwhile; `/readyz` has the full reason.
+pub const REPLICATION_BLOCKED: &str = "consentgate_replication_blocked";
 /// Gauge `{version}` = 1.
 pub const BUILD_INFO: &str = "consentgate_build_info";
+
+// The standard process metrics, under the names every Prometheus client library uses. Read
+// from /proc/self at scrape time and rendered by [`super::process`] (not through the
+// recorder: its counters are integers and CPU time is not); absent where there is no /proc.
+
+/// Counter: user + system CPU time of the process, seconds.
+pub const PROCESS_CPU_SECONDS_TOTAL: &str = "process_cpu_seconds_total";
+/// Gauge: resident set size, bytes.
+pub const PROCESS_RESIDENT_MEMORY: &str = "process_resident_memory_bytes";
+/// Gauge: virtual memory size, bytes.
+pub const PROCESS_VIRTUAL_MEMORY: &str = "process_virtual_memory_bytes";
+/// Gauge: open file descriptors (sockets, journal, audit and snapshot files, …).
+pub const PROCESS_OPEN_FDS: &str = "process_open_fds";
+/// Gauge: the soft `RLIMIT_NOFILE` (raised to the hard limit at start).
+pub const PROCESS_MAX_FDS: &str = "process_max_fds";
+/// Gauge: unix time the process started.
+pub const PROCESS_START_TIME: &str = "process_start_time_seconds";
 
 /// One decision in this many is timed (a clock read costs about as much as the decision).
 pub const DECISION_SAMPLE_EVERY: u32 = 64;
@@ -288,10 +318,20 @@ fn describe() {
     );
     describe_counter!(TLS_HANDSHAKES_TOTAL, Unit::Count, "TLS handshakes by leg and result");
     describe_counter!(TLS_RELOADS_TOTAL, Unit::Count, "TLS certificate reloads by result");
+    describe_gauge!(
+        TLS_CERTIFICATE_EXPIRY,
+        Unit::Seconds,
+        "unix time the certificate chain presented on a leg expires (its earliest notAfter)"
+    );
     describe_gauge!(REPLICATION_CONNECTED, Unit::Count, "1 while the replication connection (publisher, reader) is up");
     describe_gauge!(REPLICATION_LAG_SECONDS, Unit::Seconds, "how far the replication reader is behind the stream");
     describe_counter!(REPLICATION_STATEMENTS_TOTAL, Unit::Count, "statements published, applied, duplicate or invalid");
     describe_gauge!(REPLICATION_UNPUBLISHED, Unit::Count, "durable local statements not yet confirmed in the stream");
     describe_counter!(REPLICATION_ERRORS_TOTAL, Unit::Count, "replication errors by connection and kind");
+    describe_gauge!(
+        REPLICATION_BLOCKED,
+        Unit::Count,
+        "1 while replication is blocked for that reason (operator action needed)"
+    );
     describe_gauge!(BUILD_INFO, Unit::Count, "build information");
 }

@@ -1,7 +1,9 @@
-//! Logging setup (tracing with EnvFilter, human or JSON lines, level changeable at run time)
-//! and the metrics module ([`metrics`]: every metric name, the Prometheus recorder).
+//! Logging setup (tracing with EnvFilter, human or JSON lines, level changeable at run time),
+//! the metrics module ([`metrics`]: every metric name, the Prometheus recorder) and the
+//! process metrics read from `/proc` at scrape time ([`process`]).
 
 pub mod metrics;
+pub mod process;
 
 use std::sync::OnceLock;
 

@@ -69,7 +69,7 @@ pub fn run_ok(cmd: &mut Command) -> String {
 }
 
 /// Metric names declared in `src/telemetry/metrics.rs`: every
-/// `pub const NAME: &str = "consentgate_...";` line.
+/// `pub const NAME: &str = "consentgate_...";` line, and the standard `process_...` ones.
 pub fn declared_metrics() -> Vec<String> {
     parse_metric_consts(&read("src/telemetry/metrics.rs"))
 }
@@ -81,12 +81,15 @@ pub fn parse_metric_consts(src: &str) -> Vec<String> {
         let Some(rest) = line.strip_prefix("pub const ") else { continue };
         let Some((_, value)) = rest.split_once(": &str = \"") else { continue };
         let Some(name) = value.strip_suffix("\";") else { continue };
-        if name.starts_with("consentgate_") {
+        if METRIC_PREFIXES.iter().any(|p| name.starts_with(p)) {
             names.push(name.to_owned());
         }
     }
     names
 }
+
+/// The prefixes of the metric names the gateway exports.
+pub const METRIC_PREFIXES: [&str; 2] = ["consentgate_", "process_"];
 
 fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_' || c == ':'
@@ -113,11 +116,12 @@ pub fn identifiers_with_prefix(text: &str, prefix: &str) -> Vec<String> {
 }
 
 /// Metric names used in `text` (PromQL inside YAML or JSON) that are not declared:
-/// `consentgate_*` identifiers, with a histogram's `_bucket` / `_sum` / `_count` series
-/// accepted for a declared base name.
+/// `consentgate_*` and `process_*` identifiers, with a histogram's `_bucket` / `_sum` /
+/// `_count` series accepted for a declared base name.
 pub fn unknown_metrics(text: &str, declared: &[String]) -> Vec<String> {
-    identifiers_with_prefix(text, "consentgate_")
-        .into_iter()
+    METRIC_PREFIXES
+        .iter()
+        .flat_map(|p| identifiers_with_prefix(text, p))
         .filter(|name| {
             let base = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(name);
             !declared.iter().any(|d| d == name || d == base)
