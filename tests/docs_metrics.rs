@@ -35,6 +35,8 @@ const OPEN_VALUES: &[(&str, &str)] = &[
     ("*", "account"),
     ("consentgate_config_info", "sha256"),
     ("consentgate_build_info", "version"),
+    ("consentgate_build_info", "commit"),
+    ("consentgate_build_info", "built"),
     ("consentgate_pdus_total", "command"),
 ];
 
