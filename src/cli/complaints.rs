@@ -51,10 +51,19 @@ fn open(config: &std::path::Path) -> Result<Option<Register>, ExitCode> {
         eprintln!("{}: no [complaints] section: there is no register", config.display());
         return Err(ExitCode::from(EX_USAGE));
     };
-    Register::open_read_only(&db).map_err(|e| {
+    let r = Register::open_read_only(&db).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::FAILURE
-    })
+    })?;
+    if r.is_none() {
+        let relative = if db.is_relative() {
+            " (a relative complaints.db is read from the current directory; the gateway's is its working directory)"
+        } else {
+            ""
+        };
+        eprintln!("{}: no complaint register yet: the gateway creates it when it first runs{relative}", db.display());
+    }
+    Ok(r)
 }
 
 pub fn run(cmd: ComplaintsCmd) -> anyhow::Result<ExitCode> {

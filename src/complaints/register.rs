@@ -70,6 +70,12 @@ pub enum RegisterError {
     },
     #[error("{}: schema version {found} is newer than this build's {SCHEMA_VERSION}: refusing to touch it (run the newer consentgate)", path.display())]
     NewerSchema { path: PathBuf, found: usize },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{}: schema version {found} is older than this build's {SCHEMA_VERSION}: start the gateway once (it migrates the register), then read it", path.display())]
     OlderSchema { path: PathBuf, found: usize },
 }
@@ -255,17 +261,29 @@ impl Register {
     /// of another schema version is refused: older ones are migrated by the gateway at start.
     pub fn open_read_only(path: &Path) -> Result<Option<Register>, RegisterError> {
         let sq = |source| RegisterError::Sqlite { path: path.to_owned(), source };
-        if !path.exists() {
-            return Ok(None);
+        let io = |source| RegisterError::Io { path: path.to_owned(), source };
+        // Only "not found" means no register: a directory this user may not read is an error,
+        // not an empty register.
+        let mut header = [0u8; 20];
+        match std::fs::File::open(path) {
+            Ok(mut f) => {
+                use std::io::Read;
+                let _ = f.read(&mut header).map_err(io)?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(e)),
         }
         let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
         // A read-only connection to a WAL database makes `-wal` and `-shm` files when they do
         // not exist and leaves them. They exist while a gateway has the register open: then
-        // share them. Else no process is writing and the file is opened immutable (no
-        // locking, no side files).
+        // share them. A WAL database (header bytes 18–19 = 2) without them has no writer: open
+        // it immutable (no locking, no side files). A rollback-journal database (WAL refused
+        // by the filesystem) opens read-only with no side files and normal locking.
+        let wal_format = header[18] == 2 && header[19] == 2;
         let mut wal = path.as_os_str().to_owned();
         wal.push("-wal");
-        let conn = if Path::new(&wal).exists() {
+        let writer_present = !matches!(Path::new(&wal).try_exists(), Ok(false));
+        let conn = if !wal_format || writer_present {
             Connection::open_with_flags(path, flags).map_err(sq)?
         } else {
             let uri = format!("file:{}?immutable=1", uri_path(path));

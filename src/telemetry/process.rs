@@ -9,7 +9,10 @@
 //! | `process_virtual_memory_bytes` | `/proc/self/stat` vsize |
 //! | `process_open_fds` | entries of `/proc/self/fd` (as the accept loops count them, `relay::fds`) |
 //! | `process_max_fds` | the soft limit of `Max open files` in `/proc/self/limits` (`RLIMIT_NOFILE`) |
-//! | `process_start_time_seconds` | `/proc/self/stat` starttime over the clock tick, plus `btime` of `/proc/stat` (read once) |
+//! | `process_start_time_seconds` | `/proc/self/stat` starttime over the clock tick, plus the boot time (`CLOCK_REALTIME` − `CLOCK_BOOTTIME`, read once) |
+//!
+//! Nothing is read outside `/proc/self`: the systemd unit's `ProcSubset=pid` hides
+//! `/proc/stat` and `/proc/uptime`.
 //!
 //! Linux only: elsewhere (no `/proc/self/stat` in this format) [`render`] writes nothing and
 //! the series are absent. A scrape costs two small file reads and a directory listing.
@@ -64,16 +67,25 @@ fn sysconf(name: libc::c_int) -> Option<u64> {
     (v > 0).then_some(v as u64)
 }
 
+/// `clock_gettime(clock)` in seconds.
+fn clock_seconds(clock: libc::clockid_t) -> Option<f64> {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec that outlives the call.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
+    (rc == 0).then(|| ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9)
+}
+
 /// Clock ticks per second, page size, and boot time (unix seconds): fixed for the life of
 /// the process, read at the first scrape.
-fn constants() -> Option<(u64, u64, u64)> {
-    static C: OnceLock<Option<(u64, u64, u64)>> = OnceLock::new();
+fn constants() -> Option<(u64, u64, f64)> {
+    static C: OnceLock<Option<(u64, u64, f64)>> = OnceLock::new();
     *C.get_or_init(|| {
-        let btime = std::fs::read_to_string("/proc/stat")
-            .ok()?
-            .lines()
-            .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())?;
-        Some((sysconf(libc::_SC_CLK_TCK)?, sysconf(libc::_SC_PAGESIZE)?, btime))
+        #[cfg(target_os = "linux")]
+        let boot = clock_seconds(libc::CLOCK_REALTIME)? - clock_seconds(libc::CLOCK_BOOTTIME)?;
+        #[cfg(not(target_os = "linux"))]
+        let boot = clock_seconds(libc::CLOCK_REALTIME)? - clock_seconds(libc::CLOCK_MONOTONIC)?;
+        Some((sysconf(libc::_SC_CLK_TCK)?, sysconf(libc::_SC_PAGESIZE)?, boot))
     })
 }
 
@@ -96,12 +108,12 @@ pub fn sample() -> Option<Sample> {
     let (tick, page, btime) = constants()?;
     let stat = parse_stat(&std::fs::read_to_string("/proc/self/stat").ok()?)?;
     Some(Sample {
-        cpu_seconds: (stat.utime + stat.stime) as f64 / tick as f64,
-        resident_bytes: stat.rss * page,
+        cpu_seconds: stat.utime.saturating_add(stat.stime) as f64 / tick as f64,
+        resident_bytes: stat.rss.saturating_mul(page),
         virtual_bytes: stat.vsize,
         open_fds: open_fds(),
         max_fds: std::fs::read_to_string("/proc/self/limits").ok().as_deref().and_then(parse_max_open_files),
-        start_time_seconds: btime as f64 + stat.starttime as f64 / tick as f64,
+        start_time_seconds: btime + stat.starttime as f64 / tick as f64,
     })
 }
 
