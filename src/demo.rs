@@ -424,6 +424,7 @@ async fn two_nodes(
                 stream: "consentgate:demo".into(),
                 on_disconnect: crate::replication::OnDisconnect::Serve,
                 timeout: crate::replication::DEFAULT_TIMEOUT,
+                caps: None,
             });
             let gw = crate::Gateway::bind(cfg).await?;
             let (addr, admin) = (gw.local_addr(), gw.admin_addr());

@@ -27,7 +27,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // and spawns the admin API with a narrow handle on both)
     ("complaints", &["time", "smpp", "telemetry", "consent", "policy", "audit"]),
     // replication below admin (its state is part of /readyz) and gateway (which starts it)
-    ("replication", &["time", "telemetry", "consent"]),
+    ("replication", &["time", "telemetry", "consent", "policy"]),
     (
         "admin",
         &[

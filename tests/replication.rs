@@ -22,9 +22,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::node::{free_addr, wait_for, Node, NodeOpts, REVOKED};
-use common::{Esme, Kill};
-use consentgate::replication::resp::{Conn, RedisUrl, Value};
+use common::node::{wait_for, Node, NodeOpts, REVOKED};
+use common::redis::Redis;
+use common::Esme;
+use consentgate::replication::resp::Value;
 use consentgate::sim::{SimConfig, SimHandle};
 use consentgate::smpp::pdu::put_resp_with_id;
 use consentgate::smpp::{self, cmd, BindType};
@@ -32,112 +33,9 @@ use consentgate::smpp::{self, cmd, BindType};
 const TOKEN: &str = "replication-test-token";
 const STREAM: &str = "cg:test";
 
-/// A `redis-server` child on a loopback port with its data in a temp dir.
-struct Redis {
-    bin: PathBuf,
-    dir: tempfile::TempDir,
-    port: u16,
-    child: Option<Kill>,
-}
-
-impl Redis {
-    fn start() -> Option<Redis> {
-        let bin = tools::debian_tool("redis-server", "redis-server")?;
-        let port = free_addr().port();
-        let mut r = Redis { bin, dir: tempfile::tempdir().unwrap(), port, child: None };
-        r.spawn();
-        Some(r)
-    }
-
-    fn spawn(&mut self) {
-        assert!(self.child.is_none());
-        let child = std::process::Command::new(&self.bin)
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--dir"])
-            .arg(self.dir.path())
-            .args([
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--save",
-                "",
-                "--maxmemory-policy",
-                "noeviction",
-                "--daemonize",
-                "no",
-                "--logfile",
-                "redis.log",
-            ])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn redis-server");
-        self.child = Some(Kill(child));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("redis-server did not listen on {}: {}", self.port, self.log());
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    /// SIGKILL: no shutdown save, no flush beyond what `appendfsync always` already did.
-    fn kill9(&mut self) {
-        self.child = None;
-    }
-
-    /// Killed and started again on the same port and directory (the AOF replays).
-    fn restart(&mut self) {
-        self.kill9();
-        self.spawn();
-    }
-
-    /// Killed, its data deleted, started empty.
-    fn wipe(&mut self) {
-        self.kill9();
-        for e in std::fs::read_dir(self.dir.path()).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                std::fs::remove_dir_all(&p).unwrap();
-            } else if !p.ends_with("redis.log") {
-                std::fs::remove_file(&p).unwrap();
-            }
-        }
-        self.spawn();
-    }
-
-    async fn cmd(&self, args: &[&str]) -> Value {
-        let url = RedisUrl::parse(&self.url()).unwrap();
-        let mut c = Conn::connect(&url, Duration::from_secs(2)).await.expect("connect to test redis");
-        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-        c.cmd(&args).await.expect("redis command")
-    }
-
-    async fn stream_len(&self) -> i64 {
-        self.cmd(&["XLEN", STREAM]).await.as_int().unwrap_or(-1)
-    }
-
-    /// Waits (bounded) until the stream holds at least `n` entries.
-    async fn wait_len(&self, n: i64, within: Duration, what: &str) {
-        let deadline = Instant::now() + within;
-        loop {
-            let len = self.stream_len().await;
-            if len >= n {
-                return;
-            }
-            assert!(Instant::now() < deadline, "{what}: the stream holds {len} of {n} within {within:?}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
+/// A `redis-server` on a loopback port (None without one: see the module docs).
+fn redis() -> Option<Redis> {
+    Some(Redis::start(tools::debian_tool("redis-server", "redis-server")?))
 }
 
 /// The `[node]` and `[replication]` tables of node `id`.
@@ -288,7 +186,7 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn optout_on_a_refuses_on_b_and_the_admin_api_on_b_reaches_a() {
-    let Some(redis) = Redis::start() else { return };
+    let Some(redis) = redis() else { return };
     let a = Gw::new("a", &redis, "serve").await;
     let b = Gw::new("b", &redis, "serve").await;
     a.ready_within(Duration::from_secs(10)).await;
@@ -313,7 +211,7 @@ async fn optout_on_a_refuses_on_b_and_the_admin_api_on_b_reaches_a() {
     assert_eq!(a.metric("consentgate_replication_statements_total{direction=\"published\"}").await, 20.0);
     assert_eq!(b.metric("consentgate_replication_statements_total{direction=\"applied\"}").await, 20.0);
     assert_eq!(a.metric("consentgate_replication_statements_total{direction=\"applied\"}").await, 1.0);
-    assert_eq!(redis.stream_len().await, 21);
+    assert_eq!(redis.stream_len(STREAM).await, 21);
     let marker = redis.cmd(&["HGET", &format!("{STREAM}:published"), "a"]).await;
     assert_eq!(marker.as_int(), Some(20), "A's published-through marker");
     eprintln!(
@@ -326,7 +224,7 @@ async fn optout_on_a_refuses_on_b_and_the_admin_api_on_b_reaches_a() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_statements_wait_in_the_journal_and_arrive_when_it_is_back() {
-    let Some(mut redis) = Redis::start() else { return };
+    let Some(mut redis) = redis() else { return };
     let a = Gw::new("a", &redis, "serve").await;
     let b = Gw::new("b", &redis, "unready").await;
     a.ready_within(Duration::from_secs(10)).await;
@@ -361,7 +259,7 @@ async fn redis_down_statements_wait_in_the_journal_and_arrive_when_it_is_back() 
     }
     let back = t0.elapsed();
     b.ready_within(Duration::from_secs(10)).await;
-    assert_eq!(redis.stream_len().await, 10);
+    assert_eq!(redis.stream_len(STREAM).await, 10);
     eprintln!(
         "REPL|Redis down: 10 MO opt-outs on A, then Redis back|10|10|all refused on B {:.2} s after Redis restarted (reconnect back-off included); B (unready) 503 while down, A (serve) 200",
         back.as_secs_f64()
@@ -370,7 +268,7 @@ async fn redis_down_statements_wait_in_the_journal_and_arrive_when_it_is_back() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_with_statements_in_flight_and_restarted_loses_nothing() {
-    let Some(mut redis) = Redis::start() else { return };
+    let Some(mut redis) = redis() else { return };
     let a = Gw::new("a", &redis, "serve").await;
     let b = Gw::new("b", &redis, "serve").await;
     a.ready_within(Duration::from_secs(10)).await;
@@ -392,7 +290,7 @@ async fn redis_killed_with_statements_in_flight_and_restarted_loses_nothing() {
             }
         });
     }
-    redis.wait_len(100, Duration::from_secs(10), "statements did not reach the stream").await;
+    redis.wait_len(STREAM, 100, Duration::from_secs(10), "statements did not reach the stream").await;
     redis.kill9();
     tokio::time::sleep(Duration::from_millis(300)).await;
     redis.restart();
@@ -410,14 +308,14 @@ async fn redis_killed_with_statements_in_flight_and_restarted_loses_nothing() {
     for i in (0..300).step_by(37) {
         assert!(is_refused(&b.node, &subscriber(3, i)).await, "statement {i} lost");
     }
-    let len = redis.stream_len().await;
+    let len = redis.stream_len(STREAM).await;
     assert!(len >= 300, "the stream holds {len}");
     eprintln!("REPL|Redis SIGKILLed with statements in flight, restarted from its AOF|300|300|0 lost; stream {len} entries (re-sent duplicates skipped by B)");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_wiped_nodes_republish_and_a_new_node_learns_everything() {
-    let Some(mut redis) = Redis::start() else { return };
+    let Some(mut redis) = redis() else { return };
     let a = Gw::new("a", &redis, "serve").await;
     let b = Gw::new("b", &redis, "serve").await;
     a.ready_within(Duration::from_secs(10)).await;
@@ -426,10 +324,10 @@ async fn redis_wiped_nodes_republish_and_a_new_node_learns_everything() {
         a.post_revoke(&subscriber(4, i)).await;
         b.post_revoke(&subscriber(4, 100 + i)).await;
     }
-    redis.wait_len(10, Duration::from_secs(10), "statements did not reach the stream").await;
+    redis.wait_len(STREAM, 10, Duration::from_secs(10), "statements did not reach the stream").await;
     redis.wipe();
     // Both reconnect, find no marker, and republish their own statements from their journals.
-    redis.wait_len(10, Duration::from_secs(15), "not republished after the wipe").await;
+    redis.wait_len(STREAM, 10, Duration::from_secs(15), "not republished after the wipe").await;
     // A node that never saw the old stream gets everything.
     let c = Gw::new("c", &redis, "unready").await;
     c.ready_within(Duration::from_secs(10)).await;
@@ -443,7 +341,7 @@ async fn redis_wiped_nodes_republish_and_a_new_node_learns_everything() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_node_catches_up_before_it_is_ready() {
-    let Some(redis) = Redis::start() else { return };
+    let Some(redis) = redis() else { return };
     let a = Gw::new("a", &redis, "serve").await;
     let mut b = Gw::new("b", &redis, "unready").await;
     a.ready_within(Duration::from_secs(10)).await;
@@ -465,7 +363,7 @@ async fn a_restarted_node_catches_up_before_it_is_ready() {
         });
     }
     while posts.join_next().await.is_some() {}
-    redis.wait_len(N as i64, Duration::from_secs(10), "A did not publish everything").await;
+    redis.wait_len(STREAM, N as i64, Duration::from_secs(10), "A did not publish everything").await;
     b.node.start_with_env(&[("CONSENTGATE_ADMIN_TOKEN", TOKEN)]).await;
     let t0 = Instant::now();
     // The moment B says ready, it holds every statement.
@@ -492,7 +390,7 @@ async fn a_restarted_node_catches_up_before_it_is_ready() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_node_id_and_a_lost_journal_are_refused_readiness() {
-    let Some(redis) = Redis::start() else { return };
+    let Some(redis) = redis() else { return };
     let a = Gw::new("a", &redis, "serve").await;
     a.ready_within(Duration::from_secs(10)).await;
     a.post_revoke(&subscriber(6, 1)).await;
@@ -587,13 +485,13 @@ async fn blocked_reason(node: &Node) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trimming_to_a_snapshot_and_a_node_too_old_for_the_stream() {
-    let Some(redis) = Redis::start() else { return };
+    let Some(redis) = redis() else { return };
     let a = Gw::new("a", &redis, "serve").await;
     a.ready_within(Duration::from_secs(10)).await;
     for i in 0..5 {
         a.post_revoke(&subscriber(7, i)).await;
     }
-    redis.wait_len(5, Duration::from_secs(10), "statements did not reach the stream").await;
+    redis.wait_len(STREAM, 5, Duration::from_secs(10), "statements did not reach the stream").await;
     // The daily build folds A's journal in; its watermark says a:5.
     let snap = a.node.dir.path().join("day1.cgsnap");
     tools::run_ok(
@@ -605,7 +503,7 @@ async fn trimming_to_a_snapshot_and_a_node_too_old_for_the_stream() {
     );
     // One more statement after the build: it must stay in the stream.
     a.post_revoke(&subscriber(7, 5)).await;
-    redis.wait_len(6, Duration::from_secs(10), "statement 6 did not reach the stream").await;
+    redis.wait_len(STREAM, 6, Duration::from_secs(10), "statement 6 did not reach the stream").await;
     let trim = || {
         let out = tools::run_ok(
             std::process::Command::new(env!("CARGO_BIN_EXE_consentgate"))
@@ -703,13 +601,13 @@ fn revoked_in(snap: &Path, who: &str) -> bool {
 /// it without a base and, with the snapshot as base, holds everything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_started_from_a_snapshot_records_its_journal_gap_for_the_next_build() {
-    let Some(redis) = Redis::start() else { return };
+    let Some(redis) = redis() else { return };
     let a = Gw::new("a", &redis, "serve").await;
     a.ready_within(Duration::from_secs(10)).await;
     for i in 0..3 {
         a.post_revoke(&subscriber(9, i)).await;
     }
-    redis.wait_len(3, Duration::from_secs(10), "statements did not reach the stream").await;
+    redis.wait_len(STREAM, 3, Duration::from_secs(10), "statements did not reach the stream").await;
     let day1 = a.node.dir.path().join("day1.cgsnap");
     let built = build_snapshot(&a.node.dir.path().join("journal"), &day1, None);
     assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
@@ -748,7 +646,7 @@ async fn a_node_started_from_a_snapshot_records_its_journal_gap_for_the_next_bui
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_node_takes_its_lease_back_and_a_flushall_is_repaired() {
-    let Some(redis) = Redis::start() else { return };
+    let Some(redis) = redis() else { return };
     let mut a = Gw::new("a", &redis, "serve").await;
     let b = Gw::new("b", &redis, "serve").await;
     a.ready_within(Duration::from_secs(10)).await;
@@ -770,7 +668,7 @@ async fn a_crashed_node_takes_its_lease_back_and_a_flushall_is_repaired() {
     // (every 5 s) and republish from their journals.
     redis.cmd(&["FLUSHALL"]).await;
     let t1 = Instant::now();
-    redis.wait_len(2, Duration::from_secs(15), "not republished after FLUSHALL").await;
+    redis.wait_len(STREAM, 2, Duration::from_secs(15), "not republished after FLUSHALL").await;
     let repaired = t1.elapsed();
     eprintln!(
         "REPL|Node SIGKILLed and restarted; then FLUSHALL under connected nodes|2|2|restarted node published again {:.0} ms after the kill (lease TTL 15 s not waited); stream repaired {:.1} s after FLUSHALL",
@@ -786,13 +684,13 @@ async fn a_crashed_node_takes_its_lease_back_and_a_flushall_is_repaired() {
 /// that joins later learns all of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_marker_set_back_under_a_connected_publisher_is_republished_from() {
-    let Some(redis) = Redis::start() else { return };
+    let Some(redis) = redis() else { return };
     let a = Gw::new("a", &redis, "serve").await;
     a.ready_within(Duration::from_secs(10)).await;
     for i in 0..3 {
         a.post_revoke(&subscriber(10, i)).await;
     }
-    redis.wait_len(3, Duration::from_secs(10), "statements did not reach the stream").await;
+    redis.wait_len(STREAM, 3, Duration::from_secs(10), "statements did not reach the stream").await;
     let ids: Vec<String> = match redis.cmd(&["XRANGE", STREAM, "-", "+"]).await {
         Value::Array(v) => v
             .iter()
@@ -811,7 +709,7 @@ async fn a_marker_set_back_under_a_connected_publisher_is_republished_from() {
     redis.cmd(&["HSET", &published, "a", "1"]).await;
     let t0 = Instant::now();
     a.post_revoke(&subscriber(10, 3)).await;
-    redis.wait_len(4, Duration::from_secs(10), "not republished").await;
+    redis.wait_len(STREAM, 4, Duration::from_secs(10), "not republished").await;
     let repaired = t0.elapsed();
     assert!(repaired < Duration::from_secs(4), "repaired by the publish script, not the lease refresh: {repaired:?}");
     assert_eq!(redis.cmd(&["HGET", &published, "a"]).await.as_int(), Some(4));
@@ -828,7 +726,7 @@ async fn a_marker_set_back_under_a_connected_publisher_is_republished_from() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_redis_refuses_writes_and_the_statements_wait_in_the_journal() {
-    let Some(redis) = Redis::start() else { return };
+    let Some(redis) = redis() else { return };
     let a = Gw::new("a", &redis, "serve").await;
     let b = Gw::new("b", &redis, "unready").await;
     a.ready_within(Duration::from_secs(10)).await;
@@ -841,7 +739,7 @@ async fn a_full_redis_refuses_writes_and_the_statements_wait_in_the_journal() {
         assert!(is_refused(&a.node, w).await, "A refuses {w} on its own state");
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(redis.stream_len().await, 0, "nothing fitted");
+    assert_eq!(redis.stream_len(STREAM).await, 0, "nothing fitted");
     assert!(a.metric("consentgate_replication_errors_total{conn=\"publisher\",kind=\"server\"}").await >= 1.0);
     // B still reads (its writes are best effort) and stays ready.
     let (code, body) = b.node.ready().await;

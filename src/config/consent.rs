@@ -28,6 +28,9 @@ pub struct RawReplication {
     pub stream: Option<String>,
     pub on_disconnect: Option<String>,
     pub timeout: Option<String>,
+    pub caps: Option<bool>,
+    pub caps_interval: Option<String>,
+    pub caps_on_disconnect: Option<String>,
 }
 
 /// `[replication]` (architecture §8): `redis` required; the journal is the outbox, so
@@ -37,6 +40,7 @@ pub(super) fn validate_replication(
     consent: &ConsentConfig,
     p: &mut Problems,
 ) -> Option<crate::replication::ReplicationConfig> {
+    use crate::replication::caps::{CapsConfig, CapsOnDisconnect, DEFAULT_INTERVAL};
     use crate::replication::{OnDisconnect, RedisUrl, ReplicationConfig, DEFAULT_STREAM, DEFAULT_TIMEOUT};
     let redis = match r.redis.as_deref() {
         None => {
@@ -83,5 +87,17 @@ pub(super) fn validate_replication(
             "needs consent.journal: the journal is what the publisher sends from (and what survives Redis losing data)",
         );
     }
-    Some(ReplicationConfig { redis: redis?, stream, on_disconnect, timeout })
+    let interval = p.duration("replication.caps_interval", r.caps_interval.as_deref(), DEFAULT_INTERVAL);
+    if interval > std::time::Duration::from_secs(10) {
+        p.push("replication.caps_interval", "at most 10s: a subscriber can get one interval's messages over a cap");
+    }
+    let caps_on_disconnect = match r.caps_on_disconnect.as_deref() {
+        None => CapsOnDisconnect::Local,
+        Some(v) => CapsOnDisconnect::parse(v).unwrap_or_else(|| {
+            p.push("replication.caps_on_disconnect", format!("`{v}`: expected local | divide"));
+            CapsOnDisconnect::Local
+        }),
+    };
+    let caps = r.caps.unwrap_or(true).then_some(CapsConfig { interval, on_disconnect: caps_on_disconnect });
+    Some(ReplicationConfig { redis: redis?, stream, on_disconnect, timeout, caps })
 }

@@ -23,14 +23,15 @@ pub fn state_path(journal: &Path) -> PathBuf {
 
 /// Restores the counts into `engine`'s tables (at start, before any session). A missing
 /// file is a first start; a damaged one or one for other table sizes is logged and skipped.
-pub fn restore(engine: &Engine, path: &Path) {
-    let Some(f) = engine.frequency() else { return };
+/// When the file was written (Unix seconds), if it was restored.
+pub fn restore(engine: &Engine, path: &Path) -> Option<i64> {
+    let f = engine.frequency()?;
     let file = match std::fs::File::open(path) {
         Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
         Err(e) => {
             warn!(path = %path.display(), error = %e, "frequency-cap counts not restored");
-            return;
+            return None;
         }
     };
     match f.restore(std::io::BufReader::new(file)) {
@@ -39,8 +40,12 @@ pub fn restore(engine: &Engine, path: &Path) {
             if let Some(t) = s.skipped {
                 warn!(path = %path.display(), table = t, "frequency-cap counts: this table was not restored, its size changed (policy.frequency subscribers, peak_rate or same_text_window)");
             }
+            Some(s.saved_at)
         }
-        Err(e) => warn!(path = %path.display(), error = %e, "frequency-cap counts not restored"),
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "frequency-cap counts not restored");
+            None
+        }
     }
 }
 

@@ -112,6 +112,9 @@ pub struct Gateway {
     /// Where a reload reads the config from, and the running config's description.
     source: Option<ConfigSource>,
     running: Running,
+    /// When the restored `frequency.state` was saved (Unix s): the caps exchange skips what
+    /// it holds.
+    caps_restored_at: Option<i64>,
 }
 
 /// The running config as the reloads compare it.
@@ -188,9 +191,8 @@ impl Gateway {
         let audit = crate::audit::Audit::open(&config.audit)?;
         let engine = config.engine();
         // The day's cap counts, before any session decides (and before /readyz says ready).
-        if let Some(j) = &config.consent.journal {
-            counters::restore(&engine, &counters::state_path(j));
-        }
+        let restored_at =
+            config.consent.journal.as_ref().and_then(|j| counters::restore(&engine, &counters::state_path(j)));
         let engine = Arc::new(EngineCell::new(engine));
         // The register sets its suspensions on the engine before any session decides.
         let complaints = match &config.complaints {
@@ -227,6 +229,7 @@ impl Gateway {
             control_rx,
             complaints,
             source: None,
+            caps_restored_at: restored_at,
             running: Running {
                 sha256: String::new(),
                 keys: Default::default(),
@@ -285,6 +288,7 @@ impl Gateway {
             complaints,
             source,
             mut running,
+            caps_restored_at,
         } = self;
         let (tls_listener, tls_server) = match tls_listener {
             Some((l, s)) => (Some(l), Some(s)),
@@ -309,10 +313,15 @@ impl Gateway {
         // Replication stops after the sessions (their last opt-outs still get published) and
         // before the store closes.
         let (repl_stop_tx, repl_stop_rx) = watch::channel(false);
-        let replication = config
-            .replication
-            .clone()
-            .map(|r| crate::replication::Replication::start(r, shared.store.clone(), repl_stop_rx));
+        let replication = config.replication.clone().map(|r| {
+            crate::replication::Replication::start(
+                r,
+                shared.store.clone(),
+                shared.engine.clone(),
+                caps_restored_at,
+                repl_stop_rx,
+            )
+        });
         let admin_addr = admin.local_addr()?;
         // The admin API's narrow handle: what its endpoints read, and a way to ask for a reload.
         let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadReply>(4);

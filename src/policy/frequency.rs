@@ -104,12 +104,145 @@ pub struct Key {
 }
 
 /// The caps' state (see the module docs). Shared by every session of the engine; the tables
-/// are shared with the next engine a config reload builds ([`Frequency::carried`]).
+/// are shared with the next engine a config reload builds ([`Frequency::carried`]), and so
+/// is the [`Outbox`] of marks for the other nodes.
 #[derive(Debug)]
 pub struct Frequency {
     config: FrequencyConfig,
     days: Arc<Buckets>,
     texts: Arc<Buckets>,
+    outbox: Arc<Outbox>,
+}
+
+/// What one message allowed by step 8 counted: the mark a node sends the other nodes
+/// (`replication::caps`), which count it as if they had allowed it. 24 bytes on the wire
+/// ([`Mark::encode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    pub msisdn: u64,
+    /// The entity's [`entity_key`].
+    pub entity: u32,
+    /// The subscriber's local day (days since 1970-01-01).
+    pub day: u32,
+    /// [`Mark::ENTITY`] | [`Mark::SUBSCRIBER`] | [`Mark::TEXT`]: which counts it moved.
+    pub flags: u8,
+    /// The same-text fingerprint (with [`Mark::TEXT`]).
+    pub text_fp: u32,
+    /// When, Unix seconds.
+    pub unix_s: u32,
+}
+
+impl Mark {
+    pub const ENTITY: u8 = 1;
+    pub const SUBSCRIBER: u8 = 2;
+    pub const TEXT: u8 = 4;
+    pub const BYTES: usize = 24;
+
+    /// `msisdn u64 | entity u32 | day u24 + flags u8 | text fingerprint u32 | unix s u32`,
+    /// little-endian.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.msisdn.to_le_bytes());
+        out.extend_from_slice(&self.entity.to_le_bytes());
+        out.extend_from_slice(&((self.day & 0x00FF_FFFF) | (u32::from(self.flags) << 24)).to_le_bytes());
+        out.extend_from_slice(&self.text_fp.to_le_bytes());
+        out.extend_from_slice(&self.unix_s.to_le_bytes());
+    }
+
+    /// The marks of a blob [`Mark::encode`] wrote; None if its length is not a multiple of
+    /// [`Mark::BYTES`].
+    pub fn decode_all(b: &[u8]) -> Option<Vec<Mark>> {
+        if b.len() % Mark::BYTES != 0 {
+            return None;
+        }
+        let u32_at = |c: &[u8], i: usize| u32::from_le_bytes([c[i], c[i + 1], c[i + 2], c[i + 3]]);
+        Some(
+            b.chunks_exact(Mark::BYTES)
+                .map(|c| {
+                    let mut m = [0u8; 8];
+                    m.copy_from_slice(&c[..8]);
+                    let dayf = u32_at(c, 12);
+                    Mark {
+                        msisdn: u64::from_le_bytes(m),
+                        entity: u32_at(c, 8),
+                        day: dayf & 0x00FF_FFFF,
+                        flags: (dayf >> 24) as u8,
+                        text_fp: u32_at(c, 16),
+                        unix_s: u32_at(c, 20),
+                    }
+                })
+                .collect(),
+        )
+    }
+}
+
+/// The marks of this node's allowed messages not yet sent to the other nodes, and the cap
+/// divisor used while they cannot be reached (`replication.caps_on_disconnect = "divide"`).
+/// Collects only while an exchange runs ([`Outbox::enable`]); bounded: past
+/// [`Outbox::LIMIT`] marks (Redis down for long) the oldest are dropped and counted.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    enabled: std::sync::atomic::AtomicBool,
+    marks: std::sync::Mutex<Vec<Mark>>,
+    dropped: AtomicU64,
+    /// 1 normally; N while disconnected in "divide" mode (each cap read as cap / N).
+    divisor: std::sync::atomic::AtomicU32,
+}
+
+impl Outbox {
+    /// 4 M marks, 96 MB.
+    pub const LIMIT: usize = 4 << 20;
+
+    pub fn enable(&self) {
+        self.enabled.store(true, Ordering::Release);
+    }
+
+    fn push(&self, m: Mark) {
+        if !self.enabled.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut v = self.marks.lock().unwrap_or_else(|p| p.into_inner());
+        if v.len() >= Outbox::LIMIT {
+            v.remove(0);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        v.push(m);
+    }
+
+    /// Everything collected so far.
+    pub fn take(&self) -> Vec<Mark> {
+        std::mem::take(&mut *self.marks.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Marks taken by [`Outbox::take`] that could not be sent go back in front.
+    pub fn put_back(&self, mut marks: Vec<Mark>) {
+        let mut v = self.marks.lock().unwrap_or_else(|p| p.into_inner());
+        marks.append(&mut v);
+        if marks.len() > Outbox::LIMIT {
+            let over = marks.len() - Outbox::LIMIT;
+            marks.drain(..over);
+            self.dropped.fetch_add(over as u64, Ordering::Relaxed);
+        }
+        *v = marks;
+    }
+
+    /// Marks dropped over the limit since start.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Each cap is read as `cap / n` (at least 1) while `n > 1`.
+    pub fn set_divisor(&self, n: u32) {
+        self.divisor.store(n.max(1), Ordering::Release);
+    }
+
+    fn cap(&self, cap: u32) -> u32 {
+        let n = self.divisor.load(Ordering::Relaxed);
+        if n <= 1 || cap == 0 {
+            cap
+        } else {
+            (cap / n).max(1)
+        }
+    }
 }
 
 /// The id an entity's counts are kept under: a hash of its name, so that the counts mean the
@@ -139,6 +272,7 @@ impl Frequency {
             config,
             days: Arc::new(Buckets::with_buckets(days)),
             texts: Arc::new(Buckets::with_buckets(texts)),
+            outbox: Arc::new(Outbox::default()),
         })
     }
 
@@ -161,7 +295,7 @@ impl Frequency {
         };
         let days = pick(&self.days, fresh.0, "day counts");
         let texts = pick(&self.texts, fresh.1, "same-text marks");
-        (Some(Frequency { config, days, texts }), reset)
+        (Some(Frequency { config, days, texts, outbox: self.outbox.clone() }), reset)
     }
 
     /// The bucket counts of the two tables `config` needs; `None` when no cap is set.
@@ -178,6 +312,42 @@ impl Frequency {
 
     pub fn config(&self) -> &FrequencyConfig {
         &self.config
+    }
+
+    /// The marks for the other nodes (`replication::caps`).
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+
+    /// Counts a message another node allowed (its [`Mark`]), as this node would have: the
+    /// day counts it moved there, its same-text mark. Counts only rise.
+    pub fn apply_remote(&self, m: &Mark) {
+        let h = mix(m.msisdn);
+        if m.flags & (Mark::ENTITY | Mark::SUBSCRIBER) != 0 && !self.days.buckets.is_empty() {
+            let day = u64::from(m.day & 0xFFF);
+            let fp_e = fingerprint44(mix(m.msisdn ^ mix(u64::from(m.entity) + 1)));
+            let fp_s = fingerprint44(mix(m.msisdn ^ mix(u64::from(ALL) + 1)));
+            self.days.with(h, |b| {
+                if m.flags & Mark::ENTITY != 0 {
+                    let e = day_get(b, fp_e, day);
+                    day_set(b, fp_e, day, e + 1);
+                }
+                if m.flags & Mark::SUBSCRIBER != 0 {
+                    let s = day_get(b, fp_s, day);
+                    day_set(b, fp_s, day, s + 1);
+                }
+            });
+        }
+        let window = i64::from(self.config.same_text_window_s);
+        if m.flags & Mark::TEXT != 0 && window > 0 && !self.texts.buckets.is_empty() {
+            let unix_s = i64::from(m.unix_s);
+            self.texts.with(h, |b| {
+                // A later local mark is kept (the newest time is what the window reads).
+                if text_last(b, u64::from(m.text_fp)).is_none_or(|t| t < unix_s) {
+                    text_set(b, u64::from(m.text_fp), unix_s, window);
+                }
+            });
+        }
     }
 
     /// Bytes held by both tables.
@@ -198,7 +368,8 @@ impl Frequency {
     /// override or the policy's).
     pub fn check_and_count(&self, k: &Key, per_entity: u32) -> Option<Cap> {
         let h = mix(k.msisdn);
-        let per_sub = self.config.per_subscriber_per_day;
+        let per_entity = self.outbox.cap(per_entity);
+        let per_sub = self.outbox.cap(self.config.per_subscriber_per_day);
         let window = i64::from(self.config.same_text_window_s);
         let text_fp =
             if window > 0 { Some(fingerprint32(mix(k.msisdn ^ mix(u64::from(k.entity) ^ k.text)))) } else { None };
@@ -238,6 +409,17 @@ impl Frequency {
         if let Some(fp) = text_fp {
             self.texts.with(h, |b| text_set(b, fp, k.unix_s, window));
         }
+        let flags = (u8::from(per_entity > 0) * Mark::ENTITY)
+            | (u8::from(per_sub > 0) * Mark::SUBSCRIBER)
+            | (u8::from(text_fp.is_some()) * Mark::TEXT);
+        self.outbox.push(Mark {
+            msisdn: k.msisdn,
+            entity: k.entity,
+            day: k.day.clamp(0, 0x00FF_FFFF) as u32,
+            flags,
+            text_fp: text_fp.unwrap_or(0) as u32,
+            unix_s: k.unix_s.clamp(0, u32::MAX as i64) as u32,
+        });
         None
     }
 
@@ -908,6 +1090,56 @@ mod tests {
         assert_eq!(reset, vec!["same-text marks"]);
         assert_eq!(h.unwrap().usage(8613800000001, Some(7), 100).entity_today, 2);
         assert!(f.carried(cfg(0, 0, 0)).0.is_none(), "no cap: no table");
+    }
+
+    #[test]
+    fn a_node_counts_the_other_nodes_marks_as_its_own() {
+        let (m, day, t) = (8613800138000, 20_600, 1_780_000_000);
+        let here = Frequency::new(cfg(3, 0, 60)).unwrap();
+        let there = Frequency::new(cfg(3, 0, 60)).unwrap();
+        there.outbox().enable();
+        assert!(here.outbox().take().is_empty(), "no exchange: nothing collected");
+        assert_eq!(there.check_and_count(&key(m, 1, day, 7, t), 3), None);
+        assert_eq!(there.check_and_count(&key(m, 1, day, 8, t), 3), None);
+        let marks = there.outbox().take();
+        assert_eq!(marks.len(), 2);
+        // On the wire and back.
+        let mut blob = Vec::new();
+        for mk in &marks {
+            mk.encode(&mut blob);
+        }
+        assert_eq!(blob.len(), 2 * Mark::BYTES);
+        assert_eq!(Mark::decode_all(&blob).unwrap(), marks);
+        assert_eq!(Mark::decode_all(&blob[1..]), None);
+        for mk in &marks {
+            here.apply_remote(mk);
+        }
+        // Two counted elsewhere: one left here; the same text is a repeat here too.
+        assert_eq!(here.check_and_count(&key(m, 1, day, 7, t + 1), 3), Some(Cap::SameText));
+        assert_eq!(here.check_and_count(&key(m, 1, day, 9, t + 1), 3), None);
+        assert_eq!(here.check_and_count(&key(m, 1, day, 10, t + 1), 3), Some(Cap::PerEntity));
+        assert_eq!(here.usage(m, Some(1), day).entity_today, 3);
+    }
+
+    #[test]
+    fn divided_caps_and_a_bounded_outbox() {
+        let (m, day, t) = (8613800138000, 20_600, 1_780_000_000);
+        let f = Frequency::new(cfg(4, 0, 0)).unwrap();
+        f.outbox().set_divisor(3);
+        // 4 / 3 = 1 while the other nodes cannot be reached.
+        assert_eq!(f.check_and_count(&key(m, 1, day, 0, t), 4), None);
+        assert_eq!(f.check_and_count(&key(m, 1, day, 0, t), 4), Some(Cap::PerEntity));
+        f.outbox().set_divisor(1);
+        assert_eq!(f.check_and_count(&key(m, 1, day, 0, t), 4), None);
+        // Marks not sent go back in front, in order.
+        f.outbox().enable();
+        assert_eq!(f.check_and_count(&key(m + 1, 1, day, 0, t), 4), None);
+        let first = f.outbox().take();
+        assert_eq!(f.check_and_count(&key(m + 2, 1, day, 0, t), 4), None);
+        f.outbox().put_back(first);
+        let all: Vec<u64> = f.outbox().take().iter().map(|k| k.msisdn).collect();
+        assert_eq!(all, [m + 1, m + 2]);
+        assert_eq!(f.outbox().dropped(), 0);
     }
 
     #[test]

@@ -28,6 +28,7 @@
 //!
 //! Decisions never wait for Redis: the hot path reads the delta, which the reader feeds.
 
+pub mod caps;
 pub mod entry;
 pub mod ops;
 mod publisher;
@@ -100,6 +101,9 @@ pub struct ReplicationConfig {
     pub on_disconnect: OnDisconnect,
     /// `replication.timeout`: bound on connect and on each reply.
     pub timeout: Duration,
+    /// `replication.caps` (on by default): frequency-cap counts exchanged between the nodes
+    /// ([`caps`]).
+    pub caps: Option<caps::CapsConfig>,
 }
 
 /// The Redis keys of one deployment.
@@ -188,6 +192,9 @@ pub struct Status {
     /// await.
     blocked: Mutex<Vec<(&'static str, BlockReason, String)>>,
     last_error: Mutex<Option<String>>,
+    /// The frequency-cap exchange's (with `replication.caps`): not ready until it has
+    /// caught up once (the day's counts loaded).
+    caps: std::sync::OnceLock<Arc<caps::CapsStatus>>,
 }
 
 impl Status {
@@ -200,6 +207,7 @@ impl Status {
             caught_up: AtomicU8::new(0),
             blocked: Mutex::new(Vec::new()),
             last_error: Mutex::new(None),
+            caps: std::sync::OnceLock::new(),
         }
     }
 
@@ -251,7 +259,15 @@ impl Status {
         let caught_up = self.caught_up();
         let blocked: Vec<String> =
             self.blocked.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(.., t)| t.clone()).collect();
+        let (caps_ok, caps) = match self.caps.get() {
+            Some(c) => {
+                let (ok, body) = c.readiness();
+                (ok, body)
+            }
+            None => (true, Value::Null),
+        };
         let ok = blocked.is_empty()
+            && caps_ok
             && match self.on_disconnect {
                 OnDisconnect::Unready => publisher && reader && caught_up,
                 // Reachable: wait for the catch-up; unreachable: serve on local state.
@@ -264,6 +280,7 @@ impl Status {
             "reader_connected": reader,
             "caught_up": caught_up,
             "blocked": blocked,
+            "caps": caps,
             "error": self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         });
         (ok, body)
@@ -273,6 +290,8 @@ impl Status {
 /// The running replication tasks.
 pub struct Replication {
     pub status: Arc<Status>,
+    /// The frequency-cap exchange's, when `replication.caps` is on.
+    pub caps: Option<Arc<caps::CapsStatus>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -289,7 +308,15 @@ impl Replication {
     /// first sends what is already durable; the gateway waits 3 s for both, then aborts them).
     ///
     /// Needs the store's journal (config validation requires `consent.journal`).
-    pub fn start(cfg: ReplicationConfig, store: Arc<ConsentStore>, stop: watch::Receiver<bool>) -> Replication {
+    /// With `replication.caps`, also the frequency-cap exchange over `engine`'s tables
+    /// ([`caps`]), told when the restored `frequency.state` was saved (`restored_at_s`).
+    pub fn start(
+        cfg: ReplicationConfig,
+        store: Arc<ConsentStore>,
+        engine: Arc<crate::policy::EngineCell>,
+        restored_at_s: Option<i64>,
+        stop: watch::Receiver<bool>,
+    ) -> Replication {
         let status = Arc::new(Status::new(cfg.on_disconnect));
         for conn in ["publisher", "reader"] {
             metrics::gauge!(m::REPLICATION_CONNECTED, "conn" => conn).set(0.0);
@@ -302,9 +329,18 @@ impl Replication {
         }
         let keys = Keys::new(&cfg.stream, store.node().as_str());
         tracing::info!(redis = %cfg.redis, stream = %cfg.stream, node = %store.node(), on_disconnect = cfg.on_disconnect.as_str(), "replication starting");
+        let mut caps_status = None;
+        let mut tasks = Vec::new();
+        if let Some(c) = cfg.caps {
+            let (s, task) = caps::start(cfg.clone(), c, store.node().as_str(), engine, restored_at_s, stop.clone());
+            let _ = status.caps.set(s.clone());
+            caps_status = Some(s);
+            tasks.push(task);
+        }
         let ctx = Arc::new(Ctx { cfg, keys, store, status: status.clone() });
-        let tasks = vec![tokio::spawn(publisher::run(ctx.clone(), stop.clone())), tokio::spawn(reader::run(ctx, stop))];
-        Replication { status, tasks }
+        tasks.push(tokio::spawn(publisher::run(ctx.clone(), stop.clone())));
+        tasks.push(tokio::spawn(reader::run(ctx, stop)));
+        Replication { status, caps: caps_status, tasks }
     }
 
     /// Waits for both tasks to end (after `stop`), at most `limit`.

@@ -115,6 +115,11 @@ pub const TLS_HANDSHAKES_TOTAL: &str = "consentgate_tls_handshakes_total";
 /// `{result}` — certificate reloads (SIGHUP, and a config reload through the admin API), one
 /// per leg configured: `ok` | `refused` (the previous ones keep serving).
 pub const TLS_RELOADS_TOTAL: &str = "consentgate_tls_reloads_total";
+/// Gauge: 1 while the frequency-cap exchange (`replication.caps`) is connected to Redis.
+pub const CAPS_EXCHANGE_CONNECTED: &str = "consentgate_caps_exchange_connected";
+/// `{direction}` — frequency-cap marks (one per message step 8 allowed): `sent` to the other
+/// nodes, `applied` from them, `dropped` (queued past the limit while Redis was down).
+pub const CAPS_EXCHANGE_MARKS_TOTAL: &str = "consentgate_caps_exchange_marks_total";
 /// Gauge `{leg}` — notAfter (unix time) of the certificate chain consentgate presents on a
 /// leg, the earliest of the chain's certificates: `esme` = the `[listen.tls]` certificate
 /// served to ESMEs, `smsc` = the `[upstream.tls]` client certificate (absent without one).

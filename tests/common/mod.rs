@@ -5,6 +5,7 @@
 
 pub mod conf;
 pub mod node;
+pub mod redis;
 
 use std::net::SocketAddr;
 use std::time::Duration;
