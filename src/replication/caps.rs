@@ -32,8 +32,9 @@
 //! at least 1) — never over, but refusing early under skew. `consentgate_caps_exchange_connected`
 //! is 0 meanwhile (alert `ConsentgateCapsExchangeDown`).
 //!
-//! **Cost to Redis** per million allowed commercial messages: 24 MB of stream payload (kept
-//! two days), one `XADD` per node per interval and one `XREAD` per node per interval.
+//! **Cost to Redis** per million allowed commercial messages: 24.9 MB of memory (measured
+//! with `MEMORY USAGE` on 1 000 entries of 1 000 marks; kept two days), one `XADD` and one
+//! `XREAD` per node per interval whatever the rate.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
