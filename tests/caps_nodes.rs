@@ -52,15 +52,7 @@ impl Gw {
     }
 
     async fn ready_within(&self, within: Duration) -> serde_json::Value {
-        let deadline = Instant::now() + within;
-        loop {
-            let (code, body) = self.node.ready().await;
-            if code == 200 {
-                return body;
-            }
-            assert!(Instant::now() < deadline, "not ready within {within:?}: {body}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.node.ready_within(within).await
     }
 
     async fn restart(&mut self) {

@@ -155,6 +155,19 @@ impl Node {
         (code, serde_json::from_str(&body).unwrap_or_default())
     }
 
+    /// Waits (bounded) until `/readyz` answers 200; its body.
+    pub async fn ready_within(&self, within: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let (code, body) = self.ready().await;
+            if code == 200 {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "not ready within {within:?}: {body}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Open file descriptors of the process.
     pub fn fds(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map(|d| d.count()).unwrap_or(0)
