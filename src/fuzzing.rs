@@ -163,6 +163,13 @@ pub fn pcap(data: &[u8]) {
     let _ = crate::pcap::extract_from(std::io::Cursor::new(data), "fuzz.pcap", &opts);
 }
 
+/// The notAfter reader behind `consentgate_tls_certificate_expiry_timestamp_seconds` (a DER
+/// walk over the certificates consentgate serves): any bytes give a time or an error, never
+/// a panic or a read past the input.
+pub fn x509(data: &[u8]) {
+    let _ = crate::relay::x509::not_after(data);
+}
+
 /// A fuzz target's body.
 pub type Target = fn(&[u8]);
 
@@ -177,4 +184,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("journal", journal),
     ("csv", csv),
     ("pcap", pcap),
+    ("x509", x509),
 ];
