@@ -188,7 +188,7 @@ impl Mark {
 #[derive(Debug, Default)]
 pub struct Outbox {
     enabled: std::sync::atomic::AtomicBool,
-    marks: std::sync::Mutex<Vec<Mark>>,
+    marks: std::sync::Mutex<std::collections::VecDeque<Mark>>,
     dropped: AtomicU64,
     /// 1 normally; N while disconnected in "divide" mode (each cap read as cap / N).
     divisor: std::sync::atomic::AtomicU32,
@@ -207,28 +207,32 @@ impl Outbox {
             return;
         }
         let mut v = self.marks.lock().unwrap_or_else(|p| p.into_inner());
+        // Full (Redis down for long): the oldest goes, in constant time.
         if v.len() >= Outbox::LIMIT {
-            v.remove(0);
+            v.pop_front();
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
-        v.push(m);
+        v.push_back(m);
     }
 
-    /// Everything collected so far.
+    /// Everything collected so far, oldest first.
     pub fn take(&self) -> Vec<Mark> {
-        std::mem::take(&mut *self.marks.lock().unwrap_or_else(|p| p.into_inner()))
+        let q = std::mem::take(&mut *self.marks.lock().unwrap_or_else(|p| p.into_inner()));
+        q.into()
     }
 
     /// Marks taken by [`Outbox::take`] that could not be sent go back in front.
-    pub fn put_back(&self, mut marks: Vec<Mark>) {
+    pub fn put_back(&self, marks: Vec<Mark>) {
         let mut v = self.marks.lock().unwrap_or_else(|p| p.into_inner());
-        marks.append(&mut v);
-        if marks.len() > Outbox::LIMIT {
-            let over = marks.len() - Outbox::LIMIT;
-            marks.drain(..over);
+        let newer = std::mem::take(&mut *v);
+        let mut all: std::collections::VecDeque<Mark> = marks.into();
+        all.extend(newer);
+        if all.len() > Outbox::LIMIT {
+            let over = all.len() - Outbox::LIMIT;
+            all.drain(..over);
             self.dropped.fetch_add(over as u64, Ordering::Relaxed);
         }
-        *v = marks;
+        *v = all;
     }
 
     /// Marks dropped over the limit since start.

@@ -49,7 +49,7 @@ use tracing::{info, warn};
 use super::entry::EntryId;
 use super::resp::{Conn, RedisError, Value};
 use super::{error_kind, sleep_or_stop, ReplicationConfig, FIRST_BACKOFF, MAX_BACKOFF};
-use crate::policy::frequency::{Frequency, Mark};
+use crate::policy::frequency::Mark;
 use crate::policy::EngineCell;
 use crate::telemetry::metrics as m;
 
@@ -190,19 +190,12 @@ async fn run(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-fn frequency(ctx: &Ctx) -> Option<Arc<crate::policy::Engine>> {
-    let e = ctx.engine.load();
-    e.frequency().is_some().then_some(e)
-}
-
 fn set_connected(ctx: &Ctx, f: &Follow, up: bool) {
     ctx.status.connected.store(up, Ordering::Release);
     metrics::gauge!(m::CAPS_EXCHANGE_CONNECTED).set(if up { 1.0 } else { 0.0 });
     let divisor = if !up && ctx.caps.on_disconnect == CapsOnDisconnect::Divide { f.nodes.len() as u32 } else { 1 };
-    if let Some(e) = frequency(ctx) {
-        if let Some(fr) = e.frequency() {
-            fr.outbox().set_divisor(divisor);
-        }
+    if let Some(fr) = ctx.engine.load().frequency() {
+        fr.outbox().set_divisor(divisor);
     }
 }
 
@@ -224,8 +217,9 @@ async fn session(ctx: &Ctx, f: &mut Follow, stop: &mut watch::Receiver<bool>) ->
             let n = entries.len();
             let catching_up = !ctx.status.caught_up();
             let mut applied = 0u64;
-            let engine = frequency(ctx);
-            if let Some(fr) = engine.as_ref().and_then(|e| e.frequency()) {
+            let engine = ctx.engine.load();
+            let fr = engine.frequency();
+            if let Some(fr) = fr {
                 // A reload that turned the caps on made a new outbox.
                 fr.outbox().enable();
             }
@@ -245,8 +239,7 @@ async fn session(ctx: &Ctx, f: &mut Follow, stop: &mut watch::Receiver<bool>) ->
                 if (own && !catching_up) || (catching_up && id.ms <= ctx.restored_ms) {
                     continue;
                 }
-                let (Some(marks), Some(e)) = (marks, engine.as_ref()) else { continue };
-                let Some(fr) = e.frequency() else { continue };
+                let (Some(marks), Some(fr)) = (marks, fr) else { continue };
                 for mk in &marks {
                     fr.apply_remote(mk);
                 }
@@ -259,33 +252,27 @@ async fn session(ctx: &Ctx, f: &mut Follow, stop: &mut watch::Receiver<bool>) ->
                 ctx.status.caught_up.store(true, Ordering::Release);
                 info!(cursor = %f.cursor, nodes = f.nodes.len(), "frequency-cap exchange caught up");
             }
-            if n == 0 || n < 200 {
+            if n < 200 {
                 break;
             }
         }
         // Send this node's marks (only once caught up: see the module docs).
         if ctx.status.caught_up() {
-            if let Some(e) = frequency(ctx) {
-                if let Some(fr) = e.frequency() {
-                    send(&mut c, ctx, fr, f).await?;
-                }
-            }
+            send(&mut c, ctx, f).await?;
         }
         if sleep_or_stop(ctx.caps.interval, stop).await {
             // The last marks before the stop.
-            if let Some(e) = frequency(ctx) {
-                if let Some(fr) = e.frequency() {
-                    if ctx.status.caught_up() {
-                        send(&mut c, ctx, fr, f).await?;
-                    }
-                }
+            if ctx.status.caught_up() {
+                send(&mut c, ctx, f).await?;
             }
             return Ok(());
         }
     }
 }
 
-async fn send(c: &mut Conn, ctx: &Ctx, fr: &Frequency, f: &mut Follow) -> Result<(), RedisError> {
+async fn send(c: &mut Conn, ctx: &Ctx, f: &mut Follow) -> Result<(), RedisError> {
+    let engine = ctx.engine.load();
+    let Some(fr) = engine.frequency() else { return Ok(()) };
     let dropped = fr.outbox().dropped();
     if dropped > f.dropped_seen {
         metrics::counter!(m::CAPS_EXCHANGE_MARKS_TOTAL, "direction" => "dropped").increment(dropped - f.dropped_seen);
