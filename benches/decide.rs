@@ -503,7 +503,7 @@ fn bench_text(c: &mut Criterion, fx: &Fixture) {
                 };
                 let (idx, data) = &views[q.account as usize];
                 // As SessionPolicy::decide_text: the text only when a step reads it.
-                if engine.reads_text() {
+                if engine.reads_text(*idx) {
                     folded.clear();
                     m.fold_text_into(&mut scratch, &mut folded);
                     black_box(engine.decide(*idx, data, &m.with_text(&folded), now))

@@ -274,6 +274,15 @@ impl Account {
             _ => Ok(()),
         }
     }
+
+    /// Whether any of its messages can be classed commercial by registration (its class or
+    /// one of its `source_class` / `service_type_class` overrides); the content rules may
+    /// still make any message commercial.
+    pub fn may_be_commercial(&self) -> bool {
+        self.class == MessageClass::Marketing
+            || self.source_class.iter().any(|(_, c)| *c == MessageClass::Marketing)
+            || self.service_type_class.iter().any(|(_, c)| *c == MessageClass::Marketing)
+    }
 }
 
 /// A source-address pattern compiled at validation: `*` matches any run of characters,

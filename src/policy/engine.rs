@@ -162,8 +162,11 @@ pub struct Engine {
     signatures: Vec<Vec<String>>,
     /// Steps 4 and 5's one pass over the text: the content rules and the opt-out hints.
     scanner: content::Scanner,
-    /// Whether any step reads the message text.
-    reads_text: bool,
+    /// Whether a step reads the message text, per account: the content rules read every
+    /// account's; the commercial checks and the same-text cap only a message that can be
+    /// commercial, so a transactional account none of whose overrides makes anything
+    /// commercial has its text neither decoded nor scanned.
+    reads_text: Vec<bool>,
     /// Step 1's complaint suspensions: each account's entity's flag, shared by every account
     /// of the entity, by clones of the engine and by the engines reloads build from it.
     suspended: Vec<Arc<AtomicBool>>,
@@ -257,7 +260,11 @@ impl Engine {
         // by the hints' literals.
         let scanner = content::Scanner::new(config.content.rules(), &config.commercial.opt_out_hints)
             .expect("content rules validated with the config");
-        let reads_text = !config.content.is_empty() || config.commercial.is_active() || freq.same_text_window_s > 0;
+        let commercial_reads = config.commercial.is_active() || freq.same_text_window_s > 0;
+        let reads_text = accounts
+            .iter()
+            .map(|a| !config.content.is_empty() || (commercial_reads && a.may_be_commercial()))
+            .collect();
         Engine {
             config,
             accounts,
@@ -354,10 +361,12 @@ impl Engine {
         }
     }
 
-    /// Whether a step reads the message text: the session then decodes and folds it
-    /// ([`Message::text`]) and holds the parts of a concatenated message until all are in.
-    pub fn reads_text(&self) -> bool {
-        self.reads_text
+    /// Whether a step reads the text of account `idx`'s messages: the session then decodes
+    /// and folds it ([`Message::text`]) and holds the parts of a concatenated message until
+    /// all are in.
+    #[inline]
+    pub fn reads_text(&self, idx: AccountIdx) -> bool {
+        self.reads_text[idx.get()]
     }
 
     /// Account `idx`'s entity as step 8 keys it ([`frequency::entity_key`]).

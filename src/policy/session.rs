@@ -145,7 +145,7 @@ impl SessionPolicy {
     /// copied) until the rest comes; see [`concat`]. Every part still counts against the
     /// account's rate when it comes.
     pub fn hold(&mut self, v: &MessageView, frame: &[u8], command_id: u32, seq: u32, now: Now) -> Part {
-        if !self.engine.reads_text() {
+        if !self.engine.reads_text(self.account) {
             return Part::Decide;
         }
         let Some(c) = text::concat_info(v).filter(|c| c.total > 1) else { return Part::Decide };
@@ -210,7 +210,7 @@ impl SessionPolicy {
     /// [`Self::decide_one`] with the message's folded text when a step reads it.
     #[inline]
     fn decide_text(&mut self, m: &Message, now: Now) -> Decision {
-        if !self.engine.reads_text() {
+        if !self.engine.reads_text(self.account) {
             return self.decide_one(m, now);
         }
         let mut folded = std::mem::take(&mut self.folded);

@@ -142,9 +142,9 @@ impl World {
         };
         let (mut scratch, mut folded) = (String::new(), String::new());
         m.fold_text_into(&mut scratch, &mut folded);
-        let m = if text.is_some() && engine.reads_text() { m.with_text(&folded) } else { m };
-        let now = Now::at(self.at_ms.unwrap_or(self.today * 86_400_000 + 43_200_000));
         let idx = engine.lookup(system_id).expect("account");
+        let m = if text.is_some() && engine.reads_text(idx) { m.with_text(&folded) } else { m };
+        let now = Now::at(self.at_ms.unwrap_or(self.today * 86_400_000 + 43_200_000));
         let d = engine.decide(idx, &data, &m, now);
         assert_eq!(
             d.status,
@@ -502,6 +502,32 @@ fn commercial_messages_need_signature_and_opt_out_hint() {
     let h = World::new("regime = \"opt-out\"\n[policy.commercial]\nopt_out_hints = [\"回T退订\"]", "");
     assert_eq!(h.say(GRANTED, "五折 回t退订"), Accept);
     assert_eq!(h.say(GRANTED, "五折"), Reject(R::MissingOptOutHint));
+}
+
+/// The text is decoded and scanned only for accounts a step reads it for: every account when
+/// content rules exist; otherwise, under the commercial checks or the same-text cap, only
+/// an account whose class or overrides can make a message commercial.
+#[test]
+fn text_is_read_only_where_a_step_needs_it() {
+    let reads = |pol: &str, account: &str| {
+        let cfg = config(pol, account);
+        let e = cfg.engine();
+        (e.reads_text(e.lookup("acme").unwrap()), e.reads_text(e.lookup("otp").unwrap()))
+    };
+    assert_eq!(reads("", ""), (false, false), "no step reads text");
+    let hints = "[policy.commercial]\nopt_out_hints = [\"回T退订\"]";
+    assert_eq!(reads(hints, ""), (true, false), "commercial checks: marketing account only");
+    let same = "[policy.frequency]\nsame_text_window = \"1h\"";
+    assert_eq!(reads(same, ""), (true, false), "same-text cap: marketing account only");
+    let rule = "[[policy.content_rule]]\nname = \"r\"\naction = \"reject\"\nliterals = [\"赌博\"]";
+    assert_eq!(reads(rule, ""), (true, true), "content rules read every account's text");
+    // A transactional account with a marketing source override can send commercial messages.
+    let cfg = config(hints, "");
+    let mut accounts: Vec<_> = cfg.engine().accounts().map(|(_, a)| a.clone()).collect();
+    let otp = accounts.iter_mut().find(|a| a.system_id == "otp").unwrap();
+    assert!(!otp.may_be_commercial());
+    otp.service_type_class.push(("PROMO".into(), MessageClass::Marketing));
+    assert!(otp.may_be_commercial());
 }
 
 /// Step 8: per entity and per subscriber per local day (the subscriber's midnight, not
