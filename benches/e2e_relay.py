@@ -34,6 +34,12 @@ caps (10 per entity and 20 per subscriber per local day, the same text within 60
 hours (a one-minute window at 03:00 Shanghai, so the verdicts stay those of consent), and
 every message carries the text --text (UCS-2): the gateway decodes and folds every message.
 
+With --caps-exchange the measured gateway also shares its caps through a real redis-server
+(started on a free loopback port, no persistence): `[replication]` with `caps = true` and a
+`[consent] journal` in a temporary directory; the baseline keeps its own config. Run it with
+--baseline-bin set to a copy of the same build and --baseline-same-config to read the cost
+of the exchange on the message path (the outbox, the batched XADD on its own task).
+
 With --tls the gateway also listens on `listen.smpp_tls` (a certificate of a throw-away CA
 made by `openssl`) and a fourth forwarder joins the alternation: the same gateway process
 reached through TLS (`load --tls-ca`; TLS 1.3 between the load generator and the gateway,
@@ -238,6 +244,9 @@ def main():
                     help="every step on: content rules, commercial checks, caps, quiet hours")
     ap.add_argument("--text", default="【Bench】本周会员日全场八折，详情见官网，回T退订",
                     help="with --all-steps: the text of every message")
+    ap.add_argument("--caps-exchange", action="store_true",
+                    help="the measured gateway shares its caps through a redis-server this script starts "
+                         "([replication] caps = true); see the docstring")
     ap.add_argument("--tls", action="store_true",
                     help="also measure the gateway through its TLS listener (forwarder consentgate-tls)")
     ap.add_argument("--tls-upstream", action="store_true",
@@ -317,7 +326,21 @@ entity = "bench-brand"
 class = "{cls}"
 licence = "B2-BENCH"
 {account}""")
-    write_config(cfg, gw_p, extra, policy_toml, listen_more=tls_toml, account=account_more)
+    main_policy_toml, main_extra = policy_toml, extra
+    redis = None
+    if a.caps_exchange:
+        if not a.policy:
+            raise SystemExit("--caps-exchange needs --policy (the journal lives beside the consent data)")
+        redis_p = free_port()
+        redis = subprocess.Popen(["redis-server", "--port", str(redis_p), "--bind", "127.0.0.1", "--save", "",
+                                  "--appendonly", "no", "--dir", tmp], stdout=subprocess.DEVNULL)
+        wait_port(redis_p, redis)
+        journal = os.path.join(tmp, "journal")
+        os.makedirs(journal, exist_ok=True)
+        main_policy_toml = policy_toml.replace("[consent]\n", f'[consent]\njournal = "{journal}"\n', 1)
+        main_extra += (f'\n[node]\nid = "bench"\n[replication]\nredis = "redis://127.0.0.1:{redis_p}/0"\n'
+                       'stream = "bench:statements"\ncaps = true\n')
+    write_config(cfg, gw_p, main_extra, main_policy_toml, listen_more=tls_toml, account=account_more)
     write_config(base_cfg, base_p, base_extra, base_policy_toml or policy_toml,
                  account=account_more if a.baseline_same_config else "")
     chain = {}
@@ -335,7 +358,7 @@ licence = "B2-BENCH"
                          account=account_more)
             chain[name] = (path, port)
     env = dict(os.environ, RUST_LOG="warn")
-    procs = []
+    procs = [redis] if redis else []
     try:
         sim = subprocess.Popen(pin(0, [BIN, "smsc-sim", "--listen", f"127.0.0.1:{sim_p}"], use_pin),
                                env=env, stdout=subprocess.DEVNULL)

@@ -35,13 +35,18 @@ struct Gw {
 
 impl Gw {
     async fn new(id: &str, redis: &Redis, on_disconnect: &str) -> Gw {
+        Gw::with(id, redis, on_disconnect, INTERVAL_MS, 10_000).await
+    }
+
+    /// A node sending every `interval_ms`, its tables sized for `subscribers`.
+    async fn with(id: &str, redis: &Redis, on_disconnect: &str, interval_ms: u64, subscribers: u64) -> Gw {
         let sim = consentgate::sim::start(SimConfig { listen: "127.0.0.1:0".parse().unwrap(), ..Default::default() })
             .await
             .expect("sim");
         let tail = format!(
-            "[policy.frequency]\nper_entity_per_day = {CAP}\nsubscribers = 10_000\n\n\
+            "[policy.frequency]\nper_entity_per_day = {CAP}\nsubscribers = {subscribers}\n\n\
              [node]\nid = \"{id}\"\n\n[replication]\nredis = \"{}\"\nstream = \"{STREAM}\"\ntimeout = \"500ms\"\n\
-             caps_interval = \"{INTERVAL_MS}ms\"\ncaps_on_disconnect = \"{on_disconnect}\"\n",
+             caps_interval = \"{interval_ms}ms\"\ncaps_on_disconnect = \"{on_disconnect}\"\n",
             redis.url()
         );
         let mut node = Node::new(NodeOpts { tail: &tail, ..NodeOpts::new(sim.local_addr) });
@@ -152,4 +157,45 @@ async fn sent_faster_than_the_exchange_the_overshoot_stays_within_the_bound() {
     );
     assert!(accepted >= CAP, "{accepted}: fewer than the cap");
     assert!(accepted <= CAP + bound, "{accepted} accepted: more than cap {CAP} + bound {bound}");
+}
+
+/// A busy interval: 100 000 messages to distinct subscribers through a node that sends every
+/// 10 s, so one send holds at least 50 000 marks (more than one stream entry's 32 768, and
+/// more than the 1 MiB a reply's bulk string may be: one entry of them used to break the
+/// other nodes' reads). Every mark the node sends reaches the other node.
+#[tokio::test]
+async fn a_busy_interval_reaches_the_other_nodes_in_several_entries() {
+    let Some(redis) = redis() else { return };
+    let a = Gw::with("a", &redis, "local", 10_000, 1_000_000).await;
+    let b = Gw::new("b", &redis, "local").await;
+    let report = a.node.dir.path().join("load.json");
+    // The simulators run on this test's runtime: the load runs beside it, not blocking it.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_consentgate"))
+        .args(["load", "--target", &a.node.smpp.to_string(), "--system-id", "acme", "--sessions", "2"])
+        .args(["--window", "200", "--count", "100000", "--duration", "60s"])
+        .args(["--destinations", "8613900000000-8613999999999", "--report"])
+        .arg(&report)
+        .output()
+        .await
+        .expect("run load");
+    assert!(out.status.success(), "load failed: {}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let accepted = r["statuses"]["0x00000000"].as_u64().unwrap_or(0);
+    assert!(accepted > 99_000, "accepted {accepted}: {}", r["statuses"]);
+    // a sends within 10 s; b reads within its interval after that.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let sent = "consentgate_caps_exchange_marks_total{direction=\"sent\"}";
+    let applied = "consentgate_caps_exchange_marks_total{direction=\"applied\"}";
+    loop {
+        let (s, p) = (a.node.metric(sent).await.unwrap_or(0.0), b.node.metric(applied).await.unwrap_or(0.0));
+        if s as u64 == accepted && p as u64 == accepted {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a sent {s}, b applied {p} of {accepted} accepted");
+        assert_eq!(b.node.metric("consentgate_caps_exchange_connected").await, Some(1.0), "b's exchange broke");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "CAPS|one node, 100 000 messages in one 10 s interval|{accepted} marks sent and applied by the other node"
+    );
 }

@@ -57,10 +57,16 @@ use crate::telemetry::metrics as m;
 pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(100);
 /// How long the stream keeps entries (a local day anywhere is covered).
 const RETAIN_MS: u64 = 48 * 3600 * 1000;
-/// Marks per entry (1.5 MB).
-const MARKS_PER_ENTRY: usize = 65_536;
-/// Entries per read.
-const READ_COUNT: &[u8] = b"200";
+/// Marks per entry: 32 768 × 24 bytes = 768 KiB, under the largest bulk string the reply
+/// parser takes (1 MiB; 65 536 marks per entry did not parse: the exchange disconnected as
+/// soon as one interval held more than 43 690 allowed messages, ~437 k/s at 100 ms).
+const MARKS_PER_ENTRY: usize = 32_768;
+/// Entries per read: 16 full entries are 12 MiB, under the largest reply (16 MiB).
+const READ_COUNT: usize = 16;
+const _: () = assert!(
+    MARKS_PER_ENTRY * Mark::BYTES < super::resp::MAX_BULK
+        && READ_COUNT * (MARKS_PER_ENTRY * Mark::BYTES + 1024) < super::resp::MAX_REPLY
+);
 
 /// `replication.caps_on_disconnect`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,8 +217,16 @@ async fn session(ctx: &Ctx, f: &mut Follow, stop: &mut watch::Receiver<bool>) ->
         // Read everything new.
         loop {
             let cursor = f.cursor.to_string();
-            let reply =
-                c.cmd(&[b"XREAD", b"COUNT", READ_COUNT, b"STREAMS", ctx.key.as_bytes(), cursor.as_bytes()]).await?;
+            let reply = c
+                .cmd(&[
+                    b"XREAD",
+                    b"COUNT",
+                    READ_COUNT.to_string().as_bytes(),
+                    b"STREAMS",
+                    ctx.key.as_bytes(),
+                    cursor.as_bytes(),
+                ])
+                .await?;
             let entries = stream_entries(&reply)?;
             let n = entries.len();
             let catching_up = !ctx.status.caught_up();

@@ -17,8 +17,9 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Largest bulk string accepted from the server (what replication stores are short fields).
-const MAX_BULK: usize = 1 << 20;
+/// Largest bulk string accepted from the server (statements are short fields; a caps entry is
+/// at most 768 KiB, `caps::MARKS_PER_ENTRY`).
+pub const MAX_BULK: usize = 1 << 20;
 /// Largest reply a connection buffers (an `XREAD COUNT 1000` of statements is well under
 /// 1 MiB).
 pub const MAX_REPLY: usize = 16 << 20;
