@@ -40,11 +40,9 @@ fn bench(c: &mut Criterion) {
     let m = Message {
         source: Addr { ton: 0, npi: 1, addr: b"1069012345" },
         destination: Addr { ton: 1, npi: 1, addr: b"8613800138000" },
-        service_type: b"",
-        esm_class: 0,
-        data_coding: 8,
-        short_message: &ucs2,
-        tlvs: b"",
+        service: b"",
+        coding: consentgate::smpp::text::Coding::Ucs2,
+        user_data: &ucs2,
         text: None,
     };
     let (mut scratch, mut folded) = (String::new(), String::new());

@@ -55,6 +55,7 @@ use consentgate::consent::snapshot::{build, BuildOptions, PairState, Snapshot};
 use consentgate::consent::statement::{EntityName, NodeId, Statement, StatementId, StatementKind, StatementSource};
 use consentgate::policy::{AccountIdx, ConsentView, Engine, Message, PREFETCH_DISTANCE, PREFETCH_GROUP};
 use consentgate::smpp::peek::Addr;
+use consentgate::smpp::text::Coding;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 const ENTITIES: u64 = 1000;
@@ -356,11 +357,9 @@ fn bench(c: &mut Criterion) {
             let m = Message {
                 source: src,
                 destination: Addr { ton: 1, npi: 1, addr: &q.dest },
-                service_type: b"",
-                esm_class: 0,
-                data_coding: 0,
-                short_message: b"",
-                tlvs: b"",
+                service: b"",
+                coding: Coding::Gsm7,
+                user_data: b"",
                 text: None,
             };
             let (idx, data) = &views[q.account as usize];
@@ -494,11 +493,9 @@ fn bench_text(c: &mut Criterion, fx: &Fixture) {
                 let m = Message {
                     source: src,
                     destination: Addr { ton: 1, npi: 1, addr: &q.dest },
-                    service_type: b"",
-                    esm_class: 0,
-                    data_coding: 8,
-                    short_message: black_box(&ucs2),
-                    tlvs: b"",
+                    service: b"",
+                    coding: Coding::Ucs2,
+                    user_data: black_box(&ucs2),
                     text: None,
                 };
                 let (idx, data) = &views[q.account as usize];

@@ -61,7 +61,7 @@ pub fn peek(data: &[u8]) {
             assert!(v.payload().len() <= f.len());
             let _ = (v.is_receipt(), v.has_udh(), v.tlv(0x0424));
             let _ = text::concat_info(&v);
-            assert!(text::user_data(&v).len() <= f.len());
+            assert!(v.user_data().len() <= f.len());
         }
         if let Ok(m) = peek::multi(&f) {
             for (_, range) in m.destinations() {
@@ -84,9 +84,9 @@ pub fn peek(data: &[u8]) {
 pub fn text(data: &[u8]) {
     let Some((&dc, bytes)) = data.split_first() else { return };
     let (mut scratch, mut out, mut want) = (String::new(), String::new(), String::new());
-    text::decode_into(dc, bytes, &mut scratch);
+    text::decode_into(text::Coding::of_data_coding(dc), bytes, &mut scratch);
     text::fold_append(&scratch, &mut want);
-    text::decode_fold_append(dc, bytes, &mut String::new(), &mut out);
+    text::decode_fold_append(text::Coding::of_data_coding(dc), bytes, &mut String::new(), &mut out);
     assert_eq!(out, want, "data_coding {dc:#04x}");
 }
 

@@ -101,7 +101,7 @@ pub fn detect(view: &MessageView, kw: &Keywords, scratch: &mut Scratch) -> Optio
     if text::concat_info(view).is_some_and(|c| c.total > 1) {
         return None;
     }
-    text::decode_into(view.data_coding, text::user_data(view), &mut scratch.decoded);
+    text::decode_into(text::Coding::of_data_coding(view.data_coding), view.user_data(), &mut scratch.decoded);
     normalise_into(&scratch.decoded, &mut scratch.normalised);
     kw.matches(&scratch.normalised).then_some(MATCH_KEYWORD)
 }

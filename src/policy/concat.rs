@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 
-use crate::smpp::peek::MessageView;
+use super::engine::Message;
 use crate::smpp::text;
 
 use super::Decision;
@@ -30,11 +30,11 @@ pub const HOLD_MAX_BYTES: usize = 4 << 20;
 pub const HOLD_MAX_MESSAGES: usize = 4_096;
 
 /// The key of a concatenated message: (source, destination, reference, total).
-pub fn key(v: &MessageView, c: text::Concat) -> u64 {
+pub fn key(m: &Message, c: text::Concat) -> u64 {
     let mut h = foldhash::fast::FixedState::with_seed(0x5eed).build_hasher();
-    h.write(v.source.addr);
+    h.write(m.source.addr);
     h.write_u8(0);
-    h.write(v.destination.addr);
+    h.write(m.destination.addr);
     h.write_u16(c.reference);
     h.write_u8(c.total);
     h.finish()

@@ -16,6 +16,7 @@ use crate::consent::msisdn;
 use crate::consent::snapshot::{EntityId, PairState, Snapshot};
 use crate::consent::statement::StatementKind;
 use crate::smpp::peek::Addr;
+use crate::smpp::text::Coding;
 use crate::smpp::BindType;
 use crate::time::Now;
 
@@ -37,22 +38,25 @@ impl AccountIdx {
     }
 }
 
-/// The fields of one message (one destination of it) that the steps read. Built from a
-/// [`crate::smpp::peek::MessageView`] or from one destination of a submit_multi.
+/// One message (one destination of it) as the steps read it, whatever protocol carried it:
+/// the SMPP front builds it from a submit_sm / data_sm ([`Message::of`]) or from one
+/// destination of a submit_multi ([`Message::of_multi`]); another front builds it from its
+/// own PDU the same way. Nothing here is read again from the PDU.
 #[derive(Debug, Clone, Copy)]
 pub struct Message<'a> {
     pub source: Addr<'a>,
     pub destination: Addr<'a>,
-    pub service_type: &'a [u8],
-    pub esm_class: u8,
-    pub data_coding: u8,
-    /// short_message (message_payload lives in `tlvs`).
-    pub short_message: &'a [u8],
-    pub tlvs: &'a [u8],
+    /// What an account's `service_type_class` matches (SMPP service_type).
+    pub service: &'a [u8],
+    /// How [`Self::user_data`] is encoded.
+    pub coding: Coding,
+    /// The text's bytes: the payload without its user data header (SMPP:
+    /// [`crate::smpp::peek::MessageView::user_data`]).
+    pub user_data: &'a [u8],
     /// The message's whole text, decoded and folded ([`crate::smpp::text::fold_into`]), when
-    /// the engine reads text ([`Engine::reads_text`]): for a concatenated message held for
-    /// its parts, the text of every part in order. `None` = not decoded (the steps on text
-    /// then see an empty text).
+    /// a step reads the account's text ([`Engine::reads_text`]): for a concatenated message
+    /// held for its parts, the text of every part in order. `None` = not decoded (the steps
+    /// on text then see an empty text).
     pub text: Option<&'a str>,
 }
 
@@ -61,11 +65,9 @@ impl<'a> Message<'a> {
         Message {
             source: v.source,
             destination: v.destination,
-            service_type: v.service_type,
-            esm_class: v.esm_class,
-            data_coding: v.data_coding,
-            short_message: v.short_message,
-            tlvs: v.tlvs,
+            service: v.service_type,
+            coding: Coding::of_data_coding(v.data_coding),
+            user_data: v.user_data(),
             text: None,
         }
     }
@@ -75,41 +77,17 @@ impl<'a> Message<'a> {
         Message {
             source: v.source,
             destination,
-            service_type: v.service_type,
-            esm_class: v.esm_class,
-            data_coding: v.data_coding,
-            short_message: v.short_message,
-            tlvs: v.tlvs,
+            service: v.service_type,
+            coding: Coding::of_data_coding(v.data_coding),
+            user_data: v.user_data(),
             text: None,
-        }
-    }
-
-    /// The user data: message_payload when short_message is empty, with the UDH skipped
-    /// when UDHI is set (as [`crate::smpp::text::user_data`]).
-    pub fn user_data(&self) -> &'a [u8] {
-        let payload = if self.short_message.is_empty() {
-            crate::smpp::peek::tlvs(self.tlvs)
-                .find_map(|t| match t {
-                    Ok((tag, v)) if tag == crate::smpp::peek::tlv::MESSAGE_PAYLOAD => Some(v),
-                    _ => None,
-                })
-                .unwrap_or(&[])
-        } else {
-            self.short_message
-        };
-        if self.esm_class & 0x40 == 0 {
-            return payload;
-        }
-        match payload.split_first() {
-            Some((&udhl, rest)) if (udhl as usize) <= rest.len() => &rest[udhl as usize..],
-            _ => &[],
         }
     }
 
     /// Appends the decoded and folded text of this message (one part) to `out`, using
     /// `scratch` for the decoding.
     pub fn fold_text_into(&self, scratch: &mut String, out: &mut String) {
-        crate::smpp::text::decode_fold_append(self.data_coding, self.user_data(), scratch, out);
+        crate::smpp::text::decode_fold_append(self.coding, self.user_data, scratch, out);
     }
 
     /// The same message with its folded text.
@@ -446,28 +424,41 @@ impl Engine {
     #[inline]
     pub fn decide(&self, idx: AccountIdx, data: &ConsentView, m: &Message, now: Now) -> Decision {
         let a = self.account(idx);
-        let mut d = Decision { verdict: Verdict::Accept, status: 0, class: None, msisdn: None, from_cache: false };
-        let verdict = step_account(a, now, self.is_suspended(idx))
-            .or_else(|| step_sender_id(a, m))
-            .or_else(|| {
-                let (class, blocked, hint) = self.step_class(a, m);
-                d.class = Some(class);
-                blocked
-                    .or((class == MessageClass::Transactional).then_some(Verdict::Accept))
-                    .or_else(|| self.step_commercial(idx, m, hint))
-            })
-            .unwrap_or_else(|| {
-                d.msisdn = self.subscriber(&m.destination);
-                match self.step_consent(data, d.msisdn) {
-                    Verdict::Accept => {
-                        let local = self.config.zones.of(d.msisdn).local(now);
-                        self.step_quiet_hours(a, local)
-                            .or_else(|| self.step_frequency(idx, a, m, d.msisdn, local.day, now))
-                            .unwrap_or(Verdict::Accept)
-                    }
-                    refused => refused,
-                }
-            });
+        let mut d = Decision::accept();
+        // Each step ends the pipeline with `break 'steps verdict` or passes the message on.
+        // Step 3 (throughput) runs before, once per PDU ([`Engine::throttle`]).
+        let verdict = 'steps: {
+            if let Some(v) = step_account(a, now, self.is_suspended(idx)) {
+                break 'steps v;
+            }
+            if let Some(v) = step_sender_id(a, m) {
+                break 'steps v;
+            }
+            let (class, blocked, hint) = self.step_class(a, m);
+            d.class = Some(class);
+            if let Some(v) = blocked {
+                break 'steps v;
+            }
+            if class == MessageClass::Transactional {
+                break 'steps Verdict::Accept;
+            }
+            if let Some(v) = self.step_commercial(idx, m, hint) {
+                break 'steps v;
+            }
+            d.msisdn = self.subscriber(&m.destination);
+            let consent = self.step_consent(data, d.msisdn);
+            if consent != Verdict::Accept {
+                break 'steps consent;
+            }
+            let local = self.config.zones.of(d.msisdn).local(now);
+            if let Some(v) = self.step_quiet_hours(a, local) {
+                break 'steps v;
+            }
+            if let Some(v) = self.step_frequency(idx, a, m, d.msisdn, local.day, now) {
+                break 'steps v;
+            }
+            Verdict::Accept
+        };
         self.finish(d, verdict)
     }
 
@@ -541,14 +532,14 @@ impl Engine {
 
     /// A refusal for `reason` before any step ran (`would_reject` in monitor mode).
     pub fn refuse(&self, reason: Reason) -> Decision {
-        let d = Decision { verdict: Verdict::Accept, status: 0, class: None, msisdn: None, from_cache: false };
+        let d = Decision::accept();
         self.finish(d, Verdict::Reject(reason))
     }
 
     /// A submit_multi distribution list: it hides its subscribers, so nobody on it can have
     /// been checked — refused under opt-in, allowed under opt-out.
     pub fn decide_list(&self) -> Decision {
-        let d = Decision { verdict: Verdict::Accept, status: 0, class: None, msisdn: None, from_cache: false };
+        let d = Decision::accept();
         let v = match self.config.regime {
             Regime::OptIn => Verdict::Reject(Reason::NoConsent),
             Regime::OptOut => Verdict::Accept,
@@ -632,7 +623,7 @@ fn accounts_suspended(s: &Suspensions, n: usize, entities: &[&str]) -> Vec<Arc<A
 fn text_hash(m: &Message) -> u64 {
     match m.text {
         Some(t) => xxhash_rust::xxh3::xxh3_64(t.as_bytes()),
-        None => xxhash_rust::xxh3::xxh3_64(m.user_data()) ^ u64::from(m.data_coding),
+        None => xxhash_rust::xxh3::xxh3_64(m.user_data) ^ m.coding as u64,
     }
 }
 
@@ -662,7 +653,7 @@ pub fn classify(account: &Account, m: &Message) -> MessageClass {
         }
     }
     for (st, class) in &account.service_type_class {
-        if st.as_bytes() == m.service_type {
+        if st.as_bytes() == m.service {
             return *class;
         }
     }

@@ -190,3 +190,10 @@ pub struct Decision {
     /// A later part of a concatenated message, answered with its first part's decision.
     pub from_cache: bool,
 }
+
+impl Decision {
+    /// Accepted, nothing learnt yet: where every decision starts.
+    pub const fn accept() -> Decision {
+        Decision { verdict: Verdict::Accept, status: 0, class: None, msisdn: None, from_cache: false }
+    }
+}

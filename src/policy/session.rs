@@ -8,13 +8,16 @@ use std::sync::Arc;
 
 use crate::consent::snapshot::EntityId;
 use crate::consent::store::{self, ConsentStore, Loaded};
-use crate::smpp::peek::{self, MessageView, MultiDest, MultiView};
-use crate::smpp::{text, HEADER_LEN};
+use crate::smpp::peek::Addr;
+use crate::smpp::text::Concat;
 use crate::time::Now;
 
 use super::concat::{self, ConcatCache, Held, Hold, Holds};
 use super::engine::{ConsentView, Message};
 use super::{AccountIdx, Decision, Engine};
+/// Reads a held frame again as the message it is (each front its own parser).
+pub type MessageOf = for<'f> fn(&'f [u8]) -> Option<Message<'f>>;
+
 /// How many frames ahead of the one being handled a session prefetches the snapshot line
 /// ([`SessionPolicy::prefetch_ahead`]), and how many it prefetches at a time: every
 /// [`PREFETCH_GROUP`] frames handled, the next group. Far enough ahead that a miss (a DRAM
@@ -125,16 +128,19 @@ impl SessionPolicy {
     /// ([`SessionPolicy::hold`]), all parts share the verdict of the first part to arrive (any
     /// order); later parts are not re-decided and come back with [`Decision::from_cache`] set
     /// (they are not counted as decisions).
-    pub fn decide(&mut self, v: &MessageView, now: Now) -> Decision {
+    ///
+    /// `concat` is the message's place in a concatenated message, if it is a part (SMPP:
+    /// [`crate::smpp::text::concat_info`]).
+    pub fn decide(&mut self, m: &Message, concat: Option<Concat>, now: Now) -> Decision {
         if let Some(d) = self.engine.throttle(self.account) {
             return d;
         }
-        let Some(c) = text::concat_info(v) else { return self.decide_text(&Message::of(v), now) };
-        let key = concat::key(v, c);
+        let Some(c) = concat else { return self.decide_text(m, now) };
+        let key = concat::key(m, c);
         if let Some(d) = self.concat.part(key) {
             return d;
         }
-        let d = self.decide_text(&Message::of(v), now);
+        let d = self.decide_text(m, now);
         if c.total > 1 {
             self.concat.remember(key, d, 1, c.total, now.mono_ms);
         }
@@ -144,12 +150,20 @@ impl SessionPolicy {
     /// When a step reads the text, a part of a concatenated message is held (its frame
     /// copied) until the rest comes; see [`concat`]. Every part still counts against the
     /// account's rate when it comes.
-    pub fn hold(&mut self, v: &MessageView, frame: &[u8], command_id: u32, seq: u32, now: Now) -> Part {
+    pub fn hold(
+        &mut self,
+        m: &Message,
+        concat: Option<Concat>,
+        frame: &[u8],
+        command_id: u32,
+        seq: u32,
+        now: Now,
+    ) -> Part {
         if !self.engine.reads_text(self.account) {
             return Part::Decide;
         }
-        let Some(c) = text::concat_info(v).filter(|c| c.total > 1) else { return Part::Decide };
-        let key = concat::key(v, c);
+        let Some(c) = concat.filter(|c| c.total > 1) else { return Part::Decide };
+        let key = concat::key(m, c);
         if self.concat.contains(key) {
             return Part::Decide; // its message was decided (timed out): it takes that verdict
         }
@@ -165,19 +179,19 @@ impl SessionPolicy {
 
     /// The decision for a held message, on the text of its parts in segment order (all of
     /// them, or those that came before the timeout: later ones then take this verdict).
-    pub fn decide_held(&mut self, h: &Held, now: Now) -> Decision {
+    /// `message_of` reads a held frame again (each parsed when it came).
+    pub fn decide_held(&mut self, h: &Held, message_of: MessageOf, now: Now) -> Decision {
         let mut folded = std::mem::take(&mut self.folded);
         folded.clear();
         let parts = h.in_order();
         let mut first = None;
         for p in &parts {
-            // Parsed when it came: it parses again.
-            let Ok(v) = peek::message(&p.frame) else { continue };
-            Message::of(&v).fold_text_into(&mut self.scratch, &mut folded);
+            let Some(m) = message_of(&p.frame) else { continue };
+            m.fold_text_into(&mut self.scratch, &mut folded);
             first.get_or_insert(p);
         }
-        let d = match first.and_then(|p| peek::message(&p.frame).ok()) {
-            Some(v) => self.decide_one(&Message::of(&v).with_text(&folded), now),
+        let d = match first.and_then(|p| message_of(&p.frame)) {
+            Some(m) => self.decide_one(&m.with_text(&folded), now),
             None => self.engine.refuse(crate::policy::Reason::Throttled),
         };
         self.folded = folded;
@@ -195,15 +209,16 @@ impl SessionPolicy {
         self.holds.drain()
     }
 
-    /// The decision for one destination of a submit_multi (an SME address or a distribution
-    /// list).
-    pub fn decide_multi(&mut self, v: &MultiView, dest: MultiDest, now: Now) -> Decision {
+    /// The decision for one destination of a message sent to several (SMPP submit_multi):
+    /// `Some` = one subscriber's message, `None` = a distribution list that hides its
+    /// subscribers.
+    pub fn decide_multi(&mut self, m: Option<&Message>, now: Now) -> Decision {
         if let Some(d) = self.engine.throttle(self.account) {
             return d;
         }
-        match dest {
-            MultiDest::Sme(addr) => self.decide_text(&Message::of_multi(v, addr), now),
-            MultiDest::List(_) => self.engine.decide_list(),
+        match m {
+            Some(m) => self.decide_text(m, now),
+            None => self.engine.decide_list(),
         }
     }
 
@@ -276,7 +291,18 @@ impl SessionPolicy {
     /// unprefetched miss: a burst of 60 prefetches outruns the core's fill buffers, and
     /// lines fetched 30 µs of work ahead are gone again when their decision comes.
     #[inline]
-    pub fn prefetch_ahead(&mut self, rbuf: &[u8], mut at: usize, n: usize) -> usize {
+    ///
+    /// Frames are walked by their first four bytes (the big-endian length of SMPP and CMPP
+    /// alike) over at least `header` bytes; `destination` reads a frame's destination if it
+    /// is a message to decide (SMPP: [`crate::smpp::peek::destination`]).
+    pub fn prefetch_ahead(
+        &mut self,
+        rbuf: &[u8],
+        mut at: usize,
+        n: usize,
+        header: usize,
+        destination: fn(&[u8]) -> Option<Addr<'_>>,
+    ) -> usize {
         if at >= rbuf.len() {
             return at;
         }
@@ -286,10 +312,10 @@ impl SessionPolicy {
             return rbuf.len();
         }
         for _ in 0..n {
-            let Some(head) = rbuf.get(at..at + HEADER_LEN) else { return rbuf.len() };
+            let Some(head) = rbuf.get(at..at + header) else { return rbuf.len() };
             let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
-            let Some(frame) = rbuf.get(at..at + len).filter(|_| len >= HEADER_LEN) else { return rbuf.len() };
-            if let Some(m) = peek::destination(frame).and_then(|d| self.engine.subscriber(&d)) {
+            let Some(frame) = rbuf.get(at..at + len).filter(|_| len >= header) else { return rbuf.len() };
+            if let Some(m) = destination(frame).and_then(|d| self.engine.subscriber(&d)) {
                 if let Some(s) = snapshot {
                     s.prefetch(m);
                 }

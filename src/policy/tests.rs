@@ -7,6 +7,7 @@ use crate::consent::delta::Delta;
 use crate::consent::snapshot::{Snapshot, SnapshotBuilder};
 use crate::consent::statement::{EntityName, NodeId, Statement, StatementId, StatementKind, StatementSource};
 use crate::smpp::peek::Addr;
+use crate::smpp::text::Coding;
 use crate::time::Now;
 
 const ENTITY: &str = "acme-retail";
@@ -133,11 +134,9 @@ impl World {
         let m = Message {
             source: Addr { ton: 0, npi: 1, addr: src },
             destination: dest,
-            service_type,
-            esm_class: 0,
-            data_coding: 8,
-            short_message: &ucs2,
-            tlvs: b"",
+            service: service_type,
+            coding: Coding::Ucs2,
+            user_data: &ucs2,
             text: None,
         };
         let (mut scratch, mut folded) = (String::new(), String::new());

@@ -69,8 +69,8 @@ impl SessionAudit {
             snapshot: SnapshotRef { id: stamp.id, generation: stamp.generation, built_at: stamp.built_at },
         };
         match pending_up {
-            Some(up) => {
-                self.pending.insert(up, rec);
+            Some(smsc_seq) => {
+                self.pending.insert(smsc_seq, rec);
             }
             None => self.batch.push(rec),
         }

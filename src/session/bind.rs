@@ -21,11 +21,11 @@ use crate::smpp::{self, cmd, status, BindType};
 
 /// Result of the bind phase.
 pub(super) struct Bound {
-    pub down: Transport,
-    pub up: Transport,
+    pub esme: Transport,
+    pub smsc: Transport,
     /// Bytes each peer sent after its bind (request / response), not yet framed.
-    pub down_rest: BytesMut,
-    pub up_rest: BytesMut,
+    pub esme_rest: BytesMut,
+    pub smsc_rest: BytesMut,
     /// The ESME leg's framer (it may be skipping an oversized PDU).
     pub down_framer: Framer,
     /// The engine that admitted the bind: `account` is an index into it.
@@ -47,8 +47,8 @@ struct Admitted {
     engine: Arc<crate::policy::Engine>,
     /// The engine generation read before `engine` was loaded.
     generation: u64,
-    up: Transport,
-    up_rest: BytesMut,
+    smsc: Transport,
+    smsc_rest: BytesMut,
     account: AccountIdx,
     bind_type: BindType,
     slot: SessionSlot,
@@ -89,11 +89,11 @@ pub(super) async fn accept_bind(
                                         return None;
                                     }
                                     return Some(Bound {
-                                        down: stream,
-                                        up: a.up,
-                                        down_rest: rbuf,
+                                        esme: stream,
+                                        smsc: a.smsc,
+                                        esme_rest: rbuf,
                                         down_framer: framer,
-                                        up_rest: a.up_rest,
+                                        smsc_rest: a.smsc_rest,
                                         engine: a.engine,
                                         generation: a.generation,
                                         account: a.account,
@@ -222,21 +222,22 @@ async fn bind_one(
     let account = engine.admit(&req.system_id, bind_type, ctx.clock.now().utc_day()).map_err(refused)?;
     // Counted from here: a second bind racing this one sees the slot taken.
     let slot = engine.open_session(account).map_err(refused)?;
-    let up = match bind_upstream(&settings.upstream, ctx.upstream_tls.as_deref(), frame, settings.session.max_pdu_bytes)
-        .await
-    {
-        Ok(u) => u,
-        Err(e) => {
-            count("upstream_unreachable");
-            static LIMIT: crate::telemetry::RateLimit =
-                crate::telemetry::RateLimit::new(std::time::Duration::from_secs(10));
-            if let Some(suppressed) = LIMIT.allow() {
-                warn!(peer = %peer, system_id = %req.system_id, error = %e, suppressed, "upstream bind failed");
+    let smsc =
+        match bind_upstream(&settings.upstream, ctx.upstream_tls.as_deref(), frame, settings.session.max_pdu_bytes)
+            .await
+        {
+            Ok(u) => u,
+            Err(e) => {
+                count("upstream_unreachable");
+                static LIMIT: crate::telemetry::RateLimit =
+                    crate::telemetry::RateLimit::new(std::time::Duration::from_secs(10));
+                if let Some(suppressed) = LIMIT.allow() {
+                    warn!(peer = %peer, system_id = %req.system_id, error = %e, suppressed, "upstream bind failed");
+                }
+                return Err(encode_bind_resp(bind_type, status::ESME_RSYSERR, seq, ""));
             }
-            return Err(encode_bind_resp(bind_type, status::ESME_RSYSERR, seq, ""));
-        }
-    };
-    let mut resp = up.resp;
+        };
+    let mut resp = smsc.resp;
     let st = smpp::command_status(&resp);
     if smpp::command_id(&resp) == cmd::GENERIC_NACK {
         let st = if st == 0 { status::ESME_RBINDFAIL } else { st };
@@ -257,5 +258,5 @@ async fn bind_one(
     }
     count("ok");
     ctx.bind_limiter.success(ip);
-    Ok((Admitted { engine, generation, up: up.stream, up_rest: up.rest, account, bind_type, slot }, resp))
+    Ok((Admitted { engine, generation, smsc: smsc.stream, smsc_rest: smsc.rest, account, bind_type, slot }, resp))
 }

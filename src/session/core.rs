@@ -25,15 +25,15 @@ use crate::relay::LegState;
 use crate::smpp::frame::Next;
 use crate::smpp::pdu::put_header_only;
 use crate::smpp::status::ESME_RX_T_APPN;
-use crate::smpp::{cmd, status, BindType};
+use crate::smpp::{cmd, peek, status, BindType, HEADER_LEN};
 use crate::time::Now;
 
 /// Which peer a leg faces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
-    /// The ESME (the "down" leg).
+    /// The ESME leg.
     Esme,
-    /// The SMSC (the "up" leg).
+    /// The SMSC leg.
     Smsc,
 }
 
@@ -58,12 +58,12 @@ pub struct Session {
     pub(super) up_sample: Option<(u32, u64)>,
     pub(super) bind_type: BindType,
     pub(super) peer: SocketAddr,
-    pub down: LegState,
-    pub up: LegState,
+    pub esme: LegState,
+    pub smsc: LegState,
     /// Requests written to the SMSC (relayed from the ESME, or consentgate's own).
-    pub(super) up_table: SeqTable,
+    pub(super) smsc_table: SeqTable,
     /// Requests written to the ESME (relayed from the SMSC, or consentgate's own).
-    pub(super) down_table: SeqTable,
+    pub(super) esme_table: SeqTable,
     pub(super) life: Lifecycle,
     /// The session clock, read once per event: µs and ms since the session began, and the
     /// wall clock for the decision pipeline.
@@ -82,8 +82,8 @@ impl Session {
         account: AccountIdx,
         bind_type: BindType,
         peer: SocketAddr,
-        down_rbuf: BytesMut,
-        up_rbuf: BytesMut,
+        esme_rbuf: BytesMut,
+        smsc_rbuf: BytesMut,
     ) -> Session {
         let settings = ctx.settings();
         let cap = (settings.session.window * 2).max(64);
@@ -99,10 +99,10 @@ impl Session {
             up_sample: None,
             bind_type,
             peer,
-            down: LegState::new(max, down_rbuf),
-            up: LegState::new(max, up_rbuf),
-            up_table: SeqTable::new(cap),
-            down_table: SeqTable::new(cap),
+            esme: LegState::new(max, esme_rbuf),
+            smsc: LegState::new(max, smsc_rbuf),
+            smsc_table: SeqTable::new(cap),
+            esme_table: SeqTable::new(cap),
             life: Lifecycle::default(),
             now_us: 0,
             now_ms: 0,
@@ -136,8 +136,8 @@ impl Session {
         self.settings = self.ctx.settings();
         self.optout.set_keywords(self.settings.keywords.clone());
         let want = (self.settings.session.window * 2).max(64);
-        self.up_table.grow(want);
-        self.down_table.grow(want);
+        self.smsc_table.grow(want);
+        self.esme_table.grow(want);
         let system_id = self.account().system_id.clone();
         let kept = match engine.lookup(&system_id) {
             None => Err("account removed by a config reload"),
@@ -204,8 +204,8 @@ impl Session {
     #[inline]
     pub(super) fn leg(&mut self, side: Side) -> &mut LegState {
         match side {
-            Side::Esme => &mut self.down,
-            Side::Smsc => &mut self.up,
+            Side::Esme => &mut self.esme,
+            Side::Smsc => &mut self.smsc,
         }
     }
 
@@ -219,7 +219,11 @@ impl Session {
         // frames ahead of the one being handled, PREFETCH_GROUP at a time (`ahead` = offset
         // of the next frame to prefetch, `handled` = frames since the batch began).
         let pipeline = side == Side::Esme && self.life.is_bound();
-        let mut ahead = if pipeline { self.policy.prefetch_ahead(&rbuf, 0, PREFETCH_DISTANCE) } else { rbuf.len() };
+        let mut ahead = if pipeline {
+            self.policy.prefetch_ahead(&rbuf, 0, PREFETCH_DISTANCE, HEADER_LEN, peek::destination)
+        } else {
+            rbuf.len()
+        };
         let mut handled = 0usize;
         let mut pos = 0;
         while self.leg(side).open {
@@ -233,7 +237,13 @@ impl Session {
                     pos += len;
                     handled += 1;
                     if handled % PREFETCH_GROUP == 0 {
-                        ahead = self.policy.prefetch_ahead(&rbuf, ahead.max(pos), PREFETCH_GROUP);
+                        ahead = self.policy.prefetch_ahead(
+                            &rbuf,
+                            ahead.max(pos),
+                            PREFETCH_GROUP,
+                            HEADER_LEN,
+                            peek::destination,
+                        );
                     }
                 }
                 Next::Skip(n) => pos += n,
@@ -248,7 +258,7 @@ impl Session {
                     pos = rbuf.len();
                     match side {
                         Side::Esme => {
-                            put_header_only(&mut self.down.out, cmd::GENERIC_NACK, status::ESME_RINVCMDLEN, 0);
+                            put_header_only(&mut self.esme.out, cmd::GENERIC_NACK, status::ESME_RINVCMDLEN, 0);
                             self.esme_gone("esme sent command_length < 16");
                         }
                         Side::Smsc => self.smsc_gone("smsc sent command_length < 16"),
@@ -276,12 +286,12 @@ impl Session {
 
     /// Moves the lifecycle on after every event.
     pub fn progress(&mut self) {
-        match self.life.progress(self.now_ms, self.up_table.relayed(), self.up.open, self.down.open) {
+        match self.life.progress(self.now_ms, self.smsc_table.relayed(), self.smsc.open, self.esme.open) {
             Some(Step::EndDrain) => {
-                if self.up_table.relayed() > 0 {
-                    tracing::warn!(peer = %self.peer, pending = self.up_table.relayed(), "drain grace expired; answering in-flight requests with ESME_RSYSERR");
+                if self.smsc_table.relayed() > 0 {
+                    tracing::warn!(peer = %self.peer, pending = self.smsc_table.relayed(), "drain grace expired; answering in-flight requests with ESME_RSYSERR");
                 }
-                self.answer_all_up(status::ESME_RSYSERR);
+                self.answer_pending_at_smsc(status::ESME_RSYSERR);
                 self.start_closing(self.life.drain_reason());
             }
             Some(Step::Finish) => self.finish(self.life.close_reason()),
@@ -302,10 +312,10 @@ impl Session {
     }
 
     fn send_unbinds(&mut self) {
-        if self.down.open && !self.life.esme_unbound {
+        if self.esme.open && !self.life.esme_unbound {
             self.send_local_down(cmd::UNBIND);
         }
-        if self.up.open && !self.life.smsc_unbound {
+        if self.smsc.open && !self.life.smsc_unbound {
             self.send_local_up(cmd::UNBIND);
         }
     }
@@ -314,10 +324,10 @@ impl Session {
         if self.life.is_done() {
             return;
         }
-        self.answer_all_up(status::ESME_RSYSERR);
-        self.answer_all_down(ESME_RX_T_APPN);
+        self.answer_pending_at_smsc(status::ESME_RSYSERR);
+        self.answer_pending_at_esme(ESME_RX_T_APPN);
         self.release_held();
-        self.optout.finish(&mut self.up, self.peer);
+        self.optout.finish(&mut self.smsc, self.peer);
         self.life.finish(reason);
     }
 
@@ -332,15 +342,15 @@ impl Session {
     /// The ESME leg is gone: late upstream answers will be dropped, the SMSC gets a temporary
     /// error for whatever it was waiting on, and the upstream leg is unbound.
     pub(super) fn esme_gone(&mut self, why: &'static str) {
-        if !self.down.open {
+        if !self.esme.open {
             return;
         }
-        self.down.open = false;
-        self.down.out.clear();
+        self.esme.open = false;
+        self.esme.out.clear();
         debug!(peer = %self.peer, why, "esme leg closed");
-        self.answer_all_down(ESME_RX_T_APPN);
+        self.answer_pending_at_esme(ESME_RX_T_APPN);
         let mut v = std::mem::take(&mut self.expired);
-        self.up_table.drain(&mut v);
+        self.smsc_table.drain(&mut v);
         v.clear();
         self.expired = v;
         if self.life.leg_lost(why, self.close_deadline()) {
@@ -351,18 +361,18 @@ impl Session {
     /// The SMSC leg is gone: every in-flight ESME request is answered at once and the ESME is
     /// unbound.
     pub(super) fn smsc_gone(&mut self, why: &'static str) {
-        if !self.up.open {
+        if !self.smsc.open {
             return;
         }
-        self.up.open = false;
-        self.up.out.clear();
+        self.smsc.open = false;
+        self.smsc.out.clear();
         debug!(peer = %self.peer, why, "smsc leg closed");
         if self.life.is_serving() {
             self.stats.error(ErrorKind::SmscLost);
         }
-        self.answer_all_up(status::ESME_RSYSERR);
+        self.answer_pending_at_smsc(status::ESME_RSYSERR);
         let mut v = std::mem::take(&mut self.expired);
-        self.down_table.drain(&mut v);
+        self.esme_table.drain(&mut v);
         v.clear();
         self.expired = v;
         if self.life.leg_lost(why, self.close_deadline()) {

@@ -9,7 +9,7 @@ use super::metrics::{self, ErrorKind};
 use crate::policy::{Decision, Held, Message, Part, Verdict};
 use crate::relay::seq::Origin;
 use crate::smpp::pdu::{put_header_only, put_local_error_resp, put_renumbered};
-use crate::smpp::{cmd, peek, status, Header};
+use crate::smpp::{cmd, peek, status, text, Header};
 
 impl Session {
     pub(super) fn on_esme_pdu(&mut self, frame: &[u8]) {
@@ -22,9 +22,9 @@ impl Session {
         let seq = h.sequence_number;
         match h.command_id {
             cmd::SUBMIT_SM | cmd::DATA_SM | cmd::SUBMIT_MULTI => {}
-            cmd::QUERY_SM | cmd::CANCEL_SM | cmd::REPLACE_SM | 0x111..=0x113 => {}
+            cmd::QUERY_SM | cmd::CANCEL_SM | cmd::REPLACE_SM | cmd::BROADCAST_SM..=cmd::CANCEL_BROADCAST_SM => {}
             cmd::ENQUIRE_LINK => {
-                return put_header_only(&mut self.down.out, cmd::ENQUIRE_LINK_RESP, status::ESME_ROK, seq);
+                return put_header_only(&mut self.esme.out, cmd::ENQUIRE_LINK_RESP, status::ESME_ROK, seq);
             }
             cmd::UNBIND => return self.on_esme_unbind(frame, seq),
             cmd::BIND_TRANSMITTER | cmd::BIND_RECEIVER | cmd::BIND_TRANSCEIVER => {
@@ -35,17 +35,17 @@ impl Session {
             cmd::DELIVER_SM | cmd::OUTBIND => return self.answer_esme(h.command_id, status::ESME_RINVBNDSTS, seq),
             _ => {
                 self.stats.error(ErrorKind::EsmeUnknownCommand);
-                return put_header_only(&mut self.down.out, cmd::GENERIC_NACK, status::ESME_RINVCMDID, seq);
+                return put_header_only(&mut self.esme.out, cmd::GENERIC_NACK, status::ESME_RINVCMDID, seq);
             }
         }
         // A message or message-management request: relay it if the session can.
         use super::lifecycle::State;
         let refuse = match self.life.state() {
             State::Bound if !self.bind_type.can_submit() => Some(status::ESME_RINVBNDSTS),
-            State::Bound if !self.up.open => Some(status::ESME_RSYSERR),
+            State::Bound if !self.smsc.open => Some(status::ESME_RSYSERR),
             // Policy step 3 (architecture §3): the window is a throughput limit, answered with the `throttled`
             // status (policy.reject_status.throttled, default ESME_RTHROTTLED).
-            State::Bound if self.up_table.relayed() >= self.settings.session.window => {
+            State::Bound if self.smsc_table.relayed() >= self.settings.session.window => {
                 Some(self.policy.engine().status(crate::policy::Reason::Throttled))
             }
             State::Bound => None,
@@ -65,12 +65,13 @@ impl Session {
                     }
                 };
                 let now = self.now;
-                let d = match self.policy.hold(&v, frame, h.command_id, seq, now) {
-                    Part::Decide => self.decide(|p, now| p.decide(&v, now)),
+                let (m, concat) = (Message::of(&v), text::concat_info(&v));
+                let d = match self.policy.hold(&m, concat, frame, h.command_id, seq, now) {
+                    Part::Decide => self.decide(|p, now| p.decide(&m, concat, now)),
                     Part::Refused(d) => self.decide(move |_, _| d),
                     Part::Waiting => return,
                     Part::Complete(held) => {
-                        let d = self.decide(|p, now| p.decide_held(&held, now));
+                        let d = self.decide(|p, now| p.decide_held(&held, message_of, now));
                         return self.release_parts(held, d);
                     }
                 };
@@ -91,13 +92,13 @@ impl Session {
             }
             return self.answer_esme(command_id, d.status, seq);
         }
-        if !self.up.open {
+        if !self.smsc.open {
             return self.answer_esme(command_id, status::ESME_RSYSERR, seq);
         }
         let up_seq = self.relay_up(frame, seq, command_id);
         if self.audit.wants(d.verdict) {
             match up_seq {
-                Some(up) => self.audit_record(&Message::of(v), &d, seq, None, Some(up)),
+                Some(smsc_seq) => self.audit_record(&Message::of(v), &d, seq, None, Some(smsc_seq)),
                 None => self.audit_record(&Message::of(v), &d, seq, Some(status::ESME_RTHROTTLED), None),
             }
         }
@@ -121,7 +122,7 @@ impl Session {
         let now = self.now;
         let held = if all { self.policy.drain_holds() } else { self.policy.expired_holds(now) };
         for h in held {
-            let d = self.decide(|p, now| p.decide_held(&h, now));
+            let d = self.decide(|p, now| p.decide_held(&h, message_of, now));
             self.release_parts(h, d);
         }
     }
@@ -166,9 +167,9 @@ impl Session {
     /// before the bytes are queued.
     #[inline]
     pub(super) fn relay_up(&mut self, frame: &[u8], esme_seq: u32, command_id: u32) -> Option<u32> {
-        match self.up_table.insert(esme_seq, command_id, Origin::Relayed, self.now_ms) {
+        match self.smsc_table.insert(esme_seq, command_id, Origin::Relayed, self.now_ms) {
             Some(up_seq) => {
-                put_renumbered(&mut self.up.out, frame, up_seq);
+                put_renumbered(&mut self.smsc.out, frame, up_seq);
                 self.stats.relayed = self.stats.relayed.wrapping_add(1);
                 if self.up_sample.is_none() && self.stats.relayed % metrics::UPSTREAM_SAMPLE_EVERY == 0 {
                     self.up_sample = Some((up_seq, self.now_us));
@@ -183,22 +184,22 @@ impl Session {
     }
 
     fn on_esme_unbind(&mut self, frame: &[u8], seq: u32) {
-        if self.life.is_bound() && self.up.open {
+        if self.life.is_bound() && self.smsc.open {
             self.life.esme_unbinding();
             let _ = self.relay_up(frame, seq, cmd::UNBIND);
             return;
         }
         // Crossing unbinds, or nothing left upstream: answer here.
-        put_header_only(&mut self.down.out, cmd::UNBIND_RESP, status::ESME_ROK, seq);
+        put_header_only(&mut self.esme.out, cmd::UNBIND_RESP, status::ESME_ROK, seq);
         self.life.esme_unbound = true;
         if self.life.is_serving() {
-            self.answer_all_up(status::ESME_RSYSERR);
+            self.answer_pending_at_smsc(status::ESME_RSYSERR);
             self.start_closing("esme unbound");
         }
     }
 
     fn on_esme_response(&mut self, frame: &[u8], h: Header) {
-        let Some(p) = self.down_table.take(h.sequence_number) else {
+        let Some(p) = self.esme_table.take(h.sequence_number) else {
             return debug!(peer = %self.peer, seq = h.sequence_number, "response to unknown sequence from esme dropped");
         };
         match p.origin {
@@ -206,15 +207,15 @@ impl Session {
                 let is_unbind_resp = p.command_id == cmd::UNBIND;
                 if is_unbind_resp {
                     // SMSC-initiated unbind completes: answer what is still pending first.
-                    self.answer_all_up(status::ESME_RSYSERR);
+                    self.answer_pending_at_smsc(status::ESME_RSYSERR);
                 }
                 // The opt-out this MO carried is not on disk yet: the SMSC gets the ESME's
                 // answer only once it is.
                 if self.optout.hold(p.seq, frame, p.peer_seq, self.now_ms) {
                     return;
                 }
-                if self.up.open {
-                    put_renumbered(&mut self.up.out, frame, p.peer_seq);
+                if self.smsc.open {
+                    put_renumbered(&mut self.smsc.out, frame, p.peer_seq);
                 }
                 if is_unbind_resp {
                     self.life.esme_unbound = true;
@@ -233,6 +234,11 @@ impl Session {
     /// Answers an ESME request locally.
     #[inline]
     pub(super) fn answer_esme(&mut self, command_id: u32, st: u32, seq: u32) {
-        put_local_error_resp(&mut self.down.out, command_id, st, seq);
+        put_local_error_resp(&mut self.esme.out, command_id, st, seq);
     }
+}
+
+/// A held submit_sm / data_sm read again as the message it is (it parsed when it came).
+fn message_of(frame: &[u8]) -> Option<Message<'_>> {
+    peek::message(frame).ok().map(|v| Message::of(&v))
 }

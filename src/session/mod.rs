@@ -2,8 +2,8 @@
 //! then the relay loop that serves *both* legs from one task.
 //!
 //! ```text
-//!   ESME ──► down leg ──► [frame → check → window → pipeline → seq remap] ──► up leg ──► SMSC
-//!   ESME ◄── down leg ◄── [seq remap back / local answers / opt-out gate] ◄── up leg ◄── SMSC
+//!   ESME ──► esme leg ──► [frame → check → window → pipeline → seq remap] ──► smsc leg ──► SMSC
+//!   ESME ◄── esme leg ◄── [seq remap back / local answers / opt-out gate] ◄── smsc leg ◄── SMSC
 //! ```
 //!
 //! * `bind.rs` — admission ([`crate::policy::Engine::admit`]) and the upstream bind;
@@ -138,9 +138,10 @@ pub async fn serve(
     }
     info!(peer = %peer, system_id = %system_id, bind = b.bind_type.as_str(), "session bound");
     let mut core =
-        Session::new(ctx.clone(), (b.engine, b.generation), b.account, b.bind_type, peer, b.down_rest, b.up_rest);
-    core.down.framer = b.down_framer;
-    let mut d = Driver { core, down: b.down, up: b.up, capture: rec, capture_base_us: base_us, epoch: Instant::now() };
+        Session::new(ctx.clone(), (b.engine, b.generation), b.account, b.bind_type, peer, b.esme_rest, b.smsc_rest);
+    core.esme.framer = b.down_framer;
+    let mut d =
+        Driver { core, esme: b.esme, smsc: b.smsc, capture: rec, capture_base_us: base_us, epoch: Instant::now() };
     d.run(&mut shutdown).await;
     info!(peer = %peer, system_id = %system_id, reason = d.core.close_reason(), "session closed");
 }
@@ -149,8 +150,8 @@ pub async fn serve(
 /// [`Session`].
 struct Driver {
     core: Session,
-    down: Transport,
-    up: Transport,
+    esme: Transport,
+    smsc: Transport,
     /// `[capture]`: this session's recorder (None when off or the account is not recorded),
     /// and the Unix time (µs) of the session clock's zero.
     capture: Option<SessionCapture>,
@@ -186,16 +187,16 @@ impl Driver {
                 Shutdown,
             }
             let c = &mut self.core;
-            let read_down = c.down.open && c.up.out.len() < OUT_HIGH_WATER;
-            let read_up = c.up.open && c.down.out.len() < OUT_HIGH_WATER;
-            let write_down = c.down.open && (!c.down.out.is_empty() || self.down.wants_write());
-            let write_up = c.up.open && (!c.up.out.is_empty() || self.up.wants_write());
+            let read_down = c.esme.open && c.smsc.out.len() < OUT_HIGH_WATER;
+            let read_up = c.smsc.open && c.esme.out.len() < OUT_HIGH_WATER;
+            let write_down = c.esme.open && (!c.esme.out.is_empty() || self.esme.wants_write());
+            let write_up = c.smsc.open && (!c.smsc.out.is_empty() || self.smsc.wants_write());
             let holding = c.optout.holding();
             let ev = tokio::select! {
-                r = self.down.readable(), if read_down => Ev::Down(r),
-                r = self.up.readable(), if read_up => Ev::Up(r),
-                _ = self.down.writable(), if write_down => Ev::Writable,
-                _ = self.up.writable(), if write_up => Ev::Writable,
+                r = self.esme.readable(), if read_down => Ev::Down(r),
+                r = self.smsc.readable(), if read_up => Ev::Up(r),
+                _ = self.esme.writable(), if write_down => Ev::Writable,
+                _ = self.smsc.writable(), if write_up => Ev::Writable,
                 _ = c.optout.durable_changed(), if holding => Ev::Durable,
                 _ = tick.tick() => Ev::Tick,
                 _ = shutdown.changed(), if !shutdown_seen => Ev::Shutdown,
@@ -232,8 +233,8 @@ impl Driver {
     /// the leg.
     fn read(&mut self, side: Side) {
         let (t, flow, closed, failed) = match side {
-            Side::Esme => (&mut self.down, Flow::EsmeToGateway, "esme closed the connection", "esme connection error"),
-            Side::Smsc => (&mut self.up, Flow::SmscToGateway, "smsc closed the connection", "smsc connection error"),
+            Side::Esme => (&mut self.esme, Flow::EsmeToGateway, "esme closed the connection", "esme connection error"),
+            Side::Smsc => (&mut self.smsc, Flow::SmscToGateway, "smsc closed the connection", "smsc connection error"),
         };
         let c = &mut self.core;
         let (now_us, now_ms) = (c.now_us, c.now_ms);
@@ -258,16 +259,17 @@ impl Driver {
         let t = self.capture_base_us + self.core.now_us;
         let cap = &mut self.capture;
         let c = &mut self.core;
-        if c.down.open
-            && (!c.down.out.is_empty() || self.down.wants_write())
-            && leg::try_flush_observed(&mut self.down, &mut c.down, |b| capture(cap, Flow::GatewayToEsme, b, t))
+        if c.esme.open
+            && (!c.esme.out.is_empty() || self.esme.wants_write())
+            && leg::try_flush_observed(&mut self.esme, &mut c.esme, |b| capture(cap, Flow::GatewayToEsme, b, t))
                 .is_err()
         {
             c.esme_gone("esme write failed");
         }
-        if c.up.open
-            && (!c.up.out.is_empty() || self.up.wants_write())
-            && leg::try_flush_observed(&mut self.up, &mut c.up, |b| capture(cap, Flow::GatewayToSmsc, b, t)).is_err()
+        if c.smsc.open
+            && (!c.smsc.out.is_empty() || self.smsc.wants_write())
+            && leg::try_flush_observed(&mut self.smsc, &mut c.smsc, |b| capture(cap, Flow::GatewayToSmsc, b, t))
+                .is_err()
         {
             c.smsc_gone("smsc write failed");
         }
@@ -275,9 +277,9 @@ impl Driver {
 
     async fn teardown(&mut self) {
         let limit = Duration::from_secs(1);
-        let _ = leg::flush_all(&mut self.down, &mut self.core.down, limit).await;
-        let _ = leg::flush_all(&mut self.up, &mut self.core.up, limit).await;
-        let _ = tokio::time::timeout(limit, self.down.shutdown()).await;
-        let _ = tokio::time::timeout(limit, self.up.shutdown()).await;
+        let _ = leg::flush_all(&mut self.esme, &mut self.core.esme, limit).await;
+        let _ = leg::flush_all(&mut self.smsc, &mut self.core.smsc, limit).await;
+        let _ = tokio::time::timeout(limit, self.esme.shutdown()).await;
+        let _ = tokio::time::timeout(limit, self.smsc.shutdown()).await;
     }
 }

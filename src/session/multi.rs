@@ -21,7 +21,11 @@ impl Session {
         let mut n_rejected = 0u8;
         let mut first_status = 0;
         for (dest, range) in mv.destinations() {
-            let d = self.decide(|p, now| p.decide_multi(&mv, dest, now));
+            let m = match dest {
+                MultiDest::Sme(a) => Some(Message::of_multi(&mv, a)),
+                MultiDest::List(_) => None,
+            };
+            let d = self.decide(|p, now| p.decide_multi(m.as_ref(), now));
             let addr = match dest {
                 MultiDest::Sme(a) => a,
                 MultiDest::List(name) => list_addr(name),
@@ -52,7 +56,7 @@ impl Session {
         if keep.is_empty() {
             // submit_multi_resp: message_id "", no_unsuccess, unsuccess_sme list.
             let len = HEADER_LEN + 2 + rejected.len();
-            let out = &mut self.down.out;
+            let out = &mut self.esme.out;
             out.put_u32(len as u32);
             out.put_u32(cmd::SUBMIT_MULTI_RESP);
             out.put_u32(first_status);
@@ -86,7 +90,7 @@ impl Session {
         } else {
             (0, &[])
         };
-        let out = &mut self.down.out;
+        let out = &mut self.esme.out;
         let len = HEADER_LEN + id.len() + 2 + theirs.len() + list.len();
         out.put_u32(len as u32);
         out.put_u32(cmd::SUBMIT_MULTI_RESP);

@@ -136,7 +136,7 @@ impl OptoutGate {
     /// Releases held responses whose opt-out is durable; gives up on those held longer than
     /// `limit_ms` (the SMSC gets ESME_RX_T_APPN and redelivers the MO). Returns how many were
     /// given up.
-    pub fn release(&mut self, now_ms: u64, limit_ms: u64, up: &mut LegState, peer: SocketAddr) -> u32 {
+    pub fn release(&mut self, now_ms: u64, limit_ms: u64, smsc: &mut LegState, peer: SocketAddr) -> u32 {
         if self.held.is_empty() {
             return 0;
         }
@@ -147,8 +147,8 @@ impl OptoutGate {
             let h = &self.held[i];
             if h.ticket <= durable {
                 if let Some(h) = self.held.remove(i) {
-                    if up.open {
-                        put_renumbered(&mut up.out, &h.frame, h.smsc_seq);
+                    if smsc.open {
+                        put_renumbered(&mut smsc.out, &h.frame, h.smsc_seq);
                     }
                 }
             } else if now_ms.saturating_sub(h.since_ms) > limit_ms {
@@ -159,8 +159,8 @@ impl OptoutGate {
                     if let Some(suppressed) = LIMIT.allow() {
                         tracing::error!(peer = %peer, ticket = h.ticket, suppressed, "opt-out not durable in time; MO answered ESME_RX_T_APPN for redelivery");
                     }
-                    if up.open {
-                        put_local_error_resp(&mut up.out, cmd::DELIVER_SM, ESME_RX_T_APPN, h.smsc_seq);
+                    if smsc.open {
+                        put_local_error_resp(&mut smsc.out, cmd::DELIVER_SM, ESME_RX_T_APPN, h.smsc_seq);
                     }
                 }
             } else {
@@ -172,11 +172,11 @@ impl OptoutGate {
 
     /// At the end of the session: what is durable is released, the rest answered
     /// ESME_RX_T_APPN (the SMSC redelivers those MOs).
-    pub fn finish(&mut self, up: &mut LegState, peer: SocketAddr) {
-        self.release(0, u64::MAX, up, peer);
+    pub fn finish(&mut self, smsc: &mut LegState, peer: SocketAddr) {
+        self.release(0, u64::MAX, smsc, peer);
         for h in self.held.drain(..) {
-            if up.open {
-                put_local_error_resp(&mut up.out, cmd::DELIVER_SM, ESME_RX_T_APPN, h.smsc_seq);
+            if smsc.open {
+                put_local_error_resp(&mut smsc.out, cmd::DELIVER_SM, ESME_RX_T_APPN, h.smsc_seq);
             }
         }
     }

@@ -23,13 +23,13 @@ impl Session {
             cmd::DELIVER_SM | cmd::DATA_SM => {
                 let refuse = if !self.bind_type.can_receive() {
                     Some(status::ESME_RINVBNDSTS)
-                } else if !self.down.open || !self.life.is_serving() {
+                } else if !self.esme.open || !self.life.is_serving() {
                     Some(ESME_RX_T_APPN)
                 } else {
                     None
                 };
                 if let Some(st) = refuse {
-                    return put_local_error_resp(&mut self.up.out, h.command_id, st, seq);
+                    return put_local_error_resp(&mut self.smsc.out, h.command_id, st, seq);
                 }
                 let ticket = {
                     let entity = &self.policy.engine().account(self.policy.account()).entity;
@@ -43,46 +43,46 @@ impl Session {
                 }
             }
             cmd::ALERT_NOTIFICATION => {
-                if self.down.open && self.bind_type.can_receive() {
-                    self.down.out.extend_from_slice(frame);
+                if self.esme.open && self.bind_type.can_receive() {
+                    self.esme.out.extend_from_slice(frame);
                 }
             }
-            cmd::ENQUIRE_LINK => put_header_only(&mut self.up.out, cmd::ENQUIRE_LINK_RESP, status::ESME_ROK, seq),
+            cmd::ENQUIRE_LINK => put_header_only(&mut self.smsc.out, cmd::ENQUIRE_LINK_RESP, status::ESME_ROK, seq),
             cmd::UNBIND => {
-                if self.life.is_bound() && self.down.open {
+                if self.life.is_bound() && self.esme.open {
                     self.life.smsc_unbinding();
                     let _ = self.relay_down(frame, seq, cmd::UNBIND);
                 } else {
-                    put_header_only(&mut self.up.out, cmd::UNBIND_RESP, status::ESME_ROK, seq);
+                    put_header_only(&mut self.smsc.out, cmd::UNBIND_RESP, status::ESME_ROK, seq);
                     self.life.smsc_unbound = true;
                     if self.life.is_serving() {
-                        self.answer_all_up(status::ESME_RSYSERR);
+                        self.answer_pending_at_smsc(status::ESME_RSYSERR);
                         self.start_closing("smsc unbound");
                     }
                 }
             }
             id if smpp::is_known_command(id) => {
-                put_local_error_resp(&mut self.up.out, id, status::ESME_RINVBNDSTS, seq);
+                put_local_error_resp(&mut self.smsc.out, id, status::ESME_RINVBNDSTS, seq);
             }
-            _ => put_header_only(&mut self.up.out, cmd::GENERIC_NACK, status::ESME_RINVCMDID, seq),
+            _ => put_header_only(&mut self.smsc.out, cmd::GENERIC_NACK, status::ESME_RINVCMDID, seq),
         }
     }
 
     fn relay_down(&mut self, frame: &[u8], smsc_seq: u32, command_id: u32) -> Option<u32> {
-        match self.down_table.insert(smsc_seq, command_id, Origin::Relayed, self.now_ms) {
+        match self.esme_table.insert(smsc_seq, command_id, Origin::Relayed, self.now_ms) {
             Some(down_seq) => {
-                put_renumbered(&mut self.down.out, frame, down_seq);
+                put_renumbered(&mut self.esme.out, frame, down_seq);
                 Some(down_seq)
             }
             None => {
-                put_local_error_resp(&mut self.up.out, command_id, ESME_RX_T_APPN, smsc_seq);
+                put_local_error_resp(&mut self.smsc.out, command_id, ESME_RX_T_APPN, smsc_seq);
                 None
             }
         }
     }
 
     fn on_smsc_response(&mut self, frame: &[u8], h: Header) {
-        let Some(p) = self.up_table.take(h.sequence_number) else {
+        let Some(p) = self.smsc_table.take(h.sequence_number) else {
             return debug!(peer = %self.peer, seq = h.sequence_number, "late or unknown response from smsc dropped");
         };
         self.audit.answered(h.sequence_number, frame);
@@ -96,15 +96,15 @@ impl Session {
             Origin::Relayed => {
                 let is_unbind_resp = p.command_id == cmd::UNBIND;
                 if is_unbind_resp {
-                    self.answer_all_up(status::ESME_RSYSERR);
-                    self.answer_all_down(ESME_RX_T_APPN);
+                    self.answer_pending_at_smsc(status::ESME_RSYSERR);
+                    self.answer_pending_at_esme(ESME_RX_T_APPN);
                 }
-                if self.down.open {
+                if self.esme.open {
                     let merged = p.command_id == cmd::SUBMIT_MULTI
                         && !self.multi_rejects.is_empty()
                         && self.merge_multi_resp(frame, p.seq, p.peer_seq);
                     if !merged {
-                        put_renumbered(&mut self.down.out, frame, p.peer_seq);
+                        put_renumbered(&mut self.esme.out, frame, p.peer_seq);
                     }
                 }
                 if is_unbind_resp {

@@ -16,14 +16,17 @@ impl Session {
     fn check_pdu_timeout(&mut self) {
         let frames: u64 = self.stats.pdus[0].iter().sum();
         let now = self.now_ms;
-        match self.down.partial {
+        match self.esme.partial {
             // Nothing buffered, or reading paused by back-pressure (the rest may be waiting
             // in the socket because the SMSC is slow): not the ESME's stall.
-            _ if self.down.rbuf.is_empty() || !self.down.open || self.up.out.len() >= crate::relay::OUT_HIGH_WATER => {
-                self.down.partial = None
+            _ if self.esme.rbuf.is_empty()
+                || !self.esme.open
+                || self.smsc.out.len() >= crate::relay::OUT_HIGH_WATER =>
+            {
+                self.esme.partial = None
             }
-            Some((_, seen)) if seen != frames => self.down.partial = Some((now, frames)),
-            None => self.down.partial = Some((now, frames)),
+            Some((_, seen)) if seen != frames => self.esme.partial = Some((now, frames)),
+            None => self.esme.partial = Some((now, frames)),
             Some((since, _)) if now.saturating_sub(since) >= self.settings.session.pdu_timeout.as_millis() as u64 => {
                 metrics::counter!(crate::telemetry::metrics::LIMITS_TOTAL, "limit" => "pdu_timeout").increment(1);
                 static LIMIT: crate::telemetry::RateLimit =
@@ -31,13 +34,13 @@ impl Session {
                 if let Some(suppressed) = LIMIT.allow() {
                     tracing::warn!(
                         peer = %self.peer,
-                        buffered = self.down.rbuf.len(),
+                        buffered = self.esme.rbuf.len(),
                         timeout = ?self.settings.session.pdu_timeout,
                         suppressed,
                         "closing session: a PDU left unfinished past session.pdu_timeout"
                     );
                 }
-                self.down.partial = None;
+                self.esme.partial = None;
                 self.esme_gone("pdu_timeout");
             }
             Some(_) => {}
@@ -51,11 +54,11 @@ impl Session {
         let up_to = self.settings.upstream.response_timeout.as_millis() as u64;
         let down_to = self.settings.session.response_timeout.as_millis() as u64;
         let mut expired = std::mem::take(&mut self.expired);
-        self.up_table.expire(now.saturating_sub(up_to), &mut expired);
+        self.smsc_table.expire(now.saturating_sub(up_to), &mut expired);
         for p in expired.drain(..) {
             match (p.origin, p.command_id) {
                 (Origin::Relayed, cmd::UNBIND) => {
-                    put_header_only(&mut self.down.out, cmd::UNBIND_RESP, status::ESME_ROK, p.peer_seq);
+                    put_header_only(&mut self.esme.out, cmd::UNBIND_RESP, status::ESME_ROK, p.peer_seq);
                     self.life.esme_unbound = true;
                     self.finish("smsc did not answer unbind");
                 }
@@ -63,21 +66,21 @@ impl Session {
                     self.stats.error(ErrorKind::SmscTimeout);
                     let st = self.settings.upstream.response_timeout_status;
                     self.audit.local_answer(p.seq, st);
-                    put_local_error_resp(&mut self.down.out, id, st, p.peer_seq);
+                    put_local_error_resp(&mut self.esme.out, id, st, p.peer_seq);
                 }
                 (Origin::Local, cmd::ENQUIRE_LINK) => self.smsc_gone("smsc stopped answering enquire_link"),
                 (Origin::Local, _) => self.life.smsc_unbound = true,
             }
         }
-        self.down_table.expire(now.saturating_sub(down_to), &mut expired);
+        self.esme_table.expire(now.saturating_sub(down_to), &mut expired);
         for p in expired.drain(..) {
             match (p.origin, p.command_id) {
                 (Origin::Relayed, cmd::UNBIND) => {
-                    put_header_only(&mut self.up.out, cmd::UNBIND_RESP, status::ESME_ROK, p.peer_seq);
+                    put_header_only(&mut self.smsc.out, cmd::UNBIND_RESP, status::ESME_ROK, p.peer_seq);
                     self.life.smsc_unbound = true;
                     self.finish("esme did not answer unbind");
                 }
-                (Origin::Relayed, id) => put_local_error_resp(&mut self.up.out, id, ESME_RX_T_APPN, p.peer_seq),
+                (Origin::Relayed, id) => put_local_error_resp(&mut self.smsc.out, id, ESME_RX_T_APPN, p.peer_seq),
                 (Origin::Local, cmd::ENQUIRE_LINK) => self.esme_gone("esme stopped answering enquire_link"),
                 (Origin::Local, _) => self.life.esme_unbound = true,
             }
@@ -87,30 +90,30 @@ impl Session {
         if self.up_sample.is_some_and(|(_, at)| self.now_us.saturating_sub(at) / 1000 > up_to) {
             self.up_sample = None;
         }
-        self.metrics.flush(&self.stats, self.up_table.relayed(), self.down.open, self.up.open);
+        self.metrics.flush(&self.stats, self.smsc_table.relayed(), self.esme.open, self.smsc.open);
         self.policy.tick(self.now);
         self.release_holds(false);
-        if !self.multi_rejects.is_empty() && self.up_table.is_empty() {
+        if !self.multi_rejects.is_empty() && self.smsc_table.is_empty() {
             self.multi_rejects.clear();
         }
-        self.optout.prune(self.down_table.is_empty());
+        self.optout.prune(self.esme_table.is_empty());
         self.release_held();
         if self.life.is_bound() {
             let up_idle = self.settings.upstream.enquire_link_interval.as_millis() as u64;
-            if self.up.open
-                && now.saturating_sub(self.up.last_rx_ms) >= up_idle
-                && !self.up_table.has_local(cmd::ENQUIRE_LINK)
+            if self.smsc.open
+                && now.saturating_sub(self.smsc.last_rx_ms) >= up_idle
+                && !self.smsc_table.has_local(cmd::ENQUIRE_LINK)
             {
                 self.send_local_up(cmd::ENQUIRE_LINK);
-                self.up.last_rx_ms = now; // next probe one interval later
+                self.smsc.last_rx_ms = now; // next probe one interval later
             }
             let down_idle = self.settings.session.enquire_link_interval.as_millis() as u64;
-            if self.down.open
-                && now.saturating_sub(self.down.last_rx_ms) >= down_idle
-                && !self.down_table.has_local(cmd::ENQUIRE_LINK)
+            if self.esme.open
+                && now.saturating_sub(self.esme.last_rx_ms) >= down_idle
+                && !self.esme_table.has_local(cmd::ENQUIRE_LINK)
             {
                 self.send_local_down(cmd::ENQUIRE_LINK);
-                self.down.last_rx_ms = now;
+                self.esme.last_rx_ms = now;
             }
         }
     }
@@ -118,7 +121,7 @@ impl Session {
     /// Releases held deliver_sm_resp whose opt-out is durable (and gives up on overdue ones).
     pub fn release_held(&mut self) {
         let limit = self.settings.session.response_timeout.as_millis() as u64;
-        for _ in 0..self.optout.release(self.now_ms, limit, &mut self.up, self.peer) {
+        for _ in 0..self.optout.release(self.now_ms, limit, &mut self.smsc, self.peer) {
             self.stats.error(ErrorKind::OptoutNotDurable);
         }
     }
@@ -134,8 +137,8 @@ impl Session {
     /// Sends consentgate's own request (enquire_link, unbind) to `side`.
     fn send_local(&mut self, side: Side, command_id: u32) {
         let (table, leg) = match side {
-            Side::Esme => (&mut self.down_table, &mut self.down),
-            Side::Smsc => (&mut self.up_table, &mut self.up),
+            Side::Esme => (&mut self.esme_table, &mut self.esme),
+            Side::Smsc => (&mut self.smsc_table, &mut self.smsc),
         };
         if let Some(seq) = table.insert(0, command_id, Origin::Local, self.now_ms) {
             put_header_only(&mut leg.out, command_id, status::ESME_ROK, seq);
@@ -143,20 +146,20 @@ impl Session {
     }
 
     /// Answers every relayed request pending upstream with `st` (to the ESME, if reachable).
-    pub(super) fn answer_all_up(&mut self, st: u32) {
+    pub(super) fn answer_pending_at_smsc(&mut self, st: u32) {
         self.answer_all(Side::Smsc, st);
         // Parts held for the rest of their message never reached the SMSC: answered too.
         for h in self.policy.drain_holds() {
             for p in h.parts {
-                if self.down.open {
-                    put_local_error_resp(&mut self.down.out, p.command_id, st, p.seq);
+                if self.esme.open {
+                    put_local_error_resp(&mut self.esme.out, p.command_id, st, p.seq);
                 }
             }
         }
     }
 
     /// Answers every relayed request pending at the ESME with `st` (to the SMSC, if reachable).
-    pub(super) fn answer_all_down(&mut self, st: u32) {
+    pub(super) fn answer_pending_at_esme(&mut self, st: u32) {
         self.answer_all(Side::Esme, st);
     }
 
@@ -165,8 +168,8 @@ impl Session {
     fn answer_all(&mut self, side: Side, st: u32) {
         let mut v = std::mem::take(&mut self.expired);
         let (table, requester) = match side {
-            Side::Smsc => (&mut self.up_table, &mut self.down),
-            Side::Esme => (&mut self.down_table, &mut self.up),
+            Side::Smsc => (&mut self.smsc_table, &mut self.esme),
+            Side::Esme => (&mut self.esme_table, &mut self.smsc),
         };
         table.drain(&mut v);
         for p in v.drain(..) {

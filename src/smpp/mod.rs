@@ -47,6 +47,10 @@ pub mod cmd {
     pub const ALERT_NOTIFICATION: u32 = 0x0000_0102;
     pub const DATA_SM: u32 = 0x0000_0103;
     pub const DATA_SM_RESP: u32 = 0x8000_0103;
+    /// v5.0 broadcast family (§4.6): recognised and relayed like any other request.
+    pub const BROADCAST_SM: u32 = 0x0000_0111;
+    pub const QUERY_BROADCAST_SM: u32 = 0x0000_0112;
+    pub const CANCEL_BROADCAST_SM: u32 = 0x0000_0113;
 }
 
 /// command_status values consentgate produces or interprets (v3.4 §5.1.3, v5.0 §4.7.6).
@@ -241,9 +245,7 @@ pub fn command_name(id: u32) -> &'static str {
 /// Whether `id` is a command id defined by SMPP v3.4/v5.0 that a proxy may see (request or
 /// response). Anything else is answered with generic_nack ESME_RINVCMDID.
 pub fn is_known_command(id: u32) -> bool {
-    command_name(id) != "other"
-        // v5.0 broadcast family: recognised, relayed like any other request.
-        || matches!(id & !RESP_BIT, 0x111..=0x113)
+    command_name(id) != "other" || matches!(id & !RESP_BIT, cmd::BROADCAST_SM..=cmd::CANCEL_BROADCAST_SM)
 }
 
 /// The fixed 16-byte header of every PDU (v3.4 §3.2).

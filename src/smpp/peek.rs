@@ -155,13 +155,30 @@ impl<'a> MessageView<'a> {
             _ => None,
         })
     }
-    /// The user data: message_payload (0x0424) when present, else short_message.
+    /// The user data with its header: short_message, or message_payload (0x0424) when
+    /// short_message is empty.
     pub fn payload(&self) -> &'a [u8] {
-        match self.tlv(tlv::MESSAGE_PAYLOAD) {
-            Some(p) if self.short_message.is_empty() => p,
-            _ => self.short_message,
-        }
+        payload(self.short_message, self.tlvs)
     }
+    /// The text's bytes: [`Self::payload`] with the user data header skipped
+    /// ([`super::text::user_data`]).
+    pub fn user_data(&self) -> &'a [u8] {
+        super::text::user_data(self.esm_class, self.payload())
+    }
+}
+
+/// short_message, or message_payload when short_message is empty (the TLVs are not read
+/// otherwise).
+fn payload<'a>(short_message: &'a [u8], tlvs: &'a [u8]) -> &'a [u8] {
+    if !short_message.is_empty() {
+        return short_message;
+    }
+    self::tlvs(tlvs)
+        .find_map(|t| match t {
+            Ok((tag, v)) if tag == tlv::MESSAGE_PAYLOAD => Some(v),
+            _ => None,
+        })
+        .unwrap_or(short_message)
 }
 
 /// TLV tags consentgate reads.
@@ -363,6 +380,11 @@ pub enum MultiDest<'a> {
 }
 
 impl<'a> MultiView<'a> {
+    /// As [`MessageView::user_data`].
+    pub fn user_data(&self) -> &'a [u8] {
+        super::text::user_data(self.esm_class, payload(self.short_message, self.tlvs))
+    }
+
     /// The destinations with the byte range each occupies in the frame.
     pub fn destinations(&self) -> impl Iterator<Item = (MultiDest<'a>, std::ops::Range<usize>)> + '_ {
         let mut c = Cursor { b: self.frame, at: self.dests_at + 1 };

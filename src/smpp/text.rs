@@ -27,16 +27,15 @@
 
 use super::peek::{tlv, MessageView};
 
-/// The user data of a message: [`MessageView::payload`] with the user data header skipped when
-/// UDHI (esm_class 0x40) is set.
+/// The text's bytes of a payload (short_message or message_payload): the user data header
+/// skipped when UDHI (esm_class 0x40) is set. Every view's `user_data` comes here.
 ///
 /// The UDH is `UDHL` followed by UDHL bytes of information elements (GSM 03.40 §9.2.3.24). A
 /// UDHL that runs past the end of the payload means the header is corrupt and no boundary between
 /// header and text can be trusted: the result is empty (no text) rather than header bytes
 /// decoded as text.
-pub fn user_data<'a>(view: &MessageView<'a>) -> &'a [u8] {
-    let payload = view.payload();
-    if !view.has_udh() {
+pub fn user_data(esm_class: u8, payload: &[u8]) -> &[u8] {
+    if esm_class & 0x40 == 0 {
         return payload;
     }
     match payload.split_first() {
@@ -45,17 +44,48 @@ pub fn user_data<'a>(view: &MessageView<'a>) -> &'a [u8] {
     }
 }
 
-/// Clears `out` and appends the text of `bytes` decoded per `data_coding` (table in the module
-/// docs). Never fails: undecodable input yields U+FFFD or, for 8-bit binary, nothing.
-pub fn decode_into(data_coding: u8, bytes: &[u8], out: &mut String) {
+/// How a message's user data is encoded, whichever protocol carried it: what its text is
+/// decoded by ([`decode_into`]). SMPP's data_coding maps onto it by
+/// [`Coding::of_data_coding`] (the table above).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coding {
+    /// GSM 03.38 default alphabet, one septet per byte (UTF-8 or Latin-1 when a byte ≥ 0x80
+    /// says it is not 7-bit data).
+    Gsm7,
+    /// IA5 / ASCII (likewise UTF-8 or Latin-1 past 0x7F).
+    Ascii,
+    /// Latin-1 (ISO-8859-1); also the best effort for codings without a decoder here.
+    Latin1,
+    /// UCS-2, read as UTF-16BE (surrogate pairs joined; a lone surrogate → U+FFFD).
+    Ucs2,
+    /// 8-bit binary (ports, OTA, WAP): no text.
+    Binary,
+}
+
+impl Coding {
+    /// The coding of an SMPP data_coding (the table in the module docs).
+    pub fn of_data_coding(data_coding: u8) -> Coding {
+        match data_coding {
+            0x00 | 0xC0..=0xDF => Coding::Gsm7,
+            0x01 => Coding::Ascii,
+            0x08 | 0xE0..=0xEF => Coding::Ucs2,
+            0xF0..=0xFF if data_coding & 0x04 == 0 => Coding::Gsm7,
+            0xF0..=0xFF => Coding::Binary,
+            _ => Coding::Latin1,
+        }
+    }
+}
+
+/// Clears `out` and appends the text of `bytes` decoded per `coding`. Never fails:
+/// undecodable input yields U+FFFD or, for binary, nothing.
+pub fn decode_into(coding: Coding, bytes: &[u8], out: &mut String) {
     out.clear();
-    match data_coding {
-        0x00 | 0xC0..=0xDF => gsm7_into(bytes, out),
-        0x01 => utf8_or_latin1_into(bytes, out),
-        0x08 | 0xE0..=0xEF => ucs2_into(bytes, out),
-        0xF0..=0xFF if data_coding & 0x04 == 0 => gsm7_into(bytes, out),
-        0xF0..=0xFF => {} // 8-bit binary (ports, OTA, WAP): no text.
-        _ => latin1_into(bytes, out),
+    match coding {
+        Coding::Gsm7 => gsm7_into(bytes, out),
+        Coding::Ascii => utf8_or_latin1_into(bytes, out),
+        Coding::Ucs2 => ucs2_into(bytes, out),
+        Coding::Binary => {}
+        Coding::Latin1 => latin1_into(bytes, out),
     }
 }
 
@@ -68,15 +98,15 @@ pub fn fold_into(text: &str, out: &mut String) {
     fold_append(text, out);
 }
 
-/// Appends the text of `bytes` decoded per `data_coding` and folded ([`decode_into`] then
+/// Appends the text of `bytes` decoded per `coding` and folded ([`decode_into`] then
 /// [`fold_append`]). UCS-2 — nearly all Chinese traffic — is decoded and folded in one pass;
 /// the other codings go through `scratch`.
-pub fn decode_fold_append(data_coding: u8, bytes: &[u8], scratch: &mut String, out: &mut String) {
-    if matches!(data_coding, 0x08 | 0xE0..=0xEF) {
+pub fn decode_fold_append(coding: Coding, bytes: &[u8], scratch: &mut String, out: &mut String) {
+    if coding == Coding::Ucs2 {
         ucs2_fold_append(bytes, out);
         return;
     }
-    decode_into(data_coding, bytes, scratch);
+    decode_into(coding, bytes, scratch);
     fold_append(scratch, out);
 }
 
@@ -473,17 +503,17 @@ mod tests {
                 bytes.push(0x4E);
             }
             let (mut scratch, mut want, mut got) = (String::new(), String::new(), String::from("x"));
-            decode_into(0x08, &bytes, &mut scratch);
+            decode_into(Coding::Ucs2, &bytes, &mut scratch);
             want.push('x');
             fold_append(&scratch, &mut want);
-            decode_fold_append(0x08, &bytes, &mut scratch, &mut got);
+            decode_fold_append(Coding::Ucs2, &bytes, &mut scratch, &mut got);
             assert_eq!(got, want, "units {bytes:02X?}");
         }
     }
 
     fn dec(dc: u8, b: &[u8]) -> String {
         let mut s = String::from("stale");
-        decode_into(dc, b, &mut s);
+        decode_into(Coding::of_data_coding(dc), b, &mut s);
         s
     }
 
@@ -543,12 +573,12 @@ mod tests {
         let sm = [0x05, 0x00, 0x03, 0x2A, 0x02, 0x01, b'S', b'T', b'O', b'P'];
         let f = SubmitBuilder::new("8613800138000", "10690").deliver().esm_class(0x40).short_message(&sm).build(1);
         let v = peek::message(&f).unwrap();
-        assert_eq!(user_data(&v), b"STOP");
+        assert_eq!(v.user_data(), b"STOP");
         assert_eq!(concat_info(&v), Some(Concat { reference: 0x2A, total: 2, seq: 1 }));
         // Without UDHI the same bytes are all text and there is no concat info.
         let f = SubmitBuilder::new("8613800138000", "10690").deliver().short_message(&sm).build(1);
         let v = peek::message(&f).unwrap();
-        assert_eq!(user_data(&v), &sm[..]);
+        assert_eq!(v.user_data(), &sm[..]);
         assert_eq!(concat_info(&v), None);
     }
 
@@ -559,7 +589,7 @@ mod tests {
         let f = SubmitBuilder::new("a", "b").esm_class(0x43).data_coding(8).short_message(&sm).build(1);
         let v = peek::message(&f).unwrap();
         assert_eq!(concat_info(&v), Some(Concat { reference: 0x1234, total: 3, seq: 3 }));
-        assert_eq!(dec(v.data_coding, user_data(&v)), "退订");
+        assert_eq!(dec(v.data_coding, v.user_data()), "退订");
     }
 
     #[test]
@@ -567,12 +597,12 @@ mod tests {
         // UDHL claims 9 bytes of header, only 3 follow: no text, no concat.
         let f = SubmitBuilder::new("a", "b").esm_class(0x40).short_message(&[0x09, 0x00, 0x03]).build(1);
         let v = peek::message(&f).unwrap();
-        assert_eq!(user_data(&v), b"");
+        assert_eq!(v.user_data(), b"");
         assert_eq!(concat_info(&v), None);
         // Empty short_message with UDHI.
         let f = SubmitBuilder::new("a", "b").esm_class(0x40).build(1);
         let v = peek::message(&f).unwrap();
-        assert_eq!(user_data(&v), b"");
+        assert_eq!(v.user_data(), b"");
         // IE length running past UDHL; seq > total is ignored.
         for sm in [&[0x03, 0x00, 0x03, 0x01, b'x'][..], &[0x05, 0x00, 0x03, 0x01, 0x02, 0x03, b'x']] {
             let f = SubmitBuilder::new("a", "b").esm_class(0x40).short_message(sm).build(1);
@@ -590,7 +620,7 @@ mod tests {
             .build(1);
         let v = peek::message(&f).unwrap();
         assert_eq!(concat_info(&v), Some(Concat { reference: 0xABCD, total: 2, seq: 2 }));
-        assert_eq!(user_data(&v), b"STOP");
+        assert_eq!(v.user_data(), b"STOP");
         // Missing one of the three SAR TLVs: not a segment.
         let f =
             SubmitBuilder::new("a", "b").tlv(tlv::SAR_MSG_REF_NUM, &[0, 1]).tlv(tlv::SAR_TOTAL_SEGMENTS, &[2]).build(1);
@@ -651,8 +681,8 @@ mod tests {
         let text = "【ＡＣＭＥ商城】Sale ÄÖ 50% off，回T退订 \u{1F600}";
         let ucs2: Vec<u8> = text.encode_utf16().flat_map(u16::to_be_bytes).collect();
         let (mut scratch, mut one, mut two) = (String::new(), String::from("x"), String::new());
-        decode_fold_append(0x08, &ucs2, &mut scratch, &mut one);
-        decode_into(0x08, &ucs2, &mut scratch);
+        decode_fold_append(Coding::Ucs2, &ucs2, &mut scratch, &mut one);
+        decode_into(Coding::Ucs2, &ucs2, &mut scratch);
         fold_into(&scratch, &mut two);
         assert_eq!(one, format!("x{two}"));
         assert!(one.starts_with("x【acme商城】sale äö"), "{one}");
