@@ -295,14 +295,10 @@ impl SessionPolicy {
     /// Frames are walked by their first four bytes (the big-endian length of SMPP and CMPP
     /// alike) over at least `header` bytes; `destination` reads a frame's destination if it
     /// is a message to decide (SMPP: [`crate::smpp::peek::destination`]).
-    pub fn prefetch_ahead(
-        &mut self,
-        rbuf: &[u8],
-        mut at: usize,
-        n: usize,
-        header: usize,
-        destination: fn(&[u8]) -> Option<Addr<'_>>,
-    ) -> usize {
+    pub fn prefetch_ahead<D>(&mut self, rbuf: &[u8], mut at: usize, n: usize, header: usize, destination: D) -> usize
+    where
+        D: for<'f> Fn(&'f [u8]) -> Option<Addr<'f>>,
+    {
         if at >= rbuf.len() {
             return at;
         }
