@@ -301,10 +301,7 @@ impl Header {
 }
 
 /// Big-endian u32 at `at`; the caller guarantees 4 bytes there.
-#[inline]
-pub(crate) fn be32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
+pub(crate) use crate::smpp::be32;
 
 /// The Command_Id of a complete frame (0 if shorter than a header).
 #[inline]
