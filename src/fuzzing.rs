@@ -13,30 +13,39 @@ use crate::smpp::{cmd, peek, text};
 pub fn frame(data: &[u8]) {
     const MAX: usize = 4096;
     let Some((&cut, stream)) = data.split_first() else { return };
-    let step = usize::from(cut).max(1);
     let mut f = Framer::new(MAX);
+    in_reads(stream, cut, MAX, |buf| loop {
+        match f.next(buf) {
+            Next::Frame(len) => {
+                assert!((16..=MAX).contains(&len) && len <= buf.len(), "frame {len} of {}", buf.len());
+                buf.drain(..len);
+            }
+            Next::Skip(n) => {
+                assert!(n >= 1 && n <= buf.len(), "skip {n} of {}", buf.len());
+                buf.drain(..n);
+            }
+            Next::TooLong { .. } => {}
+            Next::TooShort { .. } => return false,
+            Next::Incomplete => return true,
+        }
+    });
+}
+
+/// Feeds `stream` into a buffer `cut` bytes a read (at least 1) and lets `take` frame what it
+/// can after each read; `take` returns false to stop (a stream beyond resynchronising).
+/// Asserts that nothing stays buffered past `cap` plus one read.
+fn in_reads(stream: &[u8], cut: u8, cap: usize, mut take: impl FnMut(&mut Vec<u8>) -> bool) {
+    let step = usize::from(cut).max(1);
     let mut buf: Vec<u8> = Vec::new();
     let mut fed = 0;
     loop {
-        let take = step.min(stream.len() - fed);
-        buf.extend_from_slice(&stream[fed..fed + take]);
-        fed += take;
-        loop {
-            match f.next(&buf) {
-                Next::Frame(len) => {
-                    assert!((16..=MAX).contains(&len) && len <= buf.len(), "frame {len} of {}", buf.len());
-                    buf.drain(..len);
-                }
-                Next::Skip(n) => {
-                    assert!(n >= 1 && n <= buf.len(), "skip {n} of {}", buf.len());
-                    buf.drain(..n);
-                }
-                Next::TooLong { .. } => {}
-                Next::TooShort { .. } => return,
-                Next::Incomplete => break,
-            }
+        let n = step.min(stream.len() - fed);
+        buf.extend_from_slice(&stream[fed..fed + n]);
+        fed += n;
+        if !take(&mut buf) {
+            return;
         }
-        assert!(buf.len() <= MAX + step, "buffered {} past the cap", buf.len());
+        assert!(buf.len() <= cap + step, "buffered {} past the cap", buf.len());
         if fed == stream.len() {
             return;
         }
@@ -170,6 +179,109 @@ pub fn x509(data: &[u8]) {
     let _ = crate::relay::x509::not_after(data);
 }
 
+/// CMPP: any byte stream, cut into reads of any size (the first byte), is framed as by
+/// [`frame`] (frames inside what was read, 12 ≤ length ≤ cap, too-long PDUs skipped); every
+/// frame, and the rest of the input as the body of every command, is read by every view in
+/// both versions. What a view reads lies inside the frame; Msg_Content decodes by its Msg_Fmt
+/// (decode-then-fold agrees with the one-call fold); a SUBMIT rewritten keeping the
+/// destinations the first byte's bits pick reads back with exactly those destinations, the
+/// same content and the length those slots account for.
+pub fn cmpp(data: &[u8]) {
+    use crate::cmpp::frame::{Framer, Next};
+    use crate::cmpp::{cmd, HEADER_LEN};
+    const MAX: usize = 4096;
+    let Some((&cut, stream)) = data.split_first() else { return };
+    let mut f = Framer::new(MAX);
+    in_reads(stream, cut, MAX, |buf| loop {
+        match f.next(buf) {
+            Next::Frame(len) => {
+                assert!((HEADER_LEN..=MAX).contains(&len) && len <= buf.len(), "frame {len} of {}", buf.len());
+                cmpp_views(&buf[..len], cut);
+                buf.drain(..len);
+            }
+            Next::Skip(n) => {
+                assert!(n >= 1 && n <= buf.len(), "skip {n} of {}", buf.len());
+                buf.drain(..n);
+            }
+            Next::TooLong { length, .. } => assert!(length as usize > MAX),
+            Next::TooShort { length } => {
+                assert!((length as usize) < HEADER_LEN);
+                return false;
+            }
+            Next::Incomplete => return true,
+        }
+    });
+    for id in [cmd::CONNECT, cmd::CONNECT_RESP, cmd::SUBMIT, cmd::SUBMIT_RESP, cmd::DELIVER, cmd::DELIVER_RESP] {
+        let mut f = Vec::with_capacity(HEADER_LEN + stream.len());
+        f.extend_from_slice(&((HEADER_LEN + stream.len()) as u32).to_be_bytes());
+        f.extend_from_slice(&id.to_be_bytes());
+        f.extend_from_slice(&[0, 0, 0, 1]);
+        f.extend_from_slice(stream);
+        cmpp_views(&f, cut);
+    }
+    cmpp_text(cut, cut, stream);
+}
+
+/// Every CMPP view over one frame, in both versions; the SUBMIT rewrite with `pick`'s bits.
+fn cmpp_views(f: &[u8], pick: u8) {
+    use crate::cmpp::{pdu, peek, Version};
+    for v in [Version::V20, Version::V30] {
+        if let Ok(c) = peek::connect(f) {
+            assert_eq!(c.authenticator_source.len(), 16);
+            let _ = c.version().map_err(|e| e.connect_status());
+        }
+        if let Ok(r) = peek::connect_resp(f, v) {
+            assert_eq!(r.authenticator_ismg.len(), 16);
+        }
+        let _ = peek::submit_resp(f, v);
+        let _ = peek::deliver_resp(f, v);
+        match peek::submit(f, v) {
+            Ok(s) => {
+                let n = usize::from(s.dest_usr_tl);
+                assert!((1..=99).contains(&n) && s.dests.end <= f.len());
+                assert_eq!(s.dests.len(), n * v.terminal_id_len());
+                assert_eq!(s.destinations().len(), n);
+                cmpp_text(s.tp_udhi, s.msg_fmt, s.msg_content);
+                let keep = |i: usize, _: &[u8]| (pick >> (i % 8)) & 1 == 1;
+                let want: Vec<&[u8]> =
+                    s.destinations().enumerate().filter(|&(i, d)| keep(i, d)).map(|(_, d)| d).collect();
+                let mut out = bytes::BytesMut::new();
+                let kept = pdu::put_submit_keeping(&mut out, &s, keep);
+                assert_eq!(usize::from(kept), want.len());
+                if kept == 0 {
+                    assert!(out.is_empty());
+                } else {
+                    let t = peek::submit(&out, v).expect("a rewritten SUBMIT reads back");
+                    assert_eq!(t.destinations().collect::<Vec<_>>(), want);
+                    assert_eq!((t.msg_content, t.reserve, t.src_id), (s.msg_content, s.reserve, s.src_id));
+                    assert_eq!(out.len(), f.len() - (n - want.len()) * v.terminal_id_len());
+                }
+            }
+            Err(e) => assert_ne!(e.result(v), 0),
+        }
+        if let Ok(d) = peek::deliver(f, v) {
+            cmpp_text(d.tp_udhi, d.msg_fmt, d.msg_content);
+            if let Ok(r) = d.report() {
+                assert!(r.stat.len() <= 7 && r.dest_terminal_id.len() <= 32);
+            }
+        }
+    }
+}
+
+/// CMPP text: the UDH split stays inside the content; decoding then folding equals the
+/// one-call fold.
+fn cmpp_text(tp_udhi: u8, msg_fmt: u8, content: &[u8]) {
+    use crate::cmpp::text as cmpp_text;
+    let ud = cmpp_text::user_data(tp_udhi, content);
+    assert!(ud.len() <= content.len());
+    let _ = cmpp_text::concat(tp_udhi, content);
+    let (mut decoded, mut want, mut got) = (String::new(), String::new(), String::new());
+    cmpp_text::decode_into(msg_fmt, ud, &mut decoded);
+    text::fold_append(&decoded, &mut want);
+    cmpp_text::decode_fold_append(msg_fmt, ud, &mut String::new(), &mut got);
+    assert_eq!(got, want, "Msg_Fmt {msg_fmt}");
+}
+
 /// A fuzz target's body.
 pub type Target = fn(&[u8]);
 
@@ -185,4 +297,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("csv", csv),
     ("pcap", pcap),
     ("x509", x509),
+    ("cmpp", cmpp),
 ];

@@ -10,7 +10,7 @@
 //!
 //! | layer | modules |
 //! |---|---|
-//! | 0 leaves | [`time`] clocks, calendar days, local time, timestamp parsing; [`smpp`] framing, header, field peeking, text (GSM-7, UCS-2), PDU builders, statuses; [`telemetry`] logging and metric names; [`pcap`] capture reading and packet writing |
+//! | 0 leaves | [`time`] clocks, calendar days, local time, timestamp parsing; [`smpp`] framing, header, field peeking, text (GSM-7, UCS-2), PDU builders, statuses; [`cmpp`] the CMPP 2.0/3.0 wire (framing, views, builders, Msg_Id, Msg_Fmt text) on top of `smpp`'s text folding; [`telemetry`] logging and metric names; [`pcap`] capture reading and packet writing |
 //! | 1 data | [`consent`] statements, MSISDNs, source CSVs, the snapshot (format, builder, loader, lookup), journal, live delta, store |
 //! | 2 decisions, sinks | [`policy`] the decision pipeline (`Engine`, `SessionPolicy`); [`optout`] MO keyword capture; [`audit`] the decision audit log; [`capture`] the pcapng recorder |
 //! | 3 connections | [`relay`] legs and transports, the upstream SMSC, sequence tables, the plain baseline relay; [`session`] one task per ESME connection |
@@ -32,6 +32,7 @@
 pub mod admin;
 pub mod audit;
 pub mod capture;
+pub mod cmpp;
 pub mod complaints;
 pub mod config;
 pub mod consent;

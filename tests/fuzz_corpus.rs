@@ -42,4 +42,4 @@ macro_rules! corpus_tests {
     };
 }
 
-corpus_tests!(frame, peek, text, optout, config, snapshot, journal, csv, pcap, x509);
+corpus_tests!(frame, peek, text, optout, config, snapshot, journal, csv, pcap, x509, cmpp);

@@ -11,6 +11,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // 0: leaves
     ("time", &[]),
     ("smpp", &["time"]),
+    // the CMPP wire reuses smpp::text (UDH readers, case folding) so both protocols fold alike
+    ("cmpp", &["smpp"]),
     ("telemetry", &["time"]),
     ("pcap", &["time", "smpp"]),
     // 1: consent data
