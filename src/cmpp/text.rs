@@ -19,11 +19,9 @@
 //! elements (IEI 0x00 with an 8-bit reference, 0x08 with a 16-bit one) are read by
 //! [`crate::smpp::text`]'s readers, over a stand-in SMPP view of the content.
 
-use encoding_rs::{CoderResult, GB18030};
-
 use crate::smpp::peek::{Addr, MessageView};
-use crate::smpp::text as smpp_text;
 pub use crate::smpp::text::Concat;
+use crate::smpp::text::{self as smpp_text, Coding};
 
 /// Msg_Fmt values (spec 3.0 §8.4.3.1).
 pub mod fmt {
@@ -49,7 +47,7 @@ pub fn is_text(msg_fmt: u8) -> bool {
 }
 
 /// The content as an SMPP view: UDHI in esm_class when TP_udhi says so, no TLVs. Only the
-/// fields `smpp::text::{user_data, concat_info}` read are meaningful.
+/// fields `smpp::text::concat_info` reads are meaningful.
 fn as_smpp(tp_udhi: u8, content: &[u8]) -> MessageView<'_> {
     let none = Addr { ton: 0, npi: 0, addr: &[] };
     MessageView {
@@ -68,7 +66,17 @@ fn as_smpp(tp_udhi: u8, content: &[u8]) -> MessageView<'_> {
 /// The text part of Msg_Content: the UDH skipped when TP_udhi is set. A UDH length running
 /// past the content leaves no trustworthy text: empty.
 pub fn user_data(tp_udhi: u8, content: &[u8]) -> &[u8] {
-    smpp_text::user_data(&as_smpp(tp_udhi, content))
+    smpp_text::user_data(if has_udh(tp_udhi) { 0x40 } else { 0 }, content)
+}
+
+/// The coding of a Msg_Fmt (the table in the module docs).
+pub fn coding(msg_fmt: u8) -> Coding {
+    match msg_fmt {
+        fmt::UCS2 => Coding::Ucs2,
+        fmt::SIM_WRITE | fmt::BINARY => Coding::Binary,
+        fmt::GB => Coding::Gb18030,
+        _ => Coding::AsciiOrGb18030,
+    }
 }
 
 /// The concatenation info of a long-message part from its UDH (IEI 0x00 `00 03 ref total seq`
@@ -81,51 +89,11 @@ pub fn concat(tp_udhi: u8, content: &[u8]) -> Option<Concat> {
 /// Clears `out` and appends the text of `bytes` (UDH already skipped) decoded per `msg_fmt`
 /// (table in the module docs). Never fails: undecodable input yields U+FFFD, binary nothing.
 pub fn decode_into(msg_fmt: u8, bytes: &[u8], out: &mut String) {
-    match msg_fmt {
-        fmt::UCS2 => smpp_text::decode_into(0x08, bytes, out),
-        fmt::SIM_WRITE | fmt::BINARY => out.clear(),
-        fmt::GB => {
-            out.clear();
-            gb18030_append(bytes, out);
-        }
-        _ => {
-            out.clear();
-            if bytes.is_ascii() {
-                // ASCII is valid UTF-8: no copy through a decoder.
-                out.push_str(std::str::from_utf8(bytes).unwrap_or_default());
-            } else if let Ok(s) = std::str::from_utf8(bytes) {
-                out.push_str(s);
-            } else {
-                gb18030_append(bytes, out);
-            }
-        }
-    }
+    smpp_text::decode_into(coding(msg_fmt), bytes, out);
 }
 
-/// Appends the text of `bytes` decoded per `msg_fmt` and folded for content matching
-/// ([`decode_into`] then [`crate::smpp::text::fold_append`]). UCS-2 is decoded and folded in
-/// one pass (SMPP's fast path); the other formats go through `scratch`.
+/// Appends the text of `bytes` decoded per `msg_fmt` and folded for content matching, exactly
+/// as the decision pipeline folds SMPP text ([`crate::smpp::text::decode_fold_append`]).
 pub fn decode_fold_append(msg_fmt: u8, bytes: &[u8], scratch: &mut String, out: &mut String) {
-    if msg_fmt == fmt::UCS2 {
-        smpp_text::decode_fold_append(0x08, bytes, scratch, out);
-        return;
-    }
-    decode_into(msg_fmt, bytes, scratch);
-    smpp_text::fold_append(scratch, out);
-}
-
-/// GB18030 (GBK's superset) appended to `out`; malformed sequences become U+FFFD. The decoder
-/// lives on the stack; `out` grows only when its capacity is short.
-fn gb18030_append(bytes: &[u8], out: &mut String) {
-    let mut d = GB18030.new_decoder_without_bom_handling();
-    let mut src = bytes;
-    loop {
-        let need = d.max_utf8_buffer_length(src.len()).unwrap_or(src.len().saturating_mul(3));
-        out.reserve(need);
-        let (r, read, _) = d.decode_to_string(src, out, true);
-        src = &src[read..];
-        if r == CoderResult::InputEmpty {
-            return;
-        }
-    }
+    smpp_text::decode_fold_append(coding(msg_fmt), bytes, scratch, out);
 }

@@ -60,6 +60,11 @@ pub enum Coding {
     Ucs2,
     /// 8-bit binary (ports, OTA, WAP): no text.
     Binary,
+    /// GB18030, GBK's superset (CMPP Msg_Fmt 15).
+    Gb18030,
+    /// ASCII; past 0x7F UTF-8 when valid, else GB18030 (CMPP Msg_Fmt 0: Chinese gateways put
+    /// GBK there as often as UTF-8).
+    AsciiOrGb18030,
 }
 
 impl Coding {
@@ -86,6 +91,28 @@ pub fn decode_into(coding: Coding, bytes: &[u8], out: &mut String) {
         Coding::Ucs2 => ucs2_into(bytes, out),
         Coding::Binary => {}
         Coding::Latin1 => latin1_into(bytes, out),
+        Coding::Gb18030 => gb18030_append(bytes, out),
+        Coding::AsciiOrGb18030 => match std::str::from_utf8(bytes) {
+            Ok(s) => out.push_str(s),
+            Err(_) => gb18030_append(bytes, out),
+        },
+    }
+}
+
+/// GB18030 (GBK's superset) appended to `out`; malformed sequences become U+FFFD. The decoder
+/// lives on the stack; `out` grows only when its capacity is short.
+fn gb18030_append(bytes: &[u8], out: &mut String) {
+    use encoding_rs::{CoderResult, GB18030};
+    let mut d = GB18030.new_decoder_without_bom_handling();
+    let mut src = bytes;
+    loop {
+        let need = d.max_utf8_buffer_length(src.len()).unwrap_or(src.len().saturating_mul(3));
+        out.reserve(need);
+        let (r, read, _) = d.decode_to_string(src, out, true);
+        src = &src[read..];
+        if r == CoderResult::InputEmpty {
+            return;
+        }
     }
 }
 
