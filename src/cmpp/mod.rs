@@ -40,7 +40,7 @@
 //! - `TP_udhi` counts as set when bit 0 (the spec) *or* bit 6 (0x40, the SMPP esm_class value
 //!   gateways pass through; SMSGate tests both) is set.
 //! - Msg_Fmt 0 with bytes ≥ 0x80, and the Msg_Fmt values the spec does not define (9 and
-//!   others, [unconfirmed] meaning), decode as UTF-8 when valid, else GB18030: for a Chinese
+//!   others, meaning unconfirmed), decode as UTF-8 when valid, else GB18030: for a Chinese
 //!   SP, undeclared high bytes are far likelier GBK than Latin-1.
 //! - Trailing bytes after `Reserve`/`LinkID` are tolerated (gocmpp and SMSGate ignore them)
 //!   and kept verbatim by the SUBMIT rewrite.

@@ -12,7 +12,7 @@
 //! | 3 写卡 (SIM write), 4 binary | no text |
 //! | 8 UCS-2 | UTF-16BE (surrogate pairs joined, a lone one → U+FFFD), SMPP's one-pass fold |
 //! | 15 含GB汉字 | GB18030 (a superset of GBK; gocmpp and SMGP read 15 so), via `encoding_rs` |
-//! | anything else (9 [unconfirmed], …) | as 0 |
+//! | anything else (9, meaning unconfirmed; …) | as 0 |
 //!
 //! `TP_udhi` is taken as set when bit 0 (the spec, GSM 03.40 §9.2.3.23) or bit 6 (0x40, what
 //! gateways pass through from SMPP's esm_class) is set. The UDH itself and its concatenation
