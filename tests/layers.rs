@@ -24,7 +24,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("capture", &["time", "smpp", "telemetry", "pcap"]),
     // 3: per connection
     ("relay", &["time", "smpp", "telemetry"]),
-    ("session", &["time", "smpp", "telemetry", "consent", "policy", "optout", "audit", "capture", "relay"]),
+    ("session", &["time", "smpp", "cmpp", "telemetry", "consent", "policy", "optout", "audit", "capture", "relay"]),
     // 4: process (complaints below admin, admin below gateway: the gateway opens the register
     // and spawns the admin API with a narrow handle on both)
     ("complaints", &["time", "smpp", "telemetry", "consent", "policy", "audit"]),

@@ -13,6 +13,7 @@ use super::*;
 pub struct RawListen {
     pub smpp: Option<String>,
     pub smpp_tls: Option<String>,
+    pub cmpp: Option<String>,
     pub admin: Option<String>,
     pub tls: Option<RawListenTls>,
 }
@@ -72,6 +73,13 @@ pub(super) fn validate_listen(l: RawListen, p: &mut Problems) -> ListenConfig {
     ListenConfig {
         smpp: p.addr("listen.smpp", l.smpp.as_deref(), "0.0.0.0:2775"),
         smpp_tls,
+        cmpp: l.cmpp.as_deref().and_then(|a| match a.parse::<SocketAddr>() {
+            Ok(v) => Some(v),
+            Err(_) => {
+                p.push("listen.cmpp", format!("`{a}` is not an IP:port socket address"));
+                None
+            }
+        }),
         admin: p.addr("listen.admin", l.admin.as_deref(), "127.0.0.1:9775"),
         tls,
     }

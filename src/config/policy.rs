@@ -10,7 +10,7 @@ use super::raw::*;
 use super::*;
 use crate::policy::content::{CommercialConfig, ContentRule, ContentRules, RuleAction};
 use crate::policy::frequency::FrequencyConfig;
-use crate::policy::DailyWindow;
+use crate::policy::{DailyWindow, Reason};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -26,8 +26,17 @@ pub struct RawPolicy {
     pub reassembly_timeout: Option<String>,
     pub frequency: Option<RawFrequency>,
     pub commercial: Option<RawCommercial>,
+    pub cmpp: Option<RawPolicyCmpp>,
     #[serde(default)]
     pub content_rule: Vec<RawContentRule>,
+}
+
+/// `[policy.cmpp]`: how a refusal reads on the CMPP front.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicyCmpp {
+    pub result: Option<HashMap<String, u32>>,
+    pub stat: Option<HashMap<String, String>>,
 }
 
 /// `[policy.frequency]`, and (only `per_entity_per_day`) `[account.frequency]`.
@@ -107,6 +116,7 @@ pub(super) fn validate_policy(pol: RawPolicy, p: &mut Problems) -> (PolicyConfig
             "0x0B (ESME_RINVDSTADR) makes senders purge the number; use the vendor range 0x400-0x4FF",
         );
     }
+    let (cmpp_result, cmpp_stat) = validate_policy_cmpp(pol.cmpp.unwrap_or_default(), p);
     let (quiet_hours, fallback) = match pol.quiet_hours {
         None => (None, crate::time::Zone::utc()),
         Some(q) => {
@@ -154,6 +164,8 @@ pub(super) fn validate_policy(pol: RawPolicy, p: &mut Problems) -> (PolicyConfig
             default_country_code: cc,
             on_snapshot_unavailable,
             reject_status,
+            cmpp_result,
+            cmpp_stat,
             quiet_hours,
             zones,
             content,
@@ -288,4 +300,36 @@ pub(super) fn daily_window(
         return None;
     }
     Some(DailyWindow { start, end })
+}
+
+/// `[policy.cmpp]`: `result` (reason → SUBMIT_RESP Result, 1–255: CMPP 2.0 carries one
+/// byte) and `stat` (reason → a 7-character ASCII Stat); the defaults for the rest.
+fn validate_policy_cmpp(c: RawPolicyCmpp, p: &mut Problems) -> ([u32; Reason::COUNT], [[u8; 7]; Reason::COUNT]) {
+    let mut result = Reason::ALL.map(Reason::default_cmpp_result);
+    let mut stat = Reason::ALL.map(Reason::default_cmpp_stat);
+    let unknown = || format!("unknown reason; expected one of {}", Reason::labels().join(", "));
+    for (name, r) in c.result.unwrap_or_default() {
+        let key = format!("policy.cmpp.result.{name}");
+        match Reason::from_label(&name) {
+            None => p.push(key, unknown()),
+            Some(_) if !(1..=255).contains(&r) => {
+                p.push(key, format!("{r}: a Result is 1-255 (0 is success; CMPP 2.0 carries one byte)"))
+            }
+            Some(reason) if r == 8 && reason != Reason::Throttled => {
+                p.push(key, "8 is flow control: SPs resend on it; use the vendor range 100-199 for a refusal")
+            }
+            Some(reason) => result[reason as usize] = r,
+        }
+    }
+    for (name, s) in c.stat.unwrap_or_default() {
+        let key = format!("policy.cmpp.stat.{name}");
+        match Reason::from_label(&name) {
+            None => p.push(key, unknown()),
+            Some(reason) if s.len() == 7 && s.bytes().all(|b| b.is_ascii_graphic()) => {
+                stat[reason as usize].copy_from_slice(s.as_bytes())
+            }
+            Some(_) => p.push(key, format!("`{s}`: a Stat is exactly 7 printable ASCII characters, e.g. \"CG:0101\"")),
+        }
+    }
+    (result, stat)
 }

@@ -132,6 +132,9 @@ impl RawConfig {
         let mut p = Problems(Vec::new());
         let listen = validate_listen(self.listen.unwrap_or_default(), &mut p);
         let upstream = validate_upstream(self.upstream.unwrap_or_default(), &mut p);
+        if listen.cmpp.is_some() && upstream.cmpp.is_none() {
+            p.push("listen.cmpp", "needs [upstream.cmpp] with the ISMG's address");
+        }
         let mut session = validate_session(self.session.unwrap_or_default(), &mut p);
         session.limits = validate_limits(self.limits.unwrap_or_default(), &mut p);
         let (policy, optout_keywords) = validate_policy(self.policy.unwrap_or_default(), &mut p);

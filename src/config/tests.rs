@@ -496,7 +496,13 @@ fn the_key_reference_names_every_key_the_parser_accepts() {
         .collect();
     assert!(documented.len() > 100, "{documented:?}");
     // Free-form maps: their children are names the operator chooses.
-    let maps = ["policy.timezones", "account.source_class", "account.service_type_class"];
+    let maps = [
+        "policy.timezones",
+        "account.source_class",
+        "account.service_type_class",
+        "policy.cmpp.result",
+        "policy.cmpp.stat",
+    ];
     let mut sections: std::collections::BTreeSet<String> = std::collections::BTreeSet::from([String::new()]);
     for k in &documented {
         let mut p = k.as_str();
@@ -563,4 +569,37 @@ fn values_once_ignored_or_capped_are_refused() {
         "{errs:?}"
     );
     assert!(Config::parse(&MINIMAL.replace("[policy]", "[policy]\nreassembly_timeout = \"60s\"")).is_ok());
+}
+
+/// The CMPP front's keys: `listen.cmpp` needs `[upstream.cmpp]`; a Result of 8 is only for
+/// throttling, 0 and 2.0's one byte are out of range, a Stat is 7 ASCII characters.
+#[test]
+fn cmpp_front_keys_are_checked() {
+    let with = |extra: &str| MINIMAL.to_owned() + extra;
+    let listen = |extra: &str| {
+        MINIMAL.replace("admin = \"127.0.0.1:9775\"", "admin = \"127.0.0.1:9775\"\ncmpp = \"127.0.0.1:7890\"") + extra
+    };
+    let errs = Config::parse(&listen("")).unwrap_err();
+    assert!(errs.iter().any(|e| e.key == "listen.cmpp"), "{errs:?}");
+    let ok = Config::parse(&listen("[upstream.cmpp]\naddress = \"10.0.0.9:7890\"\nwindow = 32\n"))
+        .expect("valid cmpp front");
+    let c = ok.upstream.cmpp.as_ref().expect("[upstream.cmpp]");
+    assert_eq!((c.window, c.active_test_retries, c.response_timeout.as_secs()), (32, 3, 60));
+    assert_eq!(ok.policy.cmpp_result[crate::policy::Reason::Revoked as usize], 101);
+    assert_eq!(&ok.policy.cmpp_stat[crate::policy::Reason::Revoked as usize], b"CG:0101");
+    let bad = "[policy.cmpp.result]\nrevoked = 8\nno_consent = 0\ndnc = 300\nnot_a_reason = 120\n\
+               [policy.cmpp.stat]\nrevoked = \"TOOLONG!\"\n";
+    let errs = Config::parse(&with(bad)).unwrap_err();
+    let keys: std::collections::BTreeSet<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+    for k in [
+        "policy.cmpp.result.revoked",
+        "policy.cmpp.result.no_consent",
+        "policy.cmpp.result.dnc",
+        "policy.cmpp.result.not_a_reason",
+        "policy.cmpp.stat.revoked",
+    ] {
+        assert!(keys.contains(k), "{k} not refused: {keys:?}");
+    }
+    let tuned = Config::parse(&with("[policy.cmpp.result]\nthrottled = 8\nrevoked = 150\n")).expect("valid");
+    assert_eq!(tuned.policy.cmpp_result[crate::policy::Reason::Revoked as usize], 150);
 }

@@ -17,6 +17,19 @@ pub struct RawUpstream {
     pub response_timeout_status: Option<u32>,
     pub enquire_link_interval: Option<String>,
     pub tls: Option<RawUpstreamTls>,
+    pub cmpp: Option<RawUpstreamCmpp>,
+}
+
+/// `[upstream.cmpp]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamCmpp {
+    pub address: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub response_timeout: Option<String>,
+    pub active_test_interval: Option<String>,
+    pub active_test_retries: Option<i64>,
+    pub window: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -66,7 +79,49 @@ pub(super) fn validate_upstream(u: RawUpstream, p: &mut Problems) -> UpstreamCon
             DEFAULT_UPSTREAM_ENQUIRE_LINK_INTERVAL,
         ),
         tls: u.tls.and_then(|t| validate_upstream_tls(t, &address, p)),
+        cmpp: u.cmpp.map(|c| validate_upstream_cmpp(c, p)),
         address,
+    }
+}
+
+fn validate_upstream_cmpp(c: RawUpstreamCmpp, p: &mut Problems) -> crate::relay::CmppUpstreamConfig {
+    use crate::relay::upstream as u;
+    let address = match c.address {
+        Some(a) if a.rsplit_once(':').is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok()) => a,
+        Some(a) => {
+            p.push("upstream.cmpp.address", format!("`{a}` is not host:port"));
+            a
+        }
+        None => {
+            p.push("upstream.cmpp.address", "required: the ISMG to relay CMPP to (host:port)");
+            String::new()
+        }
+    };
+    crate::relay::CmppUpstreamConfig {
+        address,
+        connect_timeout: p.duration(
+            "upstream.cmpp.connect_timeout",
+            c.connect_timeout.as_deref(),
+            DEFAULT_CONNECT_TIMEOUT,
+        ),
+        response_timeout: p.duration(
+            "upstream.cmpp.response_timeout",
+            c.response_timeout.as_deref(),
+            u::CMPP_RESPONSE_TIMEOUT,
+        ),
+        active_test_interval: p.duration(
+            "upstream.cmpp.active_test_interval",
+            c.active_test_interval.as_deref(),
+            u::CMPP_ACTIVE_TEST_INTERVAL,
+        ),
+        active_test_retries: p.range(
+            "upstream.cmpp.active_test_retries",
+            c.active_test_retries,
+            u::CMPP_ACTIVE_TEST_RETRIES as usize,
+            1,
+            100,
+        ) as u32,
+        window: p.range("upstream.cmpp.window", c.window, u::CMPP_WINDOW as usize, 1, 1024) as u32,
     }
 }
 

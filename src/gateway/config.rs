@@ -19,6 +19,8 @@ pub struct ListenConfig {
     pub smpp: SocketAddr,
     /// `listen.smpp_tls`: the same over TLS, with `tls`'s certificate.
     pub smpp_tls: Option<SocketAddr>,
+    /// `listen.cmpp`: the SP-facing CMPP listener (needs `[upstream.cmpp]`).
+    pub cmpp: Option<SocketAddr>,
     /// Admin HTTP listener (metrics, health, admin API).
     pub admin: SocketAddr,
     /// `[listen.tls]` (set exactly when `smpp_tls` is).

@@ -102,6 +102,8 @@ pub struct Gateway {
     listener: TcpListener,
     /// `listen.smpp_tls` and the certificate it presents.
     tls_listener: Option<(TcpListener, Arc<TlsServer>)>,
+    /// `listen.cmpp`: the SP-facing CMPP listener.
+    cmpp_listener: Option<TcpListener>,
     admin: TcpListener,
     prometheus: metrics_exporter_prometheus::PrometheusHandle,
     config: Arc<GatewayConfig>,
@@ -163,6 +165,14 @@ impl Gateway {
             }
             _ => None,
         };
+        let cmpp_listener = match config.listen.cmpp {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| GatewayError::Listen {
+                what: "listen.cmpp",
+                addr,
+                source,
+            })?),
+            None => None,
+        };
         let upstream_tls = match &config.upstream.tls {
             Some(t) => Some(Arc::new(
                 TlsClient::new(t.clone()).map_err(|source| GatewayError::Tls { what: "upstream.tls", source })?,
@@ -221,6 +231,7 @@ impl Gateway {
         Ok(Gateway {
             listener,
             tls_listener,
+            cmpp_listener,
             admin,
             prometheus,
             config: Arc::new(config),
@@ -269,6 +280,11 @@ impl Gateway {
         self.listener.local_addr().expect("bound listener has an address")
     }
 
+    /// The CMPP listener's address (`listen.cmpp`), if configured.
+    pub fn local_cmpp_addr(&self) -> Option<SocketAddr> {
+        self.cmpp_listener.as_ref().map(|l| l.local_addr().expect("bound listener has an address"))
+    }
+
     /// The TLS listener's address (`listen.smpp_tls`), if configured.
     pub fn local_tls_addr(&self) -> Option<SocketAddr> {
         self.tls_listener.as_ref().map(|(l, _)| l.local_addr().expect("bound listener has an address"))
@@ -279,6 +295,7 @@ impl Gateway {
         let Gateway {
             listener,
             tls_listener,
+            cmpp_listener,
             admin,
             prometheus,
             config,
@@ -359,7 +376,8 @@ impl Gateway {
         }
         metrics::gauge!(m::CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP).set(crate::time::unix_us() as f64 / 1e6);
         let smpp_tls = tls_listener.as_ref().and_then(|l| l.local_addr().ok());
-        info!(smpp = %listener.local_addr()?, smpp_tls = %smpp_tls.map_or_else(|| "off".to_string(), |a| a.to_string()), admin = %admin_addr, upstream = %config.upstream.address, upstream_tls = config.upstream.tls.is_some(), accounts = shared.engine().account_count(), "listening");
+        let cmpp = cmpp_listener.as_ref().and_then(|l| l.local_addr().ok());
+        info!(smpp = %listener.local_addr()?, cmpp = %cmpp.map_or_else(|| "off".to_string(), |a| a.to_string()), smpp_tls = %smpp_tls.map_or_else(|| "off".to_string(), |a| a.to_string()), admin = %admin_addr, upstream = %config.upstream.address, upstream_tls = config.upstream.tls.is_some(), accounts = shared.engine().account_count(), "listening");
         let mut sessions = JoinSet::new();
         let (fds, mut backoff) = (FdBudget::global(), AcceptBackoff::new("smpp"));
         tokio::pin!(shutdown);
@@ -409,6 +427,25 @@ impl Gateway {
                         });
                     }
                     // Transient accept errors (EMFILE, ECONNABORTED): back off, 100 ms doubling to 1 s.
+                    Err(e) => tokio::time::sleep(backoff.failed(&e)).await,
+                },
+                r = async { fds.room("cmpp").await; cmpp_listener.as_ref().expect("guarded").accept().await }, if cmpp_listener.is_some() => match r {
+                    Ok((stream, peer)) => {
+                        if ops.draining() || live.load(Ordering::Relaxed) >= shared.settings().session.max_sessions {
+                            let limit = if ops.draining() { "draining" } else { "sessions" };
+                            metrics::counter!(m::LIMITS_TOTAL, "limit" => limit).increment(1);
+                            drop(stream);
+                            continue;
+                        }
+                        let (sh, rx, live) = (shared.clone(), stop_rx.clone(), live.clone());
+                        live.fetch_add(1, Ordering::Relaxed);
+                        let fd = fds.track();
+                        sessions.spawn(async move {
+                            crate::session::cmpp::serve(stream, peer, sh, rx).await;
+                            live.fetch_sub(1, Ordering::Relaxed);
+                            drop(fd);
+                        });
+                    }
                     Err(e) => tokio::time::sleep(backoff.failed(&e)).await,
                 },
                 Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
@@ -464,6 +501,7 @@ impl Gateway {
         }
         drop(listener);
         drop(tls_listener);
+        drop(cmpp_listener);
         if let Some(w) = watcher {
             w.abort();
         }

@@ -101,7 +101,19 @@ pub fn detect(view: &MessageView, kw: &Keywords, scratch: &mut Scratch) -> Optio
     if text::concat_info(view).is_some_and(|c| c.total > 1) {
         return None;
     }
-    text::decode_into(text::Coding::of_data_coding(view.data_coding), view.user_data(), &mut scratch.decoded);
+    detect_text(text::Coding::of_data_coding(view.data_coding), view.user_data(), kw, scratch)
+}
+
+/// Whether the text of an MO's user data (UDH already skipped), decoded per `coding` and
+/// normalised, equals a keyword: [`detect`] for any protocol's MO once it is known to be a
+/// whole message and not a report.
+pub fn detect_text(
+    coding: text::Coding,
+    user_data: &[u8],
+    kw: &Keywords,
+    scratch: &mut Scratch,
+) -> Option<&'static str> {
+    text::decode_into(coding, user_data, &mut scratch.decoded);
     normalise_into(&scratch.decoded, &mut scratch.normalised);
     kw.matches(&scratch.normalised).then_some(MATCH_KEYWORD)
 }

@@ -19,6 +19,12 @@ pub struct PolicyConfig {
     pub on_snapshot_unavailable: Unavailable,
     /// command_status per reject reason, indexed by `Reason as usize`.
     pub reject_status: [u32; Reason::COUNT],
+    /// `[policy.cmpp] result`: the CMPP SUBMIT_RESP Result per reason, indexed like
+    /// `reject_status`.
+    pub cmpp_result: [u32; Reason::COUNT],
+    /// `[policy.cmpp] stat`: the Stat of the status report for a refused destination of a
+    /// group SUBMIT, per reason.
+    pub cmpp_stat: [[u8; 7]; Reason::COUNT],
     /// `[policy.quiet_hours]` (step 7); `None` = no quiet hours unless an account sets its own.
     pub quiet_hours: Option<DailyWindow>,
     /// The subscriber's time zone by country code (`[policy.timezones]`), else
@@ -43,6 +49,8 @@ impl Default for PolicyConfig {
             default_country_code: "86".into(),
             on_snapshot_unavailable: Unavailable::Reject,
             reject_status: Reason::default_statuses(),
+            cmpp_result: Reason::ALL.map(Reason::default_cmpp_result),
+            cmpp_stat: Reason::ALL.map(Reason::default_cmpp_stat),
             quiet_hours: None,
             zones: Zones::default(),
             content: ContentRules::default(),

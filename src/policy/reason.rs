@@ -107,6 +107,28 @@ impl Reason {
     pub fn default_statuses() -> [u32; Reason::COUNT] {
         Reason::ALL.map(Reason::default_status)
     }
+
+    /// The default CMPP SUBMIT_RESP Result: the vendor range 100–199 the standard leaves to
+    /// gateways, one code per reason (100 + its number), except a sender id refusal (10,
+    /// "Src_Id错误") and throttling (8, flow control: the one code SPs resend on, right for
+    /// throughput and never used for a refusal).
+    pub fn default_cmpp_result(self) -> u32 {
+        match self {
+            Reason::SenderId => 10,
+            Reason::Throttled => 8,
+            r => 100 + r as u32,
+        }
+    }
+
+    /// The default Stat of the status report that tells an SP about one refused destination
+    /// of a group SUBMIT: `CG:` and the default Result in four digits (`CG:0101` = revoked),
+    /// in the `XX:nnnn` shape gateways use for their own codes.
+    pub fn default_cmpp_stat(self) -> [u8; 7] {
+        let s = format!("CG:{:04}", self.default_cmpp_result());
+        let mut out = [0u8; 7];
+        out.copy_from_slice(&s.as_bytes()[..7]);
+        out
+    }
 }
 
 /// The outcome for one destination.

@@ -16,4 +16,4 @@ pub mod x509;
 pub use leg::{LegState, OUT_HIGH_WATER, READ_CHUNK};
 pub use tls::{ClientTlsConfig, ServerTlsConfig, TlsClient, TlsServer};
 pub use transport::Transport;
-pub use upstream::{bind_upstream, UpstreamBind, UpstreamBindError, UpstreamConfig};
+pub use upstream::{bind_upstream, CmppUpstreamConfig, UpstreamBind, UpstreamBindError, UpstreamConfig};

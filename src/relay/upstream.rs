@@ -38,7 +38,33 @@ pub struct UpstreamConfig {
     pub enquire_link_interval: Duration,
     /// `[upstream.tls]` (enabled): TLS towards the SMSC.
     pub tls: Option<ClientTlsConfig>,
+    /// `[upstream.cmpp]`: the ISMG the CMPP front relays to (`None`: no CMPP front).
+    pub cmpp: Option<CmppUpstreamConfig>,
 }
+
+/// `[upstream.cmpp]`: the carrier's ISMG (互联网短信网关) behind the CMPP front, and the link
+/// timers of CMPP 3.0 §7.1 (T, N, C) and its window (W).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CmppUpstreamConfig {
+    /// host:port, resolved at connect time.
+    pub address: String,
+    pub connect_timeout: Duration,
+    /// T: how long a request may go unanswered (60 s in the standard). An SP's SUBMIT the
+    /// ISMG never answers is answered SUBMIT_RESP Result 8 (flow control: the SP resends).
+    pub response_timeout: Duration,
+    /// C: the idle time on a leg after which consentgate sends its own ACTIVE_TEST (3 min).
+    pub active_test_interval: Duration,
+    /// N: ACTIVE_TESTs unanswered in a row after which the leg counts as dead (3).
+    pub active_test_retries: u32,
+    /// W: SUBMITs in flight to the ISMG per SP connection (16); beyond, the SP gets Result 8.
+    pub window: u32,
+}
+
+/// Defaults of [`CmppUpstreamConfig`] (the standard's T, C, N, W).
+pub const CMPP_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const CMPP_ACTIVE_TEST_INTERVAL: Duration = Duration::from_secs(180);
+pub const CMPP_ACTIVE_TEST_RETRIES: u32 = 3;
+pub const CMPP_WINDOW: u32 = 16;
 
 /// Why the upstream SMSC did not accept a TCP connection.
 #[derive(Debug, thiserror::Error)]

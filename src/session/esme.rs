@@ -2,10 +2,12 @@
 //! under a fresh upstream sequence number or answered here; the ESME's responses go back to
 //! the SMSC (held by the opt-out gate while their opt-out is not durable).
 
+use bytes::BytesMut;
 use tracing::debug;
 
 use super::core::Session;
 use super::metrics::{self, ErrorKind};
+use super::optout_gate::Answers;
 use crate::policy::{Decision, Held, Message, Part, Verdict};
 use crate::relay::seq::Origin;
 use crate::smpp::pdu::{put_header_only, put_local_error_resp, put_renumbered};
@@ -211,7 +213,13 @@ impl Session {
                 }
                 // The opt-out this MO carried is not on disk yet: the SMSC gets the ESME's
                 // answer only once it is.
-                if self.optout.hold(p.seq, frame, p.peer_seq, self.now_ms) {
+                let answers = || {
+                    let (mut release, mut give_up) = (BytesMut::new(), BytesMut::new());
+                    put_renumbered(&mut release, frame, p.peer_seq);
+                    put_local_error_resp(&mut give_up, cmd::DELIVER_SM, status::ESME_RX_T_APPN, p.peer_seq);
+                    Answers { release: release.to_vec(), give_up: give_up.to_vec() }
+                };
+                if self.optout.hold(p.seq, self.now_ms, answers) {
                     return;
                 }
                 if self.smsc.open {

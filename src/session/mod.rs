@@ -22,6 +22,7 @@
 
 mod audit;
 mod bind;
+pub mod cmpp;
 pub mod config;
 mod core;
 mod esme;

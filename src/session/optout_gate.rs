@@ -1,8 +1,10 @@
-//! The opt-out durability gate (architecture §1): an MO deliver_sm whose text is an opt-out keyword
-//! records a revocation; the ESME's deliver_sm_resp for that MO is held until the revocation is
-//! durable in the journal, so the SMSC never sees the MO acknowledged before the opt-out is on
-//! disk (if it is not durable within the response timeout, the SMSC gets ESME_RX_T_APPN and
-//! redelivers the MO).
+//! The opt-out durability gate (architecture §1): an MO (SMPP deliver_sm, CMPP DELIVER) whose text
+//! is an opt-out keyword records a revocation; the sender's response to that MO is held until
+//! the revocation is durable in the journal, so the SMSC / ISMG never sees the MO acknowledged
+//! before the opt-out is on disk (if it is not durable within the response timeout, it gets
+//! the protocol's temporary error — SMPP ESME_RX_T_APPN — and redelivers the MO). The gate
+//! holds bytes, not PDUs: the front gives it both answers ready-made ([`Answers`]), so one gate
+//! serves every protocol.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -15,18 +17,27 @@ use crate::consent::store::{ConsentStore, RecordError, Ticket};
 use crate::optout::{Keywords, Scratch};
 use crate::policy::Engine;
 use crate::relay::LegState;
-use crate::smpp::pdu::{put_local_error_resp, put_renumbered};
-use crate::smpp::status::ESME_RX_T_APPN;
-use crate::smpp::{cmd, peek};
+use crate::smpp::peek::{self, Addr};
+use crate::smpp::text::Coding;
 use crate::time::Now;
 
-/// A deliver_sm_resp held until the opt-out its MO carried is durable.
+/// A response held until the opt-out its MO carried is durable.
 #[derive(Debug)]
 struct Held {
     ticket: u64,
-    smsc_seq: u32,
-    frame: Vec<u8>,
+    answers: Answers,
     since_ms: u64,
+}
+
+/// The two ways a held response can leave towards the SMSC / ISMG, encoded by the front.
+#[derive(Debug)]
+pub struct Answers {
+    /// The sender's response, renumbered for the upstream leg: sent once the opt-out is
+    /// durable.
+    pub release: Vec<u8>,
+    /// A temporary error for the same MO: sent when the opt-out is not durable in time, so
+    /// that the MO is redelivered.
+    pub give_up: Vec<u8>,
 }
 
 /// MO opt-out capture and the held responses of one session.
@@ -74,7 +85,30 @@ impl OptoutGate {
     pub fn capture(&mut self, frame: &[u8], engine: &Engine, entity: &str, now: Now, peer: SocketAddr) -> Option<u64> {
         let v = peek::message(frame).ok()?;
         crate::optout::detect(&v, &self.keywords, &mut self.scratch)?;
-        let Some(m) = engine.subscriber(&v.source) else {
+        self.record(&v.source, engine, entity, now, peer)
+    }
+
+    /// [`OptoutGate::capture`] for an MO another front has read: `source` sent the text
+    /// `user_data` (UDH skipped) in `coding`. The front has checked that it is an MO (not a
+    /// report) and a whole message.
+    #[allow(clippy::too_many_arguments)]
+    pub fn capture_text(
+        &mut self,
+        source: &Addr,
+        coding: Coding,
+        user_data: &[u8],
+        engine: &Engine,
+        entity: &str,
+        now: Now,
+        peer: SocketAddr,
+    ) -> Option<u64> {
+        crate::optout::detect_text(coding, user_data, &self.keywords, &mut self.scratch)?;
+        self.record(source, engine, entity, now, peer)
+    }
+
+    /// Records the revocation of `source` for `entity`; the journal ticket to wait for.
+    fn record(&mut self, source: &Addr, engine: &Engine, entity: &str, now: Now, peer: SocketAddr) -> Option<u64> {
+        let Some(m) = engine.subscriber(source) else {
             tracing::debug!(peer = %peer, "opt-out keyword from a non-subscriber address ignored");
             return None;
         };
@@ -113,16 +147,16 @@ impl OptoutGate {
         }
     }
 
-    /// The ESME answered `down_seq` with `frame`: `true` if the answer is held here until its
-    /// opt-out is durable (the caller must not forward it).
-    pub fn hold(&mut self, down_seq: u32, frame: &[u8], smsc_seq: u32, now_ms: u64) -> bool {
+    /// The sender answered `down_seq`: `true` if the answer is held here until its opt-out is
+    /// durable (the caller must not forward it; `answers` encodes what leaves later).
+    pub fn hold(&mut self, down_seq: u32, now_ms: u64, answers: impl FnOnce() -> Answers) -> bool {
         let Some(ticket) = (if self.mo_tickets.is_empty() { None } else { self.mo_tickets.remove(&down_seq) }) else {
             return false;
         };
         if ticket <= *self.durable.borrow() {
             return false;
         }
-        self.held.push_back(Held { ticket, smsc_seq, frame: frame.to_vec(), since_ms: now_ms });
+        self.held.push_back(Held { ticket, answers: answers(), since_ms: now_ms });
         true
     }
 
@@ -137,6 +171,15 @@ impl OptoutGate {
     /// `limit_ms` (the SMSC gets ESME_RX_T_APPN and redelivers the MO). Returns how many were
     /// given up.
     pub fn release(&mut self, now_ms: u64, limit_ms: u64, smsc: &mut LegState, peer: SocketAddr) -> u32 {
+        if !smsc.open {
+            let mut discard = bytes::BytesMut::new();
+            return self.release_bytes(now_ms, limit_ms, &mut discard, peer);
+        }
+        self.release_bytes(now_ms, limit_ms, &mut smsc.out, peer)
+    }
+
+    /// [`OptoutGate::release`] into the upstream leg's output buffer `out`.
+    pub fn release_bytes(&mut self, now_ms: u64, limit_ms: u64, out: &mut bytes::BytesMut, peer: SocketAddr) -> u32 {
         if self.held.is_empty() {
             return 0;
         }
@@ -147,9 +190,7 @@ impl OptoutGate {
             let h = &self.held[i];
             if h.ticket <= durable {
                 if let Some(h) = self.held.remove(i) {
-                    if smsc.open {
-                        put_renumbered(&mut smsc.out, &h.frame, h.smsc_seq);
-                    }
+                    out.extend_from_slice(&h.answers.release);
                 }
             } else if now_ms.saturating_sub(h.since_ms) > limit_ms {
                 if let Some(h) = self.held.remove(i) {
@@ -157,11 +198,9 @@ impl OptoutGate {
                     static LIMIT: crate::telemetry::RateLimit =
                         crate::telemetry::RateLimit::new(std::time::Duration::from_secs(10));
                     if let Some(suppressed) = LIMIT.allow() {
-                        tracing::error!(peer = %peer, ticket = h.ticket, suppressed, "opt-out not durable in time; MO answered ESME_RX_T_APPN for redelivery");
+                        tracing::error!(peer = %peer, ticket = h.ticket, suppressed, "opt-out not durable in time; MO answered with a temporary error for redelivery");
                     }
-                    if smsc.open {
-                        put_local_error_resp(&mut smsc.out, cmd::DELIVER_SM, ESME_RX_T_APPN, h.smsc_seq);
-                    }
+                    out.extend_from_slice(&h.answers.give_up);
                 }
             } else {
                 i += 1;
@@ -173,11 +212,18 @@ impl OptoutGate {
     /// At the end of the session: what is durable is released, the rest answered
     /// ESME_RX_T_APPN (the SMSC redelivers those MOs).
     pub fn finish(&mut self, smsc: &mut LegState, peer: SocketAddr) {
-        self.release(0, u64::MAX, smsc, peer);
+        if smsc.open {
+            self.finish_bytes(&mut smsc.out, peer);
+        } else {
+            self.finish_bytes(&mut bytes::BytesMut::new(), peer);
+        }
+    }
+
+    /// [`OptoutGate::finish`] into the upstream leg's output buffer `out`.
+    pub fn finish_bytes(&mut self, out: &mut bytes::BytesMut, peer: SocketAddr) {
+        self.release_bytes(0, u64::MAX, out, peer);
         for h in self.held.drain(..) {
-            if smsc.open {
-                put_local_error_resp(&mut smsc.out, cmd::DELIVER_SM, ESME_RX_T_APPN, h.smsc_seq);
-            }
+            out.extend_from_slice(&h.answers.give_up);
         }
     }
 }
