@@ -61,7 +61,7 @@ pub use config::{
 pub use engine::{classify, standing, AccountIdx, Carried, ConsentView, Engine, EngineCell, Message, QuietHoursState};
 pub use limit::{Rate, SessionCount, SessionSlot, Sessions};
 pub use reason::{Decision, Reason, Standing, Verdict};
-pub use session::{Part, SessionPolicy, SnapshotStamp, PREFETCH_DISTANCE, PREFETCH_GROUP};
+pub use session::{MessageOf, Part, SessionPolicy, SnapshotStamp, PREFETCH_DISTANCE, PREFETCH_GROUP};
 
 #[cfg(test)]
 mod tests;

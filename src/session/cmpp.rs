@@ -39,10 +39,13 @@
 //!   PDU is skipped; a PDU shorter than its header ends the session (nothing after it can be
 //!   framed).
 //!
-//! Not yet on this front (see the CMPP chapter of the guide): the audit log, capture,
-//! holding the parts of a long message for one verdict on the whole text (each part is
-//! decided on its own text; all parts share the first part's verdict), live reload of a
-//! running session's account (new connections take a reload).
+//! * **Long messages.** When a step reads the account's text, the parts of a
+//!   single-destination long message (UDH with TP_udhi) are held until all have come (or
+//!   `policy.reassembly_timeout`) and decided once on the whole text, as on SMPP.
+//! * **Reload.** A config reload reaches a connected session at its next read: the new
+//!   engine, the account looked up again by SP_Id (gone: the session is terminated).
+//!
+//! Not yet on this front (see the CMPP chapter of the guide): the audit log and capture.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -63,7 +66,9 @@ use crate::cmpp::frame::{Framer, Next, DEFAULT_MAX_PDU_BYTES};
 use crate::cmpp::msg_id::MsgId;
 use crate::cmpp::peek::{self as cpeek, Report};
 use crate::cmpp::{self, cmd, connect_status, pdu, result, text as ctext, Version};
-use crate::policy::{AccountIdx, Decision, Engine, Message, Reason, SessionPolicy, SessionSlot, Verdict};
+use crate::policy::{
+    AccountIdx, Decision, Engine, Held, Message, MessageOf, Part, Reason, SessionPolicy, SessionSlot, Verdict,
+};
 use crate::relay::CmppUpstreamConfig;
 use crate::smpp::peek::Addr;
 use crate::smpp::BindType;
@@ -163,6 +168,9 @@ struct Down {
 struct CmppSession {
     ctx: Arc<Context>,
     engine: Arc<Engine>,
+    /// The engine cell's generation `engine` came from.
+    generation: u64,
+    sp_id: String,
     account: AccountIdx,
     _slot: SessionSlot,
     entity: String,
@@ -249,6 +257,7 @@ async fn connect(
         }
     };
     let sp_id = String::from_utf8_lossy(c.source_addr).into_owned();
+    let generation = ctx.engine.generation();
     let engine = ctx.engine();
     let label = if engine.lookup(&sp_id).is_some() { sp_id.clone() } else { "unknown".to_owned() };
     let count = |result: &'static str| {
@@ -333,6 +342,8 @@ async fn connect(
     Some(CmppSession {
         ctx: ctx.clone(),
         engine,
+        generation,
+        sp_id,
         account,
         _slot: slot,
         entity,
@@ -411,6 +422,9 @@ impl CmppSession {
             }
             self.metrics.flush(&self.stats, self.up.len(), self.sp.open, self.ismg.open);
         }
+        // Long messages still held: decided on what came (the ISMG may still take them).
+        self.release_holds(true);
+        self.flush();
         // What is durable goes; the rest is answered for redelivery.
         self.optout.finish_bytes(&mut self.ismg.out, self.peer);
         let limit = Duration::from_secs(1);
@@ -467,7 +481,28 @@ impl CmppSession {
         .encode()
     }
 
+    /// A reload since the last look: the new engine, the account found again by SP_Id.
+    fn follow_reload(&mut self) {
+        let g = self.ctx.engine.generation();
+        if g == self.generation {
+            return;
+        }
+        self.generation = g;
+        let engine = self.ctx.engine();
+        match engine.lookup(&self.sp_id) {
+            Some(idx) => {
+                self.entity = engine.account(idx).entity.clone();
+                self.policy.rebind(engine.clone(), idx);
+                self.optout.set_keywords(self.ctx.settings().keywords.clone());
+                self.account = idx;
+                self.engine = engine;
+            }
+            None => self.terminate_both("account removed by a reload"),
+        }
+    }
+
     fn process_sp(&mut self) {
+        self.follow_reload();
         loop {
             match self.sp.framer.next(&self.sp.rbuf) {
                 Next::Frame(len) => {
@@ -554,39 +589,35 @@ impl CmppSession {
             return pdu::put_submit_resp(&mut self.sp.out, self.version, seq, id, result::FLOW_CONTROL);
         }
         let now = self.ctx.clock.now();
-        let user_data = ctext::user_data(s.tp_udhi, s.msg_content);
-        let concat = ctext::concat(s.tp_udhi, s.msg_content);
-        let source = Addr { ton: 0, npi: 0, addr: s.src_id };
-        let mut verdicts: Vec<Decision> = Vec::with_capacity(usize::from(s.dest_usr_tl));
-        for dest in s.destinations() {
-            let m = Message {
-                source,
-                destination: Addr { ton: 0, npi: 0, addr: dest },
-                service: s.service_id,
-                coding: ctext::coding(s.msg_fmt),
-                user_data,
-                text: None,
-            };
-            let d = if s.dest_usr_tl == 1 {
-                self.policy.decide(&m, concat, now)
-            } else {
-                self.policy.decide_multi(Some(&m), now)
+        if s.dest_usr_tl == 1 {
+            // One destination: a part of a long message may be held for the rest, so that the
+            // text steps read the whole text (as on SMPP).
+            let Some(m) = message(&s, 0) else { return };
+            let concat = ctext::concat(s.tp_udhi, s.msg_content);
+            let d = match self.policy.hold(&m, concat, frame, cmd::SUBMIT, seq, now) {
+                Part::Decide => self.policy.decide(&m, concat, now),
+                Part::Refused(d) => d,
+                Part::Waiting => return,
+                Part::Complete(held) => {
+                    let d = self.policy.decide_held(&held, self.message_of(), now);
+                    return self.release_parts(held, d);
+                }
             };
             if !d.from_cache {
                 self.stats.count(d.verdict);
             }
+            return self.apply(frame, seq, d);
+        }
+        let mut verdicts: Vec<Decision> = Vec::with_capacity(usize::from(s.dest_usr_tl));
+        for i in 0..usize::from(s.dest_usr_tl) {
+            let Some(m) = message(&s, i) else { return };
+            let d = self.policy.decide_multi(Some(&m), now);
+            self.stats.count(d.verdict);
             verdicts.push(d);
         }
-        let refused = |d: &Decision| match d.verdict {
-            Verdict::Reject(r) => Some(r),
-            _ => None,
-        };
-        let n_refused = verdicts.iter().filter(|d| refused(d).is_some()).count();
+        let n_refused = verdicts.iter().filter(|d| refusal(d).is_some()).count();
         if n_refused == verdicts.len() {
-            let r = verdicts.iter().find_map(refused).unwrap_or(Reason::Throttled);
-            let res = self.engine.config().cmpp_result[r as usize];
-            let id = self.own_msg_id();
-            return pdu::put_submit_resp(&mut self.sp.out, self.version, seq, id, res);
+            return self.apply(frame, seq, verdicts[0]);
         }
         let up_seq = self.ismg_seq();
         let mut out_refused = Vec::new();
@@ -594,10 +625,10 @@ impl CmppSession {
             pdu::put_renumbered(&mut self.ismg.out, frame, up_seq);
         } else {
             let at = self.ismg.out.len();
-            pdu::put_submit_keeping(&mut self.ismg.out, &s, |i, _| refused(&verdicts[i]).is_none());
+            pdu::put_submit_keeping(&mut self.ismg.out, &s, |i, _| refusal(&verdicts[i]).is_none());
             cmpp::set_sequence(&mut self.ismg.out[at..], up_seq);
             for (i, dest) in s.destinations().enumerate() {
-                if let Some(r) = refused(&verdicts[i]) {
+                if let Some(r) = refusal(&verdicts[i]) {
                     out_refused.push((dest.to_vec(), r));
                 }
             }
@@ -605,6 +636,48 @@ impl CmppSession {
         self.up
             .insert(up_seq, Up { sp_seq: seq, command_id: cmd::SUBMIT, since: Instant::now(), refused: out_refused });
         self.stats.relayed += 1;
+    }
+
+    /// Forwards a SUBMIT whose every destination has decision `d`, or answers it with the
+    /// reason's Result and a Msg_Id of consentgate's own.
+    fn apply(&mut self, frame: &[u8], seq: u32, d: Decision) {
+        if let Some(r) = refusal(&d) {
+            let res = self.engine.config().cmpp_result[r as usize];
+            let id = self.own_msg_id();
+            return pdu::put_submit_resp(&mut self.sp.out, self.version, seq, id, res);
+        }
+        let up_seq = self.ismg_seq();
+        pdu::put_renumbered(&mut self.ismg.out, frame, up_seq);
+        self.up.insert(up_seq, Up { sp_seq: seq, command_id: cmd::SUBMIT, since: Instant::now(), refused: Vec::new() });
+        self.stats.relayed += 1;
+    }
+
+    /// The parts of a held long message, each forwarded or answered with its one decision.
+    fn release_parts(&mut self, held: Held, d: Decision) {
+        if !d.from_cache {
+            self.stats.count(d.verdict);
+        }
+        for p in held.parts {
+            self.apply(&p.frame, p.seq, d);
+        }
+    }
+
+    /// Decides and releases the long messages whose parts stopped coming, or all of them.
+    fn release_holds(&mut self, all: bool) {
+        let now = self.ctx.clock.now();
+        let held = if all { self.policy.drain_holds() } else { self.policy.expired_holds(now) };
+        for h in held {
+            let d = self.policy.decide_held(&h, self.message_of(), now);
+            self.release_parts(h, d);
+        }
+    }
+
+    /// How a held SUBMIT frame is read again: this connection's version.
+    fn message_of(&self) -> MessageOf {
+        match self.version {
+            Version::V20 => |f| message(&cpeek::submit(f, Version::V20).ok()?, 0),
+            Version::V30 => |f| message(&cpeek::submit(f, Version::V30).ok()?, 0),
+        }
     }
 
     /// The SP answered one of the ISMG's requests (relayed) or one of consentgate's reports.
@@ -719,6 +792,8 @@ impl CmppSession {
 
     fn on_tick(&mut self) {
         self.release_held();
+        self.policy.tick(self.ctx.clock.now());
+        self.release_holds(false);
         let now = Instant::now();
         let t = self.cfg.response_timeout;
         // Requests the other side left unanswered for T.
@@ -756,6 +831,26 @@ impl CmppSession {
                 pdu::put_active_test(&mut leg.out, s);
             }
         }
+    }
+}
+
+/// Destination `i` of a SUBMIT as the pipeline reads it.
+fn message<'a>(s: &cpeek::Submit<'a>, i: usize) -> Option<Message<'a>> {
+    Some(Message {
+        source: Addr { ton: 0, npi: 0, addr: s.src_id },
+        destination: Addr { ton: 0, npi: 0, addr: s.destination(i)? },
+        service: s.service_id,
+        coding: ctext::coding(s.msg_fmt),
+        user_data: ctext::user_data(s.tp_udhi, s.msg_content),
+        text: None,
+    })
+}
+
+/// The reason of a refusal (monitor mode's would-reject forwards).
+fn refusal(d: &Decision) -> Option<Reason> {
+    match d.verdict {
+        Verdict::Reject(r) => Some(r),
+        _ => None,
     }
 }
 
