@@ -530,3 +530,35 @@ async fn pycmpp_connects_submits_gets_reports_and_terminates() {
     assert!(eventually(|| sim.stats.deliver_acks.load(Ordering::Relaxed) == 3).await);
     assert!(eventually(|| sim.stats.terminates.load(Ordering::Relaxed) == 1).await);
 }
+
+// ---- the CLI ------------------------------------------------------------------------------
+
+/// `consentgate smsc-sim --cmpp`: prints its address, authenticates with --secret and applies
+/// --dest-error as the report's Stat.
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_smsc_sim_cmpp_serves_connect_submit_and_reports() {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_consentgate"))
+        .args(["smsc-sim", "--cmpp", "--listen", "127.0.0.1:0", "--secret", &format!("{SP}={SECRET}")])
+        .args(["--dest-error", "8613800138001=UNDELIV"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn consentgate smsc-sim --cmpp");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(T, lines.next_line()).await.expect("address line in time").unwrap().unwrap();
+    let addr: SocketAddr = line.strip_prefix("cmpp-sim listening on ").expect(&line).parse().unwrap();
+
+    let (mut sp, r) = Sp::connect_as(addr, 0x30, SP, SECRET).await;
+    assert_eq!(peek::connect_resp(&r, Version::V30).unwrap().status, connect_status::OK);
+    let (_, resp) = sp.submit(&["8613800138001"], 1).await;
+    assert_eq!(resp.result, 0);
+    let d = sp.deliver(0).await;
+    let rep = peek::deliver(&d, Version::V30).unwrap().report().unwrap();
+    assert_eq!((rep.msg_id, rep.stat), (resp.msg_id, &b"UNDELIV"[..]));
+    let (mut bad, r) = Sp::connect_as(addr, 0x30, SP, "wrong").await;
+    assert_eq!(peek::connect_resp(&r, Version::V30).unwrap().status, connect_status::AUTH_FAILED);
+    bad.expect_eof().await;
+    child.kill().await.unwrap();
+}
