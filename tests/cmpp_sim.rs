@@ -141,6 +141,11 @@ async fn start(cfg: CmppSimConfig) -> CmppSimHandle {
     sim::start(cfg).await.expect("bind the simulator")
 }
 
+/// The simulator knowing SP's secret.
+fn with_secret() -> CmppSimConfig {
+    CmppSimConfig { secrets: HashMap::from([(SP.to_owned(), SECRET.to_owned())]), ..Default::default() }
+}
+
 async fn eventually(mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + T;
     while Instant::now() < deadline {
@@ -176,8 +181,7 @@ async fn connect_negotiates_2_0_and_3_0_from_the_version_byte() {
 /// unknown SP, both followed by a close) and AuthenticatorISMG is MD5(Status + AuthSource + secret).
 #[tokio::test]
 async fn connect_authenticates_with_the_shared_secret() {
-    let cfg = CmppSimConfig { secrets: HashMap::from([(SP.to_owned(), SECRET.to_owned())]), ..Default::default() };
-    let sim = start(cfg).await;
+    let sim = start(with_secret()).await;
 
     for (byte, v) in [(0x20u8, Version::V20), (0x30, Version::V30)] {
         let (_sp, r) = Sp::connect_as(sim.local_addr, byte, SP, SECRET).await;
@@ -464,8 +468,7 @@ async fn run_script(py: &str, script: &str, addr: SocketAddr, sp: &str, secret: 
 #[tokio::test(flavor = "multi_thread")]
 async fn cmppy_connects_submits_and_terminates() {
     let Some(py) = python_with("cmppy").await else { return };
-    let cfg = CmppSimConfig { secrets: HashMap::from([(SP.to_owned(), SECRET.to_owned())]), ..Default::default() };
-    let sim = start(cfg).await;
+    let sim = start(with_secret()).await;
     let r = run_script(&py, CMPPY_CLIENT, sim.local_addr, SP, SECRET).await;
     assert_eq!(r["connect_status"], 0, "{r}");
     assert_eq!(r["version"], 0x30, "{r}");
@@ -497,8 +500,7 @@ async fn cmppy_connects_submits_and_terminates() {
 #[tokio::test(flavor = "multi_thread")]
 async fn pycmpp_connects_submits_gets_reports_and_terminates() {
     let Some(py) = python_with("pycmpp").await else { return };
-    let cfg = CmppSimConfig { secrets: HashMap::from([(SP.to_owned(), SECRET.to_owned())]), ..Default::default() };
-    let sim = start(cfg).await;
+    let sim = start(with_secret()).await;
     let r = run_script(&py, PYCMPP_CLIENT, sim.local_addr, SP, SECRET).await;
     assert_eq!(r["connect_status"], 0, "{r}");
     assert_eq!(r["version"], 0x21, "the negotiated Version byte echoed: {r}");
