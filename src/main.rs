@@ -73,7 +73,7 @@ enum Command {
         #[arg(long, default_value_t = 200_000)]
         count: u64,
     },
-    /// SMSC simulator for tests, demos and benchmarks.
+    /// SMSC simulator (SMPP; CMPP 2.0/3.0 ISMG with --cmpp) for tests, demos and benchmarks.
     SmscSim(SmscSimArgs),
     /// ESME load generator: binds, sends, reports latency and statuses.
     ///

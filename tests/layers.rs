@@ -65,7 +65,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     // tools: never imported by the layers above
-    ("sim", &["time", "smpp", "telemetry", "pcap"]),
+    // the ISMG simulator (sim::cmpp) speaks CMPP with the wire layer's views and builders
+    ("sim", &["time", "smpp", "cmpp", "telemetry", "pcap"]),
     ("load", &["time", "smpp", "telemetry", "pcap", "relay"]),
 ];
 

@@ -1,4 +1,4 @@
-//! The tools: `smsc-sim` (the SMSC simulator), `load` (the ESME load generator and pcap
+//! The tools: `smsc-sim` (the SMSC simulator, or with `--cmpp` the CMPP ISMG simulator), `load` (the ESME load generator and pcap
 //! replay) and `relay` (the plain frame relay, the benchmark baseline).
 
 use std::collections::HashMap;
@@ -13,24 +13,39 @@ use consentgate::smpp::BindType;
 
 use super::{shutdown_signal, EX_USAGE};
 
-/// `smsc-sim`: SMSC simulator for tests, demos and benchmarks.
+/// `smsc-sim`: SMSC simulator (SMPP), or with `--cmpp` ISMG simulator (CMPP 2.0/3.0), for
+/// tests, demos and benchmarks.
 #[derive(Args)]
 pub struct SmscSimArgs {
-    /// Address to accept SMPP binds on (the gateway's `upstream.address`).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:2776")]
-    listen: SocketAddr,
-    /// Do not send delivery receipts.
+    /// Address to accept SMPP binds on (the gateway's `upstream.address`), or with --cmpp CMPP
+    /// CONNECTs [default: 127.0.0.1:2776, with --cmpp 127.0.0.1:7890].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Simulate a CMPP 2.0/3.0 ISMG (China Mobile) instead of an SMPP SMSC: SPs CONNECT, each
+    /// link's version follows its CONNECT.
     #[arg(long)]
+    cmpp: bool,
+    /// Do not send delivery receipts (with --cmpp: status reports).
+    #[arg(long, visible_alias = "no-reports")]
     no_receipts: bool,
-    /// Delay before each batch of submit responses.
+    /// Delay before each batch of submit responses (with --cmpp: before the status reports).
     #[arg(long, value_parser = parse_duration, default_value = "0ms")]
     delay: Duration,
-    /// Answer submits to DEST with STATUS (hex 0x.. or decimal), repeatable.
+    /// Answer submits to DEST with STATUS (hex 0x.. or decimal), repeatable. With --cmpp,
+    /// STATUS is the 7-character Stat of DEST's status report (e.g. UNDELIV, MA:0001).
     #[arg(long = "dest-error", value_name = "DEST=STATUS")]
     dest_errors: Vec<String>,
-    /// Inject one MO message (source,destination,text) every interval into a bound session.
+    /// Inject one MO message (source,destination,text) every interval into a bound session
+    /// (with --cmpp: a DELIVER "TD" to 1069012345, the connected SPs in turn).
     #[arg(long, value_parser = parse_duration)]
     mo_every: Option<Duration>,
+    /// With --cmpp: only SP_ID may CONNECT, authenticated by MD5 with SECRET; repeatable.
+    /// Without any, every SP is accepted.
+    #[arg(long = "secret", value_name = "SP_ID=SECRET")]
+    secrets: Vec<String>,
+    /// With --cmpp: send ACTIVE_TEST on every connected link at this interval.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    active_test_every: Option<Duration>,
 }
 
 /// `load`: ESME load generator. Exit 0 when every bind succeeded, every submit was answered
@@ -133,7 +148,14 @@ pub enum BindArg {
 }
 
 pub async fn smsc_sim(a: SmscSimArgs) -> anyhow::Result<ExitCode> {
-    let SmscSimArgs { listen, no_receipts, delay, dest_errors, mo_every } = a;
+    if a.cmpp {
+        return cmpp_sim(a).await;
+    }
+    let SmscSimArgs { listen, no_receipts, delay, dest_errors, mo_every, secrets, active_test_every, .. } = a;
+    if !secrets.is_empty() || active_test_every.is_some() {
+        eprintln!("--secret and --active-test-every need --cmpp");
+        return Ok(ExitCode::from(EX_USAGE));
+    }
     let mut errors = HashMap::new();
     for d in dest_errors {
         let Some((dest, st)) = d.split_once('=') else {
@@ -147,7 +169,7 @@ pub async fn smsc_sim(a: SmscSimArgs) -> anyhow::Result<ExitCode> {
         errors.insert(dest.to_owned(), st);
     }
     let cfg = consentgate::sim::SimConfig {
-        listen,
+        listen: listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 2776))),
         receipts: !no_receipts,
         response_delay: delay,
         dest_errors: errors,
@@ -155,23 +177,74 @@ pub async fn smsc_sim(a: SmscSimArgs) -> anyhow::Result<ExitCode> {
     };
     let sim = consentgate::sim::start(cfg).await?;
     println!("smsc-sim listening on {}", sim.local_addr);
-    let injector = async {
-        let Some(every) = mo_every else { return std::future::pending().await };
-        let mut t = tokio::time::interval(every);
-        let mut n = 0u64;
-        loop {
-            t.tick().await;
-            n += 1;
-            let src = format!("86139{:08}", n % 100_000_000);
-            sim.inject_mo(None, &src, "1069012345", 0, b"STOP");
-        }
-    };
+    let injector = every(mo_every, |n| {
+        let src = format!("86139{:08}", n % 100_000_000);
+        sim.inject_mo(None, &src, "1069012345", 0, b"STOP");
+    });
     tokio::select! {
         _ = shutdown_signal() => {}
         _ = injector => {}
     }
     sim.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `smsc-sim --cmpp`: the ISMG simulator (`sim::cmpp`).
+async fn cmpp_sim(a: SmscSimArgs) -> anyhow::Result<ExitCode> {
+    use consentgate::sim::cmpp::{self, CmppSimConfig};
+    let SmscSimArgs { listen, no_receipts, delay, dest_errors, mo_every, secrets, active_test_every, .. } = a;
+    let mut errors = HashMap::new();
+    for d in dest_errors {
+        let stat = d.split_once('=').and_then(|(dest, st)| Some((dest, <[u8; 7]>::try_from(st.as_bytes()).ok()?)));
+        let Some((dest, stat)) = stat.filter(|(_, st)| st.iter().all(u8::is_ascii_graphic)) else {
+            eprintln!(
+                "--dest-error {d}: expected DEST=STAT, STAT 7 printable ASCII characters (e.g. UNDELIV, MA:0001)"
+            );
+            return Ok(ExitCode::from(EX_USAGE));
+        };
+        errors.insert(dest.to_owned(), stat);
+    }
+    let mut sps = HashMap::new();
+    for s in secrets {
+        let Some((sp, secret)) = s.split_once('=').filter(|(sp, _)| !sp.is_empty() && sp.len() <= 6) else {
+            eprintln!("--secret: expected SP_ID=SECRET, SP_ID 1 to 6 characters (CMPP Source_Addr)");
+            return Ok(ExitCode::from(EX_USAGE));
+        };
+        sps.insert(sp.to_owned(), secret.to_owned());
+    }
+    let cfg = CmppSimConfig {
+        listen: listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7890))),
+        secrets: sps,
+        reports: !no_receipts,
+        report_delay: delay,
+        dest_errors: errors,
+        active_test_every,
+        ..Default::default()
+    };
+    let sim = cmpp::start(cfg).await?;
+    println!("cmpp-sim listening on {}", sim.local_addr);
+    let injector = every(mo_every, |n| {
+        let src = format!("86139{:08}", n % 100_000_000);
+        sim.inject_mo(&src, "1069012345", consentgate::cmpp::text::fmt::ASCII, b"TD");
+    });
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        _ = injector => {}
+    }
+    sim.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Calls `f(1)`, `f(2)`, … every `interval`; never returns (pending forever without one).
+async fn every(interval: Option<Duration>, mut f: impl FnMut(u64)) {
+    let Some(interval) = interval else { return std::future::pending().await };
+    let mut t = tokio::time::interval(interval);
+    let mut n = 0u64;
+    loop {
+        t.tick().await;
+        n += 1;
+        f(n);
+    }
 }
 
 pub async fn load(a: LoadArgs) -> anyhow::Result<ExitCode> {

@@ -17,7 +17,9 @@
 //! | `mod.rs` | [`SimConfig`], [`SimStats`], [`SimHandle`], [`start`], the accept loop, the registry of bound sessions |
 //! | `conn.rs` | one connection: its read/handle/write loop, the optional delayed writer, every PDU handler |
 //! | `receipt.rs` | delivery receipt deliver_sm, SMPP dates, message ids, per-destination errors |
+//! | `cmpp.rs` | the CMPP 2.0/3.0 ISMG simulator ([`cmpp::start`]): CONNECT with MD5 auth, SUBMIT_RESP Msg_Ids, status reports and MOs within the window of 16 |
 
+pub mod cmpp;
 mod conn;
 mod receipt;
 
