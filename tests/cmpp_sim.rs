@@ -424,52 +424,13 @@ async fn report_delay_mo_every_and_record_limit() {
 
 // ---- independent clients from PyPI ------------------------------------------------------
 
-const CMPPY_CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/cmppy_client.py");
-const PYCMPP_CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/pycmpp_client.py");
-
-/// The interpreter, when it imports `module`; else a notice and None, or a failure under CI.
-async fn python_with(module: &str) -> Option<String> {
-    let py = tools::python();
-    let probe = tokio::process::Command::new(&py).args(["-c", &format!("import {module}")]).output().await;
-    if probe.as_ref().is_ok_and(|o| o.status.success()) {
-        return Some(py);
-    }
-    let why = match probe {
-        Ok(o) => String::from_utf8_lossy(&o.stderr).trim().lines().last().unwrap_or("").to_owned(),
-        Err(e) => e.to_string(),
-    };
-    let hint = format!(
-        "`{py}` cannot import {module} ({why}): run `scripts/test` (it installs cmppy==0.3 and pycmpp==2.0.2 into \
-         .venv) or point CONSENTGATE_PYTHON at an interpreter that has them"
-    );
-    assert!(!tools::under_ci(), "{hint}");
-    eprintln!("NOTICE: skipping: {hint}");
-    None
-}
-
-/// Runs a client script against the simulator (30 s bound) and returns its JSON line.
-async fn run_script(py: &str, script: &str, addr: SocketAddr, sp: &str, secret: &str) -> serde_json::Value {
-    let mut c = tokio::process::Command::new(py);
-    c.arg(script).arg(addr.ip().to_string()).arg(addr.port().to_string()).arg(sp).arg(secret);
-    c.kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(30), c.output())
-        .await
-        .expect("the client finishes within 30 s")
-        .expect("spawn the client");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{script} failed ({}):\nstderr:\n{stderr}\nstdout:\n{stdout}", out.status);
-    let line = stdout.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("one JSON line from {script} ({e}):\n{stdout}\n{stderr}"))
-}
-
 /// cmppy 0.3 (CMPP 3.0): CONNECT with MD5 auth and its check of AuthenticatorISMG, a group
 /// SUBMIT to two destinations answered with Result 0 on its own Sequence_Id, TERMINATE.
 #[tokio::test(flavor = "multi_thread")]
 async fn cmppy_connects_submits_and_terminates() {
-    let Some(py) = python_with("cmppy").await else { return };
+    let Some(py) = tools::python_with("cmppy").await else { return };
     let sim = start(with_secret()).await;
-    let r = run_script(&py, CMPPY_CLIENT, sim.local_addr, SP, SECRET).await;
+    let r = tools::run_script(&py, tools::CMPPY_CLIENT, sim.local_addr, SP, SECRET).await;
     assert_eq!(r["connect_status"], 0, "{r}");
     assert_eq!(r["version"], 0x30, "{r}");
     assert_eq!(r["auth_ok"], true, "AuthenticatorISMG as cmppy's _valid_auth computes it: {r}");
@@ -488,7 +449,7 @@ async fn cmppy_connects_submits_and_terminates() {
     assert!(eventually(|| sim.stats.terminates.load(Ordering::Relaxed) == 1).await);
 
     // A wrong secret: Status 3, and cmppy gets no SUBMIT through.
-    let r = run_script(&py, CMPPY_CLIENT, sim.local_addr, SP, "wrong").await;
+    let r = tools::run_script(&py, tools::CMPPY_CLIENT, sim.local_addr, SP, "wrong").await;
     assert_eq!(r["connect_status"], connect_status::AUTH_FAILED, "{r}");
     assert_eq!(r["submit_resp"], serde_json::Value::Null, "{r}");
     assert_eq!(sim.stats.connect_refused.load(Ordering::Relaxed), 1);
@@ -499,9 +460,9 @@ async fn cmppy_connects_submits_and_terminates() {
 /// carrying its SUBMIT_RESP's Msg_Id, ACTIVE_TEST and TERMINATE.
 #[tokio::test(flavor = "multi_thread")]
 async fn pycmpp_connects_submits_gets_reports_and_terminates() {
-    let Some(py) = python_with("pycmpp").await else { return };
+    let Some(py) = tools::python_with("pycmpp").await else { return };
     let sim = start(with_secret()).await;
-    let r = run_script(&py, PYCMPP_CLIENT, sim.local_addr, SP, SECRET).await;
+    let r = tools::run_script(&py, tools::PYCMPP_CLIENT, sim.local_addr, SP, SECRET).await;
     assert_eq!(r["connect_status"], 0, "{r}");
     assert_eq!(r["version"], 0x21, "the negotiated Version byte echoed: {r}");
     assert_eq!(r["auth_ok"], true, "{r}");

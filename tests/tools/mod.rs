@@ -219,3 +219,49 @@ pub async fn run_client(py: &str, addr: std::net::SocketAddr, extra: &[&str]) ->
     let line = stdout.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
     serde_json::from_str(line).unwrap_or_else(|e| panic!("one JSON line from the client ({e}):\n{stdout}\n{stderr}"))
 }
+
+/// The independent CMPP clients (tests/interop): cmppy 0.3 (3.0) and pycmpp 2.0.2 (2.x).
+pub const CMPPY_CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/cmppy_client.py");
+pub const PYCMPP_CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/pycmpp_client.py");
+
+/// The interpreter, when it imports `module`; else a notice and None, or a failure under CI.
+pub async fn python_with(module: &str) -> Option<String> {
+    let py = python();
+    let probe = tokio::process::Command::new(&py).args(["-c", &format!("import {module}")]).output().await;
+    if probe.as_ref().is_ok_and(|o| o.status.success()) {
+        return Some(py);
+    }
+    let why = match probe {
+        Ok(o) => String::from_utf8_lossy(&o.stderr).trim().lines().last().unwrap_or("").to_owned(),
+        Err(e) => e.to_string(),
+    };
+    let hint = format!(
+        "`{py}` cannot import {module} ({why}): run `scripts/test` (it installs cmppy==0.3 and pycmpp==2.0.2 into \
+         .venv) or point CONSENTGATE_PYTHON at an interpreter that has them"
+    );
+    assert!(!under_ci(), "{hint}");
+    eprintln!("NOTICE: skipping: {hint}");
+    None
+}
+
+/// Runs a client script against the simulator (30 s bound) and returns its JSON line.
+pub async fn run_script(
+    py: &str,
+    script: &str,
+    addr: std::net::SocketAddr,
+    sp: &str,
+    secret: &str,
+) -> serde_json::Value {
+    let mut c = tokio::process::Command::new(py);
+    c.arg(script).arg(addr.ip().to_string()).arg(addr.port().to_string()).arg(sp).arg(secret);
+    c.kill_on_drop(true);
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), c.output())
+        .await
+        .expect("the client finishes within 30 s")
+        .expect("spawn the client");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{script} failed ({}):\nstderr:\n{stderr}\nstdout:\n{stdout}", out.status);
+    let line = stdout.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("one JSON line from {script} ({e}):\n{stdout}\n{stderr}"))
+}
