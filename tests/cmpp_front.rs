@@ -131,7 +131,16 @@ async fn gateway(ismg: SocketAddr) -> (Node, SocketAddr) {
 }
 
 async fn gateway_with(ismg: SocketAddr, sender_ids: &[&str]) -> (Node, SocketAddr) {
-    let dir = tempfile::tempdir().unwrap();
+    gateway_in(tempfile::tempdir().unwrap(), ismg, sender_ids, "").await
+}
+
+/// The gateway in `dir`, with more `[capture]` lines (`capture`, empty: none).
+async fn gateway_in(
+    dir: tempfile::TempDir,
+    ismg: SocketAddr,
+    sender_ids: &[&str],
+    capture: &str,
+) -> (Node, SocketAddr) {
     let (smpp, admin, cmpp_addr) = (free_addr(), free_addr(), free_addr());
     let journal = dir.path().join("journal");
     let c = GwConf::new(smpp, admin, free_addr())
@@ -145,6 +154,7 @@ async fn gateway_with(ismg: SocketAddr, sender_ids: &[&str]) -> (Node, SocketAdd
         } else {
             AccountConf::marketing(SP).sender_id(sender_ids)
         })
+        .set_lines("capture", capture)
         .tail(&format!("[upstream.cmpp]\naddress = \"{ismg}\"\nresponse_timeout = \"5s\"\n"));
     let mut node = Node::with_conf(dir, &c);
     node.start().await;
@@ -306,5 +316,64 @@ async fn independent_cmpp_clients_through_consentgate() {
             resps.len()
         );
         drop(node);
+    }
+}
+
+/// `[capture]` records a CMPP session's two legs on port 7890, and tshark's own CMPP
+/// dissector (3.0) reads every PDU of it without a malformed packet: CONNECT, SUBMIT (the
+/// forwarded one and the rewritten group), SUBMIT_RESP, DELIVER (reports, consentgate's own
+/// included), DELIVER_RESP, ACTIVE_TEST, TERMINATE.
+#[tokio::test]
+async fn a_capture_of_a_cmpp_session_decodes_in_tshark() {
+    let Some(tshark) = tools::debian_tool("tshark", "tshark") else { return };
+    let sim = ismg().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cap_dir = dir.path().join("capture");
+    let capture = format!("enabled = true\ndir = \"{}\"\n", cap_dir.display());
+    let (mut node, addr) = gateway_in(dir, sim.local_addr, &["1069*"], &capture).await;
+    let (mut sp, status) = Sp::connect(addr, SP, Version::V30).await;
+    assert_eq!(status, 0);
+    let mut delivers = Vec::new();
+    let f = sp.submit(&["13800138001", "13800138005"], "【Acme】会员日八折，回T退订");
+    sp.send(&f).await;
+    sp.recv_cmd(cmd::SUBMIT_RESP, &mut delivers).await;
+    let mut out = BytesMut::new();
+    let seq = sp.next_seq();
+    pdu::put_active_test(&mut out, seq);
+    sp.send(&out).await;
+    sp.recv_cmd(cmd::ACTIVE_TEST_RESP, &mut delivers).await;
+    while delivers.len() < 2 {
+        let d = sp.recv_cmd(cmd::DELIVER, &mut delivers).await;
+        sp.ack_deliver(&d).await;
+        delivers.push(d);
+    }
+    let mut out = BytesMut::new();
+    let seq = sp.next_seq();
+    pdu::put_terminate(&mut out, seq);
+    sp.send(&out).await;
+    sp.recv_cmd(cmd::TERMINATE_RESP, &mut delivers).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    node.stop().await;
+    let files: Vec<_> = std::fs::read_dir(&cap_dir).unwrap().flatten().map(|e| e.path()).collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let run = |filter: &str, fields: &[&str]| {
+        let mut c = std::process::Command::new(&tshark);
+        c.arg("-r").arg(&files[0]).args(["-Y", filter, "-T", "fields"]);
+        for f in fields {
+            c.args(["-e", f]);
+        }
+        let out = c.output().expect("run tshark");
+        assert!(out.status.success(), "tshark: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let malformed = run("_ws.malformed || _ws.expert.severity >= error", &["frame.number"]);
+    assert!(malformed.is_empty(), "malformed packets in the capture: {malformed:?}");
+    let commands = run("cmpp", &["cmpp.Command_Id"]);
+    let seen: std::collections::BTreeSet<&str> = commands.iter().map(String::as_str).collect();
+    println!("CMPP|tshark on the capture|{} CMPP packets, Command_Ids {seen:?}", commands.len());
+    for id in
+        ["0x00000001", "0x80000001", "0x00000004", "0x80000004", "0x00000005", "0x80000005", "0x00000008", "0x00000002"]
+    {
+        assert!(commands.iter().any(|c| c.contains(id)), "{id} not decoded as CMPP: {commands:?}");
     }
 }

@@ -84,6 +84,20 @@ pub const DEFAULT_QUEUE_BYTES: usize = 64 << 20;
 pub const MAX_SEGMENT: usize = 65_000;
 /// The SMPP port of the synthetic servers.
 pub const SMPP_PORT: u16 = 2775;
+/// The CMPP port of the synthetic servers of a CMPP session (Wireshark's CMPP dissector
+/// claims 7890, the SP long-connection port).
+pub const CMPP_PORT: u16 = 7890;
+/// Set in a session number whose legs are CMPP (the synthetic addresses use the bits below).
+pub(crate) const CMPP_SESSION: u32 = 1 << 31;
+
+/// The synthetic servers' port for session number `session`.
+pub(crate) fn server_port(session: u32) -> u16 {
+    if session & CMPP_SESSION != 0 {
+        CMPP_PORT
+    } else {
+        SMPP_PORT
+    }
+}
 
 /// Recording settings (`[capture]` in the config).
 #[derive(Debug, Clone)]
@@ -209,6 +223,14 @@ impl Capture {
         }
         let id = self.inner.next_session.fetch_add(1, Ordering::Relaxed);
         Some(SessionCapture { id, tx: self.tx.clone(), inner: self.inner.clone(), gap: [0; 4], used: [false; 2] })
+    }
+
+    /// [`Capture::session`] for a CMPP session: its legs' servers listen on [`CMPP_PORT`], so
+    /// that Wireshark and tshark decode them as CMPP.
+    pub fn session_cmpp(&self, system_id: &str) -> Option<SessionCapture> {
+        let mut s = self.session(system_id)?;
+        s.id |= CMPP_SESSION;
+        Some(s)
     }
 
     pub fn stats(&self) -> &CaptureStats {

@@ -10,7 +10,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{CaptureConfig, Flow, Inner, Rec, MAX_SEGMENT, SMPP_PORT};
+use super::{server_port, CaptureConfig, Flow, Inner, Rec, MAX_SEGMENT};
 use crate::pcap::tcp_flag::{ACK, FIN, PSH, SYN};
 use crate::pcap::write::{build_packet, file_header, push_epb};
 use crate::time::Civil;
@@ -131,7 +131,7 @@ impl Writer {
         });
         let (cip, cport, sip) = endpoints(session, li);
         let client = (cip, cport);
-        let server = (sip, SMPP_PORT);
+        let server = (sip, server_port(session));
         let from_client = flow.is_client_to_server();
         let d = !from_client as usize;
         // Rough size: the packets of this record plus a possible handshake.
@@ -174,7 +174,7 @@ impl Writer {
             }
             let ts = ts_us.max(leg.last_ts);
             let (cip, cport, sip) = endpoints(session, li);
-            let (client, server) = ((cip, cport), (sip, SMPP_PORT));
+            let (client, server) = ((cip, cport), (sip, server_port(session)));
             let (c, s) = (leg.seq[0], leg.seq[1]);
             self.block.clear();
             self.pkt(ts, client, server, c, s, FIN | ACK, &[]);

@@ -45,7 +45,10 @@
 //! * **Reload.** A config reload reaches a connected session at its next read: the new
 //!   engine, the account looked up again by SP_Id (gone: the session is terminated).
 //!
-//! Not yet on this front (see the CMPP chapter of the guide): the audit log and capture.
+//! * **Capture.** With `[capture]`, both legs go to the pcapng files like SMPP sessions, on
+//!   the synthetic servers' port 7890 so that Wireshark and tshark decode them as CMPP.
+//!
+//! Not yet on this front (see the CMPP chapter of the guide): the audit log.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -62,6 +65,7 @@ use tracing::{debug, info, warn};
 use super::metrics::{ErrorKind, SessionMetrics, SessionStats};
 use super::optout_gate::{Answers, OptoutGate};
 use super::Context;
+use crate::capture::{now_us, Flow, SessionCapture};
 use crate::cmpp::frame::{Framer, Next, DEFAULT_MAX_PDU_BYTES};
 use crate::cmpp::msg_id::MsgId;
 use crate::cmpp::peek::{self as cpeek, Report};
@@ -119,27 +123,31 @@ impl Leg {
         }
     }
 
-    /// Reads what is there; false when the peer closed or failed.
-    fn fill(&mut self) -> bool {
+    /// Reads what is there (shown to `seen`); false when the peer closed or failed.
+    fn fill(&mut self, seen: impl FnOnce(&[u8])) -> bool {
         if self.rbuf.capacity() - self.rbuf.len() < 16 * 1024 {
             self.rbuf.reserve(64 * 1024);
         }
         match self.stream.try_read_buf(&mut self.rbuf) {
             Ok(0) => false,
-            Ok(_) => {
+            Ok(n) => {
                 self.last_rx = Instant::now();
+                seen(&self.rbuf[self.rbuf.len() - n..]);
                 true
             }
             Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
         }
     }
 
-    /// Writes what the socket takes now; false on an error.
-    fn flush(&mut self) -> bool {
+    /// Writes what the socket takes now (shown to `seen`); false on an error.
+    fn flush(&mut self, mut seen: impl FnMut(&[u8])) -> bool {
         while !self.out.is_empty() {
             match self.stream.try_write(&self.out) {
                 Ok(0) => return false,
-                Ok(n) => self.out.advance(n),
+                Ok(n) => {
+                    seen(&self.out[..n]);
+                    self.out.advance(n);
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
                 Err(_) => return false,
             }
@@ -189,6 +197,8 @@ struct CmppSession {
     metrics: SessionMetrics,
     /// Msg_Ids of consentgate's own SUBMIT_RESPs and reports.
     next_msg_id: u16,
+    /// `[capture]`: this session's recorder (legs on the CMPP port).
+    capture: Option<SessionCapture>,
     done: Option<&'static str>,
 }
 
@@ -335,6 +345,14 @@ async fn connect(
     let entity = engine.account(account).entity.clone();
     let policy = SessionPolicy::new(engine.clone(), ctx.store.clone(), account);
     let optout = OptoutGate::new(ctx.store.clone(), settings.keywords.clone());
+    let mut capture = ctx.capture.as_ref().and_then(|c| c.session_cmpp(&system_id));
+    if let Some(c) = capture.as_mut() {
+        let t = now_us();
+        c.record(Flow::EsmeToGateway, &frame, t);
+        c.record(Flow::GatewayToSmsc, &frame, t);
+        c.record(Flow::SmscToGateway, &resp, t);
+        c.record(Flow::GatewayToEsme, &resp, t);
+    }
     let mut sp = Leg::new(stream, rbuf);
     sp.framer = framer;
     let mut ismg = Leg::new(up, ubuf);
@@ -361,6 +379,7 @@ async fn connect(
         stats: SessionStats::default(),
         metrics: SessionMetrics::new(&system_id),
         next_msg_id: 0,
+        capture,
         done: None,
     })
 }
@@ -400,7 +419,8 @@ impl CmppSession {
             };
             match ev {
                 Ev::Sp => {
-                    if self.sp.fill() {
+                    let cap = &mut self.capture;
+                    if self.sp.fill(|b| record(cap, Flow::EsmeToGateway, b)) {
                         self.process_sp();
                     } else {
                         self.sp.open = false;
@@ -408,7 +428,8 @@ impl CmppSession {
                     }
                 }
                 Ev::Ismg => {
-                    if self.ismg.fill() {
+                    let cap = &mut self.capture;
+                    if self.ismg.fill(|b| record(cap, Flow::SmscToGateway, b)) {
                         self.process_ismg();
                     } else {
                         self.ismg.open = false;
@@ -442,11 +463,13 @@ impl CmppSession {
     }
 
     fn flush(&mut self) {
-        if self.sp.open && !self.sp.flush() {
+        let cap = &mut self.capture;
+        if self.sp.open && !self.sp.flush(|b| record(cap, Flow::GatewayToEsme, b)) {
             self.sp.open = false;
             self.end("sp write failed");
         }
-        if self.ismg.open && !self.ismg.flush() {
+        let cap = &mut self.capture;
+        if self.ismg.open && !self.ismg.flush(|b| record(cap, Flow::GatewayToSmsc, b)) {
             self.ismg.open = false;
             self.end("ismg write failed");
         }
@@ -831,6 +854,13 @@ impl CmppSession {
                 pdu::put_active_test(&mut leg.out, s);
             }
         }
+    }
+}
+
+/// Hands bytes seen on `flow` to the session's recorder, if `[capture]` records it.
+fn record(cap: &mut Option<SessionCapture>, flow: Flow, bytes: &[u8]) {
+    if let Some(c) = cap {
+        c.record(flow, bytes, now_us());
     }
 }
 
