@@ -125,25 +125,22 @@ impl Sp {
     }
 }
 
-/// The gateway with a CMPP front before the simulator; the SMPP side is configured but idle.
-async fn gateway(ismg: SocketAddr) -> (Node, SocketAddr) {
-    gateway_with(ismg, &["1069*"]).await
-}
-
+/// The gateway with a CMPP front before the simulator (the SMPP side configured but idle),
+/// its account limited to `sender_ids` (empty: any).
 async fn gateway_with(ismg: SocketAddr, sender_ids: &[&str]) -> (Node, SocketAddr) {
-    gateway_in(tempfile::tempdir().unwrap(), ismg, sender_ids, "").await
+    gateway_in(tempfile::tempdir().unwrap(), ismg, sender_ids, &[]).await
 }
 
-/// The gateway in `dir`, with more `[capture]` lines (`capture`, empty: none).
+/// The gateway in `dir`, with more lines in some sections (`more`: section, lines).
 async fn gateway_in(
     dir: tempfile::TempDir,
     ismg: SocketAddr,
     sender_ids: &[&str],
-    capture: &str,
+    more: &[(&str, &str)],
 ) -> (Node, SocketAddr) {
     let (smpp, admin, cmpp_addr) = (free_addr(), free_addr(), free_addr());
     let journal = dir.path().join("journal");
-    let c = GwConf::new(smpp, admin, free_addr())
+    let mut c = GwConf::new(smpp, admin, free_addr())
         .set("listen", &format!("cmpp = \"{cmpp_addr}\""))
         .set("policy", "default_country_code = \"86\"")
         .set("policy", "regime = \"opt-out\"")
@@ -154,8 +151,10 @@ async fn gateway_in(
         } else {
             AccountConf::marketing(SP).sender_id(sender_ids)
         })
-        .set_lines("capture", capture)
         .tail(&format!("[upstream.cmpp]\naddress = \"{ismg}\"\nresponse_timeout = \"5s\"\n"));
+    for (section, lines) in more {
+        c = c.set_lines(section, lines);
+    }
     let mut node = Node::with_conf(dir, &c);
     node.start().await;
     (node, cmpp_addr)
@@ -172,7 +171,10 @@ fn same_but_sequence(sent: &[u8], seen: &[u8]) -> bool {
 
 async fn whole_flow(version: Version) {
     let sim = ismg().await;
-    let (node, addr) = gateway(sim.local_addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let audit_dir = dir.path().join("audit");
+    let audit = format!("dir = \"{}\"\nmode = \"all\"\n", audit_dir.display());
+    let (mut node, addr) = gateway_in(dir, sim.local_addr, &["1069*"], &[("audit", &audit)]).await;
 
     // An SP the accounts do not name: refused, and the ISMG never sees it.
     let (_, status) = Sp::connect(addr, "999999", version).await;
@@ -266,10 +268,44 @@ async fn whole_flow(version: Version) {
         "{m}"
     );
     assert!(m.contains("consentgate_optouts_total"), "{m}");
+
+    // The audit log, read back with `consentgate audit search`: every decision marked CMPP,
+    // its status the Result the SP got, the forwarded one with the ISMG's Msg_Id.
+    node.stop().await;
+    let accepted = audit_search(&audit_dir, "8613800138001");
+    assert_eq!(accepted.len(), 1, "{accepted:?}");
+    let a = &accepted[0];
+    assert_eq!(
+        (&a["verdict"], &a["protocol"], &a["status"]),
+        (&"accepted".into(), &"cmpp".into(), &"0x00000000".into())
+    );
+    assert!(a["message_id"].as_str().is_some_and(|m| m.parse::<u64>().is_ok()), "the ISMG's Msg_Id: {a}");
+    let refused = audit_search(&audit_dir, "8613800138002");
+    assert_eq!(refused.len(), 2, "the single SUBMIT and the group's destination: {refused:?}");
+    for r in &refused {
+        assert_eq!((&r["reason"], &r["protocol"]), (&"revoked".into(), &"cmpp".into()), "{r}");
+        assert_eq!(r["status"], format!("0x{REVOKED_RESULT:08X}"), "{r}");
+        assert_eq!(r["account"], SP, "{r}");
+    }
+    let grouped = audit_search(&audit_dir, "8613800138003");
+    assert_eq!(grouped.len(), 1, "{grouped:?}");
+    assert_eq!((&grouped[0]["verdict"], &grouped[0]["status"]), (&"accepted".into(), &serde_json::Value::Null));
     println!(
         "CMPP|{version:?} SP through consentgate|{} DELIVERs seen by the SP, group Msg_Id {msg_id}",
         delivers.len()
     );
+}
+
+/// `consentgate audit search --json` for one number in `dir`: the matching records.
+fn audit_search(dir: &std::path::Path, msisdn: &str) -> Vec<serde_json::Value> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_consentgate"))
+        .args(["audit", "search", "--json", "--dir"])
+        .arg(dir)
+        .args(["--msisdn", msisdn])
+        .output()
+        .expect("run audit search");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).expect("a JSON record")).collect()
 }
 
 #[tokio::test]
@@ -330,7 +366,7 @@ async fn a_capture_of_a_cmpp_session_decodes_in_tshark() {
     let dir = tempfile::tempdir().unwrap();
     let cap_dir = dir.path().join("capture");
     let capture = format!("enabled = true\ndir = \"{}\"\n", cap_dir.display());
-    let (mut node, addr) = gateway_in(dir, sim.local_addr, &["1069*"], &capture).await;
+    let (mut node, addr) = gateway_in(dir, sim.local_addr, &["1069*"], &[("capture", &capture)]).await;
     let (mut sp, status) = Sp::connect(addr, SP, Version::V30).await;
     assert_eq!(status, 0);
     let mut delivers = Vec::new();

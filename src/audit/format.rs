@@ -76,6 +76,9 @@ pub fn write_record(out: &mut Vec<u8>, r: &AuditRecord, account: &str, entity: &
         push_time_s(out, r.snapshot.built_at);
         out.push(b'"');
     }
+    if r.protocol == super::record::Protocol::Cmpp {
+        out.extend_from_slice(b",\"protocol\":\"cmpp\"");
+    }
     if r.source.truncated() {
         out.extend_from_slice(b",\"source_truncated\":true");
     }

@@ -49,6 +49,7 @@
 //!         upstream_status: None,
 //!         message_id: MessageId::NONE,
 //!         snapshot: SnapshotRef { id: 0x5f0c_1d2e_3a4b_5c6d, generation: 3, built_at: 1_777_507_200 },
+//!         protocol: Default::default(),
 //!     });
 //! }
 //! // once per event-loop turn, and on close (dropping the batch flushes too):
@@ -127,7 +128,7 @@ pub use config::{
     MIN_RETENTION,
 };
 pub use format::{format_time_us, write_record};
-pub use record::{AccountId, AuditAddr, AuditRecord, MessageId, SnapshotRef, ADDR_CAP, MESSAGE_ID_CAP};
+pub use record::{AccountId, AuditAddr, AuditRecord, MessageId, Protocol, SnapshotRef, ADDR_CAP, MESSAGE_ID_CAP};
 pub use writer::{list_files, AuditFile};
 
 /// The writer fsyncs the active file this often while it has unsynced writes.

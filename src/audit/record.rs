@@ -137,4 +137,15 @@ pub struct AuditRecord {
     /// The SMSC's message_id, when forwarded and accepted.
     pub message_id: MessageId,
     pub snapshot: SnapshotRef,
+    /// The protocol the message came in; written as `"protocol":"cmpp"` for CMPP (whose
+    /// `status` and `upstream_status` are Results), absent for SMPP.
+    pub protocol: Protocol,
+}
+
+/// The front a decision was made on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    #[default]
+    Smpp,
+    Cmpp,
 }

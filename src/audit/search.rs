@@ -54,6 +54,9 @@ pub struct AuditLine {
     pub snapshot: Option<String>,
     pub snapshot_generation: u64,
     pub snapshot_built: Option<String>,
+    /// `cmpp` for a decision on the CMPP front (statuses are Results); absent for SMPP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
 }
 
 /// What to look for.
@@ -312,10 +315,17 @@ const HEADER: [&str; 12] = [
 
 fn row(r: &AuditLine) -> [String; 12] {
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    // On CMPP the statuses are Results, shown in decimal as the standard writes them.
+    let cmpp = r.protocol.as_deref() == Some("cmpp");
+    let (show, peer): (fn(&String) -> String, &str) = if cmpp {
+        (|s| u32::from_str_radix(s.trim_start_matches("0x"), 16).map_or(s.clone(), |n| format!("result {n}")), "ismg")
+    } else {
+        (String::clone, "smsc")
+    };
     let status = match (&r.status, &r.upstream_status) {
-        (Some(s), Some(u)) if s != u => format!("{s} (smsc {u})"),
-        (Some(s), _) => s.clone(),
-        (None, Some(u)) => format!("smsc {u}"),
+        (Some(s), Some(u)) if s != u => format!("{} ({peer} {})", show(s), show(u)),
+        (Some(s), _) => show(s),
+        (None, Some(u)) => format!("{peer} {}", show(u)),
         (None, None) => "-".into(),
     };
     let snapshot = match &r.snapshot {
@@ -371,6 +381,21 @@ fn print_table(out: &mut dyn Write, rows: &[[String; 12]]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cmpp_statuses_are_shown_as_results() {
+        let line = |protocol: Option<&str>| AuditLine {
+            status: Some("0x00000065".into()),
+            upstream_status: None,
+            protocol: protocol.map(str::to_owned),
+            ..Default::default()
+        };
+        assert_eq!(row(&line(Some("cmpp")))[9], "result 101");
+        assert_eq!(row(&line(None))[9], "0x00000065");
+        let mut fwd = line(Some("cmpp"));
+        (fwd.status, fwd.upstream_status) = (Some("0x00000000".into()), Some("0x00000008".into()));
+        assert_eq!(row(&fwd)[9], "result 0 (ismg result 8)");
+    }
 
     #[test]
     fn substring_search() {

@@ -29,6 +29,7 @@ fn rec(account: AccountId, i: u64, verdict: Verdict) -> AuditRecord {
         upstream_status: (verdict != Verdict::Reject(Reason::NoConsent)).then_some(0),
         message_id: if verdict.forwards() { MessageId::new(format!("m{i}\0").as_bytes()) } else { MessageId::NONE },
         snapshot: SnapshotRef { id: 0x5f0c_1d2e_3a4b_5c6d, generation: 3, built_at: 1_777_507_200 },
+        protocol: Default::default(),
     }
 }
 
@@ -78,6 +79,21 @@ fn line_format_is_as_documented() {
     let back: AuditLine = serde_json::from_str(&s).unwrap();
     assert_eq!(back.reason.as_deref(), Some("no_consent"));
     assert_eq!(back.msisdn.as_deref(), Some("8613800138000"));
+    assert_eq!(back.protocol, None, "SMPP records carry no protocol field");
+}
+
+#[test]
+fn a_cmpp_record_is_marked_and_reads_back() {
+    let mut out = Vec::new();
+    let mut r = rec(AccountId(0), 0, Verdict::Reject(Reason::Revoked));
+    r.protocol = super::Protocol::Cmpp;
+    r.status = Some(101);
+    write_record(&mut out, &r, "901234", "acme-retail");
+    let s = String::from_utf8(out).unwrap();
+    assert!(s.contains(r#""status":"0x00000065""#), "{s}");
+    assert!(s.ends_with("\"snapshot_built\":\"2026-04-30T00:00:00Z\",\"protocol\":\"cmpp\"}\n"), "{s}");
+    let back: AuditLine = serde_json::from_str(&s).unwrap();
+    assert_eq!(back.protocol.as_deref(), Some("cmpp"));
 }
 
 #[test]

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use crate::audit::{AccountId, Audit, AuditAddr, AuditBatch, AuditRecord, MessageId, SnapshotRef};
+use crate::audit::{AccountId, Audit, AuditAddr, AuditBatch, AuditRecord, MessageId, Protocol, SnapshotRef};
 use crate::policy::{classify, Decision, Engine, Message, SnapshotStamp, Verdict};
 use crate::smpp::peek::{self, Addr};
 
@@ -16,6 +16,7 @@ pub struct SessionAudit {
     session_id: u64,
     /// Records of forwarded messages, completed when the SMSC answers (upstream seq).
     pending: HashMap<u32, AuditRecord>,
+    protocol: Protocol,
 }
 
 impl SessionAudit {
@@ -25,7 +26,14 @@ impl SessionAudit {
             account: audit.account(system_id, entity),
             session_id,
             pending: HashMap::new(),
+            protocol: Protocol::Smpp,
         }
+    }
+
+    /// The records of a CMPP session: marked so, their statuses being CMPP Results.
+    pub fn cmpp(mut self) -> SessionAudit {
+        self.protocol = Protocol::Cmpp;
+        self
     }
 
     /// The account's names after a config reload changed its entity.
@@ -67,6 +75,7 @@ impl SessionAudit {
             upstream_status: None,
             message_id: MessageId::NONE,
             snapshot: SnapshotRef { id: stamp.id, generation: stamp.generation, built_at: stamp.built_at },
+            protocol: self.protocol,
         };
         match pending_up {
             Some(smsc_seq) => {
@@ -82,11 +91,15 @@ impl SessionAudit {
         if self.pending.is_empty() {
             return;
         }
+        self.complete(up_seq, crate::smpp::command_status(frame), peek::resp_message_id(frame));
+    }
+
+    /// Upstream request `up_seq` was answered with `status` and `message_id` (any protocol).
+    pub fn complete(&mut self, up_seq: u32, status: u32, message_id: &[u8]) {
         if let Some(mut rec) = self.pending.remove(&up_seq) {
-            let st = crate::smpp::command_status(frame);
-            rec.status = Some(st);
-            rec.upstream_status = Some(st);
-            rec.message_id = MessageId::new(peek::resp_message_id(frame));
+            rec.status = Some(status);
+            rec.upstream_status = Some(status);
+            rec.message_id = MessageId::new(message_id);
             self.batch.push(rec);
         }
     }

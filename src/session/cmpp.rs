@@ -48,7 +48,9 @@
 //! * **Capture.** With `[capture]`, both legs go to the pcapng files like SMPP sessions, on
 //!   the synthetic servers' port 7890 so that Wireshark and tshark decode them as CMPP.
 //!
-//! Not yet on this front (see the CMPP chapter of the guide): the audit log.
+//! * **Audit.** Decisions go to the audit log like SMPP ones, marked `"protocol":"cmpp"`,
+//!   their `status` the Result the SP got (a group's forwarded destinations without the
+//!   ISMG's answer).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -62,6 +64,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::audit::SessionAudit;
 use super::metrics::{ErrorKind, SessionMetrics, SessionStats};
 use super::optout_gate::{Answers, OptoutGate};
 use super::Context;
@@ -199,6 +202,8 @@ struct CmppSession {
     next_msg_id: u16,
     /// `[capture]`: this session's recorder (legs on the CMPP port).
     capture: Option<SessionCapture>,
+    /// The decision audit log's side of this session (records marked CMPP).
+    audit: SessionAudit,
     done: Option<&'static str>,
 }
 
@@ -353,6 +358,8 @@ async fn connect(
         c.record(Flow::SmscToGateway, &resp, t);
         c.record(Flow::GatewayToEsme, &resp, t);
     }
+    let session_id = ctx.next_session.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let audit = SessionAudit::new(&ctx.audit, &system_id, &entity, session_id).cmpp();
     let mut sp = Leg::new(stream, rbuf);
     sp.framer = framer;
     let mut ismg = Leg::new(up, ubuf);
@@ -380,6 +387,7 @@ async fn connect(
         metrics: SessionMetrics::new(&system_id),
         next_msg_id: 0,
         capture,
+        audit,
         done: None,
     })
 }
@@ -442,6 +450,7 @@ impl CmppSession {
                 Ev::Shutdown => self.terminate_both("shutdown"),
             }
             self.metrics.flush(&self.stats, self.up.len(), self.sp.open, self.ismg.open);
+            self.audit.flush();
         }
         // Long messages still held: decided on what came (the ISMG may still take them).
         self.release_holds(true);
@@ -456,6 +465,8 @@ impl CmppSession {
             let _ = tokio::time::timeout(limit, leg.stream.shutdown()).await;
         }
         self.metrics.flush(&self.stats, 0, false, false);
+        self.audit.abandon();
+        self.audit.flush();
     }
 
     fn end(&mut self, why: &'static str) {
@@ -636,6 +647,12 @@ impl CmppSession {
             let Some(m) = message(&s, i) else { return };
             let d = self.policy.decide_multi(Some(&m), now);
             self.stats.count(d.verdict);
+            if self.audit.wants(d.verdict) {
+                // A group's destinations are recorded as decided: a refused one with its
+                // Result, a forwarded one without the ISMG's answer (one per SUBMIT).
+                let status = refusal(&d).map(|r| self.engine.config().cmpp_result[r as usize]);
+                self.audit_record(&m, &d, seq, status, None);
+            }
             verdicts.push(d);
         }
         let n_refused = verdicts.iter().filter(|d| refusal(d).is_some()).count();
@@ -664,12 +681,19 @@ impl CmppSession {
     /// Forwards a SUBMIT whose every destination has decision `d`, or answers it with the
     /// reason's Result and a Msg_Id of consentgate's own.
     fn apply(&mut self, frame: &[u8], seq: u32, d: Decision) {
+        let audited = self.audit.wants(d.verdict).then(|| (self.message_of())(frame)).flatten();
         if let Some(r) = refusal(&d) {
             let res = self.engine.config().cmpp_result[r as usize];
+            if let Some(m) = audited {
+                self.audit_record(&m, &d, seq, Some(res), None);
+            }
             let id = self.own_msg_id();
             return pdu::put_submit_resp(&mut self.sp.out, self.version, seq, id, res);
         }
         let up_seq = self.ismg_seq();
+        if let Some(m) = audited {
+            self.audit_record(&m, &d, seq, None, Some(up_seq));
+        }
         pdu::put_renumbered(&mut self.ismg.out, frame, up_seq);
         self.up.insert(up_seq, Up { sp_seq: seq, command_id: cmd::SUBMIT, since: Instant::now(), refused: Vec::new() });
         self.stats.relayed += 1;
@@ -723,6 +747,12 @@ impl CmppSession {
         pdu::put_renumbered(&mut self.ismg.out, frame, ismg_seq);
     }
 
+    fn audit_record(&mut self, m: &Message, d: &Decision, seq: u32, status: Option<u32>, pending: Option<u32>) {
+        let account = self.engine.account(self.account);
+        let stamp = self.policy.snapshot_stamp();
+        self.audit.record(&self.engine, account, m, d, seq, status, pending, stamp);
+    }
+
     fn mono_ms(&self) -> u64 {
         self.ctx.clock.now().mono_ms
     }
@@ -752,6 +782,11 @@ impl CmppSession {
     fn on_ismg_response(&mut self, frame: &[u8], seq: u32) {
         let Some(u) = self.up.remove(&seq) else { return };
         pdu::put_renumbered(&mut self.sp.out, frame, u.sp_seq);
+        if u.command_id == cmd::SUBMIT && self.audit.has_pending() {
+            if let Ok(r) = cpeek::submit_resp(frame, self.version) {
+                self.audit.complete(seq, r.result, r.msg_id.to_string().as_bytes());
+            }
+        }
         if u.refused.is_empty() {
             return;
         }
@@ -825,6 +860,7 @@ impl CmppSession {
             if let Some(u) = self.up.remove(&s) {
                 self.stats.error(ErrorKind::SmscTimeout);
                 if u.command_id == cmd::SUBMIT {
+                    self.audit.local_answer(s, result::FLOW_CONTROL);
                     let id = self.own_msg_id();
                     pdu::put_submit_resp(&mut self.sp.out, self.version, u.sp_seq, id, result::FLOW_CONTROL);
                 }
