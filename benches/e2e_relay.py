@@ -56,6 +56,14 @@ the difference is the measured gateway encrypting submits and decrypting their r
 and receipts (the terminator, on the same core, pays for the other end). Read the gateway
 CPU per message of cg-smsc-tls against cg-smsc-plain.
 
+With --cmpp the same comparison on the CMPP front, in the same run: the ISMG simulator
+(`smsc-sim --cmpp`) behind the gateway's `listen.cmpp` port (`[upstream.cmpp]`, its window
+set to --window so the CMPP load is the SMPP load: the same sessions, window, texts and
+destinations) and behind a second plain relay (the same `relay`: CMPP frames with their 4-byte
+length first). Two more forwarders join the alternation, consentgate-cmpp (the same gateway
+process) and relay-cmpp; the load speaks CMPP 3.0 (`load --cmpp 3.0`). Read the ratio
+consentgate-cmpp/relay-cmpp against consentgate/relay.
+
 Then (unless --half-rate-runs 0) the added latency at half load (or at --half-rate): every forwarder again,
 alternating, with the load capped at half the relay's median maximum rate; the p99 difference
 consentgate − relay is the latency consentgate adds (target: <= 50 us).
@@ -67,7 +75,7 @@ Usage: benches/e2e_relay.py [--runs 7] [--seconds 2] [--sessions 4] [--window 10
                             [--no-receipts] [--no-pin] [--gw-cores 1|0,1]
                             [--policy [--records 2000000] [--regime opt-out|opt-in] [--refused 0.01]]
                             [--baseline-bin PATH] [--extra-toml FILE] [--half-rate-runs 5]
-                            [--tls] [--tls-upstream] [--out NAME]
+                            [--tls] [--tls-upstream] [--cmpp] [--out NAME]
 """
 import argparse
 import json
@@ -252,6 +260,9 @@ def main():
     ap.add_argument("--tls-upstream", action="store_true",
                     help="also measure TLS on the SMSC leg: forwarders cg-smsc-plain and cg-smsc-tls through a "
                          "terminating gateway (see the docstring)")
+    ap.add_argument("--cmpp", action="store_true",
+                    help="also measure the CMPP front against a plain relay in front of the ISMG simulator "
+                         "(forwarders consentgate-cmpp and relay-cmpp); see the docstring")
     ap.add_argument("--out", default=None, help="report base name under target/bench/")
     ap.add_argument("--pcap", default=None,
                     help="also replay this capture (load --pcap --speed max) through every forwarder")
@@ -268,6 +279,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="cg-bench-")
     sim_p, gw_p, relay_p, base_p, tls_p = free_port(), free_port(), free_port(), free_port(), free_port()
     term_p, term_tls_p, up_plain_p, up_tls_p = free_port(), free_port(), free_port(), free_port()
+    ismg_p, cgw_p, crelay_p = free_port(), free_port(), free_port()
     tls_toml, tls_ca = "", None
     if a.tls or a.tls_upstream:
         tls_ca, cert, key = make_certs(tmp)
@@ -340,7 +352,12 @@ licence = "B2-BENCH"
         main_policy_toml = policy_toml.replace("[consent]\n", f'[consent]\njournal = "{journal}"\n', 1)
         main_extra += (f'\n[node]\nid = "bench"\n[replication]\nredis = "redis://127.0.0.1:{redis_p}/0"\n'
                        'stream = "bench:statements"\ncaps = true\n')
-    write_config(cfg, gw_p, main_extra, main_policy_toml, listen_more=tls_toml, account=account_more)
+    cmpp_listen, cmpp_upstream = "", ""
+    if a.cmpp:
+        cmpp_listen = f'cmpp = "127.0.0.1:{cgw_p}"\n'
+        cmpp_upstream = f'[upstream.cmpp]\naddress = "127.0.0.1:{ismg_p}"\nwindow = {a.window}\n'
+    write_config(cfg, gw_p, main_extra, main_policy_toml, listen_more=cmpp_listen + tls_toml,
+                 upstream_more=cmpp_upstream, account=account_more)
     write_config(base_cfg, base_p, base_extra, base_policy_toml or policy_toml,
                  account=account_more if a.baseline_same_config else "")
     chain = {}
@@ -375,6 +392,19 @@ licence = "B2-BENCH"
         wait_port(relay_p, relay)
         targets = {"consentgate": gw_p, "relay": relay_p}
         pids = {"consentgate": gw.pid, "relay": relay.pid}
+        if a.cmpp:
+            ismg = subprocess.Popen(pin(0, [BIN, "smsc-sim", "--cmpp", "--listen", f"127.0.0.1:{ismg_p}"], use_pin),
+                                    env=env, stdout=subprocess.DEVNULL)
+            procs.append(ismg)
+            wait_port(ismg_p, ismg)
+            crelay = subprocess.Popen(pin(a.gw_cores, [BIN, "relay", "--listen", f"127.0.0.1:{crelay_p}",
+                                              "--upstream", f"127.0.0.1:{ismg_p}"], use_pin),
+                                      env=env, stdout=subprocess.DEVNULL)
+            procs.append(crelay)
+            wait_port(cgw_p, gw)
+            wait_port(crelay_p, crelay)
+            targets["consentgate-cmpp"], pids["consentgate-cmpp"] = cgw_p, gw.pid
+            targets["relay-cmpp"], pids["relay-cmpp"] = crelay_p, crelay.pid
         if a.tls:
             wait_port(tls_p, gw)
             targets["consentgate-tls"] = tls_p
@@ -419,6 +449,8 @@ licence = "B2-BENCH"
                         cmd += ["--text", a.text]
                     if name == "consentgate-tls":
                         cmd += ["--tls-ca", tls_ca]
+                    if name.endswith("-cmpp"):
+                        cmd += ["--cmpp", "3.0"]
                     cpu0 = cpu_seconds(pids[name])
                     run_load(pin(0, cmd, use_pin), env)
                     cpu = cpu_seconds(pids[name]) - cpu0
@@ -496,6 +528,13 @@ licence = "B2-BENCH"
             print(f"  refused by consentgate: {refused['consentgate']:.4f} of the submits "
                   f"(the data refuses {expect_refused:.4f}); regime {a.regime}, "
                   f"destinations {dest_range}")
+        ratio_cmpp = None
+        if "relay-cmpp" in med and med["relay-cmpp"]:
+            ratio_cmpp = med["consentgate-cmpp"] / med["relay-cmpp"]
+            print(f"  ratio consentgate-cmpp/relay-cmpp (CMPP 3.0): {ratio_cmpp:.3f}  "
+                  f"(SMPP in the same run: {ratio:.3f})")
+            if a.policy:
+                print(f"  refused by consentgate-cmpp: {refused['consentgate-cmpp']:.4f} of the submits")
         if "consentgate-tls" in med and med["consentgate"]:
             print(f"  ratio consentgate-tls/consentgate (the same process through TLS): "
                   f"{med['consentgate-tls'] / med['consentgate']:.3f}")
@@ -521,7 +560,8 @@ licence = "B2-BENCH"
         report = {"config": vars(a), "runs": results, "median_msg_per_s": med,
                   "refused_share": refused if a.policy else None,
                   "destinations": dest_range,
-                  "median_p50_us": p50, "median_p99_us": p99, "ratio": ratio, "half_load": half,
+                  "median_p50_us": p50, "median_p99_us": p99, "ratio": ratio, "ratio_cmpp": ratio_cmpp,
+                  "half_load": half,
                   "median_cpu_us_per_msg": cpu,
                   "replay": {"pcap": a.pcap, "runs": replays} if replays else None}
         with open(os.path.join(out, base + ".json"), "w") as f:
@@ -582,7 +622,8 @@ timezone = "Asia/Shanghai"
 
 
 COLORS = {"consentgate": "#1f77b4", "relay": "#7f7f7f", "baseline": "#ff7f0e", "consentgate-tls": "#9467bd",
-          "cg-smsc-plain": "#8c564b", "cg-smsc-tls": "#e377c2"}
+          "cg-smsc-plain": "#8c564b", "cg-smsc-tls": "#e377c2", "consentgate-cmpp": "#17becf",
+          "relay-cmpp": "#bcbd22"}
 
 
 def svg(rep):
@@ -662,6 +703,9 @@ def markdown(rep):
         lines.append(f"- regime {c.get('regime', 'opt-in')}, destinations {rep.get('destinations')} "
                      f"(one random number per message); refused by consentgate: "
                      f"{rep['refused_share']['consentgate']:.2%} of the submits")
+    if rep.get("ratio_cmpp") is not None:
+        lines.append(f"- CMPP 3.0, throughput ratio consentgate-cmpp / relay-cmpp: **{rep['ratio_cmpp']:.3f}** "
+                     f"(the same load as SMPP, the ISMG simulator behind both)")
     if "consentgate-tls" in med and med["consentgate"]:
         lines.append(f"- consentgate through TLS / the same process on plain TCP: "
                      f"**{med['consentgate-tls'] / med['consentgate']:.3f}**")

@@ -62,8 +62,12 @@ async fn run_in(dir: &std::path::Path, count: u64) -> anyhow::Result<()> {
 
     let sim =
         crate::sim::start(SimConfig { listen: "127.0.0.1:0".parse()?, receipts: true, ..Default::default() }).await?;
+    let ismg = crate::sim::cmpp::start(crate::sim::cmpp::CmppSimConfig::default()).await?;
     let mut cfg = Config::parse(DEMO_CONFIG).map_err(|e| anyhow::anyhow!("config/demo.toml: {e:?}"))?;
     cfg.upstream.address = sim.local_addr.to_string();
+    if let Some(c) = cfg.upstream.cmpp.as_mut() {
+        c.address = ismg.local_addr.to_string();
+    }
     cfg.listen.smpp = "127.0.0.1:0".parse()?;
     cfg.consent.snapshot = Some(snap.clone());
     cfg.consent.journal = Some(dir.join("journal"));
@@ -94,6 +98,7 @@ async fn run_in(dir: &std::path::Path, count: u64) -> anyhow::Result<()> {
     let store = Arc::new(ConsentStore::open(&cfg.consent)?);
     let gw = crate::Gateway::bind_with_store(cfg, store.clone()).await?;
     let gw_addr = gw.local_addr();
+    let cmpp_addr = gw.local_cmpp_addr();
     let admin_addr = gw.admin_addr();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let gw_task = tokio::spawn(gw.serve(async {
@@ -103,6 +108,9 @@ async fn run_in(dir: &std::path::Path, count: u64) -> anyhow::Result<()> {
     println!("consentgate demo");
     println!("  SMSC simulator   {}", sim.local_addr);
     println!("  gateway (SMPP)   {gw_addr}  ->  upstream {}", sim.local_addr);
+    if let Some(a) = cmpp_addr {
+        println!("  gateway (CMPP)   {a}  ->  ISMG simulator {}", ismg.local_addr);
+    }
     println!(
         "  admin / metrics  http://{admin_addr}/metrics  (also /readyz, /v1/snapshot, /v1/consent/<msisdn>?entity=E)"
     );
@@ -207,13 +215,7 @@ async fn run_in(dir: &std::path::Path, count: u64) -> anyhow::Result<()> {
     // 3c. A frequency cap: five messages to one granted subscriber from an account capped at
     // two a day.
     let capped = BASE + 8;
-    let five = vec![ScenarioLine {
-        source: "1069012345".into(),
-        destination: capped.to_string(),
-        text: "会员日专享优惠，回T退订".into(),
-        encoding: Encoding::Ucs2,
-        expect: None,
-    }];
+    let five = member_day(capped);
     let r = crate::load::run(LoadConfig {
         system_id: "demo-cap".into(),
         sessions: 1,
@@ -228,13 +230,7 @@ async fn run_in(dir: &std::path::Path, count: u64) -> anyhow::Result<()> {
 
     // 4. A granted subscriber replies 退订 in the middle of a campaign.
     let subscriber = BASE + 4;
-    let one = vec![ScenarioLine {
-        source: "1069012345".into(),
-        destination: subscriber.to_string(),
-        text: "会员日专享优惠，回T退订".into(),
-        encoding: Encoding::Ucs2,
-        expect: None,
-    }];
+    let one = member_day(subscriber);
     let load = tokio::spawn(crate::load::run(LoadConfig {
         system_id: "demo-mkt".into(),
         sessions: 1,
@@ -358,14 +354,105 @@ async fn run_in(dir: &std::path::Path, count: u64) -> anyhow::Result<()> {
         Err(e) => println!("7. two nodes: FAILED: {e:#}"),
     }
 
+    match cmpp_addr {
+        Some(a) => cmpp_front(a, &ismg, &engine, scenario).await?,
+        None => println!("8. CMPP front: not configured (no listen.cmpp)"),
+    }
+
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(15), gw_task).await;
     sim.shutdown().await;
+    ismg.shutdown().await;
     store.close();
     println!();
+    println!("On CMPP the same reasons answer SUBMIT_RESP Result 100 + their index (no_consent 100, revoked 101, dnc 102, …; configurable in [policy.cmpp]).");
     println!("Reject statuses: no_consent 0x400, revoked 0x401, dnc 0x402, quiet_hours 0x403, frequency_cap 0x404, unlicensed 0x405, content_blocked 0x406, missing_signature 0x407, missing_opt_out_hint 0x408, suspended 0x409 (configurable).");
     println!("Run `consentgate --help` for the gateway, snapshot tools, simulator and load tool.");
     Ok(())
+}
+
+/// Step 8: the CMPP front. An SP_Id no account names is refused at CONNECT; the CMPP SP
+/// `901234` (entity demo-retail, as `demo-mkt`) sends step 2's `scenario` (the four kinds of
+/// subscriber; Chinese texts as UCS-2, the others as ASCII) over CMPP 3.0 and gets the same verdicts as Results; then a granted subscriber
+/// replies 退订 in GBK (Msg_Fmt 15) through the ISMG in the middle of a run, and the SP's next
+/// SUBMITs to them are refused.
+async fn cmpp_front(
+    addr: std::net::SocketAddr,
+    ismg: &crate::sim::cmpp::CmppSimHandle,
+    engine: &crate::policy::Engine,
+    scenario: Vec<ScenarioLine>,
+) -> anyhow::Result<()> {
+    let results = engine.config().cmpp_result;
+    let name = |st: &str| -> String {
+        let v = crate::smpp::status::parse(st).unwrap_or(u32::MAX);
+        if v == 0 {
+            return "Result 0: accepted".into();
+        }
+        match Reason::ALL.iter().find(|r| results[**r as usize] == v) {
+            Some(r) => format!("Result {v}: {}", r.label()),
+            None => format!("Result {v}"),
+        }
+    };
+    let base = LoadConfig {
+        target: addr,
+        cmpp: Some(crate::cmpp::Version::V30),
+        system_id: "901234".into(),
+        ..Default::default()
+    };
+    let r = crate::load::run(LoadConfig { system_id: "999999".into(), sessions: 1, count: 1, ..base.clone() }).await?;
+    println!(
+        "8. CMPP front: SP 999999 (no account) CONNECTs: refused before the ISMG ({} refused, {})",
+        r.bind_failures,
+        r.errors.first().map_or("", |e| e.rsplit(": ").next().unwrap_or(e))
+    );
+    let r = crate::load::run(LoadConfig {
+        sessions: 2,
+        window: 16,
+        count: SUBSCRIBERS,
+        scenario: Some(scenario),
+        ..base.clone()
+    })
+    .await?;
+    println!("   SP 901234 (marketing, entity demo-retail) sends {} CMPP 3.0 SUBMITs to the same subscribers:", r.sent);
+    print_report(&r, &name);
+    let subscriber = BASE + 16;
+    let one = member_day(subscriber);
+    let load = tokio::spawn(crate::load::run(LoadConfig {
+        sessions: 1,
+        window: 8,
+        count: 3_000,
+        rate: Some(1_500),
+        duration: Duration::from_secs(10),
+        scenario: Some(one),
+        ..base
+    }));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    // 退订 in GBK, as a handset's reply reaches the ISMG.
+    let mo = ismg.send_mo(&subscriber.to_string(), "1069012345", crate::cmpp::text::fmt::GB, b"\xCD\xCB\xB6\xA9").await;
+    let r = load.await??;
+    println!(
+        "   SP 901234 sends to {subscriber} (granted) at 1500/s; after 0.8 s the subscriber replies \"退订\" in GBK \
+         through the ISMG ({}):",
+        match mo {
+            Ok(0) => "DELIVER_RESP Result 0 once the opt-out was journalled".to_owned(),
+            Ok(res) => format!("DELIVER_RESP Result {res}"),
+            Err(e) => format!("not delivered: {e}"),
+        }
+    );
+    print_report(&r, &name);
+    println!("     MO delivered to the SP: {}", r.mo_received);
+    Ok(())
+}
+
+/// One member-day marketing message to `subscriber`.
+fn member_day(subscriber: u64) -> Vec<ScenarioLine> {
+    vec![ScenarioLine {
+        source: "1069012345".into(),
+        destination: subscriber.to_string(),
+        text: "会员日专享优惠，回T退订".into(),
+        encoding: Encoding::Ucs2,
+        expect: None,
+    }]
 }
 
 fn print_report(r: &Report, name: &dyn Fn(&str) -> String) {
@@ -415,6 +502,7 @@ async fn two_nodes(
             cfg.upstream.address = sim.local_addr.to_string();
             cfg.listen.smpp = "127.0.0.1:0".parse()?;
             cfg.listen.admin = "127.0.0.1:0".parse()?;
+            (cfg.listen.cmpp, cfg.upstream.cmpp) = (None, None);
             cfg.consent.snapshot = Some(snap.to_owned());
             cfg.consent.journal = Some(dir.join(format!("journal-{id}")));
             cfg.consent.node = crate::consent::NodeId::parse(id)?;

@@ -25,10 +25,18 @@ fn demo_runs_every_step() {
         "actions [\"consent_revoked\"]",
         "evidence: consent proof urn:demo-retail:optin:4 (standing before: revoked)",
         "rejected revoked (status 0x00000401)",
+        // Step 8: the CMPP front.
+        "8. CMPP front: SP 999999 (no account) CONNECTs: refused before the ISMG (1 refused",
+        "Result 100: no_consent",
+        "Result 102: dnc",
+        "replies \"退订\" in GBK through the ISMG (DELIVER_RESP Result 0 once the opt-out was journalled)",
     ] {
         assert!(text.contains(step), "missing `{step}` in:\n{text}");
     }
     assert!(!text.contains("unanswered 1"), "{text}");
+    // The SP's messages to the subscriber who replied 退订 are refused after it.
+    let after = text.split("in GBK through the ISMG").nth(1).unwrap_or_else(|| panic!("{text}"));
+    assert!(after.lines().take(4).any(|l| l.contains("Result 101: revoked")), "{text}");
     // Step 7 needs redis-server (`.ci/run` installs it): an opt-out on node A refused on B.
     let redis = std::process::Command::new("redis-server").arg("--version").output().is_ok_and(|o| o.status.success());
     let under_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");

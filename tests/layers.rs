@@ -12,7 +12,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("time", &[]),
     ("smpp", &["time"]),
     // the CMPP wire reuses smpp::text (UDH readers, case folding) so both protocols fold alike
-    ("cmpp", &["smpp"]),
+    ("cmpp", &["time", "smpp"]),
     ("telemetry", &["time"]),
     ("pcap", &["time", "smpp"]),
     // 1: consent data
@@ -67,7 +67,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // tools: never imported by the layers above
     // the ISMG simulator (sim::cmpp) speaks CMPP with the wire layer's views and builders
     ("sim", &["time", "smpp", "cmpp", "telemetry", "pcap"]),
-    ("load", &["time", "smpp", "telemetry", "pcap", "relay"]),
+    // the load generator speaks CMPP as an SP (`load --cmpp`) with the wire layer's builders
+    ("load", &["time", "smpp", "cmpp", "telemetry", "pcap", "relay"]),
 ];
 
 /// Composition: may import anything.

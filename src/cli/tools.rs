@@ -127,6 +127,21 @@ pub struct LoadArgs {
     /// Write the JSON report here.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Speak CMPP as an SP (to the gateway's `listen.cmpp` port or an ISMG) instead of SMPP:
+    /// --system-id is the SP_Id (CONNECT Source_Addr, Msg_src), --password the shared secret
+    /// of the MD5 authenticator; the Src_Id is the scenario's source (random traffic: 1069012345);
+    /// statuses are SUBMIT_RESP Results.
+    #[arg(long, value_enum, value_name = "VERSION", conflicts_with_all = ["pcap", "tls_ca"])]
+    cmpp: Option<CmppArg>,
+}
+
+/// `load --cmpp`: the protocol version of the CONNECT.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum CmppArg {
+    #[value(name = "3.0")]
+    V30,
+    #[value(name = "2.0")]
+    V20,
 }
 
 /// `relay`: plain frame-forwarding TCP relay (no SMPP logic).
@@ -271,6 +286,7 @@ pub async fn load(a: LoadArgs) -> anyhow::Result<ExitCode> {
         tls_server_name,
         tls_cert,
         tls_key,
+        cmpp,
     } = a;
     let tls = match tls_ca {
         Some(ca) => {
@@ -320,6 +336,10 @@ pub async fn load(a: LoadArgs) -> anyhow::Result<ExitCode> {
         destinations,
         text,
         tls,
+        cmpp: cmpp.map(|v| match v {
+            CmppArg::V30 => consentgate::cmpp::Version::V30,
+            CmppArg::V20 => consentgate::cmpp::Version::V20,
+        }),
         ..Default::default()
     };
     let r = consentgate::load::run(cfg).await?;

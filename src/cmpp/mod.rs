@@ -46,6 +46,7 @@
 //!   and kept verbatim by the SUBMIT rewrite.
 //! - DestUsr_tl is accepted in 1..=99: the spec says "< 100"; gocmpp agrees.
 
+pub mod auth;
 pub mod frame;
 pub mod msg_id;
 pub mod pdu;

@@ -117,6 +117,12 @@ pub struct LoadConfig {
     /// Connect over TLS (`--tls-ca`): each session completes a handshake with this client
     /// configuration before it binds, as an ESME on the gateway's `smpp_tls` port would.
     pub tls: Option<Arc<crate::relay::tls::TlsClient>>,
+    /// Speak CMPP in this version instead of SMPP (`--cmpp`): `system_id` is the SP_Id
+    /// (CONNECT Source_Addr and every SUBMIT's Msg_src), `password` the shared secret of the
+    /// MD5 authenticator, `source` (or a scenario line's) the Src_Id; statuses are SUBMIT_RESP Results, receipts
+    /// are status reports (DELIVER with Registered_Delivery 1), and the session ends with
+    /// TERMINATE.
+    pub cmpp: Option<crate::cmpp::Version>,
 }
 
 impl Default for LoadConfig {
@@ -140,6 +146,7 @@ impl Default for LoadConfig {
             destinations: None,
             text: None,
             tls: None,
+            cmpp: None,
         }
     }
 }
@@ -293,6 +300,17 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<Report> {
     if cfg.replay.is_some() && cfg.scenario.is_some() {
         anyhow::bail!("a scenario and a capture replay are alternatives");
     }
+    if cfg.cmpp.is_some() {
+        if cfg.replay.is_some() {
+            anyhow::bail!("--cmpp replays no capture: a capture replay sends what was recorded, in its protocol");
+        }
+        if cfg.tls.is_some() {
+            anyhow::bail!("--cmpp runs over plain TCP (the CMPP front has no TLS listener)");
+        }
+        if cfg.bind_type != BindType::Transceiver {
+            anyhow::bail!("--cmpp connects as an SP (one connection sends and receives): no bind type applies");
+        }
+    }
     if let Speed::Factor(k) = cfg.speed {
         if !(k.is_finite() && k > 0.0) {
             anyhow::bail!("speed must be a positive factor or max");
@@ -417,6 +435,10 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<Report> {
         bind_failures: total.bind_failures,
         errors,
         replay,
+        cmpp: cfg.cmpp.map(|v| match v {
+            crate::cmpp::Version::V20 => "2.0".to_owned(),
+            crate::cmpp::Version::V30 => "3.0".to_owned(),
+        }),
     })
 }
 

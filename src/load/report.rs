@@ -49,6 +49,10 @@ pub struct Report {
     /// Replay only: what the capture held and how the replayed statuses compare.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replay: Option<ReplayReport>,
+    /// `--cmpp`: the CMPP version spoken (`"3.0"`, `"2.0"`); then `statuses` are SUBMIT_RESP
+    /// Results and `receipts` status reports. Absent for SMPP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cmpp: Option<String>,
 }
 
 /// The replay section of the report.
@@ -102,13 +106,12 @@ impl Report {
     pub fn print_human(&self) {
         let l = &self.latency_us;
         println!("load report");
-        println!(
-            "  {:<22} {} × {}{}",
-            "sessions × window",
-            self.sessions,
-            self.window,
-            if self.tls { " over TLS" } else { "" }
-        );
+        let over = match (&self.cmpp, self.tls) {
+            (Some(v), _) => format!(" over CMPP {v} (statuses are Results)"),
+            (None, true) => " over TLS".to_owned(),
+            (None, false) => String::new(),
+        };
+        println!("  {:<22} {} × {}{over}", "sessions × window", self.sessions, self.window);
         println!("  {:<22} {} ({} messages)", "sent submit_sm", self.sent, self.messages);
         println!("  {:<22} {} (unanswered {})", "responses", self.responses, self.unanswered);
         println!("  {:<22} {:.0} over {:.3} s", "submit_sm/s", self.submit_per_second, self.elapsed_seconds);

@@ -19,6 +19,7 @@ use crate::relay::transport::Transport;
 use crate::smpp::frame::{Framer, Next};
 use crate::smpp::pdu::{encode_bind, put_header_only, put_resp_with_id};
 use crate::smpp::{cmd, peek, set_sequence, status, Header, RESP_BIT};
+use crate::{cmpp, cmpp::pdu as cpdu};
 
 /// TCP connect timeout per session.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -199,6 +200,8 @@ struct Session<'a> {
     inbuf: BytesMut,
     out: BytesMut,
     framer: Framer,
+    /// `--cmpp`: the CMPP framer (12-byte headers) used instead of `framer`.
+    cmpp_framer: cmpp::frame::Framer,
     ring: Vec<Slot>,
     mask: u32,
     inflight: usize,
@@ -242,6 +245,7 @@ impl<'a> Session<'a> {
             inbuf: BytesMut::with_capacity(READ_CHUNK * 2),
             out: BytesMut::with_capacity(cfg.window.min(4096) * tpl.max_len.max(64) + 4096),
             framer: Framer::new(MAX_PDU_BYTES),
+            cmpp_framer: cmpp::frame::Framer::new(MAX_PDU_BYTES),
             ring: vec![Slot::default(); ring_len],
             mask: (ring_len - 1) as u32,
             inflight: 0,
@@ -288,10 +292,19 @@ impl<'a> Session<'a> {
 
     /// The whole life of a bound session.
     async fn drive(&mut self, guard: SenderGuard) -> Result<(), String> {
-        // Bind.
+        // Bind (CMPP: CONNECT, the password the shared secret of its authenticator).
         self.bind_seq = self.next_seq();
-        let bind = encode_bind(self.cfg.bind_type, self.bind_seq, &self.cfg.system_id, &self.cfg.password);
-        self.out.extend_from_slice(&bind);
+        match self.cfg.cmpp {
+            None => {
+                let bind = encode_bind(self.cfg.bind_type, self.bind_seq, &self.cfg.system_id, &self.cfg.password);
+                self.out.extend_from_slice(&bind);
+            }
+            Some(v) => {
+                let ts = cmpp::auth::timestamp(crate::time::unix_s_of(crate::time::system_now()));
+                let (sp, secret) = (&self.cfg.system_id, &self.cfg.password);
+                cmpp::auth::put_connect_as(&mut self.out, self.bind_seq, sp, secret, v.byte(), ts);
+            }
+        }
         self.flush().await?;
         let bind_end = Instant::now() + BIND_TIMEOUT;
         match self.pump_until(bind_end, |s| s.bind_status.is_some()).await? {
@@ -333,9 +346,12 @@ impl<'a> Session<'a> {
             }
         }
 
-        // Unbind.
+        // Unbind (CMPP: TERMINATE).
         let seq = self.next_seq();
-        put_header_only(&mut self.out, cmd::UNBIND, 0, seq);
+        match self.cfg.cmpp {
+            None => put_header_only(&mut self.out, cmd::UNBIND, 0, seq),
+            Some(_) => cpdu::put_terminate(&mut self.out, seq),
+        }
         self.flush().await?;
         let end = Instant::now() + UNBIND_TIMEOUT;
         if let Some(Wake::Timer) = self.pump_until(end, |s| s.got_unbind_resp || s.peer_unbound).await? {
@@ -492,7 +508,10 @@ impl<'a> Session<'a> {
             let at = self.out.len();
             self.out.extend_from_slice(tpl.frame(&p));
             let f = &mut self.out[at..];
-            set_sequence(f, seq);
+            match self.cfg.cmpp {
+                None => set_sequence(f, seq),
+                Some(_) => cmpp::set_sequence(f, seq),
+            }
             if p.first {
                 self.st.messages += 1;
                 if p.ref_off != 0 {
@@ -676,15 +695,31 @@ impl<'a> Session<'a> {
         let mut pos = 0;
         let mut result = Ok(());
         loop {
-            match self.framer.next(&inbuf[pos..]) {
+            let next = match self.cfg.cmpp {
+                None => self.framer.next(&inbuf[pos..]),
+                Some(_) => match self.cmpp_framer.next(&inbuf[pos..]) {
+                    cmpp::frame::Next::Incomplete => Next::Incomplete,
+                    cmpp::frame::Next::Frame(n) => Next::Frame(n),
+                    cmpp::frame::Next::Skip(n) => Next::Skip(n),
+                    cmpp::frame::Next::TooLong { command_id, sequence, length } => {
+                        Next::TooLong { command_id, sequence, length }
+                    }
+                    cmpp::frame::Next::TooShort { length } => Next::TooShort { length },
+                },
+            };
+            match next {
                 Next::Incomplete => break,
                 Next::Skip(n) => pos += n,
                 Next::Frame(n) => {
-                    self.on_frame(&inbuf[pos..pos + n], now, now_ns);
+                    match self.cfg.cmpp {
+                        None => self.on_frame(&inbuf[pos..pos + n], now, now_ns),
+                        Some(v) => self.on_cmpp_frame(&inbuf[pos..pos + n], v, now, now_ns),
+                    }
                     pos += n;
                 }
                 Next::TooLong { command_id, sequence, length } => {
-                    if command_id & RESP_BIT == 0 {
+                    // CMPP has no generic_nack: the oversized PDU is only skipped.
+                    if command_id & RESP_BIT == 0 && self.cfg.cmpp.is_none() {
                         put_header_only(&mut self.out, cmd::GENERIC_NACK, status::ESME_RINVCMDLEN, sequence);
                     }
                     if !self.oversized_reported {
@@ -756,6 +791,45 @@ impl<'a> Session<'a> {
             cmd::ALERT_NOTIFICATION | cmd::OUTBIND => {}
             id if id & RESP_BIT == 0 => put_header_only(&mut self.out, cmd::GENERIC_NACK, status::ESME_RINVCMDID, seq),
             _ => {} // enquire_link_resp, deliver_sm_resp, …
+        }
+    }
+
+    /// A PDU from the ISMG side of a `--cmpp` run: SUBMIT_RESP Results are the statuses.
+    #[inline]
+    fn on_cmpp_frame(&mut self, f: &[u8], v: cmpp::Version, now: Instant, now_ns: u64) {
+        let seq = cmpp::sequence(f);
+        match cmpp::command_id(f) {
+            cmpp::cmd::SUBMIT_RESP => {
+                let r = cmpp::peek::submit_resp(f, v).map_or(cmpp::result::BAD_STRUCTURE, |r| r.result);
+                self.on_submit_resp(seq, r, now, now_ns);
+            }
+            cmpp::cmd::DELIVER => {
+                let (msg_id, r) = match cmpp::peek::deliver(f, v) {
+                    Ok(d) => {
+                        if d.is_report() {
+                            self.st.receipts += 1;
+                        } else {
+                            self.st.mo += 1;
+                        }
+                        (d.msg_id, cmpp::result::OK)
+                    }
+                    Err(_) => (0, cmpp::result::BAD_STRUCTURE),
+                };
+                cpdu::put_deliver_resp(&mut self.out, v, seq, msg_id, r);
+            }
+            cmpp::cmd::ACTIVE_TEST => cpdu::put_active_test_resp(&mut self.out, seq),
+            cmpp::cmd::TERMINATE => {
+                cpdu::put_terminate_resp(&mut self.out, seq);
+                self.peer_unbound = true;
+            }
+            cmpp::cmd::TERMINATE_RESP => self.got_unbind_resp = true,
+            cmpp::cmd::CONNECT_RESP if self.bind_status.is_none() => {
+                self.bind_status = Some(cmpp::peek::connect_resp(f, v).map_or(u32::MAX, |r| r.status));
+            }
+            id if id & cmpp::RESP_BIT == 0 => {
+                self.err(format!("the peer sent {} (0x{id:08x}); not answered", cmpp::command_name(id)))
+            }
+            _ => {} // ACTIVE_TEST_RESP, …
         }
     }
 

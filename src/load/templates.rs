@@ -65,17 +65,60 @@ impl Templates {
             let ref_off = if multi { (f.len() - body.len() + UDH_CONCAT8_REF_AT) as u16 } else { 0 };
             let dest_off = crate::smpp::peek::destination(&f)
                 .map_or(0, |d| (d.addr.as_ptr() as usize - f.as_ptr() as usize) as u16);
-            self.pdus.push(Tpl {
-                start: self.blob.len() as u32,
-                len: f.len() as u32,
-                ref_off,
-                dest_off,
-                first: i == 0,
-                expect,
-            });
-            self.max_len = self.max_len.max(f.len());
-            self.blob.extend_from_slice(&f);
+            self.push_frame(&f, ref_off, dest_off, i == 0, expect);
         }
+    }
+
+    /// Appends one pre-built frame.
+    fn push_frame(&mut self, f: &[u8], ref_off: u16, dest_off: u16, first: bool, expect: Option<u32>) {
+        self.pdus.push(Tpl { start: self.blob.len() as u32, len: f.len() as u32, ref_off, dest_off, first, expect });
+        self.max_len = self.max_len.max(f.len());
+        self.blob.extend_from_slice(f);
+    }
+
+    /// `--cmpp`: one message as CMPP_SUBMITs in `version`'s layout, Msg_src the SP_Id
+    /// (`sp_id`), Src_Id `source`. ASCII text goes as Msg_Fmt 0, anything else as UCS-2
+    /// (Msg_Fmt 8); a long one as parts with TP_udhi and the same concatenation header as SMPP.
+    #[allow(clippy::too_many_arguments)]
+    fn push_cmpp_message(
+        &mut self,
+        version: crate::cmpp::Version,
+        sp_id: &str,
+        source: &str,
+        destination: &str,
+        text: &str,
+        registered_delivery: bool,
+        expect: Option<u32>,
+    ) -> anyhow::Result<()> {
+        use crate::cmpp::{pdu, peek, text::fmt};
+        let dest = destination.strip_prefix('+').unwrap_or(destination);
+        let (enc, msg_fmt) = if text.is_ascii() { (Encoding::Latin1, fmt::ASCII) } else { (Encoding::Ucs2, fmt::UCS2) };
+        let bodies = split_text(text, enc)?;
+        let total = bodies.len();
+        for (i, body) in bodies.iter().enumerate() {
+            let dests = [dest.as_bytes()];
+            let f = pdu::SubmitFields {
+                pk_total: total as u8,
+                pk_number: (i + 1) as u8,
+                registered_delivery: registered_delivery as u8,
+                service_id: b"LOAD",
+                tp_udhi: (total > 1) as u8,
+                msg_fmt,
+                msg_src: sp_id.as_bytes(),
+                src_id: source.as_bytes(),
+                dest_terminal_ids: &dests,
+                msg_content: body,
+                ..pdu::SubmitFields::default()
+            };
+            let mut out = bytes::BytesMut::new();
+            pdu::put_submit(&mut out, version, 0, &f);
+            let sub = peek::submit(&out, version).map_err(|e| anyhow::anyhow!("a CMPP_SUBMIT to {dest}: {e}"))?;
+            let offset = |p: &[u8]| (p.as_ptr() as usize - out.as_ptr() as usize) as u16;
+            let ref_off = if total > 1 { offset(sub.msg_content) + UDH_CONCAT8_REF_AT as u16 } else { 0 };
+            let dest_off = sub.destinations().next().map_or(0, offset);
+            self.push_frame(&out, ref_off, dest_off, i == 0, expect);
+        }
+        Ok(())
     }
 
     #[inline]
@@ -156,8 +199,13 @@ pub(super) fn build_templates(cfg: &LoadConfig) -> anyhow::Result<Templates> {
             }
             for (i, l) in lines.iter().enumerate() {
                 check_line(l).map_err(|e| anyhow::anyhow!("scenario message {}: {e}", i + 1))?;
-                let bodies = split_text(&l.text, l.encoding)?;
                 let expect = l.expect.as_deref().and_then(crate::smpp::status::parse);
+                if let Some(v) = cfg.cmpp {
+                    let (sp, rd) = (&cfg.system_id, cfg.registered_delivery);
+                    t.push_cmpp_message(v, sp, &l.source, &l.destination, &l.text, rd, expect)?;
+                    continue;
+                }
+                let bodies = split_text(&l.text, l.encoding)?;
                 t.push_message(&l.source, &l.destination, l.encoding, &bodies, cfg.registered_delivery, expect);
             }
         }
@@ -180,6 +228,10 @@ pub(super) fn build_templates(cfg: &LoadConfig) -> anyhow::Result<Templates> {
                         Encoding::Gsm7,
                     ),
                 };
+                if let Some(v) = cfg.cmpp {
+                    t.push_cmpp_message(v, &cfg.system_id, &cfg.source, &dest, &text, cfg.registered_delivery, None)?;
+                    continue;
+                }
                 let bodies = split_text(&text, enc)?;
                 t.push_message(&cfg.source, &dest, enc, &bodies, cfg.registered_delivery, None);
             }

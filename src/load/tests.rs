@@ -398,3 +398,53 @@ mod perf {
         }
     }
 }
+
+/// `load --cmpp` against the ISMG simulator, both versions: CONNECT with the MD5
+/// authenticator the simulator checks, every SUBMIT answered Result 0, a long Chinese text
+/// sent as UDH parts that share one reference, destinations drawn from the range, and every
+/// status report answered; a wrong secret is a refused bind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cmpp_load_against_the_ismg_simulator() {
+    use crate::cmpp::{peek as cpeek, text::has_udh, Version};
+    for version in [Version::V30, Version::V20] {
+        let mut sim_cfg = crate::sim::cmpp::CmppSimConfig::default();
+        sim_cfg.secrets.insert("901234".into(), "s3cret".into());
+        let sim = crate::sim::cmpp::start(sim_cfg).await.unwrap();
+        let cfg = LoadConfig {
+            target: sim.local_addr,
+            system_id: "901234".into(),
+            password: "s3cret".into(),
+            sessions: 1,
+            window: 16,
+            count: 200,
+            registered_delivery: true,
+            destinations: Some("8613800000000-8613800009999".parse().unwrap()),
+            // 90 characters: two UCS-2 parts (67 a part).
+            text: Some("【Acme】会员日全场八折，积分翻倍，满三百减五十，详情见门店公告，仅限本周末。新会员首单立减二十元，老会员再送双倍积分，到店还有精美礼品相送，数量有限先到先得，欢迎光临，回T退订".into()),
+            source: "10690001".into(),
+            cmpp: Some(version),
+            ..Default::default()
+        };
+        let r = run(cfg.clone()).await.unwrap();
+        assert!(r.failures().is_empty(), "{version:?}: {:?}", r.failures());
+        assert_eq!((r.sent, r.messages), (200, 100), "{version:?}: two parts a message");
+        assert_eq!(r.statuses.get("0x00000000"), Some(&200), "{version:?}: {:?}", r.statuses);
+        assert_eq!(r.receipts, 200, "{version:?}: a status report per SUBMIT");
+        assert_eq!(r.cmpp.as_deref(), Some(if version == Version::V30 { "3.0" } else { "2.0" }));
+        let seen = sim.submits();
+        assert_eq!(seen.len(), 200);
+        for pair in seen.chunks(2) {
+            let (a, b) = (cpeek::submit(&pair[0], version).unwrap(), cpeek::submit(&pair[1], version).unwrap());
+            assert!(has_udh(a.tp_udhi) && (a.pk_total, a.pk_number, b.pk_number) == (2, 1, 2), "{version:?}");
+            assert_eq!(a.msg_content[..4], b.msg_content[..4], "{version:?}: one concatenation reference");
+            let d: Vec<&[u8]> = a.destinations().collect();
+            assert_eq!(d, b.destinations().collect::<Vec<_>>());
+            let n: u64 = std::str::from_utf8(d[0]).unwrap().parse().unwrap();
+            assert!((8613800000000..=8613800009999).contains(&n), "{n}");
+            assert_eq!((a.msg_src, a.src_id, a.msg_fmt), (&b"901234"[..], &b"10690001"[..], 8));
+        }
+        let wrong = run(LoadConfig { password: "wrong".into(), count: 10, ..cfg }).await.unwrap();
+        assert_eq!(wrong.bind_failures, 1, "{version:?}: {:?}", wrong.errors);
+        sim.shutdown().await;
+    }
+}

@@ -72,7 +72,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use md5::{Digest, Md5};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -81,6 +80,7 @@ use tokio::time::Instant;
 use tracing::{debug, info};
 
 use super::lock;
+pub use crate::cmpp::auth::{authenticator_ismg, authenticator_source, put_connect_as};
 use crate::cmpp::frame::{Framer, Next, DEFAULT_MAX_PDU_BYTES};
 use crate::cmpp::msg_id::MsgId;
 use crate::cmpp::pdu::{self, DeliverFields};
@@ -229,30 +229,6 @@ pub enum MoError {
     /// No DELIVER_RESP within [`MO_TIMEOUT`].
     #[error("no DELIVER_RESP within the timeout")]
     Timeout,
-}
-
-/// AuthenticatorSource of a CMPP_CONNECT: MD5(Source_Addr + 9×0x00 + secret + timestamp as
-/// the 10-digit `%010d` string MMDDHHMMSS) (spec 3.0 §8.4.1).
-pub fn authenticator_source(source_addr: &[u8], secret: &[u8], timestamp: u32) -> [u8; 16] {
-    let mut h = Md5::new();
-    h.update(source_addr);
-    h.update([0u8; 9]);
-    h.update(secret);
-    h.update(format!("{timestamp:010}").as_bytes());
-    h.finalize().into()
-}
-
-/// AuthenticatorISMG of a CMPP_CONNECT_RESP: MD5(Status + AuthenticatorSource + secret),
-/// Status in `version`'s width (1 byte in 2.0, 4 big-endian bytes in 3.0).
-pub fn authenticator_ismg(version: Version, status: u32, authenticator_source: &[u8], secret: &[u8]) -> [u8; 16] {
-    let mut h = Md5::new();
-    match version {
-        Version::V20 => h.update([status as u8]),
-        Version::V30 => h.update(status.to_be_bytes()),
-    }
-    h.update(authenticator_source);
-    h.update(secret);
-    h.finalize().into()
 }
 
 /// What another task asks a link to do.
@@ -856,31 +832,5 @@ impl Link {
         if let Kind::Mo(Some(reply)) = p.kind {
             let _ = reply.send(r);
         }
-    }
-}
-
-/// Builds the SP side for tests: a CMPP_CONNECT with the right authenticator (`secret` empty
-/// when the simulator has none) and timestamp.
-pub fn put_connect_as(out: &mut BytesMut, seq: u32, source_addr: &str, secret: &str, version_byte: u8, timestamp: u32) {
-    let auth = authenticator_source(source_addr.as_bytes(), secret.as_bytes(), timestamp);
-    pdu::put_connect(out, seq, source_addr.as_bytes(), &auth, version_byte, timestamp);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Vectors from Python's hashlib: md5(b'901234' + 9×b'\0' + b'secret' + b'0612123456'),
-    /// then md5(status + that + b'secret') with a 1-byte (2.0) and a 4-byte (3.0) status.
-    #[test]
-    fn authenticators_match_an_independent_md5() {
-        let src = authenticator_source(b"901234", b"secret", 612_123_456);
-        assert_eq!(hex(&src), "7064930c91fa3509977afe1c6a4a2475");
-        assert_eq!(hex(&authenticator_ismg(Version::V20, 0, &src, b"secret")), "bc61aad5c933d11bf7e7972905f47cab");
-        assert_eq!(hex(&authenticator_ismg(Version::V30, 0, &src, b"secret")), "dcde8479f689d61c3e4a2dd7ebadc0e3");
-    }
-
-    fn hex(b: &[u8]) -> String {
-        b.iter().map(|x| format!("{x:02x}")).collect()
     }
 }
