@@ -905,6 +905,12 @@ impl Registry {
         Err(Mismatch::NoMatch { candidates, closest: closest.map(|(id, f, _)| (id, f)) })
     }
 
+    /// Whether `text` matches one template's `content` (the matcher of [`Registry::match_text`]
+    /// without the index: tools, and the benchmark's baseline scan).
+    pub fn matches(content: &str, text: &str) -> Result<(), TextFail> {
+        match_content(content, text).map_err(|(f, _)| f)
+    }
+
     /// The anchor buckets' sizes and the probes per group (`dlt inspect`; a scan of two
     /// indexes).
     pub fn anchor_stats(&self) -> AnchorStats {
