@@ -37,6 +37,7 @@ pub mod complaints;
 pub mod config;
 pub mod consent;
 pub mod demo;
+pub mod dlt;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gateway;

@@ -13,6 +13,7 @@ use consentgate::telemetry::{init_logging, LogFormat};
 
 use cli::audit::AuditCmd;
 use cli::complaints::ComplaintsCmd;
+use cli::dlt::DltCmd;
 use cli::snapshot::SnapshotCmd;
 use cli::tools::{LoadArgs, RelayArgs, SmscSimArgs};
 
@@ -84,6 +85,10 @@ enum Command {
     /// Build, inspect and query consent snapshots.
     #[command(subcommand)]
     Snapshot(SnapshotCmd),
+    /// Build, inspect and query the India DLT registry (entities, headers, templates, chains,
+    /// preferences).
+    #[command(subcommand)]
+    Dlt(DltCmd),
     /// Query the decision audit log.
     #[command(subcommand)]
     Audit(AuditCmd),
@@ -162,6 +167,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::SmscSim(a) => cli::tools::smsc_sim(a).await,
         Command::Load(a) => cli::tools::load(*a).await,
         Command::Snapshot(cmd) => cli::snapshot::run(cmd),
+        Command::Dlt(cmd) => cli::dlt::run(cmd),
         Command::Audit(cmd) => cli::audit::run(cmd),
         Command::Complaints(cmd) => cli::complaints::run(cmd),
         Command::Replication(cmd) => cli::replication::run(cmd).await,

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod complaints;
+pub mod dlt;
 pub mod drain;
 pub mod manual;
 pub mod replication;

@@ -76,8 +76,8 @@ pub const CONSENT_HEADER: [&str; 4] = ["msisdn", "entity", "action", "at"];
 pub const CONSENT_HEADER_PROOF: [&str; 5] = ["msisdn", "entity", "action", "at", "proof"];
 /// Longest consent proof accepted, in bytes.
 pub const MAX_PROOF_BYTES: usize = 512;
-/// The most columns of any header above.
-const MAX_FIELDS: usize = 5;
+/// The most columns of any file read with [`read_csv`] (the DLT `templates.csv` has 7).
+const MAX_FIELDS: usize = 8;
 
 /// One good row of `dnc.csv`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,7 +230,7 @@ pub fn read_dnc<R: Read>(
     mut on_row: impl FnMut(DncRow),
     on_progress: impl FnMut(u64, u64),
 ) -> Result<SourceSummary, SourceError> {
-    read_csv(input, file, &[&DNC_HEADER], budget, on_progress, |f, _| {
+    read_csv(input, file, &[&DNC_HEADER], None, budget, on_progress, |f, _| {
         let msisdn = field_msisdn(f[0], default_cc)?;
         let registered_at = field_time(f[1], "registered_at")?;
         on_row(DncRow { msisdn, registered_at });
@@ -247,24 +247,41 @@ pub fn read_consent<R: Read>(
     mut on_row: impl FnMut(ConsentRow<'_>),
     on_progress: impl FnMut(u64, u64),
 ) -> Result<SourceSummary, SourceError> {
-    read_csv(input, file, &[&CONSENT_HEADER, &CONSENT_HEADER_PROOF], budget, on_progress, |f, header| {
-        let proof = if header == 0 { None } else { field_proof(f[4])? };
-        let msisdn = field_msisdn(f[0], default_cc)?;
-        let entity = field_entity(f[1])?;
-        let a = f[2];
-        let action = match a {
-            _ if a.eq_ignore_ascii_case(b"grant") => StatementKind::Grant,
-            _ if a.eq_ignore_ascii_case(b"revoke") => StatementKind::Revoke,
-            _ => return Err(("action", format!("`{}` is not grant or revoke", lossy(a)))),
-        };
-        let at = field_time(f[3], "at")?;
-        on_row(ConsentRow { msisdn, entity, action, at, proof });
-        Ok(())
-    })
+    read_csv(
+        input,
+        file,
+        &[&CONSENT_HEADER, &CONSENT_HEADER_PROOF],
+        Some(TextColumn { index: 4, line_breaks: false }),
+        budget,
+        on_progress,
+        |f, header| {
+            let proof = if header == 0 { None } else { field_proof(f[4])? };
+            let msisdn = field_msisdn(f[0], default_cc)?;
+            let entity = field_entity(f[1])?;
+            let a = f[2];
+            let action = match a {
+                _ if a.eq_ignore_ascii_case(b"grant") => StatementKind::Grant,
+                _ if a.eq_ignore_ascii_case(b"revoke") => StatementKind::Revoke,
+                _ => return Err(("action", format!("`{}` is not grant or revoke", lossy(a)))),
+            };
+            let at = field_time(f[3], "at")?;
+            on_row(ConsentRow { msisdn, entity, action, at, proof });
+            Ok(())
+        },
+    )
+}
+
+/// The free-text column of a file ([`read_csv`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TextColumn {
+    pub(crate) index: usize,
+    /// Whether a line break inside its quotes is data (a DLT template's content) rather than
+    /// an error (a consent proof).
+    pub(crate) line_breaks: bool,
 }
 
 /// A field-level failure: (field, message).
-type FieldResult<T> = Result<T, (&'static str, String)>;
+pub(crate) type FieldResult<T> = Result<T, (&'static str, String)>;
 
 #[inline]
 fn field_msisdn(f: &[u8], default_cc: &str) -> FieldResult<u64> {
@@ -297,7 +314,7 @@ fn field_proof(f: &[u8]) -> FieldResult<Option<&str>> {
     Ok(Some(p))
 }
 
-fn lossy(b: &[u8]) -> String {
+pub(crate) fn lossy(b: &[u8]) -> String {
     let s = String::from_utf8_lossy(&b[..b.len().min(64)]).into_owned();
     if b.len() > 64 {
         s + "…"
@@ -307,7 +324,7 @@ fn lossy(b: &[u8]) -> String {
 }
 
 #[inline]
-fn trim(mut b: &[u8]) -> &[u8] {
+pub(crate) fn trim(mut b: &[u8]) -> &[u8] {
     while let [b' ' | b'\t' | b'\r', rest @ ..] = b {
         b = rest;
     }
@@ -398,12 +415,17 @@ fn bad_quoting(rec: &csv::ByteRecord, raw: u64, names: &[&'static str], span: &s
 }
 
 /// The shared record loop: the CSV reader, hashing, header check, blank lines, quoting,
-/// field count, errors. `headers` are the header rows the file may have; `on_record` gets the
-/// record's fields (trimmed; as many as that header has) and the index of the header.
-fn read_csv<R: Read>(
+/// field count, errors. `headers` are the header rows the file may have (at most
+/// `MAX_FIELDS` columns); `on_record` gets the record's fields (trimmed; as many as that header
+/// has) and the index of the header. `text_column`: the one column that may hold a quote as
+/// data (consent proofs, DLT template contents), whose quoting is then always checked exactly,
+/// and whether it may hold line breaks (inside its quotes). Also the reader of the DLT exports
+/// ([`crate::dlt`]).
+pub(crate) fn read_csv<R: Read>(
     input: R,
     file: &str,
     headers: &[&[&'static str]],
+    text_column: Option<TextColumn>,
     budget: &InvalidBudget,
     mut on_progress: impl FnMut(u64, u64),
     mut on_record: impl FnMut(&[&[u8]], usize) -> FieldResult<()>,
@@ -461,11 +483,11 @@ fn read_csv<R: Read>(
         let raw = (end - start).saturating_sub(own_nl);
         // The usual record has no quote, no line break inside and no blank line before it:
         // `raw` is its fields and commas. A quote in it then is data: a stray quote. Only the
-        // proof column could take one as valid; in any other a quote fails the field's own
-        // check, and the message is made below.
+        // text column (the proof) could take one as valid; in any other a quote fails the
+        // field's own check, and the message is made below.
         if end_line - start_line != own_nl
             || raw != (rec.as_slice().len() + fields - 1) as u64
-            || rec.get(4).is_some_and(|proof| proof.contains(&b'"'))
+            || text_column.and_then(|c| rec.get(c.index)).is_some_and(|text| text.contains(&b'"'))
         {
             // Blank lines before it, quotes or line breaks inside: the exact account.
             let inner_nl = rec.as_slice().iter().filter(|&&b| b == b'\n').count() as u64;
@@ -477,7 +499,8 @@ fn read_csv<R: Read>(
         if fields == 1 && trim(&rec[0]).is_empty() {
             continue;
         }
-        let checked = check_record(&rec, names, quoting, line, end_line - own_nl);
+        let multiline = text_column.filter(|c| c.line_breaks).map(|c| c.index);
+        let checked = check_record(&rec, names, quoting, line, end_line - own_nl, multiline);
         let result = checked.and_then(|()| {
             let mut f: [&[u8]; MAX_FIELDS] = [&[]; MAX_FIELDS];
             for (slot, field) in f.iter_mut().zip(rec.iter()) {
@@ -531,6 +554,7 @@ fn check_record(
     raw: Option<u64>,
     line: u64,
     last_line: u64,
+    multiline: Option<usize>,
 ) -> FieldResult<()> {
     if let Some(raw) = raw {
         let span = match last_line > line {
@@ -540,7 +564,7 @@ fn check_record(
         if let Some(e) = bad_quoting(rec, raw, names, &span) {
             return Err(e);
         }
-        if let Some(i) = rec.iter().position(|f| f.contains(&b'\n')) {
+        if let Some(i) = rec.iter().enumerate().position(|(i, f)| Some(i) != multiline && f.contains(&b'\n')) {
             return Err((
                 names.get(i).copied().unwrap_or("row"),
                 format!(

@@ -588,12 +588,20 @@ pub(super) fn write_file_with(
     meta: &WriteMeta,
     slots: &mut SlotWriter<'_>,
 ) -> Result<u64, BuildError> {
-    let io_err = |source| BuildError::Io { path: out.to_owned(), source };
+    write_atomically(out, |f| write_snapshot_with(f, c, meta, slots))
+        .map_err(|source| BuildError::Io { path: out.to_owned(), source })
+}
+
+/// Writes a file the way every compiled file is written (the consent snapshot, the DLT
+/// registry): `write` fills a temporary file next to `out` (`.NAME.tmpPID`), which is fsynced
+/// and renamed over `out`, so a reader never sees half a file; on failure the temporary file
+/// is removed. Returns what `write` returned (the length written).
+pub(crate) fn write_atomically(out: &Path, write: impl FnOnce(&mut File) -> io::Result<u64>) -> io::Result<u64> {
     let file_name = out.file_name().map_or_else(|| "snapshot".into(), |n| n.to_string_lossy().into_owned());
     let tmp = out.with_file_name(format!(".{file_name}.tmp{}", std::process::id()));
     let result = (|| {
         let mut f = File::create(&tmp)?;
-        let len = write_snapshot_with(&mut f, c, meta, slots)?;
+        let len = write(&mut f)?;
         f.sync_all()?;
         fs::rename(&tmp, out)?;
         if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -605,7 +613,7 @@ pub(super) fn write_file_with(
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    result.map_err(io_err)
+    result
 }
 
 /// Serialises `c`: header placeholder, payload (hashed as it is written), then the header.

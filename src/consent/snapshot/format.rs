@@ -22,14 +22,14 @@ pub(super) const SECTION_NAMES: [&str; 3] = ["entities", "table", "watermarks"];
 /// Sections start on cache-line boundaries (the table's buckets are cache lines).
 pub(super) const SECTION_ALIGN: u64 = 64;
 /// Unit of the payload checksum (module docs).
-pub(super) const CHECKSUM_BLOCK: u64 = 16 << 20;
+pub(crate) const CHECKSUM_BLOCK: u64 = 16 << 20;
 
 /// The payload checksum (module docs): the payload cut at every multiple of
 /// [`CHECKSUM_BLOCK`] bytes of *file* offset, each piece hashed with xxh3-64, and the
 /// little-endian piece hashes hashed again. The pieces can be hashed in any order and on any
 /// thread, as each is read.
 #[derive(Default)]
-pub(super) struct BlockHasher {
+pub(crate) struct BlockHasher {
     /// File offset of the next byte.
     pub(super) pos: u64,
     pub(super) cur: Xxh3,
@@ -37,11 +37,11 @@ pub(super) struct BlockHasher {
 }
 
 impl BlockHasher {
-    pub(super) fn at(pos: u64) -> BlockHasher {
+    pub(crate) fn at(pos: u64) -> BlockHasher {
         BlockHasher { pos, cur: Xxh3::new(), sums: Vec::new() }
     }
 
-    pub(super) fn update(&mut self, mut data: &[u8]) {
+    pub(crate) fn update(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
             let room = (CHECKSUM_BLOCK - self.pos % CHECKSUM_BLOCK) as usize;
             let n = room.min(data.len());
@@ -55,7 +55,7 @@ impl BlockHasher {
         }
     }
 
-    pub(super) fn finish(mut self) -> u64 {
+    pub(crate) fn finish(mut self) -> u64 {
         if self.pos % CHECKSUM_BLOCK != 0 {
             self.sums.extend_from_slice(&self.cur.digest().to_le_bytes());
         }

@@ -10,33 +10,33 @@ use std::{mem, slice};
 /// fresh, untouched pages (`calloc` → `mmap`), so the huge-page advice still applies when the
 /// read first touches them. (`alloc_zeroed` with 64-byte alignment would memset every byte
 /// first: measured +0.5 s per GB on the dev VM.)
-pub(super) struct Image {
-    pub(super) buf: Vec<u64>,
+pub(crate) struct Image {
+    pub(crate) buf: Vec<u64>,
     /// Words before the 64-byte-aligned start.
-    pub(super) off: usize,
-    pub(super) len: usize,
+    pub(crate) off: usize,
+    pub(crate) len: usize,
 }
 
 impl Image {
-    pub(super) fn zeroed(len: usize) -> Image {
+    pub(crate) fn zeroed(len: usize) -> Image {
         let buf = vec![0u64; len.div_ceil(8) + 8];
         let off = (buf.as_ptr() as usize).next_multiple_of(64).wrapping_sub(buf.as_ptr() as usize) / 8;
         Image { buf, off, len }
     }
 
     /// The index in `buf` of the image's word `i` (byte `8 i`).
-    pub(super) fn word_index(&self, i: usize) -> usize {
+    pub(crate) fn word_index(&self, i: usize) -> usize {
         self.off + i
     }
 
-    pub(super) fn bytes(&self) -> &[u8] {
+    pub(crate) fn bytes(&self) -> &[u8] {
         // SAFETY: `zeroed` allocated `len.div_ceil(8) + 8` words and `off < 8`, so the `len`
         // bytes from word `off` are inside `buf`, initialised, and borrowed from `self` for
         // the slice's lifetime; u8 has alignment 1 and every byte of a u64 is a valid u8.
         unsafe { slice::from_raw_parts(self.buf.as_ptr().add(self.off).cast::<u8>(), self.len) }
     }
 
-    pub(super) fn bytes_mut(&mut self) -> &mut [u8] {
+    pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
         // SAFETY: as in `bytes`; any byte pattern is a valid u64.
         unsafe { slice::from_raw_parts_mut(self.buf.as_mut_ptr().add(self.off).cast::<u8>(), self.len) }
     }

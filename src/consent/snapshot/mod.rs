@@ -117,6 +117,13 @@ pub use format::{FORMAT_VERSION, HEADER_LEN, MAGIC};
 pub use load::SnapshotError;
 pub use table::prefetch_read;
 
+// The file conventions the DLT registry (`crate::dlt`) shares: the aligned image, the payload
+// checksum, positioned reads and the atomic write.
+pub(crate) use build::write_atomically;
+pub(crate) use format::{BlockHasher, CHECKSUM_BLOCK};
+pub(crate) use image::Image;
+pub(crate) use load::read_at;
+
 use super::statement::Watermarks;
 use table::{Table, DNC_STATE, MAX_ENTRIES};
 #[allow(unused_imports)] // for the submodules' `use super::*` and the tests
