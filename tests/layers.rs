@@ -17,6 +17,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("pcap", &["time", "smpp"]),
     // 1: consent data
     ("consent", &["time", "smpp", "telemetry"]),
+    // the India DLT registry: compiled like the consent snapshot, with its file conventions
+    ("dlt", &["time", "consent"]),
     // 2: decisions and sinks
     ("policy", &["time", "smpp", "telemetry", "consent"]),
     ("optout", &["time", "smpp", "telemetry", "consent"]),
