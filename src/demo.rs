@@ -401,7 +401,7 @@ async fn cmpp_front(
     };
     let r = crate::load::run(LoadConfig { system_id: "999999".into(), sessions: 1, count: 1, ..base.clone() }).await?;
     println!(
-        "8. CMPP front: SP 999999 (no account) CONNECTs: refused before the ISMG ({} refused, {})",
+        "8. CMPP front: SP 999999 (no account) CONNECTs: refused before the ISMG ({} refused, CONNECT_RESP {})",
         r.bind_failures,
         r.errors.first().map_or("", |e| e.rsplit(": ").next().unwrap_or(e))
     );

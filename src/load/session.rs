@@ -315,7 +315,10 @@ impl<'a> Session<'a> {
         let bs = self.bind_status.unwrap_or(status::ESME_RSYSERR);
         if bs != status::ESME_ROK {
             self.st.bind_failures += 1;
-            return Err(format!("bind refused: status 0x{bs:08x}"));
+            return Err(match self.cfg.cmpp {
+                None => format!("bind refused: status 0x{bs:08x}"),
+                Some(_) => format!("CONNECT refused: Status {bs}"),
+            });
         }
 
         // Send (or, on a receiver bind, listen) and drain.
