@@ -383,15 +383,7 @@ async fn a_capture_of_a_cmpp_session_decodes_in_tshark() {
         sp.ack_deliver(&d).await;
         delivers.push(d);
     }
-    let mut out = BytesMut::new();
-    let seq = sp.next_seq();
-    pdu::put_terminate(&mut out, seq);
-    sp.send(&out).await;
-    sp.recv_cmd(cmd::TERMINATE_RESP, &mut delivers).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    node.stop().await;
-    let files: Vec<_> = std::fs::read_dir(&cap_dir).unwrap().flatten().map(|e| e.path()).collect();
-    assert_eq!(files.len(), 1, "{files:?}");
+    let files = terminate_and_stop(&mut sp, &mut node, &cap_dir).await;
     let run = |filter: &str, fields: &[&str]| {
         let mut c = std::process::Command::new(&tshark);
         c.arg("-r").arg(&files[0]).args(["-Y", filter, "-T", "fields"]);
@@ -412,4 +404,82 @@ async fn a_capture_of_a_cmpp_session_decodes_in_tshark() {
     {
         assert!(commands.iter().any(|c| c.contains(id)), "{id} not decoded as CMPP: {commands:?}");
     }
+}
+
+/// The SP TERMINATEs, the gateway stops; the capture files it wrote (one).
+async fn terminate_and_stop(sp: &mut Sp, node: &mut Node, cap_dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = BytesMut::new();
+    let seq = sp.next_seq();
+    pdu::put_terminate(&mut out, seq);
+    sp.send(&out).await;
+    sp.recv_cmd(cmd::TERMINATE_RESP, &mut Vec::new()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    node.stop().await;
+    let files: Vec<_> = std::fs::read_dir(cap_dir).unwrap().flatten().map(|e| e.path()).collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    files
+}
+
+/// `load --cmpp --pcap` replays a CMPP capture: the SP leg of a recorded session (an allowed
+/// SUBMIT, a group, and a SUBMIT refused after the subscriber's 退订) sent again through the
+/// restarted gateway, each answered with the Result recorded for it.
+#[tokio::test]
+async fn a_cmpp_capture_replays_with_the_recorded_results() {
+    let sim = ismg().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cap_dir, report) = (dir.path().join("capture"), dir.path().join("replay.json"));
+    let capture = format!("enabled = true\ndir = \"{}\"\n", cap_dir.display());
+    let (mut node, addr) = gateway_in(dir, sim.local_addr, &["1069*"], &[("capture", &capture)]).await;
+    let (mut sp, status) = Sp::connect(addr, SP, Version::V30).await;
+    assert_eq!(status, 0);
+    let mut delivers = Vec::new();
+    for dests in [&["13800138001"][..], &["13800138003", "13800138004"]] {
+        let f = sp.submit(dests, "【Acme】会员日八折，回T退订");
+        sp.send(&f).await;
+        let r = sp.recv_cmd(cmd::SUBMIT_RESP, &mut delivers).await;
+        assert_eq!(cpeek::submit_resp(&r, Version::V30).unwrap().result, 0);
+    }
+    // The status reports that came meanwhile are answered, then the MO (after its reports).
+    for d in std::mem::take(&mut delivers) {
+        if cmpp::command_id(&d) == cmd::DELIVER {
+            sp.ack_deliver(&d).await;
+        }
+    }
+    let (mo, ()) = tokio::join!(sim.send_mo("13800138002", SRC_ID, 15, b"\xCD\xCB\xB6\xA9"), async {
+        loop {
+            let d = sp.recv_cmd(cmd::DELIVER, &mut delivers).await;
+            sp.ack_deliver(&d).await;
+            if !cpeek::deliver(&d, Version::V30).unwrap().is_report() {
+                break;
+            }
+        }
+    });
+    assert_eq!(mo, Ok(0));
+    let f = sp.submit(&["13800138002"], "【Acme】会员日八折，回T退订");
+    sp.send(&f).await;
+    let r = sp.recv_cmd(cmd::SUBMIT_RESP, &mut delivers).await;
+    assert_eq!(cpeek::submit_resp(&r, Version::V30).unwrap().result, REVOKED_RESULT);
+    let files = terminate_and_stop(&mut sp, &mut node, &cap_dir).await;
+
+    // The same gateway again (its journal holds the 退订), and the SP leg replayed into it.
+    node.start().await;
+    // Off the runtime: the simulator runs on it.
+    let mut load = tokio::process::Command::new(env!("CARGO_BIN_EXE_consentgate"));
+    load.args(["load", "--cmpp", "3.0", "--speed", "max", "--server", "10.0.0.1", "--system-id", SP])
+        .arg("--target")
+        .arg(addr.to_string())
+        .arg("--pcap")
+        .arg(&files[0])
+        .arg("--report")
+        .arg(&report);
+    let out = tokio::time::timeout(Duration::from_secs(30), load.output()).await.expect("load ends").expect("run load");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["sent"], 3, "{r}");
+    assert_eq!((&r["replay"]["compared"], &r["replay"]["differ"]), (&3.into(), &0.into()), "{r}");
+    assert_eq!(r["statuses"][format!("0x{REVOKED_RESULT:08x}")], 1, "{r}");
+    println!(
+        "CMPP|load --cmpp --pcap of a CMPP capture|3 SUBMITs replayed, every Result as recorded ({})",
+        r["statuses"]
+    );
 }

@@ -14,7 +14,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // the CMPP wire reuses smpp::text (UDH readers, case folding) so both protocols fold alike
     ("cmpp", &["time", "smpp"]),
     ("telemetry", &["time"]),
-    ("pcap", &["time", "smpp"]),
+    // capture reading frames SMPP or CMPP streams (`load --pcap`, `load --cmpp --pcap`)
+    ("pcap", &["time", "smpp", "cmpp"]),
     // 1: consent data
     ("consent", &["time", "smpp", "telemetry"]),
     // the India DLT registry: compiled like the consent snapshot, with its file conventions

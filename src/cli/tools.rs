@@ -96,7 +96,8 @@ pub struct LoadArgs {
     /// JSONL scenario: {"source","destination","text","encoding","expect"} per line.
     #[arg(long, conflicts_with = "pcap")]
     scenario: Option<PathBuf>,
-    /// Replay the submit_sm / data_sm / submit_multi of a pcap or pcapng capture.
+    /// Replay the submit_sm / data_sm / submit_multi (with --cmpp: the CMPP_SUBMITs) of a pcap
+    /// or pcapng capture.
     #[arg(long)]
     pcap: Option<PathBuf>,
     /// With --pcap: only TCP connections on this port (default: any port, SMPP detected).
@@ -131,7 +132,9 @@ pub struct LoadArgs {
     /// --system-id is the SP_Id (CONNECT Source_Addr, Msg_src), --password the shared secret
     /// of the MD5 authenticator; the Src_Id is the scenario's source (random traffic: 1069012345);
     /// statuses are SUBMIT_RESP Results.
-    #[arg(long, value_enum, value_name = "VERSION", conflicts_with_all = ["pcap", "tls_ca"])]
+    /// With --pcap: the capture is read as CMPP (the SUBMITs of the SPs' connections, their
+    /// recorded Results), and --port defaults to 7890.
+    #[arg(long, value_enum, value_name = "VERSION", conflicts_with = "tls_ca")]
     cmpp: Option<CmppArg>,
 }
 
@@ -298,7 +301,12 @@ pub async fn load(a: LoadArgs) -> anyhow::Result<ExitCode> {
     };
     let replay = match &pcap {
         Some(p) => {
-            let opts = consentgate::load::pcap::ExtractOptions { port, server, ..Default::default() };
+            let opts = consentgate::load::pcap::ExtractOptions {
+                port: port.or(cmpp.map(|_| 7890)),
+                server,
+                cmpp: cmpp.is_some(),
+                ..Default::default()
+            };
             let x = consentgate::load::pcap::extract(p, &opts)?;
             Some(std::sync::Arc::new(x))
         }

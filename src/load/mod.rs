@@ -301,8 +301,8 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<Report> {
         anyhow::bail!("a scenario and a capture replay are alternatives");
     }
     if cfg.cmpp.is_some() {
-        if cfg.replay.is_some() {
-            anyhow::bail!("--cmpp replays no capture: a capture replay sends what was recorded, in its protocol");
+        if cfg.replay.as_ref().is_some_and(|x| !x.cmpp) {
+            anyhow::bail!("--cmpp replays a capture read as CMPP (extract it with ExtractOptions::cmpp)");
         }
         if cfg.tls.is_some() {
             anyhow::bail!("--cmpp runs over plain TCP (the CMPP front has no TLS listener)");
@@ -320,7 +320,10 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<Report> {
     let tpls: Vec<Arc<Templates>> = match &cfg.replay {
         Some(x) => {
             if x.pdus.is_empty() {
-                anyhow::bail!("{}: no SMPP submit_sm / data_sm / submit_multi to replay", x.file);
+                match x.cmpp {
+                    false => anyhow::bail!("{}: no SMPP submit_sm / data_sm / submit_multi to replay", x.file),
+                    true => anyhow::bail!("{}: no CMPP_SUBMIT to replay", x.file),
+                }
             }
             build_replay_templates(x, cfg.sessions, cfg.speed).into_iter().map(Arc::new).collect()
         }

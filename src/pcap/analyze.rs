@@ -45,6 +45,24 @@ fn is_replayable(id: u32) -> bool {
     matches!(id, cmd::SUBMIT_SM | cmd::DATA_SM | cmd::SUBMIT_MULTI)
 }
 
+/// The same three for CMPP ([`ExtractOptions::cmpp`]): (from the SP, from the ISMG,
+/// replayable).
+mod cmpp_roles {
+    use crate::cmpp::cmd;
+
+    pub(super) fn esme_evidence(id: u32) -> bool {
+        matches!(id, cmd::CONNECT | cmd::SUBMIT | cmd::QUERY | cmd::CANCEL | cmd::DELIVER_RESP)
+    }
+
+    pub(super) fn smsc_evidence(id: u32) -> bool {
+        matches!(id, cmd::CONNECT_RESP | cmd::SUBMIT_RESP | cmd::DELIVER)
+    }
+
+    pub(super) fn is_replayable(id: u32) -> bool {
+        id == cmd::SUBMIT
+    }
+}
+
 struct Dir {
     reasm: Reasm,
     smpp: SmppDir,
@@ -57,10 +75,10 @@ struct Dir {
 }
 
 impl Dir {
-    fn new() -> Dir {
+    fn new(cmpp: bool) -> Dir {
         Dir {
             reasm: Reasm::default(),
-            smpp: SmppDir::new(),
+            smpp: SmppDir::new(cmpp),
             esme_ev: 0,
             smsc_ev: 0,
             requests: Vec::new(),
@@ -168,7 +186,7 @@ impl Analyzer {
                 let i = self.conns.len();
                 self.conns.push(Conn {
                     ends: [seg.src, seg.dst],
-                    dirs: [Dir::new(), Dir::new()],
+                    dirs: [Dir::new(self.opts.cmpp), Dir::new(self.opts.cmpp)],
                     client: None,
                     system_id: None,
                     data_seen: false,
@@ -226,6 +244,9 @@ impl Analyzer {
     }
 
     fn on_pdu(&mut self, idx: usize, d: usize, ts: u64, f: &[u8]) {
+        if self.opts.cmpp {
+            return self.on_cmpp_pdu(idx, d, ts, f);
+        }
         let h = Header::read(f);
         let conn = &mut self.conns[idx];
         if self.opts.keep_all {
@@ -287,6 +308,53 @@ impl Analyzer {
         }
     }
 
+    /// [`Self::on_pdu`] for a CMPP stream: a SUBMIT's recorded status is its SUBMIT_RESP's
+    /// Result (read in the width the response's length says: 21 bytes 2.0, 24 bytes 3.0).
+    fn on_cmpp_pdu(&mut self, idx: usize, d: usize, ts: u64, f: &[u8]) {
+        use crate::cmpp::{self as c, peek, Version};
+        let (id, seq) = (c::command_id(f), c::sequence(f));
+        let conn = &mut self.conns[idx];
+        if self.opts.keep_all {
+            let (src, dst) = (conn.ends[d], conn.ends[1 - d]);
+            self.x.all.push(CapturedPdu { conn: idx as u32, src, dst, ts_ns: ts, frame: f.to_vec() });
+        }
+        if cmpp_roles::esme_evidence(id) {
+            conn.dirs[d].esme_ev += 1;
+        } else if cmpp_roles::smsc_evidence(id) {
+            conn.dirs[d].smsc_ev += 1;
+        }
+        if id == c::cmd::CONNECT && conn.system_id.is_none() {
+            if let Ok(k) = peek::connect(f) {
+                conn.system_id = Some(String::from_utf8_lossy(k.source_addr).into_owned());
+            }
+        }
+        if cmpp_roles::is_replayable(id) {
+            let i = self.cands.len() as u32;
+            let start = self.x.blob.len() as u32;
+            self.x.blob.extend_from_slice(f);
+            let len = f.len() as u32;
+            self.cands.push(RecordedPdu {
+                stream: idx as u32,
+                ts_ns: ts,
+                command_id: id,
+                sequence: seq,
+                recorded_status: None,
+                start,
+                len,
+            });
+            conn.dirs[d].requests.push(i);
+            conn.dirs[d].pending.insert(seq, i);
+        } else if id == c::cmd::SUBMIT_RESP {
+            let other = &mut conn.dirs[1 - d];
+            let version =
+                if f.len() >= c::HEADER_LEN + Version::V30.msg_resp_body_len() { Version::V30 } else { Version::V20 };
+            match (other.pending.remove(&seq), peek::submit_resp(f, version)) {
+                (Some(i), Ok(r)) => self.cands[i as usize].recorded_status = Some(r.result),
+                _ => self.x.damage.unmatched_responses += 1,
+            }
+        }
+    }
+
     /// End of a connection's life (capture end or 4-tuple reuse): flush held data.
     fn close(&mut self, idx: usize) {
         for d in 0..2 {
@@ -335,7 +403,7 @@ impl Analyzer {
                 std::cmp::Ordering::Equal => match (c.client, self.opts.port) {
                     (Some(cl), _) => cl,
                     (None, Some(p)) if c.ends[0].port() == p => 1,
-                    (None, _) if c.ends[0].port() == 2775 => 1,
+                    (None, _) if c.ends[0].port() == if self.opts.cmpp { 7890 } else { 2775 } => 1,
                     _ => 0,
                 },
             };
@@ -373,7 +441,12 @@ impl Analyzer {
                 if bytes == 0 {
                     continue; // handshake only: nothing worth listing
                 }
-                let reason = if smpp { "SMPP without submit_sm/data_sm/submit_multi" } else { "not SMPP" };
+                let reason = match (self.opts.cmpp, smpp) {
+                    (false, true) => "SMPP without submit_sm/data_sm/submit_multi",
+                    (false, false) => "not SMPP",
+                    (true, true) => "CMPP without SUBMIT",
+                    (true, false) => "not CMPP",
+                };
                 if self.x.skipped.len() < MAX_LISTED {
                     self.x.skipped.push(SkippedStream {
                         a: c.ends[0].to_string(),
@@ -386,6 +459,7 @@ impl Analyzer {
                 }
             }
         }
+        self.x.cmpp = self.opts.cmpp;
         let cands = std::mem::take(&mut self.cands);
         self.x.pdus = cands
             .into_iter()

@@ -87,6 +87,10 @@ pub struct ExtractOptions {
     pub server: Option<std::net::IpAddr>,
     /// Also keep every SMPP PDU of every direction in [`Extracted::all`] (tests, tools).
     pub keep_all: bool,
+    /// Read the streams as CMPP 2.0 / 3.0 instead of SMPP: the requests to replay are
+    /// CMPP_SUBMITs, their recorded status the SUBMIT_RESP's Result, the system_id the
+    /// CONNECT's Source_Addr (`load --cmpp --pcap`).
+    pub cmpp: bool,
 }
 
 /// One recorded request to replay.
@@ -176,6 +180,8 @@ pub struct Damage {
 /// Everything read from one capture.
 #[derive(Default)]
 pub struct Extracted {
+    /// Read as CMPP ([`ExtractOptions::cmpp`]).
+    pub cmpp: bool,
     /// The file, as given (for messages).
     pub file: String,
     /// Packets (EPB/SPB/pcap records) read.
@@ -221,7 +227,12 @@ impl Extracted {
     pub fn summary(&self) -> ExtractSummary {
         let mut by_command = BTreeMap::new();
         for p in &self.pdus {
-            *by_command.entry(crate::smpp::command_name(p.command_id)).or_insert(0u64) += 1;
+            let name = if self.cmpp {
+                crate::cmpp::command_name(p.command_id)
+            } else {
+                crate::smpp::command_name(p.command_id)
+            };
+            *by_command.entry(name).or_insert(0u64) += 1;
         }
         ExtractSummary {
             file: self.file.clone(),

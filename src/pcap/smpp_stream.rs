@@ -1,5 +1,6 @@
-//! SMPP framing over a reassembled TCP direction: finding the first header, losing and
-//! regaining sync around gaps.
+//! SMPP (or CMPP) framing over a reassembled TCP direction: finding the first header, losing
+//! and regaining sync around gaps. Both protocols put the PDU's length in its first 4 bytes;
+//! they differ in the header's size (16, 12) and in what a believable header holds.
 
 use super::HUNT_LIMIT;
 use crate::smpp::frame::{Framer, Next, DEFAULT_MAX_PDU_BYTES};
@@ -17,6 +18,29 @@ fn header_only(id: u32) -> bool {
             | cmd::CANCEL_SM_RESP
             | cmd::REPLACE_SM_RESP
     )
+}
+
+/// Whether `b` (≥ 12 bytes) starts with a believable CMPP header: a known command, a length
+/// from 12 to [`DEFAULT_MAX_PDU_BYTES`]. `strict` also wants the exact length of body-less
+/// PDUs, a body on the others, and a non-zero Sequence_Id.
+fn plausible_cmpp(b: &[u8], strict: bool) -> bool {
+    use crate::cmpp::{cmd as c, command_name, HEADER_LEN as CMPP_HEADER_LEN};
+    let (len, id, seq) = (be32(b) as usize, be32(&b[4..]), be32(&b[8..]));
+    if !(CMPP_HEADER_LEN..=DEFAULT_MAX_PDU_BYTES).contains(&len) || command_name(id) == "other" {
+        return false;
+    }
+    if !strict {
+        return true;
+    }
+    match id {
+        c::TERMINATE | c::TERMINATE_RESP | c::ACTIVE_TEST => len == CMPP_HEADER_LEN,
+        c::ACTIVE_TEST_RESP => len == CMPP_HEADER_LEN + 1,
+        _ => len > CMPP_HEADER_LEN && seq != 0,
+    }
+}
+
+fn be32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
 
 /// Whether `b` (≥ 16 bytes) starts with a believable SMPP header. `strict` (used when hunting
@@ -48,8 +72,10 @@ pub(super) enum Mode {
     Ignored,
 }
 
-/// One direction's SMPP framing state.
+/// One direction's SMPP (or CMPP) framing state.
 pub(super) struct SmppDir {
+    /// Frames CMPP instead of SMPP.
+    cmpp: bool,
     pub(super) buf: Vec<u8>,
     pub(super) start: usize,
     /// Timestamp of the newest data in `buf`.
@@ -68,8 +94,9 @@ pub(super) struct SmppDir {
 }
 
 impl SmppDir {
-    pub(super) fn new() -> SmppDir {
+    pub(super) fn new(cmpp: bool) -> SmppDir {
         SmppDir {
+            cmpp,
             buf: Vec::new(),
             start: 0,
             ts: 0,
@@ -80,6 +107,23 @@ impl SmppDir {
             pdus: 0,
             resyncs: 0,
             bytes_skipped: 0,
+        }
+    }
+
+    /// The protocol's header size.
+    fn header_len(&self) -> usize {
+        if self.cmpp {
+            crate::cmpp::HEADER_LEN
+        } else {
+            HEADER_LEN
+        }
+    }
+
+    fn plausible(&self, b: &[u8], strict: bool) -> bool {
+        if self.cmpp {
+            plausible_cmpp(b, strict)
+        } else {
+            plausible(b, strict)
         }
     }
 
@@ -120,15 +164,21 @@ impl SmppDir {
                 Mode::Ignored => return,
                 Mode::Sync => {
                     let avail = &self.buf[self.start..];
-                    if avail.len() < HEADER_LEN {
+                    if avail.len() < self.header_len() {
                         return;
                     }
-                    if !plausible(avail, false) {
+                    if !self.plausible(avail, false) {
                         self.mode = Mode::Hunt;
                         self.framer = Framer::new(DEFAULT_MAX_PDU_BYTES);
                         continue;
                     }
-                    match self.framer.next(avail) {
+                    // CMPP: `plausible` has checked the length, so a frame is its length.
+                    let next = match (self.cmpp, be32(avail) as usize) {
+                        (true, len) if avail.len() >= len => Next::Frame(len),
+                        (true, _) => Next::Incomplete,
+                        (false, _) => self.framer.next(avail),
+                    };
+                    match next {
                         Next::Frame(n) => {
                             self.pdus += 1;
                             on(self.ts, &avail[..n]);
@@ -171,14 +221,15 @@ impl SmppDir {
     /// bytes that cannot start a header are dropped and None is returned (wait for more).
     fn hunt(&mut self, eof: bool) -> Option<usize> {
         let avail = &self.buf[self.start..];
+        let hl = self.header_len();
         let mut i = 0;
         let found = loop {
-            if avail.len() - i < HEADER_LEN {
+            if avail.len() - i < hl {
                 break None;
             }
             let c = &avail[i..];
-            if plausible(c, true) {
-                let len = Header::read(c).command_length as usize;
+            if self.plausible(c, true) {
+                let len = be32(c) as usize;
                 if c.len() < len {
                     if eof {
                         i += 1;
@@ -190,13 +241,13 @@ impl SmppDir {
                 if rest.is_empty() {
                     break Some(i);
                 }
-                if rest.len() < HEADER_LEN {
+                if rest.len() < hl {
                     if eof {
                         break Some(i);
                     }
                     break None;
                 }
-                if plausible(rest, false) {
+                if self.plausible(rest, false) {
                     break Some(i);
                 }
             }
