@@ -218,3 +218,12 @@ fn version_completions_man_pages_and_the_reference_page() {
         "docs/src/reference/cli.md is not what the binary prints: run `cargo run -- reference > docs/src/reference/cli.md`"
     );
 }
+
+/// `check-config` on the bundled demo config names the CMPP front and the ISMG behind it.
+#[test]
+fn check_config_names_the_cmpp_front() {
+    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/config/demo.toml");
+    let (code, out, err) = consentgate(&["check-config", demo]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("cmpp 127.0.0.1:0 -> ISMG 127.0.0.1:7890"), "{out}");
+}

@@ -75,17 +75,22 @@ pub enum DltCmd {
         /// Directory to write entities.csv, headers.csv, templates.csv, chains.csv, preferences.csv.
         #[arg(long)]
         dir: PathBuf,
+        /// Content templates to write (1–4 `{#var#}` each).
         #[arg(long, default_value_t = 10_000_000)]
         templates: u64,
+        /// Headers (sender ids), spread over the entities.
         #[arg(long, default_value_t = 1_000_000)]
         headers: u64,
+        /// Principal entities.
         #[arg(long, default_value_t = 300_000)]
         entities: u64,
         /// Templates of the biggest PE (entity 0).
         #[arg(long, default_value_t = 100_000)]
         big_pe_templates: u64,
+        /// Subscribers with registered preferences.
         #[arg(long, default_value_t = 1_000_000)]
         preferences: u64,
+        /// Seed of the generator: the same seed writes the same files.
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },

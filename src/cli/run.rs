@@ -204,8 +204,13 @@ pub fn check_config(file: PathBuf) -> ExitCode {
         Ok(l) => {
             print_diagnostics(&l.warnings);
             let c = &l.config;
+            // The CMPP front, when configured: its port and the ISMG behind it.
+            let cmpp = match (c.listen.cmpp, &c.upstream.cmpp) {
+                (Some(l), Some(u)) => format!(", cmpp {l} -> ISMG {}", u.address),
+                _ => String::new(),
+            };
             println!(
-                "{}: ok, {} accounts, {} files, {} warning(s) (upstream {}, smpp {}, admin {}, node {}, sha256 {})",
+                "{}: ok, {} accounts, {} files, {} warning(s) (upstream {}, smpp {}{cmpp}, admin {}, node {}, sha256 {})",
                 file.display(),
                 c.accounts.len(),
                 l.files.len(),
