@@ -47,6 +47,7 @@
 pub mod concat;
 pub mod config;
 pub mod content;
+pub mod dlt;
 mod engine;
 pub mod frequency;
 mod limit;
@@ -60,7 +61,7 @@ pub use config::{
 };
 pub use engine::{classify, standing, AccountIdx, Carried, ConsentView, Engine, EngineCell, Message, QuietHoursState};
 pub use limit::{Rate, SessionCount, SessionSlot, Sessions};
-pub use reason::{Decision, Reason, Standing, Verdict};
+pub use reason::{Decision, DltIds, Reason, Standing, Verdict};
 pub use session::{MessageOf, Part, SessionPolicy, SnapshotStamp, PREFETCH_DISTANCE, PREFETCH_GROUP};
 
 #[cfg(test)]
