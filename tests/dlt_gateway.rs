@@ -2,7 +2,8 @@
 //! `consentgate dlt build` from small CSVs, `consentgate run` under Debian's `faketime` (12:00
 //! and 21:30 IST) in front of the project's SMSC simulator, and an ESME that sends submit_sm
 //! with the PE id, template id and chain in the vendor TLVs 0x1400–0x1402. Each case asserts
-//! the submit_sm_resp status and the `reason` label of `consentgate_submit_total`. Skipped
+//! the submit_sm_resp status and the `reason` label of `consentgate_submit_total`; a config
+//! reload refuses a registry that does not load and puts a rebuilt one in force. Skipped
 //! (with a notice) without `faketime` on a developer machine; a failure under CI.
 
 mod common;
@@ -20,6 +21,7 @@ use consentgate::smpp::pdu::SubmitBuilder;
 use consentgate::smpp::{self, cmd};
 
 const BIN: &str = env!("CARGO_BIN_EXE_consentgate");
+const TOKEN: &str = "dlt-test-token-0123456789";
 const PE: &str = "1101000000000000001";
 const PE2: &str = "1101000000000000002";
 const TM: &str = "1302000000000000007";
@@ -61,8 +63,8 @@ fn wait_port(port: u16, child: &mut Kill, what: &str) {
     panic!("{what} not listening on {port}");
 }
 
-/// The five CSVs and `dlt build`; the registry's path.
-fn build_registry(dir: &Path) -> String {
+/// The five CSVs and `dlt build`; the registry's path. `otp`: with the OTP template.
+fn build_registry(dir: &Path, otp: bool) -> String {
     let w = |n: &str, t: String| std::fs::write(dir.join(n), t).unwrap();
     w("entities.csv", format!("pe_id,name,status\n{PE},Acme Bank,active\n{PE2},Other Co,active\n"));
     w(
@@ -72,11 +74,16 @@ fn build_registry(dir: &Path) -> String {
              OTHERS,{PE2},S,active\n"
         ),
     );
+    let otp_row = if otp {
+        format!("{T_OTP},{PE},ACMEBK,transactional,,\"Dear {{#var#}}, your OTP is {{#var#}}. - Acme\",active\n")
+    } else {
+        String::new()
+    };
     w(
         "templates.csv",
         format!(
             "template_id,pe_id,headers,category,content_category,content,status\n\
-             {T_OTP},{PE},ACMEBK,transactional,,\"Dear {{#var#}}, your OTP is {{#var#}}. - Acme\",active\n\
+             {otp_row}\
              {T_SALE},{PE},ACMEPR,promotional,4,\"Sale {{#var#}} today only - Acme\",active\n\
              {T_STATEMENT},{PE},ACMESE,service_explicit,1,\"Your statement for {{#var#}} is ready - Acme\",active\n\
              1107000000000000004,{PE},ACMEPR,promotional,4,\"{HINDI}\",active\n"
@@ -122,6 +129,7 @@ fn stack(faketime: &Path, dir: &Path, registry: &str, at: &str, name: &str) -> S
             .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
             .env("TZ", "UTC")
             .env("RUST_LOG", "warn")
+            .env("CONSENTGATE_ADMIN_TOKEN", TOKEN)
             .stdout(Stdio::null()),
     );
     wait_port(gw_a.port(), &mut gw, "gateway");
@@ -173,7 +181,7 @@ async fn rejected(admin: SocketAddr, reason: &str, want: f64) -> f64 {
 async fn dlt_steps_with_the_real_binary() {
     let Some(faketime) = tools::debian_tool("faketime", "faketime") else { return };
     let dir = tempfile::tempdir().unwrap();
-    let registry = build_registry(dir.path());
+    let registry = build_registry(dir.path(), true);
     // 06:30 UTC = 12:00 IST: inside the promotional hours.
     let noon = stack(&faketime, dir.path(), &registry, "@2026-06-01 06:30:00", "noon");
     let mut e = Esme::bound(noon.smpp, "dlt").await;
@@ -291,13 +299,28 @@ async fn dlt_steps_with_the_real_binary() {
     // A promotional message at noon passes.
     let sale = dlt_submit("ACMEPR", FREE, "Sale 50% off today only - Acme", Some(PE), Some(T_SALE), chain);
     assert_eq!(status(&mut e, &sale).await, 0, "promotional at 12:00 IST");
+
+    // The registry reloads with the config: a file that does not load is refused and the
+    // running registry keeps serving; a good one is in force from the next message.
+    let reload = || consentgate::admin::request(noon.admin, "POST", "/v1/config/reload", Some(TOKEN), None);
+    std::fs::write(&registry, b"not a registry").unwrap();
+    let (code, body) = reload().await.unwrap();
+    assert_ne!(code, 200, "{body}");
+    assert!(body.contains("dlt.registry") && body.contains("india.dlt"), "names the key and file: {body}");
+    let otp_msg = dlt_submit("ACMEBK", FREE, otp, Some(PE), Some(T_OTP), chain);
+    assert_eq!(status(&mut e, &otp_msg).await, 0, "the old registry keeps serving");
+    build_registry(dir.path(), false);
+    let (code, body) = reload().await.unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(status(&mut e, &otp_msg).await, 0x411, "the OTP template is gone");
+    assert_eq!(rejected(noon.admin, "dlt_template_unknown", 1.0).await, 1.0);
     drop(noon);
+    build_registry(dir.path(), true);
 
     // 16:00 UTC = 21:30 IST: promotional refused, transactional still passes.
     let late = stack(&faketime, dir.path(), &registry, "@2026-06-01 16:00:00", "late");
     let mut e = Esme::bound(late.smpp, "dlt").await;
     assert_eq!(status(&mut e, &sale).await, 0x419, "promotional at 21:30 IST");
     assert_eq!(rejected(late.admin, "dlt_promotional_hours", 1.0).await, 1.0);
-    let otp_msg = dlt_submit("ACMEBK", FREE, otp, Some(PE), Some(T_OTP), chain);
     assert_eq!(status(&mut e, &otp_msg).await, 0, "transactional at 21:30 IST");
 }

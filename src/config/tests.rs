@@ -654,4 +654,11 @@ fn dlt_section_and_scrubbing_accounts() {
     assert_eq!((d.promotional_hours.start, d.promotional_hours.end, d.zone.name()), (540, 1260, "Asia/Kolkata"));
     let a = c.account("in1").unwrap();
     assert_eq!((a.scrubbing, a.pe_id), (crate::policy::dlt::Scrubbing::Dlt, Some(1_101_000_000_000_000_001)));
+
+    // The bundled India example, with its registry path pointed at this one.
+    let india = include_str!("../../config/india.toml");
+    let india = india.replace("/var/lib/consentgate/india.dlt", &out.display().to_string());
+    assert_ne!(india, include_str!("../../config/india.toml"), "the example names the registry");
+    let c = Config::parse(&india).unwrap_or_else(|e| panic!("config/india.toml: {e:?}"));
+    assert_eq!(c.account("acmebank").and_then(|a| a.pe_id), Some(1_101_000_000_000_000_001));
 }
