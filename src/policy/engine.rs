@@ -374,11 +374,6 @@ impl Engine {
         self.dlt[idx.get()]
     }
 
-    /// The `[dlt]` registry in force, if configured.
-    pub fn dlt_registry(&self) -> Option<&crate::dlt::Registry> {
-        self.config.dlt.as_ref().map(|c| &*c.registry)
-    }
-
     /// Account `idx`'s entity as step 8 keys it ([`frequency::entity_key`]).
     pub fn cap_entity(&self, idx: AccountIdx) -> u32 {
         self.cap_entity[idx.get()]
