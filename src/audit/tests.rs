@@ -85,6 +85,28 @@ fn line_format_is_as_documented() {
 }
 
 #[test]
+fn a_dlt_record_carries_the_pe_and_template_ids() {
+    let mut out = Vec::new();
+    let mut r = rec(AccountId(0), 0, Verdict::Reject(Reason::DltTemplateMismatch));
+    r.dlt = crate::policy::DltIds { pe: 1_101_000_000_000_000_001, template: 1_107_000_000_000_000_042 };
+    write_record(&mut out, &r, "in", "in-co");
+    let s = String::from_utf8(out).unwrap();
+    assert!(s.ends_with("\"dlt_pe\":\"1101000000000000001\",\"dlt_template\":\"1107000000000000042\"}\n"), "{s}");
+    let back: AuditLine = serde_json::from_str(&s).unwrap();
+    assert_eq!(back.reason.as_deref(), Some("dlt_template_mismatch"));
+    assert_eq!(
+        (back.dlt_pe.as_deref(), back.dlt_template.as_deref()),
+        (Some("1101000000000000001"), Some("1107000000000000042"))
+    );
+    // Only the PE known (refused before a template): no template field.
+    let mut out = Vec::new();
+    r.dlt.template = 0;
+    write_record(&mut out, &r, "in", "in-co");
+    let s = String::from_utf8(out).unwrap();
+    assert!(s.contains(r#""dlt_pe":"1101000000000000001""#) && !s.contains("\"dlt_template\""), "{s}");
+}
+
+#[test]
 fn a_cmpp_record_is_marked_and_reads_back() {
     let mut out = Vec::new();
     let mut r = rec(AccountId(0), 0, Verdict::Reject(Reason::Revoked));

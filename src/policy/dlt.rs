@@ -309,8 +309,14 @@ fn decimal_str(mut n: u64, buf: &mut [u8; 20]) -> &str {
 }
 
 #[cfg(test)]
-mod unit {
+mod tests {
     use super::*;
+    use crate::config::Config;
+    use crate::consent::delta::Delta;
+    use crate::consent::statement::{EntityName, NodeId, Statement, StatementId, StatementKind, StatementSource};
+    use crate::policy::{Decision, Engine, Verdict};
+    use crate::smpp::peek::Addr;
+    use crate::smpp::text::Coding;
 
     #[test]
     fn ids_are_decimal() {
@@ -330,5 +336,158 @@ mod unit {
         assert_eq!(Reason::DltEntityMissing.default_status(), 0x40A);
         assert_eq!(Reason::DltPromotionalHours.default_status(), 0x419);
         assert_eq!(Reason::DltPromotionalHours.default_cmpp_result(), 128);
+    }
+
+    const PE: u64 = 1_101_000_000_000_000_001;
+    const TM: &str = "1302000000000000007";
+    /// Fully blocked.
+    const BLOCKED: u64 = 919_812_345_678;
+    /// Refuses content category 4.
+    const NO_CC4: u64 = 919_811_111_111;
+
+    /// A registry and an engine with one DLT account `in` (no `pe_id`) and the live delta.
+    struct World {
+        engine: Engine,
+        delta: Delta,
+        _dir: tempfile::TempDir,
+    }
+
+    fn world() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let w = |n: &str, t: &str| std::fs::write(dir.path().join(n), t).unwrap();
+        w("e.csv", &format!("pe_id,name,status\n{PE},Acme,active\n"));
+        w(
+            "h.csv",
+            &format!("header,pe_id,type,status\nACMEBK,{PE},T,active\nACMEPR,{PE},P,active\nACMESE,{PE},S,active\n"),
+        );
+        w(
+            "t.csv",
+            &format!(
+                "template_id,pe_id,headers,category,content_category,content,status\n\
+                 11,{PE},ACMEBK,transactional,,Dear {{#var#}}: OTP {{#var#}} - Acme,active\n\
+                 12,{PE},ACMEPR,promotional,4,Sale {{#var#}} - Acme,active\n\
+                 13,{PE},ACMESE,service_explicit,1,Statement {{#var#}} - Acme,active\n\
+                 14,{PE},ACMEBK,promotional,4,Offer {{#var#}} - Acme,active\n\
+                 15,{PE},ACMEBK,transactional,,Old {{#var#}} - Acme,inactive\n"
+            ),
+        );
+        w("c.csv", &format!("pe_id,tm_id\n{PE},{TM}\n"));
+        w("p.csv", "msisdn,categories,registered_at\n9812345678,all,2024-01-01\n9811111111,4,2024-01-01\n");
+        let p = |n: &str| dir.path().join(n);
+        crate::dlt::build(&crate::dlt::BuildOptions {
+            entities: p("e.csv"),
+            headers: p("h.csv"),
+            templates: p("t.csv"),
+            chains: Some(p("c.csv")),
+            preferences: Some(p("p.csv")),
+            out: p("r.dlt"),
+            default_cc: "91".into(),
+            ..Default::default()
+        })
+        .expect("build");
+        let text = format!(
+            "[upstream]\naddress = \"10.1.2.3:2775\"\n[policy]\ndefault_country_code = \"91\"\n\
+             [dlt]\nregistry = {:?}\n[[account]]\nsystem_id = \"in\"\nlicence = \"UL-1\"\nscrubbing = \"dlt\"\n",
+            p("r.dlt").display().to_string()
+        );
+        let engine = Config::parse(&text).unwrap_or_else(|e| panic!("{e:?}")).engine();
+        World { engine, delta: Delta::new(), _dir: dir }
+    }
+
+    impl World {
+        fn grant(&self, msisdn: u64) {
+            let id = StatementId { origin: NodeId::parse("test").unwrap(), seq: msisdn };
+            let entity = Some(EntityName::parse(&PE.to_string()).unwrap());
+            let kind = StatementKind::Grant;
+            self.delta.apply(&Statement {
+                at: 1_700_000_000_000,
+                kind,
+                source: StatementSource::Api,
+                msisdn,
+                entity,
+                id,
+            });
+        }
+
+        /// Decides `text` from `header` to `msisdn` with the PE id, template id `t` (if any)
+        /// and the declared TM in the TLVs, at `hh:mm` IST on 2026-06-01.
+        fn decide(&self, header: &str, msisdn: u64, text: &str, t: Option<u64>, hhmm: (i64, i64)) -> Decision {
+            let mut tlvs = Vec::new();
+            let mut put = |tag: u16, v: &str| {
+                tlvs.extend_from_slice(&tag.to_be_bytes());
+                tlvs.extend_from_slice(&(v.len() as u16).to_be_bytes());
+                tlvs.extend_from_slice(v.as_bytes());
+            };
+            put(0x1400, &PE.to_string());
+            put(0x1402, TM);
+            if let Some(t) = t {
+                put(0x1401, &t.to_string());
+            }
+            let dest = msisdn.to_string();
+            let m = Message {
+                source: Addr { ton: 5, npi: 0, addr: header.as_bytes() },
+                destination: Addr { ton: 1, npi: 1, addr: dest.as_bytes() },
+                service: b"",
+                coding: Coding::Ascii,
+                user_data: text.as_bytes(),
+                tlvs: &tlvs,
+                text: Some(text),
+            };
+            let data = ConsentView { snapshot: None, delta: &self.delta, live_entity: None, snap_entity: None };
+            // 2026-06-01 00:00 IST = 2026-05-31 18:30 UTC.
+            let midnight_ist = crate::time::days_from_civil(2026, 6, 1) * 86_400_000 - 330 * 60_000;
+            let now = Now::at(midnight_ist + (hhmm.0 * 60 + hhmm.1) * 60_000);
+            let idx = self.engine.lookup("in").unwrap();
+            self.engine.decide(idx, &data, &m, now)
+        }
+    }
+
+    fn reason(d: &Decision) -> Option<Reason> {
+        d.verdict.reason()
+    }
+
+    #[test]
+    fn by_category_consent_preferences_and_hours() {
+        let w = world();
+        let noon = (12, 0);
+        let otp = "Dear Asha: OTP 1234 - Acme";
+        let d = w.decide("ACMEBK", BLOCKED, otp, Some(11), noon);
+        assert_eq!(d.verdict, Verdict::Accept, "transactional ignores preferences");
+        assert_eq!((d.dlt.pe, d.dlt.template), (PE, 11), "the ids for the audit record");
+        assert_eq!(d.class, Some(crate::policy::MessageClass::Transactional));
+        // Case-sensitive: the text is not folded.
+        assert_eq!(
+            reason(&w.decide("ACMEBK", BLOCKED, "dear Asha: OTP 1234 - Acme", Some(11), noon)),
+            Some(Reason::DltTemplateMismatch)
+        );
+        assert_eq!(
+            reason(&w.decide("ACMEBK", BLOCKED, "Old x - Acme", Some(15), noon)),
+            Some(Reason::DltTemplateInactive)
+        );
+        assert_eq!(
+            reason(&w.decide("ACMEBK", BLOCKED, "Old x - Acme", Some(99), noon)),
+            Some(Reason::DltTemplateUnknown)
+        );
+        let d = w.decide("ACMEBK", NO_CC4, "Offer x - Acme", None, noon);
+        assert_eq!((reason(&d), d.dlt.template), (Some(Reason::DltCategoryHeader), 14), "promotional on a T header");
+        assert_eq!(reason(&w.decide("ACMEPR", NO_CC4, otp, None, noon)), Some(Reason::DltTemplateMismatch));
+
+        // Service-explicit: a fully blocked subscriber only with consent (entity = the PE id).
+        let stmt = "Statement May - Acme";
+        assert_eq!(reason(&w.decide("ACMESE", BLOCKED, stmt, Some(13), noon)), Some(Reason::DltPreference));
+        assert_eq!(w.decide("ACMESE", NO_CC4, stmt, Some(13), noon).verdict, Verdict::Accept, "not fully blocked");
+        w.grant(BLOCKED);
+        assert_eq!(w.decide("ACMESE", BLOCKED, stmt, Some(13), noon).verdict, Verdict::Accept, "consent overrides");
+
+        // Promotional: consent or preferences, and the hours.
+        let sale = "Sale 50% - Acme";
+        assert_eq!(reason(&w.decide("ACMEPR", NO_CC4, sale, Some(12), noon)), Some(Reason::DltPreference));
+        let d = w.decide("ACMEPR", 919_800_000_001, sale, Some(12), noon);
+        assert_eq!((d.verdict, d.class), (Verdict::Accept, Some(crate::policy::MessageClass::Marketing)));
+        w.grant(NO_CC4);
+        assert_eq!(w.decide("ACMEPR", NO_CC4, sale, Some(12), noon).verdict, Verdict::Accept, "consent overrides");
+        assert_eq!(w.decide("ACMEPR", NO_CC4, sale, Some(12), (9, 0)).verdict, Verdict::Accept, "09:00 is in");
+        assert_eq!(reason(&w.decide("ACMEPR", NO_CC4, sale, Some(12), (8, 59))), Some(Reason::DltPromotionalHours));
+        assert_eq!(reason(&w.decide("ACMEPR", NO_CC4, sale, Some(12), (21, 0))), Some(Reason::DltPromotionalHours));
     }
 }
