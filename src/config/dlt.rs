@@ -1,11 +1,15 @@
 //! `[dlt]`: the India DLT registry and how its ids travel (architecture §11). The registry
 //! file is opened and fully validated here, so `check-config`, start and every reload refuse
-//! a file that does not load (naming it) and a reload keeps the running one.
+//! a file that does not load (naming it) and a reload keeps the running one. A reload that
+//! finds the file unchanged keeps the registry in use without reading it again ([`open`]).
+
+use std::sync::Arc;
 
 use serde::Deserialize;
 
 use super::policy::{daily_window, RawQuietHours};
 use super::raw::*;
+use crate::dlt::Registry;
 use crate::policy::dlt::{
     DltConfig, DEFAULT_CHAIN_TLV, DEFAULT_PE_ID_TLV, DEFAULT_PROMOTIONAL_HOURS, DEFAULT_TEMPLATE_ID_TLV,
     DEFAULT_TIMEZONE,
@@ -58,7 +62,7 @@ pub(super) fn validate_dlt(d: RawDlt, p: &mut Problems) -> Option<DltConfig> {
         p.push("dlt.registry", "required: the registry file `consentgate dlt build` wrote");
         return None;
     };
-    let registry = match crate::dlt::Registry::open(&path) {
+    let registry = match open(std::path::Path::new(&path)) {
         Ok(r) => r,
         Err(e) => {
             // The error names the file.
@@ -67,7 +71,7 @@ pub(super) fn validate_dlt(d: RawDlt, p: &mut Problems) -> Option<DltConfig> {
         }
     };
     Some(DltConfig {
-        registry: std::sync::Arc::new(registry),
+        registry,
         path: path.into(),
         pe_id_tlv,
         template_id_tlv,
@@ -75,4 +79,39 @@ pub(super) fn validate_dlt(d: RawDlt, p: &mut Problems) -> Option<DltConfig> {
         promotional_hours: promotional_hours?,
         zone: zone.unwrap_or_else(crate::time::Zone::utc),
     })
+}
+
+/// The registry last opened, while an engine still holds it: a config reload that finds the
+/// same file (path, inode, length, modification time) reuses it instead of reading and
+/// validating gigabytes again for an edit of an account. `dlt build` renames a new file into
+/// place (a new inode), and a copy over the old one changes its length or time, so a new
+/// registry is always read. A std Mutex: no await inside; only config loads take it.
+static LAST: std::sync::Mutex<Option<(std::path::PathBuf, Stamp, std::sync::Weak<Registry>)>> =
+    std::sync::Mutex::new(None);
+
+type Stamp = (u64, u64, Option<std::time::SystemTime>);
+
+fn stamp(path: &std::path::Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.ino(), m.len(), m.modified().ok()))
+}
+
+/// The registry at `path`: the one in use if the file is unchanged, else opened and validated.
+fn open(path: &std::path::Path) -> Result<Arc<Registry>, crate::dlt::RegistryError> {
+    let before = stamp(path);
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    if let (Some(s), Some((p, st, weak))) = (before, last.as_ref()) {
+        if p == path && *st == s {
+            if let Some(r) = weak.upgrade() {
+                return Ok(r);
+            }
+        }
+    }
+    let r = Arc::new(Registry::open(path)?);
+    // Stamped as it was before reading: a file replaced while it was read is read again.
+    if let Some(s) = before {
+        *last = Some((path.to_owned(), s, Arc::downgrade(&r)));
+    }
+    Ok(r)
 }

@@ -651,6 +651,12 @@ fn dlt_section_and_scrubbing_accounts() {
     let c = Config::parse(&text).unwrap();
     let d = c.policy.dlt.as_ref().expect("[dlt]");
     assert_eq!((d.pe_id_tlv, d.template_id_tlv, d.chain_tlv), (0x1400, 0x1401, 0x1402));
+    // A reload of an unchanged file keeps the registry in use; a rebuilt one is read again.
+    let again = Config::parse(&text).unwrap();
+    assert!(std::sync::Arc::ptr_eq(&d.registry, &again.policy.dlt.as_ref().unwrap().registry));
+    crate::dlt::build(&opts).expect("rebuild");
+    let rebuilt = Config::parse(&text).unwrap();
+    assert!(!std::sync::Arc::ptr_eq(&d.registry, &rebuilt.policy.dlt.as_ref().unwrap().registry));
     assert_eq!((d.promotional_hours.start, d.promotional_hours.end, d.zone.name()), (540, 1260, "Asia/Kolkata"));
     let a = c.account("in1").unwrap();
     assert_eq!((a.scrubbing, a.pe_id), (crate::policy::dlt::Scrubbing::Dlt, Some(1_101_000_000_000_000_001)));
