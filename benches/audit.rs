@@ -53,6 +53,7 @@ fn records(audit: &Audit) -> Vec<AuditRecord> {
                 message_id: if verdict.forwards() { MessageId::new(b"0a1b2c3d4e5f6071") } else { MessageId::NONE },
                 snapshot: SnapshotRef { id: 0x5f0c_1d2e_3a4b_5c6d, generation: 3, built_at: 1_777_507_200 },
                 protocol: Default::default(),
+                dlt: Default::default(),
             }
         })
         .collect()

@@ -43,6 +43,7 @@ fn bench(c: &mut Criterion) {
         service: b"",
         coding: consentgate::smpp::text::Coding::Ucs2,
         user_data: &ucs2,
+        tlvs: b"",
         text: None,
     };
     let (mut scratch, mut folded) = (String::new(), String::new());

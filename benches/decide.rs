@@ -360,6 +360,7 @@ fn bench(c: &mut Criterion) {
                 service: b"",
                 coding: Coding::Gsm7,
                 user_data: b"",
+                tlvs: b"",
                 text: None,
             };
             let (idx, data) = &views[q.account as usize];
@@ -496,6 +497,7 @@ fn bench_text(c: &mut Criterion, fx: &Fixture) {
                     service: b"",
                     coding: Coding::Ucs2,
                     user_data: black_box(&ucs2),
+                    tlvs: b"",
                     text: None,
                 };
                 let (idx, data) = &views[q.account as usize];

@@ -16,7 +16,7 @@
 //! 0–30 characters; and 4 096 of the biggest PE (entity 0). Element throughput is per query.
 
 use std::hint::black_box;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use consentgate::dlt::{self, synth, Registry, Status};
@@ -32,7 +32,8 @@ struct Query {
 }
 
 struct Fixture {
-    reg: Registry,
+    /// Shared with the engine of the `dlt_decide` group.
+    reg: Arc<Registry>,
     random: Vec<Query>,
     big: Vec<Query>,
     /// The big PE's templates per header (record order), for the baseline scan.
@@ -133,7 +134,7 @@ fn fixture() -> &'static Fixture {
             .collect();
         let s = reg.anchor_stats();
         eprintln!("[dlt bench] anchors: {s:?}");
-        Fixture { reg, random, big, big_by_header, msisdns, tms }
+        Fixture { reg: Arc::new(reg), random, big, big_by_header, msisdns, tms }
     })
 }
 
@@ -213,5 +214,110 @@ fn matching(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, matching);
+/// The whole DLT path of the pipeline (`Engine::decide` for an account with `scrubbing =
+/// "dlt"`): TLVs read, entity, header, template match, category, chain, then consent /
+/// preferences / promotional hours by category — against `dlt_match_random_template`, the
+/// match alone. Queries: the random templates, each with its PE id, template id (or none)
+/// and a TM declared for its PE in the TLVs, to random subscribers, at 12:00 IST.
+fn decide(c: &mut Criterion) {
+    use consentgate::consent::delta::Delta;
+    use consentgate::policy::dlt::{DltConfig, Scrubbing, DEFAULT_PROMOTIONAL_HOURS};
+    use consentgate::policy::{Account, ConsentView, Engine, Message, MessageClass, PolicyConfig};
+    use consentgate::smpp::peek::Addr;
+    use consentgate::smpp::text::Coding;
+
+    let fx = fixture();
+    let reg = &fx.reg;
+    let config = PolicyConfig {
+        default_country_code: "91".into(),
+        dlt: Some(DltConfig {
+            registry: reg.clone(),
+            path: "bench.dlt".into(),
+            pe_id_tlv: 0x1400,
+            template_id_tlv: 0x1401,
+            chain_tlv: 0x1402,
+            promotional_hours: DEFAULT_PROMOTIONAL_HOURS,
+            zone: consentgate::time::Zone::get("Asia/Kolkata").unwrap(),
+        }),
+        ..PolicyConfig::default()
+    };
+    let account = Account {
+        system_id: "tm".into(),
+        entity: "tm".into(),
+        class: MessageClass::Marketing,
+        licence: Some("UL-1".into()),
+        licence_expires: None,
+        sender_id: Vec::new(),
+        source_class: Vec::new(),
+        service_type_class: Vec::new(),
+        max_tps: None,
+        bind_types: Vec::new(),
+        max_sessions: None,
+        quiet_hours: None,
+        signatures: Vec::new(),
+        per_entity_per_day: None,
+        scrubbing: Scrubbing::Dlt,
+        pe_id: None,
+    };
+    let engine = Engine::new(config, vec![account]);
+    let idx = engine.lookup("tm").unwrap();
+    let delta = Delta::new();
+    let view = ConsentView { snapshot: None, delta: &delta, live_entity: None, snap_entity: None };
+    // 2026-06-01 06:30 UTC = 12:00 IST.
+    let now = consentgate::time::Now::at(1_780_295_400_000);
+    let tlv = |out: &mut Vec<u8>, tag: u16, v: &[u8]| {
+        out.extend_from_slice(&tag.to_be_bytes());
+        out.extend_from_slice(&(v.len() as u16).to_be_bytes());
+        out.extend_from_slice(v);
+    };
+    // Per query: destination digits, TLVs with the template id, TLVs without. A TM declared
+    // for the query's PE is looked for among the synthetic ids (setup, untimed).
+    let prepared: Vec<(String, Vec<u8>, Vec<u8>)> = fx
+        .random
+        .iter()
+        .zip(&fx.msisdns)
+        .map(|(q, m)| {
+            let tm = (0..5000).map(synth::tm_id).find(|&tm| reg.chain_declared(q.pe, tm)).unwrap_or(synth::tm_id(0));
+            let (mut with, mut without) = (Vec::new(), Vec::new());
+            for out in [&mut with, &mut without] {
+                tlv(out, 0x1400, q.pe.to_string().as_bytes());
+                tlv(out, 0x1402, tm.to_string().as_bytes());
+            }
+            tlv(&mut with, 0x1401, q.id.to_string().as_bytes());
+            (m.to_string(), with, without)
+        })
+        .collect();
+    let message = |i: usize, with_id: bool| {
+        let (q, p) = (&fx.random[i], &prepared[i]);
+        Message {
+            source: Addr { ton: 5, npi: 0, addr: q.header.as_bytes() },
+            destination: Addr { ton: 1, npi: 1, addr: p.0.as_bytes() },
+            service: b"",
+            coding: Coding::Ucs2,
+            user_data: b"",
+            tlvs: if with_id { &p.1 } else { &p.2 },
+            text: Some(&q.text),
+        }
+    };
+    let mut outcomes: std::collections::BTreeMap<&str, usize> = Default::default();
+    for i in 0..QUERIES {
+        let d = engine.decide(idx, &view, &message(i, true), now);
+        *outcomes.entry(d.verdict.reason().map_or("accepted", |r| r.label())).or_default() += 1;
+    }
+    eprintln!("[dlt bench] decide outcomes (with template id): {outcomes:?}");
+
+    let mut g = group(c, "dlt_decide", QUERIES);
+    for (name, with_id) in [("with_template_id", true), ("without_template_id", false)] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                (0..QUERIES)
+                    .filter(|&i| engine.decide(idx, &view, black_box(&message(i, with_id)), now).verdict.forwards())
+                    .count()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, matching, decide);
 criterion_main!(benches);

@@ -30,6 +30,7 @@ fn record(account: AccountId, seq: u32, at_us: i64, dest: &[u8], msisdn: u64, ve
         message_id: if verdict.forwards() { MessageId::new(b"a1b2c3") } else { MessageId::NONE },
         snapshot: SnapshotRef { id: 0xfeed_beef_0000_0001, generation: 1, built_at: 1_777_507_200 },
         protocol: Default::default(),
+        dlt: Default::default(),
     }
 }
 

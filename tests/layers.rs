@@ -21,7 +21,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // the India DLT registry: compiled like the consent snapshot, with its file conventions
     ("dlt", &["time", "consent"]),
     // 2: decisions and sinks
-    ("policy", &["time", "smpp", "telemetry", "consent"]),
+    // policy runs the DLT steps against the registry (`policy::dlt`)
+    ("policy", &["time", "smpp", "telemetry", "consent", "dlt"]),
     ("optout", &["time", "smpp", "telemetry", "consent"]),
     ("audit", &["time", "smpp", "telemetry", "consent", "policy"]),
     ("capture", &["time", "smpp", "telemetry", "pcap"]),

@@ -79,6 +79,17 @@ pub fn write_record(out: &mut Vec<u8>, r: &AuditRecord, account: &str, entity: &
     if r.protocol == super::record::Protocol::Cmpp {
         out.extend_from_slice(b",\"protocol\":\"cmpp\"");
     }
+    // Decimal strings: a 19-digit DLT id is beyond the integers JSON readers keep exact.
+    if r.dlt.pe != 0 {
+        out.extend_from_slice(b",\"dlt_pe\":\"");
+        push_u64(out, r.dlt.pe);
+        out.push(b'"');
+    }
+    if r.dlt.template != 0 {
+        out.extend_from_slice(b",\"dlt_template\":\"");
+        push_u64(out, r.dlt.template);
+        out.push(b'"');
+    }
     if r.source.truncated() {
         out.extend_from_slice(b",\"source_truncated\":true");
     }

@@ -50,6 +50,7 @@
 //!         message_id: MessageId::NONE,
 //!         snapshot: SnapshotRef { id: 0x5f0c_1d2e_3a4b_5c6d, generation: 3, built_at: 1_777_507_200 },
 //!         protocol: Default::default(),
+//!         dlt: Default::default(),
 //!     });
 //! }
 //! // once per event-loop turn, and on close (dropping the batch flushes too):

@@ -140,6 +140,9 @@ pub struct AuditRecord {
     /// The protocol the message came in; written as `"protocol":"cmpp"` for CMPP (whose
     /// `status` and `upstream_status` are Results), absent for SMPP.
     pub protocol: Protocol,
+    /// India DLT accounts: the PE and template ids the decision learnt (0 = none), written
+    /// as `dlt_pe` and `dlt_template` when set. Two words, inline.
+    pub dlt: crate::policy::DltIds,
 }
 
 /// The front a decision was made on.

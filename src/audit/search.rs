@@ -57,6 +57,12 @@ pub struct AuditLine {
     /// `cmpp` for a decision on the CMPP front (statuses are Results); absent for SMPP.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub protocol: Option<String>,
+    /// India DLT: the PE id (decimal), for an account with `scrubbing = "dlt"` once known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dlt_pe: Option<String>,
+    /// India DLT: the template id (given, matched, or the closest tried).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dlt_template: Option<String>,
 }
 
 /// What to look for.

@@ -30,6 +30,7 @@ fn rec(account: AccountId, i: u64, verdict: Verdict) -> AuditRecord {
         message_id: if verdict.forwards() { MessageId::new(format!("m{i}\0").as_bytes()) } else { MessageId::NONE },
         snapshot: SnapshotRef { id: 0x5f0c_1d2e_3a4b_5c6d, generation: 3, built_at: 1_777_507_200 },
         protocol: Default::default(),
+        dlt: Default::default(),
     }
 }
 
@@ -52,8 +53,9 @@ fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 
 #[test]
 fn record_is_small_and_inline() {
-    // Copy + fixed size: a push is a memcpy. Guard against a field quietly growing it.
-    assert!(std::mem::size_of::<AuditRecord>() <= 208, "{}", std::mem::size_of::<AuditRecord>());
+    // Copy + fixed size: a push is a memcpy. Guard against a field quietly growing it
+    // (200 bytes, then 216 with the DLT PE and template ids).
+    assert!(std::mem::size_of::<AuditRecord>() <= 216, "{}", std::mem::size_of::<AuditRecord>());
 }
 
 #[test]
@@ -80,6 +82,28 @@ fn line_format_is_as_documented() {
     assert_eq!(back.reason.as_deref(), Some("no_consent"));
     assert_eq!(back.msisdn.as_deref(), Some("8613800138000"));
     assert_eq!(back.protocol, None, "SMPP records carry no protocol field");
+}
+
+#[test]
+fn a_dlt_record_carries_the_pe_and_template_ids() {
+    let mut out = Vec::new();
+    let mut r = rec(AccountId(0), 0, Verdict::Reject(Reason::DltTemplateMismatch));
+    r.dlt = crate::policy::DltIds { pe: 1_101_000_000_000_000_001, template: 1_107_000_000_000_000_042 };
+    write_record(&mut out, &r, "in", "in-co");
+    let s = String::from_utf8(out).unwrap();
+    assert!(s.ends_with("\"dlt_pe\":\"1101000000000000001\",\"dlt_template\":\"1107000000000000042\"}\n"), "{s}");
+    let back: AuditLine = serde_json::from_str(&s).unwrap();
+    assert_eq!(back.reason.as_deref(), Some("dlt_template_mismatch"));
+    assert_eq!(
+        (back.dlt_pe.as_deref(), back.dlt_template.as_deref()),
+        (Some("1101000000000000001"), Some("1107000000000000042"))
+    );
+    // Only the PE known (refused before a template): no template field.
+    let mut out = Vec::new();
+    r.dlt.template = 0;
+    write_record(&mut out, &r, "in", "in-co");
+    let s = String::from_utf8(out).unwrap();
+    assert!(s.contains(r#""dlt_pe":"1101000000000000001""#) && !s.contains("\"dlt_template\""), "{s}");
 }
 
 #[test]

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use super::policy::{daily_cap, daily_window, RawFrequency, RawQuietHours};
 use super::raw::*;
 use super::*;
+use crate::policy::dlt::Scrubbing;
 use crate::smpp::BindType;
 
 #[derive(Debug, Default, Deserialize)]
@@ -26,9 +27,16 @@ pub struct RawAccount {
     pub quiet_hours: Option<RawQuietHours>,
     pub signatures: Option<Vec<String>>,
     pub frequency: Option<RawFrequency>,
+    pub scrubbing: Option<String>,
+    /// A number, or a string of digits (ids up to 19 digits exceed a TOML integer).
+    pub pe_id: Option<toml::Value>,
 }
 
-pub(super) fn validate_accounts(raw: Vec<RawAccount>, p: &mut Problems) -> Vec<Account> {
+const SCRUBBING: &[(&str, Scrubbing)] = &[("none", Scrubbing::Default), ("dlt", Scrubbing::Dlt)];
+
+/// `dlt`: whether `[dlt]` is configured (with a registry that loaded); an account with
+/// `scrubbing = "dlt"` needs it.
+pub(super) fn validate_accounts(raw: Vec<RawAccount>, dlt: bool, p: &mut Problems) -> Vec<Account> {
     let mut accounts: Vec<Account> = Vec::new();
     for (i, a) in raw.into_iter().enumerate() {
         // Named by system_id (`account[acme].max_tps`), by position when it has none.
@@ -41,8 +49,38 @@ pub(super) fn validate_accounts(raw: Vec<RawAccount>, p: &mut Problems) -> Vec<A
         if system_id.len() > 15 || !system_id.is_ascii() {
             p.push(key("system_id"), "SMPP system_id is at most 15 ASCII characters");
         }
+        let scrubbing = match a.scrubbing.as_deref() {
+            None => Scrubbing::Default,
+            Some(w) => p.choice(&key("scrubbing"), w, SCRUBBING).unwrap_or(Scrubbing::Default),
+        };
+        if scrubbing == Scrubbing::Dlt && !dlt {
+            p.push(key("scrubbing"), "\"dlt\" needs [dlt] with a registry that loads (dlt.registry)");
+        }
+        let pe_id = a.pe_id.and_then(|v| {
+            let id = match &v {
+                toml::Value::Integer(n) => {
+                    u64::try_from(*n).ok().and_then(|n| crate::policy::dlt::decimal(n.to_string().as_bytes()))
+                }
+                toml::Value::String(s) => crate::policy::dlt::decimal(s.as_bytes()),
+                _ => None,
+            };
+            if id.is_none() {
+                let shown = match &v {
+                    toml::Value::Integer(n) => n.to_string(),
+                    toml::Value::String(s) => format!("\"{s}\""),
+                    _ => "this value".into(),
+                };
+                p.push(key("pe_id"), format!("{shown}: a DLT PE id is 1-19 digits without a leading 0"));
+            }
+            id
+        });
+        if pe_id.is_some() && scrubbing != Scrubbing::Dlt {
+            p.push(key("pe_id"), "only for an account with scrubbing = \"dlt\"");
+        }
         let class = match a.class.as_deref() {
             Some(w) => p.choice(&key("class"), w, CLASSES).unwrap_or(MessageClass::Marketing),
+            // A DLT account's class is its template's category.
+            None if scrubbing == Scrubbing::Dlt => MessageClass::Marketing,
             None => {
                 p.push(key("class"), "required: marketing | transactional");
                 MessageClass::Marketing
@@ -143,6 +181,8 @@ pub(super) fn validate_accounts(raw: Vec<RawAccount>, p: &mut Problems) -> Vec<A
             quiet_hours,
             signatures,
             per_entity_per_day,
+            scrubbing,
+            pe_id,
         });
     }
     accounts

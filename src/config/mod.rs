@@ -14,6 +14,7 @@
 mod accounts;
 mod admin;
 mod consent;
+mod dlt;
 mod listen;
 mod load;
 mod policy;

@@ -172,6 +172,8 @@ pub(super) fn validate_policy(pol: RawPolicy, p: &mut Problems) -> (PolicyConfig
             commercial,
             frequency,
             reassembly_timeout_ms,
+            // `[dlt]` is its own section: the caller fills it in.
+            dlt: None,
         },
         optout_keywords,
     )

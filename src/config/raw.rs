@@ -29,6 +29,7 @@ pub struct RawConfig {
     pub complaints: Option<RawComplaints>,
     pub replication: Option<RawReplication>,
     pub limits: Option<RawLimits>,
+    pub dlt: Option<super::dlt::RawDlt>,
     #[serde(default)]
     pub account: Vec<RawAccount>,
 }
@@ -137,7 +138,9 @@ impl RawConfig {
         }
         let mut session = validate_session(self.session.unwrap_or_default(), &mut p);
         session.limits = validate_limits(self.limits.unwrap_or_default(), &mut p);
-        let (policy, optout_keywords) = validate_policy(self.policy.unwrap_or_default(), &mut p);
+        let (mut policy, optout_keywords) = validate_policy(self.policy.unwrap_or_default(), &mut p);
+        policy.dlt = self.dlt.and_then(|d| super::dlt::validate_dlt(d, &mut p));
+        let dlt_configured = policy.dlt.is_some();
         let c = self.consent.unwrap_or_default();
         let node = match self.node.and_then(|n| n.id) {
             None => crate::consent::NodeId::from_hostname(),
@@ -156,7 +159,7 @@ impl RawConfig {
             node,
         };
         let admin = validate_admin(self.admin.unwrap_or_default(), &mut p);
-        let accounts = validate_accounts(self.account, &mut p);
+        let accounts = validate_accounts(self.account, dlt_configured, &mut p);
         let capture = validate_capture(self.capture.unwrap_or_default(), &accounts, &mut p);
         let audit = validate_audit(self.audit.unwrap_or_default(), &mut p);
         let complaints = self.complaints.and_then(|c| validate_complaints(c, &policy, &mut p));

@@ -603,3 +603,68 @@ fn cmpp_front_keys_are_checked() {
     let tuned = Config::parse(&with("[policy.cmpp.result]\nthrottled = 8\nrevoked = 150\n")).expect("valid");
     assert_eq!(tuned.policy.cmpp_result[crate::policy::Reason::Revoked as usize], 150);
 }
+
+/// `[dlt]` and `scrubbing = "dlt"`: an account that needs the registry without one is
+/// refused naming its key; a registry that does not load is refused naming the file; TLV
+/// tags and PE ids are checked; a good registry loads with the defaults.
+#[test]
+fn dlt_section_and_scrubbing_accounts() {
+    let account =
+        "[[account]]\nsystem_id = \"in1\"\nlicence = \"UL-1\"\nscrubbing = \"dlt\"\npe_id = \"1101000000000000001\"\n";
+    let errs = Config::parse(account).unwrap_err();
+    assert!(errs.iter().any(|e| e.key == "account[in1].scrubbing" && e.message.contains("dlt.registry")), "{errs:?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.dlt");
+    std::fs::write(&junk, b"not a registry").unwrap();
+    let text = format!("[dlt]\nregistry = {:?}\npe_id_tlv = 0x1401\n{account}", junk.display().to_string());
+    let errs = Config::parse(&text).unwrap_err();
+    let keys: Vec<_> = errs.iter().map(|e| e.key.as_str()).collect();
+    assert!(keys.contains(&"dlt.registry") && keys.contains(&"dlt.template_id_tlv"), "{errs:?}");
+    let reg = errs.iter().find(|e| e.key == "dlt.registry").unwrap();
+    assert!(reg.message.contains("junk.dlt"), "names the file: {}", reg.message);
+
+    let bad_pe = "[[account]]\nsystem_id = \"in2\"\nclass = \"marketing\"\nlicence = \"x\"\npe_id = \"0123\"\n";
+    let errs = Config::parse(bad_pe).unwrap_err();
+    let keys: Vec<_> = errs.iter().map(|e| e.key.as_str()).collect();
+    assert!(keys.contains(&"account[in2].pe_id"), "{errs:?}");
+
+    // A registry that loads (no chains, no preferences).
+    let w = |n: &str, t: &str| std::fs::write(dir.path().join(n), t).unwrap();
+    w("e.csv", "pe_id,name,status\n1101000000000000001,Acme,active\n");
+    w("h.csv", "header,pe_id,type,status\nACMEBK,1101000000000000001,T,active\n");
+    w("t.csv", "template_id,pe_id,headers,category,content_category,content,status\n1107000000000000001,1101000000000000001,ACMEBK,transactional,,OTP {#var#} - Acme,active\n");
+    let p = |n: &str| dir.path().join(n);
+    let out = p("r.dlt");
+    let opts = crate::dlt::BuildOptions {
+        entities: p("e.csv"),
+        headers: p("h.csv"),
+        templates: p("t.csv"),
+        out: out.clone(),
+        ..Default::default()
+    };
+    crate::dlt::build(&opts).expect("build");
+    let text = format!(
+        "[upstream]\naddress = \"10.1.2.3:2775\"\n[dlt]\nregistry = {:?}\n{account}",
+        out.display().to_string()
+    );
+    let c = Config::parse(&text).unwrap();
+    let d = c.policy.dlt.as_ref().expect("[dlt]");
+    assert_eq!((d.pe_id_tlv, d.template_id_tlv, d.chain_tlv), (0x1400, 0x1401, 0x1402));
+    // A reload of an unchanged file keeps the registry in use; a rebuilt one is read again.
+    let again = Config::parse(&text).unwrap();
+    assert!(std::sync::Arc::ptr_eq(&d.registry, &again.policy.dlt.as_ref().unwrap().registry));
+    crate::dlt::build(&opts).expect("rebuild");
+    let rebuilt = Config::parse(&text).unwrap();
+    assert!(!std::sync::Arc::ptr_eq(&d.registry, &rebuilt.policy.dlt.as_ref().unwrap().registry));
+    assert_eq!((d.promotional_hours.start, d.promotional_hours.end, d.zone.name()), (540, 1260, "Asia/Kolkata"));
+    let a = c.account("in1").unwrap();
+    assert_eq!((a.scrubbing, a.pe_id), (crate::policy::dlt::Scrubbing::Dlt, Some(1_101_000_000_000_000_001)));
+
+    // The bundled India example, with its registry path pointed at this one.
+    let india = include_str!("../../config/india.toml");
+    let india = india.replace("/var/lib/consentgate/india.dlt", &out.display().to_string());
+    assert_ne!(india, include_str!("../../config/india.toml"), "the example names the registry");
+    let c = Config::parse(&india).unwrap_or_else(|e| panic!("config/india.toml: {e:?}"));
+    assert_eq!(c.account("acmebank").and_then(|a| a.pe_id), Some(1_101_000_000_000_000_001));
+}

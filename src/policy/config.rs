@@ -39,6 +39,9 @@ pub struct PolicyConfig {
     /// `policy.reassembly_timeout`: how long the parts of a concatenated message are held
     /// for the rest when the text decides (steps 4–5), ms.
     pub reassembly_timeout_ms: u64,
+    /// `[dlt]` (architecture §11): the registry and TLV tags the accounts with
+    /// `scrubbing = "dlt"` are checked against; `None` when not configured.
+    pub dlt: Option<super::dlt::DltConfig>,
 }
 
 impl Default for PolicyConfig {
@@ -64,6 +67,7 @@ impl Default for PolicyConfig {
                 checkpoint_s: FrequencyConfig::DEFAULT_CHECKPOINT_S,
             },
             reassembly_timeout_ms: 2_000,
+            dlt: None,
         }
     }
 }
@@ -238,6 +242,10 @@ pub struct Account {
     /// `[account.frequency] per_entity_per_day`: this account's cap instead of the policy's
     /// (0 = none for this account).
     pub per_entity_per_day: Option<u32>,
+    /// `scrubbing`: `"dlt"` runs the India DLT steps ([`super::dlt`]) instead of steps 4–7.
+    pub scrubbing: super::dlt::Scrubbing,
+    /// `pe_id`: the DLT PE id used when a message carries none in `dlt.pe_id_tlv`.
+    pub pe_id: Option<u64>,
 }
 
 /// Why an account may not bind now.

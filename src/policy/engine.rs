@@ -21,6 +21,7 @@ use crate::smpp::BindType;
 use crate::time::Now;
 
 use super::content::{self, RuleAction};
+use super::dlt::{self, Scrubbing};
 use super::frequency::{self, Frequency};
 use super::{
     Account, BindRefusal, Decision, MessageClass, PolicyConfig, Rate, Reason, Regime, SessionSlot, Sessions, Standing,
@@ -53,10 +54,14 @@ pub struct Message<'a> {
     /// The text's bytes: the payload without its user data header (SMPP:
     /// [`crate::smpp::peek::MessageView::user_data`]).
     pub user_data: &'a [u8],
+    /// The SMPP TLV area (checked well-formed when the PDU was peeked); empty on other
+    /// fronts. The DLT steps read their ids from it.
+    pub tlvs: &'a [u8],
     /// The message's whole text, decoded and folded ([`crate::smpp::text::fold_into`]), when
     /// a step reads the account's text ([`Engine::reads_text`]): for a concatenated message
-    /// held for its parts, the text of every part in order. `None` = not decoded (the steps
-    /// on text then see an empty text).
+    /// held for its parts, the text of every part in order. For an account with
+    /// `scrubbing = "dlt"` ([`Engine::exact_text`]) decoded but not folded: DLT templates are
+    /// case-sensitive. `None` = not decoded (the steps on text then see an empty text).
     pub text: Option<&'a str>,
 }
 
@@ -68,6 +73,7 @@ impl<'a> Message<'a> {
             service: v.service_type,
             coding: Coding::of_data_coding(v.data_coding),
             user_data: v.user_data(),
+            tlvs: v.tlvs,
             text: None,
         }
     }
@@ -80,6 +86,7 @@ impl<'a> Message<'a> {
             service: v.service_type,
             coding: Coding::of_data_coding(v.data_coding),
             user_data: v.user_data(),
+            tlvs: v.tlvs,
             text: None,
         }
     }
@@ -88,6 +95,13 @@ impl<'a> Message<'a> {
     /// `scratch` for the decoding.
     pub fn fold_text_into(&self, scratch: &mut String, out: &mut String) {
         crate::smpp::text::decode_fold_append(self.coding, self.user_data, scratch, out);
+    }
+
+    /// Appends the decoded text of this message (one part) to `out`, not folded, using
+    /// `scratch` for the decoding (the DLT steps: templates are case-sensitive).
+    pub fn decode_text_into(&self, scratch: &mut String, out: &mut String) {
+        crate::smpp::text::decode_into(self.coding, self.user_data, scratch);
+        out.push_str(scratch);
     }
 
     /// The same message with its folded text.
@@ -151,6 +165,9 @@ pub struct Engine {
     suspensions: Arc<Suspensions>,
     /// Each account's entity under step 8's [`frequency::entity_key`].
     cap_entity: Vec<u32>,
+    /// Whether the account runs the DLT steps (`scrubbing = "dlt"`): its text is decoded
+    /// unfolded ([`Engine::exact_text`]).
+    dlt: Vec<bool>,
 }
 
 /// The complaint register's suspension flags by entity name (an entity named by no account
@@ -239,9 +256,11 @@ impl Engine {
         let scanner = content::Scanner::new(config.content.rules(), &config.commercial.opt_out_hints)
             .expect("content rules validated with the config");
         let commercial_reads = config.commercial.is_active() || freq.same_text_window_s > 0;
+        let dlt: Vec<bool> = accounts.iter().map(|a| a.scrubbing == Scrubbing::Dlt).collect();
         let reads_text = accounts
             .iter()
-            .map(|a| !config.content.is_empty() || (commercial_reads && a.may_be_commercial()))
+            .zip(&dlt)
+            .map(|(a, &d)| d || !config.content.is_empty() || (commercial_reads && a.may_be_commercial()))
             .collect();
         Engine {
             config,
@@ -257,6 +276,7 @@ impl Engine {
             suspended,
             suspensions,
             cap_entity,
+            dlt,
         }
     }
 
@@ -347,6 +367,13 @@ impl Engine {
         self.reads_text[idx.get()]
     }
 
+    /// Whether account `idx`'s text is decoded without folding (`scrubbing = "dlt"`: the
+    /// template match is case-sensitive; [`Message::text`]).
+    #[inline]
+    pub fn exact_text(&self, idx: AccountIdx) -> bool {
+        self.dlt[idx.get()]
+    }
+
     /// Account `idx`'s entity as step 8 keys it ([`frequency::entity_key`]).
     pub fn cap_entity(&self, idx: AccountIdx) -> u32 {
         self.cap_entity[idx.get()]
@@ -434,6 +461,9 @@ impl Engine {
             if let Some(v) = step_sender_id(a, m) {
                 break 'steps v;
             }
+            if a.scrubbing == Scrubbing::Dlt {
+                break 'steps self.decide_dlt(idx, a, data, m, now, &mut d);
+            }
             let (class, blocked, hint) = self.step_class(a, m);
             d.class = Some(class);
             if let Some(v) = blocked {
@@ -460,6 +490,35 @@ impl Engine {
             Verdict::Accept
         };
         self.finish(d, verdict)
+    }
+
+    /// The DLT steps ([`dlt`]) for an account with `scrubbing = "dlt"`, then step 8 for a
+    /// promotional or service-explicit message (the commercial ones).
+    #[inline]
+    fn decide_dlt(
+        &self,
+        idx: AccountIdx,
+        a: &Account,
+        data: &ConsentView,
+        m: &Message,
+        now: Now,
+        d: &mut Decision,
+    ) -> Verdict {
+        // Validated: an account with scrubbing = "dlt" needs [dlt] registry.
+        let Some(cfg) = &self.config.dlt else { return Verdict::Reject(Reason::DltEntityMissing) };
+        d.msisdn = self.subscriber(&m.destination);
+        match dlt::scrub(cfg, a.pe_id, m, data, d.msisdn, now, &mut d.dlt) {
+            Err(r) => Verdict::Reject(r),
+            Ok(p) if p.category.has_content_category() => {
+                d.class = Some(MessageClass::Marketing);
+                let day = self.config.zones.of(d.msisdn).local(now).day;
+                self.step_frequency(idx, a, m, d.msisdn, day, now).unwrap_or(Verdict::Accept)
+            }
+            Ok(_) => {
+                d.class = Some(MessageClass::Transactional);
+                Verdict::Accept
+            }
+        }
     }
 
     /// Step 4, class: registration ([`classify`]), then the content rules on the text: a

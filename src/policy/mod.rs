@@ -32,6 +32,10 @@
 //! 8. **frequency** — daily caps and the same-text window ([`frequency`]); counted only when
 //!    allowed.
 //!
+//! An account with `scrubbing = "dlt"` runs steps 1–2, then the India DLT steps ([`dlt`]:
+//! entity, header, template, chain, then consent / preferences / promotional hours by the
+//! template's category) instead of 4–7, and step 8 for its commercial categories.
+//!
 //! Steps 4–5 and the same-text cap read the message text: the session decodes and folds it
 //! only when [`Engine::reads_text`], and then holds the parts of a concatenated message until
 //! the whole text is there ([`concat`]).
@@ -47,6 +51,7 @@
 pub mod concat;
 pub mod config;
 pub mod content;
+pub mod dlt;
 mod engine;
 pub mod frequency;
 mod limit;
@@ -60,7 +65,7 @@ pub use config::{
 };
 pub use engine::{classify, standing, AccountIdx, Carried, ConsentView, Engine, EngineCell, Message, QuietHoursState};
 pub use limit::{Rate, SessionCount, SessionSlot, Sessions};
-pub use reason::{Decision, Reason, Standing, Verdict};
+pub use reason::{Decision, DltIds, Reason, Standing, Verdict};
 pub use session::{MessageOf, Part, SessionPolicy, SnapshotStamp, PREFETCH_DISTANCE, PREFETCH_GROUP};
 
 #[cfg(test)]

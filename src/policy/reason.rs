@@ -36,10 +36,46 @@ pub enum Reason {
     /// The account's entity is suspended after too many complaints (step 1, architecture §7): any
     /// message, commercial or not, until an operator lifts it.
     Suspended = 12,
+    // India DLT (architecture §11, `policy::dlt`): accounts with `scrubbing = "dlt"` only.
+    /// No PE id: neither the `dlt.pe_id_tlv` TLV nor the account's `pe_id`.
+    DltEntityMissing = 13,
+    /// The PE id is not registered.
+    DltEntityUnknown = 14,
+    /// The PE is registered but inactive.
+    DltEntityInactive = 15,
+    /// The PE is blacklisted.
+    DltEntityBlacklisted = 16,
+    /// source_addr is not a registered header (headers are case-sensitive).
+    DltHeaderUnknown = 17,
+    /// The header is registered to another PE.
+    DltHeaderOtherPe = 18,
+    /// The header is inactive or blacklisted.
+    DltHeaderInactive = 19,
+    /// The template id is not registered, or not for this PE or header; or, without an id,
+    /// the PE has no template for this header.
+    DltTemplateUnknown = 20,
+    /// The template (given, or the only one the text matches) is inactive or blacklisted.
+    DltTemplateInactive = 21,
+    /// The text does not match the template's fixed parts (or, without an id, any template).
+    DltTemplateMismatch = 22,
+    /// The text fits the template but a `{#var#}` value is longer than 30 characters.
+    DltVariableTooLong = 23,
+    /// The template's category does not fit the header's type (a P header carries only
+    /// promotional templates; T and S headers no promotional ones).
+    DltCategoryHeader = 24,
+    /// No `dlt.chain_tlv` TLV: the PE→TM chain was not sent.
+    DltChainMissing = 25,
+    /// A telemarketer of the chain is not declared for the PE (or the chain is malformed).
+    DltChainUndeclared = 26,
+    /// Service-explicit to a fully blocked subscriber without consent; promotional without
+    /// consent to a subscriber whose preferences refuse its content category.
+    DltPreference = 27,
+    /// Promotional outside `dlt.promotional_hours`.
+    DltPromotionalHours = 28,
 }
 
 impl Reason {
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 29;
     pub const ALL: [Reason; Reason::COUNT] = [
         Reason::NoConsent,
         Reason::Revoked,
@@ -54,6 +90,22 @@ impl Reason {
         Reason::MissingSignature,
         Reason::MissingOptOutHint,
         Reason::Suspended,
+        Reason::DltEntityMissing,
+        Reason::DltEntityUnknown,
+        Reason::DltEntityInactive,
+        Reason::DltEntityBlacklisted,
+        Reason::DltHeaderUnknown,
+        Reason::DltHeaderOtherPe,
+        Reason::DltHeaderInactive,
+        Reason::DltTemplateUnknown,
+        Reason::DltTemplateInactive,
+        Reason::DltTemplateMismatch,
+        Reason::DltVariableTooLong,
+        Reason::DltCategoryHeader,
+        Reason::DltChainMissing,
+        Reason::DltChainUndeclared,
+        Reason::DltPreference,
+        Reason::DltPromotionalHours,
     ];
 
     /// The metric label and config key.
@@ -72,6 +124,22 @@ impl Reason {
             Reason::MissingSignature => "missing_signature",
             Reason::MissingOptOutHint => "missing_opt_out_hint",
             Reason::Suspended => "suspended",
+            Reason::DltEntityMissing => "dlt_entity_missing",
+            Reason::DltEntityUnknown => "dlt_entity_unknown",
+            Reason::DltEntityInactive => "dlt_entity_inactive",
+            Reason::DltEntityBlacklisted => "dlt_entity_blacklisted",
+            Reason::DltHeaderUnknown => "dlt_header_unknown",
+            Reason::DltHeaderOtherPe => "dlt_header_other_pe",
+            Reason::DltHeaderInactive => "dlt_header_inactive",
+            Reason::DltTemplateUnknown => "dlt_template_unknown",
+            Reason::DltTemplateInactive => "dlt_template_inactive",
+            Reason::DltTemplateMismatch => "dlt_template_mismatch",
+            Reason::DltVariableTooLong => "dlt_variable_too_long",
+            Reason::DltCategoryHeader => "dlt_category_header",
+            Reason::DltChainMissing => "dlt_chain_missing",
+            Reason::DltChainUndeclared => "dlt_chain_undeclared",
+            Reason::DltPreference => "dlt_preference",
+            Reason::DltPromotionalHours => "dlt_promotional_hours",
         }
     }
 
@@ -100,6 +168,8 @@ impl Reason {
             Reason::MissingSignature => 0x407,
             Reason::MissingOptOutHint => 0x408,
             Reason::Suspended => 0x409,
+            // The DLT reasons follow on, 0x40A–0x419, in declaration order.
+            r => 0x40A + (r as u32 - Reason::DltEntityMissing as u32),
         }
     }
 
@@ -211,11 +281,28 @@ pub struct Decision {
     pub msisdn: Option<u64>,
     /// A later part of a concatenated message, answered with its first part's decision.
     pub from_cache: bool,
+    /// DLT accounts: the PE id and the template id as far as the DLT steps learnt them (0 =
+    /// not known: no PE id sent, or refused before a template matched).
+    pub dlt: DltIds,
+}
+
+/// The DLT ids a decision carries into the audit log (two words, `Copy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DltIds {
+    pub pe: u64,
+    pub template: u64,
 }
 
 impl Decision {
     /// Accepted, nothing learnt yet: where every decision starts.
     pub const fn accept() -> Decision {
-        Decision { verdict: Verdict::Accept, status: 0, class: None, msisdn: None, from_cache: false }
+        Decision {
+            verdict: Verdict::Accept,
+            status: 0,
+            class: None,
+            msisdn: None,
+            from_cache: false,
+            dlt: DltIds { pe: 0, template: 0 },
+        }
     }
 }

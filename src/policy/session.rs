@@ -61,7 +61,8 @@ pub struct SessionPolicy {
     concat: ConcatCache,
     /// Parts held for the rest of their message (only when the engine reads text).
     holds: Holds,
-    /// Decoding buffer and the folded text of the message being decided.
+    /// Decoding buffer and the folded text of the message being decided (for a DLT account,
+    /// its text decoded but not folded).
     scratch: String,
     folded: String,
 }
@@ -185,9 +186,14 @@ impl SessionPolicy {
         folded.clear();
         let parts = h.in_order();
         let mut first = None;
+        let exact = self.engine.exact_text(self.account);
         for p in &parts {
             let Some(m) = message_of(&p.frame) else { continue };
-            m.fold_text_into(&mut self.scratch, &mut folded);
+            if exact {
+                m.decode_text_into(&mut self.scratch, &mut folded);
+            } else {
+                m.fold_text_into(&mut self.scratch, &mut folded);
+            }
             first.get_or_insert(p);
         }
         let d = match first.and_then(|p| message_of(&p.frame)) {
@@ -230,7 +236,11 @@ impl SessionPolicy {
         }
         let mut folded = std::mem::take(&mut self.folded);
         folded.clear();
-        m.fold_text_into(&mut self.scratch, &mut folded);
+        if self.engine.exact_text(self.account) {
+            crate::smpp::text::decode_into(m.coding, m.user_data, &mut folded);
+        } else {
+            m.fold_text_into(&mut self.scratch, &mut folded);
+        }
         let d = self.decide_one(&(*m).with_text(&folded), now);
         self.folded = folded;
         d

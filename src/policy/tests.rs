@@ -137,6 +137,7 @@ impl World {
             service: service_type,
             coding: Coding::Ucs2,
             user_data: &ucs2,
+            tlvs: &[],
             text: None,
         };
         let (mut scratch, mut folded) = (String::new(), String::new());

@@ -76,6 +76,7 @@ impl SessionAudit {
             message_id: MessageId::NONE,
             snapshot: SnapshotRef { id: stamp.id, generation: stamp.generation, built_at: stamp.built_at },
             protocol: self.protocol,
+            dlt: d.dlt,
         };
         match pending_up {
             Some(smsc_seq) => {

@@ -908,6 +908,8 @@ fn message<'a>(s: &cpeek::Submit<'a>, i: usize) -> Option<Message<'a>> {
         service: s.service_id,
         coding: ctext::coding(s.msg_fmt),
         user_data: ctext::user_data(s.tp_udhi, s.msg_content),
+        // CMPP carries no TLVs: a DLT account's PE id is its `pe_id`.
+        tlvs: &[],
         text: None,
     })
 }
