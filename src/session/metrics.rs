@@ -126,7 +126,10 @@ impl Lazy {
 /// The session's metric handles (one account's series) and the last values flushed.
 pub struct SessionMetrics {
     account: String,
-    verdicts: Vec<Lazy>,
+    /// `(verdict × REASONS + reason, series)` for the pairs this session has counted: sparse,
+    /// so a session's allocation does not grow with the number of reasons (a dense table of
+    /// every pair fragmented the heap under session churn: `tests/faults.rs`).
+    verdicts: Vec<(u16, Lazy)>,
     pdus: Vec<Lazy>,
     optouts: Lazy,
     errors: Vec<Lazy>,
@@ -144,7 +147,7 @@ impl SessionMetrics {
         let lazies = |n: usize| (0..n).map(|_| Lazy::default()).collect::<Vec<_>>();
         SessionMetrics {
             account: account.to_owned(),
-            verdicts: lazies(VERDICTS * REASONS),
+            verdicts: Vec::new(),
             pdus: lazies(2 * COMMANDS),
             optouts: Lazy::default(),
             errors: lazies(ERRORS.len()),
@@ -163,8 +166,19 @@ impl SessionMetrics {
     pub fn flush(&mut self, stats: &SessionStats, in_flight: usize, esme_open: bool, smsc_open: bool) {
         for (vi, row) in stats.verdicts.iter().enumerate() {
             for (ri, &n) in row.iter().enumerate() {
+                if n == 0 {
+                    continue;
+                }
+                let key = (vi * REASONS + ri) as u16;
+                let at = match self.verdicts.iter().position(|(k, _)| *k == key) {
+                    Some(at) => at,
+                    None => {
+                        self.verdicts.push((key, Lazy::default()));
+                        self.verdicts.len() - 1
+                    }
+                };
                 let account = &self.account;
-                self.verdicts[vi * REASONS + ri].sync(n, || {
+                self.verdicts[at].1.sync(n, || {
                     let reason = if ri == Reason::COUNT { "none" } else { Reason::ALL[ri].label() };
                     counter!(m::SUBMIT_TOTAL, "account" => account.clone(), "verdict" => VERDICT_LABELS[vi], "reason" => reason)
                 });
