@@ -427,6 +427,41 @@ async fn mo_optout_revokes_and_is_journalled_before_the_ack() {
     s.shutdown().await;
 }
 
+/// `policy.opt_in_keywords` (the US START / UNSTOP / YES): a subscriber who replied STOP and
+/// then START is granted again for the account's entity, the grant journalled from the MO
+/// like the opt-out; HELP is neither and passes untouched; every MO still reaches the ESME.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mo_opt_in_keyword_re_grants_and_help_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal");
+    let consent = format!("journal = \"{}\"", journal.display());
+    let s = Stack::start("opt_in_keywords = [\"START\", \"UNSTOP\", \"YES\"]", &consent, |cfg| {
+        let st = ConsentStore::open(&cfg.consent).expect("store with journal");
+        st.install(base_snapshot(), "<memory>".into());
+        st
+    })
+    .await;
+    let mut e = Esme::bound(s.addr, "acme").await;
+    assert!(eventually(|| s.sim.sessions() == 1).await);
+    assert_eq!(status_of(&mut e, &submit_to(H)).await, 0, "granted before");
+    for (text, expect) in [(&b"STOP"[..], 0x401), (b"HELP", 0x401), (b" start ", 0), (b"HELP", 0)] {
+        // Statements are ordered by time (ms): one MO per millisecond at most.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(s.sim.inject_mo(Some("acme"), H, "1069012345", 0, text));
+        let mo = e.recv_where(|f| smpp::command_id(f) == cmd::DELIVER_SM).await;
+        assert_eq!(peek::message(&mo).unwrap().short_message, text, "MO relayed unchanged");
+        e.send_header(cmd::DELIVER_SM_RESP, 0, smpp::sequence(&mo)).await;
+        let word = String::from_utf8_lossy(text);
+        assert_eq!(status_of(&mut e, &submit_to(H)).await, expect, "after {word:?}");
+    }
+    let on_disk = consentgate::consent::journal::read_dir(&journal).expect("read journal");
+    let from_mo: Vec<StatementKind> =
+        on_disk.iter().filter(|st| st.source == StatementSource::Mo).map(|st| st.kind).collect();
+    assert_eq!(from_mo, [StatementKind::Revoke, StatementKind::Grant], "{on_disk:?}");
+    assert!(on_disk.iter().all(|st| st.entity.as_deref() == Some("acme-retail")));
+    s.shutdown().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // 8: reload under load; a bad file is refused
 // ---------------------------------------------------------------------------------------------

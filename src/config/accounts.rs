@@ -30,6 +30,8 @@ pub struct RawAccount {
     pub scrubbing: Option<String>,
     /// A number, or a string of digits (ids up to 19 digits exceed a TOML integer).
     pub pe_id: Option<toml::Value>,
+    /// This account's own opt-in keywords instead of `policy.opt_in_keywords`.
+    pub opt_in_keywords: Option<Vec<String>>,
 }
 
 const SCRUBBING: &[(&str, Scrubbing)] = &[("none", Scrubbing::Default), ("dlt", Scrubbing::Dlt)];

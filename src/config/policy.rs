@@ -20,6 +20,7 @@ pub struct RawPolicy {
     pub default_country_code: Option<String>,
     pub on_snapshot_unavailable: Option<String>,
     pub optout_keywords: Option<Vec<String>>,
+    pub opt_in_keywords: Option<Vec<String>>,
     pub reject_status: Option<HashMap<String, u32>>,
     pub quiet_hours: Option<RawQuietHours>,
     pub timezones: Option<HashMap<String, String>>,
@@ -76,6 +77,20 @@ pub struct RawQuietHours {
     pub start: Option<String>,
     pub end: Option<String>,
     pub timezone: Option<String>,
+}
+
+/// Opt-in keywords (`key`): none empty, none that is also an opt-out keyword (an MO is checked
+/// for opt-out first, so such a keyword would never re-grant).
+pub(super) fn check_opt_in(key: &str, words: &[String], optout: &[String], p: &mut Problems) {
+    if words.iter().any(|k| k.trim().is_empty()) {
+        p.push(key, "keywords must not be empty");
+    }
+    let out = crate::optout::Keywords::new(optout);
+    for w in crate::optout::Keywords::new(words).iter() {
+        if out.matches(w) {
+            p.push(key, format!("`{w}` is also an opt-out keyword (policy.optout_keywords)"));
+        }
+    }
 }
 
 /// `[policy]`, and the opt-out keywords it carries for `optout`.

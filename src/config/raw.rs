@@ -129,7 +129,7 @@ impl Problems {
 impl RawConfig {
     /// Validates everything, reporting every problem with its key (not yet its file and line:
     /// [`super::load`] places them). The config is there when no problem is an error.
-    pub fn validate(self) -> (Option<Config>, Vec<Diagnostic>) {
+    pub fn validate(mut self) -> (Option<Config>, Vec<Diagnostic>) {
         let mut p = Problems(Vec::new());
         let listen = validate_listen(self.listen.unwrap_or_default(), &mut p);
         let upstream = validate_upstream(self.upstream.unwrap_or_default(), &mut p);
@@ -138,7 +138,19 @@ impl RawConfig {
         }
         let mut session = validate_session(self.session.unwrap_or_default(), &mut p);
         session.limits = validate_limits(self.limits.unwrap_or_default(), &mut p);
-        let (mut policy, optout_keywords) = validate_policy(self.policy.unwrap_or_default(), &mut p);
+        let mut raw_policy = self.policy.unwrap_or_default();
+        let opt_in_keywords = raw_policy.opt_in_keywords.take().unwrap_or_default();
+        let mut account_opt_in_keywords = std::collections::HashMap::new();
+        for a in self.account.iter_mut() {
+            if let (Some(id), Some(words)) = (a.system_id.clone(), a.opt_in_keywords.take()) {
+                account_opt_in_keywords.insert(id, words);
+            }
+        }
+        let (mut policy, optout_keywords) = validate_policy(raw_policy, &mut p);
+        super::policy::check_opt_in("policy.opt_in_keywords", &opt_in_keywords, &optout_keywords, &mut p);
+        for (id, words) in &account_opt_in_keywords {
+            super::policy::check_opt_in(&format!("account[{id}].opt_in_keywords"), words, &optout_keywords, &mut p);
+        }
         policy.dlt = self.dlt.and_then(|d| super::dlt::validate_dlt(d, &mut p));
         let dlt_configured = policy.dlt.is_some();
         let c = self.consent.unwrap_or_default();
@@ -172,6 +184,8 @@ impl RawConfig {
             policy,
             accounts,
             optout_keywords,
+            opt_in_keywords,
+            account_opt_in_keywords,
             consent,
             admin,
             capture,

@@ -668,3 +668,32 @@ fn dlt_section_and_scrubbing_accounts() {
     let c = Config::parse(&india).unwrap_or_else(|e| panic!("config/india.toml: {e:?}"));
     assert_eq!(c.account("acmebank").and_then(|a| a.pe_id), Some(1_101_000_000_000_000_001));
 }
+
+#[test]
+fn opt_in_keywords_default_none_per_account_override_and_no_overlap() {
+    let c = Config::parse(MINIMAL).unwrap();
+    assert!(c.opt_in_keywords.is_empty() && c.account_opt_in_keywords.is_empty());
+    let with = MINIMAL.replace(
+        "default_country_code = \"86\"",
+        "default_country_code = \"86\"\nopt_in_keywords = [\"START\", \"YES\"]",
+    ) + "opt_in_keywords = [\"SUBSCRIBE\"]\n";
+    let c = Config::parse(&with).unwrap();
+    assert_eq!(c.opt_in_keywords, ["START", "YES"]);
+    assert_eq!(c.account_opt_in_keywords["acme"], ["SUBSCRIBE"]);
+    // An opt-out keyword (T, STOP, …) cannot also be an opt-in: opt-out is checked first.
+    let bad = with.replace("[\"START\", \"YES\"]", "[\"START\", \"stop\"]").replace("[\"SUBSCRIBE\"]", "[\"\"]");
+    let errs = Config::parse(&bad).unwrap_err();
+    let got: Vec<_> = errs.iter().map(|e| (e.key.as_str(), e.message.as_str())).collect();
+    assert!(
+        got.contains(&("policy.opt_in_keywords", "`stop` is also an opt-out keyword (policy.optout_keywords)")),
+        "{got:?}"
+    );
+    assert!(got.contains(&("account[acme].opt_in_keywords", "keywords must not be empty")), "{got:?}");
+}
+
+#[test]
+fn the_us_example_config_parses() {
+    let c = Config::parse(include_str!("../../config/us.toml")).unwrap_or_else(|e| panic!("config/us.toml: {e:?}"));
+    assert_eq!(c.opt_in_keywords, ["START", "UNSTOP", "YES"]);
+    assert!(c.optout_keywords.iter().any(|k| k == "STOP"));
+}

@@ -38,6 +38,11 @@ pub struct GatewayConfig {
     pub accounts: Vec<Account>,
     /// `policy.optout_keywords`: MO texts (after normalisation) recorded as a refusal.
     pub optout_keywords: Vec<String>,
+    /// `policy.opt_in_keywords`: MO texts recorded as a grant for the account's entity
+    /// (default none; the US `START`, `UNSTOP`, `YES`).
+    pub opt_in_keywords: Vec<String>,
+    /// `[[account]] opt_in_keywords`, by system_id: an account's own instead of the policy's.
+    pub account_opt_in_keywords: std::collections::HashMap<String, Vec<String>>,
     pub consent: ConsentConfig,
     pub admin: AdminConfig,
     /// `[capture]`; `None` when off.

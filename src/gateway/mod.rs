@@ -552,6 +552,14 @@ fn settings_of(config: &GatewayConfig) -> Settings {
         session: config.session.clone(),
         upstream: config.upstream.clone(),
         keywords: Arc::new(Keywords::new(&config.optout_keywords)),
+        opt_in: crate::session::OptIn {
+            default: Arc::new(Keywords::new(&config.opt_in_keywords)),
+            accounts: config
+                .account_opt_in_keywords
+                .iter()
+                .map(|(id, words)| (id.clone(), Arc::new(Keywords::new(words))))
+                .collect(),
+        },
     }
 }
 

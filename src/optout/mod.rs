@@ -75,6 +75,15 @@ impl Default for Keywords {
     }
 }
 
+/// What a whole-message MO says ([`intent`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Intent {
+    /// An opt-out keyword: record a refusal.
+    OptOut,
+    /// An opt-in keyword (`policy.opt_in_keywords`, e.g. the US `START`): record a grant.
+    OptIn,
+}
+
 /// Caller-owned buffers for [`detect`]; keep one per session so detection does not allocate
 /// once the buffers have grown.
 #[derive(Debug, Default)]
@@ -95,13 +104,38 @@ impl Scratch {
 /// (esm_class bits 2–5 clear), not a segment of a multi-part message, whose decoded and
 /// normalised text equals a keyword. Returns the metric label of the match ([`MATCH_KEYWORD`]).
 pub fn detect(view: &MessageView, kw: &Keywords, scratch: &mut Scratch) -> Option<&'static str> {
+    intent(view, kw, &Keywords::new::<&str>(&[]), scratch).map(|_| MATCH_KEYWORD)
+}
+
+/// Whether `view` is an MO whose whole text is an opt-out keyword (`out`, checked first) or an
+/// opt-in keyword (`opt_in`); the same MOs as [`detect`] are looked at.
+pub fn intent(view: &MessageView, out: &Keywords, opt_in: &Keywords, scratch: &mut Scratch) -> Option<Intent> {
     if !matches!(view.command_id, cmd::DELIVER_SM | cmd::DATA_SM) || view.is_receipt() {
         return None;
     }
     if text::concat_info(view).is_some_and(|c| c.total > 1) {
         return None;
     }
-    detect_text(text::Coding::of_data_coding(view.data_coding), view.user_data(), kw, scratch)
+    intent_text(text::Coding::of_data_coding(view.data_coding), view.user_data(), out, opt_in, scratch)
+}
+
+/// [`intent`] for any protocol's MO once it is known to be a whole message and not a report.
+pub fn intent_text(
+    coding: text::Coding,
+    user_data: &[u8],
+    out: &Keywords,
+    opt_in: &Keywords,
+    scratch: &mut Scratch,
+) -> Option<Intent> {
+    text::decode_into(coding, user_data, &mut scratch.decoded);
+    normalise_into(&scratch.decoded, &mut scratch.normalised);
+    if out.matches(&scratch.normalised) {
+        Some(Intent::OptOut)
+    } else if opt_in.matches(&scratch.normalised) {
+        Some(Intent::OptIn)
+    } else {
+        None
+    }
 }
 
 /// Whether the text of an MO's user data (UDH already skipped), decoded per `coding` and

@@ -349,7 +349,7 @@ async fn connect(
     let system_id = engine.account(account).system_id.clone();
     let entity = engine.account(account).entity.clone();
     let policy = SessionPolicy::new(engine.clone(), ctx.store.clone(), account);
-    let optout = OptoutGate::new(ctx.store.clone(), settings.keywords.clone());
+    let optout = OptoutGate::new(ctx.store.clone(), settings.keywords.clone(), settings.opt_in.of(&system_id));
     let mut capture = ctx.capture.as_ref().and_then(|c| c.session_cmpp(&system_id));
     if let Some(c) = capture.as_mut() {
         let t = now_us();
@@ -527,7 +527,8 @@ impl CmppSession {
             Some(idx) => {
                 self.entity = engine.account(idx).entity.clone();
                 self.policy.rebind(engine.clone(), idx);
-                self.optout.set_keywords(self.ctx.settings().keywords.clone());
+                let settings = self.ctx.settings();
+                self.optout.set_keywords(settings.keywords.clone(), settings.opt_in.of(&self.sp_id));
                 self.account = idx;
                 self.engine = engine;
             }
@@ -824,10 +825,12 @@ impl CmppSession {
                     let source = Addr { ton: 0, npi: 0, addr: d.src_terminal_id };
                     let (coding, ud) = (ctext::coding(d.msg_fmt), ctext::user_data(d.tp_udhi, d.msg_content));
                     let now = self.ctx.clock.now();
-                    ticket = self.optout.capture_text(&source, coding, ud, &self.engine, &self.entity, now, self.peer);
-                    if ticket.is_some() {
-                        self.stats.optouts += 1;
-                    }
+                    let captured =
+                        self.optout.capture_text(&source, coding, ud, &self.engine, &self.entity, now, self.peer);
+                    ticket = captured.map(|(intent, t)| {
+                        self.stats.mo_statement(intent);
+                        t
+                    });
                 }
             }
             Ok(_) => {}

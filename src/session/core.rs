@@ -91,7 +91,7 @@ impl Session {
         let a = engine.account(account);
         let session_id = ctx.next_session.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Session {
-            optout: OptoutGate::new(ctx.store.clone(), settings.keywords.clone()),
+            optout: OptoutGate::new(ctx.store.clone(), settings.keywords.clone(), settings.opt_in.of(&a.system_id)),
             audit: SessionAudit::new(&ctx.audit, &a.system_id, &a.entity, session_id),
             stats: SessionStats::default(),
             metrics: metrics::SessionMetrics::new(&a.system_id),
@@ -134,7 +134,8 @@ impl Session {
         self.generation = self.ctx.engine.generation();
         let engine = self.ctx.engine.load();
         self.settings = self.ctx.settings();
-        self.optout.set_keywords(self.settings.keywords.clone());
+        let opt_in = self.settings.opt_in.of(&self.account().system_id);
+        self.optout.set_keywords(self.settings.keywords.clone(), opt_in);
         let want = (self.settings.session.window * 2).max(64);
         self.smsc_table.grow(want);
         self.esme_table.grow(want);

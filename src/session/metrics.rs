@@ -57,6 +57,8 @@ pub struct SessionStats {
     /// `[0 = from ESME, 1 = from SMSC][command index]`.
     pub pdus: [[u64; COMMANDS]; 2],
     pub optouts: u64,
+    /// MO opt-ins (`opt_in_keywords`) recorded as grants.
+    pub optins: u64,
     pub errors: [u64; ERRORS.len()],
     /// Decisions made (drives the timing sample).
     pub decisions: u32,
@@ -70,6 +72,7 @@ impl Default for SessionStats {
             verdicts: [[0; REASONS]; VERDICTS],
             pdus: [[0; COMMANDS]; 2],
             optouts: 0,
+            optins: 0,
             errors: [0; ERRORS.len()],
             decisions: 0,
             relayed: 0,
@@ -78,6 +81,14 @@ impl Default for SessionStats {
 }
 
 impl SessionStats {
+    /// An MO recorded as a statement: an opt-out, or an opt-in.
+    pub fn mo_statement(&mut self, intent: crate::optout::Intent) {
+        match intent {
+            crate::optout::Intent::OptOut => self.optouts += 1,
+            crate::optout::Intent::OptIn => self.optins += 1,
+        }
+    }
+
     #[inline]
     pub fn count(&mut self, v: Verdict) {
         let vi = verdict_index(v);
@@ -132,6 +143,7 @@ pub struct SessionMetrics {
     verdicts: Vec<(u16, Lazy)>,
     pdus: Vec<Lazy>,
     optouts: Lazy,
+    optins: Lazy,
     errors: Vec<Lazy>,
     pub decision: Histogram,
     pub upstream: Histogram,
@@ -150,6 +162,7 @@ impl SessionMetrics {
             verdicts: Vec::new(),
             pdus: lazies(2 * COMMANDS),
             optouts: Lazy::default(),
+            optins: Lazy::default(),
             errors: lazies(ERRORS.len()),
             decision: histogram!(m::DECISION_DURATION),
             upstream: histogram!(m::UPSTREAM_RESPONSE_DURATION, "account" => account.to_owned()),
@@ -193,6 +206,7 @@ impl SessionMetrics {
             }
         }
         self.optouts.sync(stats.optouts, || counter!(m::OPTOUTS_TOTAL, "source" => "mo"));
+        self.optins.sync(stats.optins, || counter!(m::STATEMENTS_TOTAL, "source" => "mo", "kind" => "grant"));
         for (i, &n) in stats.errors.iter().enumerate() {
             self.errors[i].sync(n, || counter!(m::ERRORS_TOTAL, "stage" => ERRORS[i].0, "kind" => ERRORS[i].1));
         }

@@ -69,6 +69,22 @@ pub struct Settings {
     pub session: SessionConfig,
     pub upstream: UpstreamConfig,
     pub keywords: Arc<Keywords>,
+    /// `policy.opt_in_keywords`, and the accounts' own `opt_in_keywords`.
+    pub opt_in: OptIn,
+}
+
+/// The opt-in keywords: the policy's, and those of the accounts that set their own.
+#[derive(Debug, Clone, Default)]
+pub struct OptIn {
+    pub default: Arc<Keywords>,
+    pub accounts: std::collections::HashMap<String, Arc<Keywords>>,
+}
+
+impl OptIn {
+    /// The opt-in keywords of account `system_id`.
+    pub fn of(&self, system_id: &str) -> Arc<Keywords> {
+        self.accounts.get(system_id).unwrap_or(&self.default).clone()
+    }
 }
 
 /// What every session shares, built once by the gateway.

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use crate::consent::statement::{EntityName, NewStatement, StatementKind, StatementSource};
 use crate::consent::store::{ConsentStore, RecordError, Ticket};
-use crate::optout::{Keywords, Scratch};
+use crate::optout::{Intent, Keywords, Scratch};
 use crate::policy::Engine;
 use crate::relay::LegState;
 use crate::smpp::peek::{self, Addr};
@@ -44,6 +44,8 @@ pub struct Answers {
 pub struct OptoutGate {
     store: Arc<ConsentStore>,
     keywords: Arc<Keywords>,
+    /// The account's opt-in keywords (`opt_in_keywords`; empty: none).
+    opt_in: Arc<Keywords>,
     scratch: Scratch,
     /// Journal tickets of MO opt-outs relayed to the ESME, by ESME-leg sequence number.
     mo_tickets: HashMap<u32, u64>,
@@ -53,16 +55,18 @@ pub struct OptoutGate {
 }
 
 impl OptoutGate {
-    /// The keywords in force after a config reload.
-    pub fn set_keywords(&mut self, keywords: Arc<Keywords>) {
+    /// The keywords in force after a config reload: opt-out, and the account's opt-in.
+    pub fn set_keywords(&mut self, keywords: Arc<Keywords>, opt_in: Arc<Keywords>) {
         self.keywords = keywords;
+        self.opt_in = opt_in;
     }
 
-    pub fn new(store: Arc<ConsentStore>, keywords: Arc<Keywords>) -> OptoutGate {
+    pub fn new(store: Arc<ConsentStore>, keywords: Arc<Keywords>, opt_in: Arc<Keywords>) -> OptoutGate {
         let durable = store.durable();
         OptoutGate {
             store,
             keywords,
+            opt_in,
             scratch: Scratch::default(),
             mo_tickets: HashMap::new(),
             held: VecDeque::new(),
@@ -81,11 +85,19 @@ impl OptoutGate {
     }
 
     /// An MO deliver_sm / data_sm whose text is an opt-out keyword records a revocation for
-    /// (subscriber = MO source, entity = the session's account). Returns the journal ticket.
-    pub fn capture(&mut self, frame: &[u8], engine: &Engine, entity: &str, now: Now, peer: SocketAddr) -> Option<u64> {
+    /// (subscriber = MO source, entity = the session's account); one whose text is an opt-in
+    /// keyword, a grant. Returns what it said and the journal ticket.
+    pub fn capture(
+        &mut self,
+        frame: &[u8],
+        engine: &Engine,
+        entity: &str,
+        now: Now,
+        peer: SocketAddr,
+    ) -> Option<(Intent, u64)> {
         let v = peek::message(frame).ok()?;
-        crate::optout::detect(&v, &self.keywords, &mut self.scratch)?;
-        self.record(&v.source, engine, entity, now, peer)
+        let intent = crate::optout::intent(&v, &self.keywords, &self.opt_in, &mut self.scratch)?;
+        Some((intent, self.record(intent, &v.source, engine, entity, now, peer)?))
     }
 
     /// [`OptoutGate::capture`] for an MO another front has read: `source` sent the text
@@ -101,13 +113,22 @@ impl OptoutGate {
         entity: &str,
         now: Now,
         peer: SocketAddr,
-    ) -> Option<u64> {
-        crate::optout::detect_text(coding, user_data, &self.keywords, &mut self.scratch)?;
-        self.record(source, engine, entity, now, peer)
+    ) -> Option<(Intent, u64)> {
+        let intent = crate::optout::intent_text(coding, user_data, &self.keywords, &self.opt_in, &mut self.scratch)?;
+        Some((intent, self.record(intent, source, engine, entity, now, peer)?))
     }
 
-    /// Records the revocation of `source` for `entity`; the journal ticket to wait for.
-    fn record(&mut self, source: &Addr, engine: &Engine, entity: &str, now: Now, peer: SocketAddr) -> Option<u64> {
+    /// Records the revocation (or, for an opt-in, the grant) of `source` for `entity`; the
+    /// journal ticket to wait for.
+    fn record(
+        &mut self,
+        intent: Intent,
+        source: &Addr,
+        engine: &Engine,
+        entity: &str,
+        now: Now,
+        peer: SocketAddr,
+    ) -> Option<u64> {
         let Some(m) = engine.subscriber(source) else {
             tracing::debug!(peer = %peer, "opt-out keyword from a non-subscriber address ignored");
             return None;
@@ -121,7 +142,10 @@ impl OptoutGate {
             }
         };
         let recorded = self.store.record(NewStatement {
-            kind: StatementKind::Revoke,
+            kind: match intent {
+                Intent::OptOut => StatementKind::Revoke,
+                Intent::OptIn => StatementKind::Grant,
+            },
             source: StatementSource::Mo,
             msisdn: m,
             entity: Some(entity),

@@ -35,9 +35,10 @@ impl Session {
                     let entity = &self.policy.engine().account(self.policy.account()).entity;
                     self.optout.capture(frame, self.policy.engine(), entity, self.now, self.peer)
                 };
-                if ticket.is_some() {
-                    self.stats.optouts += 1;
-                }
+                let ticket = ticket.map(|(intent, t)| {
+                    self.stats.mo_statement(intent);
+                    t
+                });
                 if let (Some(down_seq), Some(t)) = (self.relay_down(frame, seq, h.command_id), ticket) {
                     self.optout.relayed(down_seq, t);
                 }

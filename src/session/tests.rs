@@ -46,6 +46,7 @@ fn session_on(text: &str) -> Session {
             session: cfg.session.clone(),
             upstream: cfg.upstream.clone(),
             keywords: Arc::new(crate::optout::Keywords::new(&cfg.optout_keywords)),
+            opt_in: Default::default(),
         }),
         engine: Arc::new(crate::policy::EngineCell::new(cfg.engine())),
         store: Arc::new(crate::consent::store::ConsentStore::in_memory()),
