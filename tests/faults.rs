@@ -957,6 +957,16 @@ async fn memory_per_session_is_bounded_and_reused() {
         rss.push(node.rss_kib());
         drop(sessions);
         wait_for("the 200 upstream legs closed", Duration::from_secs(10), || sim.sessions() == 0).await;
+        // And the gateway's own session tasks finished (their memory freed), which on a loaded
+        // machine can come after the simulator saw the legs close.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        for side in ["esme", "smsc"] {
+            let series = format!("consentgate_sessions{{side=\"{side}\"}}");
+            while node.metric(&series).await.unwrap_or(0.0) > 0.0 {
+                assert!(std::time::Instant::now() < deadline, "{series} still above 0");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let per_session = rss[0].saturating_sub(rss0) as f64 / 200.0;
