@@ -64,6 +64,19 @@ length first). Two more forwarders join the alternation, consentgate-cmpp (the s
 process) and relay-cmpp; the load speaks CMPP 3.0 (`load --cmpp 3.0`). Read the ratio
 consentgate-cmpp/relay-cmpp against consentgate/relay.
 
+With --dlt DIR (and --policy) the measured gateway runs India's DLT scrubbing: its account has
+`scrubbing = "dlt"` and `[dlt] registry` is DIR.dlt, compiled from the five CSVs in DIR (e.g.
+`consentgate dlt synth --dir DIR`, 10 M templates; built here with `dlt build` when missing).
+The script picks one active promotional template of an active PE with an active P header
+(outside the biggest PEs), fills each {#var#} with a short value and checks the message
+passes with `dlt lookup`; every forwarder then gets that text from that header, with the PE
+id, template id and a declared TM id in TLVs 0x1400-0x1402 (`load --tlv`); with
+--dlt-no-template-id without 0x1401, so the gateway finds the template by its text.
+`promotional_hours` is set to a window around the time of the run, so the hours check runs and
+passes. Run it with --baseline-bin set to a copy of the same build (not
+--baseline-same-config): the baseline is the same build without DLT, the account's default
+steps on the same consent data, so consentgate/baseline is the cost of DLT scrubbing.
+
 Then (unless --half-rate-runs 0) the added latency at half load (or at --half-rate): every forwarder again,
 alternating, with the load capped at half the relay's median maximum rate; the p99 difference
 consentgate − relay is the latency consentgate adds (target: <= 50 us).
@@ -75,7 +88,8 @@ Usage: benches/e2e_relay.py [--runs 7] [--seconds 2] [--sessions 4] [--window 10
                             [--no-receipts] [--no-pin] [--gw-cores 1|0,1]
                             [--policy [--records 2000000] [--regime opt-out|opt-in] [--refused 0.01]]
                             [--baseline-bin PATH] [--extra-toml FILE] [--half-rate-runs 5]
-                            [--tls] [--tls-upstream] [--cmpp] [--out NAME]
+                            [--tls] [--tls-upstream] [--cmpp] [--dlt DIR [--dlt-no-template-id]]
+                            [--out NAME]
 """
 import argparse
 import json
@@ -89,7 +103,9 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release", "consentgate")
+# CONSENTGATE_BIN: a copy of the build to measure, so that a rebuild during a long run does
+# not change the binary under it.
+BIN = os.environ.get("CONSENTGATE_BIN") or os.path.join(ROOT, "target", "release", "consentgate")
 
 
 def free_port():
@@ -209,6 +225,50 @@ def snap_for(a, binary, tag):
 
 
 
+def dlt_pick(d, binary):
+    """(registry path, dict of pe, header, template_id, tm, text) for a --dlt run: one active
+    promotional template of an active PE (not one of the five biggest, synth's entities 0-4)
+    with an active P header and a declared TM, its placeholders filled, checked with `dlt
+    lookup`."""
+    import csv
+    d = d.rstrip("/")
+    reg = d + ".dlt"
+    names = ("entities", "headers", "templates", "chains", "preferences")
+    if not os.path.exists(reg):
+        t0 = time.time()
+        cmd = [binary, "dlt", "build", "--out", reg]
+        for n in names:
+            cmd += [f"--{n}", os.path.join(d, f"{n}.csv")]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        print(f"DLT registry {reg} built in {time.time() - t0:.1f} s", flush=True)
+    with open(os.path.join(d, "entities.csv"), newline="") as f:
+        active = {r["pe_id"] for r in csv.DictReader(f) if r["status"] == "active"}
+    with open(os.path.join(d, "headers.csv"), newline="") as f:
+        p_headers = {r["header"]: r["pe_id"] for r in csv.DictReader(f) if r["type"] == "P" and r["status"] == "active"}
+    tms = {}
+    with open(os.path.join(d, "chains.csv"), newline="") as f:
+        for r in csv.DictReader(f):
+            tms.setdefault(r["pe_id"], r["tm_id"])
+    big = {str(1101000000000000000 + i) for i in range(5)}
+    with open(os.path.join(d, "templates.csv"), newline="") as f:
+        for r in csv.DictReader(f):
+            pe = r["pe_id"]
+            if (r["category"] != "promotional" or r["status"] != "active" or pe not in active or pe in big
+                    or pe not in tms or not r["content"].isascii()):
+                continue
+            header = next((h for h in r["headers"].split(";") if p_headers.get(h) == pe), None)
+            if header is None:
+                continue
+            text = r["content"].replace("{#var#}", "4821")
+            pick = {"pe": pe, "header": header, "template_id": r["template_id"], "tm": tms[pe], "text": text}
+            look = subprocess.run([binary, "dlt", "lookup", reg, "--pe-id", pe, "--header", header,
+                                   "--template-id", pick["template_id"], "--tm", pick["tm"], "--text", text],
+                                  stdout=subprocess.PIPE, text=True)
+            if look.returncode == 0:
+                return reg, pick
+    raise SystemExit(f"--dlt {d}: no active promotional template of an active PE with a P header and a chain")
+
+
 def run_load(cmd, env):
     """`consentgate load`: exit 1 means the run did not go as asked (a bind refused, submits
     unanswered): the report still holds the figures, so the run counts, with the reason
@@ -263,6 +323,11 @@ def main():
     ap.add_argument("--cmpp", action="store_true",
                     help="also measure the CMPP front against a plain relay in front of the ISMG simulator "
                          "(forwarders consentgate-cmpp and relay-cmpp); see the docstring")
+    ap.add_argument("--dlt", default=None, metavar="DIR",
+                    help="with --policy: the measured gateway scrubs DLT against DIR.dlt (built from DIR's five "
+                         "CSVs when missing); see the docstring")
+    ap.add_argument("--dlt-no-template-id", action="store_true",
+                    help="with --dlt: no template id TLV, the gateway finds the template by its text")
     ap.add_argument("--out", default=None, help="report base name under target/bench/")
     ap.add_argument("--pcap", default=None,
                     help="also replay this capture (load --pcap --speed max) through every forwarder")
@@ -275,6 +340,8 @@ def main():
 
     if not os.path.exists(BIN):
         subprocess.run(["cargo", "build", "--release"], cwd=ROOT, check=True)
+    if a.dlt and (not a.policy or a.baseline_same_config):
+        raise SystemExit("--dlt needs --policy, and a baseline without DLT (not --baseline-same-config)")
 
     tmp = tempfile.mkdtemp(prefix="cg-bench-")
     sim_p, gw_p, relay_p, base_p, tls_p = free_port(), free_port(), free_port(), free_port(), free_port()
@@ -317,6 +384,22 @@ snapshot = "{snap}"
         extra += ALL_STEPS_TOML + content_rules.toml(1000)
         account_more = 'signatures = ["Bench"]\n'
     base_extra = extra if a.baseline_same_config else ""
+    dlt_load = []
+    if a.dlt:
+        reg, pick = dlt_pick(a.dlt, BIN)
+        # IST = UTC+05:30: a window from an hour before now to five hours after.
+        ist = (time.gmtime().tm_hour * 60 + time.gmtime().tm_min + 330) % 1440
+        hm = lambda m: f"{(m % 1440) // 60:02}:{m % 60:02}"
+        extra += (f'\n[dlt]\nregistry = "{reg}"\n[dlt.promotional_hours]\nstart = "{hm(ist - 60)}"\n'
+                  f'end = "{hm(ist + 300)}"\ntimezone = "Asia/Kolkata"\n')
+        account_more += 'scrubbing = "dlt"\n'
+        dlt_load = ["--source", pick["header"], "--text", pick["text"], "--tlv", f"0x1400={pick['pe']}",
+                    "--tlv", f"0x1402={pick['tm']}"]
+        if not a.dlt_no_template_id:
+            dlt_load += ["--tlv", f"0x1401={pick['template_id']}"]
+        print(f"DLT: PE {pick['pe']}, header {pick['header']}, template {pick['template_id']}"
+              f"{' (not sent: found by its text)' if a.dlt_no_template_id else ''}, TM {pick['tm']}, "
+              f"text {pick['text']!r}", flush=True)
     def write_config(path, port, more, pol, listen_more="", upstream=f"127.0.0.1:{sim_p}", upstream_more="",
                      account="", cls="marketing"):
         with open(path, "w") as f:
@@ -447,6 +530,7 @@ licence = "B2-BENCH"
                         cmd += ["--destinations", dest_range]
                     if a.all_steps:
                         cmd += ["--text", a.text]
+                    cmd += dlt_load
                     if name == "consentgate-tls":
                         cmd += ["--tls-ca", tls_ca]
                     if name.endswith("-cmpp"):

@@ -157,6 +157,7 @@ async fn run_in(dir: &std::path::Path, count: u64) -> anyhow::Result<()> {
             },
             encoding: if i % 2 == 0 { Encoding::Ucs2 } else { Encoding::Gsm7 },
             expect: None,
+            tlvs: Default::default(),
         })
         .collect();
     let r = crate::load::run(LoadConfig {
@@ -452,6 +453,7 @@ fn member_day(subscriber: u64) -> Vec<ScenarioLine> {
         text: "会员日专享优惠，回T退订".into(),
         encoding: Encoding::Ucs2,
         expect: None,
+        tlvs: Default::default(),
     }]
 }
 

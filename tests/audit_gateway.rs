@@ -43,6 +43,7 @@ async fn run(dir: &Path, mode: &str) -> consentgate::load::Report {
         text: "Flash sale today".into(),
         encoding: Encoding::Gsm7,
         expect: None,
+        tlvs: Default::default(),
     };
     let r = consentgate::load::run(LoadConfig {
         target: addr,

@@ -48,6 +48,7 @@ async fn gateway_records_both_legs_and_the_capture_replays() {
         text: text.into(),
         encoding,
         expect: None,
+        tlvs: Default::default(),
     };
     let scenario = vec![
         line(GRANTED, "Flash sale today", Encoding::Gsm7),

@@ -480,6 +480,7 @@ async fn reload_while_load_runs_then_corrupt_snapshot_refused() {
         text: "sale this weekend".into(),
         encoding: Default::default(),
         expect: Some(expect.into()),
+        tlvs: Default::default(),
     };
     let load = tokio::spawn(consentgate::load::run(LoadConfig {
         target: s.addr,

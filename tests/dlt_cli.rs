@@ -23,7 +23,7 @@ fn write_inputs(dir: &Path, templates: &str) {
     w("entities.csv", format!("pe_id,name,status\n{PE},Acme Bank,active\n{PE2},Other,blacklisted\n"));
     w(
         "headers.csv",
-        format!("header,pe_id,type,status\nACMEBK,{PE},T,active\nACMEOF,{PE},P,inactive\nOTHERS,{PE2},S,active\n"),
+        format!("header,pe_id,type,status\nACMEBK,{PE},T,active\nACMEOF,{PE},P,inactive\nACMEPR,{PE},P,active\nOTHERS,{PE2},S,active\n"),
     );
     w("templates.csv", format!("template_id,pe_id,headers,category,content_category,content,status\n{templates}"));
     w("chains.csv", format!("pe_id,tm_id\n{PE},1302000000000000007\n"));
@@ -55,7 +55,7 @@ fn build_inspect_lookup() {
     let dir = tempfile::tempdir().unwrap();
     let good = format!(
         "1107000000000000001,{PE},ACMEBK,transactional,,\"Dear {{#var#}}, your OTP is {{#var#}}. - Acme\",active\n\
-         1107000000000000002,{PE},ACMEBK,promotional,4,\"प्रिय ग्राहक, ऑफर {{#var#}} - Acme\",active\n"
+         1107000000000000002,{PE},ACMEPR,promotional,4,\"प्रिय ग्राहक, ऑफर {{#var#}} - Acme\",active\n"
     );
     // A bad row: the build fails, names file, line and field, and writes nothing.
     write_inputs(dir.path(), &format!("{good}1107000000000000003,{PE},ACMEBK,promotional,,Sale {{#var#}},active\n"));
@@ -73,7 +73,7 @@ fn build_inspect_lookup() {
 
     let (code, out, err) = consentgate(&["dlt", "inspect", reg]);
     assert_eq!(code, 0, "{err}");
-    for want in ["entities:           2", "headers:            3", "templates:          2", "preferences:        1"] {
+    for want in ["entities:           2", "headers:            4", "templates:          2", "preferences:        1"] {
         assert!(out.contains(want), "{want:?} in {out}");
     }
 
@@ -99,9 +99,26 @@ fn build_inspect_lookup() {
         "{out}"
     );
     assert!(out.contains("chain     ok") && out.contains("verdict: pass"), "{out}");
-    let (code, out, _) = lookup(&["--pe-id", PE, "--header", "ACMEBK", "--text", "प्रिय ग्राहक, ऑफर दस प्रतिशत - Acme"]);
+    // Promotional: preferences and the hours, at a chosen time (IST).
+    let hindi = "प्रिय ग्राहक, ऑफर दस प्रतिशत - Acme";
+    let run = |msisdn: &str, at: &str| {
+        let a = ["--pe-id", PE, "--header", "ACMEPR", "--chain", "1302000000000000007", "--msisdn", msisdn];
+        lookup(&[&a[..], &["--at", at, "--text", hindi]].concat())
+    };
+    let (code, out, _) = run("9800000001", "2026-06-01T12:00:00+05:30");
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("template 1107000000000000002") && out.contains("content category 4"), "{out}");
+    assert!(out.contains("category  ok: promotional; 919800000001: consent of PE 1101000000000000001 not granted, no preference registered; 12:00 Asia/Kolkata (promotional hours 09:00-21:00)"), "{out}");
+    assert!(out.contains("verdict: pass (promotional"), "{out}");
+    let (code, out, _) = run("9800000001", "2026-06-01T21:30:00+05:30");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("21:30 Asia/Kolkata") && out.contains("verdict: reject (category: dlt_promotional_hours)"),
+        "{out}"
+    );
+    let (code, out, _) = run("9812345678", "2026-06-01T12:00:00+05:30");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("fully blocked") && out.contains("verdict: reject (category: dlt_preference)"), "{out}");
 
     // Each failing step, named, with its ids.
     let var31 = format!("Dear {}, your OTP is 1. - Acme", "x".repeat(31));
@@ -113,11 +130,19 @@ fn build_inspect_lookup() {
         (vec!["--pe-id", PE, "--header", "OTHERS", "--text", "x"], "header    FAIL: \"OTHERS\" belongs to PE 1101000000000000002"),
         (
             vec!["--pe-id", PE, "--header", "ACMEBK", "--template-id", "1107000000000000001", "--text", &var31],
-            "template  FAIL: text does not match template 1107000000000000001: placeholder 1 would be 31 characters (at most 30) (template 1107000000000000001, PE 1101000000000000001) [template_variable_too_long]",
+            "template  FAIL: text does not match template 1107000000000000001: placeholder 1 would be 31 characters (at most 30) (template 1107000000000000001, PE 1101000000000000001)",
         ),
         (
             vec!["--pe-id", PE, "--header", "ACMEBK", "--text", "Your OTP is 1"],
-            "template  FAIL: no template matches (0 candidate(s) tried) (PE 1101000000000000001, header \"ACMEBK\") [template_not_matched]",
+            "template  FAIL: no template matches (0 candidate(s) tried) (PE 1101000000000000001, header \"ACMEBK\")",
+        ),
+        (
+            vec!["--pe-id", PE, "--header", "ACMEBK", "--template-id", "1107000000000000002", "--text", "प्रिय ग्राहक, ऑफर x - Acme"],
+            "verdict: reject (template: dlt_template_unknown)",
+        ),
+        (
+            vec!["--pe-id", PE, "--header", "ACMEBK", "--text", "Dear A, your OTP is 1. - Acme"],
+            "chain     FAIL: no chain TLV",
         ),
         (
             vec!["--pe-id", PE, "--header", "ACMEBK", "--tm", "1302000000000000008", "--text", "Dear A, your OTP is 1. - Acme"],

@@ -3,8 +3,11 @@
 //! and 21:30 IST) in front of the project's SMSC simulator, and an ESME that sends submit_sm
 //! with the PE id, template id and chain in the vendor TLVs 0x1400–0x1402. Each case asserts
 //! the submit_sm_resp status and the `reason` label of `consentgate_submit_total`; a config
-//! reload refuses a registry that does not load and puts a rebuilt one in force. Skipped
-//! (with a notice) without `faketime` on a developer machine; a failure under CI.
+//! reload refuses a registry that does not load and puts a rebuilt one in force;
+//! `GET /v1/dlt/lookup` explains the same decisions step by step, and a grant recorded through
+//! the admin API lets a fully blocked subscriber's service-explicit message through. Python's
+//! smpplib (an independent SMPP implementation, `tests/interop/smpplib_dlt.py`) sends the TLVs
+//! too. Skipped (with a notice) without `faketime` on a developer machine; a failure under CI.
 
 mod common;
 mod tools;
@@ -162,6 +165,28 @@ async fn status(e: &mut Esme, b: &SubmitBuilder) -> u32 {
     smpp::command_status(&r)
 }
 
+/// `GET /v1/dlt/lookup?…` on the gateway: (HTTP status, JSON body).
+async fn dlt_lookup(admin: SocketAddr, query: &[(&str, &str)]) -> (u16, serde_json::Value) {
+    let q: Vec<String> = query.iter().map(|(k, v)| format!("{k}={}", tools::url_encode(v))).collect();
+    let path = format!("/v1/dlt/lookup?{}", q.join("&"));
+    let (code, body) = consentgate::admin::request(admin, "GET", &path, None, None).await.expect("lookup");
+    (code, serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}")))
+}
+
+/// Runs `tests/interop/smpplib_dlt.py` against the gateway: the submit_sm_resp status of each
+/// case, in order.
+async fn smpplib_dlt(py: &str, gw: SocketAddr, cases: serde_json::Value) -> Vec<u32> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/smpplib_dlt.py");
+    let mut c = tokio::process::Command::new(py);
+    c.arg(script).arg(gw.ip().to_string()).arg(gw.port().to_string()).args(["dlt", "secret"]);
+    c.arg(cases.to_string()).kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(30), c.output()).await.expect("30 s").expect("spawn python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "smpplib_dlt.py: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("one JSON line");
+    v["statuses"].as_array().unwrap().iter().map(|s| s.as_u64().expect("every submit answered") as u32).collect()
+}
+
 /// `consentgate_submit_total{account="dlt",verdict="rejected",reason}` once it reaches `want`
 /// (sessions flush their counts every tick), or what it is after the wait.
 async fn rejected(admin: SocketAddr, reason: &str, want: f64) -> f64 {
@@ -247,6 +272,66 @@ async fn dlt_steps_with_the_real_binary() {
     // Service-explicit to a subscriber without preferences passes.
     let stmt = dlt_submit("ACMESE", FREE, "Your statement for May is ready - Acme", Some(PE), Some(T_STATEMENT), chain);
     assert_eq!(status(&mut e, &stmt).await, 0, "service-explicit, not blocked");
+
+    // The admin lookup explains the same decisions, step by step.
+    let statement = "Your statement for May is ready - Acme";
+    let q = [("pe_id", PE), ("header", "ACMESE"), ("chain", TM), ("msisdn", BLOCKED), ("text", statement)];
+    let (code, v) = dlt_lookup(noon.admin, &q).await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!((v["verdict"].as_str(), v["reason"].as_str()), (Some("rejected"), Some("dlt_preference")), "{v}");
+    assert_eq!(v["command_status"], "0x00000418", "{v}");
+    assert_eq!(v["template_id"], T_STATEMENT, "found by its text: {v}");
+    let steps: Vec<(&str, bool)> =
+        v["steps"].as_array().unwrap().iter().map(|s| (s["step"].as_str().unwrap(), s["ok"] == true)).collect();
+    let want = [("entity", true), ("header", true), ("template", true), ("chain", true), ("category", false)];
+    assert_eq!(steps, want, "{v}");
+    assert!(v["steps"][4]["detail"].as_str().unwrap().contains("fully blocked"), "{v}");
+    // A grant for (subscriber, PE) through the admin API: consent overrides the preference,
+    // in the lookup and for the next message.
+    let grant = format!(r#"{{"msisdn":"{BLOCKED}","kind":"grant","entity":"{PE}"}}"#);
+    let (code, body) =
+        consentgate::admin::request(noon.admin, "POST", "/v1/consent", Some(TOKEN), Some(&grant)).await.unwrap();
+    assert_eq!(code, 201, "{body}");
+    let (_, v) = dlt_lookup(noon.admin, &q).await;
+    assert_eq!(v["verdict"], "accepted", "{v}");
+    assert!(v["steps"][4]["detail"].as_str().unwrap().contains("consent of PE 1101000000000000001 granted"), "{v}");
+    let blocked_stmt = dlt_submit("ACMESE", BLOCKED, statement, Some(PE), Some(T_STATEMENT), chain);
+    assert_eq!(status(&mut e, &blocked_stmt).await, 0, "consent overrides the full block");
+    // `at`: the promotional hours at another time; the account's pe_id when none is given
+    // (this account has none); bad input named.
+    let sale_q =
+        [("pe_id", PE), ("header", "ACMEPR"), ("chain", TM), ("msisdn", FREE), ("text", "Sale 5 today only - Acme")];
+    let (_, v) = dlt_lookup(noon.admin, &[&sale_q[..], &[("at", "2026-06-01T21:30:00+05:30")]].concat()).await;
+    assert_eq!(v["reason"], "dlt_promotional_hours", "{v}");
+    assert_eq!(v["local_time"], "21:30 Asia/Kolkata", "{v}");
+    let (_, v) = dlt_lookup(noon.admin, &sale_q).await;
+    assert_eq!(v["verdict"], "accepted", "{v}");
+    let (_, v) = dlt_lookup(noon.admin, &[("account", "dlt"), ("header", "ACMEPR"), ("text", "x")]).await;
+    assert_eq!(v["reason"], "dlt_entity_missing", "{v}");
+    let (code, v) = dlt_lookup(noon.admin, &[("pe_id", "01"), ("header", "ACMEPR"), ("text", "x")]).await;
+    assert_eq!((code, v["error"].as_str()), (400, Some("invalid_pe_id")), "{v}");
+
+    // smpplib, an independent SMPP implementation, sends the TLVs.
+    let py = tools::require_smpplib().await;
+    let tlvs = |template: Option<&str>, chain: Option<&str>| {
+        let mut m = serde_json::Map::new();
+        m.insert("0x1400".into(), PE.into());
+        if let Some(t) = template {
+            m.insert("0x1401".into(), t.into());
+        }
+        if let Some(c) = chain {
+            m.insert("0x1402".into(), c.into());
+        }
+        m
+    };
+    let case = |text: &str, t: Option<&str>, c: Option<&str>| serde_json::json!({ "header": "ACMEBK", "destination": FREE, "text": text, "tlvs": tlvs(t, c) });
+    let cases = serde_json::json!([
+        case(otp, Some(T_OTP), Some(TM)),
+        case(otp, None, Some(TM)),
+        case(otp, Some(T_OTP), None),
+        case("Dear Asha, your PIN is 4829. - Acme", Some(T_OTP), Some(TM)),
+    ]);
+    assert_eq!(smpplib_dlt(&py, noon.smpp, cases).await, [0, 0, 0x416, 0x413], "smpplib's submits");
 
     // A concatenated UCS-2 Hindi promotional message, matched on its whole text (no template
     // id: found by the text across both parts).

@@ -48,16 +48,6 @@ fn build_snapshot(dir: &Path) -> PathBuf {
     out
 }
 
-/// Percent-encodes a query-string value.
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// A Prometheus server process (killed and reaped on drop) and its HTTP address.
 struct Prometheus {
     addr: SocketAddr,
@@ -118,7 +108,7 @@ impl Prometheus {
     /// `GET /api/v1/<endpoint>?query=<q>`: the `data` of a successful answer, or the error.
     async fn api(&self, endpoint: &str, query: Option<&str>) -> Result<Value, String> {
         let path = match query {
-            Some(q) => format!("/api/v1/{endpoint}?query={}", encode(q)),
+            Some(q) => format!("/api/v1/{endpoint}?query={}", tools::url_encode(q)),
             None => format!("/api/v1/{endpoint}"),
         };
         let (code, body) = request(self.addr, "GET", &path, None, None).await.map_err(|e| e.to_string())?;

@@ -210,6 +210,7 @@ async fn make_sample_capture() {
         text,
         encoding,
         expect: None,
+        tlvs: Default::default(),
     };
     let scenario = vec![
         line("8613800000001", "Your verification code is 482913. It expires in 5 minutes.".into(), Encoding::Gsm7),

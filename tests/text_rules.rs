@@ -21,6 +21,7 @@ fn line(dest: &str, text: &str, expect: &str) -> ScenarioLine {
         text: text.into(),
         encoding: Encoding::Ucs2,
         expect: Some(expect.into()),
+        tlvs: Default::default(),
     }
 }
 

@@ -9,6 +9,7 @@
 //! | `POST /v1/snapshot/reload` | bearer | reload the configured file now; 200 with the new snapshot, or 422 with the exact validation error (the old one keeps serving) |
 //! | `GET /v1/consent/{msisdn}?entity=E` | – | statements held for the subscriber (snapshot and live) and the decision for a commercial message from `E` |
 //! | `POST /v1/consent` | bearer | record a grant / revoke / dnc statement; answered once it is durable in the journal |
+//! | `GET /v1/dlt/lookup?header=H&text=T&pe_id=P\|account=A&template_id=&chain=&msisdn=&at=` | – | India DLT: each DLT step's verdict for that message on the running registry, consent data and clock (404 `dlt_not_configured` without `[dlt]`) |
 //! | `GET /v1/config` | – | the running config: SHA-256, files, every key (secrets masked) |
 //! | `POST /v1/config/reload` | bearer | re-read and validate the whole config; if valid, put it in force: 200 with what changed, what applied and what needs a restart; else 422 `config_invalid` with every problem (nothing changes) |
 //! | `GET /v1/drain` | – | `{"draining": bool, "sessions": n}` |
@@ -21,7 +22,7 @@
 //! | `DELETE /v1/entities/{entity}/suspension` | bearer | lift a complaint suspension (404 `not_suspended`; 400 `invalid_entity` for a name no entity can have) |
 //! | `GET /v1/suspensions` | – | entities suspended now |
 //!
-//! One file per resource: `health` (metrics, probes, log level), `snapshot`, `consent`,
+//! One file per resource: `health` (metrics, probes, log level), `snapshot`, `consent`, `dlt`,
 //! `complaints`, `ops` (config, drain); `client` is the small HTTP client the CLI, the demo
 //! and the tests use. Every mutating endpoint is wrapped by [`guarded`] (the token check as
 //! a route layer).
@@ -35,6 +36,7 @@ mod client;
 mod complaints;
 mod config;
 mod consent;
+mod dlt;
 mod health;
 pub mod listener;
 mod ops;
@@ -121,6 +123,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/drain", get(ops::drain_get).merge(auth(post(ops::drain_post))))
         .route("/v1/consent/{msisdn}", get(consent::lookup))
         .route("/v1/consent", auth(post(consent::post)))
+        .route("/v1/dlt/lookup", get(dlt::lookup))
         .route("/v1/log-level", get(health::log_level_get).merge(auth(put(health::log_level))))
         .route("/v1/complaints", get(complaints::list).merge(auth(post(complaints::post))))
         .route("/v1/complaints/{id}", get(complaints::show))

@@ -6,7 +6,14 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Subcommand;
-use consentgate::dlt::{self, synth, BuildOptions, Mismatch, Registry, Status};
+use std::sync::Arc;
+
+use consentgate::consent::delta::Delta;
+use consentgate::consent::msisdn::normalise_text;
+use consentgate::dlt::{self, synth, BuildOptions, Registry};
+use consentgate::policy::dlt::{explain, DltConfig, Explained, Probe};
+use consentgate::policy::{ConsentView, DailyWindow};
+use consentgate::time::{parse_timestamp_ms, Clock, Now};
 
 use super::snapshot::parse_size;
 use super::EX_USAGE;
@@ -50,11 +57,14 @@ pub enum DltCmd {
         /// The registry file.
         file: PathBuf,
     },
-    /// Say whether a message would pass the DLT checks, and which one fails.
+    /// Say whether a message would pass the DLT steps, and which one refuses it: the gateway's
+    /// own checks on this registry, at `--at`, with the promotional hours of `[dlt]`'s default
+    /// (or `--promotional-hours`). Offline there is no consent data: a subscriber's consent is
+    /// what the running gateway's `GET /v1/dlt/lookup` adds.
     Lookup {
         /// The registry file.
         file: PathBuf,
-        /// The PE id the message claims (TLV 0x1400).
+        /// The PE id the message claims (TLV 0x1400, or the account's pe_id).
         #[arg(long)]
         pe_id: u64,
         /// The header (sender id), case-sensitive.
@@ -63,9 +73,23 @@ pub enum DltCmd {
         /// The template id the message claims (TLV 0x1401); without it the template is searched.
         #[arg(long)]
         template_id: Option<u64>,
-        /// The telemarketer that delivered it (checked against the PE's declared chain).
+        /// The delivery chain (TLV 0x1402): the telemarketer ids, comma-separated; without it
+        /// the chain step refuses, as the gateway does.
+        #[arg(long, alias = "tm", value_name = "TM[,TM…]")]
+        chain: Option<String>,
+        /// The destination (E.164, or national with --default-country-code): its registered
+        /// preferences are checked for service-explicit and promotional templates.
         #[arg(long)]
-        tm: Option<u64>,
+        msisdn: Option<String>,
+        /// Country code for a national --msisdn.
+        #[arg(long, default_value = "91")]
+        default_country_code: String,
+        /// When the message would be sent (RFC 3339) [default: now].
+        #[arg(long)]
+        at: Option<String>,
+        /// Promotional hours START-END (HH:MM-HH:MM) in Asia/Kolkata.
+        #[arg(long, default_value = "09:00-21:00")]
+        promotional_hours: String,
         /// The message text.
         #[arg(long)]
         text: String,
@@ -146,15 +170,53 @@ pub fn run(cmd: DltCmd) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         },
-        DltCmd::Lookup { file, pe_id, header, template_id, tm, text } => {
-            let r = match Registry::open(&file) {
-                Ok(r) => r,
+        DltCmd::Lookup {
+            file,
+            pe_id,
+            header,
+            template_id,
+            chain,
+            msisdn,
+            default_country_code,
+            at,
+            promotional_hours,
+            text,
+        } => {
+            let usage = |m: String| {
+                eprintln!("dlt lookup: {m}");
+                Ok(ExitCode::from(EX_USAGE))
+            };
+            let msisdn = match msisdn.as_deref().map(|n| normalise_text(n, &default_country_code)) {
+                None => None,
+                Some(Ok(n)) => Some(n),
+                Some(Err(e)) => return usage(format!("--msisdn: {e}")),
+            };
+            let now = match at.as_deref() {
+                None => Clock::system().now(),
+                Some(t) => match parse_timestamp_ms(t.as_bytes()) {
+                    Some(ms) => Now::at(ms),
+                    None => return usage(format!("--at {t:?}: expected an RFC 3339 time")),
+                },
+            };
+            let window = promotional_hours.split_once('-').and_then(|(s, e)| {
+                Some(DailyWindow { start: DailyWindow::parse_time(s)?, end: DailyWindow::parse_time(e)? })
+            });
+            let Some(window) = window else {
+                return usage(format!("--promotional-hours {promotional_hours:?}: expected HH:MM-HH:MM"));
+            };
+            let registry = match Registry::open(&file) {
+                Ok(r) => Arc::new(r),
                 Err(e) => {
                     eprintln!("{e}");
                     return Ok(ExitCode::FAILURE);
                 }
             };
-            Ok(lookup(&r, pe_id, &header, template_id, tm, &text))
+            let cfg = DltConfig::offline(registry, file, window)?;
+            let probe =
+                Probe { pe: Some(pe_id), header: &header, template_id, chain: chain.as_deref(), text: &text, msisdn };
+            let delta = Delta::new();
+            let data = ConsentView { snapshot: None, delta: &delta, live_entity: None, snap_entity: None };
+            Ok(print_explained(&explain(&cfg, &probe, &data, now)))
         }
         DltCmd::Synth { dir, templates, headers, entities, big_pe_templates, preferences, seed } => {
             if entities < 6 || headers < 55 {
@@ -171,55 +233,21 @@ pub fn run(cmd: DltCmd) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The DLT steps in the gateway's order (entity, header, template, chain), each printed with
-/// its verdict; exit 0 when the message passes, 1 when a step refuses it.
-fn lookup(r: &Registry, pe: u64, header: &str, template_id: Option<u64>, tm: Option<u64>, text: &str) -> ExitCode {
-    let fail = |step: &str, why: String| {
-        println!("  {step:<9} FAIL: {why}");
-        println!("verdict: reject ({step})");
-        ExitCode::FAILURE
-    };
-    match r.entity(pe) {
-        None => return fail("entity", format!("PE {pe} not registered")),
-        Some(Status::Active) => println!("  entity    ok: PE {pe} active"),
-        Some(s) => return fail("entity", format!("PE {pe} is {}", s.as_str())),
+/// Each step with its verdict; exit 0 when the message passes, 1 when a step refuses it.
+fn print_explained(x: &Explained) -> ExitCode {
+    for s in &x.steps {
+        let v = if s.ok { "ok" } else { "FAIL" };
+        println!("  {:<9} {v}: {}", s.step, s.detail);
     }
-    match r.header(header) {
-        None => return fail("header", format!("{header:?} not registered (headers are case-sensitive)")),
-        Some(h) if h.pe != pe => return fail("header", format!("{header:?} belongs to PE {}, not PE {pe}", h.pe)),
-        Some(h) if h.status != Status::Active => return fail("header", format!("{header:?} is {}", h.status.as_str())),
-        Some(h) => println!("  header    ok: {header:?} of PE {pe}, type {}", h.kind.letter()),
-    }
-    match r.match_text(pe, header, template_id, text) {
-        Ok(t) => {
-            let cc = t.content_category.map_or_else(String::new, |c| format!(", content category {c}"));
-            println!(
-                "  template  ok: template {} of PE {}{} ({}{cc}): {:?}",
-                t.id,
-                t.pe,
-                if template_id.is_some() { "" } else { ", found by its text" },
-                t.category.as_str(),
-                t.content
-            );
+    match x.outcome {
+        Ok(p) => {
+            println!("verdict: pass ({}; no consent data offline)", p.category.as_str());
+            ExitCode::SUCCESS
         }
-        Err(e) => {
-            let what = match (&e, template_id) {
-                (Mismatch::NoMatch { .. } | Mismatch::NoTemplateForHeader, _) => {
-                    format!("{e} (PE {pe}, header {header:?})")
-                }
-                (_, Some(id)) => format!("{e} (template {id}, PE {pe})"),
-                (_, None) => format!("{e} (PE {pe})"),
-            };
-            return fail("template", format!("{what} [{}]", e.label()));
+        Err(r) => {
+            let step = x.steps.last().map_or("entity", |s| s.step);
+            println!("verdict: reject ({step}: {})", r.label());
+            ExitCode::FAILURE
         }
     }
-    if let Some(tm) = tm {
-        if r.chain_declared(pe, tm) {
-            println!("  chain     ok: TM {tm} declared by PE {pe}");
-        } else {
-            return fail("chain", format!("TM {tm} not declared in PE {pe}'s delivery chain"));
-        }
-    }
-    println!("verdict: pass (DLT steps; consent, preferences and hours by category are not checked here)");
-    ExitCode::SUCCESS
 }

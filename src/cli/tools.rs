@@ -93,7 +93,17 @@ pub struct LoadArgs {
     /// split into parts when long) [default: a verification code].
     #[arg(long, conflicts_with_all = ["scenario", "pcap"])]
     text: Option<String>,
-    /// JSONL scenario: {"source","destination","text","encoding","expect"} per line.
+    /// Random traffic: the sender (source_addr) of every message: digits (TON 0) or an
+    /// alphanumeric header (TON 5), e.g. an India DLT header.
+    #[arg(long, default_value = "1069012345", conflicts_with_all = ["scenario", "pcap"])]
+    source: String,
+    /// An optional parameter on every submit_sm, TAG=VALUE (tag hex 0x… or decimal, value
+    /// sent as its bytes), e.g. India DLT's `--tlv 0x1400=<PE id> --tlv 0x1401=<template id>
+    /// --tlv 0x1402=<TM id>`; repeatable. A scenario line's "tlvs" win for their tags. SMPP only.
+    #[arg(long = "tlv", value_name = "TAG=VALUE", value_parser = consentgate::load::parse_tlv_arg,
+          conflicts_with_all = ["pcap", "cmpp"])]
+    tlvs: Vec<(u16, Vec<u8>)>,
+    /// JSONL scenario: {"source","destination","text","encoding","expect","tlvs"} per line.
     #[arg(long, conflicts_with = "pcap")]
     scenario: Option<PathBuf>,
     /// Replay the submit_sm / data_sm / submit_multi (with --cmpp: the CMPP_SUBMITs) of a pcap
@@ -285,6 +295,8 @@ pub async fn load(a: LoadArgs) -> anyhow::Result<ExitCode> {
         report,
         destinations,
         text,
+        source,
+        tlvs,
         tls_ca,
         tls_server_name,
         tls_cert,
@@ -343,6 +355,8 @@ pub async fn load(a: LoadArgs) -> anyhow::Result<ExitCode> {
         speed,
         destinations,
         text,
+        source,
+        tlvs,
         tls,
         cmpp: cmpp.map(|v| match v {
             CmppArg::V30 => consentgate::cmpp::Version::V30,

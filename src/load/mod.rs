@@ -54,7 +54,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 pub use report::{Latency, ReplayReport, Report, StatusPair};
-pub use scenario::{parse_scenario, Encoding, ScenarioLine};
+pub use scenario::{parse_scenario, parse_tlv_arg, parse_tlv_tag, Encoding, ScenarioLine};
 use session::{session_task, Stats};
 use templates::{build_replay_templates, build_templates, Templates};
 
@@ -123,6 +123,10 @@ pub struct LoadConfig {
     /// are status reports (DELIVER with Registered_Delivery 1), and the session ends with
     /// TERMINATE.
     pub cmpp: Option<crate::cmpp::Version>,
+    /// Optional parameters (tag, value) appended to every submit_sm (`--tlv`), e.g. India
+    /// DLT's PE id, template id and chain (0x1400–0x1402); a scenario line's own `tlvs` win
+    /// for their tags. SMPP only: CMPP has no TLVs.
+    pub tlvs: Vec<(u16, Vec<u8>)>,
 }
 
 impl Default for LoadConfig {
@@ -147,6 +151,7 @@ impl Default for LoadConfig {
             text: None,
             tls: None,
             cmpp: None,
+            tlvs: Vec::new(),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Pre-built submit_sm frames: every frame a run sends is built once, before the run, so a
 //! send is a memcpy plus the sequence number (and, for multi-part messages, the reference).
 
-use super::scenario::{check_addr, check_line, Encoding};
+use super::scenario::{check_addr, check_line, merged_tlvs, Encoding};
 use super::{LoadConfig, Speed};
 use crate::pcap::Extracted;
 use crate::smpp::pdu::SubmitBuilder;
@@ -40,12 +40,14 @@ pub(super) struct Templates {
 }
 
 impl Templates {
+    #[allow(clippy::too_many_arguments)]
     fn push_message(
         &mut self,
         source: &str,
         destination: &str,
         enc: Encoding,
         bodies: &[Vec<u8>],
+        tlvs: &[(u16, Vec<u8>)],
         registered_delivery: bool,
         expect: Option<u32>,
     ) {
@@ -60,11 +62,17 @@ impl Templates {
             if !source.bytes().all(|c| c.is_ascii_digit()) {
                 b = b.source_ton_npi(5, 0);
             }
+            for (tag, v) in tlvs {
+                b = b.tlv(*tag, v);
+            }
             let f = b.build(0);
-            // No TLVs: short_message is the tail of the frame, starting with the UDH.
-            let ref_off = if multi { (f.len() - body.len() + UDH_CONCAT8_REF_AT) as u16 } else { 0 };
-            let dest_off = crate::smpp::peek::destination(&f)
-                .map_or(0, |d| (d.addr.as_ptr() as usize - f.as_ptr() as usize) as u16);
+            let offset = |p: &[u8]| (p.as_ptr() as usize - f.as_ptr() as usize) as u16;
+            // short_message starts with the UDH; the TLVs (if any) follow it.
+            let ref_off = match crate::smpp::peek::message(&f) {
+                Ok(m) if multi => offset(m.short_message) + UDH_CONCAT8_REF_AT as u16,
+                _ => 0,
+            };
+            let dest_off = crate::smpp::peek::destination(&f).map_or(0, |d| offset(d.addr));
             self.push_frame(&f, ref_off, dest_off, i == 0, expect);
         }
     }
@@ -192,6 +200,10 @@ pub(super) fn build_replay_templates(x: &Extracted, sessions: usize, speed: Spee
 
 pub(super) fn build_templates(cfg: &LoadConfig) -> anyhow::Result<Templates> {
     let mut t = Templates::default();
+    let line_tlvs = cfg.scenario.iter().flatten().any(|l| !l.tlvs.is_empty());
+    if cfg.cmpp.is_some() && (!cfg.tlvs.is_empty() || line_tlvs) {
+        anyhow::bail!("TLVs (--tlv, a scenario's \"tlvs\") are SMPP optional parameters: CMPP has none");
+    }
     match &cfg.scenario {
         Some(lines) => {
             if lines.is_empty() {
@@ -206,7 +218,8 @@ pub(super) fn build_templates(cfg: &LoadConfig) -> anyhow::Result<Templates> {
                     continue;
                 }
                 let bodies = split_text(&l.text, l.encoding)?;
-                t.push_message(&l.source, &l.destination, l.encoding, &bodies, cfg.registered_delivery, expect);
+                let tlvs = merged_tlvs(&cfg.tlvs, l).map_err(|e| anyhow::anyhow!("scenario message {}: {e}", i + 1))?;
+                t.push_message(&l.source, &l.destination, l.encoding, &bodies, &tlvs, cfg.registered_delivery, expect);
             }
         }
         None => {
@@ -233,7 +246,7 @@ pub(super) fn build_templates(cfg: &LoadConfig) -> anyhow::Result<Templates> {
                     continue;
                 }
                 let bodies = split_text(&text, enc)?;
-                t.push_message(&cfg.source, &dest, enc, &bodies, cfg.registered_delivery, None);
+                t.push_message(&cfg.source, &dest, enc, &bodies, &cfg.tlvs, cfg.registered_delivery, None);
             }
         }
     }

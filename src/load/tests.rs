@@ -48,6 +48,7 @@ fn templates_mark_multipart_and_point_at_the_reference_byte() {
             text: "z".repeat(200),
             encoding: Encoding::Gsm7,
             expect: None,
+            tlvs: Default::default(),
         }]),
         ..Default::default()
     };
@@ -63,6 +64,62 @@ fn templates_mark_multipart_and_point_at_the_reference_byte() {
         let r = p.ref_off as usize;
         assert_eq!(&f[r - 3..r], &[0x05, 0x00, 0x03]);
     }
+}
+
+#[test]
+fn tlvs_go_on_every_part_and_a_line_overrides_the_run() {
+    let line = |tlvs: &[(&str, &str)]| ScenarioLine {
+        source: "ACMEBK".into(),
+        destination: "919800000001".into(),
+        text: "z".repeat(200),
+        encoding: Encoding::Gsm7,
+        expect: None,
+        tlvs: tlvs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+    };
+    let cfg = LoadConfig {
+        scenario: Some(vec![line(&[("0x1401", "1107000000000000009"), ("5122", "7,8")])]),
+        tlvs: vec![(0x1400, b"1101".to_vec()), (0x1401, b"1107000000000000001".to_vec())],
+        ..Default::default()
+    };
+    let t = build_templates(&cfg).unwrap();
+    assert_eq!(t.pdus.len(), 2, "two parts");
+    for p in &t.pdus {
+        let f = t.frame(p);
+        let m = peek::message(f).unwrap();
+        let tlvs: Vec<(u16, &[u8])> = peek::tlvs(m.tlvs).map(|x| x.unwrap()).collect();
+        let want: [(u16, &[u8]); 3] = [(0x1400, b"1101"), (0x1401, b"1107000000000000009"), (0x1402, b"7,8")];
+        assert_eq!(tlvs, want, "the run's TLVs, the line's over them, in tag order");
+        // The concatenation reference is still found with TLVs after short_message.
+        let r = p.ref_off as usize;
+        assert_eq!(&f[r - 3..r], &[0x05, 0x00, 0x03]);
+        assert_eq!(m.destination.addr, b"919800000001");
+    }
+    // Random traffic: the run's TLVs and source on every frame.
+    let cfg = LoadConfig { tlvs: vec![(0x1400, b"1101".to_vec())], source: "ACMEBK".into(), ..Default::default() };
+    let t = build_templates(&cfg).unwrap();
+    let m = peek::message(t.frame(&t.pdus[0])).unwrap();
+    assert_eq!((m.source.addr, m.source.ton), (&b"ACMEBK"[..], 5));
+    assert_eq!(peek::tlvs(m.tlvs).map(|x| x.unwrap()).collect::<Vec<_>>(), [(0x1400, &b"1101"[..])]);
+    // CMPP has no TLVs; a bad tag is named.
+    let cmpp = LoadConfig { cmpp: Some(crate::cmpp::Version::V30), ..cfg };
+    assert!(build_templates(&cmpp).unwrap_err().to_string().contains("CMPP has none"));
+    assert!(check_bad_tag("0x0").contains("TLV tag \"0x0\""));
+    assert!(check_bad_tag("70000").contains("0x0001–0xFFFF"));
+    assert_eq!(parse_tlv_arg("0x1402=7,8"), Ok((0x1402, b"7,8".to_vec())));
+    assert!(parse_tlv_arg("0x1402").unwrap_err().contains("TAG=VALUE"));
+}
+
+fn check_bad_tag(tag: &str) -> String {
+    let l = ScenarioLine {
+        source: "A".into(),
+        destination: "1".into(),
+        text: "x".into(),
+        encoding: Encoding::Gsm7,
+        expect: None,
+        tlvs: [(tag.to_owned(), "v".to_owned())].into(),
+    };
+    let text = serde_json::to_string(&l).unwrap();
+    parse_scenario(&text, "s.jsonl").unwrap_err().to_string()
 }
 
 /// A minimal SMSC: bind OK (or refused), one MO and one enquire_link after the bind,
@@ -247,6 +304,7 @@ async fn scenario_counts_parts_messages_and_expect_mismatches() {
         text,
         encoding: Encoding::Gsm7,
         expect: Some(expect.into()),
+        tlvs: Default::default(),
     };
     let cfg = LoadConfig {
         target: addr,

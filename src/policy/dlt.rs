@@ -61,6 +61,26 @@ pub struct DltConfig {
     pub zone: Zone,
 }
 
+impl DltConfig {
+    /// A config for `registry` outside the gateway (`dlt lookup`, benchmarks): the default
+    /// TLV tags, `promotional_hours` in [`DEFAULT_TIMEZONE`].
+    pub fn offline(
+        registry: Arc<Registry>,
+        path: PathBuf,
+        promotional_hours: DailyWindow,
+    ) -> Result<DltConfig, crate::time::UnknownZone> {
+        Ok(DltConfig {
+            registry,
+            path,
+            pe_id_tlv: DEFAULT_PE_ID_TLV,
+            template_id_tlv: DEFAULT_TEMPLATE_ID_TLV,
+            chain_tlv: DEFAULT_CHAIN_TLV,
+            promotional_hours,
+            zone: Zone::get(DEFAULT_TIMEZONE)?,
+        })
+    }
+}
+
 /// `[[account]] scrubbing`: which checks the account's messages go through after step 2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Scrubbing {
@@ -159,14 +179,19 @@ fn step_template<'r>(
         mismatch_reason(&e)
     })?;
     ids.template = t.id;
-    let fits = match header.kind {
-        HeaderType::Promotional => t.category == Category::Promotional,
-        HeaderType::Transactional | HeaderType::Service | HeaderType::Government => t.category != Category::Promotional,
-    };
-    if !fits {
+    if !fits_header(header.kind, t.category) {
         return Err(Reason::DltCategoryHeader);
     }
     Ok(t)
+}
+
+/// A P header carries promotional templates only; T, S and G headers everything else.
+#[inline]
+fn fits_header(kind: HeaderType, category: Category) -> bool {
+    match kind {
+        HeaderType::Promotional => category == Category::Promotional,
+        HeaderType::Transactional | HeaderType::Service | HeaderType::Government => category != Category::Promotional,
+    }
 }
 
 /// The reason for a `match_text` refusal.
@@ -255,6 +280,160 @@ fn step_category(
             }
             Ok(())
         }
+    }
+}
+
+/// A message to explain with [`explain`]: what the TLVs and the submit would carry.
+#[derive(Debug, Clone, Copy)]
+pub struct Probe<'a> {
+    /// The PE id (TLV `pe_id_tlv`, else the account's `pe_id`); `None`: neither.
+    pub pe: Option<u64>,
+    /// The header (source_addr), case-sensitive.
+    pub header: &'a str,
+    /// The template id (TLV `template_id_tlv`); `None`: found by the text.
+    pub template_id: Option<u64>,
+    /// The chain (TLV `chain_tlv`): TM ids, comma-separated; `None`: the TLV is absent.
+    pub chain: Option<&'a str>,
+    /// The whole decoded text.
+    pub text: &'a str,
+    /// The destination as E.164 digits; `None`: consent and preferences are not looked at.
+    pub msisdn: Option<u64>,
+}
+
+/// One DLT step's outcome in [`Explained`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepReport {
+    /// `entity`, `header`, `template`, `chain`, `category`.
+    pub step: &'static str,
+    pub ok: bool,
+    /// What was found, in words.
+    pub detail: String,
+}
+
+/// The DLT steps for one message, each with what it found, up to the first refusal.
+#[derive(Debug, Clone)]
+pub struct Explained {
+    pub steps: Vec<StepReport>,
+    /// What [`scrub`] decides for the same message.
+    pub outcome: Result<Passed, Reason>,
+    pub ids: DltIds,
+}
+
+/// Runs the DLT steps for `p` as [`scrub`] does (the same checks, in the same order, on the
+/// same data) and says what each one found: `consentgate dlt lookup` (offline: no consent
+/// data) and `GET /v1/dlt/lookup` (the running gateway's registry, consent and clock).
+pub fn explain(cfg: &DltConfig, p: &Probe, data: &ConsentView, now: Now) -> Explained {
+    let reg = &*cfg.registry;
+    let mut steps = Vec::new();
+    let mut ids = DltIds::default();
+    let mut step = |step: &'static str, ok: bool, detail: String| steps.push(StepReport { step, ok, detail });
+    let outcome = (|| {
+        let pe = match step_entity(reg, None, p.pe) {
+            Ok(pe) => pe,
+            Err(r) => {
+                let detail = match p.pe {
+                    None => "no PE id: neither the TLV nor the account's pe_id".to_owned(),
+                    Some(pe) => match reg.entity(pe) {
+                        None => format!("PE {pe} not registered"),
+                        Some(s) => format!("PE {pe} is {}", s.as_str()),
+                    },
+                };
+                step("entity", false, detail);
+                return Err(r);
+            }
+        };
+        ids.pe = pe;
+        step("entity", true, format!("PE {pe} active"));
+        let header = match step_header(reg, pe, p.header.as_bytes()) {
+            Ok(h) => h,
+            Err(r) => {
+                let h = p.header;
+                let detail = match reg.header(h) {
+                    None => format!("{h:?} not registered (headers are case-sensitive)"),
+                    Some(x) if x.pe != pe => format!("{h:?} belongs to PE {}, not PE {pe}", x.pe),
+                    Some(x) => format!("{h:?} is {}", x.status.as_str()),
+                };
+                step("header", false, detail);
+                return Err(r);
+            }
+        };
+        step("header", true, format!("{:?} of PE {pe}, type {}", p.header, header.kind.letter()));
+        ids.template = p.template_id.unwrap_or(0);
+        let t = match reg.match_text(pe, header.name, p.template_id, p.text) {
+            Ok(t) => t,
+            Err(e) => {
+                if let Some(id) = mismatch_template(&e) {
+                    ids.template = id;
+                }
+                let detail = match (&e, p.template_id) {
+                    (Mismatch::NoMatch { .. } | Mismatch::NoTemplateForHeader, _) => {
+                        format!("{e} (PE {pe}, header {:?})", p.header)
+                    }
+                    (_, Some(id)) => format!("{e} (template {id}, PE {pe})"),
+                    (_, None) => format!("{e} (PE {pe})"),
+                };
+                step("template", false, detail);
+                return Err(mismatch_reason(&e));
+            }
+        };
+        ids.template = t.id;
+        let cc = t.content_category.map_or_else(String::new, |c| format!(", content category {c}"));
+        let how = if p.template_id.is_some() { "" } else { ", found by its text" };
+        let what = format!("template {} of PE {pe}{how} ({}{cc}): {:?}", t.id, t.category.as_str(), t.content);
+        if !fits_header(header.kind, t.category) {
+            step(
+                "template",
+                false,
+                format!("{what}: a {} template on a type {} header", t.category.as_str(), header.kind.letter()),
+            );
+            return Err(Reason::DltCategoryHeader);
+        }
+        step("template", true, what);
+        if let Err(r) = step_chain(reg, pe, p.chain.map(str::as_bytes)) {
+            let detail = match p.chain {
+                None => "no chain TLV: the PE→TM delivery chain is mandatory".to_owned(),
+                Some(c) => format!("TM {c} not declared in PE {pe}'s delivery chain"),
+            };
+            step("chain", false, detail);
+            return Err(r);
+        }
+        step("chain", true, format!("TM {} declared by PE {pe}", p.chain.unwrap_or("")));
+        let consent = consented(data, pe, p.msisdn);
+        let pref = p.msisdn.and_then(|n| reg.preference(n));
+        let local = cfg.zone.local(now).minute_of_day;
+        let subscriber = match (p.msisdn, pref) {
+            (None, _) => "no subscriber given".to_owned(),
+            (Some(n), None) => format!("{n}: consent of PE {pe} {}, no preference registered", yes(consent)),
+            (Some(n), Some(x)) if x.fully_blocked => format!("{n}: consent of PE {pe} {}, fully blocked", yes(consent)),
+            (Some(n), Some(x)) => {
+                let cats: Vec<String> = (1..=8u8).filter(|&c| x.refuses(c)).map(|c| c.to_string()).collect();
+                format!("{n}: consent of PE {pe} {}, refuses categories {}", yes(consent), cats.join(";"))
+            }
+        };
+        let hours = format!(
+            "{} {} (promotional hours {}-{})",
+            super::DailyWindow::fmt_time(local as u16),
+            cfg.zone.name(),
+            super::DailyWindow::fmt_time(cfg.promotional_hours.start),
+            super::DailyWindow::fmt_time(cfg.promotional_hours.end)
+        );
+        let detail = match t.category {
+            Category::Transactional | Category::ServiceImplicit => format!("{}: passes", t.category.as_str()),
+            Category::ServiceExplicit => format!("service_explicit; {subscriber}"),
+            Category::Promotional => format!("promotional; {subscriber}; {hours}"),
+        };
+        let r = step_category(cfg, pe, t, data, p.msisdn, now);
+        step("category", r.is_ok(), detail);
+        r.map(|()| Passed { category: t.category })
+    })();
+    Explained { steps, outcome, ids }
+}
+
+fn yes(b: bool) -> &'static str {
+    if b {
+        "granted"
+    } else {
+        "not granted"
     }
 }
 

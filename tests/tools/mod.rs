@@ -265,3 +265,13 @@ pub async fn run_script(
     let line = stdout.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
     serde_json::from_str(line).unwrap_or_else(|e| panic!("one JSON line from {script} ({e}):\n{stdout}\n{stderr}"))
 }
+
+/// Percent-encodes a query-string value (RFC 3986 unreserved characters kept).
+pub fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
