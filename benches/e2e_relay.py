@@ -75,7 +75,8 @@ id, template id and a declared TM id in TLVs 0x1400-0x1402 (`load --tlv`); with
 `promotional_hours` is set to a window around the time of the run, so the hours check runs and
 passes. Run it with --baseline-bin set to a copy of the same build (not
 --baseline-same-config): the baseline is the same build without DLT, the account's default
-steps on the same consent data, so consentgate/baseline is the cost of DLT scrubbing.
+steps on the same consent data, so consentgate/baseline is the cost of DLT scrubbing. With
+--baseline-same-config the baseline scrubs DLT too: a before/after of one build against another.
 
 Then (unless --half-rate-runs 0) the added latency at half load (or at --half-rate): every forwarder again,
 alternating, with the load capped at half the relay's median maximum rate; the p99 difference
@@ -262,7 +263,8 @@ def dlt_pick(d, binary):
             text = r["content"].replace("{#var#}", "4821")
             pick = {"pe": pe, "header": header, "template_id": r["template_id"], "tm": tms[pe], "text": text}
             look = subprocess.run([binary, "dlt", "lookup", reg, "--pe-id", pe, "--header", header,
-                                   "--template-id", pick["template_id"], "--tm", pick["tm"], "--text", text],
+                                   "--template-id", pick["template_id"], "--chain", pick["tm"], "--text", text,
+                                   "--at", "2026-06-01T12:00:00+05:30"],
                                   stdout=subprocess.PIPE, text=True)
             if look.returncode == 0:
                 return reg, pick
@@ -340,8 +342,8 @@ def main():
 
     if not os.path.exists(BIN):
         subprocess.run(["cargo", "build", "--release"], cwd=ROOT, check=True)
-    if a.dlt and (not a.policy or a.baseline_same_config):
-        raise SystemExit("--dlt needs --policy, and a baseline without DLT (not --baseline-same-config)")
+    if a.dlt and not a.policy:
+        raise SystemExit("--dlt needs --policy")
 
     tmp = tempfile.mkdtemp(prefix="cg-bench-")
     sim_p, gw_p, relay_p, base_p, tls_p = free_port(), free_port(), free_port(), free_port(), free_port()
@@ -383,7 +385,6 @@ snapshot = "{snap}"
         import content_rules
         extra += ALL_STEPS_TOML + content_rules.toml(1000)
         account_more = 'signatures = ["Bench"]\n'
-    base_extra = extra if a.baseline_same_config else ""
     dlt_load = []
     if a.dlt:
         reg, pick = dlt_pick(a.dlt, BIN)
@@ -400,6 +401,7 @@ snapshot = "{snap}"
         print(f"DLT: PE {pick['pe']}, header {pick['header']}, template {pick['template_id']}"
               f"{' (not sent: found by its text)' if a.dlt_no_template_id else ''}, TM {pick['tm']}, "
               f"text {pick['text']!r}", flush=True)
+    base_extra = extra if a.baseline_same_config else ""
     def write_config(path, port, more, pol, listen_more="", upstream=f"127.0.0.1:{sim_p}", upstream_more="",
                      account="", cls="marketing"):
         with open(path, "w") as f:

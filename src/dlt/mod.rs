@@ -813,6 +813,13 @@ impl Registry {
         self.index(S_CHAINS).contains(mix(pe), tm)
     }
 
+    /// Starts the load of the preference index slot [`Registry::preference`] reads for
+    /// `msisdn` (the session prefetches the messages ahead in its read buffer).
+    #[inline]
+    pub fn prefetch_preference(&self, msisdn: u64) {
+        self.index(S_PREFERENCES).prefetch(mix(msisdn));
+    }
+
     /// The subscriber's preferences, if registered (`msisdn` in international form, e.g.
     /// 919812345678).
     #[inline]

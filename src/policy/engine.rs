@@ -384,11 +384,15 @@ impl Engine {
         self.frequency.as_deref()
     }
 
-    /// Starts the loads of the cap counters a decision for `msisdn` will read.
+    /// Starts the loads of the cap counters and the DLT preference a decision for `msisdn`
+    /// will read.
     #[inline]
     pub fn prefetch(&self, msisdn: u64) {
         if let Some(f) = &self.frequency {
             f.prefetch(msisdn);
+        }
+        if let Some(d) = &self.config.dlt {
+            d.registry.prefetch_preference(msisdn);
         }
     }
 

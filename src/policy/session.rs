@@ -314,7 +314,7 @@ impl SessionPolicy {
         }
         self.refresh();
         let snapshot = self.loaded.as_deref().map(|l| &l.snapshot);
-        if snapshot.is_none() && self.engine.frequency().is_none() {
+        if snapshot.is_none() && self.engine.frequency().is_none() && self.engine.config().dlt.is_none() {
             return rbuf.len();
         }
         for _ in 0..n {

@@ -345,18 +345,41 @@ fn gsm7_into(bytes: &[u8], out: &mut String) {
         return utf8_or_latin1_into(bytes, out);
     }
     out.reserve(bytes.len());
-    let mut it = bytes.iter();
-    while let Some(&b) = it.next() {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        // Runs of septets that are their own ASCII character (letters, digits, most
+        // punctuation: nearly all of a Latin-script text) are copied whole.
+        let run = rest.iter().position(|&b| !GSM7_SAME[b as usize]).unwrap_or(rest.len());
+        if run > 0 {
+            // All ASCII (checked above): valid UTF-8.
+            out.push_str(std::str::from_utf8(&rest[..run]).unwrap_or_default());
+            rest = &rest[run..];
+            continue;
+        }
+        let b = rest[0];
+        rest = &rest[1..];
         if b == GSM7_ESC {
             // A trailing lone escape carries no character.
-            if let Some(&n) = it.next() {
+            if let Some((&n, tail)) = rest.split_first() {
                 out.push(gsm7_ext(n));
+                rest = tail;
             }
         } else {
             out.push(GSM7_BASIC[b as usize]);
         }
     }
 }
+
+/// Septets that decode to the ASCII character of the same code.
+const GSM7_SAME: [bool; 128] = {
+    let mut t = [false; 128];
+    let mut i = 0;
+    while i < 128 {
+        t[i] = GSM7_BASIC[i] as u32 == i as u32;
+        i += 1;
+    }
+    t
+};
 
 /// IA5, and the fallback for 7-bit-labelled text with high bytes: UTF-8 when valid (all-ASCII
 /// input always is), else Latin-1.
