@@ -16,6 +16,9 @@ use crate::sim::SimConfig;
 
 /// The demo configuration, embedded so the binary runs from any directory.
 pub const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
+/// Step 9's `[dlt]` and DLT account, appended to [`DEMO_CONFIG`] once the sample registry is
+/// built.
+const DEMO_INDIA: &str = include_str!("../config/demo-india.toml");
 /// The working-day calendar the demo's complaint register counts in.
 pub const DEMO_CALENDAR: &str = include_str!("../config/calendar-cn-2026.toml");
 
@@ -60,10 +63,12 @@ async fn run_in(dir: &std::path::Path, count: u64) -> anyhow::Result<()> {
     )
     .map_err(|e| anyhow::anyhow!("building the demo snapshot: {e}"))?;
 
+    india_registry(dir)?;
+
     let sim =
         crate::sim::start(SimConfig { listen: "127.0.0.1:0".parse()?, receipts: true, ..Default::default() }).await?;
     let ismg = crate::sim::cmpp::start(crate::sim::cmpp::CmppSimConfig::default()).await?;
-    let mut cfg = Config::parse(DEMO_CONFIG).map_err(|e| anyhow::anyhow!("config/demo.toml: {e:?}"))?;
+    let mut cfg = demo_config(dir)?;
     cfg.upstream.address = sim.local_addr.to_string();
     if let Some(c) = cfg.upstream.cmpp.as_mut() {
         c.address = ismg.local_addr.to_string();
@@ -78,6 +83,15 @@ async fn run_in(dir: &std::path::Path, count: u64) -> anyhow::Result<()> {
     let night = crate::policy::DailyWindow { start: (minute + 1440 - 30) % 1440, end: (minute + 30) % 1440 };
     for a in cfg.accounts.iter_mut().filter(|a| a.system_id == "demo-night") {
         a.quiet_hours = Some(night);
+    }
+    // DLT promotional hours: the configured 09:00-21:00 moved to end a minute before now
+    // (India time), so step 9 shows the refusal a promotional message gets at 21:30.
+    let kolkata = crate::time::Zone::get("Asia/Kolkata").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let india_minute = kolkata.local(crate::time::Clock::system().now()).minute_of_day as u16;
+    let promo =
+        crate::policy::DailyWindow { start: (india_minute + 1440 - 721) % 1440, end: (india_minute + 1439) % 1440 };
+    if let Some(d) = cfg.policy.dlt.as_mut() {
+        d.promotional_hours = promo;
     }
     // The decision audit log: every rejection, for the complaint step at the end.
     cfg.audit.mode = crate::audit::AuditMode::Rejects;
@@ -360,6 +374,8 @@ async fn run_in(dir: &std::path::Path, count: u64) -> anyhow::Result<()> {
         None => println!("8. CMPP front: not configured (no listen.cmpp)"),
     }
 
+    india_dlt(&base, admin_addr, &name, india_minute, promo).await?;
+
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(15), gw_task).await;
     sim.shutdown().await;
@@ -367,8 +383,162 @@ async fn run_in(dir: &std::path::Path, count: u64) -> anyhow::Result<()> {
     store.close();
     println!();
     println!("On CMPP the same reasons answer SUBMIT_RESP Result 100 + their index (no_consent 100, revoked 101, dnc 102, …; configurable in [policy.cmpp]).");
-    println!("Reject statuses: no_consent 0x400, revoked 0x401, dnc 0x402, quiet_hours 0x403, frequency_cap 0x404, unlicensed 0x405, content_blocked 0x406, missing_signature 0x407, missing_opt_out_hint 0x408, suspended 0x409 (configurable).");
+    println!("Reject statuses: no_consent 0x400, revoked 0x401, dnc 0x402, quiet_hours 0x403, frequency_cap 0x404, unlicensed 0x405, content_blocked 0x406, missing_signature 0x407, missing_opt_out_hint 0x408, suspended 0x409 (configurable); India DLT 0x40A-0x419 (dlt_template_mismatch 0x413, dlt_promotional_hours 0x419, …).");
     println!("Run `consentgate --help` for the gateway, snapshot tools, simulator and load tool.");
+    Ok(())
+}
+
+/// The sample DLT exports (config/india-sample/), embedded like the demo config.
+const INDIA_SAMPLE: [(&str, &str); 5] = [
+    ("entities.csv", include_str!("../config/india-sample/entities.csv")),
+    ("headers.csv", include_str!("../config/india-sample/headers.csv")),
+    ("templates.csv", include_str!("../config/india-sample/templates.csv")),
+    ("chains.csv", include_str!("../config/india-sample/chains.csv")),
+    ("preferences.csv", include_str!("../config/india-sample/preferences.csv")),
+];
+const PE_BANK: &str = "1101000000000000001";
+const PE_RETAIL: &str = "1101000000000000002";
+const TM: &str = "1302000000000000007";
+
+/// config/demo.toml and config/demo-india.toml, with the DLT registry the demo compiled into
+/// `dir` (where the file names the sample one).
+fn demo_config(dir: &std::path::Path) -> anyhow::Result<Config> {
+    let registry = dir.join("india-sample.dlt");
+    let india = DEMO_INDIA.replace("registry = \"india-sample.dlt\"", &format!("registry = {registry:?}"));
+    Config::parse(&format!("{DEMO_CONFIG}\n{india}"))
+        .map_err(|e| anyhow::anyhow!("config/demo.toml + config/demo-india.toml: {e:?}"))
+}
+
+/// Writes the sample DLT exports into `dir` and compiles them with the real `dlt build`.
+fn india_registry(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    let d = dir.join("india-sample");
+    std::fs::create_dir_all(&d)?;
+    for (name, text) in INDIA_SAMPLE {
+        std::fs::write(d.join(name), text)?;
+    }
+    let out = dir.join("india-sample.dlt");
+    crate::dlt::build(&crate::dlt::BuildOptions {
+        entities: d.join("entities.csv"),
+        headers: d.join("headers.csv"),
+        templates: d.join("templates.csv"),
+        chains: Some(d.join("chains.csv")),
+        preferences: Some(d.join("preferences.csv")),
+        out: out.clone(),
+        default_cc: "91".into(),
+        ..Default::default()
+    })
+    .map_err(|e| anyhow::anyhow!("building the demo DLT registry: {e}"))?;
+    Ok(out)
+}
+
+/// A step 9 message: what it shows, header, text, PE id, template id (if sent), chain.
+type DltCase<'a> = (&'a str, &'a str, &'a str, &'a str, Option<&'a str>, &'a str);
+
+/// Step 9: India DLT. The telemarketer account `demo-in` sends for two PEs with the ids in
+/// TLVs 0x1400-0x1402: each message alone, with its verdict; then the admin API explains
+/// a refusal step by step.
+async fn india_dlt(
+    base: &LoadConfig,
+    admin: std::net::SocketAddr,
+    name: &dyn Fn(&str) -> String,
+    minute: u16,
+    promo: crate::policy::DailyWindow,
+) -> anyhow::Result<()> {
+    let hm = crate::policy::DailyWindow::fmt_time;
+    println!();
+    println!(
+        "9. India DLT: `demo-in` (scrubbing = \"dlt\") sends for two PEs, ids in TLVs 0x1400-0x1402; registry from config/india-sample/; {} India time, promotional hours {}-{} (config 09:00-21:00, moved so that they have just ended):",
+        hm(minute),
+        hm(promo.start),
+        hm(promo.end)
+    );
+    let otp = "Dear Asha, your OTP is 482913. Do not share it. - Demo Bank";
+    let cases: [DltCase; 7] = [
+        ("OTP, template id given", "DEMOBK", otp, PE_BANK, Some("1107000000000000011"), TM),
+        ("OTP, template found by its text", "DEMOBK", otp, PE_BANK, None, TM),
+        (
+            "OTP with its fixed text changed",
+            "DEMOBK",
+            "Dear Asha, your PIN is 482913. Do not share it. - Demo Bank",
+            PE_BANK,
+            Some("1107000000000000011"),
+            TM,
+        ),
+        (
+            "a variable of 36 characters",
+            "DEMOBK",
+            "Dear Asha Kumari Venkataraman Subramaniam, your OTP is 1. Do not share it. - Demo Bank",
+            PE_BANK,
+            None,
+            TM,
+        ),
+        ("through an undeclared telemarketer", "DEMOBK", otp, PE_BANK, None, "1302000000000000099"),
+        (
+            "service-explicit to a fully blocked subscriber",
+            "DEMOSV",
+            "Your card statement for May is ready: Rs 5400 - Demo Bank",
+            PE_BANK,
+            None,
+            TM,
+        ),
+        (
+            "promotional, after the promotional hours",
+            "DEMOSL",
+            "Festive sale: 40% off on all shoes. T&C apply - Demo Retail",
+            PE_RETAIL,
+            Some("1107000000000000021"),
+            TM,
+        ),
+    ];
+    for (what, header, text, pe, template, chain) in cases {
+        let to = if header == "DEMOSV" { "919812345678" } else { "919800000001" };
+        let mut tlvs = std::collections::BTreeMap::from([
+            ("0x1400".to_owned(), pe.to_owned()),
+            ("0x1402".to_owned(), chain.to_owned()),
+        ]);
+        if let Some(t) = template {
+            tlvs.insert("0x1401".to_owned(), t.to_owned());
+        }
+        let line = ScenarioLine {
+            source: header.into(),
+            destination: to.into(),
+            text: text.into(),
+            encoding: Encoding::Gsm7,
+            expect: None,
+            tlvs,
+        };
+        let r = crate::load::run(LoadConfig {
+            system_id: "demo-in".into(),
+            sessions: 1,
+            window: 1,
+            count: 1,
+            scenario: Some(vec![line]),
+            ..base.clone()
+        })
+        .await?;
+        let verdict = r.statuses.keys().next().map_or_else(|| "unanswered".to_owned(), |s| name(s));
+        println!("     {header} -> {to}: {what}: {verdict}");
+    }
+    // The admin API: the same steps on the running registry, consent data and clock.
+    let text = "Dear Asha, your PIN is 482913. Do not share it. - Demo Bank";
+    let path = format!(
+        "/v1/dlt/lookup?pe_id={PE_BANK}&header=DEMOBK&chain={TM}&msisdn=919800000001&text={}",
+        text.replace(' ', "%20").replace(',', "%2C")
+    );
+    if let Ok((_, body)) = crate::admin::request(admin, "GET", &path, None, None).await {
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        println!("   GET {path}:");
+        for s in v["steps"].as_array().into_iter().flatten() {
+            let ok = if s["ok"] == true { "ok" } else { "FAIL" };
+            println!("       {:<9} {ok}: {}", s["step"].as_str().unwrap_or(""), s["detail"].as_str().unwrap_or(""));
+        }
+        println!(
+            "       verdict {} {} (status {})",
+            v["verdict"].as_str().unwrap_or(""),
+            v["reason"].as_str().unwrap_or("-"),
+            v["command_status"].as_str().unwrap_or("-")
+        );
+    }
     Ok(())
 }
 
@@ -500,7 +670,7 @@ async fn two_nodes(
         }
         let mut nodes = Vec::new();
         for id in ["demo-a", "demo-b"] {
-            let mut cfg = Config::parse(DEMO_CONFIG).map_err(|e| anyhow::anyhow!("config/demo.toml: {e:?}"))?;
+            let mut cfg = demo_config(dir)?;
             cfg.upstream.address = sim.local_addr.to_string();
             cfg.listen.smpp = "127.0.0.1:0".parse()?;
             cfg.listen.admin = "127.0.0.1:0".parse()?;

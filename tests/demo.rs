@@ -30,6 +30,16 @@ fn demo_runs_every_step() {
         "Result 100: no_consent",
         "Result 102: dnc",
         "replies \"退订\" in GBK through the ISMG (DELIVER_RESP Result 0 once the opt-out was journalled)",
+        // Step 9: India DLT.
+        "OTP, template id given: accepted",
+        "OTP, template found by its text: accepted",
+        "OTP with its fixed text changed: rejected: dlt_template_mismatch",
+        "a variable of 36 characters: rejected: dlt_variable_too_long",
+        "through an undeclared telemarketer: rejected: dlt_chain_undeclared",
+        "service-explicit to a fully blocked subscriber: rejected: dlt_preference",
+        "promotional, after the promotional hours: rejected: dlt_promotional_hours",
+        "template  FAIL: no template matches",
+        "verdict rejected dlt_template_mismatch (status 0x00000413)",
     ] {
         assert!(text.contains(step), "missing `{step}` in:\n{text}");
     }
