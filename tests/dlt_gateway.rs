@@ -123,6 +123,16 @@ fn stack(faketime: &Path, dir: &Path, registry: &str, at: &str, name: &str) -> S
         .set("dlt", &format!("registry = {registry:?}"))
         .account(AccountConf::marketing("dlt").entity("acme-in").licence("UL-1").set("scrubbing = \"dlt\""))
         .write(&cfg);
+    // check-config opens the registry with the config and says what it holds.
+    let out = Command::new(BIN).arg("check-config").arg(&cfg).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        said.contains(&format!(", dlt {registry} ("))
+            && said.contains("templates,")
+            && said.contains("; 1 account(s) scrubbing)"),
+        "{said}"
+    );
     let mut gw = spawn(
         Command::new(faketime)
             .args(["-f", at])

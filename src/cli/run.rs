@@ -209,8 +209,24 @@ pub fn check_config(file: PathBuf) -> ExitCode {
                 (Some(l), Some(u)) => format!(", cmpp {l} -> ISMG {}", u.address),
                 _ => String::new(),
             };
+            // India DLT, when configured: the registry opened (and checked) with the config.
+            let dlt = match &c.policy.dlt {
+                Some(d) => {
+                    let i = d.registry.info();
+                    let n =
+                        c.accounts.iter().filter(|a| a.scrubbing == consentgate::policy::dlt::Scrubbing::Dlt).count();
+                    format!(
+                        ", dlt {} ({} templates, {} headers, {} entities; {n} account(s) scrubbing)",
+                        d.path.display(),
+                        i.templates,
+                        i.headers,
+                        i.entities
+                    )
+                }
+                None => String::new(),
+            };
             println!(
-                "{}: ok, {} accounts, {} files, {} warning(s) (upstream {}, smpp {}{cmpp}, admin {}, node {}, sha256 {})",
+                "{}: ok, {} accounts, {} files, {} warning(s) (upstream {}, smpp {}{cmpp}{dlt}, admin {}, node {}, sha256 {})",
                 file.display(),
                 c.accounts.len(),
                 l.files.len(),
