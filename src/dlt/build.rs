@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::format::*;
-use super::template::{check_content, group_key, mix, template_anchor};
+use super::template::{check_content, gram_filter, group_key, mix, template_anchor};
 use super::{Category, HeaderType, Status};
 use crate::consent::msisdn::{normalise, ton};
 use crate::consent::snapshot::{write_atomically, BlockHasher};
@@ -409,7 +409,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, BuildError> {
             ids.push((mix(id), n));
             for &h in &hdrs {
                 lists.push(h);
-                anchors.push((template_anchor(pe, h, content, shape), n));
+                anchors.push((template_anchor(pe, h, content, shape), n | gram_filter(content, shape).unwrap_or(0)));
                 let g = groups.entry(group_key(pe, h)).or_insert(0);
                 *g = (*g | 1 << shape.prefix_rung | 1 << (8 + shape.suffix_rung)).wrapping_add(1 << 32);
             }

@@ -40,6 +40,14 @@
 //! and last runs share those bytes. The cost depends on how alike a PE's templates are at
 //! both ends, not on how many it has; `dlt inspect` prints the largest anchor bucket.
 //!
+//! A bucket of more than four candidates is filtered first: each anchor entry carries, above
+//! its record number, two 4-byte grams of its template's literal text (from the longest run
+//! between placeholders, else the part of the first or last run the anchor does not cover,
+//! as bits of a 1 024-bit set; bit 63 says the filter is there), and the text's 4-byte grams
+//! are hashed once into the same set. A template whose two grams are not both in the text
+//! cannot match and is dropped without reading its record or content; no template that
+//! matches is ever dropped (its literal runs, grams included, are in the text).
+//!
 //! # File format, version 1 (all integers little-endian)
 //!
 //! | offset | size | field |
@@ -70,7 +78,7 @@
 //! | 4 | template_headers | u32 header record numbers, each template's run |
 //! | 5 | template_ids | index: `mix(template_id)` → template record number |
 //! | 6 | groups | index: hash(pe_id, header) → prefix mask u8, suffix mask u8 << 8, templates << 32 |
-//! | 7 | anchors | index: anchor (above) → template record number |
+//! | 7 | anchors | index: anchor (above) → template record number (bits 0–31), gram filter (bits 32–51: two 10-bit grams; bit 63: present) |
 //! | 8 | chains | index: `mix(pe_id)` → tm_id |
 //! | 9 | preferences | index: `mix(msisdn)` → registered_at (Unix s) << 16, fully blocked << 8, categories bitmask (bit k−1 = category k) |
 //! | 10 | content | UTF-8 template contents |
@@ -111,7 +119,7 @@ pub use template::{MAX_CONTENT_BYTES, MAX_VARS, MAX_VAR_CHARS, VAR};
 
 use crate::consent::snapshot::{read_at, BlockHasher, Image, CHECKSUM_BLOCK};
 use format::*;
-use template::{anchor_key, group_key, match_content, mix, PREFIX_RUNGS, SUFFIX_RUNGS};
+use template::{anchor_key, group_key, match_content, mix, TextGrams, PREFIX_RUNGS, SUFFIX_RUNGS};
 
 // ---------------------------------------------------------------------------------------------
 // Public types
@@ -442,6 +450,9 @@ impl fmt::Display for RegistryInfo {
     }
 }
 
+/// Buckets of more candidates than this are filtered by their grams before being matched.
+const FILTER_FROM: usize = 4;
+
 /// Sizes of the anchor buckets (`dlt inspect`): how many templates one probe may have to
 /// match in full.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -682,7 +693,9 @@ impl Registry {
         idx(S_GROUPS)?.check(true, |v| v & 0x7f != 0 && (v >> 8) & 0x3f != 0).map_err(|e| at(S_GROUPS, e))?;
         let anchors = idx(S_ANCHORS)?;
         expect_len(S_ANCHORS, anchors.len(), i.template_headers)?;
-        anchors.check(false, |v| v < i.templates).map_err(|e| at(S_ANCHORS, e))?;
+        // The record number below bit 32; above it the optional gram filter (flag, two 10-bit grams).
+        let filter_ok = |v: u64| v >> 32 == 0 || (v & template::FILTER_FLAG != 0 && (v >> 32) & !0x8000_0000 < 1 << 20);
+        anchors.check(false, |v| v & 0xFFFF_FFFF < i.templates && filter_ok(v)).map_err(|e| at(S_ANCHORS, e))?;
         let chains = idx(S_CHAINS)?;
         expect_len(S_CHAINS, chains.len(), i.chains)?;
         chains.check(false, |_| true).map_err(|e| at(S_CHAINS, e))?;
@@ -881,8 +894,16 @@ impl Registry {
                     continue;
                 }
                 let key = anchor_key(pe, h, &bytes[..p], &bytes[bytes.len() - s..]);
-                for e in anchors.range(key) {
-                    let Some(t) = self.decode_template(anchors.entry(e).1 as u32) else { continue };
+                let range = anchors.range(key);
+                // A big bucket (templates alike at both ends): drop the candidates whose two
+                // grams the text lacks before reading their records.
+                let grams = (range.len() > FILTER_FROM).then(|| TextGrams::of(bytes));
+                for e in range {
+                    let v = anchors.entry(e).1;
+                    if grams.as_ref().is_some_and(|g| !g.admits(v)) {
+                        continue;
+                    }
+                    let Some(t) = self.decode_template(v as u32) else { continue };
                     // Length bounds first: no need to read the content of a template the
                     // text cannot fit (4 bytes per character at most).
                     let lit = usize::from(t.literal_bytes);

@@ -117,6 +117,71 @@ pub(crate) fn template_anchor(pe: u64, header: u32, content: &str, shape: Shape)
 }
 
 // ---------------------------------------------------------------------------------------------
+// The candidate filter of an anchor entry
+// ---------------------------------------------------------------------------------------------
+
+/// Set in an anchor entry's value when its upper bits carry a gram filter ([`gram_filter`]);
+/// registries built before the filter have none, and every candidate is then matched.
+pub(crate) const FILTER_FLAG: u64 = 1 << 63;
+/// Bits of a text's gram set ([`TextGrams`]).
+const GRAM_BITS: u32 = 1024;
+
+/// The set bit of one 4-byte gram in a 1 024-bit set.
+#[inline]
+fn gram_bit(g: &[u8]) -> u32 {
+    u32::from_le_bytes([g[0], g[1], g[2], g[3]]).wrapping_mul(0x9E37_79B1) >> (32 - GRAM_BITS.trailing_zeros())
+}
+
+/// The filter an anchor entry carries above the record number: two 4-byte grams of the
+/// content's literal text (as bits of [`TextGrams`]) that any matching text must contain,
+/// taken where templates sharing an anchor differ most: the longest literal run between two
+/// placeholders, else the part of the first or last run the anchor does not cover. `None`
+/// when the content has no 4 bytes of literal text outside the anchor's.
+pub(crate) fn gram_filter(content: &str, shape: Shape) -> Option<u64> {
+    let runs: Vec<&[u8]> = content.split(VAR).map(str::as_bytes).collect();
+    let (p, s) = (PREFIX_RUNGS[shape.prefix_rung as usize], SUFFIX_RUNGS[shape.suffix_rung as usize]);
+    let n = runs.len();
+    let middle = runs.iter().skip(1).take(n.saturating_sub(2)).copied().max_by_key(|r| r.len()).unwrap_or(&[]);
+    // The first run past the anchor's prefix, the last before its suffix (when there are two).
+    let first_rest = &runs[0][p.min(runs[0].len())..];
+    let last_rest =
+        if n > 1 { &runs[n - 1][..runs[n - 1].len() - s] } else { &runs[0][..runs[0].len() - s.min(runs[0].len())] };
+    let run = [middle, first_rest, last_rest].into_iter().max_by_key(|r| r.len()).unwrap_or(&[]);
+    if run.len() < 4 {
+        return None;
+    }
+    let (a, b) = ((run.len() / 3).min(run.len() - 4), (2 * run.len() / 3).min(run.len() - 4));
+    let (g1, g2) = (gram_bit(&run[a..a + 4]), gram_bit(&run[b..b + 4]));
+    Some(FILTER_FLAG | u64::from(g1) << 32 | u64::from(g2) << 42)
+}
+
+/// The 4-byte grams of a text, as a 1 024-bit set: built once per text, when an anchor's
+/// bucket is big enough for the filter to pay ([`TextGrams::admits`]).
+pub(crate) struct TextGrams([u64; (GRAM_BITS / 64) as usize]);
+
+impl TextGrams {
+    pub(crate) fn of(text: &[u8]) -> TextGrams {
+        let mut set = [0u64; (GRAM_BITS / 64) as usize];
+        for g in text.windows(4) {
+            let b = gram_bit(g);
+            set[(b / 64) as usize] |= 1 << (b % 64);
+        }
+        TextGrams(set)
+    }
+
+    /// Whether a template whose anchor entry has `value` may match this text: no filter, or
+    /// both of its grams in the text.
+    #[inline]
+    pub(crate) fn admits(&self, value: u64) -> bool {
+        if value & FILTER_FLAG == 0 {
+            return true;
+        }
+        let has = |b: u64| self.0[(b / 64) as usize] & (1 << (b % 64)) != 0;
+        has((value >> 32) & 0x3FF) && has((value >> 42) & 0x3FF)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Matching one template
 // ---------------------------------------------------------------------------------------------
 
@@ -177,6 +242,38 @@ fn advance(text: &str, from: usize, n: usize) -> usize {
     text[from..].char_indices().nth(n).map_or(text.len(), |(i, _)| from + i)
 }
 
+/// `content.split(VAR)` without `str::split`'s per-call searcher setup (measurable on the
+/// message path, where every match splits its template): the runs between placeholders, found
+/// by the `{` each one starts with.
+struct VarSplit<'a>(Option<&'a str>);
+
+/// [`VarSplit`] over `content` (tests compare it with `str::split`).
+#[cfg(test)]
+pub(crate) fn var_split(content: &str) -> impl Iterator<Item = &str> {
+    VarSplit(Some(content))
+}
+
+impl<'a> Iterator for VarSplit<'a> {
+    type Item = &'a str;
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a str> {
+        let rest = self.0?;
+        let b = rest.as_bytes();
+        let mut from = 0;
+        while let Some(i) = b[from..].iter().position(|&c| c == b'{') {
+            let at = from + i;
+            if b[at..].starts_with(VAR.as_bytes()) {
+                self.0 = Some(&rest[at + VAR.len()..]);
+                return Some(&rest[..at]);
+            }
+            from = at + 1;
+        }
+        self.0 = None;
+        Some(rest)
+    }
+}
+
 /// Matches `text` against `content`: the literal runs exactly (bytes), each run of k adjacent
 /// placeholders by 0 to 30·k characters. A forward pass over the runs keeps every position
 /// the text may have reached (a run can occur more than once inside a placeholder's window),
@@ -188,7 +285,7 @@ fn advance(text: &str, from: usize, n: usize) -> usize {
 /// would be longer than allowed, with its length in characters. `progress` is how far into
 /// the text the match got, in bytes (to tell the closest of several templates).
 pub(crate) fn match_content(content: &str, text: &str) -> Result<(), (TextFail, usize)> {
-    let mut runs = content.split(VAR).peekable();
+    let mut runs = VarSplit(Some(content)).peekable();
     let first = runs.next().unwrap_or("");
     if runs.peek().is_none() {
         // No placeholder: the whole text.

@@ -53,6 +53,17 @@ fn m(content: &str, text: &str) -> Result<(), TextFail> {
 }
 
 #[test]
+fn var_split_is_str_split() {
+    for c in
+        ["", "a", "{#var#}", "{#var#}{#var#}", "a{#var#}b", "{x{#var#}{#var", "{{#var#}}", "Dear {#var#}, OTP {#var#}."]
+    {
+        let ours: Vec<&str> = super::template::var_split(c).collect();
+        let std: Vec<&str> = c.split(VAR).collect();
+        assert_eq!(ours, std, "{c:?}");
+    }
+}
+
+#[test]
 fn placeholders_at_start_end_and_adjacent() {
     assert_eq!(m("{#var#} is your OTP", "123456 is your OTP"), Ok(()));
     assert_eq!(m("{#var#} is your OTP", " is your OTP"), Ok(()));
@@ -341,8 +352,21 @@ fn many_templates_sharing_prefixes() {
     }
     let (_d, r) = registry(&rows);
     assert_eq!(r.anchor_stats().largest, 200);
+    // The bucket holds all 200, but each entry's gram filter (two 4-byte grams of its middle
+    // run) drops most before their contents are read: every template is still found, and a
+    // text with a middle run none has is matched in full against few of them.
+    let mut seed = 3;
+    for i in 0..200u64 {
+        let id = 1_107_000_000_000_200_000 + i;
+        let text = synth::fill(r.template(id).unwrap().content, &mut seed);
+        assert_eq!(r.match_text(PE, "ACMEBK", None, &text).map(|t| t.id), Ok(id), "{text:?}");
+    }
     let text = format!("A/c 12 {} 34 - Acme", word(150));
     assert_eq!(r.match_text(PE, "ACMEBK", None, &text).map(|t| t.id), Ok(1_107_000_000_000_200_150));
+    match r.match_text(PE, "ACMEBK", None, "A/c 12 nothing-alike 34 - Acme") {
+        Err(Mismatch::NoMatch { candidates, .. }) => assert!(candidates <= 20, "{candidates} of 200 matched in full"),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
