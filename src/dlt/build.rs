@@ -506,7 +506,9 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, BuildError> {
         });
     }
     ids.sort_unstable();
-    anchors.sort_unstable();
+    // Each bucket in record order, the filter bits ignored: the first template of a bucket
+    // that matches wins, so ties between templates go to the earlier row of templates.csv.
+    anchors.sort_unstable_by_key(|&(k, v)| (k, v & 0xFFFF_FFFF));
     let mut grp: Vec<(u64, u64)> = groups.into_iter().collect();
     grp.sort_unstable();
     memory_used = memory_used.max(

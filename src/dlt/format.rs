@@ -10,8 +10,11 @@ compile_error!("the DLT registry format is little-endian; big-endian hosts are n
 
 /// First 8 bytes of every registry file.
 pub const MAGIC: [u8; 8] = *b"CGDLT\0\0\x01";
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this build writes. Version 2 added the gram filter to the anchor
+/// entries (module docs of [`super`]); version 1 files (no filter) are still read.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this build reads.
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 /// Header length.
 pub const HEADER_LEN: usize = 512;
 /// Sections start on cache-line boundaries.
@@ -106,7 +109,7 @@ impl Header {
         let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"));
         let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"));
         let version = u32_at(8);
-        if version != FORMAT_VERSION {
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(RegistryError::UnsupportedVersion { path: name.to_owned(), found: version });
         }
         if xxh3_64(&b[..504]) != u64_at(504) {
@@ -309,6 +312,17 @@ impl<'a> Index<'a> {
     /// Every invariant a lookup relies on: the directory spans the entries, each entry in
     /// its key's slot, (key, value) non-decreasing; `value_ok` checks each value.
     pub(crate) fn check(&self, unique_keys: bool, value_ok: impl Fn(u64) -> bool) -> Result<(), String> {
+        self.check_ordered(unique_keys, |v| v, value_ok)
+    }
+
+    /// [`Index::check`] with the entries of one key in the order of `order(value)` (the
+    /// anchors: by record number, whatever the filter bits above it).
+    pub(crate) fn check_ordered(
+        &self,
+        unique_keys: bool,
+        order: impl Fn(u64) -> u64,
+        value_ok: impl Fn(u64) -> bool,
+    ) -> Result<(), String> {
         let slots = 1usize << self.bits;
         if self.dir_at(0) != 0 || self.dir_at(slots) != self.len() {
             return Err("directory does not span the entries".into());
@@ -325,7 +339,7 @@ impl<'a> Index<'a> {
                     return Err(format!("entry {i} outside its directory slot"));
                 }
                 if let Some(p) = prev {
-                    if e < p || (unique_keys && e.0 == p.0) {
+                    if (e.0, order(e.1)) < (p.0, order(p.1)) || (unique_keys && e.0 == p.0) {
                         return Err(format!("entry {i} out of order or repeated"));
                     }
                 }

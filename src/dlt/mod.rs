@@ -40,20 +40,24 @@
 //! and last runs share those bytes. The cost depends on how alike a PE's templates are at
 //! both ends, not on how many it has; `dlt inspect` prints the largest anchor bucket.
 //!
-//! A bucket of more than four candidates is filtered first: each anchor entry carries, above
-//! its record number, two 4-byte grams of its template's literal text (from the longest run
-//! between placeholders, else the part of the first or last run the anchor does not cover,
-//! as bits of a 1 024-bit set; bit 63 says the filter is there), and the text's 4-byte grams
-//! are hashed once into the same set. A template whose two grams are not both in the text
-//! cannot match and is dropped without reading its record or content; no template that
-//! matches is ever dropped (its literal runs, grams included, are in the text).
+//! A bucket of more than four candidates is filtered first (format 2): each anchor entry
+//! carries, above its record number, two 4-byte grams of its template's literal text (from
+//! the longest of: the longest run between placeholders, the part of the first run past the
+//! anchor's prefix, the part of the last run before its suffix; as bits of a 1 024-bit set;
+//! bit 63 says the filter is there), and the text's 4-byte grams are hashed once into the
+//! same set. A template whose two grams are not both in the text cannot match and is dropped
+//! without reading its record or content; no template that matches is ever dropped (its
+//! literal runs, grams included, are in the text). A text no template matches is matched
+//! again without the filter, so the refusal names the same closest template and reason as a
+//! full match would. The first active template that matches wins: longest prefix, then
+//! longest suffix, then the earlier row of templates.csv (a bucket is in record order).
 //!
-//! # File format, version 1 (all integers little-endian)
+//! # File format, version 2 (all integers little-endian; version 1, without the gram filter, is still read)
 //!
 //! | offset | size | field |
 //! |---:|---:|---|
 //! | 0 | 8 | magic `CGDLT\0\0\x01` |
-//! | 8 | 4 | format version, `1` |
+//! | 8 | 4 | format version, `2` (`1`: no gram filter) |
 //! | 12 | 4 | header length, `512` |
 //! | 16 | 8 | build time, Unix seconds (i64) |
 //! | 24 | 6 × 8 | counts: entities, headers, templates, (template, header) pairs, chains, preferences |
@@ -78,7 +82,7 @@
 //! | 4 | template_headers | u32 header record numbers, each template's run |
 //! | 5 | template_ids | index: `mix(template_id)` → template record number |
 //! | 6 | groups | index: hash(pe_id, header) → prefix mask u8, suffix mask u8 << 8, templates << 32 |
-//! | 7 | anchors | index: anchor (above) → template record number (bits 0–31), gram filter (bits 32–51: two 10-bit grams; bit 63: present) |
+//! | 7 | anchors | index: anchor (above) → template record number (bits 0–31), gram filter (bits 32–51: two 10-bit grams; bit 63: present); one anchor's entries by record number |
 //! | 8 | chains | index: `mix(pe_id)` → tm_id |
 //! | 9 | preferences | index: `mix(msisdn)` → registered_at (Unix s) << 16, fully blocked << 8, categories bitmask (bit k−1 = category k) |
 //! | 10 | content | UTF-8 template contents |
@@ -114,7 +118,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use build::{build, BuildError, BuildOptions, BuildReport};
-pub use format::{FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_HEADER_BYTES};
+pub use format::{FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_HEADER_BYTES, OLDEST_FORMAT_VERSION};
 pub use template::{MAX_CONTENT_BYTES, MAX_VARS, MAX_VAR_CHARS, VAR};
 
 use crate::consent::snapshot::{read_at, BlockHasher, Image, CHECKSUM_BLOCK};
@@ -378,7 +382,7 @@ pub enum RegistryError {
     #[error("{path}: not a consentgate DLT registry (bad magic)")]
     BadMagic { path: String },
     #[error(
-        "{path}: unsupported DLT registry format version {found} (this build reads {FORMAT_VERSION}); \
+        "{path}: unsupported DLT registry format version {found} (this build reads {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}); \
          rebuild with `consentgate dlt build`"
     )]
     UnsupportedVersion { path: String, found: u32 },
@@ -693,9 +697,16 @@ impl Registry {
         idx(S_GROUPS)?.check(true, |v| v & 0x7f != 0 && (v >> 8) & 0x3f != 0).map_err(|e| at(S_GROUPS, e))?;
         let anchors = idx(S_ANCHORS)?;
         expect_len(S_ANCHORS, anchors.len(), i.template_headers)?;
-        // The record number below bit 32; above it the optional gram filter (flag, two 10-bit grams).
-        let filter_ok = |v: u64| v >> 32 == 0 || (v & template::FILTER_FLAG != 0 && (v >> 32) & !0x8000_0000 < 1 << 20);
-        anchors.check(false, |v| v & 0xFFFF_FFFF < i.templates && filter_ok(v)).map_err(|e| at(S_ANCHORS, e))?;
+        // The record number below bit 32; above it (version 2) the optional gram filter: the
+        // flag and two 10-bit grams. A bucket's entries in record order (the first template
+        // that matches wins, so ties go to the earlier row of templates.csv).
+        let filter_ok = |v: u64| {
+            v >> 32 == 0
+                || (i.format_version >= 2 && v & template::FILTER_FLAG != 0 && (v >> 32) & !0x8000_0000 < 1 << 20)
+        };
+        anchors
+            .check_ordered(false, |v| v & 0xFFFF_FFFF, |v| v & 0xFFFF_FFFF < i.templates && filter_ok(v))
+            .map_err(|e| at(S_ANCHORS, e))?;
         let chains = idx(S_CHAINS)?;
         expect_len(S_CHAINS, chains.len(), i.chains)?;
         chains.check(false, |_| true).map_err(|e| at(S_CHAINS, e))?;
@@ -879,12 +890,35 @@ impl Registry {
             };
         }
         let group = self.index(S_GROUPS).get(group_key(pe, h)).ok_or(Mismatch::NoTemplateForHeader)?;
+        match self.match_anchored(pe, h, group, text, true) {
+            // Candidates the filter dropped cannot match, but one of them may be the closest
+            // (a typo inside its grams) and decide the reason: a text no template matches is
+            // matched again without the filter, so a refusal names what it always named.
+            (Err(Mismatch::NoMatch { .. }), skipped) if skipped > 0 => self.match_anchored(pe, h, group, text, false).0,
+            (r, _) => r,
+        }
+    }
+
+    /// The anchor probes of [`Registry::match_text`] for a (PE, header) group: the first
+    /// active template of the header that matches, in the order of the prefix and suffix
+    /// rungs (longest first) and within a bucket of the rows of templates.csv; with `filter`,
+    /// big buckets' candidates whose grams the text lacks are skipped (and counted).
+    fn match_anchored(
+        &self,
+        pe: u64,
+        h: u32,
+        group: u64,
+        text: &str,
+        filter: bool,
+    ) -> (Result<Template<'_>, Mismatch>, u32) {
         let (pmask, smask) = (group as u8, (group >> 8) as u8);
         let anchors = self.index(S_ANCHORS);
         let bytes = text.as_bytes();
-        let mut candidates = 0u32;
+        let (mut candidates, mut skipped) = (0u32, 0u32);
         let mut closest: Option<(u64, TextFail, usize)> = None;
         let mut inactive: Option<Template<'_>> = None;
+        // The text's grams, hashed once the first big bucket needs them.
+        let mut grams: Option<TextGrams> = None;
         for (pi, &p) in PREFIX_RUNGS.iter().enumerate().rev() {
             if pmask & (1 << pi) == 0 || p > bytes.len() {
                 continue;
@@ -897,10 +931,11 @@ impl Registry {
                 let range = anchors.range(key);
                 // A big bucket (templates alike at both ends): drop the candidates whose two
                 // grams the text lacks before reading their records.
-                let grams = (range.len() > FILTER_FROM).then(|| TextGrams::of(bytes));
+                let big = filter && range.len() > FILTER_FROM;
                 for e in range {
                     let v = anchors.entry(e).1;
-                    if grams.as_ref().is_some_and(|g| !g.admits(v)) {
+                    if big && !grams.get_or_insert_with(|| TextGrams::of(bytes)).admits(v) {
+                        skipped += 1;
                         continue;
                     }
                     let Some(t) = self.decode_template(v as u32) else { continue };
@@ -913,7 +948,7 @@ impl Registry {
                     candidates += 1;
                     match match_content(t.content, text) {
                         Ok(()) if t.status == Status::Active && self.template_header_ids(&t).any(|x| x == h) => {
-                            return Ok(t)
+                            return (Ok(t), skipped)
                         }
                         Ok(()) => {
                             inactive.get_or_insert(t);
@@ -928,9 +963,9 @@ impl Registry {
             }
         }
         if let Some(t) = inactive {
-            return Err(Mismatch::TemplateInactive { template_id: t.id, status: t.status });
+            return (Err(Mismatch::TemplateInactive { template_id: t.id, status: t.status }), skipped);
         }
-        Err(Mismatch::NoMatch { candidates, closest: closest.map(|(id, f, _)| (id, f)) })
+        (Err(Mismatch::NoMatch { candidates, closest: closest.map(|(id, f, _)| (id, f)) }), skipped)
     }
 
     /// Whether `text` matches one template's `content` (the matcher of [`Registry::match_text`]

@@ -134,9 +134,10 @@ fn gram_bit(g: &[u8]) -> u32 {
 
 /// The filter an anchor entry carries above the record number: two 4-byte grams of the
 /// content's literal text (as bits of [`TextGrams`]) that any matching text must contain,
-/// taken where templates sharing an anchor differ most: the longest literal run between two
-/// placeholders, else the part of the first or last run the anchor does not cover. `None`
-/// when the content has no 4 bytes of literal text outside the anchor's.
+/// taken where templates sharing an anchor differ: from the longest of the longest literal
+/// run between two placeholders, the part of the first run past the anchor's prefix and the
+/// part of the last run before its suffix (on a tie the last of these), at a third and two
+/// thirds of it. `None` when that run is shorter than 4 bytes.
 pub(crate) fn gram_filter(content: &str, shape: Shape) -> Option<u64> {
     let runs: Vec<&[u8]> = content.split(VAR).map(str::as_bytes).collect();
     let (p, s) = (PREFIX_RUNGS[shape.prefix_rung as usize], SUFFIX_RUNGS[shape.suffix_rung as usize]);

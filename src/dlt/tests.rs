@@ -353,20 +353,53 @@ fn many_templates_sharing_prefixes() {
     let (_d, r) = registry(&rows);
     assert_eq!(r.anchor_stats().largest, 200);
     // The bucket holds all 200, but each entry's gram filter (two 4-byte grams of its middle
-    // run) drops most before their contents are read: every template is still found, and a
-    // text with a middle run none has is matched in full against few of them.
-    let mut seed = 3;
+    // run) drops most before their contents are read: every template is still found, after
+    // matching few of the others.
+    let h = r.header_id("ACMEBK").unwrap();
+    let group = r.index(S_GROUPS).get(super::template::group_key(PE, h)).unwrap();
+    let (mut seed, mut skipped_total) = (3, 0u64);
     for i in 0..200u64 {
         let id = 1_107_000_000_000_200_000 + i;
         let text = synth::fill(r.template(id).unwrap().content, &mut seed);
         assert_eq!(r.match_text(PE, "ACMEBK", None, &text).map(|t| t.id), Ok(id), "{text:?}");
+        let (found, skipped) = r.match_anchored(PE, h, group, &text, true);
+        assert_eq!(found.map(|t| t.id), Ok(id));
+        // The i templates before it in the bucket: the filter keeps only those whose two
+        // grams hash into the text's set.
+        skipped_total += u64::from(skipped);
     }
+    assert!(skipped_total >= 19_900 * 9 / 10, "{skipped_total} of 19 900 earlier candidates skipped");
     let text = format!("A/c 12 {} 34 - Acme", word(150));
     assert_eq!(r.match_text(PE, "ACMEBK", None, &text).map(|t| t.id), Ok(1_107_000_000_000_200_150));
-    match r.match_text(PE, "ACMEBK", None, "A/c 12 nothing-alike 34 - Acme") {
-        Err(Mismatch::NoMatch { candidates, .. }) => assert!(candidates <= 20, "{candidates} of 200 matched in full"),
-        other => panic!("{other:?}"),
+    // A text no template matches: the filter drops most, then the refusal is worked out
+    // without it, so its closest template and reason are those of a full match.
+    let near = format!("A/c 12 {}X 34 - Acme", word(150));
+    let long = format!("A/c {} {} 34 - Acme", "1".repeat(31), word(150));
+    for text in ["A/c 12 nothing-alike 34 - Acme", &near, &long] {
+        let (filtered, skipped) = r.match_anchored(PE, h, group, text, true);
+        assert!(matches!(filtered, Err(Mismatch::NoMatch { .. })) && skipped > 0, "{filtered:?} {skipped}");
+        let full = r.match_anchored(PE, h, group, text, false).0;
+        assert_eq!(r.match_text(PE, "ACMEBK", None, text).map(|t| t.id), full.map(|t| t.id), "{text:?}");
     }
+}
+
+/// Two templates of a header that one text matches: the earlier row of templates.csv wins,
+/// whatever their ids or gram filters.
+#[test]
+fn earlier_row_wins_a_tie() {
+    let rows = format!(
+        "1107000000000000902,{PE},ACMEBK,transactional,,\"Your OTP is {{#var#}} code {{#var#}} for login\",active\n\
+         1107000000000000901,{PE},ACMEBK,service_implicit,,\"Your OTP is {{#var#}} for login\",active\n"
+    );
+    let (_d, r) = registry(&rows);
+    assert_eq!(
+        r.match_text(PE, "ACMEBK", None, "Your OTP is 1234 code 5 for login").map(|t| t.id),
+        Ok(1_107_000_000_000_000_902)
+    );
+    assert_eq!(
+        r.match_text(PE, "ACMEBK", None, "Your OTP is 1234 for login").map(|t| t.id),
+        Ok(1_107_000_000_000_000_901)
+    );
 }
 
 #[test]
@@ -445,4 +478,36 @@ fn synthetic_registry_round_trip() {
         }
     }
     assert!(found > 2000);
+}
+
+/// This build writes format 2 (anchor entries with gram filters) and still reads format 1;
+/// a version-1 file with filter bits, or a version it does not know, is refused.
+#[test]
+fn format_versions_read_and_refused() {
+    let with_version = |path: &Path, v: u32| {
+        let mut b = std::fs::read(path).unwrap();
+        b[8..12].copy_from_slice(&v.to_le_bytes());
+        let sum = xxhash_rust::xxh3::xxh3_64(&b[..504]);
+        b[504..512].copy_from_slice(&sum.to_le_bytes());
+        std::fs::write(path, b).unwrap();
+    };
+    // No literal text outside the anchor: no filter, so the file is also a valid version 1.
+    let (d, r) = registry(&format!("1107000000000000001,{PE},ACMEBK,transactional,,\"A/c {{#var#}} - Acme\",active\n"));
+    assert_eq!(r.info().format_version, FORMAT_VERSION);
+    let path = d.path().join("r.dlt");
+    with_version(&path, 1);
+    let r = Registry::open(&path).unwrap();
+    assert_eq!(r.info().format_version, 1);
+    assert_eq!(r.match_text(PE, "ACMEBK", None, "A/c 12 - Acme").map(|t| t.id), Ok(1_107_000_000_000_000_001));
+    with_version(&path, FORMAT_VERSION + 1);
+    let e = Registry::open(&path).unwrap_err().to_string();
+    assert!(e.contains("unsupported DLT registry format version 3 (this build reads 1 to 2)"), "{e}");
+    // With a filter: refused as version 1, naming the section.
+    let (d, _) = registry(&format!(
+        "1107000000000000001,{PE},ACMEBK,transactional,,\"Dear customer, your OTP is {{#var#}}\",active\n"
+    ));
+    let path = d.path().join("r.dlt");
+    with_version(&path, 1);
+    let e = Registry::open(&path).unwrap_err().to_string();
+    assert!(e.contains("anchors") && e.contains("out of range"), "{e}");
 }
