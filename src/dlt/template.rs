@@ -328,7 +328,8 @@ pub(crate) fn match_content(content: &str, text: &str) -> Result<(), (TextFail, 
                 best = Some(best.map_or(n, |b| b.min(n)));
             }
             return Err(match best {
-                Some(n) => (TextFail::VariableTooLong { var, chars: n as u32 }, pos.max()),
+                // Every run found, the text's end included: as far as a text that fails can get.
+                Some(n) => (TextFail::VariableTooLong { var, chars: n as u32 }, text.len()),
                 None => (TextFail::Literal { part, at: chars(&text[..floor_char(text, end)]) as u32 }, pos.max()),
             });
         }
@@ -348,11 +349,15 @@ pub(crate) fn match_content(content: &str, text: &str) -> Result<(), (TextFail, 
         }
         if next.is_empty() {
             let from = pos.min();
-            let fail = match text[from..].find(run) {
-                Some(i) => TextFail::VariableTooLong { var, chars: chars(&text[from..from + i]) as u32 },
-                None => TextFail::Literal { part, at: chars(&text[..from]) as u32 },
-            };
-            return Err((fail, from));
+            // A run found further on than its placeholder allows got further into the text
+            // than one not found at all (so it names the closest template).
+            return Err(match text[from..].find(run) {
+                Some(i) => (
+                    TextFail::VariableTooLong { var, chars: chars(&text[from..from + i]) as u32 },
+                    from + i + run.len(),
+                ),
+                None => (TextFail::Literal { part, at: chars(&text[..from]) as u32 }, from),
+            });
         }
         std::mem::swap(&mut pos, &mut next);
         gap = 0;

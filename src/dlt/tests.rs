@@ -381,6 +381,17 @@ fn many_templates_sharing_prefixes() {
         let full = r.match_anchored(PE, h, group, text, false).0;
         assert_eq!(r.match_text(PE, "ACMEBK", None, text).map(|t| t.id), full.map(|t| t.id), "{text:?}");
     }
+    // The template whose runs are all in the text, one value too long, is the closest of the
+    // 200 (the others fail at their middle run): the reason is the variable's length.
+    match r.match_text(PE, "ACMEBK", None, &long) {
+        Err(Mismatch::NoMatch {
+            candidates: 200,
+            closest: Some((id, TextFail::VariableTooLong { var: 1, chars: 31 })),
+        }) => {
+            assert_eq!(id, 1_107_000_000_000_200_150)
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 /// Two templates of a header that one text matches: the earlier row of templates.csv wins,
