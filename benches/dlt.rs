@@ -62,16 +62,7 @@ fn fixture() -> &'static Fixture {
                 let t = Instant::now();
                 let f = synth::write(&o, |_| {}).unwrap();
                 let out = dir.path().join("bench.dlt");
-                let r = dlt::build(&dlt::BuildOptions {
-                    entities: f.entities,
-                    headers: f.headers,
-                    templates: f.templates,
-                    chains: Some(f.chains),
-                    preferences: Some(f.preferences),
-                    out: out.clone(),
-                    ..dlt::BuildOptions::default()
-                })
-                .expect("build");
+                let r = dlt::build(&f.build_options(out.clone())).expect("build");
                 eprintln!("[dlt bench] generated and built {} templates in {:.1?}: {}", r.templates, t.elapsed(), r.bytes_written);
                 (Registry::open(&out).expect("open"), Some(dir))
             }

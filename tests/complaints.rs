@@ -11,7 +11,7 @@ mod tools;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::conf::{AccountConf, GwConf};
@@ -354,11 +354,7 @@ async fn overdue_under_faketime() {
     // The gateway itself at that time: the overdue gauge the alert watches.
     let mut run = faked(&["run"]);
     run.env("FAKETIME_DONT_FAKE_MONOTONIC", "1").env("RUST_LOG", "warn").stdout(Stdio::null());
-    let child: Child = {
-        use std::os::unix::process::CommandExt;
-        run.process_group(0).spawn().unwrap()
-    };
-    let _gw = Group(child);
+    let _gw = tools::spawn_group(&mut run);
     let admin = s.admin;
     assert!(common::eventually(|| std::net::TcpStream::connect(admin).is_ok()).await);
     let (_, text) = consentgate::admin::request(s.admin, "GET", "/metrics", None, None).await.unwrap();
@@ -421,14 +417,4 @@ async fn the_consent_proof_is_shown_and_attached_as_evidence() {
         "{c}"
     );
     assert_eq!(submit(&s, D1).await, 0x401, "revoked by the complaint despite the proof");
-}
-
-/// A child in its own process group, killed with the group (faketime's child included).
-struct Group(Child);
-impl Drop for Group {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", self.0.id())]).status();
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -12,9 +12,9 @@
 mod common;
 mod tools;
 
-use std::net::{SocketAddr, TcpStream as StdTcp};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::conf::{AccountConf, GwConf};
@@ -38,33 +38,7 @@ const FREE: &str = "919800000001";
 /// Fully blocked (`all`).
 const BLOCKED: &str = "919812345678";
 
-/// A child in its own process group, killed with the whole group on drop (`faketime` runs
-/// the gateway as its own child).
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", self.0.id())]).status();
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(cmd: &mut Command) -> Kill {
-    use std::os::unix::process::CommandExt;
-    Kill(cmd.process_group(0).spawn().unwrap_or_else(|e| panic!("start {cmd:?}: {e}")))
-}
-
-fn wait_port(port: u16, child: &mut Kill, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if StdTcp::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        assert!(child.0.try_wait().unwrap().is_none(), "{what} exited early");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{what} not listening on {port}");
-}
+use tools::{spawn_group as spawn, wait_port, Group};
 
 /// The five CSVs and `dlt build`; the registry's path. `otp`: with the OTP template.
 fn build_registry(dir: &Path, otp: bool) -> String {
@@ -107,8 +81,8 @@ fn build_registry(dir: &Path, otp: bool) -> String {
 
 /// The SMSC simulator and the gateway at `at` (UTC, faketime's `@` form); their addresses.
 struct Stack {
-    _sim: Kill,
-    _gw: Kill,
+    _sim: Group,
+    _gw: Group,
     smpp: SocketAddr,
     admin: SocketAddr,
 }
@@ -166,6 +140,34 @@ fn dlt_submit(
         }
     }
     b
+}
+
+/// `text` as a concatenated UCS-2 promotional message from ACMEPR to FREE (8-bit reference
+/// `reference`, 134 bytes a part), PE id and TM id in TLVs, no template id: the status of each
+/// part in order.
+async fn concat_ucs2(e: &mut Esme, text: &str, reference: u8) -> Vec<u32> {
+    let ucs2: Vec<u8> = text.encode_utf16().flat_map(u16::to_be_bytes).collect();
+    let n = ucs2.chunks(134).count() as u8;
+    let mut seqs = Vec::new();
+    for (i, p) in ucs2.chunks(134).enumerate() {
+        let mut sm = vec![5, 0, 3, reference, n, i as u8 + 1];
+        sm.extend_from_slice(p);
+        let b = SubmitBuilder::new("ACMEPR", FREE)
+            .source_ton_npi(5, 0)
+            .dest_ton_npi(1, 1)
+            .esm_class(0x40)
+            .data_coding(8)
+            .short_message(&sm)
+            .tlv(0x1400, PE.as_bytes())
+            .tlv(0x1402, TM.as_bytes());
+        seqs.push(e.submit(&b).await);
+    }
+    let mut statuses = Vec::new();
+    for seq in seqs {
+        let r = e.recv_where(|f| smpp::command_id(f) == cmd::SUBMIT_SM_RESP && smpp::sequence(f) == seq).await;
+        statuses.push(smpp::command_status(&r));
+    }
+    statuses
 }
 
 /// Sends `b` and returns the submit_sm_resp status.
@@ -346,48 +348,14 @@ async fn dlt_steps_with_the_real_binary() {
     // A concatenated UCS-2 Hindi promotional message, matched on its whole text (no template
     // id: found by the text across both parts).
     let text = HINDI.replace("{#var#}", "सभी कपड़ों");
-    let ucs2: Vec<u8> = text.encode_utf16().flat_map(u16::to_be_bytes).collect();
-    let parts: Vec<&[u8]> = ucs2.chunks(134).collect();
-    assert_eq!(parts.len(), 2, "two parts");
-    let mut seqs = Vec::new();
-    for (i, p) in parts.iter().enumerate() {
-        let mut sm = vec![5, 0, 3, 0x2A, 2, i as u8 + 1];
-        sm.extend_from_slice(p);
-        let b = SubmitBuilder::new("ACMEPR", FREE)
-            .source_ton_npi(5, 0)
-            .dest_ton_npi(1, 1)
-            .esm_class(0x40)
-            .data_coding(8)
-            .short_message(&sm)
-            .tlv(0x1400, PE.as_bytes())
-            .tlv(0x1402, TM.as_bytes());
-        seqs.push(e.submit(&b).await);
-    }
-    for seq in seqs {
-        let r = e.recv_where(|f| smpp::command_id(f) == cmd::SUBMIT_SM_RESP && smpp::sequence(f) == seq).await;
-        assert_eq!(smpp::command_status(&r), 0, "Hindi part seq {seq}");
+    let statuses = concat_ucs2(&mut e, &text, 0x2A).await;
+    assert_eq!(statuses.len(), 2, "two parts");
+    for (i, st) in statuses.into_iter().enumerate() {
+        assert_eq!(st, 0, "Hindi part {}", i + 1);
     }
     // The same message with a word of its fixed text changed is refused, whole.
-    let bad = text.replace("पचास", "साठ");
-    let ucs2: Vec<u8> = bad.encode_utf16().flat_map(u16::to_be_bytes).collect();
-    let mut seqs = Vec::new();
-    let n = ucs2.chunks(134).count() as u8;
-    for (i, p) in ucs2.chunks(134).enumerate() {
-        let mut sm = vec![5, 0, 3, 0x2B, n, i as u8 + 1];
-        sm.extend_from_slice(p);
-        let b = SubmitBuilder::new("ACMEPR", FREE)
-            .source_ton_npi(5, 0)
-            .dest_ton_npi(1, 1)
-            .esm_class(0x40)
-            .data_coding(8)
-            .short_message(&sm)
-            .tlv(0x1400, PE.as_bytes())
-            .tlv(0x1402, TM.as_bytes());
-        seqs.push(e.submit(&b).await);
-    }
-    for seq in seqs {
-        let r = e.recv_where(|f| smpp::command_id(f) == cmd::SUBMIT_SM_RESP && smpp::sequence(f) == seq).await;
-        assert_eq!(smpp::command_status(&r), 0x413, "changed Hindi part seq {seq}");
+    for (i, st) in concat_ucs2(&mut e, &text.replace("पचास", "साठ"), 0x2B).await.into_iter().enumerate() {
+        assert_eq!(st, 0x413, "changed Hindi part {}", i + 1);
     }
     assert_eq!(rejected(noon.admin, "dlt_template_mismatch", 2.0).await, 2.0, "one more mismatch, counted once");
 

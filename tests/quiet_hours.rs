@@ -7,10 +7,8 @@
 mod common;
 mod tools;
 
-use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 use common::conf::{AccountConf, GwConf};
 use common::node::free_addr;
@@ -18,33 +16,7 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_consentgate");
 
-/// A child in its own process group, killed with the whole group on drop (`faketime` runs
-/// the gateway as its own child).
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", self.0.id())]).status();
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(cmd: &mut Command) -> Kill {
-    use std::os::unix::process::CommandExt;
-    Kill(cmd.process_group(0).spawn().unwrap_or_else(|e| panic!("start {cmd:?}: {e}")))
-}
-
-fn wait_port(port: u16, child: &mut Kill, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        assert!(child.0.try_wait().unwrap().is_none(), "{what} exited early");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{what} not listening on {port}");
-}
+use tools::{spawn_group as spawn, wait_port};
 
 /// `consentgate load` of `count` random submits as `system_id`; the report's statuses.
 fn load(gw: u16, system_id: &str, count: u32, dir: &Path) -> Value {

@@ -131,18 +131,8 @@ fn push_hex(out: &mut Vec<u8>, n: u64, digits: usize, alphabet: &[u8; 16]) {
     }
 }
 
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut tmp = [0u8; 20];
-    let mut i = tmp.len();
-    loop {
-        i -= 1;
-        tmp[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&tmp[i..]);
+fn push_u64(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(crate::policy::dlt::decimal_str(n, &mut [0u8; 20]).as_bytes());
 }
 
 /// A JSON string. Valid UTF-8 is kept (with `"`, `\` and control characters escaped); any

@@ -53,6 +53,21 @@ pub struct SynthFiles {
     pub preferences: PathBuf,
 }
 
+impl SynthFiles {
+    /// `dlt build` of these five files into `out`, the other options at their defaults.
+    pub fn build_options(&self, out: PathBuf) -> super::BuildOptions {
+        super::BuildOptions {
+            entities: self.entities.clone(),
+            headers: self.headers.clone(),
+            templates: self.templates.clone(),
+            chains: Some(self.chains.clone()),
+            preferences: Some(self.preferences.clone()),
+            out,
+            ..super::BuildOptions::default()
+        }
+    }
+}
+
 /// splitmix64.
 pub fn splitmix(seed: &mut u64) -> u64 {
     *seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);

@@ -459,16 +459,7 @@ fn synthetic_registry_round_trip() {
     };
     let f = synth::write(&o, |_| {}).unwrap();
     let out = dir.path().join("s.dlt");
-    let rep = build(&BuildOptions {
-        entities: f.entities,
-        headers: f.headers,
-        templates: f.templates,
-        chains: Some(f.chains),
-        preferences: Some(f.preferences),
-        out: out.clone(),
-        ..BuildOptions::default()
-    })
-    .unwrap();
+    let rep = build(&f.build_options(out.clone())).unwrap();
     assert_eq!(rep.templates, 20_000);
     let r = Registry::open(&out).unwrap();
     let mut seed = 1;

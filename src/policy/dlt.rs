@@ -472,8 +472,8 @@ pub fn decimal(v: &[u8]) -> Option<u64> {
     v.iter().try_fold(0u64, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + u64::from(c - b'0')))
 }
 
-/// `n` in decimal, written into `buf` (no allocation).
-fn decimal_str(mut n: u64, buf: &mut [u8; 20]) -> &str {
+/// `n` in decimal, written into `buf` (no allocation; the audit writer's numbers too).
+pub(crate) fn decimal_str(mut n: u64, buf: &mut [u8; 20]) -> &str {
     let mut i = buf.len();
     loop {
         i -= 1;

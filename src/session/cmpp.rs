@@ -785,7 +785,9 @@ impl CmppSession {
         pdu::put_renumbered(&mut self.sp.out, frame, u.sp_seq);
         if u.command_id == cmd::SUBMIT && self.audit.has_pending() {
             if let Ok(r) = cpeek::submit_resp(frame, self.version) {
-                self.audit.complete(seq, r.result, r.msg_id.to_string().as_bytes());
+                // The ISMG's Msg_Id in decimal, without an allocation per response.
+                let mut buf = [0u8; 20];
+                self.audit.complete(seq, r.result, crate::policy::dlt::decimal_str(r.msg_id, &mut buf).as_bytes());
             }
         }
         if u.refused.is_empty() {
