@@ -923,8 +923,12 @@ async fn audit_disk_full() {
 /// Memory per session: 200 idle bound sessions cost what their buffers do, and rounds of 200
 /// more after the first closed reuse that memory: no session leaves anything behind. Run
 /// with glibc's mmap threshold fixed at 64 KiB (`MALLOC_MMAP_THRESHOLD_=65536`), which gives
-/// each closed session's 64 KiB leg buffers back to the system: RSS is then flat from the
-/// second round on, so any growth would be ours. With glibc's default (a threshold that rises
+/// each closed session's 64 KiB leg buffers back to the system: RSS is then flat once the
+/// allocator is warm, so any growth would be ours. Warm means the second round on a quiet
+/// machine; on a loaded one (the whole suite on 2 cores) a later round sometimes still grows
+/// by a step of 4–5 MiB (the heap's free lists, not a trend: flat again after). So the bound
+/// is on the trend: over the four rounds after the second, 800 sessions, less than 16 KiB per
+/// session, where one leg buffer left behind would be 64 KiB and a whole session ~125 KiB. With glibc's default (a threshold that rises
 /// after a large free) the heap fragments under churn and RSS keeps climbing, more slowly each
 /// round (+16, +6, +7, +4, +3 MiB over six rounds); the fixed threshold costs ~5 % forwarder
 /// CPU at maximum rate (measured side by side), so it is an operator's choice (README).
@@ -943,7 +947,7 @@ async fn memory_per_session_is_bounded_and_reused() {
     let rss0 = node.rss_kib();
     let (mut sent, mut once) = (0, 0);
     let mut rss = Vec::new();
-    for round in 0..4u32 {
+    for round in 0..6u32 {
         let mut sessions = Vec::new();
         for k in 0..200u32 {
             let mut c = Counted::bound(node.smpp, "bank").await;
@@ -971,11 +975,12 @@ async fn memory_per_session_is_bounded_and_reused() {
     }
     let per_session = rss[0].saturating_sub(rss0) as f64 / 200.0;
     assert!(per_session < 512.0, "{per_session:.0} KiB per idle session");
-    // The second round finds some structures grown once (pools, tables); from then on the
-    // memory of closed sessions is what the next ones use.
-    assert!(rss[3] <= rss[1] + 4096, "RSS flat from the second round of 200 sessions: {rss0} → {rss:?} KiB");
+    // The first rounds find some structures grown once (pools, tables, the allocator's
+    // free lists); from then on the memory of closed sessions is what the next ones use.
+    let kept = rss[5].saturating_sub(rss[1]) as f64 / 800.0;
+    assert!(kept < 16.0, "{kept:.1} KiB per closed session kept over four rounds of 200: RSS {rss0} → {rss:?} KiB");
     report(
-        "4 × 200 idle sessions opened and closed",
+        "6 × 200 idle sessions opened and closed",
         sent,
         once,
         0,
